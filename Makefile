@@ -1,0 +1,28 @@
+# The README's first two commands: `make demo` and `make test`. Both set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
+DEMO_DIR ?= demo_data
+JOBS ?= 2
+
+.PHONY: install demo test lint bench ray-up ray-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(PY) -m data_tools.demo --out $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,1 @@
+"""Data tools: the copick-layout data layer, the cryo-ET simulator, sparsification."""

@@ -1,0 +1,354 @@
+"""The one data-access module for the copick filesystem layout. Nobody else globs paths.
+
+Layout (as the competition ships it; FACTS.md):
+    <static>/ExperimentRuns/<run>/VoxelSpacing10.000/<type>.zarr    OME-Zarr v2 multiscale, z,y,x
+    <overlay>/ExperimentRuns/<run>/Picks/<particle>.json             competition naming
+    <overlay>/ExperimentRuns/<run>/Picks/<user>_<session>_<particle>.json   copick naming
+Pick locations are x,y,z in Å; arrays are z,y,x. `picks_to_zyx_vox` / `zyx_vox_to_xyz_A`
+are the only conversions between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
+from data_tools.particles import DataError, ParticleTable
+
+RUNS_DIR = "ExperimentRuns"
+GT_USER, GT_SESSION = "curation", "0"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def validate_run_name(run: str) -> str:
+    """Run names become folder names: no separators, no `..`, nothing that escapes the root."""
+    if not isinstance(run, str) or not _RUN_NAME.match(run) or ".." in run:
+        raise DataError(f"invalid run name {run!r}: use letters, digits, '_', '-', '.' (no '..')")
+    return run
+
+
+def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
+    return f"VoxelSpacing{voxel_spacing_A:.3f}"
+
+
+def xyz_A_to_zyx_vox(points_xyz_A: np.ndarray, voxel_size_A: float) -> np.ndarray:
+    """[N,3] x,y,z in Å → [N,3] z,y,x in (fractional) voxel indices."""
+    pts = np.asarray(points_xyz_A, dtype=np.float64).reshape(-1, 3)
+    return pts[:, ::-1] / voxel_size_A
+
+
+def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float) -> np.ndarray:
+    """[N,3] z,y,x voxel indices → [N,3] x,y,z in Å."""
+    pts = np.asarray(points_zyx_vox, dtype=np.float64).reshape(-1, 3)
+    return pts[:, ::-1] * voxel_size_A
+
+
+@dataclass(frozen=True)
+class Tomogram:
+    data: np.ndarray  # (z, y, x) float32
+    voxel_size_A: float
+    path: Path
+    run: str
+
+
+class CopickProject:
+    """A copick filesystem project: a folder with static/ and overlay/, a folder holding
+    ExperimentRuns/ directly (the competition's test/static), or a copick config JSON."""
+
+    def __init__(self, path: str | Path, particles: ParticleTable | None = None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: project does not exist")
+        config = None
+        if self.path.is_file():
+            config = self.path
+            self.static_root, self.overlay_root = _roots_from_config(self.path)
+        elif (self.path / RUNS_DIR).is_dir():
+            self.static_root = self.overlay_root = self.path
+        elif (self.path / "static").is_dir() or (self.path / "overlay").is_dir():
+            self.static_root, self.overlay_root = self.path / "static", self.path / "overlay"
+        else:
+            raise DataError(
+                f"{self.path}: not a copick project (no static/, overlay/ or {RUNS_DIR}/ inside, "
+                "and not a copick config JSON)")
+        if config is None and (self.path / "copick_config.json").is_file():
+            config = self.path / "copick_config.json"
+        self.particles = particles or (
+            ParticleTable.from_copick_config(config) if config else ParticleTable.competition())
+
+    # -- runs ---------------------------------------------------------------------------
+    def runs(self) -> list[str]:
+        names: set[str] = set()
+        for root in {self.static_root, self.overlay_root}:
+            d = root / RUNS_DIR
+            if d.is_dir():
+                names.update(p.name for p in d.iterdir() if p.is_dir() and TMP_MARK not in p.name)
+        return sorted(names)
+
+    def run_dir(self, run: str, *, overlay: bool = False, must_exist: bool = True) -> Path:
+        validate_run_name(run)
+        root = self.overlay_root if overlay else self.static_root
+        d = root / RUNS_DIR / run
+        if must_exist and not d.is_dir() and run not in self.runs():
+            raise DataError(f"{self.path}: run {run!r} not found; runs: {self.runs() or 'none'}")
+        return d
+
+    # -- tomograms ----------------------------------------------------------------------
+    def voxel_spacings(self, run: str) -> list[float]:
+        out = []
+        for root in (self.static_root, self.overlay_root):
+            d = root / RUNS_DIR / validate_run_name(run)
+            if d.is_dir():
+                out += [float(p.name[len("VoxelSpacing"):]) for p in d.glob("VoxelSpacing*")]
+        return sorted(set(out))
+
+    def tomogram_types(self, run: str, voxel_spacing_A: float = 10.0) -> list[str]:
+        types = set()
+        for root in (self.static_root, self.overlay_root):
+            d = root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(voxel_spacing_A)
+            if d.is_dir():
+                types.update(p.name[:-5] for p in d.glob("*.zarr") if TMP_MARK not in p.name)
+        return sorted(types)
+
+    def tomogram_path(self, run: str, voxel_spacing_A: float = 10.0,
+                      tomo_type: str = "denoised") -> Path:
+        self.run_dir(run)
+        vs_name = voxel_spacing_dirname(voxel_spacing_A)
+        for root in (self.static_root, self.overlay_root):
+            p = root / RUNS_DIR / run / vs_name / f"{tomo_type}.zarr"
+            if p.is_dir():
+                return p
+        spacings = self.voxel_spacings(run)
+        if voxel_spacing_A not in spacings:
+            raise DataError(
+                f"{self.static_root / RUNS_DIR / run / vs_name}: voxel spacing folder does not "
+                f"exist; run {run!r} has spacings {spacings or 'none'}")
+        raise DataError(
+            f"{self.static_root / RUNS_DIR / run / vs_name / (tomo_type + '.zarr')}: tomogram "
+            f"type {tomo_type!r} not found; types: {self.tomogram_types(run, voxel_spacing_A)}")
+
+    def tomogram_scales(self, run: str, voxel_spacing_A: float = 10.0,
+                        tomo_type: str = "denoised") -> list[tuple[str, float, tuple[int, ...]]]:
+        """[(array path, voxel size Å, shape z,y,x)] for each level of the multiscale."""
+        path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
+        return _multiscale_levels(path)
+
+    def read_tomogram(self, run: str, voxel_spacing_A: float = 10.0,
+                      tomo_type: str = "denoised", scale: int = 0,
+                      check_finite: bool = True) -> Tomogram:
+        """One level of a tomogram as float32 (z, y, x), with its voxel size from `.zattrs`."""
+        path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
+        levels = _multiscale_levels(path)
+        if not 0 <= scale < len(levels):
+            raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
+        array_path, voxel_size_A, _ = levels[scale]
+        # The folder's spacing is rounded (10.000 vs 10.012 on the portal); allow 5 %.
+        expected = voxel_spacing_A * (2**scale)
+        if abs(voxel_size_A - expected) > 0.05 * expected:
+            raise DataError(f"{path}: wrong voxel spacing: level {scale} has {voxel_size_A:g} Å "
+                            f"per voxel, the folder says {expected:g} Å")
+        import zarr
+        try:
+            data = np.asarray(zarr.open_array(str(path / array_path), mode="r")[...],
+                              dtype=np.float32)
+        except Exception as exc:  # zarr raises many types for a damaged store
+            raise DataError(f"{path / array_path}: cannot read array ({exc})") from exc
+        if data.ndim != 3:
+            raise DataError(f"{path / array_path}: expected a 3-D (z,y,x) array, got {data.shape}")
+        if check_finite and not np.isfinite(data).all():
+            n_bad = int((~np.isfinite(data)).sum())
+            raise DataError(f"{path / array_path}: {n_bad} NaN/inf voxels in run {run!r}")
+        return Tomogram(data=data, voxel_size_A=voxel_size_A, path=path, run=run)
+
+    # -- picks --------------------------------------------------------------------------
+    def picks_files(self, run: str) -> list[tuple[Path, str, str, str]]:
+        """[(path, particle, user_id, session_id)]; bare `<particle>.json` counts as curation/0."""
+        d = self.run_dir(run, overlay=True, must_exist=False) / "Picks"
+        out = []
+        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+            if TMP_MARK in p.name:
+                continue
+            stem = p.stem
+            if stem in self.particles:
+                out.append((p, stem, GT_USER, GT_SESSION))
+                continue
+            parts = stem.split("_", 2)
+            if len(parts) == 3:
+                out.append((p, parts[2], parts[0], parts[1]))
+            else:
+                out.append((p, stem, GT_USER, GT_SESSION))
+        return out
+
+    def read_picks(self, run: str, user_id: str | None = None,
+                   session_id: str | None = None) -> dict[str, np.ndarray]:
+        """Picks per particle as [N,3] x,y,z Å (every table particle present, maybe empty).
+
+        With no user_id, the ground truth is read: the curation user's files (and bare-named
+        ones); if there are none, every picks file.
+        """
+        self.run_dir(run)
+        files = self.picks_files(run)
+        if user_id is None:
+            gt = [f for f in files if f[2] == GT_USER]
+            files = gt or files
+        else:
+            files = [f for f in files if f[2] == user_id]
+        if session_id is not None:
+            files = [f for f in files if f[3] == session_id]
+        out = {name: np.zeros((0, 3)) for name in self.particles.names}
+        for path, particle, _, _ in files:
+            name, pts = _read_picks_json(path)
+            name = name or particle
+            if name not in self.particles:
+                raise DataError(f"{path}: unknown particle {name!r}; known: "
+                                f"{', '.join(self.particles.names)}")
+            out[name] = np.concatenate([out[name], pts]) if len(out[name]) else pts
+        return out
+
+    # -- writing ------------------------------------------------------------------------
+    def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,
+                       tomo_type: str = "denoised", voxel_spacing_A: float = 10.0,
+                       n_levels: int = 3) -> Path:
+        d = self.static_root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(
+            voxel_spacing_A)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{tomo_type}.zarr"
+        with atomic_path(path) as tmp:
+            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels)
+        return path
+
+    def write_picks(self, run: str, particle: str, points_xyz_A: np.ndarray,
+                    user_id: str = GT_USER, session_id: str = GT_SESSION,
+                    scores: np.ndarray | None = None) -> Path:
+        self.particles[particle]
+        d = self.run_dir(run, overlay=True, must_exist=False) / "Picks"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{user_id}_{session_id}_{particle}.json"
+        atomic_write_text(path, json.dumps(
+            picks_json(run, particle, points_xyz_A, user_id, session_id, scores)))
+        return path
+
+    def write_config(self, name: str = "sparse-det project") -> Path:
+        path = self.path / "copick_config.json"
+        atomic_write_text(path, json.dumps(copick_config(
+            name, self.particles, self.static_root, self.overlay_root), indent=2))
+        return path
+
+
+def copick_config(name: str, particles: ParticleTable, static_root: Path,
+                  overlay_root: Path) -> dict:
+    return {
+        "config_type": "filesystem", "name": name, "description": "written by sparse-det",
+        "version": "1.0.0",
+        "pickable_objects": [
+            {"name": p.name, "is_particle": True, "label": p.label, "radius": p.radius_A,
+             "pdb_id": p.pdb_id or None, "color": list(p.color)} for p in particles],
+        "overlay_root": f"local://{Path(overlay_root).resolve()}",
+        "static_root": f"local://{Path(static_root).resolve()}",
+        "overlay_fs_args": {"auto_mkdir": True},
+    }
+
+
+def picks_json(run: str, particle: str, points_xyz_A: np.ndarray, user_id: str,
+               session_id: str, scores: np.ndarray | None = None) -> dict:
+    pts = np.asarray(points_xyz_A, dtype=np.float64).reshape(-1, 3)
+    scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=np.float64)
+    eye = np.eye(4).tolist()
+    return {
+        "pickable_object_name": particle, "user_id": user_id, "session_id": str(session_id),
+        "run_name": run, "voxel_spacing": None, "unit": "angstrom", "trust_orientation": True,
+        "points": [{"location": {"x": float(x), "y": float(y), "z": float(z)},
+                    "transformation_": eye, "instance_id": 0, "score": float(s)}
+                   for (x, y, z), s in zip(pts, scores, strict=True)],
+    }
+
+
+def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
+    try:
+        doc = json.loads(path.read_text())
+        pts = np.array([[p["location"]["x"], p["location"]["y"], p["location"]["z"]]
+                        for p in (doc.get("points") or [])], dtype=np.float64).reshape(-1, 3)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: malformed picks JSON ({type(exc).__name__}: {exc})") from exc
+    if not np.isfinite(pts).all():
+        raise DataError(f"{path}: picks JSON has non-finite coordinates")
+    unit = doc.get("unit", "angstrom")
+    if unit not in ("angstrom", "Angstrom", "A"):
+        raise DataError(f"{path}: picks unit {unit!r} is not angstrom")
+    return doc.get("pickable_object_name"), pts
+
+
+def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...]]]:
+    attrs_file = path / ".zattrs"
+    try:
+        attrs = json.loads(attrs_file.read_text())
+        datasets = attrs["multiscales"][0]["datasets"]
+    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise DataError(f"{path}: not an OME-Zarr multiscale (no readable multiscales in "
+                        f".zattrs: {type(exc).__name__}: {exc})") from exc
+    levels = []
+    for ds in datasets:
+        scale = [t for t in ds.get("coordinateTransformations", []) if t.get("type") == "scale"]
+        if not scale:
+            raise DataError(f"{path}: dataset {ds.get('path')!r} has no scale transformation")
+        zarray = path / ds["path"] / ".zarray"
+        try:
+            shape = tuple(json.loads(zarray.read_text())["shape"])
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise DataError(f"{zarray}: missing or unreadable array metadata ({exc})") from exc
+        levels.append((ds["path"], float(scale[0]["scale"][-1]), shape))
+    return levels
+
+
+def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
+                   n_levels: int = 3) -> None:
+    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean."""
+    import numcodecs
+    import zarr
+
+    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    level = np.asarray(data_zyx, dtype=np.float32)
+    datasets = []
+    for i in range(n_levels):
+        chunks = tuple(min(s, c) for s, c in zip(level.shape, (64, 128, 128), strict=True))
+        g.create_array(name=str(i), data=level, chunks=chunks,
+                       compressors=numcodecs.Blosc(cname="zstd", clevel=1))
+        s = voxel_size_A * 2**i
+        datasets.append({"path": str(i),
+                         "coordinateTransformations": [{"type": "scale", "scale": [s, s, s]}]})
+        level = bin2(level)
+    g.attrs["multiscales"] = [{
+        "version": "0.4", "name": "/",
+        "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
+        "datasets": datasets,
+    }]
+
+
+def bin2(vol: np.ndarray) -> np.ndarray:
+    """2x mean binning; an odd trailing row/column is dropped (as the portal's pyramids do)."""
+    z, y, x = (s // 2 * 2 for s in vol.shape)
+    v = vol[:z, :y, :x]
+    return v.reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _roots_from_config(path: Path) -> tuple[Path, Path]:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable copick config ({exc})") from exc
+
+    def root(key: str) -> Path:
+        url = cfg.get(key) or cfg.get("overlay_root") or ""
+        if not url.startswith("local://") and "://" in url:
+            raise DataError(f"{path}: {key} {url!r} is not a local:// path")
+        p = Path(url.removeprefix("local://"))
+        return p if p.is_absolute() else (path.parent / p)
+
+    if "overlay_root" not in cfg:
+        raise DataError(f"{path}: copick config has no overlay_root")
+    return root("static_root"), root("overlay_root")

@@ -1,0 +1,115 @@
+"""The particle table: name, radius (Å), metric weight, label. One source for every radius."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file or run and the problem."""
+
+
+@dataclass(frozen=True)
+class ParticleType:
+    name: str
+    radius_A: float
+    weight: float
+    label: int
+    pdb_id: str = ""
+    color: tuple[int, int, int, int] = (128, 128, 128, 128)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# FACTS.md: the competition's particles. beta-amylase is labelled but has weight 0 (unscored).
+COMPETITION_PARTICLES: tuple[ParticleType, ...] = (
+    ParticleType("apo-ferritin", 60.0, 1.0, 1, "4V1W", (0, 117, 220, 128)),
+    ParticleType("beta-amylase", 65.0, 0.0, 2, "1FA2", (153, 63, 0, 128)),
+    ParticleType("beta-galactosidase", 90.0, 2.0, 3, "6X1Q", (76, 0, 92, 128)),
+    ParticleType("ribosome", 150.0, 1.0, 4, "6EK0", (0, 92, 49, 128)),
+    ParticleType("thyroglobulin", 130.0, 2.0, 5, "6SCJ", (43, 206, 72, 128)),
+    ParticleType("virus-like-particle", 135.0, 1.0, 6, "6N4V", (255, 204, 153, 128)),
+)
+
+# Metric weights are not part of a copick config; they come from the competition.
+_COMPETITION_WEIGHTS = {p.name: p.weight for p in COMPETITION_PARTICLES}
+
+
+class ParticleTable:
+    """An ordered set of particle types; index i is class i+1 of the network (0 = background)."""
+
+    def __init__(self, particles: tuple[ParticleType, ...] | list[ParticleType]):
+        if not particles:
+            raise DataError("particle table is empty")
+        self.particles = tuple(sorted(particles, key=lambda p: p.label))
+        self._by_name = {p.name: p for p in self.particles}
+        if len(self._by_name) != len(self.particles):
+            raise DataError("particle table has duplicate names")
+
+    def __iter__(self):
+        return iter(self.particles)
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> ParticleType:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise DataError(
+                f"unknown particle {name!r}; known: {', '.join(self.names)}"
+            ) from None
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.particles]
+
+    @property
+    def scored(self) -> list[ParticleType]:
+        return [p for p in self.particles if p.weight > 0]
+
+    def class_index(self, name: str) -> int:
+        """Network class index of a particle: 1..K (0 is background)."""
+        return self.names.index(self[name].name) + 1
+
+    def to_list(self) -> list[dict]:
+        return [p.to_dict() for p in self.particles]
+
+    @classmethod
+    def from_list(cls, items: list[dict]) -> ParticleTable:
+        return cls([ParticleType(**{**d, "color": tuple(d.get("color", (128,) * 4))})
+                    for d in items])
+
+    @classmethod
+    def competition(cls) -> ParticleTable:
+        return cls(COMPETITION_PARTICLES)
+
+    @classmethod
+    def from_copick_config(cls, path: str | Path) -> ParticleTable:
+        """Reads `pickable_objects` of a copick config JSON (weights from the competition)."""
+        path = Path(path)
+        try:
+            cfg = json.loads(path.read_text())
+            objects = cfg["pickable_objects"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not a readable copick config ({exc})") from exc
+        particles = []
+        for obj in objects:
+            if not obj.get("is_particle", True):
+                continue
+            try:
+                particles.append(ParticleType(
+                    name=obj["name"], radius_A=float(obj["radius"]),
+                    weight=float(obj.get("weight", _COMPETITION_WEIGHTS.get(obj["name"], 1.0))),
+                    label=int(obj["label"]), pdb_id=str(obj.get("pdb_id") or ""),
+                    color=tuple(obj.get("color") or (128, 128, 128, 128)),
+                ))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"{path}: bad pickable object {obj!r} ({exc})") from exc
+        return cls(particles)

@@ -1,0 +1,113 @@
+"""Sparse volumes and their on-disk shards: one zarr group per run, written atomically.
+
+    <out>/<run>.zarr/coords_zyx   int32 [N,3]  voxel indices at the working resolution (z,y,x)
+    <out>/<run>.zarr/feats        float32 [N,C] named channels (attrs feature_names)
+    attrs: run, voxel_size_A, shape_zyx, tomogram_type, feature_names, sparsify_config
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.atomic import TMP_MARK, atomic_path
+from data_tools.copick_io import validate_run_name
+from data_tools.particles import DataError
+
+SHARD_SUFFIX = ".zarr"
+COMPLETE_ATTR = "complete"
+
+
+@dataclass
+class SparseVolume:
+    coords_zyx: np.ndarray  # int32 [N,3], C-contiguous
+    feats: np.ndarray  # float32 [N,C]
+    shape_zyx: tuple[int, int, int]
+    voxel_size_A: float
+    run: str
+    tomogram_type: str = "denoised"
+    feature_names: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
+        self.feats = np.ascontiguousarray(self.feats, dtype=np.float32)
+        if self.feats.ndim != 2 or len(self.feats) != len(self.coords_zyx):
+            raise DataError(f"run {self.run!r}: feats {self.feats.shape} do not match "
+                            f"coords {self.coords_zyx.shape}")
+        self.shape_zyx = tuple(int(s) for s in self.shape_zyx)
+
+    def __len__(self) -> int:
+        return len(self.coords_zyx)
+
+
+def shard_path(out_dir: str | Path, run: str) -> Path:
+    return Path(out_dir) / f"{validate_run_name(run)}{SHARD_SUFFIX}"
+
+
+def list_shards(out_dir: str | Path) -> list[str]:
+    d = Path(out_dir)
+    return sorted(p.name[: -len(SHARD_SUFFIX)] for p in d.glob(f"*{SHARD_SUFFIX}")
+                  if TMP_MARK not in p.name) if d.is_dir() else []
+
+
+def write_shard(sv: SparseVolume, out_dir: str | Path) -> Path:
+    import zarr
+
+    if len(sv) == 0:
+        raise DataError(f"run {sv.run!r}: empty sparse set, refusing to write a shard")
+    path = shard_path(out_dir, sv.run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        g = zarr.open_group(str(tmp), mode="w")
+        g.create_array("coords_zyx", data=sv.coords_zyx, chunks=(min(len(sv), 1 << 18), 3))
+        g.create_array("feats", data=sv.feats,
+                       chunks=(min(len(sv), 1 << 18), sv.feats.shape[1]))
+        g.attrs.update({
+            "run": sv.run, "voxel_size_A": float(sv.voxel_size_A),
+            "shape_zyx": list(sv.shape_zyx), "tomogram_type": sv.tomogram_type,
+            "feature_names": list(sv.feature_names), "sparsify_config": sv.config,
+            COMPLETE_ATTR: True,  # written last: a shard without it is not finished
+        })
+    return path
+
+
+def read_shard_attrs(path: str | Path) -> dict:
+    import zarr
+
+    path = Path(path)
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception as exc:  # zarr raises several types for a missing or damaged group
+        raise DataError(f"{path}: not a readable shard ({exc})") from exc
+    if not attrs.get(COMPLETE_ATTR):
+        raise DataError(f"{path}: shard is incomplete (no '{COMPLETE_ATTR}' attribute)")
+    return attrs
+
+
+def read_shard(path: str | Path) -> SparseVolume:
+    import zarr
+
+    path = Path(path)
+    attrs = read_shard_attrs(path)
+    try:
+        g = zarr.open_group(str(path), mode="r")
+        coords, feats = g["coords_zyx"][...], g["feats"][...]
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read shard arrays ({exc})") from exc
+    return SparseVolume(coords, feats, tuple(attrs["shape_zyx"]), attrs["voxel_size_A"],
+                        attrs["run"], attrs.get("tomogram_type", "denoised"),
+                        list(attrs["feature_names"]), attrs.get("sparsify_config", {}))
+
+
+def shard_matches(path: str | Path, config: dict) -> bool:
+    """True when a complete shard exists that was made with exactly this config."""
+    try:
+        attrs = read_shard_attrs(path)
+    except DataError:
+        return False
+    return json.dumps(attrs.get("sparsify_config"), sort_keys=True) == json.dumps(
+        config, sort_keys=True)

@@ -1,0 +1,266 @@
+"""Synthetic cryo-ET projects in the competition layout, with ground truth.
+
+    python -m data_tools.simulate --out DIR --runs N --seed S [--shape Z Y X] [--snr LO HI]
+
+Each run draws its own physics from wide ranges (SNR, defocus, B-factor, blur, ice thickness,
+crowding, membranes, gold, tilt range, contrast scale and offset), so a detector trained on it
+cannot lean on one look. Imaging: density → missing wedge (tilt about y) × phase-flipped CTF with
+an envelope, plus noise through the wedge, then a mild Gaussian "denoising"; protein is darker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.fft
+
+from data_tools.atomic import atomic_write_text
+from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.particles import ParticleTable
+from data_tools.shapes import (
+    distractor_components,
+    gold_components,
+    particle_components,
+    random_rotation,
+    render,
+    render_membrane,
+)
+
+FULL_SHAPE_ZYX = (184, 630, 630)
+VOXEL_SIZE_A = 10.012
+# FACTS.md: mean ground-truth counts per full-size training tomogram
+MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
+               "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
+ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
+
+
+@dataclass
+class SimRanges:
+    """Per-run physics, each drawn uniformly from (lo, hi) (log-uniform where noted)."""
+
+    snr: tuple[float, float] = (0.5, 2.0)  # std of filtered signal / std of filtered noise
+    defocus_um: tuple[float, float] = (1.5, 5.0)
+    ctf_floor: tuple[float, float] = (0.2, 0.6)  # how far CTF correction restored low/zero bands
+    bfactor_A2: tuple[float, float] = (100.0, 1500.0)
+    blur_vox: tuple[float, float] = (0.3, 1.2)  # the mild "denoising" Gaussian
+    ice_fraction: tuple[float, float] = (0.5, 0.9)  # slab thickness / Z
+    crowding: tuple[float, float] = (0.7, 1.3)  # multiplier on particle counts
+    distractors_per_particle: tuple[float, float] = (0.3, 1.2)
+    membranes: tuple[int, int] = (0, 3)
+    gold: tuple[int, int] = (0, 4)
+    tilt_max_deg: tuple[float, float] = (50.0, 65.0)
+    contrast_scale_log10: tuple[float, float] = (-3.0, 3.0)
+    contrast_offset: tuple[float, float] = (-5.0, 5.0)  # in units of the output's std
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimRanges:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown simulator parameters: {sorted(unknown)}")
+        return cls(**{k: tuple(v) for k, v in d.items()})
+
+
+@dataclass
+class RunParams:
+    run: str
+    seed: list[int]
+    shape_zyx: tuple[int, int, int]
+    values: dict = field(default_factory=dict)
+
+
+def draw_run_params(ranges: SimRanges, rng: np.random.Generator) -> dict:
+    v = {}
+    for f in fields(ranges):
+        lo, hi = getattr(ranges, f.name)
+        if f.name in ("membranes", "gold"):
+            v[f.name] = int(rng.integers(lo, hi + 1))
+        else:
+            v[f.name] = float(rng.uniform(lo, hi))
+    v["contrast_scale"] = 10.0 ** v.pop("contrast_scale_log10")
+    return v
+
+
+def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
+                  voxel_size_A: float, rng: np.random.Generator,
+                  tries: int = 60) -> np.ndarray:
+    """Random centres (z,y,x voxels, sub-voxel) without overlap, inside the ice slab.
+
+    Objects are placed largest first; one that finds no room after `tries` draws gets NaN.
+    """
+    order = np.argsort(-radii_A)
+    centers = np.full((len(radii_A), 3), np.nan)
+    placed_c, placed_r = np.zeros((0, 3)), np.zeros(0)
+    z0, z1 = slab_zyx
+    for i in order:
+        r_vox = radii_A[i] / voxel_size_A
+        zlo, zhi = z0 + r_vox * 0.8, z1 - r_vox * 0.8
+        if zhi <= zlo:
+            zlo = zhi = (z0 + z1) / 2
+        for _ in range(tries):
+            c = np.array([rng.uniform(zlo, zhi), rng.uniform(2, shape_zyx[1] - 3),
+                          rng.uniform(2, shape_zyx[2] - 3)])
+            if len(placed_c):
+                d = np.linalg.norm(placed_c - c, axis=1) * voxel_size_A
+                if np.any(d < 0.95 * (placed_r + radii_A[i])):
+                    continue
+            centers[i] = c
+            placed_c = np.vstack([placed_c, c])
+            placed_r = np.append(placed_r, radii_A[i])
+            break
+    return centers
+
+
+def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
+                 seed: list[int], voxel_size_A: float = VOXEL_SIZE_A):
+    """Returns (tomogram z,y,x float32, {particle: centres [N,3] x,y,z Å}, drawn parameters)."""
+    rng = np.random.default_rng(seed)
+    p = draw_run_params(ranges, rng)
+    Z, Y, X = shape_zyx
+    density = np.zeros(shape_zyx, dtype=np.float32)
+    thick = p["ice_fraction"] * Z
+    z0 = rng.uniform(0, Z - thick)
+    slab = (z0, z0 + thick)
+    area = (Y * X) / (FULL_SHAPE_ZYX[1] * FULL_SHAPE_ZYX[2])
+
+    # Labelled particles, distractors and gold share one non-overlapping placement.
+    objs = []  # (name or None, components, bound radius Å)
+    for pt in particles:
+        n = rng.poisson(MEAN_COUNTS.get(pt.name, 20.0) * area * p["crowding"])
+        for _ in range(n):
+            comps = particle_components(pt.name, pt.radius_A, rng)
+            objs.append((pt.name, comps, pt.radius_A * 1.05))
+    n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
+    objs += [(None, *distractor_components(rng)) for _ in range(n_distr)]
+    objs += [(None, *gold_components(rng)) for _ in range(p["gold"])]
+    radii = np.array([o[2] for o in objs])
+    centers = place_objects(radii, shape_zyx, slab, voxel_size_A, rng)
+
+    picks = {pt.name: [] for pt in particles}
+    for (name, comps, bound), c in zip(objs, centers, strict=True):
+        if np.isnan(c[0]):
+            continue  # no room: never rendered, never labelled
+        render(density, c, comps, random_rotation(rng), bound, voxel_size_A)
+        if name is not None:
+            picks[name].append(c)
+    for _ in range(p["membranes"]):
+        # Vesicles may overlap particles (as membranes do); centres anywhere around the slab.
+        c = np.array([rng.uniform(*slab), rng.uniform(0, Y), rng.uniform(0, X)])
+        render_membrane(density, c, rng.uniform(250.0, 1500.0), voxel_size_A,
+                        rng.uniform(0.6, 1.2))
+    # Ice: protein is denser than ice, ice denser than the vacuum around the slab.
+    zs = np.arange(Z)
+    ice = 0.5 * (np.tanh(zs - slab[0]) - np.tanh(zs - slab[1])) * 2.2
+    density += ice[:, None, None].astype(np.float32)
+
+    tomo = image(density, p, voxel_size_A, rng)
+    picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), voxel_size_A)
+               for k, v in picks.items()}
+    return tomo, picks_A, p
+
+
+def image(density: np.ndarray, p: dict, voxel_size_A: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """Density → tomogram: wedge, CTF, envelope, noise at the drawn SNR, blur, sign, contrast."""
+    shape = density.shape
+    spec = scipy.fft.rfftn(density, workers=-1)
+    del density
+    kz = scipy.fft.fftfreq(shape[0]).astype(np.float32)[:, None, None] / voxel_size_A
+    ky = scipy.fft.fftfreq(shape[1]).astype(np.float32)[None, :, None] / voxel_size_A
+    kx = scipy.fft.rfftfreq(shape[2]).astype(np.float32)[None, None, :] / voxel_size_A
+    k2 = kz**2 + ky**2 + kx**2
+    # Missing wedge: a tilt series about y measures |kz| <= tan(tilt_max) * |kx| (soft edge).
+    ang_deg = np.degrees(np.arctan2(np.abs(kz), np.abs(kx)))
+    wedge = 0.5 * (1 + np.tanh((np.float32(p["tilt_max_deg"]) - ang_deg) / np.float32(2.0)))
+    del ang_deg
+    chi = np.float32(np.pi * ELECTRON_WAVELENGTH_A * p["defocus_um"] * 1e4) * k2
+    ctf = np.abs(np.float32(0.995) * np.sin(chi) + np.float32(0.1) * np.cos(chi))
+    ctf = np.sqrt(ctf**2 + np.float32(p["ctf_floor"]) ** 2)  # partial CTF deconvolution
+    envelope = np.exp(-np.float32(p["bfactor_A2"] / 4) * k2)
+    blur = np.exp(-np.float32(2 * np.pi**2 * p["blur_vox"] ** 2 * voxel_size_A**2) * k2)
+    sig_filter = (wedge * ctf * envelope * blur).astype(np.float32)
+    noise_filter = (wedge * blur).astype(np.float32)
+    sig_filter[0, 0, 0] = 0.0
+    noise_filter[0, 0, 0] = 0.0
+    del chi, ctf, envelope, k2
+    spec *= sig_filter
+    noise = (rng.standard_normal(spec.shape, dtype=np.float32)
+             + 1j * rng.standard_normal(spec.shape, dtype=np.float32)).astype(np.complex64)
+    noise *= noise_filter
+    # Parseval: the ratio of the two spectra's energies is the variance ratio in real space.
+    sig_pow = float(np.sum(np.abs(spec) ** 2))
+    noise_pow = float(np.sum(np.abs(noise) ** 2))
+    sigma = np.sqrt(sig_pow / max(noise_pow, 1e-30)) / p["snr"]
+    spec += np.complex64(sigma) * noise
+    del noise
+    vol = scipy.fft.irfftn(spec, s=shape, workers=-1).astype(np.float32)
+    del spec
+    vol *= -1.0  # dense protein is dark
+    std = float(vol.std()) or 1.0
+    vol = (vol / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
+    return vol.astype(np.float32)
+
+
+def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE_ZYX,
+                     ranges: SimRanges | None = None, run_prefix: str = "TS_sim",
+                     progress: bool = True) -> CopickProject:
+    """Writes a complete copick project with picks, copick_config.json, solution.csv and
+    simulation.json (every run's drawn parameters)."""
+    from tqdm import tqdm
+
+    ranges = ranges or SimRanges()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    particles = ParticleTable.competition()
+    (out / "static").mkdir(exist_ok=True)
+    (out / "overlay").mkdir(exist_ok=True)
+    project = CopickProject(out, particles)
+    project.write_config(f"simulated (seed {seed})")
+    rows, record = [], {"seed": seed, "shape_zyx": list(shape_zyx), "ranges": asdict(ranges),
+                        "runs": {}}
+    for i in tqdm(range(n_runs), desc="simulate", unit="run", disable=not progress):
+        run = f"{run_prefix}_{seed}_{i:03d}"
+        tomo, picks, params = simulate_run(run, shape_zyx, particles, ranges, [seed, i])
+        project.write_tomogram(run, tomo, VOXEL_SIZE_A)
+        for name, pts in picks.items():
+            project.write_picks(run, name, pts)
+            rows += [(run, name, *xyz) for xyz in pts]
+        record["runs"][run] = params
+    sol = pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z"])
+    sol.insert(0, "id", np.arange(len(sol)))
+    atomic_write_text(out / "solution.csv", sol.to_csv(index=False))
+    atomic_write_text(out / "simulation.json", json.dumps(record, indent=2))
+    return project
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX, metavar=("Z", "Y", "X"))
+    ap.add_argument("--snr", type=float, nargs=2, metavar=("LO", "HI"))
+    ap.add_argument("--ranges", help="JSON file overriding SimRanges fields, e.g. "
+                    '{"snr": [0.3, 0.5], "bfactor_A2": [1500, 2500]}')
+    ap.add_argument("--prefix", default="TS_sim")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
+    if a.snr:
+        overrides["snr"] = a.snr
+    ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
+    t0 = time.perf_counter()
+    simulate_project(a.out, a.runs, a.seed, tuple(a.shape), ranges, a.prefix,
+                     progress=not a.quiet)
+    print(f"wrote {a.runs} run(s) to {a.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sparse cryo-ET particle picker: spconv U-Net on sparse voxel sets, voting, clustering."""

@@ -1,0 +1,45 @@
+"""Scores a submission with the competition metric.
+
+    python -m sparse_det.evaluate --solution PROJECT_OR_CSV --submission CSV [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError, ParticleTable
+from sparse_det.io import project_solution, read_submission
+from sparse_det.metric import Score, score_tables
+
+
+def evaluate(solution: str | Path, submission: str | Path) -> Score:
+    solution = Path(solution)
+    if solution.suffix == ".csv":
+        particles, sol = ParticleTable.competition(), read_submission(solution)
+    else:
+        project = CopickProject(solution)
+        particles, sol = project.particles, project_solution(project)
+    return score_tables(sol, read_submission(submission), particles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Competition F-beta (beta=4) of a submission CSV.")
+    ap.add_argument("--solution", required=True, help="copick project (its picks) or CSV")
+    ap.add_argument("--submission", required=True)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        score = evaluate(a.solution, a.submission)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(score.to_dict(), indent=2) if a.json else score.table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

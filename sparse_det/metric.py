@@ -1,0 +1,102 @@
+"""The competition metric (FACTS.md), exactly.
+
+Per experiment and class: a hit is a candidate within 0.5·radius of a reference (distance ≤ r);
+TP = distinct references hit; FP = candidates − TP; FN = references − TP. Counts are summed over
+experiments per class (micro), F-beta with beta=4 per class, weighted mean over classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import KDTree
+
+from data_tools.particles import DataError, ParticleTable
+
+BETA = 4.0
+DISTANCE_MULTIPLIER = 0.5
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def fbeta(self) -> float:
+        p, r = self.precision, self.recall
+        denom = BETA**2 * p + r
+        return (1 + BETA**2) * p * r / denom if denom > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
+                "recall": self.recall, "fbeta": self.fbeta}
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float
+    per_class: dict[str, ClassScore]
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "per_class": {k: v.to_dict() for k, v in
+                                                   self.per_class.items()}}
+
+    def table(self) -> str:
+        lines = [f"{'particle':<22}{'TP':>6}{'FP':>6}{'FN':>6}{'prec':>8}{'recall':>8}{'F4':>8}"]
+        for name, c in self.per_class.items():
+            lines.append(f"{name:<22}{c.tp:>6}{c.fp:>6}{c.fn:>6}{c.precision:>8.3f}"
+                         f"{c.recall:>8.3f}{c.fbeta:>8.3f}")
+        lines.append(f"{'weighted F4':<22}{'':>32}{self.score:>8.4f}")
+        return "\n".join(lines)
+
+
+def match_counts(reference_xyz_A: np.ndarray, candidate_xyz_A: np.ndarray,
+                 radius_A: float) -> tuple[int, int, int]:
+    """(TP, FP, FN) for one experiment and class; radius_A is the hit distance."""
+    ref = np.asarray(reference_xyz_A, dtype=np.float64).reshape(-1, 3)
+    cand = np.asarray(candidate_xyz_A, dtype=np.float64).reshape(-1, 3)
+    if len(ref) == 0 or len(cand) == 0:
+        return 0, len(cand), len(ref)
+    hits = KDTree(cand).query_ball_tree(KDTree(ref), radius_A)
+    tp = len({j for js in hits for j in js})
+    return tp, len(cand) - tp, len(ref) - tp
+
+
+def score_tables(solution: pd.DataFrame, submission: pd.DataFrame,
+                 particles: ParticleTable) -> Score:
+    """Scores a submission DataFrame against a solution DataFrame (columns experiment,
+    particle_type, x, y, z in Å). The submission is restricted to the solution's experiments."""
+    for df, what in ((solution, "solution"), (submission, "submission")):
+        unknown = sorted(set(df["particle_type"]) - set(particles.names))
+        if unknown:
+            raise DataError(f"{what}: unknown particle_type {unknown}; known: {particles.names}")
+    experiments = set(solution["experiment"])
+    submission = submission[submission["experiment"].isin(experiments)]
+    per_class = {}
+    for p in particles.scored:
+        tp = fp = fn = 0
+        sol_p = solution[solution["particle_type"] == p.name]
+        sub_p = submission[submission["particle_type"] == p.name]
+        sol_groups = dict(tuple(sol_p.groupby("experiment")))
+        sub_groups = dict(tuple(sub_p.groupby("experiment")))
+        for exp in experiments:
+            ref = sol_groups.get(exp, sol_p.iloc[:0])[["x", "y", "z"]].to_numpy()
+            cand = sub_groups.get(exp, sub_p.iloc[:0])[["x", "y", "z"]].to_numpy()
+            a, b, c = match_counts(ref, cand, p.radius_A * DISTANCE_MULTIPLIER)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        per_class[p.name] = ClassScore(tp, fp, fn)
+    total_w = sum(p.weight for p in particles.scored)
+    score = sum(particles[n].weight * c.fbeta for n, c in per_class.items()) / total_w
+    return Score(score, per_class)

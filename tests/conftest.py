@@ -1,0 +1,32 @@
+"""Shared fixtures: small simulated projects written once per session (real zarr files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_tools.simulate import SimRanges, simulate_project
+
+SMALL_SHAPE = (64, 192, 192)
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    except ImportError:
+        pass
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory):
+    """Two small runs at an easy SNR, with dense crowding so every class appears."""
+    out = tmp_path_factory.mktemp("sim") / "project"
+    ranges = SimRanges(snr=(1.5, 2.0), crowding=(3.0, 3.0), membranes=(0, 1), gold=(0, 1))
+    return simulate_project(out, n_runs=2, seed=7, shape_zyx=SMALL_SHAPE, ranges=ranges,
+                            progress=False)

@@ -1,0 +1,196 @@
+"""The copick layout: round trips, the competition's own files, both picks namings, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from data_tools.copick_io import CopickProject, validate_run_name
+from data_tools.particles import DataError, ParticleTable
+
+
+def make_project(tmp_path):
+    (tmp_path / "static").mkdir()
+    (tmp_path / "overlay").mkdir()
+    return CopickProject(tmp_path)
+
+
+def test_round_trip(tmp_path):
+    proj = make_project(tmp_path)
+    vol = np.random.default_rng(0).normal(size=(20, 34, 30)).astype(np.float32)
+    proj.write_tomogram("TS_1", vol, voxel_size_A=10.012)
+    pts = np.array([[100.5, 200.25, 50.0], [10.0, 20.0, 30.0]])
+    proj.write_picks("TS_1", "ribosome", pts)
+    proj.write_config()
+
+    again = CopickProject(tmp_path / "copick_config.json")
+    assert again.runs() == ["TS_1"], f"runs {again.runs()}"
+    t = again.read_tomogram("TS_1")
+    np.testing.assert_array_equal(t.data, vol, err_msg="level 0 differs after round trip")
+    assert t.voxel_size_A == pytest.approx(10.012), f"voxel size {t.voxel_size_A}"
+    levels = again.tomogram_scales("TS_1")
+    assert [s for _, _, s in levels] == [(20, 34, 30), (10, 17, 15), (5, 8, 7)], levels
+    assert [v for _, v, _ in levels] == pytest.approx([10.012, 20.024, 40.048]), levels
+    t1 = again.read_tomogram("TS_1", scale=1)
+    np.testing.assert_allclose(t1.data[0, 0, 0], vol[:2, :2, :2].mean(), rtol=1e-5,
+                               err_msg="scale 1 is not a 2x mean binning")
+    picks = again.read_picks("TS_1")
+    np.testing.assert_allclose(picks["ribosome"], pts, err_msg="picks differ after round trip")
+    assert len(picks["apo-ferritin"]) == 0, "absent classes read as empty"
+    assert (tmp_path / "overlay/ExperimentRuns/TS_1/Picks/curation_0_ribosome.json").is_file(), \
+        "picks must be written with copick's naming"
+    assert not list(tmp_path.rglob("*.tmp-*")), "temporary files left behind"
+
+
+def write_competition_run(root, run="TS_5_4", spacing_scale=10.012):
+    """A run exactly as the competition shipped it, written with plain zarr calls."""
+    d = root / "static/ExperimentRuns" / run / "VoxelSpacing10.000"
+    d.mkdir(parents=True)
+    g = zarr.open_group(str(d / "denoised.zarr"), mode="w", zarr_format=2)
+    vol = np.arange(8 * 12 * 16, dtype=np.float32).reshape(8, 12, 16)
+    datasets = []
+    for i in range(3):
+        g.create_array(str(i), data=vol[:: 2**i, :: 2**i, :: 2**i].copy(), chunks=(4, 6, 8))
+        s = spacing_scale * 2**i
+        datasets.append({"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [s, s, s]}]})
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": [
+        {"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"], "datasets": datasets}]
+    picks = root / "overlay/ExperimentRuns" / run / "Picks"
+    picks.mkdir(parents=True)
+    doc = {"pickable_object_name": "ribosome", "user_id": "curation", "session_id": "0",
+           "run_name": run, "voxel_spacing": None, "unit": "angstrom",
+           "points": [{"location": {"x": 5274.903, "y": 5288.121, "z": 619.798},
+                       "transformation_": np.eye(4).tolist(), "instance_id": 0, "score": 1.0}],
+           "trust_orientation": True}
+    (picks / "ribosome.json").write_text(json.dumps(doc))
+    return vol
+
+
+def test_reads_competition_layout_written_by_plain_zarr(tmp_path):
+    vol = write_competition_run(tmp_path)
+    proj = CopickProject(tmp_path)
+    np.testing.assert_array_equal(proj.read_tomogram("TS_5_4").data, vol,
+                                  err_msg="plain-zarr OME-Zarr read back differently")
+    assert proj.read_tomogram("TS_5_4", scale=2).data.shape == (2, 3, 4)
+    picks = proj.read_picks("TS_5_4")
+    np.testing.assert_allclose(picks["ribosome"], [[5274.903, 5288.121, 619.798]],
+                               err_msg="bare-named competition picks not read")
+    # Both namings side by side: ground truth plus a copick-named prediction file.
+    proj.write_picks("TS_5_4", "ribosome", [[1.0, 2.0, 3.0]], user_id="sparsedet", session_id="1")
+    assert len(proj.read_picks("TS_5_4")["ribosome"]) == 1, "predictions leaked into ground truth"
+    pred = proj.read_picks("TS_5_4", user_id="sparsedet")["ribosome"]
+    np.testing.assert_allclose(pred, [[1.0, 2.0, 3.0]], err_msg="copick-named picks not read")
+
+
+def test_test_folder_with_experiment_runs_at_root(tmp_path):
+    write_competition_run(tmp_path)
+    proj = CopickProject(tmp_path / "static")  # like the competition's test/static
+    assert proj.runs() == ["TS_5_4"], proj.runs()
+    assert proj.read_tomogram("TS_5_4").data.shape == (8, 12, 16)
+
+
+def test_particle_table_from_copick_config(tmp_path):
+    cfg = {"config_type": "filesystem", "overlay_root": "local:///x", "pickable_objects": [
+        {"name": "ribosome", "is_particle": True, "label": 4, "radius": 150},
+        {"name": "membrane", "is_particle": False, "label": 8, "radius": 0}]}
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(cfg))
+    t = ParticleTable.from_copick_config(p)
+    assert t.names == ["ribosome"] and t["ribosome"].weight == 1.0, t.to_list()
+
+
+# ---- bad input: one clear error naming the path and the problem -----------------------------
+@pytest.fixture
+def comp(tmp_path):
+    write_competition_run(tmp_path)
+    return tmp_path
+
+
+def test_missing_run(comp):
+    with pytest.raises(DataError, match="run 'TS_9_9' not found"):
+        CopickProject(comp).read_tomogram("TS_9_9")
+
+
+def test_missing_tomogram_type(comp):
+    with pytest.raises(DataError, match=r"wbp.zarr: tomogram type 'wbp' not found"):
+        CopickProject(comp).read_tomogram("TS_5_4", tomo_type="wbp")
+
+
+def test_missing_voxel_spacing_folder(comp):
+    with pytest.raises(DataError, match="VoxelSpacing20.000: voxel spacing folder does not exist"):
+        CopickProject(comp).read_tomogram("TS_5_4", voxel_spacing_A=20.0)
+
+
+def test_wrong_voxel_spacing_in_zattrs(tmp_path):
+    write_competition_run(tmp_path, spacing_scale=13.5)
+    with pytest.raises(DataError, match="denoised.zarr: wrong voxel spacing"):
+        CopickProject(tmp_path).read_tomogram("TS_5_4")
+
+
+def test_not_an_ome_zarr(comp):
+    (comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/.zattrs").write_text(
+        "{}")
+    with pytest.raises(DataError, match="denoised.zarr: not an OME-Zarr multiscale"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+
+
+def test_corrupt_array_metadata(comp):
+    (comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/0/.zarray").unlink()
+    with pytest.raises(DataError, match=r"0/.zarray: missing or unreadable array metadata"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+
+
+def test_malformed_picks(comp):
+    (comp / "overlay/ExperimentRuns/TS_5_4/Picks/ribosome.json").write_text('{"points": [{"lo')
+    with pytest.raises(DataError, match="ribosome.json: malformed picks JSON"):
+        CopickProject(comp).read_picks("TS_5_4")
+
+
+def test_unknown_particle_in_picks(comp):
+    src = comp / "overlay/ExperimentRuns/TS_5_4/Picks/ribosome.json"
+    doc = json.loads(src.read_text())
+    doc["pickable_object_name"] = "tubulin"
+    (src.parent / "tubulin.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="tubulin.json: unknown particle 'tubulin'"):
+        CopickProject(comp).read_picks("TS_5_4")
+
+
+def test_nan_voxels(tmp_path):
+    proj = make_project(tmp_path)
+    vol = np.zeros((8, 8, 8), np.float32)
+    vol[1, 2, 3] = np.nan
+    vol[2, 2, 2] = np.inf
+    proj.write_tomogram("TS_nan", vol)
+    with pytest.raises(DataError, match=r"2 NaN/inf voxels in run 'TS_nan'"):
+        proj.read_tomogram("TS_nan")
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "..", "", "/abs", "a\\b", "x..y"])
+def test_run_names_never_escape(bad, comp):
+    with pytest.raises(DataError, match="invalid run name"):
+        validate_run_name(bad)
+    with pytest.raises(DataError, match="invalid run name"):
+        CopickProject(comp).read_tomogram(bad)
+
+
+def test_not_a_project(tmp_path):
+    with pytest.raises(DataError, match="not a copick project"):
+        CopickProject(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        CopickProject(tmp_path / "nope")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    from data_tools.atomic import atomic_path
+
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old", "failed write replaced the file"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"], "temporary left behind"
+    shutil.rmtree(tmp_path)

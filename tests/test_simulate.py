@@ -1,0 +1,72 @@
+"""The simulator: deterministic, picks at the centre of the density, sign and layout."""
+
+import numpy as np
+import pytest
+
+from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.particles import ParticleTable
+from data_tools.shapes import particle_components, random_rotation, render
+from data_tools.simulate import SimRanges, simulate_run
+
+TABLE = ParticleTable.competition()
+
+
+@pytest.mark.parametrize("name", TABLE.names)
+def test_pick_is_centre_of_density(name):
+    """The density centroid of every class, at a random rotation and sub-voxel position,
+    is the pick (within 0.15 voxel)."""
+    rng = np.random.default_rng(3)
+    p = TABLE[name]
+    for _ in range(3):
+        vol = np.zeros((48, 48, 48), np.float32)
+        c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
+        render(vol, c, particle_components(name, p.radius_A, rng), random_rotation(rng),
+               p.radius_A * 1.05, 10.0)
+        idx = np.indices(vol.shape).reshape(3, -1).T
+        centroid = (idx * vol.reshape(-1, 1)).sum(0) / vol.sum()
+        err = np.linalg.norm(centroid - c)
+        assert err < 0.15, f"{name}: density centroid {centroid} is {err:.2f} voxel from {c}"
+
+
+def test_shapes_differ_between_classes():
+    """Hollow shells are empty in the middle; solid particles are not."""
+    rng = np.random.default_rng(0)
+    for name, hollow in [("apo-ferritin", True), ("ribosome", False), ("beta-amylase", False)]:
+        vol = np.zeros((40, 40, 40), np.float32)
+        render(vol, np.array([20.0, 20, 20]), particle_components(name, TABLE[name].radius_A,
+                                                                  rng),
+               random_rotation(rng), TABLE[name].radius_A, 10.0)
+        centre, peak = vol[19:22, 19:22, 19:22].mean(), vol.max()
+        assert (centre < 0.2 * peak) == hollow, f"{name}: centre {centre:.2f}, peak {peak:.2f}"
+
+
+def test_deterministic_for_a_seed():
+    shape = (40, 96, 96)
+    ranges = SimRanges(crowding=(3, 3))
+    a = simulate_run("r", shape, TABLE, ranges, [5, 0])
+    b = simulate_run("r", shape, TABLE, ranges, [5, 0])
+    c = simulate_run("r", shape, TABLE, ranges, [6, 0])
+    np.testing.assert_array_equal(a[0], b[0], err_msg="same seed gave a different tomogram")
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=f"{k} picks differ")
+    assert a[2] == b[2], "drawn parameters differ"
+    assert not np.array_equal(a[0], c[0]), "another seed gave the same tomogram"
+
+
+def test_project_layout_and_protein_is_dark(small_project):
+    proj = CopickProject(small_project.path)
+    assert len(proj.runs()) == 2, proj.runs()
+    for f in ("copick_config.json", "solution.csv", "simulation.json"):
+        assert (small_project.path / f).is_file(), f"{f} missing"
+    run = proj.runs()[0]
+    t = proj.read_tomogram(run)
+    picks = proj.read_picks(run)
+    counts = {k: len(v) for k, v in picks.items()}
+    assert all(n > 0 for n in counts.values()), f"a class is missing at crowding 3: {counts}"
+    # Robust z-score: the middle of solid particles must sit below the median (dark protein).
+    vol = t.data
+    med, mad = np.median(vol), np.median(np.abs(vol - np.median(vol)))
+    for name in ("ribosome", "thyroglobulin", "beta-galactosidase"):
+        zyx = np.round(xyz_A_to_zyx_vox(picks[name], t.voxel_size_A)).astype(int)
+        vals = (vol[tuple(zyx.T)] - med) / mad
+        assert np.median(vals) < -1.0, f"{name} centres not darker than ice: {vals}"
