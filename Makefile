@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install
-	$(PY) -m data_tools.demo --out $(DEMO_DIR)
+	$(PY) -m sparse_det.demo --out $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q

@@ -36,16 +36,21 @@ def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
     return f"VoxelSpacing{voxel_spacing_A:.3f}"
 
 
-def xyz_A_to_zyx_vox(points_xyz_A: np.ndarray, voxel_size_A: float) -> np.ndarray:
-    """[N,3] x,y,z in Å → [N,3] z,y,x in (fractional) voxel indices."""
+def xyz_A_to_zyx_vox(points_xyz_A: np.ndarray, voxel_size_A: float,
+                     origin_A: float = 0.0) -> np.ndarray:
+    """[N,3] x,y,z in Å → [N,3] z,y,x in (fractional) voxel indices.
+
+    origin_A is where voxel 0's centre lies: 0 at full resolution; a 2x mean-binned level's
+    voxel 0 covers full-resolution voxels 0 and 1, so its centre lies at 0.5 full voxels."""
     pts = np.asarray(points_xyz_A, dtype=np.float64).reshape(-1, 3)
-    return pts[:, ::-1] / voxel_size_A
+    return (pts[:, ::-1] - origin_A) / voxel_size_A
 
 
-def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float) -> np.ndarray:
-    """[N,3] z,y,x voxel indices → [N,3] x,y,z in Å."""
+def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float,
+                     origin_A: float = 0.0) -> np.ndarray:
+    """[N,3] z,y,x voxel indices → [N,3] x,y,z in Å (inverse of xyz_A_to_zyx_vox)."""
     pts = np.asarray(points_zyx_vox, dtype=np.float64).reshape(-1, 3)
-    return pts[:, ::-1] * voxel_size_A
+    return pts[:, ::-1] * voxel_size_A + origin_A
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Tomogram:
     voxel_size_A: float
     path: Path
     run: str
+    origin_A: float = 0.0  # position of voxel 0's centre (the level's translation)
 
 
 class CopickProject:
@@ -132,9 +138,9 @@ class CopickProject:
             f"{self.static_root / RUNS_DIR / run / vs_name / (tomo_type + '.zarr')}: tomogram "
             f"type {tomo_type!r} not found; types: {self.tomogram_types(run, voxel_spacing_A)}")
 
-    def tomogram_scales(self, run: str, voxel_spacing_A: float = 10.0,
-                        tomo_type: str = "denoised") -> list[tuple[str, float, tuple[int, ...]]]:
-        """[(array path, voxel size Å, shape z,y,x)] for each level of the multiscale."""
+    def tomogram_scales(self, run: str, voxel_spacing_A: float = 10.0, tomo_type: str = "denoised"
+                        ) -> list[tuple[str, float, tuple[int, ...], float]]:
+        """[(array path, voxel size Å, shape z,y,x, origin Å)] for each level."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
         return _multiscale_levels(path)
 
@@ -146,7 +152,7 @@ class CopickProject:
         levels = _multiscale_levels(path)
         if not 0 <= scale < len(levels):
             raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
-        array_path, voxel_size_A, _ = levels[scale]
+        array_path, voxel_size_A, _, origin_A = levels[scale]
         # The folder's spacing is rounded (10.000 vs 10.012 on the portal); allow 5 %.
         expected = voxel_spacing_A * (2**scale)
         if abs(voxel_size_A - expected) > 0.05 * expected:
@@ -163,7 +169,8 @@ class CopickProject:
         if check_finite and not np.isfinite(data).all():
             n_bad = int((~np.isfinite(data)).sum())
             raise DataError(f"{path / array_path}: {n_bad} NaN/inf voxels in run {run!r}")
-        return Tomogram(data=data, voxel_size_A=voxel_size_A, path=path, run=run)
+        return Tomogram(data=data, voxel_size_A=voxel_size_A, path=path, run=run,
+                        origin_A=origin_A)
 
     # -- picks --------------------------------------------------------------------------
     def picks_files(self, run: str) -> list[tuple[Path, str, str, str]]:
@@ -283,7 +290,7 @@ def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
     return doc.get("pickable_object_name"), pts
 
 
-def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...]]]:
+def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
     attrs_file = path / ".zattrs"
     try:
         attrs = json.loads(attrs_file.read_text())
@@ -301,7 +308,10 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...]]]:
             shape = tuple(json.loads(zarray.read_text())["shape"])
         except (OSError, json.JSONDecodeError, KeyError) as exc:
             raise DataError(f"{zarray}: missing or unreadable array metadata ({exc})") from exc
-        levels.append((ds["path"], float(scale[0]["scale"][-1]), shape))
+        shift = [t for t in ds.get("coordinateTransformations", [])
+                 if t.get("type") == "translation"]
+        origin = float(shift[0]["translation"][-1]) if shift else 0.0
+        levels.append((ds["path"], float(scale[0]["scale"][-1]), shape, origin))
     return levels
 
 
@@ -318,9 +328,10 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
         chunks = tuple(min(s, c) for s, c in zip(level.shape, (64, 128, 128), strict=True))
         g.create_array(name=str(i), data=level, chunks=chunks,
                        compressors=numcodecs.Blosc(cname="zstd", clevel=1))
-        s = voxel_size_A * 2**i
-        datasets.append({"path": str(i),
-                         "coordinateTransformations": [{"type": "scale", "scale": [s, s, s]}]})
+        s, t = voxel_size_A * 2**i, voxel_size_A * (2**i - 1) / 2  # mean binning's shift
+        datasets.append({"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [s, s, s]}, {"type": "translation",
+                                                    "translation": [t, t, t]}]})
         level = bin2(level)
     g.attrs["multiscales"] = [{
         "version": "0.4", "name": "/",

@@ -22,7 +22,7 @@ def project_info(project: CopickProject) -> dict:
                 levels = project.tomogram_scales(run, vs, t)
                 key = t if len(project.voxel_spacings(run)) == 1 else f"{t}@{vs:g}"
                 tomos[key] = {"voxel_spacing": levels[0][1],
-                              "shapes": [list(shape) for _, _, shape in levels]}
+                              "shapes": [list(lv[2]) for lv in levels]}
         picks = {k: len(v) for k, v in project.read_picks(run).items()}
         runs[run] = {"tomograms": tomos, "picks": picks}
     return {"runs": runs}

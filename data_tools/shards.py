@@ -2,7 +2,8 @@
 
     <out>/<run>.zarr/coords_zyx   int32 [N,3]  voxel indices at the working resolution (z,y,x)
     <out>/<run>.zarr/feats        float32 [N,C] named channels (attrs feature_names)
-    attrs: run, voxel_size_A, shape_zyx, tomogram_type, feature_names, sparsify_config
+    attrs: run, voxel_size_A, origin_A, shape_zyx, tomogram_type, feature_names,
+           sparsify_config, complete (written last)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class SparseVolume:
     tomogram_type: str = "denoised"
     feature_names: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
 
     def __post_init__(self):
         self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
@@ -70,6 +72,7 @@ def write_shard(sv: SparseVolume, out_dir: str | Path) -> Path:
             "run": sv.run, "voxel_size_A": float(sv.voxel_size_A),
             "shape_zyx": list(sv.shape_zyx), "tomogram_type": sv.tomogram_type,
             "feature_names": list(sv.feature_names), "sparsify_config": sv.config,
+            "origin_A": float(sv.origin_A),
             COMPLETE_ATTR: True,  # written last: a shard without it is not finished
         })
     return path
@@ -100,7 +103,8 @@ def read_shard(path: str | Path) -> SparseVolume:
         raise DataError(f"{path}: cannot read shard arrays ({exc})") from exc
     return SparseVolume(coords, feats, tuple(attrs["shape_zyx"]), attrs["voxel_size_A"],
                         attrs["run"], attrs.get("tomogram_type", "denoised"),
-                        list(attrs["feature_names"]), attrs.get("sparsify_config", {}))
+                        list(attrs["feature_names"]), attrs.get("sparsify_config", {}),
+                        float(attrs.get("origin_A", 0.0)))
 
 
 def shard_matches(path: str | Path, config: dict) -> bool:

@@ -98,7 +98,7 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str,
-             level_already_binned: bool = True) -> SparseVolume:
+             origin_A: float = 0.0) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels."""
     what = f"run {run!r}"
     if vol.ndim != 3:
@@ -106,8 +106,7 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     if not np.isfinite(vol).all():
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
     score, feats = feature_volumes(vol, cfg, voxel_size_A, what)
-    level = np.partition(score[::2, ::2, ::2].ravel(), -1)  # sample for speed
-    thr = float(np.quantile(level, 1.0 - cfg.keep_fraction))
+    thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - cfg.keep_fraction))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
         mask = ndimage.binary_dilation(mask, iterations=cfg.dilate_vox)
@@ -117,13 +116,13 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     idx = tuple(coords.T)
     f = np.ascontiguousarray(np.stack([v[idx] for v in feats], axis=1), dtype=np.float32)
     return SparseVolume(coords, f, vol.shape, voxel_size_A, run, cfg.tomogram_type,
-                        cfg.feature_names, cfg.to_dict())
+                        cfg.feature_names, cfg.to_dict(), origin_A)
 
 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig) -> SparseVolume:
     tomo = project.read_tomogram(run, cfg.voxel_spacing_A, cfg.tomogram_type,
                                  scale=cfg.scale_level)
-    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run)
+    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A)
 
 
 def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,
@@ -133,7 +132,7 @@ def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,
 
     if len(centers_xyz_A) == 0:
         return np.zeros(0, bool)
-    c = xyz_A_to_zyx_vox(centers_xyz_A, sv.voxel_size_A)
+    c = xyz_A_to_zyx_vox(centers_xyz_A, sv.voxel_size_A, sv.origin_A)
     counts = cKDTree(sv.coords_zyx).query_ball_point(c, radius_A / sv.voxel_size_A,
                                                      return_length=True)
     return np.asarray(counts) >= min_voxels

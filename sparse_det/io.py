@@ -24,10 +24,13 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     missing = [c for c in SUBMISSION_COLUMNS[1:] if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; expected {SUBMISSION_COLUMNS}")
-    xyz = df[["x", "y", "z"]]
-    if not all(np.issubdtype(t, np.number) for t in xyz.dtypes) or not np.isfinite(
-            xyz.to_numpy(dtype=float)).all():
+    try:
+        xyz = df[["x", "y", "z"]].apply(pd.to_numeric).to_numpy(dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: x/y/z must be numbers in Å ({exc})") from exc
+    if not np.isfinite(xyz).all():
         raise DataError(f"{path}: x/y/z must be finite numbers (Å)")
+    df[["x", "y", "z"]] = xyz
     df["experiment"] = df["experiment"].astype(str)
     return df
 

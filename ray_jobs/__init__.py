@@ -1,0 +1,1 @@
+"""Ray entry points: parallel preprocessing, distributed training, parallel inference."""

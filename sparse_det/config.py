@@ -1,0 +1,172 @@
+"""One typed config tree, validated at load: unknown keys fail, defaults live here only.
+
+Paths in a config file are resolved relative to the file's folder, never the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_tools.sparsify import SparsifyConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    project: str = "demo_data/project"  # copick project (or config JSON) with ground truth
+    shards: str = "demo_data/shards"  # sparse shards (made on demand when missing)
+    train_runs: list[str] = field(default_factory=list)  # empty: all runs but val_runs
+    val_runs: list[str] = field(default_factory=list)  # empty: the last `n_val` runs
+    n_val: int = 2
+
+
+@dataclass
+class ModelConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 64)  # per level; len-1 stride-2 downsamplings
+    blocks_per_level: int = 1
+
+
+@dataclass
+class TargetConfig:
+    radius_fraction: float = 1.0  # voxels within this fraction of the radius are foreground
+
+
+@dataclass
+class LossConfig:
+    background_weight: float = 0.25
+    focal_gamma: float = 1.0
+    offset_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    steps_per_epoch: int = 250
+    batch_size: int = 2
+    crop_zyx: tuple[int, int, int] = (64, 128, 128)  # at the working resolution
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # on CUDA only
+    num_threads: int = 0  # torch CPU threads; 0: leave torch's default
+    flip_xy: bool = True
+    intensity_jitter: float = 0.1
+    out_dir: str = "runs/default"
+    time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
+
+
+@dataclass
+class PostprocessConfig:
+    prob_floor: float = 0.15  # voxels whose class probability passes this vote
+    cluster_radius_fraction: float = 0.35  # votes closer than this × radius link up
+    nms_radius_fraction: float = 0.5
+    min_votes: int = 2
+    default_threshold: float = 1.0  # score threshold before tuning (votes' probability mass)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kwargs[k] = _build(t, v, f"{where}.{k}")
+        else:
+            kwargs[k] = _coerce(t, v, f"{where}.{k}")
+    return cls(**kwargs)
+
+
+def _coerce(t, v, where: str):
+    origin = typing.get_origin(t)
+    if origin in (tuple, list):
+        if not isinstance(v, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {v!r}")
+        args = [a for a in typing.get_args(t) if a is not Ellipsis]
+        items = [_coerce(args[0], x, where) for x in v] if args else list(v)
+        return tuple(items) if origin is tuple else items
+    if isinstance(t, types.UnionType):
+        return v
+    if t is float and isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    if t in (int, str, bool) and not isinstance(v, t):
+        raise ConfigError(f"{where}: expected {t.__name__}, got {v!r}")
+    if t is int and isinstance(v, bool):
+        raise ConfigError(f"{where}: expected int, got {v!r}")
+    return v
+
+
+def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
+    d = dict(d or {})
+    sp = d.pop("sparsify", {})
+    try:
+        sparsify = SparsifyConfig.from_dict(sp or {})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sparsify: {exc}") from exc
+    cfg = _build(Config, d, "config")
+    cfg.sparsify = sparsify
+    if base_dir is not None:
+        for key in ("project", "shards"):
+            p = Path(getattr(cfg.data, key))
+            if not p.is_absolute():
+                setattr(cfg.data, key, str((base_dir / p).resolve()))
+        out = Path(cfg.train.out_dir)
+        if not out.is_absolute():
+            cfg.train.out_dir = str((base_dir / out).resolve())
+    if len(cfg.model.channels) < 2:
+        raise ConfigError("model.channels: need at least two levels")
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Loads a YAML config; relative paths are relative to the project root (the config's
+    parent's parent when the file sits in configs/, else the file's folder)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    base = path.resolve().parent
+    if base.name == "configs":
+        base = base.parent
+    try:
+        return config_from_dict(d, base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,92 @@
+"""Sparse 3-D U-Net (spconv): per-voxel class logits and offsets to the particle centre."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparse_det.model import spconv_compat as sc
+from sparse_det.structures import SparseBatch
+
+
+class ResBlock(nn.Module):
+    """Two submanifold 3x3x3 convs with a residual (OpenPCDet's SparseBasicBlock)."""
+
+    def __init__(self, channels: int, key: str, algo):
+        super().__init__()
+        self.conv1 = sc.subm(channels, channels, key, algo)
+        self.bn1 = nn.BatchNorm1d(channels)
+        self.conv2 = sc.subm(channels, channels, key, algo)
+        self.bn2 = nn.BatchNorm1d(channels)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y = y.replace_feature(torch.relu(self.bn1(y.features)))
+        y = self.conv2(y)
+        return y.replace_feature(torch.relu(self.bn2(y.features) + x.features))
+
+
+def _bn_relu(x, bn: nn.BatchNorm1d):
+    return x.replace_feature(torch.relu(bn(x.features)))
+
+
+class SparseUNet(nn.Module):
+    """Args:
+        in_channels: features per voxel (the sparsifier's channels).
+        num_classes: K particle classes; the class head has K+1 outputs (0 = background).
+        channels: width per level; level i > 0 is reached by a stride-2 sparse conv.
+        algo: spconv algorithm (Native on the CPU), see spconv_compat.algo_for.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, channels=(16, 32, 64, 64),
+                 blocks_per_level: int = 1, algo=None):
+        super().__init__()
+        self.num_classes = num_classes
+        c = list(channels)
+        self.stem = sc.subm(in_channels, c[0], "subm0", algo)
+        self.stem_bn = nn.BatchNorm1d(c[0])
+        self.enc = nn.ModuleList([nn.Sequential(*[ResBlock(c[0], "subm0", algo)
+                                                  for _ in range(blocks_per_level)])])
+        self.downs, self.down_bns = nn.ModuleList(), nn.ModuleList()
+        for i in range(1, len(c)):
+            self.downs.append(sc.down(c[i - 1], c[i], f"down{i}", algo))
+            self.down_bns.append(nn.BatchNorm1d(c[i]))
+            self.enc.append(nn.Sequential(*[ResBlock(c[i], f"subm{i}", algo)
+                                            for _ in range(blocks_per_level)]))
+        self.ups, self.up_bns, self.fuse, self.fuse_bns, self.dec = (
+            nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList())
+        for i in range(len(c) - 1, 0, -1):
+            self.ups.append(sc.up(c[i], c[i - 1], f"down{i}", algo))
+            self.up_bns.append(nn.BatchNorm1d(c[i - 1]))
+            self.fuse.append(sc.subm(2 * c[i - 1], c[i - 1], f"subm{i - 1}", algo, k=1))
+            self.fuse_bns.append(nn.BatchNorm1d(c[i - 1]))
+            self.dec.append(ResBlock(c[i - 1], f"subm{i - 1}", algo))
+        self.cls_head = nn.Sequential(nn.Linear(c[0], c[0]), nn.ReLU(),
+                                      nn.Linear(c[0], num_classes + 1))
+        self.offset_head = nn.Sequential(nn.Linear(c[0], c[0]), nn.ReLU(), nn.Linear(c[0], 3))
+
+    def forward(self, batch: SparseBatch) -> dict[str, torch.Tensor]:
+        """Returns cls_logits [N, K+1] and offsets [N, 3] (z,y,x voxels to the centre), in the
+        order of batch.coords_bzyx."""
+        x = sc.sparse_tensor(batch.feats, batch.coords_bzyx, batch.spatial_shape_zyx,
+                             batch.batch_size)
+        x = _bn_relu(self.stem(x), self.stem_bn)
+        skips = [self.enc[0](x)]
+        for i, (dn, bn) in enumerate(zip(self.downs, self.down_bns, strict=True), start=1):
+            skips.append(self.enc[i](_bn_relu(dn(skips[-1]), bn)))
+        x = skips.pop()
+        for up, ubn, fuse, fbn, dec in zip(self.ups, self.up_bns, self.fuse, self.fuse_bns,
+                                           self.dec, strict=True):
+            x = _bn_relu(up(x), ubn)
+            skip = skips.pop()
+            x = skip.replace_feature(torch.cat([x.features, skip.features], dim=1))
+            x = dec(_bn_relu(fuse(x), fbn))
+        f = x.features
+        return {"cls_logits": self.cls_head(f), "offsets": self.offset_head(f)}
+
+
+def build_model(*, in_channels: int, num_classes: int, channels, blocks_per_level: int,
+                device: torch.device | str) -> SparseUNet:
+    model = SparseUNet(in_channels=in_channels, num_classes=num_classes, channels=channels,
+                       blocks_per_level=blocks_per_level, algo=sc.algo_for(device))
+    return model.to(device)

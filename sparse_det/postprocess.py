@@ -1,0 +1,113 @@
+"""Voting, clustering (torch-cluster), scoring, NMS and F4-optimal per-class thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from sparse_det.metric import BETA
+
+
+def cluster_votes(votes_zyx: np.ndarray, weights: np.ndarray, link_radius_vox: float,
+                  min_votes: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected components of the radius graph of votes (torch-cluster).
+
+    Returns (centres [M,3] weighted means, scores [M] summed weights, sizes [M])."""
+    from torch_cluster import radius_graph
+
+    n = len(votes_zyx)
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0, int)
+    x = torch.from_numpy(np.ascontiguousarray(votes_zyx, dtype=np.float32))
+    edges = radius_graph(x, r=float(link_radius_vox), loop=False, max_num_neighbors=32)
+    e = edges.numpy()
+    graph = coo_matrix((np.ones(e.shape[1], np.int8), (e[0], e[1])), shape=(n, n))
+    n_comp, comp = connected_components(graph, directed=False)
+    w = np.asarray(weights, np.float64)
+    mass = np.bincount(comp, weights=w, minlength=n_comp)
+    sizes = np.bincount(comp, minlength=n_comp)
+    centres = np.stack([np.bincount(comp, weights=w * votes_zyx[:, i], minlength=n_comp)
+                        for i in range(3)], axis=1) / np.maximum(mass, 1e-12)[:, None]
+    keep = sizes >= min_votes
+    return centres[keep], mass[keep], sizes[keep]
+
+
+def nms(centres: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarray:
+    """Indices kept, best score first: each suppresses lower scores within `radius`."""
+    order = np.argsort(-scores, kind="stable")
+    if len(order) == 0:
+        return order
+    tree = cKDTree(centres)
+    suppressed = np.zeros(len(centres), bool)
+    kept = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed[tree.query_ball_point(centres[i], radius)] = True
+    return np.array(kept, dtype=int)
+
+
+def detect(coords_zyx: np.ndarray, probs: np.ndarray, offsets: np.ndarray,
+           radii_vox: list[float], *, prob_floor: float, cluster_radius_fraction: float,
+           nms_radius_fraction: float, min_votes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Args:
+        coords_zyx [N,3] voxels; probs [N, K+1] softmax; offsets [N,3] voxels;
+        radii_vox [K] class radii in voxels (class k+1 ↔ radii_vox[k]).
+    Returns per class k (0-based particle index) (centres_zyx_vox [M,3], scores [M]),
+    unthresholded."""
+    out = []
+    votes_all = coords_zyx.astype(np.float32) + offsets
+    for k, r in enumerate(radii_vox):
+        p = probs[:, k + 1]
+        sel = p >= prob_floor
+        c, s, _ = cluster_votes(votes_all[sel], p[sel], cluster_radius_fraction * r, min_votes)
+        keep = nms(c, s, nms_radius_fraction * r)
+        out.append((c[keep], s[keep]))
+    return out
+
+
+def fbeta(tp: float, fp: float, fn: float, beta: float = BETA) -> float:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    d = beta**2 * p + r
+    return (1 + beta**2) * p * r / d if d > 0 else 0.0
+
+
+def best_threshold(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   hit_radius: float) -> tuple[float, float]:
+    """F-beta-optimal score threshold for one class over several runs (micro-averaged,
+    metric semantics: TP = distinct references hit).
+
+    Args: per_run: [(candidate centres [M,3], scores [M], reference centres [R,3])], one unit.
+    Returns (threshold, F-beta at it); a candidate is kept when score >= threshold."""
+    cand_hits, scores, n_ref, offset = [], [], 0, 0
+    for cand, sc, ref in per_run:
+        if len(cand):
+            hits = (cKDTree(ref).query_ball_point(cand, hit_radius) if len(ref)
+                    else [[] for _ in cand])
+            cand_hits += [[offset + j for j in h] for h in hits]
+            scores.append(sc)
+        offset += len(ref)
+        n_ref += len(ref)
+    if not cand_hits:
+        return float("inf"), 0.0
+    scores = np.concatenate(scores)
+    order = np.argsort(-scores, kind="stable")
+    seen: set[int] = set()
+    tp = n = 0
+    best = (float("inf"), 0.0)
+    for rank, i in enumerate(order):
+        n += 1
+        new = [j for j in cand_hits[i] if j not in seen]
+        seen.update(new)
+        tp += len(new)
+        last_of_tie = rank + 1 == len(order) or scores[order[rank + 1]] < scores[i]
+        if last_of_tie:
+            f = fbeta(tp, n - tp, n_ref - tp)
+            if f > best[1]:
+                best = (float(scores[i]), f)
+    return best

@@ -1,0 +1,47 @@
+"""Single-process training.
+
+    python -m sparse_det.train --config configs/NAME.yaml [--out-dir DIR] [--steps N] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_tools.particles import DataError
+from sparse_det.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the sparse detector.")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out-dir")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--device")
+    ap.add_argument("--fresh", action="store_true", help="ignore last.pt in the out dir")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.out_dir:
+        cfg.train.out_dir = a.out_dir
+    if a.steps:
+        cfg.train.steps = a.steps
+    if a.device:
+        cfg.train.device = a.device
+    from sparse_det.engine import train
+
+    try:
+        best = train(cfg, progress=not a.quiet and sys.stderr.isatty(), resume=not a.fresh)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

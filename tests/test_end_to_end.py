@@ -1,0 +1,105 @@
+"""Tiny train → infer → evaluate on a small simulated project; checkpoint errors."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from data_tools.copick_io import CopickProject
+from sparse_det.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from sparse_det.config import ConfigError, config_from_dict
+from sparse_det.engine import train
+from sparse_det.evaluate import evaluate
+from sparse_det.infer import infer_project
+from sparse_det.io import to_submission, write_submission
+
+
+@pytest.fixture(scope="module")
+def trained(small_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    cfg = config_from_dict({
+        "data": {"project": str(small_project.path), "shards": str(out / "shards"),
+                 "n_val": 1},
+        "model": {"channels": [16, 32, 32]},
+        "train": {"steps": 120, "steps_per_epoch": 60, "batch_size": 2,
+                  "crop_zyx": [32, 64, 64], "lr": 0.01, "out_dir": str(out / "run"),
+                  "num_threads": 2},
+    })
+    best = train(cfg, progress=False, resume=False)
+    return cfg, best
+
+
+def test_train_infer_evaluate_beats_empty(trained, small_project, tmp_path):
+    cfg, best = trained
+    history = json.loads((best.parent / "history.json").read_text())
+    assert len(history) == 2 and history[-1]["step"] == 120, history
+    assert history[-1]["loss"] < history[0]["loss"] * 1.05, "loss did not go down"
+    rows = infer_project(CopickProject(small_project.path), best, device="cpu")
+    sub = write_submission(to_submission(rows), tmp_path / "sub.csv")
+    score = evaluate(small_project.path, sub)
+    empty = tmp_path / "empty.csv"
+    write_submission(to_submission(rows.iloc[:0]), empty)
+    assert evaluate(small_project.path, empty).score == 0.0
+    assert score.score > 0.3, f"tiny detector scored {score.score:.3f}\n{score.table()}"
+    assert set(pd.read_csv(sub).columns) == {"id", "experiment", "particle_type", "x", "y", "z"}
+
+
+def test_checkpoint_loads_with_weights_only(trained):
+    _, best = trained
+    doc = torch.load(best, weights_only=True)
+    assert doc["format"].startswith("sparse-det") and set(doc["thresholds"]) >= {"ribosome"}
+    model, cfg, particles, thresholds, feats = load_checkpoint(best)
+    assert len(particles) == 6 and feats == cfg.sparsify.feature_names
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_without_repeating_or_skipping(trained, tmp_path):
+    cfg, _ = trained
+    cfg.train.steps, cfg.train.steps_per_epoch = 40, 20
+    cfg.train.out_dir = str(tmp_path / "resume")
+
+    def die(rec):
+        raise Killed(f"killed after epoch {rec['epoch']}")
+
+    with pytest.raises(Killed):
+        train(cfg, progress=False, resume=True, on_epoch=die)
+    best = train(cfg, progress=False, resume=True)
+    history = json.loads((best.parent / "history.json").read_text())
+    assert [h["step"] for h in history] == [20, 40], history
+    assert [h["epoch"] for h in history] == [1, 2], history
+
+
+def test_truncated_checkpoint(trained, tmp_path):
+    _, best = trained
+    bad = tmp_path / "trunc.pt"
+    bad.write_bytes(best.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="trunc.pt: not a readable checkpoint"):
+        read_checkpoint(bad)
+
+
+def test_foreign_checkpoint(tmp_path):
+    bad = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, bad)
+    with pytest.raises(CheckpointError, match="foreign.pt: not a sparse-det checkpoint"):
+        read_checkpoint(bad)
+
+
+def test_checkpoint_from_another_config(trained, tmp_path):
+    _, best = trained
+    doc = torch.load(best, weights_only=True)
+    doc["config"]["model"]["channels"] = [8, 16, 16]
+    other = tmp_path / "other.pt"
+    torch.save(doc, other)
+    with pytest.raises(CheckpointError, match="weights do not fit the model"):
+        load_checkpoint(other)
+
+
+def test_unknown_config_key_fails():
+    with pytest.raises(ConfigError, match=r"unknown keys \['stepz'\]"):
+        config_from_dict({"train": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="expected int"):
+        config_from_dict({"train": {"steps": "many"}})
