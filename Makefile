@@ -24,5 +24,16 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+bench: install
+	$(PY) bench/detector.py --project data/heldout_ood --json bench/detector.json
+
+# A local Ray cluster for `ray job submit`: everything bound to 127.0.0.1.
+ray-up: install
+	$(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+		--port 6379 --dashboard-port 8265 --include-dashboard true
+
+ray-down:
+	$(VENV)/bin/ray stop
+
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

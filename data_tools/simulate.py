@@ -44,18 +44,18 @@ ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 class SimRanges:
     """Per-run physics, each drawn uniformly from (lo, hi) (log-uniform where noted)."""
 
-    snr: tuple[float, float] = (0.5, 2.0)  # std of filtered signal / std of filtered noise
-    defocus_um: tuple[float, float] = (1.5, 5.0)
-    ctf_floor: tuple[float, float] = (0.2, 0.6)  # how far CTF correction restored low/zero bands
-    bfactor_A2: tuple[float, float] = (100.0, 1500.0)
-    blur_vox: tuple[float, float] = (0.3, 1.2)  # the mild "denoising" Gaussian
-    ice_fraction: tuple[float, float] = (0.5, 0.9)  # slab thickness / Z
-    crowding: tuple[float, float] = (0.7, 1.3)  # multiplier on particle counts
-    distractors_per_particle: tuple[float, float] = (0.3, 1.2)
-    membranes: tuple[int, int] = (0, 3)
+    snr: tuple[float, float] = (0.3, 2.5)  # std of filtered signal / std of filtered noise
+    defocus_um: tuple[float, float] = (1.0, 6.0)
+    ctf_floor: tuple[float, float] = (0.1, 0.7)  # how far CTF correction restored low/zero bands
+    bfactor_A2: tuple[float, float] = (50.0, 2200.0)
+    blur_vox: tuple[float, float] = (0.2, 1.6)  # the mild "denoising" Gaussian
+    ice_fraction: tuple[float, float] = (0.4, 0.95)  # slab thickness / Z
+    crowding: tuple[float, float] = (0.6, 1.5)  # multiplier on particle counts
+    distractors_per_particle: tuple[float, float] = (0.3, 1.5)
+    membranes: tuple[int, int] = (0, 4)
     gold: tuple[int, int] = (0, 4)
-    tilt_max_deg: tuple[float, float] = (50.0, 65.0)
-    contrast_scale_log10: tuple[float, float] = (-3.0, 3.0)
+    tilt_max_deg: tuple[float, float] = (45.0, 70.0)
+    contrast_scale_log10: tuple[float, float] = (-4.0, 4.0)
     contrast_offset: tuple[float, float] = (-5.0, 5.0)  # in units of the output's std
 
     @classmethod

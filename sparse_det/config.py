@@ -55,10 +55,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # on CUDA only
+    # fp16 autocast on CUDA. Off: under torch 2.11 autocast hands spconv 2.3 fp16 features
+    # with fp32 weights and its implicit GEMM finds no kernel (seen on an H200).
+    amp: bool = False
     num_threads: int = 0  # torch CPU threads; 0: leave torch's default
     flip_xy: bool = True
-    intensity_jitter: float = 0.1
+    intensity_jitter: float = 0.25
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
 

@@ -98,10 +98,10 @@ def best_threshold(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     scores = np.concatenate(scores)
     order = np.argsort(-scores, kind="stable")
     seen: set[int] = set()
-    tp = n = 0
+    tp = 0
     best = (float("inf"), 0.0)
     for rank, i in enumerate(order):
-        n += 1
+        n = rank + 1
         new = [j for j in cand_hits[i] if j not in seen]
         seen.update(new)
         tp += len(new)

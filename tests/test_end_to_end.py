@@ -31,7 +31,7 @@ def trained(small_project, tmp_path_factory):
 
 
 def test_train_infer_evaluate_beats_empty(trained, small_project, tmp_path):
-    cfg, best = trained
+    _, best = trained
     history = json.loads((best.parent / "history.json").read_text())
     assert len(history) == 2 and history[-1]["step"] == 120, history
     assert history[-1]["loss"] < history[0]["loss"] * 1.05, "loss did not go down"
@@ -49,7 +49,7 @@ def test_checkpoint_loads_with_weights_only(trained):
     _, best = trained
     doc = torch.load(best, weights_only=True)
     assert doc["format"].startswith("sparse-det") and set(doc["thresholds"]) >= {"ribosome"}
-    model, cfg, particles, thresholds, feats = load_checkpoint(best)
+    _, cfg, particles, _, feats = load_checkpoint(best)
     assert len(particles) == 6 and feats == cfg.sparsify.feature_names
 
 

@@ -85,3 +85,4 @@ def test_cuda_forward_matches_cpu():
     with torch.no_grad():
         a, g = cpu(b)["cls_logits"], gpu(b.to("cuda"))["cls_logits"].cpu()
     torch.testing.assert_close(a, g, atol=1e-3, rtol=1e-3, msg="CUDA and CPU disagree")
+

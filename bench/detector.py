@@ -1,0 +1,78 @@
+"""Accuracy and speed of a checkpoint on held-out projects, end to end from zarr to CSV.
+
+    python bench/detector.py --project data/heldout_ood [--project ...] [--checkpoint PT]
+                             [--json bench/detector.json]
+
+Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weighted F4,
+seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_tools.copick_io import CopickProject  # noqa: E402
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from sparse_det.infer import infer_project  # noqa: E402
+from sparse_det.io import project_solution, to_submission  # noqa: E402
+from sparse_det.metric import score_tables  # noqa: E402
+
+
+def bench_project(path: str, checkpoint: str, device: str) -> dict:
+    project = CopickProject(path)
+    runs = project.runs()
+    infer_project(project, checkpoint, runs[:1], device)  # warm-up (imports, allocator)
+    rows, times = [], []
+    for run in runs:
+        t0 = time.perf_counter()
+        rows.append(infer_project(project, checkpoint, [run], device))
+        times.append(time.perf_counter() - t0)
+    sub = to_submission(pd.concat(rows))
+    score = score_tables(project_solution(project), sub, project.particles)
+    return {"project": path, "runs": len(runs), "score": score.score,
+            "per_class": {k: v.fbeta for k, v in score.per_class.items()},
+            "recall": {k: v.recall for k, v in score.per_class.items()},
+            "precision": {k: v.precision for k, v in score.per_class.items()},
+            "infer_s_per_tomogram": sum(times) / len(times),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def markdown(results: list[dict]) -> str:
+    names = list(results[0]["per_class"])
+    head = "| project | " + " | ".join(n for n in names) + " | weighted F4 | s/tomogram | peak GB |"
+    lines = [head, "|" + "---|" * (len(names) + 4)]
+    for r in results:
+        cells = " | ".join(f"{r['per_class'][n]:.3f} (R {r['recall'][n]:.2f})" for n in names)
+        lines.append(f"| {Path(r['project']).name} | {cells} | **{r['score']:.3f}** | "
+                     f"{r['infer_s_per_tomogram']:.2f} | {r['peak_rss_gb']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", action="append", required=True)
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    results = [bench_project(p, a.checkpoint, a.device) for p in a.project]
+    print(markdown(results))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
