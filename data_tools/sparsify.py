@@ -28,7 +28,11 @@ from data_tools.shards import SparseVolume, shard_path, write_shard
 class SparsifyConfig:
     bin_factor: int = 2  # 1: full 10 Å; 2: 20 Å (read from multiscale level 1)
     protein_dark: bool = True  # flip so protein is positive
-    select_sigma_A: float = 20.0  # Gaussian that scores voxels for keeping
+    select_sigma_A: float = 20.0  # Gaussian of the "smooth" channel
+    # Score that ranks voxels for keeping: "smooth" alone, or "smooth+fine" (smooth plus the
+    # finest band), which keeps small particles (apo-ferritin, beta-amylase) in blurred,
+    # crowded tomograms: on out-of-range held-out runs it lifted their ceiling 0.57 -> 0.71.
+    select_mode: str = "smooth+fine"
     keep_fraction: float = 0.025  # top fraction of voxels kept (adaptive per tomogram)
     dilate_vox: int = 0  # grow the kept set to bring a particle's neighbourhood along
     dog_sigmas_A: tuple[float, ...] = (30.0, 60.0, 100.0)  # band-pass centres (Å)
@@ -48,6 +52,9 @@ class SparsifyConfig:
         cfg = cls(**d)
         if cfg.bin_factor not in (1, 2, 4):
             raise ValueError(f"bin_factor must be 1, 2 or 4, got {cfg.bin_factor}")
+        if cfg.select_mode not in ("smooth", "smooth+fine"):
+            raise ValueError(f"select_mode must be 'smooth' or 'smooth+fine', "
+                             f"got {cfg.select_mode!r}")
         if not 0 < cfg.keep_fraction < 1:
             raise ValueError(f"keep_fraction must be in (0, 1), got {cfg.keep_fraction}")
         return cfg
@@ -94,7 +101,8 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
         prev = g
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
     feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
-    return smooth, feats
+    score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
+    return score, feats
 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str,
