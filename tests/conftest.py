@@ -25,8 +25,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def small_project(tmp_path_factory):
-    """Two small runs at an easy SNR, with dense crowding so every class appears."""
+    """Two small runs with easy physics, crowded so that every class appears."""
     out = tmp_path_factory.mktemp("sim") / "project"
-    ranges = SimRanges(snr=(1.5, 2.0), crowding=(3.0, 3.0), membranes=(0, 1), gold=(0, 1))
+    ranges = SimRanges(snr=(1.5, 2.0), crowding=(3.0, 3.0), membranes=(0, 1), gold=(0, 1),
+                       blur_vox=(0.3, 0.8), bfactor_A2=(100.0, 800.0), ctf_floor=(0.4, 0.7),
+                       tilt_max_deg=(55.0, 65.0))
     return simulate_project(out, n_runs=2, seed=7, shape_zyx=SMALL_SHAPE, ranges=ranges,
                             progress=False)

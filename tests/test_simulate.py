@@ -63,10 +63,17 @@ def test_project_layout_and_protein_is_dark(small_project):
     picks = proj.read_picks(run)
     counts = {k: len(v) for k, v in picks.items()}
     assert all(n > 0 for n in counts.values()), f"a class is missing at crowding 3: {counts}"
-    # Robust z-score: the middle of solid particles must sit below the median (dark protein).
+    # Robust z-score: the mean within 0.6 radius of solid particles must sit below the median
+    # (dark protein).
     vol = t.data
     med, mad = np.median(vol), np.median(np.abs(vol - np.median(vol)))
+    grid = np.indices(vol.shape).reshape(3, -1).T
     for name in ("ribosome", "thyroglobulin", "beta-galactosidase"):
-        zyx = np.round(xyz_A_to_zyx_vox(picks[name], t.voxel_size_A)).astype(int)
-        vals = (vol[tuple(zyx.T)] - med) / mad
-        assert np.median(vals) < -1.0, f"{name} centres not darker than ice: {vals}"
+        r = 0.6 * TABLE[name].radius_A / t.voxel_size_A
+        vals = []
+        for c in xyz_A_to_zyx_vox(picks[name], t.voxel_size_A):
+            lo, hi = np.floor(c - r).astype(int), np.ceil(c + r).astype(int) + 1
+            box = grid[np.all((grid >= np.maximum(lo, 0)) & (grid < hi), axis=1)]
+            box = box[np.linalg.norm(box - c, axis=1) <= r]
+            vals.append((vol[tuple(box.T)].mean() - med) / mad)
+        assert np.median(vals) < -1.0, f"{name} particles not darker than ice: {vals}"
