@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools.copick_io import CopickProject  # noqa: E402
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from sparse_det.infer import infer_project  # noqa: E402
-from sparse_det.io import project_solution, to_submission  # noqa: E402
-from sparse_det.metric import score_tables  # noqa: E402
+from data_tools.copick_io import CopickProject
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.infer import infer_project
+from sparse_det.io import project_solution, to_submission
+from sparse_det.metric import score_tables
 
 
 def bench_project(path: str, checkpoint: str, device: str) -> dict:

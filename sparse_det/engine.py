@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from data_tools.copick_io import CopickProject
@@ -18,10 +17,9 @@ from sparse_det.checkpoint import read_checkpoint, save_checkpoint
 from sparse_det.config import Config
 from sparse_det.data import CropSampler, RunSample, load_run_sample
 from sparse_det.losses import detection_losses
-from sparse_det.metric import DISTANCE_MULTIPLIER, ClassScore, match_counts
 from sparse_det.model import build_model
-from sparse_det.postprocess import best_threshold
 from sparse_det.predict import detect_sparse, resolve_device
+from sparse_det.tune import tune_thresholds
 
 
 def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
@@ -48,21 +46,9 @@ def validate(model: torch.nn.Module, samples: list[RunSample], project: CopickPr
     model.eval()
     dets = [detect_sparse(model, s.sv, project.particles, cfg.postprocess, device,
                           cfg.train.amp) for s in samples]
-    thresholds, per_class = {}, {}
-    for p in project.particles:
-        hit = p.radius_A * DISTANCE_MULTIPLIER
-        units = [(d[p.name][0], d[p.name][1], s.truth_xyz_A[p.name])
-                 for d, s in zip(dets, samples, strict=True)]
-        thr, _ = best_threshold(units, hit)
-        thresholds[p.name] = thr if np.isfinite(thr) else cfg.postprocess.default_threshold
-        tp = fp = fn = 0
-        for cand, sc, ref in units:
-            a, b, c = match_counts(ref, cand[sc >= thresholds[p.name]], hit)
-            tp, fp, fn = tp + a, fp + b, fn + c
-        per_class[p.name] = ClassScore(tp, fp, fn)
-    scored = project.particles.scored
-    score = sum(p.weight * per_class[p.name].fbeta for p in scored) / sum(p.weight
-                                                                        for p in scored)
+    thresholds, per_class, score = tune_thresholds(
+        dets, [s.truth_xyz_A for s in samples], project.particles,
+        cfg.postprocess.default_threshold)
     model.train()
     return {"score": score, "per_class": {k: v.fbeta for k, v in per_class.items()},
             "recall": {k: v.recall for k, v in per_class.items()}, "thresholds": thresholds}

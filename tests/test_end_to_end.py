@@ -103,3 +103,18 @@ def test_unknown_config_key_fails():
         config_from_dict({"train": {"stepz": 3}})
     with pytest.raises(ConfigError, match="expected int"):
         config_from_dict({"train": {"steps": "many"}})
+
+
+def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
+    from sparse_det.tune import main as tune_main
+
+    _, best = trained
+    out = tmp_path / "tuned.pt"
+    assert tune_main(["--checkpoint", str(best), "--project", str(small_project.path),
+                      "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "weighted F4 on 2 run(s)" in printed, printed
+    tuned = read_checkpoint(out)
+    assert set(tuned["thresholds"]) == set(read_checkpoint(best)["thresholds"])
+    score = float(printed.rsplit("thresholds: ", 1)[1].split()[0])
+    assert score > 0.3, printed
