@@ -1,7 +1,8 @@
 """Per-class score thresholds that maximise F4 on annotated runs, and the CLI that re-tunes a
 checkpoint on your own runs (for example the competition's 7 training tomograms).
 
-    python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] --out NEW.pt
+    python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] [--runs ...]
+                              --out NEW.pt
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--project", action="append", required=True)
+    ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in a.project:
             project = CopickProject(path)
             for run in project.runs():
+                if a.runs and run not in a.runs:
+                    continue
                 sv = load_sparse(project, run, cfg.sparsify, feature_names, None)
                 dets.append(detect_sparse(model, sv, particles, cfg.postprocess, dev,
                                           cfg.train.amp))
