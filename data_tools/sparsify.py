@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -92,13 +94,13 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     if cfg.protein_dark:
         x = -x
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
-    smooth = ndimage.gaussian_filter(x, cfg.select_sigma_A / voxel_size_A)
-    feats = [x, smooth]
-    prev = smooth
-    for s in cfg.dog_sigmas_A:
-        g = ndimage.gaussian_filter(x, s / voxel_size_A)
-        feats.append(prev - g)  # band between the previous scale and this one
-        prev = g
+    sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
+    # The filters are independent and scipy releases the GIL inside them: run them at once.
+    with ThreadPoolExecutor(max_workers=min(len(sigmas), os.cpu_count() or 1)) as pool:
+        blurred = list(pool.map(
+            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
+    smooth = blurred[0]
+    feats = [x, smooth] + [a - b for a, b in zip(blurred[:-1], blurred[1:], strict=True)]
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
     feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
