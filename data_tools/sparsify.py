@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
         blurred = list(pool.map(
             lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
     smooth = blurred[0]
-    feats = [x, smooth] + [a - b for a, b in zip(blurred[:-1], blurred[1:], strict=True)]
+    feats = [x, smooth] + [a - b for a, b in pairwise(blurred)]
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
     feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
