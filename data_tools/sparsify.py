@@ -89,7 +89,7 @@ def robust_normalise(vol: np.ndarray, what: str) -> np.ndarray:
 
 
 def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
-                    what: str) -> tuple[np.ndarray, list[np.ndarray]]:
+                    what: str, threads: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Returns (selection score, [feature volumes]) for a normalised tomogram."""
     x = robust_normalise(vol, what)
     if cfg.protein_dark:
@@ -97,7 +97,7 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
     # The filters are independent and scipy releases the GIL inside them: run them at once.
-    with ThreadPoolExecutor(max_workers=min(len(sigmas), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
         blurred = list(pool.map(
             lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
     smooth = blurred[0]
@@ -109,14 +109,14 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str,
-             origin_A: float = 0.0) -> SparseVolume:
+             origin_A: float = 0.0, threads: int | None = None) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels."""
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
     if not np.isfinite(vol).all():
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
-    score, feats = feature_volumes(vol, cfg, voxel_size_A, what)
+    score, feats = feature_volumes(vol, cfg, voxel_size_A, what, threads)
     thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - cfg.keep_fraction))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
@@ -130,10 +130,12 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
                         cfg.feature_names, cfg.to_dict(), origin_A)
 
 
-def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig) -> SparseVolume:
+def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
+                 threads: int | None = None) -> SparseVolume:
+    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task)."""
     tomo = project.read_tomogram(run, cfg.voxel_spacing_A, cfg.tomogram_type,
                                  scale=cfg.scale_level)
-    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A)
+    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A, threads)
 
 
 def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,

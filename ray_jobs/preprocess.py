@@ -30,7 +30,12 @@ def preprocess_run(project_path: str, run: str, cfg_dict: dict, out_dir: str,
         cfg = SparsifyConfig.from_dict(cfg_dict)
         if not force and shard_matches(shard_path(out_dir, run), cfg.to_dict()):
             return {"run": run, "status": "skipped", "seconds": 0.0}
-        sv = sparsify_run(CopickProject(project_path), run, cfg)
+        # A task holds one CPU: one filter thread and one blosc thread, so that N workers
+        # do not fight over the cores.
+        import numcodecs
+
+        numcodecs.blosc.set_nthreads(1)
+        sv = sparsify_run(CopickProject(project_path), run, cfg, threads=1)
         write_shard(sv, out_dir)
         return {"run": run, "status": "done", "voxels": len(sv),
                 "seconds": time.perf_counter() - t0}
