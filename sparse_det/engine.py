@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import read_checkpoint, save_checkpoint
 from sparse_det.config import Config
@@ -143,8 +144,6 @@ def train(cfg: Config, *, progress: bool = True, resume: bool = True,
             bar.set_postfix(loss=f"{m['loss']:.3f}")
         out_of_time = (cfg.train.time_budget_s > 0
                        and time.perf_counter() - t_start > cfg.train.time_budget_s)
-        if out_of_time:
-            step = cfg.train.steps  # the schedule is cut short; the epoch still validates
         train_time = time.perf_counter() - t0
         val = validate(model, val_s, project, cfg, device)
         rec = {"epoch": len(history) + 1, "step": step, **{k: v / n for k, v in sums.items()},
@@ -161,11 +160,14 @@ def train(cfg: Config, *, progress: bool = True, resume: bool = True,
         save_checkpoint(out / "last.pt", **common, extra={
             "step": step, "best": best, "history": history, "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict()})
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
         bar.write(f"epoch {rec['epoch']} step {step}: loss {rec.get('loss', 0):.3f} "
                   f"val F4 {val['score']:.4f} " + " ".join(
                       f"{k[:5]}={v:.2f}" for k, v in val["per_class"].items()))
         if on_epoch:
             on_epoch(rec)
+        if out_of_time:
+            bar.write(f"time budget of {cfg.train.time_budget_s:.0f} s spent at step {step}")
+            break
     bar.close()
     return out / "best.pt"
