@@ -1,0 +1,36 @@
+"""Command-line entry points: info and evaluate JSON, errors as one line and a non-zero exit."""
+
+import json
+
+from data_tools.info import main as info_main
+from sparse_det.evaluate import main as evaluate_main
+
+
+def test_info_json(small_project, capsys):
+    assert info_main([str(small_project.path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    run = small_project.runs()[0]
+    tomo = doc["runs"][run]["tomograms"]["denoised"]
+    assert tomo["shapes"] == [[64, 192, 192], [32, 96, 96], [16, 48, 48]], tomo
+    assert abs(tomo["voxel_spacing"] - 10.012) < 1e-6, tomo
+    picks = small_project.read_picks(run)
+    assert doc["runs"][run]["picks"] == {k: len(v) for k, v in picks.items()}, doc
+
+
+def test_evaluate_solution_against_itself(small_project, capsys):
+    sol = small_project.path / "solution.csv"
+    assert evaluate_main(["--solution", str(small_project.path), "--submission", str(sol),
+                          "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["score"] == 1.0, doc
+    assert set(doc["per_class"]["ribosome"]) == {"tp", "fp", "fn", "precision", "recall",
+                                                 "fbeta"}, doc
+
+
+def test_evaluate_bad_submission_is_one_line(small_project, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,experiment,particle_type,x,y\n0,a,ribosome,1,2\n")
+    assert evaluate_main(["--solution", str(small_project.path), "--submission",
+                          str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.csv: missing columns ['z']" in err, err
