@@ -63,6 +63,7 @@ class TrainConfig:
     intensity_jitter: float = 0.25
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
+    init_checkpoint: str = ""  # start from these weights (fine-tuning), e.g. the shipped one
 
 
 @dataclass
@@ -150,6 +151,9 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
         out = Path(cfg.train.out_dir)
         if not out.is_absolute():
             cfg.train.out_dir = str((base_dir / out).resolve())
+        init = Path(cfg.train.init_checkpoint)
+        if cfg.train.init_checkpoint and not init.is_absolute():
+            cfg.train.init_checkpoint = str((base_dir / init).resolve())
     if len(cfg.model.channels) < 2:
         raise ConfigError("model.channels: need at least two levels")
     return cfg

@@ -14,7 +14,7 @@ import torch
 
 from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
-from sparse_det.checkpoint import read_checkpoint, save_checkpoint
+from sparse_det.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from sparse_det.config import Config
 from sparse_det.data import CropSampler, RunSample, load_run_sample
 from sparse_det.losses import detection_losses
@@ -119,6 +119,16 @@ def train(cfg: Config, *, progress: bool = True, resume: bool = True,
     opt, sched = make_optimizer(model, cfg, cfg.train.steps)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
     step, best, history = 0, -1.0, []
+    if cfg.train.init_checkpoint:
+        init = read_checkpoint(cfg.train.init_checkpoint)
+        if init["feature_names"] != feature_names:
+            raise CheckpointError(f"{cfg.train.init_checkpoint}: features "
+                                  f"{init['feature_names']} differ from {feature_names}")
+        try:
+            model.load_state_dict(init["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{cfg.train.init_checkpoint}: weights do not fit this "
+                                  f"config's model ({str(exc)[:200]})") from exc
     if resume and (out / "last.pt").is_file():
         doc = read_checkpoint(out / "last.pt")
         model.load_state_dict(doc["model"])

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--device")
+    ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
     ap.add_argument("--fresh", action="store_true", help="ignore last.pt in the out dir")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.steps = a.steps
     if a.device:
         cfg.train.device = a.device
+    if a.init:
+        cfg.train.init_checkpoint = a.init
     from sparse_det.engine import train
 
     try:
         best = train(cfg, progress=not a.quiet and sys.stderr.isatty(), resume=not a.fresh)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"best checkpoint: {best}")

@@ -1,5 +1,6 @@
 """Tiny train → infer → evaluate on a small simulated project; checkpoint errors."""
 
+import copy
 import json
 
 import pandas as pd
@@ -58,7 +59,7 @@ class Killed(Exception):
 
 
 def test_killed_run_resumes_without_repeating_or_skipping(trained, tmp_path):
-    cfg, _ = trained
+    cfg = copy.deepcopy(trained[0])
     cfg.train.steps, cfg.train.steps_per_epoch = 40, 20
     cfg.train.out_dir = str(tmp_path / "resume")
 
@@ -118,3 +119,28 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     assert set(tuned["thresholds"]) == set(read_checkpoint(best)["thresholds"])
     score = float(printed.rsplit("thresholds: ", 1)[1].split()[0])
     assert score > 0.3, printed
+
+
+def test_fine_tune_starts_from_given_weights(trained, tmp_path):
+    cfg, best = copy.deepcopy(trained[0]), trained[1]
+    cfg.train.steps, cfg.train.steps_per_epoch = 1, 1
+    cfg.train.lr = 1e-12  # one step that cannot move the weights: they must be the init's
+    cfg.train.out_dir = str(tmp_path / "ft")
+    cfg.train.init_checkpoint = str(best)
+    out = train(cfg, progress=False, resume=False)
+    a, b = read_checkpoint(best)["model"], read_checkpoint(out)["model"]
+    conv = next(k for k in a if k.endswith("weight") and a[k].ndim == 5)
+    torch.testing.assert_close(a[conv], b[conv], atol=1e-6, rtol=0,
+                               msg="fine-tuning did not start from the given weights")
+
+
+def test_fine_tune_from_incompatible_checkpoint(trained, tmp_path):
+    cfg, best = copy.deepcopy(trained[0]), trained[1]
+    doc = torch.load(best, weights_only=True)
+    doc["feature_names"] = ["a", "b"]
+    bad = tmp_path / "bad.pt"
+    torch.save(doc, bad)
+    cfg.train.out_dir = str(tmp_path / "ft2")
+    cfg.train.init_checkpoint = str(bad)
+    with pytest.raises(CheckpointError, match="bad.pt: features"):
+        train(cfg, progress=False, resume=False)
