@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_data
-JOBS ?= 2
 
 .PHONY: install demo test lint bench ray-up ray-down clean
 

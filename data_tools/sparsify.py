@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
-from data_tools.shards import SparseVolume, shard_path, write_shard
+from data_tools.shards import SparseVolume, read_shard, shard_matches, shard_path, write_shard
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,20 @@ def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A, threads)
 
 
+def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
+                      shards_dir: str | Path | None = None, *, write: bool = False,
+                      threads: int | None = None) -> SparseVolume:
+    """The run's shard when one made with exactly `cfg` is in `shards_dir`; else the run
+    sparsified now (and its shard written when `write`)."""
+    path = shard_path(shards_dir, run) if shards_dir else None
+    if path is not None and shard_matches(path, cfg.to_dict()):
+        return read_shard(path)
+    sv = sparsify_run(project, run, cfg, threads)
+    if write and shards_dir:
+        write_shard(sv, shards_dir)
+    return sv
+
+
 def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,
              min_voxels: int = 5) -> np.ndarray:
     """Per particle: does it keep at least `min_voxels` voxels within its radius?"""
@@ -227,8 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(rep['runs'])} shard(s) to {out}")
     return 0
 
-
-__all__ = ["SparsifyConfig", "ceiling_report", "shard_path", "sparsify", "sparsify_run"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

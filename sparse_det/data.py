@@ -10,8 +10,8 @@ import torch
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
-from data_tools.shards import SparseVolume, read_shard, shard_matches, shard_path, write_shard
-from data_tools.sparsify import SparsifyConfig, sparsify_run
+from data_tools.shards import SparseVolume
+from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
 from sparse_det.structures import SparseBatch
 from sparse_det.targets import make_targets
 
@@ -29,12 +29,7 @@ class RunSample:
 def ensure_shard(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
                  run: str) -> SparseVolume:
     """Reads the run's shard when it matches the config; else sparsifies and writes it."""
-    path = shard_path(shards_dir, run)
-    if shard_matches(path, cfg.to_dict()):
-        return read_shard(path)
-    sv = sparsify_run(project, run, cfg)
-    write_shard(sv, shards_dir)
-    return sv
+    return shard_or_sparsify(project, run, cfg, shards_dir, write=True)
 
 
 def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],

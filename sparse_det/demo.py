@@ -14,7 +14,8 @@ from pathlib import Path
 from data_tools.copick_io import CopickProject
 from data_tools.preview import slice_png
 from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+from sparse_det.config import config_from_dict
 from sparse_det.evaluate import evaluate
 from sparse_det.infer import infer_project
 from sparse_det.io import to_submission, write_submission
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[2/4] sparsifying with Ray (local, 127.0.0.1)")
     from ray_jobs.preprocess import preprocess_project
 
-    _, cfg, *_ = load_checkpoint(a.checkpoint)
+    cfg = config_from_dict(read_checkpoint(a.checkpoint)["config"])  # settings, no model
     results = preprocess_project(project_dir, out / "shards", cfg.sparsify, progress=tty)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:

@@ -18,8 +18,7 @@ import pandas as pd
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from data_tools.shards import read_shard, shard_matches, shard_path
-from data_tools.sparsify import SparsifyConfig, sparsify_run
+from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from sparse_det.io import to_submission, write_submission
 from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
@@ -32,9 +31,7 @@ ROW_COLUMNS = ["experiment", "particle_type", "x", "y", "z", "score"]
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
                 feature_names: list[str], shards_dir: str | Path | None):
-    path = shard_path(shards_dir, run) if shards_dir else None
-    sv = (read_shard(path) if path and shard_matches(path, cfg.to_dict())
-          else sparsify_run(project, run, cfg))
+    sv = shard_or_sparsify(project, run, cfg, shards_dir)
     if sv.feature_names != feature_names:
         raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
                               f"checkpoint's {feature_names}")

@@ -1,7 +1,6 @@
 """The copick layout: round trips, the competition's own files, both picks namings, bad input."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -194,4 +193,3 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old", "failed write replaced the file"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"], "temporary left behind"
-    shutil.rmtree(tmp_path)
