@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_data
 
-.PHONY: install demo test lint bench ray-up ray-down clean
+.PHONY: install demo test lint bench ray-up ray-down ray-train clean
 
 install: $(STAMP)
 
@@ -26,10 +26,23 @@ lint: install
 bench: install
 	$(PY) bench/detector.py --project data/heldout_ood --json bench/detector.json
 
-# A local Ray cluster for `ray job submit`: everything bound to 127.0.0.1.
+# A local Ray cluster for `ray job submit`: dashboard and job API on 127.0.0.1; Ray's own gRPC
+# ports listen on every interface whatever --node-ip-address says, so token auth is on (the
+# token is ~/.ray/auth_token; clients need RAY_AUTH_MODE=token). Started from the project's
+# venv, so a job's `python` is the project's; SPARSE_DET_ROOT makes a job's relative config
+# paths (data, runs) land in this checkout, not in Ray's temporary copy of it.
 ray-up: install
-	$(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+	RAY_AUTH_MODE=token $(VENV)/bin/ray get-auth-token --generate > /dev/null
+	RAY_AUTH_MODE=token SPARSE_DET_ROOT=$(CURDIR) PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(VENV)/bin/ray start --head \
+		--node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
 		--port 6379 --dashboard-port 8265 --include-dashboard true
+
+# Submits configs/$(CONFIG).yaml training to the running cluster and follows its logs.
+CONFIG ?= smoke
+ray-train: install
+	RAY_AUTH_MODE=token $(VENV)/bin/ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+		python -m ray_jobs.train --config configs/$(CONFIG).yaml
 
 ray-down:
 	$(VENV)/bin/ray stop

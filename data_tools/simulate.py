@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 
-from data_tools.atomic import atomic_write_text
+from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.particles import ParticleTable
 from data_tools.shapes import (
@@ -237,6 +237,20 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
     atomic_write_text(out / "solution.csv", sol.to_csv(index=False))
     atomic_write_text(out / "simulation.json", json.dumps(record, indent=2))
     return project
+
+
+def ensure_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE_ZYX,
+                   ranges: SimRanges | None = None, progress: bool = True) -> CopickProject:
+    """The project at `out`, simulated first when it is missing: written under a temporary
+    name and renamed, so a killed job never leaves half a project behind."""
+    out = Path(out)
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out, overwrite=False) as tmp:
+            simulate_project(tmp, n_runs, seed, shape_zyx, ranges, progress=progress)
+        # copick_config.json names absolute roots: point them at the final folder.
+        CopickProject(out, ParticleTable.competition()).write_config(f"simulated (seed {seed})")
+    return CopickProject(out)
 
 
 def main(argv: list[str] | None = None) -> int:

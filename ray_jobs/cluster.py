@@ -1,13 +1,23 @@
-"""Connecting to Ray: an existing cluster when given one, else a private local one on 127.0.0.1."""
+"""Connecting to Ray: an existing cluster when given one, else a private local one.
+
+What binds where (Ray 2.60, measured with `ss -ltnp`): the dashboard and job API listen on
+127.0.0.1 as asked. Ray's core gRPC servers (GCS, raylet, workers) listen on every interface
+whatever --node-ip-address says — Ray maps 127.0.0.1 to the node's address on purpose
+(ray._private.services.resolve_ip_for_localhost) — so they are guarded by token
+authentication instead: on by default for a local ray.init(), and `make ray-up` starts the
+head with RAY_AUTH_MODE=token.
+"""
 
 from __future__ import annotations
 
 import os
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
-    """`address` None and no RAY_ADDRESS (as `ray job submit` sets): start a local Ray bound to
-    127.0.0.1 without a dashboard. Otherwise connect ("auto", "ray://...", "127.0.0.1:6379")."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True,
+             dashboard: bool = False):
+    """`address` None and no RAY_ADDRESS (as `ray job submit` sets): start a private local
+    Ray, with a dashboard on 127.0.0.1 only when asked (Ray Train's state API needs it).
+    Otherwise connect ("auto", "ray://...", "HOST:6379")."""
     import ray
 
     if ray.is_initialized():
@@ -17,5 +27,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **kw)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kw)
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 **kw)
     return ray

@@ -19,12 +19,23 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class SimulateSpec:
+    """A simulated project made when `data.project` is missing (smoke tests, demos)."""
+
+    runs: int = 0  # 0: never simulate; a missing project is an error
+    shape_zyx: tuple[int, int, int] = (64, 192, 192)  # 10 Å voxels
+    seed: int = 0
+    ranges: dict = field(default_factory=dict)  # SimRanges overrides; empty: the wide defaults
+
+
+@dataclass
 class DataConfig:
     project: str = "demo_data/project"  # copick project (or config JSON) with ground truth
     shards: str = "demo_data/shards"  # sparse shards (made on demand when missing)
     train_runs: list[str] = field(default_factory=list)  # empty: all runs but val_runs
     val_runs: list[str] = field(default_factory=list)  # empty: the last `n_val` runs
     n_val: int = 2
+    simulate: SimulateSpec = field(default_factory=SimulateSpec)
 
 
 @dataclass
@@ -76,6 +87,18 @@ class PostprocessConfig:
 
 
 @dataclass
+class RayConfig:
+    """Distributed training with Ray Train (ray_jobs.train); ignored by sparse_det.train."""
+
+    num_workers: int = 1  # DDP workers; train.batch_size is split between them
+    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPUs
+    cpus_per_worker: int = 1  # also each worker's torch threads
+    max_failures: int = 3  # worker-group restarts from the last checkpoint
+    storage_path: str = ""  # Ray Train storage (shared by all nodes); empty: train.out_dir
+    name: str = "ray_train"  # run folder under storage_path; the same name resumes
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
@@ -84,6 +107,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -127,6 +151,8 @@ def _coerce(t, v, where: str):
         return v
     if t is float and isinstance(v, int | float) and not isinstance(v, bool):
         return float(v)
+    if t is dict and not isinstance(v, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {v!r}")
     if t in (int, str, bool) and not isinstance(v, t):
         raise ConfigError(f"{where}: expected {t.__name__}, got {v!r}")
     if t is int and isinstance(v, bool):
@@ -144,24 +170,21 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     cfg = _build(Config, d, "config")
     cfg.sparsify = sparsify
     if base_dir is not None:
-        for key in ("project", "shards"):
-            p = Path(getattr(cfg.data, key))
-            if not p.is_absolute():
-                setattr(cfg.data, key, str((base_dir / p).resolve()))
-        out = Path(cfg.train.out_dir)
-        if not out.is_absolute():
-            cfg.train.out_dir = str((base_dir / out).resolve())
-        init = Path(cfg.train.init_checkpoint)
-        if cfg.train.init_checkpoint and not init.is_absolute():
-            cfg.train.init_checkpoint = str((base_dir / init).resolve())
+        for sect, key in (("data", "project"), ("data", "shards"), ("train", "out_dir"),
+                          ("train", "init_checkpoint"), ("ray", "storage_path")):
+            obj = getattr(cfg, sect)
+            value = getattr(obj, key)
+            if value and "://" not in value and not Path(value).is_absolute():
+                setattr(obj, key, str((base_dir / value).resolve()))
     if len(cfg.model.channels) < 2:
         raise ConfigError("model.channels: need at least two levels")
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Loads a YAML config; relative paths are relative to the project root (the config's
-    parent's parent when the file sits in configs/, else the file's folder)."""
+def load_config(path: str | Path, root: str | Path | None = None) -> Config:
+    """Loads a YAML config; relative paths are relative to `root` when given, else the
+    project root (the config's parent's parent when the file sits in configs/, else the
+    file's folder)."""
     import yaml
 
     path = Path(path)
@@ -172,6 +195,8 @@ def load_config(path: str | Path) -> Config:
     base = path.resolve().parent
     if base.name == "configs":
         base = base.parent
+    if root is not None:
+        base = Path(root).resolve()
     try:
         return config_from_dict(d, base)
     except ConfigError as exc:

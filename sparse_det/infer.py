@@ -2,8 +2,11 @@
 
     python -m sparse_det.infer [--project DIR] [--runs RUN ...] [--checkpoint PATH]
                                [--device auto|cpu|cuda] [--out submissions/submission.csv]
+                               [--ray [--address ADDR]]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
+`--ray` fans the runs out as Ray tasks (a private local Ray, or the cluster at --address /
+RAY_ADDRESS) and gathers the same CSV.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--ray", action="store_true", help="one Ray task per run")
+    ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
+                                      "private local Ray)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
@@ -84,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        rows = infer_project(project, a.checkpoint, a.runs, a.device, a.shards,
-                             progress=not a.quiet and sys.stderr.isatty())
+        progress = not a.quiet and sys.stderr.isatty()
+        if a.ray:
+            from ray_jobs.infer import infer_project_ray
+
+            rows = infer_project_ray(project, a.checkpoint, a.runs, a.device, a.shards,
+                                     a.address, progress=progress)
+        else:
+            rows = infer_project(project, a.checkpoint, a.runs, a.device, a.shards,
+                                 progress=progress)
         write_submission(to_submission(rows), out)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,61 @@
+"""Ray-parallel inference: one task per run, gathered into one table in run order, identical
+to sparse_det.infer.infer_project's. Workers read the tomograms and the checkpoint themselves,
+so the project and checkpoint must be on storage every node sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError
+
+
+def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
+               shards_dir: str | None, thresholds: dict | None) -> pd.DataFrame:
+    import torch
+
+    from sparse_det.infer import infer_project
+
+    torch.set_num_threads(1)  # a task holds one CPU
+    return infer_project(CopickProject(project_path), checkpoint, [run], device, shards_dir,
+                         thresholds=thresholds)
+
+
+def infer_project_ray(project: CopickProject, checkpoint: str | Path,
+                      runs: list[str] | None = None, device: str = "auto",
+                      shards_dir: str | Path | None = None, address: str | None = None,
+                      thresholds: dict[str, float] | None = None, progress: bool = False,
+                      gpus_per_task: float = 0.0) -> pd.DataFrame:
+    import ray
+    from tqdm import tqdm
+
+    from ray_jobs.cluster import init_ray
+    from sparse_det.infer import ROW_COLUMNS
+
+    runs = runs or project.runs()
+    unknown = sorted(set(runs) - set(project.runs()))
+    if unknown:
+        raise DataError(f"{project.path}: runs {unknown} not in project")
+    init_ray(address)
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=1)(_infer_one)
+    shards = str(Path(shards_dir).resolve()) if shards_dir else None
+    refs = {task.remote(str(Path(project.path).resolve()), str(Path(checkpoint).resolve()),
+                        run, device, shards, thresholds): run for run in runs}
+    tables, pending = {}, list(refs)
+    with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            run = refs[done[0]]
+            try:
+                tables[run] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if exc.cause is not None else exc
+                for ref in pending:
+                    ray.cancel(ref)
+                raise type(cause)(str(cause)) if isinstance(cause, ValueError | OSError) \
+                    else DataError(f"run {run!r}: {cause}") from exc
+            bar.update(1)
+    parts = [tables[r] for r in runs if len(tables[r])]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)
