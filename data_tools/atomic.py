@@ -53,3 +53,22 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def writable_dir(path: str | Path) -> Path:
+    """`path` as an existing folder this process can write (made if missing), else an
+    OSError that names it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{path}: cannot create output folder ({exc.strerror or exc})") from exc
+    if not path.is_dir():
+        raise OSError(f"{path}: output path is not a folder")
+    probe = tmp_sibling(path / ".write-probe")
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"{path}: output folder is not writable ({exc.strerror or exc})") from exc
+    return path

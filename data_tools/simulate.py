@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -265,13 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", default="TS_sim")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
-    overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
-    if a.snr:
-        overrides["snr"] = a.snr
-    ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
+    try:
+        overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
+        if a.snr:
+            overrides["snr"] = a.snr
+        ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: {a.ranges or '--snr'}: {exc}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     simulate_project(a.out, a.runs, a.seed, tuple(a.shape), ranges, a.prefix,
-                     progress=not a.quiet)
+                     progress=not a.quiet and sys.stderr.isatty())
     print(f"wrote {a.runs} run(s) to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -1,5 +1,5 @@
 """The demo: simulate a small project → sparsify (Ray) → infer with the shipped checkpoint →
-evaluate, printing the per-class table.
+evaluate, printing the per-class table → pictures (slices and precision-recall curves).
 
     python -m sparse_det.demo [--out demo_data] [--runs 2] [--shape Z Y X]
 """
@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 from data_tools.copick_io import CopickProject
-from data_tools.preview import slice_png
 from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 from sparse_det.config import config_from_dict
 from sparse_det.evaluate import evaluate
 from sparse_det.infer import infer_project
 from sparse_det.io import to_submission, write_submission
+from sparse_det.visualize import visualize_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/4] evaluating against the simulated ground truth")
     print(evaluate(project_dir, sub).table())
     run = project.runs()[0]
-    preds = {n: g[["x", "y", "z"]].to_numpy() for n, g in
-             rows[rows["experiment"] == run].groupby("particle_type")}
-    png = slice_png(project, run, out / f"{run}_slice.png", predictions=preds)
-    print(f"picture: {png} (circles: ground truth, crosses: predictions)")
+    pngs = visualize_run(project, run, out / "pictures", a.checkpoint, rows,
+                         shards_dir=out / "shards")
+    print("pictures (solid circles: ground truth, dashed: picks; PR curves per class):")
+    for png in pngs:
+        print(f"  {png}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -2,11 +2,13 @@
 
     python -m sparse_det.infer [--project DIR] [--runs RUN ...] [--checkpoint PATH]
                                [--device auto|cpu|cuda] [--out submissions/submission.csv]
-                               [--ray [--address ADDR]]
+                               [--picks-out PROJECT [--user-id U --session-id S]]
+                               [--star-out DIR] [--ray [--address ADDR]] [--quiet]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
-`--ray` fans the runs out as Ray tasks (a private local Ray, or the cluster at --address /
-RAY_ADDRESS) and gathers the same CSV.
+`--picks-out` writes copick picks (with scores) into a project's overlay, `--star-out` one
+RELION-style STAR file per run (sparse_det/outputs.py). `--ray` fans the runs out as Ray tasks
+(a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the same CSV.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_tools.copick_io import CopickProject
+from data_tools.atomic import writable_dir
+from data_tools.copick_io import GT_USER, CopickProject
 from data_tools.particles import DataError
 from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from sparse_det.io import to_submission, write_submission
+from sparse_det.outputs import write_copick_picks, write_star_files
 from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
 
 log = logging.getLogger("sparse_det.infer")
@@ -75,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--picks-out", metavar="PROJECT",
+                    help="write copick picks into this project's overlay (a new folder "
+                         "becomes a project over the input's tomograms)")
+    ap.add_argument("--user-id", default="sparse-det", help="copick user id of the picks")
+    ap.add_argument("--session-id", default="0", help="copick session id of the picks")
+    ap.add_argument("--star-out", metavar="DIR", help="write RUN.star files (RELION, Warp)")
     ap.add_argument("--ray", action="store_true", help="one Ray task per run")
     ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
                                       "private local Ray)")
@@ -87,19 +97,34 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
                             "--project")
         project = CopickProject(a.project)
+        runs = a.runs or project.runs()
+        for run in runs:
+            project.run_dir(run)  # an unknown or unsafe run name fails before any work
         out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        writable_dir(out.parent)  # an unwritable output fails before any work too
+        if a.star_out:
+            writable_dir(a.star_out)
+        if a.picks_out and a.user_id == GT_USER:
+            raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         if a.ray:
             from ray_jobs.infer import infer_project_ray
 
-            rows = infer_project_ray(project, a.checkpoint, a.runs, a.device, a.shards,
+            rows = infer_project_ray(project, a.checkpoint, runs, a.device, a.shards,
                                      a.address, progress=progress)
         else:
-            rows = infer_project(project, a.checkpoint, a.runs, a.device, a.shards,
+            rows = infer_project(project, a.checkpoint, runs, a.device, a.shards,
                                  progress=progress)
         write_submission(to_submission(rows), out)
+        if a.picks_out:
+            paths = write_copick_picks(a.picks_out, project, rows, runs, a.user_id,
+                                       a.session_id)
+            log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
+        if a.star_out:
+            sizes = {r: project.tomogram_scales(r)[0][1] for r in runs}
+            paths = write_star_files(a.star_out, rows, runs, sizes, project.particles)
+            log.info("wrote %d STAR files to %s", len(paths), a.star_out)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

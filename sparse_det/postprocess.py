@@ -89,13 +89,13 @@ def fbeta(tp: float, fp: float, fn: float, beta: float = BETA) -> float:
     return (1 + beta**2) * p * r / d if d > 0 else 0.0
 
 
-def best_threshold(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                   hit_radius: float) -> tuple[float, float]:
-    """F-beta-optimal score threshold for one class over several runs (micro-averaged,
-    metric semantics: TP = distinct references hit).
+def pr_curve(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]], hit_radius: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Counts at every distinct score threshold of one class over several runs (metric
+    semantics: TP = distinct references hit; a candidate is kept when score >= threshold).
 
-    Args: per_run: [(candidate centres [M,3], scores [M], reference centres [R,3])], one unit.
-    Returns (threshold, F-beta at it); a candidate is kept when score >= threshold."""
+    Args: per_run: [(candidate centres [M,3], scores [M], reference centres [R,3])].
+    Returns (thresholds descending, TP at each, candidates kept at each, references)."""
     cand_hits, scores, n_ref, offset = [], [], 0, 0
     for cand, sc, ref in per_run:
         if len(cand):
@@ -106,20 +106,30 @@ def best_threshold(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         offset += len(ref)
         n_ref += len(ref)
     if not cand_hits:
-        return float("inf"), 0.0
+        return np.zeros(0), np.zeros(0, int), np.zeros(0, int), n_ref
     scores = np.concatenate(scores)
     order = np.argsort(-scores, kind="stable")
     seen: set[int] = set()
     tp = 0
-    best = (float("inf"), 0.0)
+    thr, tps, kept = [], [], []
     for rank, i in enumerate(order):
-        n = rank + 1
         new = [j for j in cand_hits[i] if j not in seen]
         seen.update(new)
         tp += len(new)
-        last_of_tie = rank + 1 == len(order) or scores[order[rank + 1]] < scores[i]
-        if last_of_tie:
-            f = fbeta(tp, n - tp, n_ref - tp)
-            if f > best[1]:
-                best = (float(scores[i]), f)
-    return best
+        if rank + 1 == len(order) or scores[order[rank + 1]] < scores[i]:  # last of a tie
+            thr.append(float(scores[i]))
+            tps.append(tp)
+            kept.append(rank + 1)
+    return np.array(thr), np.array(tps), np.array(kept), n_ref
+
+
+def best_threshold(per_run: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   hit_radius: float) -> tuple[float, float]:
+    """F-beta-optimal score threshold for one class over several runs (micro-averaged,
+    metric semantics). Returns (threshold, F-beta at it); the highest threshold wins ties."""
+    thr, tp, kept, n_ref = pr_curve(per_run, hit_radius)
+    f = np.array([fbeta(t, k - t, n_ref - t) for t, k in zip(tp, kept, strict=True)])
+    if not len(f) or f.max() <= 0:
+        return float("inf"), 0.0
+    i = int(np.argmax(f))
+    return float(thr[i]), float(f[i])

@@ -210,6 +210,38 @@ def test_killed_worker_resumes_from_checkpoint(ray_head):
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5], [h["epoch"] for h in hist]
     assert [h["step"] for h in hist] == [10, 20, 30, 40, 50], hist
 
+    # A finished (or stopped) job resubmitted under the same run name goes on from its
+    # latest checkpoint: here 10 more steps.
+    client, job = _submit(url, ["--config", "configs/smoke.yaml", "--steps", "60",
+                                "--out-dir", str(out)])
+    assert _wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    assert "resumed from checkpoint at step 50 (epoch 5)" in client.get_job_logs(job)
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6], [h["epoch"] for h in hist]
+
+
+def test_job_in_rays_copy_without_root_fails_clearly(tmp_path, monkeypatch, capsys):
+    from ray_jobs.train import main
+
+    copy = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("SPARSE_DET_ROOT", raising=False)
+    assert main(["--config", str(REPO / "configs/smoke.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "temporary copy of the working dir" in err, err
+    assert "--root" in err and not (copy / "data").exists()
+
+
+def test_bad_config_is_one_line(tmp_path, capsys):
+    from ray_jobs.train import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ray: {num_workers: two}\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "config.ray.num_workers: expected int" in err, err
+
 
 def test_ray_inference_matches_single_process(small_project, tmp_path):
     from ray_jobs.infer import infer_project_ray

@@ -1,0 +1,80 @@
+"""Outputs besides the competition CSV: copick picks in a project's overlay and RELION-style
+STAR files, each file written atomically.
+
+STAR columns (one file per run, block `data_particles`): _rlnTomoName and _rlnMicrographName
+(the run; RELION 5 reads the first, Warp/M the second), _rlnCoordinateX/Y/Z in pixels of the
+tomogram's voxel size (x_Å / pixel size, copick's convention), _rlnDetectorPixelSize (Å),
+_rlnClassNumber (1-based index into the particle table, listed in the header comment),
+_rlnAutopickFigureOfMerit (the detector's score) and _sparseDetParticleType (the class name;
+RELION warns about and ignores labels it does not know).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_tools.atomic import atomic_write_text, writable_dir
+from data_tools.copick_io import GT_USER, CopickProject, copick_config
+from data_tools.particles import DataError, ParticleTable
+
+STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
+               "rlnCoordinateZ", "rlnDetectorPixelSize", "rlnClassNumber",
+               "rlnAutopickFigureOfMerit", "sparseDetParticleType"]
+
+
+def star_text(run: str, rows: pd.DataFrame, pixel_size_A: float,
+              particles: ParticleTable) -> str:
+    """One run's picks (rows with particle_type, x, y, z in Å, score) as a STAR file."""
+    classes = "  ".join(f"{i + 1}={p.name}" for i, p in enumerate(particles))
+    lines = ["# written by sparse-det; coordinates in pixels of "
+             f"{pixel_size_A:.4f} Å; classes: {classes}", "", "data_particles", "", "loop_"]
+    lines += [f"_{label} #{i + 1}" for i, label in enumerate(STAR_LABELS)]
+    for r in rows.itertuples(index=False):
+        x, y, z = (np.array([r.x, r.y, r.z], dtype=float) / pixel_size_A)
+        lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{pixel_size_A:.4f}\t"
+                     f"{particles.class_index(r.particle_type)}\t{float(r.score):.5f}\t"
+                     f"{r.particle_type}")
+    return "\n".join(lines) + "\n"
+
+
+def write_star_files(out_dir: str | Path, rows: pd.DataFrame, runs: list[str],
+                     pixel_sizes_A: dict[str, float], particles: ParticleTable) -> list[Path]:
+    """`<out_dir>/<run>.star` for every run, an empty loop where nothing was found."""
+    out_dir = writable_dir(out_dir)
+    paths = []
+    for run in runs:
+        path = out_dir / f"{run}.star"
+        atomic_write_text(path, star_text(run, rows[rows["experiment"] == run],
+                                          pixel_sizes_A[run], particles))
+        paths.append(path)
+    return paths
+
+
+def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame,
+                       runs: list[str], user_id: str, session_id: str) -> list[Path]:
+    """Picks of every run and particle (an empty list where none) into `dest`'s overlay.
+    `dest` is a copick project (the input project itself is fine) or a new folder, which
+    becomes a project whose config reads the tomograms from the source's static root."""
+    if user_id == GT_USER:
+        raise DataError(f"--user-id {user_id!r} is the ground-truth user: predictions would "
+                        "overwrite the annotations; pick another user id")
+    dest = Path(dest)
+    if not dest.exists():
+        writable_dir(dest / "overlay")
+        atomic_write_text(dest / "copick_config.json", json.dumps(copick_config(
+            "sparse-det predictions", source.particles, source.static_root,
+            dest / "overlay"), indent=2))
+    writable_dir(dest)
+    project = CopickProject(dest, source.particles)
+    paths = []
+    for run in runs:
+        mine = rows[rows["experiment"] == run]
+        for p in source.particles:
+            sel = mine[mine["particle_type"] == p.name]
+            paths.append(project.write_picks(run, p.name, sel[["x", "y", "z"]].to_numpy(),
+                                             user_id, session_id, sel["score"].to_numpy()))
+    return paths

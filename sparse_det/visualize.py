@@ -1,0 +1,187 @@
+"""Pictures of one run: x-y and x-z slices with ground truth and picks circled per class, and
+per-class precision-recall curves with the checkpoint's threshold marked.
+
+    python -m sparse_det.visualize --project DIR --run RUN [--submission CSV]
+                                   [--checkpoint PT] --out DIR
+
+The curves come from the checkpoint's unthresholded detections on the run; the slices show
+the submission's picks when one is given, else the checkpoint's picks at its thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_tools.atomic import atomic_path, writable_dir
+from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
+from data_tools.particles import DataError, ParticleTable
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.metric import DISTANCE_MULTIPLIER
+
+Picks = dict[str, np.ndarray]  # particle name -> centres x, y, z in Å
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def slice_picture(tomo: Tomogram, particles: ParticleTable, truth: Picks, picks: Picks,
+                  plane: str, out: Path, index: int | None = None, thickness: int = 5) -> Path:
+    """A `thickness`-voxel mean slice through the middle (or `index`) in plane "xy" (at a z)
+    or "xz" (at a y). Ground truth: solid circles of the particle's cross-section in the
+    slice; picks: dashed circles of half the radius (the metric's hit distance) and a dot."""
+    plt = _plt()
+    axis = {"xy": 0, "xz": 1}[plane]
+    vol, vs = tomo.data, tomo.voxel_size_A
+    index = vol.shape[axis] // 2 if index is None else index
+    lo, hi = max(index - thickness // 2, 0), index + thickness // 2 + 1
+    img = vol[lo:hi].mean(0) if axis == 0 else vol[:, lo:hi].mean(1)
+    vmin, vmax = np.percentile(img, [1, 99])
+    w, h = img.shape[1], img.shape[0]
+    fig, ax = plt.subplots(figsize=(9, 9 * h / w + 0.6), dpi=100)
+    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax)
+    for p in particles:
+        color = np.array(p.color[:3]) / 255
+        r = p.radius_A / vs
+        for pts, style in ((truth.get(p.name), "truth"), (picks.get(p.name), "pick")):
+            if pts is None or len(pts) == 0:
+                continue
+            zyx = xyz_A_to_zyx_vox(pts, vs, tomo.origin_A)
+            depth = zyx[:, axis] - index
+            row = zyx[:, 1] if axis == 0 else zyx[:, 0]
+            for d, yy, xx in zip(depth, row, zyx[:, 2], strict=True):
+                if abs(d) >= r:
+                    continue
+                if style == "truth":
+                    ax.add_patch(plt.Circle((xx, yy), np.sqrt(max(r**2 - d**2, 1.0)),
+                                            fill=False, color=color, lw=1.3))
+                else:
+                    ax.add_patch(plt.Circle((xx, yy), r * DISTANCE_MULTIPLIER, fill=False,
+                                            color=color, lw=1.0, ls="--"))
+                    ax.plot(xx, yy, ".", color=color, ms=3)
+        ax.plot([], [], "o", mfc="none", color=color, label=p.name)
+    ax.plot([], [], "o", mfc="none", color="w", label="solid: truth, dashed: picks")
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+    where = f"z={index}" if axis == 0 else f"y={index}"
+    ax.set_title(f"{tomo.run}  {plane} slice at {where}  ({vs:.2f} Å/voxel)")
+    ax.set_xlabel("x (voxels)")
+    ax.set_ylabel("y (voxels)" if axis == 0 else "z (voxels)")
+    return _save(fig, out)
+
+
+def pr_picture(dets: dict[str, tuple[np.ndarray, np.ndarray]], truth: Picks,
+               particles: ParticleTable, thresholds: dict[str, float], out: Path,
+               title: str = "") -> Path:
+    """Precision against recall per class as the score threshold falls; the threshold in use
+    marked with a filled dot and its F4 in the legend."""
+    from sparse_det.postprocess import fbeta, pr_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    for p in particles:
+        cand, scores = dets.get(p.name, (np.zeros((0, 3)), np.zeros(0)))
+        ref = truth.get(p.name, np.zeros((0, 3)))
+        thr, tp, kept, n_ref = pr_curve([(cand, scores, ref)], p.radius_A * DISTANCE_MULTIPLIER)
+        color = np.array(p.color[:3]) / 255
+        if not len(thr) or n_ref == 0:
+            ax.plot([], [], color=color, label=f"{p.name}: no {'truth' if n_ref == 0 else 'picks'}")
+            continue
+        precision, recall = tp / kept, tp / n_ref
+        ax.plot(recall, precision, color=color, lw=1.5)
+        t = thresholds.get(p.name, np.inf)
+        at = np.flatnonzero(thr >= t)
+        label = p.name
+        if len(at):
+            i = at[-1]
+            ax.plot(recall[i], precision[i], "o", color=color, ms=7)
+            label += f"  thr {t:.3g}: F4 {fbeta(tp[i], kept[i] - tp[i], n_ref - tp[i]):.3f}"
+        ax.plot([], [], color=color, label=label)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(title or "precision-recall per class (dot: threshold in use)")
+    return _save(fig, out)
+
+
+def picks_of(rows: pd.DataFrame, run: str) -> Picks:
+    mine = rows[rows["experiment"] == run]
+    return {n: g[["x", "y", "z"]].to_numpy(dtype=float) for n, g in
+            mine.groupby("particle_type")}
+
+
+def visualize_run(project: CopickProject, run: str, out_dir: str | Path,
+                  checkpoint: str | Path = DEFAULT_CHECKPOINT,
+                  submission: pd.DataFrame | None = None, device: str = "auto",
+                  shards_dir: str | Path | None = None) -> list[Path]:
+    """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths."""
+    from sparse_det.checkpoint import load_checkpoint
+    from sparse_det.infer import load_sparse
+    from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
+
+    project.run_dir(run)
+    out_dir = writable_dir(out_dir)
+    dev = resolve_device(device)
+    model, cfg, particles, thresholds, feature_names = load_checkpoint(checkpoint, dev)
+    sv = load_sparse(project, run, cfg.sparsify, feature_names, shards_dir)
+    dets = detect_sparse(model, sv, particles, cfg.postprocess, dev, cfg.train.amp)
+    if submission is None:
+        rows = pd.DataFrame(threshold_rows(run, dets, thresholds,
+                                           cfg.postprocess.default_threshold),
+                            columns=["experiment", "particle_type", "x", "y", "z", "score"])
+    else:
+        rows = submission
+    truth = project.read_picks(run)
+    picks = picks_of(rows, run)
+    tomo = project.read_tomogram(run)
+    return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
+            slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
+            pr_picture(dets, truth, particles, thresholds, out_dir / f"{run}_pr.png",
+                       f"{run}: precision-recall per class (dot: checkpoint threshold)")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--submission", help="competition CSV whose picks the slices show")
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--shards", help="reuse shards from this folder where they match")
+    ap.add_argument("--out", required=True, help="folder for the PNGs")
+    a = ap.parse_args(argv)
+    try:
+        from sparse_det.io import read_submission
+
+        project = CopickProject(a.project)
+        sub = read_submission(a.submission) if a.submission else None
+        paths = visualize_run(project, a.run, a.out, a.checkpoint, sub, a.device, a.shards)
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The bad-input catalogue, end to end through the command lines: each case exits non-zero
+with one line naming the problem and leaves no output file behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.copick_io import CopickProject
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.evaluate import main as evaluate_main
+from sparse_det.infer import main as infer_main
+from sparse_det.visualize import main as visualize_main
+
+ZARR = "static/ExperimentRuns/{run}/VoxelSpacing10.000/denoised.zarr"
+
+
+def _missing_zarr(proj: Path, run: str, tmp: Path) -> list[str]:
+    shutil.rmtree(proj / ZARR.format(run=run))
+    return []
+
+
+def _corrupt_zarr(proj: Path, run: str, tmp: Path) -> list[str]:
+    (proj / ZARR.format(run=run) / "1" / ".zarray").write_text("{not json")
+    return []
+
+
+def _bad_voxels(value: float):
+    def make(proj: Path, run: str, tmp: Path) -> list[str]:
+        p = CopickProject(proj)
+        vol = p.read_tomogram(run).data.copy()
+        vol[10, 20, 30] = value
+        p.write_tomogram(run, vol)
+        return []
+    return make
+
+
+def _wrong_spacing(proj: Path, run: str, tmp: Path) -> list[str]:
+    attrs_file = proj / ZARR.format(run=run) / ".zattrs"
+    attrs = json.loads(attrs_file.read_text())
+    for ds in attrs["multiscales"][0]["datasets"]:
+        ds["coordinateTransformations"][0]["scale"] = [
+            s * 1.35 for s in ds["coordinateTransformations"][0]["scale"]]
+    attrs_file.write_text(json.dumps(attrs))
+    return []
+
+
+def _truncated_checkpoint(proj: Path, run: str, tmp: Path) -> list[str]:
+    bad = tmp / "trunc.pt"
+    bad.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:4000])
+    return ["--checkpoint", str(bad)]
+
+
+def _foreign_checkpoint(proj: Path, run: str, tmp: Path) -> list[str]:
+    bad = tmp / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, bad)
+    return ["--checkpoint", str(bad)]
+
+
+def _unsafe_run(proj: Path, run: str, tmp: Path) -> list[str]:
+    return ["--runs", "../../etc"]
+
+
+def _unwritable_out(proj: Path, run: str, tmp: Path) -> list[str]:
+    (tmp / "out" / "a_file").write_text("")
+    return ["--out", str(tmp / "out" / "a_file" / "sub.csv")]
+
+
+def _gt_user(proj: Path, run: str, tmp: Path) -> list[str]:
+    return ["--picks-out", str(tmp / "out" / "picks"), "--user-id", "curation"]
+
+
+CASES = {
+    "missing zarr": (_missing_zarr, "denoised"),
+    "corrupt zarr": (_corrupt_zarr, ".zarray: missing or unreadable array metadata"),
+    "NaN voxels": (_bad_voxels(np.nan), "NaN/inf voxels"),
+    "inf voxels": (_bad_voxels(np.inf), "NaN/inf voxels"),
+    "wrong voxel spacing": (_wrong_spacing, "wrong voxel spacing"),
+    "truncated checkpoint": (_truncated_checkpoint, "trunc.pt: not a readable checkpoint"),
+    "foreign checkpoint": (_foreign_checkpoint, "foreign.pt: not a sparse-det checkpoint"),
+    "run name with ../": (_unsafe_run, "invalid run name"),
+    "unwritable output": (_unwritable_out, "a_file"),
+    "ground-truth user id": (_gt_user, "ground-truth user"),
+}
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_infer_bad_input(case, small_project, tmp_path, capsys):
+    make, expected = CASES[case]
+    proj = tmp_path / "proj"
+    shutil.copytree(small_project.path, proj)
+    (tmp_path / "out").mkdir()
+    run = small_project.runs()[0]
+    extra = make(proj, run, tmp_path)
+    before = set(_files(tmp_path / "out"))
+    args = ["--project", str(proj), "--out", str(tmp_path / "out" / "sub.csv"),
+            "--star-out", str(tmp_path / "out" / "star"), "--quiet", *extra]
+    assert infer_main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and expected in err, err
+    assert set(_files(tmp_path / "out")) == before, "partial output left behind"
+    if case != "run name with ../":
+        assert run in err or "checkpoint" in case or case in ("unwritable output",
+                                                               "ground-truth user id"), err
+
+
+def test_empty_sparse_set(tmp_path, capsys):
+    """A "tomogram" that varies along y only: its darkest band ties across whole x-z planes,
+    so the top-2.5 % threshold equals the maximum and keeps no voxel. The sparsify CLI says so
+    by run and writes no shard."""
+    from data_tools.simulate import simulate_project
+    from data_tools.sparsify import main as sparsify_main
+
+    project = simulate_project(tmp_path / "p", 1, 3, (16, 32, 32), progress=False)
+    run = project.runs()[0]
+    y = np.arange(32)
+    band = (-np.exp(-(y - 16.5) ** 2 / 18.0) + 0.1 * np.cos(y)).astype(np.float32)
+    project.write_tomogram(run, np.broadcast_to(band[None, :, None], (16, 32, 32)).copy())
+    out = tmp_path / "shards"
+    assert sparsify_main(["--project", str(project.path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"run {run!r}: empty sparse set" in err, err
+    assert not out.exists() or not _files(out)
+
+
+def test_evaluate_unknown_particle(small_project, tmp_path, capsys):
+    sub = tmp_path / "sub.csv"
+    sub.write_text("id,experiment,particle_type,x,y,z\n0,TS_x,tubulin,1,2,3\n")
+    assert evaluate_main(["--solution", str(small_project.path), "--submission",
+                          str(sub)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tubulin" in err, err
+
+
+def test_visualize_unsafe_run(small_project, tmp_path, capsys):
+    assert visualize_main(["--project", str(small_project.path), "--run", "../x",
+                           "--out", str(tmp_path / "pics")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "invalid run name" in err, err
+    assert not (tmp_path / "pics").exists()

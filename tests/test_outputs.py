@@ -1,0 +1,133 @@
+"""Outputs of sparse_det.infer besides the CSV (copick picks, STAR) and the pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import ParticleTable
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.infer import main as infer_main
+from sparse_det.outputs import STAR_LABELS, star_text
+from sparse_det.visualize import main as visualize_main
+
+
+def read_star_loop(text: str) -> tuple[list[str], list[list[str]]]:
+    """A minimal STAR reader: the labels and rows of the first loop."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    i = lines.index("loop_")
+    labels, j = [], i + 1
+    while j < len(lines) and lines[j].startswith("_"):
+        labels.append(lines[j].split()[0][1:])
+        j += 1
+    rows = [ln.split() for ln in lines[j:] if ln and not ln.startswith("#")]
+    return labels, rows
+
+
+def test_star_text_known_values():
+    particles = ParticleTable.competition()
+    rows = pd.DataFrame({"particle_type": ["ribosome", "apo-ferritin"],
+                         "x": [1001.2, 50.0], "y": [500.6, 60.0], "z": [100.12, 70.0],
+                         "score": [12.5, 0.75]})
+    text = star_text("TS_5_4", rows, 10.012, particles)
+    assert "\ndata_particles\n" in text
+    labels, body = read_star_loop(text)
+    assert labels == STAR_LABELS
+    assert len(body) == 2 and all(len(r) == len(labels) for r in body), body
+    r = dict(zip(labels, body[0], strict=True))
+    assert r["rlnTomoName"] == r["rlnMicrographName"] == "TS_5_4"
+    assert float(r["rlnCoordinateX"]) == pytest.approx(100.0, abs=1e-3)  # 1001.2 Å / 10.012
+    assert float(r["rlnCoordinateY"]) == pytest.approx(50.0, abs=1e-3)
+    assert float(r["rlnCoordinateZ"]) == pytest.approx(10.0, abs=1e-3)
+    assert float(r["rlnDetectorPixelSize"]) == pytest.approx(10.012)
+    assert int(r["rlnClassNumber"]) == particles.class_index("ribosome")
+    assert float(r["rlnAutopickFigureOfMerit"]) == 12.5
+    assert r["sparseDetParticleType"] == "ribosome"
+    # An empty run is still a valid file: the header and no rows.
+    empty = star_text("TS_0", rows.iloc[:0], 10.0, particles)
+    assert read_star_loop(empty) == (STAR_LABELS, [])
+
+
+def test_star_read_by_starfile_package():
+    starfile = pytest.importorskip("starfile")
+    particles = ParticleTable.competition()
+    rows = pd.DataFrame({"particle_type": ["thyroglobulin"], "x": [200.24], "y": [300.36],
+                         "z": [400.48], "score": [3.0]})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "TS.star"
+        p.write_text(star_text("TS", rows, 10.012, particles))
+        df = starfile.read(p)
+    assert list(df.columns) == STAR_LABELS
+    assert df["rlnCoordinateX"].iloc[0] == pytest.approx(20.0, abs=1e-3)
+    assert df["sparseDetParticleType"].iloc[0] == "thyroglobulin"
+
+
+@pytest.fixture(scope="module")
+def inferred(small_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    rc = infer_main(["--project", str(small_project.path), "--out", str(out / "sub.csv"),
+                     "--picks-out", str(out / "picks"), "--star-out", str(out / "star"),
+                     "--user-id", "sparse-det", "--session-id", "7", "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_star_files_match_the_csv(inferred, small_project):
+    sub = pd.read_csv(inferred / "sub.csv")
+    for run in small_project.runs():
+        labels, body = read_star_loop((inferred / "star" / f"{run}.star").read_text())
+        mine = sub[sub["experiment"] == run]
+        assert len(body) == len(mine) > 0, run
+        xs = np.sort([float(r[labels.index("rlnCoordinateX")]) for r in body])
+        np.testing.assert_allclose(xs, np.sort(mine["x"].to_numpy() / 10.012), atol=2e-3)
+
+
+def test_copick_picks_in_new_project_over_input_tomograms(inferred, small_project):
+    sub = pd.read_csv(inferred / "sub.csv")
+    dest = CopickProject(inferred / "picks")
+    run = small_project.runs()[0]
+    picks = dest.read_picks(run, user_id="sparse-det", session_id="7")
+    for name, pts in picks.items():
+        mine = sub[(sub["experiment"] == run) & (sub["particle_type"] == name)]
+        assert len(pts) == len(mine), name
+    f = (inferred / "picks/overlay/ExperimentRuns" / run / "Picks" /
+         "sparse-det_7_ribosome.json")
+    doc = json.loads(f.read_text())
+    assert doc["user_id"] == "sparse-det" and doc["session_id"] == "7"
+    assert doc["points"] and all(p["score"] > 0 for p in doc["points"]), doc["points"][:2]
+    # The new project's config reads tomograms from the input's static root.
+    cfg = json.loads((inferred / "picks/copick_config.json").read_text())
+    assert cfg["static_root"].endswith(str(small_project.static_root))
+
+
+def test_picks_into_the_input_project_leave_ground_truth_alone(small_project, tmp_path):
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(small_project.path, proj)
+    before = CopickProject(proj).read_picks(small_project.runs()[0])
+    assert infer_main(["--project", str(proj), "--out", str(tmp_path / "s.csv"),
+                       "--picks-out", str(proj), "--quiet"]) == 0
+    after = CopickProject(proj).read_picks(small_project.runs()[0])
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert list((proj / "overlay/ExperimentRuns").glob("*/Picks/sparse-det_0_*.json"))
+
+
+def test_visualize_writes_three_pngs(small_project, tmp_path, capsys):
+    run = small_project.runs()[0]
+    assert visualize_main(["--project", str(small_project.path), "--run", run,
+                           "--checkpoint", str(DEFAULT_CHECKPOINT), "--out",
+                           str(tmp_path / "pics")]) == 0
+    printed = capsys.readouterr().out.split()
+    names = sorted(p.split("/")[-1] for p in printed)
+    assert names == sorted(f"{run}_{k}.png" for k in ("xy", "xz", "pr")), printed
+    for p in printed:
+        data = Path(p).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, p
