@@ -143,8 +143,10 @@ class PatchSampler:
 
 @torch.no_grad()
 def predict_heatmap(model: DenseUNet, vol: np.ndarray, device: torch.device,
-                    tile_zyx=(64, 160, 160), overlap: int = 16) -> np.ndarray:
-    """Sigmoid heatmaps [K, z, y, x] by overlapping tiles (each tile's border discarded)."""
+                    tile_zyx=(96, 320, 320), overlap: int = 16) -> np.ndarray:
+    """Sigmoid heatmaps [K, z, y, x] by overlapping tiles (each tile's border discarded). The
+    default tile holds a whole 2×-binned competition tomogram (92×315×315) in one pass: tiling
+    it 64×160×160 cost 3× the voxels in overlap (75 s against 40 s on 2 cores)."""
     model.eval()
     mult = 2 ** (model.levels - 1)
     shape = np.array(vol.shape)

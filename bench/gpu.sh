@@ -2,7 +2,8 @@
 # GPU figures in a few minutes on any CUDA machine with the project installed:
 #   1. the spconv CUDA path against the CPU path (pytest -m gpu),
 #   2. end-to-end seconds per full-size tomogram (zarr -> CSV) with the shipped checkpoint,
-#      on CUDA and, for comparison on the same machine, on its CPUs.
+#      on CUDA and, for comparison on the same machine, on its CPUs;
+#   3. the same for the dense U-Net baseline (bench/gpu_dense.py).
 # Usage: bash bench/gpu.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,9 @@ echo "== CUDA"
 echo "== CPU ($(nproc) cores)"
 "$PY" bench/detector.py --project "$OUT/project" --device cpu --threads "$(nproc)" \
   --json "$OUT/cpu.json"
+echo "== dense baseline, CUDA"
+"$PY" bench/gpu_dense.py --project "$OUT/project" --device cuda --json "$OUT/dense_gpu.json" \
+  ${DENSE_WEIGHTS:+--weights "$DENSE_WEIGHTS"}
+echo "== dense baseline, CPU ($(nproc) cores)"
+"$PY" bench/gpu_dense.py --project "$OUT/project" --device cpu --threads "$(nproc)" \
+  --json "$OUT/dense_cpu.json" ${DENSE_WEIGHTS:+--weights "$DENSE_WEIGHTS"}

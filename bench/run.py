@@ -6,8 +6,9 @@ Trains the dense baseline (bench/dense_unet.py) on the sparse checkpoint's train
 the wall-clock time the sparse checkpoint took to train (its history; or --budget-s), tunes its
 thresholds on the same validation runs, then scores both on held-out projects at several SNR
 levels (simulated on first use under data/bench_*). Each (method, project) is measured in a
-fresh process: inference seconds per full-size tomogram (zarr → picks, after one warm-up run)
-and peak RSS. Also the sparse recall ceiling (the share of particles the sparsifier keeps).
+fresh process: inference seconds per full-size tomogram (zarr → picks; a project's first run
+is not timed, it pays for warm-up) and peak RSS. Also the sparse recall ceiling (the share of
+particles the sparsifier keeps).
 Prints markdown; writes JSON with keys sparse, dense (score, per_class,
 infer_s_per_tomogram, peak_mem_gb, train_s on the main held-out set, plus by_project),
 ceiling and gpu. `--quick` does it all on tiny simulated projects in a few minutes.
@@ -52,14 +53,18 @@ def _eval_sparse(project_path: str, checkpoint: str, threads: int, device: str) 
 
     torch.set_num_threads(threads)
     project = CopickProject(project_path)
-    runs = project.runs()
-    infer_project(project, checkpoint, runs[:1], device)  # warm-up: imports, allocator
     rows, times = [], []
-    for run in runs:
+    for run in project.runs():
         t0 = time.perf_counter()
         rows.append(infer_project(project, checkpoint, [run], device))
         times.append(time.perf_counter() - t0)
-    return {"rows": pd.concat(rows).to_dict("list"), "times": times, "peak_gb": _peak_gb()}
+    return {"rows": pd.concat(rows).to_dict("list"), "times": _after_warmup(times),
+            "peak_gb": _peak_gb()}
+
+
+def _after_warmup(times: list[float]) -> list[float]:
+    """The first run also pays for imports and allocator warm-up: timed only when alone."""
+    return times[1:] or times
 
 
 def _eval_dense(project_path: str, weights: str, thresholds: dict, threads: int,
@@ -83,15 +88,13 @@ def _eval_dense(project_path: str, weights: str, thresholds: dict, threads: int,
         return [(run, name, *xyz, s) for name, (pts, sc) in peaks.items()
                 for xyz, s in zip(pts, sc, strict=True) if s >= thresholds[name]]
 
-    runs = project.runs()
-    detect(runs[0])  # warm-up
     rows, times = [], []
-    for run in runs:
+    for run in project.runs():
         t0 = time.perf_counter()
         rows += detect(run)
         times.append(time.perf_counter() - t0)
     df = pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z", "score"])
-    return {"rows": df.to_dict("list"), "times": times, "peak_gb": _peak_gb()}
+    return {"rows": df.to_dict("list"), "times": _after_warmup(times), "peak_gb": _peak_gb()}
 
 
 def in_fresh_process(fn, *args) -> dict:
@@ -114,7 +117,7 @@ def score(project_path: str, res: dict) -> dict:
     return {"score": s.score, "per_class": {k: s.per_class[k].fbeta for k in SCORED},
             "recall": {k: s.per_class[k].recall for k in SCORED},
             "infer_s_per_tomogram": sum(res["times"]) / len(res["times"]),
-            "peak_mem_gb": res["peak_gb"], "runs": len(res["times"])}
+            "peak_mem_gb": res["peak_gb"], "runs": len(project.runs())}
 
 
 def make_heldout(out_dir: Path, quick: bool) -> dict[str, str]:
