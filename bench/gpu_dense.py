@@ -41,21 +41,28 @@ def main() -> int:
 
     def one(run: str) -> int:
         r = load_dense_run(project, run, with_targets=False)
-        peaks = heatmap_peaks(predict_heatmap(model, r.vol, dev), project.particles,
-                              r.voxel_size_A, r.origin_A)
+        peaks = heatmap_peaks(predict_heatmap(model, r.vol, dev, as_tensor=True),
+                              project.particles, r.voxel_size_A, r.origin_A)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return sum(len(s) for _, s in peaks.values())
 
     runs = project.runs()
     one(runs[0])  # warm-up: cuDNN autotuning, allocator
-    times = []
+    times, net = [], []
     for run in runs:
         t0 = time.perf_counter()
         one(run)
         times.append(time.perf_counter() - t0)
+    r = load_dense_run(project, runs[0], with_targets=False)
+    t0 = time.perf_counter()
+    predict_heatmap(model, r.vol, dev, as_tensor=True)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    net.append(time.perf_counter() - t0)
     res = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else
-           f"cpu x{a.threads}", "s_per_tomogram": sum(times) / len(times), "runs": len(runs),
+           f"cpu x{a.threads}", "s_per_tomogram": sum(times) / len(times),
+           "network_s": net[0], "runs": len(runs),
            "gpu_peak_gb": (torch.cuda.max_memory_allocated() / 2**30
                            if dev.type == "cuda" else None)}
     print(json.dumps(res))

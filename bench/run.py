@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     doc = read_checkpoint(checkpoint)
     cfg = config_from_dict(doc["config"])
     sparse_train_s = sum(h["epoch_s"] for h in doc["extra"].get("history", []))
+    if not sparse_train_s and not a.quick:
+        if not a.budget_s:
+            ap.error(f"{checkpoint} records no training history: pass --budget-s (the shipped "
+                     "checkpoint took 1635 s to its best epoch, runs/default/history.json)")
+        sparse_train_s = a.budget_s
     budget = a.budget_s or (30.0 if a.quick else sparse_train_s)
     print(f"sparse checkpoint {checkpoint}: trained {sparse_train_s:.0f} s on "
           f"{cfg.data.project}; dense budget {budget:.0f} s", flush=True)
