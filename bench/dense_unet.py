@@ -189,7 +189,12 @@ def heatmap_peaks(heat: np.ndarray | torch.Tensor, particles: ParticleTable,
     for k, p in enumerate(particles):
         h = heat[k][None, None]
         w = max(1, round(0.5 * p.radius_A / voxel_size_A))
-        mx = F.max_pool3d(h, 2 * w + 1, stride=1, padding=w)
+        # A box maximum is separable: three 1-D passes instead of one (2w+1)³ window (on
+        # 16 CPU cores the cubic window took ~30 of the 33 s per tomogram).
+        k = 2 * w + 1
+        mx = F.max_pool3d(h, (k, 1, 1), stride=1, padding=(w, 0, 0))
+        mx = F.max_pool3d(mx, (1, k, 1), stride=1, padding=(0, w, 0))
+        mx = F.max_pool3d(mx, (1, 1, k), stride=1, padding=(0, 0, w))
         peak = (h == mx) & (h > floor)
         idx = peak[0, 0].nonzero().cpu().numpy().astype(np.float64)
         scores = h[0, 0][peak[0, 0]].cpu().numpy().astype(np.float64)
