@@ -57,3 +57,21 @@ def test_best_threshold_hand_case():
     thr, f = best_threshold([(cand[:2], scores[:2], ref), (np.zeros((0, 3)), np.zeros(0), ref)],
                             hit_radius=10.0)
     assert f == pytest.approx(17 * 1 * (1 / 3) / (16 + 1 / 3)), "micro over two runs"
+
+
+def test_pr_curve_hand_computed():
+    from sparse_det.postprocess import pr_curve
+
+    refs = np.array([[0.0, 0, 0], [100.0, 0, 0], [200.0, 0, 0]])
+    cand = np.array([[1.0, 0, 0], [50.0, 0, 0], [2.0, 0, 0], [101.0, 0, 0]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6])  # hit A, miss, A again (no new TP), hit B
+    thr, tp, kept, n_ref = pr_curve([(cand, scores, refs)], hit_radius=10.0)
+    np.testing.assert_array_equal(thr, [0.9, 0.8, 0.7, 0.6])
+    np.testing.assert_array_equal(tp, [1, 1, 1, 2])
+    np.testing.assert_array_equal(kept, [1, 2, 3, 4])
+    assert n_ref == 3
+    # Tied scores count as one threshold.
+    thr, tp, kept, _ = pr_curve([(cand, np.array([0.5, 0.5, 0.4, 0.4]), refs)], 10.0)
+    np.testing.assert_array_equal(thr, [0.5, 0.4])
+    np.testing.assert_array_equal(kept, [2, 4])
+    np.testing.assert_array_equal(tp, [1, 2])
