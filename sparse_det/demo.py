@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--submission", default="submissions/demo_submission.csv")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     out = Path(a.out)
     project_dir = out / "project"
-    tty = sys.stderr.isatty()
+    tty = sys.stderr.isatty() and not a.quiet
     t0 = time.perf_counter()
     if not (project_dir / "solution.csv").is_file():
         print(f"[1/4] simulating {a.runs} run(s) of {a.shape} into {project_dir}")
