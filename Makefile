@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_data
 
-.PHONY: install demo test lint bench ray-up ray-down ray-train clean
+.PHONY: install demo test lint bench bench-compare ray-up ray-down ray-train clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: install
 
 bench: install
 	$(PY) bench/detector.py --project data/heldout_ood --json bench/detector.json
+
+# Sparse against the dense U-Net baseline over an SNR sweep (~40 min on 2 cores).
+bench-compare: install
+	$(PY) bench/run.py --budget-s 1635 --json bench/results.json
 
 # A local Ray cluster for `ray job submit`: dashboard and job API on 127.0.0.1; Ray's own gRPC
 # ports listen on every interface whatever --node-ip-address says, so token auth is on (the

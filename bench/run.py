@@ -161,6 +161,34 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
     return weights, thresholds, info | {"val_score": val_score}
 
 
+def gpu_figures(gpu_dir: Path) -> dict | str:
+    """bench/gpu.sh's JSON (copied from a CUDA machine into gpu_dir), else 'missing'."""
+    try:
+        sparse = json.loads((gpu_dir / "gpu.json").read_text())[0]
+        dense = json.loads((gpu_dir / "dense_gpu.json").read_text())
+        sparse_cpu = json.loads((gpu_dir / "cpu.json").read_text())[0]
+        dense_cpu = json.loads((gpu_dir / "dense_cpu.json").read_text())
+    except (OSError, ValueError, KeyError, IndexError):
+        return "missing (run bench/gpu.sh on a CUDA machine, copy its JSON to --gpu-dir)"
+    return {"device": dense["device"],
+            "sparse_s_per_tomogram": sparse["infer_s_per_tomogram"],
+            "dense_s_per_tomogram": dense["s_per_tomogram"],
+            "dense_network_s": dense.get("network_s"),
+            "sparse_cpu_s_per_tomogram": sparse_cpu["infer_s_per_tomogram"],
+            "dense_cpu_s_per_tomogram": dense_cpu["s_per_tomogram"],
+            "cpu": dense_cpu["device"], "dense_gpu_peak_gb": dense.get("gpu_peak_gb")}
+
+
+def gpu_line(gpu) -> str:
+    if isinstance(gpu, str):
+        return f"GPU: {gpu}."
+    return (f"GPU ({gpu['device']}, bench/gpu.sh, one full-size tomogram end to end): sparse "
+            f"{gpu['sparse_s_per_tomogram']:.2f} s, dense {gpu['dense_s_per_tomogram']:.2f} s "
+            f"(network {gpu['dense_network_s']:.2f} s); on that machine's CPUs "
+            f"({gpu['cpu']}) sparse {gpu['sparse_cpu_s_per_tomogram']:.2f} s, dense "
+            f"{gpu['dense_cpu_s_per_tomogram']:.2f} s.")
+
+
 def markdown(results: dict, levels: list[str]) -> str:
     short = {"apo-ferritin": "apo", "beta-galactosidase": "b-gal", "ribosome": "ribo",
              "thyroglobulin": "thyro", "virus-like-particle": "VLP"}
@@ -180,7 +208,7 @@ def markdown(results: dict, levels: list[str]) -> str:
     lines.append("")
     lines.append(f"Training: sparse {results['sparse']['train_s']:.0f} s, dense "
                  f"{results['dense']['train_s']:.0f} s ({results['dense']['train_steps']} "
-                 f"steps) on the same runs. GPU: {results['gpu']}.")
+                 f"steps) on the same runs. {gpu_line(results['gpu'])}")
     return "\n".join(lines)
 
 
@@ -195,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--gpu-dir", default=str(ROOT / "bench" / "gpu_h200"),
+                    help="JSON from bench/gpu.sh on a CUDA machine")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
@@ -240,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                "dense": {"by_project": {}, "train_s": dense_info["train_s"],
                          "train_steps": dense_info["steps"], "val_score": dense_info["val_score"],
                          "thresholds": thresholds},
-               "ceiling": {}, "gpu": "missing (run bench/gpu.sh on a CUDA machine)"}
+               "ceiling": {}, "gpu": gpu_figures(Path(a.gpu_dir))}
     for level, path in levels.items():
         rs = in_fresh_process(_eval_sparse, path, checkpoint, a.threads, a.device)
         rd = in_fresh_process(_eval_dense, path, str(weights), thresholds, a.threads, a.device)
