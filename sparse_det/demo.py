@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"[1/4] reusing {project_dir}")
     project = CopickProject(project_dir)
-    print("[2/4] sparsifying with Ray (local, 127.0.0.1)")
+    print("[2/4] sparsifying with Ray (a private local Ray)")
     from ray_jobs.preprocess import preprocess_project
 
     cfg = config_from_dict(read_checkpoint(a.checkpoint)["config"])  # settings, no model
