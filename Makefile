@@ -28,7 +28,7 @@ bench: install
 
 # Sparse against the dense U-Net baseline over an SNR sweep (~40 min on 2 cores).
 bench-compare: install
-	$(PY) bench/run.py --budget-s 1635 --json bench/results.json
+	$(PY) bench/run.py --budget-s 1635 --extra-tune data/calib --json bench/results.json
 
 # A local Ray cluster for `ray job submit`: dashboard and job API on 127.0.0.1; Ray's own gRPC
 # ports listen on every interface whatever --node-ip-address says, so token auth is on (the

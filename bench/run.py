@@ -135,7 +135,11 @@ def make_heldout(out_dir: Path, quick: bool) -> dict[str, str]:
 
 
 def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str,
-                      patch_zyx) -> tuple[Path, dict, dict]:
+                      patch_zyx, weights: str | None = None,
+                      extra_tune: list[str] | None = None) -> tuple[Path, dict, dict]:
+    """Trains the dense model (or loads `weights`, with the training record saved beside
+    them) and tunes its thresholds on the config's validation runs plus every run of the
+    `extra_tune` projects — the runs the sparse checkpoint's thresholds were tuned on."""
     import torch
     from dense_unet import DenseUNet, heatmap_peaks, load_dense_run, predict_heatmap, train_dense
 
@@ -147,18 +151,30 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
     dev = torch.device(device)
     project = CopickProject(cfg.data.project)
     train_runs, val_runs = split_runs(cfg, project)
-    runs = [load_dense_run(project, r) for r in train_runs]
     model = DenseUNet(len(project.particles)).to(dev)
-    info = train_dense(model, runs, budget_s, dev, patch_zyx=patch_zyx)
-    del runs
-    val = [load_dense_run(project, r) for r in val_runs]
-    dets = [heatmap_peaks(predict_heatmap(model, v.vol, dev), project.particles,
-                          v.voxel_size_A, v.origin_A) for v in val]
-    thresholds, _, val_score = tune_thresholds(dets, [v.truth_xyz_A for v in val],
-                                               project.particles, default=0.5)
-    weights = out / "dense_unet.pt"
-    torch.save(model.state_dict(), weights)
-    return weights, thresholds, info | {"val_score": val_score}
+    if weights:
+        model.load_state_dict(torch.load(weights, map_location=dev, weights_only=True))
+        info = json.loads(Path(weights).with_suffix(".json").read_text())
+    else:
+        runs = [load_dense_run(project, r) for r in train_runs]
+        info = train_dense(model, runs, budget_s, dev, patch_zyx=patch_zyx)
+        del runs
+        weights = out / "dense_unet.pt"
+        torch.save(model.state_dict(), weights)
+        Path(weights).with_suffix(".json").write_text(json.dumps(info))
+    tune = [(project, r) for r in val_runs]
+    for extra in extra_tune or []:
+        p = CopickProject(extra)
+        tune += [(p, r) for r in p.runs()]
+    dets, truths = [], []
+    for p, r in tune:
+        v = load_dense_run(p, r)
+        dets.append(heatmap_peaks(predict_heatmap(model, v.vol, dev), p.particles,
+                                  v.voxel_size_A, v.origin_A))
+        truths.append(v.truth_xyz_A)
+    thresholds, _, tune_score = tune_thresholds(dets, truths, project.particles, default=0.5)
+    return Path(weights), thresholds, info | {"tune_score": tune_score,
+                                              "tune_runs": [r for _, r in tune]}
 
 
 def gpu_figures(gpu_dir: Path) -> dict | str:
@@ -223,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dense-weights", help="reuse a trained dense model (its .json beside "
+                                            "it holds the training record)")
+    ap.add_argument("--extra-tune", action="append", default=[],
+                    help="project whose runs also tune the dense thresholds (use the ones the "
+                         "sparse checkpoint was tuned on, e.g. data/calib)")
     ap.add_argument("--gpu-dir", default=str(ROOT / "bench" / "gpu_h200"),
                     help="JSON from bench/gpu.sh on a CUDA machine")
     ap.add_argument("--json")
@@ -260,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = make_heldout(work, a.quick)
     patch = (32, 64, 64) if a.quick else (32, 96, 96)
     weights, thresholds, dense_info = train_dense_model(cfg, budget, out, a.threads,
-                                                        a.device, patch)
+                                                        a.device, patch, a.dense_weights,
+                                                        a.extra_tune)
     print(f"dense: {dense_info}", flush=True)
 
     from data_tools.copick_io import CopickProject
@@ -268,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {"sparse": {"by_project": {}, "train_s": sparse_train_s, "checkpoint": checkpoint},
                "dense": {"by_project": {}, "train_s": dense_info["train_s"],
-                         "train_steps": dense_info["steps"], "val_score": dense_info["val_score"],
-                         "thresholds": thresholds},
+                         "train_steps": dense_info["steps"],
+                         "tune_score": dense_info["tune_score"],
+                         "tune_runs": dense_info["tune_runs"], "thresholds": thresholds},
                "ceiling": {}, "gpu": gpu_figures(Path(a.gpu_dir))}
     for level, path in levels.items():
         rs = in_fresh_process(_eval_sparse, path, checkpoint, a.threads, a.device)
