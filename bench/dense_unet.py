@@ -70,7 +70,7 @@ class DenseRun:
     vol: np.ndarray  # normalised, protein bright, clipped; (z, y, x) at 20 Å
     voxel_size_A: float
     origin_A: float
-    heat: np.ndarray | None  # [K, z, y, x] float16 targets (None for inference-only runs)
+    heat: np.ndarray | None  # [K, z, y, x] float16 targets (None unless asked for)
     centers: list[np.ndarray]  # per class, centres in working voxels
     truth_xyz_A: dict[str, np.ndarray]
 
@@ -79,7 +79,7 @@ def load_dense_run(project: CopickProject, run: str, with_targets: bool = True) 
     t = project.read_tomogram(run, scale=SCALE)
     x = -robust_normalise(t.data, f"run {run!r}")
     np.clip(x, -CLIP_SIGMA, CLIP_SIGMA, out=x)
-    truth = project.read_picks(run) if with_targets else {}
+    truth = project.read_picks(run)
     centers = [xyz_A_to_zyx_vox(truth.get(p.name, np.zeros((0, 3))), t.voxel_size_A, t.origin_A)
                for p in project.particles]
     heat = (heatmaps(x.shape, centers, project.particles, t.voxel_size_A)
@@ -200,6 +200,14 @@ def heatmap_peaks(heat: np.ndarray | torch.Tensor, particles: ParticleTable,
         scores = h[0, 0][peak[0, 0]].cpu().numpy().astype(np.float64)
         out[p.name] = (zyx_vox_to_xyz_A(idx, voxel_size_A, origin_A), scores)
     return out
+
+
+def detect_dense(model: DenseUNet, project: CopickProject, run: str, device: torch.device,
+                 floor: float = 0.05) -> tuple[DenseRun, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A run from zarr to unthresholded peaks per particle (Å), the heatmap kept on `device`."""
+    r = load_dense_run(project, run, with_targets=False)
+    heat = predict_heatmap(model, r.vol, device, as_tensor=True)
+    return r, heatmap_peaks(heat, project.particles, r.voxel_size_A, r.origin_A, floor)
 
 
 def train_dense(model: DenseUNet, runs: list[DenseRun], budget_s: float, device: torch.device,

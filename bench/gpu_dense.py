@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dense_unet import DenseUNet, heatmap_peaks, load_dense_run, predict_heatmap
+from dense_unet import DenseUNet, detect_dense, load_dense_run, predict_heatmap
 
 from data_tools.copick_io import CopickProject
 
@@ -40,9 +40,7 @@ def main() -> int:
         model.load_state_dict(torch.load(a.weights, map_location=dev, weights_only=True))
 
     def one(run: str) -> int:
-        r = load_dense_run(project, run, with_targets=False)
-        peaks = heatmap_peaks(predict_heatmap(model, r.vol, dev, as_tensor=True),
-                              project.particles, r.voxel_size_A, r.origin_A)
+        _, peaks = detect_dense(model, project, run, dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return sum(len(s) for _, s in peaks.values())

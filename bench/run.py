@@ -71,7 +71,7 @@ def _eval_dense(project_path: str, weights: str, thresholds: dict, threads: int,
                 device: str) -> dict:
     import pandas as pd
     import torch
-    from dense_unet import DenseUNet, heatmap_peaks, load_dense_run, predict_heatmap
+    from dense_unet import DenseUNet, detect_dense
 
     from data_tools.copick_io import CopickProject
 
@@ -82,9 +82,7 @@ def _eval_dense(project_path: str, weights: str, thresholds: dict, threads: int,
     model.load_state_dict(torch.load(weights, map_location=dev, weights_only=True))
 
     def detect(run: str) -> list[tuple]:
-        r = load_dense_run(project, run, with_targets=False)
-        peaks = heatmap_peaks(predict_heatmap(model, r.vol, dev), project.particles,
-                              r.voxel_size_A, r.origin_A)
+        _, peaks = detect_dense(model, project, run, dev)
         return [(run, name, *xyz, s) for name, (pts, sc) in peaks.items()
                 for xyz, s in zip(pts, sc, strict=True) if s >= thresholds[name]]
 
@@ -141,7 +139,7 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
     them) and tunes its thresholds on the config's validation runs plus every run of the
     `extra_tune` projects — the runs the sparse checkpoint's thresholds were tuned on."""
     import torch
-    from dense_unet import DenseUNet, heatmap_peaks, load_dense_run, predict_heatmap, train_dense
+    from dense_unet import DenseUNet, detect_dense, load_dense_run, train_dense
 
     from data_tools.copick_io import CopickProject
     from sparse_det.engine import split_runs
@@ -168,9 +166,8 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
         tune += [(p, r) for r in p.runs()]
     dets, truths = [], []
     for p, r in tune:
-        v = load_dense_run(p, r)
-        dets.append(heatmap_peaks(predict_heatmap(model, v.vol, dev), p.particles,
-                                  v.voxel_size_A, v.origin_A))
+        v, peaks = detect_dense(model, p, r, dev)
+        dets.append(peaks)
         truths.append(v.truth_xyz_A)
     thresholds, _, tune_score = tune_thresholds(dets, truths, project.particles, default=0.5)
     return Path(weights), thresholds, info | {"tune_score": tune_score,

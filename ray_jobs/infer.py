@@ -51,11 +51,9 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path,
             try:
                 tables[run] = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if exc.cause is not None else exc
                 for ref in pending:
                     ray.cancel(ref)
-                raise type(cause)(str(cause)) if isinstance(cause, ValueError | OSError) \
-                    else DataError(f"run {run!r}: {cause}") from exc
+                raise DataError(f"run {run!r}: {exc.cause or exc}") from exc
             bar.update(1)
     parts = [tables[r] for r in runs if len(tables[r])]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)

@@ -33,9 +33,9 @@ from sparse_det.config import Config, ConfigError, load_config
 ROOT_ENV = "SPARSE_DET_ROOT"  # where relative config paths resolve; `make ray-up` sets it
 
 
-def prepare_data(cfg: Config, address: str | None, progress: bool) -> list[str]:
+def prepare_data(cfg: Config, address: str | None, progress: bool) -> None:
     """Simulates the project if the config asks for one and it is missing; writes every
-    missing shard with Ray tasks. Returns the runs used."""
+    missing shard with Ray tasks."""
     from data_tools.simulate import SimRanges, ensure_project
     from ray_jobs.preprocess import preprocess_project
     from sparse_det.engine import split_runs
@@ -52,11 +52,11 @@ def prepare_data(cfg: Config, address: str | None, progress: bool) -> list[str]:
     failed = [f"{r['run']}: {r['error']}" for r in results if r["status"] == "failed"]
     if failed:
         raise DataError("preprocessing failed for " + "; ".join(failed))
-    return runs
 
 
-def run_dir(cfg: Config) -> str:
-    return f"{(cfg.ray.storage_path or cfg.train.out_dir).rstrip('/')}/{cfg.ray.name}"
+def storage_path(cfg: Config) -> str:
+    """Ray Train's storage: ray.storage_path, else train.out_dir; the run is <it>/<name>."""
+    return cfg.ray.storage_path or cfg.train.out_dir
 
 
 def make_trainer(cfg: Config):
@@ -76,7 +76,7 @@ def make_trainer(cfg: Config):
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=r.name, storage_path=r.storage_path or cfg.train.out_dir,
+            name=r.name, storage_path=storage_path(cfg),
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
                                                checkpoint_score_attribute="val_score",
@@ -114,7 +114,7 @@ def train_distributed(cfg: Config, *, address: str | None = None, fresh: bool = 
     t0 = time.perf_counter()
     prepare_data(cfg, address, progress)
     prep_s = time.perf_counter() - t0
-    where = run_dir(cfg)
+    where = f"{storage_path(cfg).rstrip('/')}/{cfg.ray.name}"
     if fresh and "://" not in where and Path(where).exists():
         shutil.rmtree(where)
         print(f"--fresh: removed {where}", flush=True)

@@ -17,15 +17,19 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 from data_tools.atomic import writable_dir
 from data_tools.copick_io import GT_USER, CopickProject
-from data_tools.particles import DataError
+from data_tools.particles import DataError, ParticleTable
 from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+from sparse_det.config import Config
 from sparse_det.io import to_submission, write_submission
 from sparse_det.outputs import write_copick_picks, write_star_files
 from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
@@ -45,6 +49,36 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sv
 
 
+@dataclass
+class Picker:
+    """A loaded checkpoint and what it needs to pick one run: the one path from a run to
+    detections, for infer and visualize alike."""
+
+    model: torch.nn.Module
+    cfg: Config
+    particles: ParticleTable
+    thresholds: dict[str, float]
+    feature_names: list[str]
+    device: torch.device
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str = "auto") -> Picker:
+        dev = resolve_device(device)
+        return cls(*load_checkpoint(checkpoint, dev), dev)
+
+    def sparse(self, project: CopickProject, run: str, shards_dir: str | Path | None = None):
+        return load_sparse(project, run, self.cfg.sparsify, self.feature_names, shards_dir)
+
+    def detect(self, sv) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Unthresholded detections per particle (centres x,y,z Å, scores)."""
+        return detect_sparse(self.model, sv, self.particles, self.cfg.postprocess,
+                             self.device, self.cfg.train.amp)
+
+    def rows(self, run: str, dets, thresholds: dict[str, float] | None = None) -> list[tuple]:
+        return threshold_rows(run, dets, thresholds or self.thresholds,
+                              self.cfg.postprocess.default_threshold)
+
+
 def infer_project(project: CopickProject, checkpoint: str | Path, runs: list[str] | None = None,
                   device: str = "auto", shards_dir: str | Path | None = None,
                   progress: bool = False, thresholds: dict[str, float] | None = None
@@ -52,19 +86,16 @@ def infer_project(project: CopickProject, checkpoint: str | Path, runs: list[str
     """Detections of every run at the checkpoint's thresholds: columns ROW_COLUMNS (Å)."""
     from tqdm import tqdm
 
-    dev = resolve_device(device)
-    model, cfg, particles, ck_thresholds, feature_names = load_checkpoint(checkpoint, dev)
-    thresholds = thresholds or ck_thresholds
-    unknown = sorted(set(particles.names) - set(project.particles.names))
+    picker = Picker.load(checkpoint, device)
+    unknown = sorted(set(picker.particles.names) - set(project.particles.names))
     if unknown:
         raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the project")
     rows = []
     for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",
                     disable=not progress):
         t0 = time.perf_counter()
-        sv = load_sparse(project, run, cfg.sparsify, feature_names, shards_dir)
-        dets = detect_sparse(model, sv, particles, cfg.postprocess, dev, cfg.train.amp)
-        got = threshold_rows(run, dets, thresholds, cfg.postprocess.default_threshold)
+        sv = picker.sparse(project, run, shards_dir)
+        got = picker.rows(run, picker.detect(sv), thresholds)
         rows += got
         log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(got),
                  time.perf_counter() - t0)

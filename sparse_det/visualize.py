@@ -134,28 +134,21 @@ def visualize_run(project: CopickProject, run: str, out_dir: str | Path,
                   submission: pd.DataFrame | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None) -> list[Path]:
     """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths."""
-    from sparse_det.checkpoint import load_checkpoint
-    from sparse_det.infer import load_sparse
-    from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
+    from sparse_det.infer import ROW_COLUMNS, Picker
 
     project.run_dir(run)
     out_dir = writable_dir(out_dir)
-    dev = resolve_device(device)
-    model, cfg, particles, thresholds, feature_names = load_checkpoint(checkpoint, dev)
-    sv = load_sparse(project, run, cfg.sparsify, feature_names, shards_dir)
-    dets = detect_sparse(model, sv, particles, cfg.postprocess, dev, cfg.train.amp)
-    if submission is None:
-        rows = pd.DataFrame(threshold_rows(run, dets, thresholds,
-                                           cfg.postprocess.default_threshold),
-                            columns=["experiment", "particle_type", "x", "y", "z", "score"])
-    else:
-        rows = submission
+    picker = Picker.load(checkpoint, device)
+    dets = picker.detect(picker.sparse(project, run, shards_dir))
+    rows = (pd.DataFrame(picker.rows(run, dets), columns=ROW_COLUMNS) if submission is None
+            else submission)
     truth = project.read_picks(run)
     picks = picks_of(rows, run)
     tomo = project.read_tomogram(run)
+    particles = picker.particles
     return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
             slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
-            pr_picture(dets, truth, particles, thresholds, out_dir / f"{run}_pr.png",
+            pr_picture(dets, truth, particles, picker.thresholds, out_dir / f"{run}_pr.png",
                        f"{run}: precision-recall per class (dot: checkpoint threshold)")]
 
 

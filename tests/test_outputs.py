@@ -53,17 +53,14 @@ def test_star_text_known_values():
     assert read_star_loop(empty) == (STAR_LABELS, [])
 
 
-def test_star_read_by_starfile_package():
+def test_star_read_by_starfile_package(tmp_path):
     starfile = pytest.importorskip("starfile")
     particles = ParticleTable.competition()
     rows = pd.DataFrame({"particle_type": ["thyroglobulin"], "x": [200.24], "y": [300.36],
                          "z": [400.48], "score": [3.0]})
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "TS.star"
-        p.write_text(star_text("TS", rows, 10.012, particles))
-        df = starfile.read(p)
+    p = tmp_path / "TS.star"
+    p.write_text(star_text("TS", rows, 10.012, particles))
+    df = starfile.read(p)
     assert list(df.columns) == STAR_LABELS
     assert df["rlnCoordinateX"].iloc[0] == pytest.approx(20.0, abs=1e-3)
     assert df["sparseDetParticleType"].iloc[0] == "thyroglobulin"
