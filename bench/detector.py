@@ -23,19 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.infer import infer_project
-from sparse_det.io import project_solution, to_submission
+from sparse_det.inference import infer_project
 from sparse_det.metric import score_tables
+from sparse_det.writers import project_solution, to_submission
 
 
 def bench_project(path: str, checkpoint: str, device: str) -> dict:
     project = CopickProject(path)
     runs = project.runs()
-    infer_project(project, checkpoint, runs[:1], device)  # warm-up (imports, allocator)
+    infer_project(project, checkpoint, runs=runs[:1], device=device)  # warm-up (imports, allocator)
     rows, times = [], []
     for run in runs:
         t0 = time.perf_counter()
-        rows.append(infer_project(project, checkpoint, [run], device))
+        rows.append(infer_project(project, checkpoint, runs=[run], device=device))
         times.append(time.perf_counter() - t0)
     sub = to_submission(pd.concat(rows))
     score = score_tables(project_solution(project), sub, project.particles)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ray_jobs.config import load_train_config
 from ray_jobs.train import train_distributed
-from sparse_det.config import load_config
 
 HEAD_PROCESSES = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
                   "runtime_env", "DashboardA", "RuntimeEnv")
@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ray_scaling") as tmp:
         for workers in (1, 2):
-            cfg = load_config(a.config)
+            cfg, ray_cfg = load_train_config(a.config)
             cfg.train.steps, cfg.train.steps_per_epoch = a.steps, a.steps_per_epoch
             cfg.train.out_dir = str(Path(tmp) / f"w{workers}")
-            cfg.ray.num_workers, cfg.ray.cpus_per_worker = workers, max(1, a.cpus // workers)
-            s = train_distributed(cfg, fresh=True)
+            ray_cfg.num_workers, ray_cfg.cpus_per_worker = workers, max(1, a.cpus // workers)
+            s = train_distributed(cfg, ray_cfg, fresh=True)
             hist = json.loads((Path(cfg.train.out_dir) / "history.json").read_text())
-            rows.append({"workers": workers, "cpus_per_worker": cfg.ray.cpus_per_worker,
+            rows.append({"workers": workers, "cpus_per_worker": ray_cfg.cpus_per_worker,
                          "global_batch": cfg.train.batch_size,
                          "epoch_s": hist[-1]["epoch_s"],
                          "voxels_per_s": hist[-1]["voxels_per_s"],

@@ -49,14 +49,14 @@ def _eval_sparse(project_path: str, checkpoint: str, threads: int, device: str) 
     import torch
 
     from data_tools.copick_io import CopickProject
-    from sparse_det.infer import infer_project
+    from sparse_det.inference import infer_project
 
     torch.set_num_threads(threads)
     project = CopickProject(project_path)
     rows, times = [], []
     for run in project.runs():
         t0 = time.perf_counter()
-        rows.append(infer_project(project, checkpoint, [run], device))
+        rows.append(infer_project(project, checkpoint, runs=[run], device=device))
         times.append(time.perf_counter() - t0)
     return {"rows": pd.concat(rows).to_dict("list"), "times": _after_warmup(times),
             "peak_gb": _peak_gb()}
@@ -69,29 +69,24 @@ def _after_warmup(times: list[float]) -> list[float]:
 
 def _eval_dense(project_path: str, weights: str, thresholds: dict, threads: int,
                 device: str) -> dict:
-    import pandas as pd
     import torch
     from dense_unet import DenseUNet, detect_dense
 
     from data_tools.copick_io import CopickProject
+    from sparse_det.structures import Detections, detections_table
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
     project = CopickProject(project_path)
     model = DenseUNet(len(project.particles)).to(dev)
     model.load_state_dict(torch.load(weights, map_location=dev, weights_only=True))
-
-    def detect(run: str) -> list[tuple]:
-        _, peaks = detect_dense(model, project, run, dev)
-        return [(run, name, *xyz, s) for name, (pts, sc) in peaks.items()
-                for xyz, s in zip(pts, sc, strict=True) if s >= thresholds[name]]
-
-    rows, times = [], []
+    picked, times = [], []
     for run in project.runs():
         t0 = time.perf_counter()
-        rows += detect(run)
+        _, peaks = detect_dense(model, project, run, dev)
+        picked.append(Detections(run, peaks).threshold(thresholds, default=float("inf")))
         times.append(time.perf_counter() - t0)
-    df = pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z", "score"])
+    df = detections_table(picked)
     return {"rows": df.to_dict("list"), "times": _after_warmup(times), "peak_gb": _peak_gb()}
 
 
@@ -104,8 +99,8 @@ def score(project_path: str, res: dict) -> dict:
     import pandas as pd
 
     from data_tools.copick_io import CopickProject
-    from sparse_det.io import project_solution, to_submission
     from sparse_det.metric import score_tables
+    from sparse_det.writers import project_solution, to_submission
 
     project = CopickProject(project_path)
     rows = pd.DataFrame(res["rows"])
@@ -142,8 +137,9 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
     from dense_unet import DenseUNet, detect_dense, load_dense_run, train_dense
 
     from data_tools.copick_io import CopickProject
-    from sparse_det.engine import split_runs
-    from sparse_det.tune import tune_thresholds
+    from sparse_det.data import split_runs
+    from sparse_det.structures import Detections
+    from sparse_det.thresholds import tune_thresholds
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -167,9 +163,10 @@ def train_dense_model(cfg, budget_s: float, out: Path, threads: int, device: str
     dets, truths = [], []
     for p, r in tune:
         v, peaks = detect_dense(model, p, r, dev)
-        dets.append(peaks)
+        dets.append(Detections(r, peaks))
         truths.append(v.truth_xyz_A)
-    thresholds, _, tune_score = tune_thresholds(dets, truths, project.particles, default=0.5)
+    tuning = tune_thresholds(dets, truths, project.particles, default=0.5)
+    thresholds, tune_score = tuning.thresholds, tuning.score
     return Path(weights), thresholds, info | {"tune_score": tune_score,
                                               "tune_runs": [r for _, r in tune]}
 
@@ -254,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     if a.quick:
         from data_tools.simulate import SimRanges, ensure_project
-        from sparse_det.engine import train
+        from sparse_det.training import train
 
         ensure_project(work / "train", 3, 77, (64, 192, 192),
                        SimRanges(snr=(1.0, 2.0), crowding=(2.5, 3.0)), progress=False)

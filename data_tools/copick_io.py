@@ -1,6 +1,6 @@
 """The one data-access module for the copick filesystem layout. Nobody else globs paths.
 
-Layout (as the competition ships it; FACTS.md):
+Layout (as the competition ships it; docs/formats.md):
     <static>/ExperimentRuns/<run>/VoxelSpacing10.000/<type>.zarr    OME-Zarr v2 multiscale, z,y,x
     <overlay>/ExperimentRuns/<run>/Picks/<particle>.json             competition naming
     <overlay>/ExperimentRuns/<run>/Picks/<user>_<session>_<particle>.json   copick naming

@@ -24,7 +24,7 @@ class ParticleType:
         return asdict(self)
 
 
-# FACTS.md: the competition's particles. beta-amylase is labelled but has weight 0 (unscored).
+# docs/formats.md: the competition's particles; beta-amylase is labelled, weight 0 (unscored).
 COMPETITION_PARTICLES: tuple[ParticleType, ...] = (
     ParticleType("apo-ferritin", 60.0, 1.0, 1, "4V1W", (0, 117, 220, 128)),
     ParticleType("beta-amylase", 65.0, 0.0, 2, "1FA2", (153, 63, 0, 128)),

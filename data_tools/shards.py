@@ -9,41 +9,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from data_tools.atomic import TMP_MARK, atomic_path
 from data_tools.copick_io import validate_run_name
 from data_tools.particles import DataError
+from sparse_det.structures import SparseVolume
 
 SHARD_SUFFIX = ".zarr"
 COMPLETE_ATTR = "complete"
-
-
-@dataclass
-class SparseVolume:
-    coords_zyx: np.ndarray  # int32 [N,3], C-contiguous
-    feats: np.ndarray  # float32 [N,C]
-    shape_zyx: tuple[int, int, int]
-    voxel_size_A: float
-    run: str
-    tomogram_type: str = "denoised"
-    feature_names: list[str] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
-
-    def __post_init__(self):
-        self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
-        self.feats = np.ascontiguousarray(self.feats, dtype=np.float32)
-        if self.feats.ndim != 2 or len(self.feats) != len(self.coords_zyx):
-            raise DataError(f"run {self.run!r}: feats {self.feats.shape} do not match "
-                            f"coords {self.coords_zyx.shape}")
-        self.shape_zyx = tuple(int(s) for s in self.shape_zyx)
-
-    def __len__(self) -> int:
-        return len(self.coords_zyx)
 
 
 def shard_path(out_dir: str | Path, run: str) -> Path:

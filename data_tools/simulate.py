@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from data_tools.shapes import (
 
 FULL_SHAPE_ZYX = (184, 630, 630)
 VOXEL_SIZE_A = 10.012
-# FACTS.md: mean ground-truth counts per full-size training tomogram
+# docs/formats.md: mean ground-truth counts per full-size training tomogram
 MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
@@ -66,14 +66,6 @@ class SimRanges:
         if unknown:
             raise ValueError(f"unknown simulator parameters: {sorted(unknown)}")
         return cls(**{k: tuple(v) for k, v in d.items()})
-
-
-@dataclass
-class RunParams:
-    run: str
-    seed: list[int]
-    shape_zyx: tuple[int, int, int]
-    values: dict = field(default_factory=dict)
 
 
 def draw_run_params(ranges: SimRanges, rng: np.random.Generator) -> dict:

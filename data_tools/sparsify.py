@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
-from data_tools.shards import SparseVolume, read_shard, shard_matches, shard_path, write_shard
+from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
+from sparse_det.structures import SparseVolume
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,23 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
                         cfg.feature_names, cfg.to_dict(), origin_A)
 
 
+def read_input(project: CopickProject, run: str, cfg: SparsifyConfig,
+               scale: int | None = None) -> Tomogram:
+    """The tomogram a sparsify config reads for a run: the one place that decides it.
+    `scale` None: the working level; 0: full resolution (pictures, STAR pixel sizes)."""
+    return project.read_tomogram(run, cfg.voxel_spacing_A, cfg.tomogram_type,
+                                 scale=cfg.scale_level if scale is None else scale)
+
+
+def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) -> float:
+    """Full-resolution voxel size (Å) of the tomogram `cfg` reads, from its `.zattrs`."""
+    return project.tomogram_scales(run, cfg.voxel_spacing_A, cfg.tomogram_type)[0][1]
+
+
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
                  threads: int | None = None) -> SparseVolume:
     """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task)."""
-    tomo = project.read_tomogram(run, cfg.voxel_spacing_A, cfg.tomogram_type,
-                                 scale=cfg.scale_level)
+    tomo = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A, threads)
 
 

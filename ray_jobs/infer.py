@@ -1,6 +1,6 @@
 """Ray-parallel inference: one task per run, gathered into one table in run order, identical
-to sparse_det.infer.infer_project's. Workers read the tomograms and the checkpoint themselves,
-so the project and checkpoint must be on storage every node sees."""
+to sparse_det.inference.infer_project's. Workers read the tomograms and the checkpoint
+themselves, so the project and checkpoint must be on storage every node sees."""
 
 from __future__ import annotations
 
@@ -13,36 +13,35 @@ from data_tools.particles import DataError
 
 
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
-               shards_dir: str | None, thresholds: dict | None) -> pd.DataFrame:
+               shards_dir: str | None) -> pd.DataFrame:
     import torch
 
-    from sparse_det.infer import infer_project
+    from sparse_det.inference import infer_project
 
     torch.set_num_threads(1)  # a task holds one CPU
-    return infer_project(CopickProject(project_path), checkpoint, [run], device, shards_dir,
-                         thresholds=thresholds)
+    return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,
+                         shards_dir=shards_dir)
 
 
-def infer_project_ray(project: CopickProject, checkpoint: str | Path,
+def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       runs: list[str] | None = None, device: str = "auto",
                       shards_dir: str | Path | None = None, address: str | None = None,
-                      thresholds: dict[str, float] | None = None, progress: bool = False,
-                      gpus_per_task: float = 0.0) -> pd.DataFrame:
+                      progress: bool = False) -> pd.DataFrame:
     import ray
     from tqdm import tqdm
 
     from ray_jobs.cluster import init_ray
-    from sparse_det.infer import ROW_COLUMNS
+    from sparse_det.structures import DETECTION_COLUMNS
 
     runs = runs or project.runs()
     unknown = sorted(set(runs) - set(project.runs()))
     if unknown:
         raise DataError(f"{project.path}: runs {unknown} not in project")
     init_ray(address)
-    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=1)(_infer_one)
+    task = ray.remote(num_cpus=1, max_retries=1)(_infer_one)
     shards = str(Path(shards_dir).resolve()) if shards_dir else None
     refs = {task.remote(str(Path(project.path).resolve()), str(Path(checkpoint).resolve()),
-                        run, device, shards, thresholds): run for run in runs}
+                        run, device, shards): run for run in runs}
     tables, pending = {}, list(refs)
     with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:
         while pending:
@@ -56,4 +55,5 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path,
                 raise DataError(f"run {run!r}: {exc.cause or exc}") from exc
             bar.update(1)
     parts = [tables[r] for r in runs if len(tables[r])]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ROW_COLUMNS)
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=DETECTION_COLUMNS))

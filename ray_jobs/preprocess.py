@@ -44,7 +44,7 @@ def preprocess_run(project_path: str, run: str, cfg_dict: dict, out_dir: str,
                 "seconds": time.perf_counter() - t0}
 
 
-def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: SparsifyConfig,
+def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: SparsifyConfig, *,
                        runs: list[str] | None = None, force: bool = False,
                        address: str | None = None, workers: int | None = None,
                        progress: bool = True) -> list[dict]:
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    results = preprocess_project(a.project, a.out, cfg, a.runs, a.force, a.address, a.workers,
+    results = preprocess_project(a.project, a.out, cfg, runs=a.runs, force=a.force,
+                                 address=a.address, workers=a.workers,
                                  progress=not a.quiet and sys.stderr.isatty())
     counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "

@@ -26,9 +26,10 @@ from pathlib import Path
 from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from ray_jobs.config import RayConfig, load_train_config
 from ray_jobs.train_loop import CHECKPOINT_FILE
 from sparse_det.checkpoint import read_checkpoint
-from sparse_det.config import Config, ConfigError, load_config
+from sparse_det.config import Config, ConfigError
 
 ROOT_ENV = "SPARSE_DET_ROOT"  # where relative config paths resolve; `make ray-up` sets it
 
@@ -38,7 +39,7 @@ def prepare_data(cfg: Config, address: str | None, progress: bool) -> None:
     missing shard with Ray tasks."""
     from data_tools.simulate import SimRanges, ensure_project
     from ray_jobs.preprocess import preprocess_project
-    from sparse_det.engine import split_runs
+    from sparse_det.data import split_runs
 
     sim = cfg.data.simulate
     if sim.runs > 0:
@@ -47,19 +48,19 @@ def prepare_data(cfg: Config, address: str | None, progress: bool) -> None:
     project = CopickProject(cfg.data.project)
     train_runs, val_runs = split_runs(cfg, project)
     runs = sorted(set(train_runs + val_runs))
-    results = preprocess_project(project.path, cfg.data.shards, cfg.sparsify, runs,
+    results = preprocess_project(project.path, cfg.data.shards, cfg.sparsify, runs=runs,
                                  address=address, progress=progress)
     failed = [f"{r['run']}: {r['error']}" for r in results if r["status"] == "failed"]
     if failed:
         raise DataError("preprocessing failed for " + "; ".join(failed))
 
 
-def storage_path(cfg: Config) -> str:
+def storage_path(cfg: Config, ray_cfg: RayConfig) -> str:
     """Ray Train's storage: ray.storage_path, else train.out_dir; the run is <it>/<name>."""
-    return cfg.ray.storage_path or cfg.train.out_dir
+    return ray_cfg.storage_path or cfg.train.out_dir
 
 
-def make_trainer(cfg: Config):
+def make_trainer(cfg: Config, ray_cfg: RayConfig):
     # The dashboard's Train view lists a run only with state tracking on (off by default).
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -67,16 +68,16 @@ def make_trainer(cfg: Config):
 
     from ray_jobs.train_loop import train_loop_per_worker
 
-    r = cfg.ray
+    r = ray_cfg
     resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "ray": r.to_dict()},
         torch_config=TorchConfig(backend="nccl" if r.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=r.name, storage_path=storage_path(cfg),
+            name=r.name, storage_path=storage_path(cfg, r),
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
                                                checkpoint_score_attribute="val_score",
@@ -106,19 +107,19 @@ def export_result(result, out_dir: Path) -> dict:
             "epoch_s": [round(h["epoch_s"], 2) for h in history]}
 
 
-def train_distributed(cfg: Config, *, address: str | None = None, fresh: bool = False,
-                      progress: bool = False) -> dict:
+def train_distributed(cfg: Config, ray_cfg: RayConfig, *, address: str | None = None,
+                      fresh: bool = False, progress: bool = False) -> dict:
     from ray_jobs.cluster import init_ray
 
     init_ray(address, quiet=False, dashboard=True)
     t0 = time.perf_counter()
     prepare_data(cfg, address, progress)
     prep_s = time.perf_counter() - t0
-    where = f"{storage_path(cfg).rstrip('/')}/{cfg.ray.name}"
+    where = f"{storage_path(cfg, ray_cfg).rstrip('/')}/{ray_cfg.name}"
     if fresh and "://" not in where and Path(where).exists():
         shutil.rmtree(where)
         print(f"--fresh: removed {where}", flush=True)
-    result = make_trainer(cfg).fit()
+    result = make_trainer(cfg, ray_cfg).fit()
     summary = export_result(result, Path(cfg.train.out_dir))
     return summary | {"prepare_s": round(prep_s, 1),
                       "train_s": round(time.perf_counter() - t0 - prep_s, 1)}
@@ -152,24 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     try:
-        cfg = load_config(a.config, root=resolve_root(a.root))
+        cfg, ray_cfg = load_train_config(a.config, root=resolve_root(a.root))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for key, value in (("num_workers", a.num_workers), ("cpus_per_worker", a.cpus_per_worker),
                        ("max_failures", a.max_failures), ("name", a.name)):
         if value is not None:
-            setattr(cfg.ray, key, value)
-    cfg.ray.use_gpu = cfg.ray.use_gpu or a.use_gpu
+            setattr(ray_cfg, key, value)
+    ray_cfg.use_gpu = ray_cfg.use_gpu or a.use_gpu
     if a.steps:
         cfg.train.steps = a.steps
     if a.out_dir:
         cfg.train.out_dir = str(Path(a.out_dir).resolve())
-    if "/" in cfg.ray.name or cfg.ray.name in ("", ".", ".."):
-        print(f"error: run name {cfg.ray.name!r} must be a plain folder name", file=sys.stderr)
+    if "/" in ray_cfg.name or ray_cfg.name in ("", ".", ".."):
+        print(f"error: run name {ray_cfg.name!r} must be a plain folder name", file=sys.stderr)
         return 2
     try:
-        summary = train_distributed(cfg, address=a.address, fresh=a.fresh,
+        summary = train_distributed(cfg, ray_cfg, address=a.address, fresh=a.fresh,
                                     progress=not a.quiet and sys.stderr.isatty())
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The Ray Train worker loop: DDP around the same pieces sparse_det.engine uses.
+"""The Ray Train worker: sparse_det.training.fit with a worker's hooks.
 
 Each worker reads its own share of the training shards (nothing large passes through the
 driver), steps with 1/world of the global batch, validates its share of the validation runs,
@@ -8,41 +8,17 @@ epoch; a restarted worker group resumes from the latest one.
 
 from __future__ import annotations
 
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from data_tools.copick_io import CopickProject
+from ray_jobs.config import ray_config_from_dict
 from sparse_det.checkpoint import read_checkpoint, save_checkpoint
-from sparse_det.config import config_from_dict
-from sparse_det.data import CropSampler
-from sparse_det.engine import (
-    build_state,
-    detect_runs,
-    epoch_line,
-    epoch_record,
-    load_samples,
-    run_epoch,
-    score_detections,
-    split_runs,
-)
+from sparse_det.config import Config, config_from_dict
+from sparse_det.training import Hooks, TrainState, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"  # inside each Ray checkpoint folder; sparse_det.infer loads it
-
-
-def say(msg: str) -> None:
-    """A line for `ray job logs`. Not print(): Ray Train patches it and the line shows twice."""
-    sys.stdout.write(msg + "\n")
-    sys.stdout.flush()
-
-
-def share(items: list, rank: int, world: int, at_least_one: bool = False) -> list:
-    """Rank's slice of `items`; with `at_least_one` a rank past the end reuses one item."""
-    mine = items[rank::world]
-    return mine or ([items[rank % len(items)]] if at_least_one and items else [])
 
 
 def _all_gather(obj) -> list:
@@ -63,62 +39,38 @@ def flat_metrics(rec: dict) -> dict:
     return out
 
 
+def _reporter(cfg: Config, rank: int, world: int):
+    """Hooks.save for a worker: every rank reports the epoch's metrics; rank 0 attaches a
+    resumable checkpoint (Ray Train keeps the best two by val_score, and the latest)."""
+    import ray.train
+
+    def save(state: TrainState, rec: dict, val: dict) -> None:
+        report = flat_metrics(rec) | {"world_size": world}
+        if rank != 0:
+            ray.train.report(report)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(Path(tmp) / CHECKPOINT_FILE, **state.checkpoint_fields(cfg, val),
+                            extra=state.resume_extra(val))
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    return save
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch as rtt
 
     cfg = config_from_dict(loop_config["config"])
+    ray_cfg = ray_config_from_dict(loop_config["ray"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = rtt.get_device()
-    torch.set_num_threads(max(1, cfg.ray.cpus_per_worker))
-    torch.manual_seed(cfg.train.seed)
-    project = CopickProject(cfg.data.project)
-    particles = project.particles
-    train_runs, val_runs = split_runs(cfg, project)
-    train_s = load_samples(cfg, project, share(train_runs, rank, world, at_least_one=True))
-    val_s = load_samples(cfg, project, share(val_runs, rank, world))
-    feature_names = train_s[0].sv.feature_names
-    state = build_state(cfg, feature_names, len(particles), device)
+    torch.set_num_threads(max(1, ray_cfg.cpus_per_worker))
+    resume_doc = None
     ck = ray.train.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
-            state.restore(read_checkpoint(Path(d) / CHECKPOINT_FILE))
-        if rank == 0:
-            say(f"resumed from checkpoint at step {state.step} (epoch {len(state.history)})")
-    state.model = rtt.prepare_model(state.core)  # DDP when world > 1
-    batch_size = max(1, cfg.train.batch_size // world)
-    # Different crops per rank; a resumed run does not replay the crops it has seen.
-    sampler = CropSampler(train_s, crop_zyx=cfg.train.crop_zyx, flip_xy=cfg.train.flip_xy,
-                          intensity_jitter=cfg.train.intensity_jitter,
-                          seed=cfg.train.seed + state.step + 100_003 * rank)
-    t_start = time.perf_counter()
-    state.model.train()
-    while state.step < cfg.train.steps:
-        t0 = time.perf_counter()
-        metrics = run_epoch(state, sampler, cfg, device, batch_size=batch_size)
-        dets = detect_runs(state.core, val_s, particles, cfg, device)
-        parts = _all_gather({"dets": dets, "truths": [s.truth_xyz_A for s in val_s],
-                             "voxels": metrics["voxels"],
-                             "elapsed": time.perf_counter() - t_start})
-        metrics["voxels"] = sum(p["voxels"] for p in parts)  # the whole cluster's throughput
-        val = score_detections([d for p in parts for d in p["dets"]],
-                               [t for p in parts for t in p["truths"]], particles, cfg)
-        rec = epoch_record(state, metrics, val, time.perf_counter() - t0)
-        # Every rank decides alike (the slowest rank's clock), so all report equally often.
-        out_of_time = (cfg.train.time_budget_s > 0
-                       and max(p["elapsed"] for p in parts) > cfg.train.time_budget_s)
-        report = flat_metrics(rec) | {"world_size": world}
-        if rank == 0:
-            say(epoch_line(rec))
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model=state.core, config=cfg,
-                                particles=particles, feature_names=feature_names,
-                                thresholds=val["thresholds"], extra=state.resume_extra(val))
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(report)
-        if out_of_time:
-            if rank == 0:
-                say(f"time budget of {cfg.train.time_budget_s:.0f} s spent at step {state.step}")
-            break
+            resume_doc = read_checkpoint(Path(d) / CHECKPOINT_FILE)
+    hooks = Hooks(save=_reporter(cfg, rank, world), rank=rank, world=world,
+                  wrap=rtt.prepare_model, gather=_all_gather)  # prepare_model: DDP if world > 1
+    fit(cfg, hooks, device=rtt.get_device(), resume_doc=resume_doc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,7 +13,6 @@ import torch
 from data_tools.atomic import atomic_path
 from data_tools.particles import ParticleTable
 from sparse_det.config import Config, ConfigError, config_from_dict
-from sparse_det.model import build_model
 
 FORMAT = "sparse-det-checkpoint-v1"
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
@@ -54,8 +54,21 @@ def read_checkpoint(path: str | Path) -> dict:
     return doc
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
-    """Returns (model in eval mode, Config, ParticleTable, thresholds, feature_names)."""
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint ready to run: the model (eval mode, on its device) and what it needs."""
+
+    model: torch.nn.Module
+    config: Config  # sparsify settings (which tomogram it reads), postprocess, ...
+    particles: ParticleTable  # class k+1 of the network is particles[k]
+    thresholds: dict[str, float]  # per-class score thresholds tuned for F4
+    feature_names: list[str]  # the sparse features the model was trained on, in order
+    path: Path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
+    from sparse_det.model import build_model  # spconv loads only when a model is built
+
     doc = read_checkpoint(path)
     try:
         cfg = config_from_dict(doc["config"])
@@ -71,4 +84,5 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
         raise CheckpointError(f"{path}: weights do not fit the model its config describes "
                               f"({str(exc)[:300]})") from exc
     model.eval()
-    return model, cfg, particles, doc["thresholds"], doc["feature_names"]
+    return LoadedCheckpoint(model, cfg, particles, dict(doc["thresholds"]),
+                            list(doc["feature_names"]), Path(path))

@@ -1,6 +1,8 @@
 """One typed config tree, validated at load: unknown keys fail, defaults live here only.
 
-Paths in a config file are resolved relative to the file's folder, never the working directory.
+Paths in a config file are resolved relative to the project root (see load_config), never the
+working directory. A config file may also hold sections that other layers own and validate
+(OWNED_ELSEWHERE: `ray:` belongs to ray_jobs/config.py); the library passes them by unread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from data_tools.sparsify import SparsifyConfig
 
 class ConfigError(ValueError):
     pass
+
+
+OWNED_ELSEWHERE = ("ray",)  # top-level sections read by ray_jobs, not by the library
 
 
 @dataclass
@@ -70,7 +75,8 @@ class TrainConfig:
     # with fp32 weights and its implicit GEMM finds no kernel (seen on an H200).
     amp: bool = False
     num_threads: int = 0  # torch CPU threads; 0: leave torch's default
-    flip_xy: bool = True
+    flip_xy: bool = True  # random flips in x and y (keep the missing wedge about y)
+    flip_z: bool = True  # random flips in z (the wedge is symmetric in z)
     intensity_jitter: float = 0.25
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
@@ -87,18 +93,6 @@ class PostprocessConfig:
 
 
 @dataclass
-class RayConfig:
-    """Distributed training with Ray Train (ray_jobs.train); ignored by sparse_det.train."""
-
-    num_workers: int = 1  # DDP workers; train.batch_size is split between them
-    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPUs
-    cpus_per_worker: int = 1  # also each worker's torch threads
-    max_failures: int = 3  # worker-group restarts from the last checkpoint
-    storage_path: str = ""  # Ray Train storage (shared by all nodes); empty: train.out_dir
-    name: str = "ray_train"  # run folder under storage_path; the same name resumes
-
-
-@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
@@ -107,7 +101,6 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -144,7 +137,10 @@ def _coerce(t, v, where: str):
     if origin in (tuple, list):
         if not isinstance(v, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {v!r}")
-        args = [a for a in typing.get_args(t) if a is not Ellipsis]
+        all_args = typing.get_args(t)
+        if origin is tuple and Ellipsis not in all_args and len(v) != len(all_args):
+            raise ConfigError(f"{where}: expected {len(all_args)} values, got {list(v)!r}")
+        args = [a for a in all_args if a is not Ellipsis]
         items = [_coerce(args[0], x, where) for x in v] if args else list(v)
         return tuple(items) if origin is tuple else items
     if isinstance(t, types.UnionType):
@@ -160,8 +156,21 @@ def _coerce(t, v, where: str):
     return v
 
 
+def build_section(cls, d: dict, where: str):
+    """A config dataclass from a mapping, typed and checked like the main tree (for the
+    sections other layers own)."""
+    return _build(cls, d, where)
+
+
+def resolve_path(value: str, base_dir: Path | None) -> str:
+    """A config path relative to base_dir (URLs and absolute paths unchanged)."""
+    if not value or base_dir is None or "://" in value or Path(value).is_absolute():
+        return value
+    return str((base_dir / value).resolve())
+
+
 def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
-    d = dict(d or {})
+    d = {k: v for k, v in (d or {}).items() if k not in OWNED_ELSEWHERE}
     sp = d.pop("sparsify", {})
     try:
         sparsify = SparsifyConfig.from_dict(sp or {})
@@ -169,22 +178,19 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
         raise ConfigError(f"sparsify: {exc}") from exc
     cfg = _build(Config, d, "config")
     cfg.sparsify = sparsify
-    if base_dir is not None:
-        for sect, key in (("data", "project"), ("data", "shards"), ("train", "out_dir"),
-                          ("train", "init_checkpoint"), ("ray", "storage_path")):
-            obj = getattr(cfg, sect)
-            value = getattr(obj, key)
-            if value and "://" not in value and not Path(value).is_absolute():
-                setattr(obj, key, str((base_dir / value).resolve()))
+    for sect, key in (("data", "project"), ("data", "shards"), ("train", "out_dir"),
+                      ("train", "init_checkpoint")):
+        obj = getattr(cfg, sect)
+        setattr(obj, key, resolve_path(getattr(obj, key), base_dir))
     if len(cfg.model.channels) < 2:
         raise ConfigError("model.channels: need at least two levels")
     return cfg
 
 
-def load_config(path: str | Path, root: str | Path | None = None) -> Config:
-    """Loads a YAML config; relative paths are relative to `root` when given, else the
-    project root (the config's parent's parent when the file sits in configs/, else the
-    file's folder)."""
+def read_config_file(path: str | Path, root: str | Path | None = None) -> tuple[dict, Path]:
+    """(the YAML mapping, the folder its relative paths resolve against): `root` when
+    given, else the project root (the config's parent's parent when the file sits in
+    configs/, else the file's folder)."""
     import yaml
 
     path = Path(path)
@@ -192,11 +198,19 @@ def load_config(path: str | Path, root: str | Path | None = None) -> Config:
         d = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(d).__name__}")
     base = path.resolve().parent
     if base.name == "configs":
         base = base.parent
     if root is not None:
         base = Path(root).resolve()
+    return d, base
+
+
+def load_config(path: str | Path, root: str | Path | None = None) -> Config:
+    """Loads a YAML config (see read_config_file for where relative paths resolve)."""
+    d, base = read_config_file(path, root)
     try:
         return config_from_dict(d, base)
     except ConfigError as exc:

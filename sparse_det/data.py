@@ -1,4 +1,5 @@
-"""Training data: shards with their targets, and random sparse crops with augmentation."""
+"""Training data: which runs train and validate, their shards with targets, and random
+sparse crops with augmentation."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import torch
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
-from data_tools.shards import SparseVolume
 from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
-from sparse_det.structures import SparseBatch
+from sparse_det.config import Config, TrainConfig
+from sparse_det.structures import SparseBatch, SparseVolume
 from sparse_det.targets import make_targets
+
+# Share of crops centred near a particle (of a class drawn uniformly); the rest fall anywhere.
+PARTICLE_FOCUS = 0.8
+# A focused crop's centre is moved from the particle by up to this fraction of the crop size,
+# so particles are seen at every position in a crop, edges included.
+CROP_JITTER = 0.3
 
 
 @dataclass
@@ -26,10 +33,18 @@ class RunSample:
     truth_xyz_A: dict[str, np.ndarray]
 
 
-def ensure_shard(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
-                 run: str) -> SparseVolume:
-    """Reads the run's shard when it matches the config; else sparsifies and writes it."""
-    return shard_or_sparsify(project, run, cfg, shards_dir, write=True)
+def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
+    """(training runs, validation runs): the config's lists, else the last `n_val` runs
+    validate and the others train."""
+    runs = project.runs()
+    val = cfg.data.val_runs or runs[-cfg.data.n_val:]
+    train = cfg.data.train_runs or [r for r in runs if r not in val]
+    missing = sorted(set(train + val) - set(runs))
+    if missing:
+        raise ValueError(f"{project.path}: runs {missing} not in project")
+    if not train:
+        raise ValueError(f"{project.path}: no training runs left (runs {runs}, val {val})")
+    return train, val
 
 
 def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
@@ -45,33 +60,41 @@ def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
 
 def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
                     run: str, radius_fraction: float) -> RunSample:
-    sv = ensure_shard(project, shards_dir, cfg, run)
+    """The run's shard (sparsified and written when none matches `cfg`) with its targets."""
+    sv = shard_or_sparsify(project, run, cfg, shards_dir, write=True)
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii, radius_fraction)
     return RunSample(sv, labels, offsets, centers, classes, truth)
 
 
+def load_samples(cfg: Config, project: CopickProject, runs: list[str]) -> list[RunSample]:
+    return [load_run_sample(project, cfg.data.shards, cfg.sparsify, r,
+                            cfg.targets.radius_fraction) for r in runs]
+
+
 class CropSampler:
     """Random crops of the kept voxels. Most crops are centred near a particle of a class
-    drawn uniformly, so rare classes are seen as often as common ones; flips in x and y
-    keep the missing wedge (tilt axis y) where it is."""
+    drawn uniformly, so rare classes are seen as often as common ones. Flips in x, y and z
+    keep the missing wedge (about the y tilt axis, symmetric in z) where it is; a flip
+    mirrors the voxels and their offsets together, so every offset still points at its
+    particle's centre."""
 
-    def __init__(self, runs: list[RunSample], *, crop_zyx, flip_xy: bool = True,
-                 intensity_jitter: float = 0.1, particle_focus: float = 0.8, seed: int = 0):
+    def __init__(self, runs: list[RunSample], train: TrainConfig, *, seed: int):
         if not runs:
             raise ValueError("no training runs")
-        self.runs, self.crop = runs, np.asarray(crop_zyx)
-        self.flip_xy, self.jitter, self.focus = flip_xy, intensity_jitter, particle_focus
+        self.runs, self.crop = runs, np.asarray(train.crop_zyx)
+        self.flip_xy, self.flip_z = train.flip_xy, train.flip_z
+        self.jitter = train.intensity_jitter
         self.rng = np.random.default_rng(seed)
 
     def _origin(self, r: RunSample, crop: np.ndarray) -> np.ndarray:
         shape = np.asarray(r.sv.shape_zyx)
-        if len(r.centers_zyx) and self.rng.random() < self.focus:
+        if len(r.centers_zyx) and self.rng.random() < PARTICLE_FOCUS:
             classes = np.unique(r.center_class)
             k = self.rng.choice(classes)
             i = self.rng.choice(np.flatnonzero(r.center_class == k))
-            centre = r.centers_zyx[i] + self.rng.uniform(-0.3, 0.3, 3) * crop
+            centre = r.centers_zyx[i] + self.rng.uniform(-CROP_JITTER, CROP_JITTER, 3) * crop
         else:
             centre = self.rng.uniform(0, 1, 3) * shape
         return np.clip(np.round(centre - crop / 2), 0, np.maximum(shape - crop, 0)).astype(int)
@@ -84,14 +107,11 @@ class CropSampler:
         coords = r.sv.coords_zyx[inside] - o
         feats = r.sv.feats[inside].copy()
         labels, offsets = r.labels[inside], r.offsets[inside].copy()
-        if self.flip_xy:
-            for ax in (1, 2):
-                if self.rng.random() < 0.5:
-                    coords[:, ax] = crop[ax] - 1 - coords[:, ax]
-                    offsets[:, ax] *= -1
-        if self.rng.random() < 0.5:  # z flip: the wedge is symmetric in z too
-            coords[:, 0] = crop[0] - 1 - coords[:, 0]
-            offsets[:, 0] *= -1
+        axes = ((1, 2) if self.flip_xy else ()) + ((0,) if self.flip_z else ())
+        for ax in axes:
+            if self.rng.random() < 0.5:
+                coords[:, ax] = crop[ax] - 1 - coords[:, ax]
+                offsets[:, ax] *= -1
         if self.jitter:
             c = feats.shape[1]
             feats = feats * (1 + self.rng.uniform(-self.jitter, self.jitter, c)).astype(

@@ -16,9 +16,9 @@ from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 from sparse_det.config import config_from_dict
 from sparse_det.evaluate import evaluate
-from sparse_det.infer import infer_project
-from sparse_det.io import to_submission, write_submission
+from sparse_det.inference import infer_project
 from sparse_det.visualize import visualize_run
+from sparse_det.writers import to_submission, write_submission
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/4] evaluating against the simulated ground truth")
     print(evaluate(project_dir, sub).table())
     run = project.runs()[0]
-    pngs = visualize_run(project, run, out / "pictures", a.checkpoint, rows,
-                         shards_dir=out / "shards")
+    pngs = visualize_run(project, run, out / "pictures", checkpoint=a.checkpoint,
+                         submission=rows, shards_dir=out / "shards")
     print("pictures (solid circles: ground truth, dashed: picks; PR curves per class):")
     for png in pngs:
         print(f"  {png}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
-from sparse_det.io import project_solution, read_submission
 from sparse_det.metric import Score, score_tables
+from sparse_det.writers import project_solution, read_submission
 
 
 def evaluate(solution: str | Path, submission: str | Path) -> Score:

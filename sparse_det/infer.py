@@ -7,7 +7,7 @@
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
 `--picks-out` writes copick picks (with scores) into a project's overlay, `--star-out` one
-RELION-style STAR file per run (sparse_det/outputs.py). `--ray` fans the runs out as Ray tasks
+RELION-style STAR file per run (sparse_det/writers.py). `--ray` fans the runs out as Ray tasks
 (a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the same CSV.
 """
 
@@ -17,89 +17,42 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-import torch
 
 from data_tools.atomic import writable_dir
 from data_tools.copick_io import GT_USER, CopickProject
-from data_tools.particles import DataError, ParticleTable
-from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
-from sparse_det.config import Config
-from sparse_det.io import to_submission, write_submission
-from sparse_det.outputs import write_copick_picks, write_star_files
-from sparse_det.predict import detect_sparse, resolve_device, threshold_rows
+from data_tools.particles import DataError
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 
 log = logging.getLogger("sparse_det.infer")
 DEFAULT_PROJECT = "demo_data/project"
 DEFAULT_OUT = "submissions/submission.csv"
-ROW_COLUMNS = ["experiment", "particle_type", "x", "y", "z", "score"]
 
 
-def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
-                feature_names: list[str], shards_dir: str | Path | None):
-    sv = shard_or_sparsify(project, run, cfg, shards_dir)
-    if sv.feature_names != feature_names:
-        raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
-                              f"checkpoint's {feature_names}")
-    return sv
+def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: list[str]) -> None:
+    """The CSV, and the copick picks and STAR files when asked for."""
+    from sparse_det.writers import (
+        to_submission,
+        write_copick_picks,
+        write_star_files,
+        write_submission,
+    )
 
+    write_submission(to_submission(rows), a.out)
+    if a.picks_out:
+        paths = write_copick_picks(a.picks_out, project, rows, runs=runs, user_id=a.user_id,
+                                   session_id=a.session_id)
+        log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
+    if a.star_out:
+        from data_tools.sparsify import input_pixel_size_A
+        from sparse_det.checkpoint import read_checkpoint
+        from sparse_det.config import config_from_dict
 
-@dataclass
-class Picker:
-    """A loaded checkpoint and what it needs to pick one run: the one path from a run to
-    detections, for infer and visualize alike."""
-
-    model: torch.nn.Module
-    cfg: Config
-    particles: ParticleTable
-    thresholds: dict[str, float]
-    feature_names: list[str]
-    device: torch.device
-
-    @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "auto") -> Picker:
-        dev = resolve_device(device)
-        return cls(*load_checkpoint(checkpoint, dev), dev)
-
-    def sparse(self, project: CopickProject, run: str, shards_dir: str | Path | None = None):
-        return load_sparse(project, run, self.cfg.sparsify, self.feature_names, shards_dir)
-
-    def detect(self, sv) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Unthresholded detections per particle (centres x,y,z Å, scores)."""
-        return detect_sparse(self.model, sv, self.particles, self.cfg.postprocess,
-                             self.device, self.cfg.train.amp)
-
-    def rows(self, run: str, dets, thresholds: dict[str, float] | None = None) -> list[tuple]:
-        return threshold_rows(run, dets, thresholds or self.thresholds,
-                              self.cfg.postprocess.default_threshold)
-
-
-def infer_project(project: CopickProject, checkpoint: str | Path, runs: list[str] | None = None,
-                  device: str = "auto", shards_dir: str | Path | None = None,
-                  progress: bool = False, thresholds: dict[str, float] | None = None
-                  ) -> pd.DataFrame:
-    """Detections of every run at the checkpoint's thresholds: columns ROW_COLUMNS (Å)."""
-    from tqdm import tqdm
-
-    picker = Picker.load(checkpoint, device)
-    unknown = sorted(set(picker.particles.names) - set(project.particles.names))
-    if unknown:
-        raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the project")
-    rows = []
-    for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",
-                    disable=not progress):
-        t0 = time.perf_counter()
-        sv = picker.sparse(project, run, shards_dir)
-        got = picker.rows(run, picker.detect(sv), thresholds)
-        rows += got
-        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(got),
-                 time.perf_counter() - t0)
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+        sparsify = config_from_dict(read_checkpoint(a.checkpoint)["config"]).sparsify
+        sizes = {r: input_pixel_size_A(project, r, sparsify) for r in runs}
+        paths = write_star_files(a.star_out, rows, runs=runs, pixel_sizes_A=sizes,
+                                 particles=project.particles)
+        log.info("wrote %d STAR files to %s", len(paths), a.star_out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,23 +92,16 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
-        if a.ray:
+        kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress}
+        if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 
-            rows = infer_project_ray(project, a.checkpoint, runs, a.device, a.shards,
-                                     a.address, progress=progress)
+            rows = infer_project_ray(project, a.checkpoint, address=a.address, **kw)
         else:
-            rows = infer_project(project, a.checkpoint, runs, a.device, a.shards,
-                                 progress=progress)
-        write_submission(to_submission(rows), out)
-        if a.picks_out:
-            paths = write_copick_picks(a.picks_out, project, rows, runs, a.user_id,
-                                       a.session_id)
-            log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
-        if a.star_out:
-            sizes = {r: project.tomogram_scales(r)[0][1] for r in runs}
-            paths = write_star_files(a.star_out, rows, runs, sizes, project.particles)
-            log.info("wrote %d STAR files to %s", len(paths), a.star_out)
+            from sparse_det.inference import infer_project
+
+            rows = infer_project(project, a.checkpoint, **kw)
+        write_outputs(a, project, rows, runs)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The competition metric (FACTS.md), exactly.
+"""The competition metric (docs/formats.md, "The metric"), exactly.
 
 Per experiment and class: a hit is a candidate within 0.5·radius of a reference (distance ≤ r);
 TP = distinct references hit; FP = candidates − TP; FN = references − TP. Counts are summed over
@@ -16,7 +16,15 @@ from scipy.spatial import KDTree
 from data_tools.particles import DataError, ParticleTable
 
 BETA = 4.0
-DISTANCE_MULTIPLIER = 0.5
+DISTANCE_MULTIPLIER = 0.5  # a candidate hits a reference within this fraction of its radius
+
+
+def fbeta(tp: float, fp: float, fn: float, beta: float = BETA) -> float:
+    """F-beta from counts; 0 where precision or recall is undefined."""
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    d = beta**2 * p + r
+    return (1 + beta**2) * p * r / d if d > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,10 @@ class ClassScore:
 
     @property
     def fbeta(self) -> float:
-        p, r = self.precision, self.recall
-        denom = BETA**2 * p + r
-        return (1 + BETA**2) * p * r / denom if denom > 0 else 0.0
+        return fbeta(self.tp, self.fp, self.fn)
+
+    def __add__(self, other: ClassScore) -> ClassScore:
+        return ClassScore(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
     def to_dict(self) -> dict:
         return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
@@ -60,6 +69,15 @@ class Score:
                          f"{c.recall:>8.3f}{c.fbeta:>8.3f}")
         lines.append(f"{'weighted F4':<22}{'':>32}{self.score:>8.4f}")
         return "\n".join(lines)
+
+
+def weighted_score(per_class: dict[str, ClassScore], particles: ParticleTable) -> float:
+    """Σ weight·F-beta / Σ weight over the scored classes (a class absent from per_class
+    counts as F-beta 0)."""
+    scored = particles.scored
+    total = sum(p.weight for p in scored)
+    return sum(p.weight * per_class[p.name].fbeta for p in scored
+               if p.name in per_class) / total
 
 
 def match_counts(reference_xyz_A: np.ndarray, candidate_xyz_A: np.ndarray,
@@ -97,6 +115,4 @@ def score_tables(solution: pd.DataFrame, submission: pd.DataFrame,
             a, b, c = match_counts(ref, cand, p.radius_A * DISTANCE_MULTIPLIER)
             tp, fp, fn = tp + a, fp + b, fn + c
         per_class[p.name] = ClassScore(tp, fp, fn)
-    total_w = sum(p.weight for p in particles.scored)
-    score = sum(particles[n].weight * c.fbeta for n, c in per_class.items()) / total_w
-    return Score(score, per_class)
+    return Score(weighted_score(per_class, particles), per_class)

@@ -1,11 +1,55 @@
-"""SparseBatch: several sparse volumes concatenated, PointGroup-style."""
+"""The data types that cross module boundaries, one place for all of them:
+
+    SparseVolume   one run's kept voxels and their features (sparsify → shards → model)
+    SparseBatch    several sparse volumes concatenated for the network (PointGroup-style)
+    Detections     one run's detections per particle class, centres in Å (postprocess →
+                   thresholds → writers)
+
+Imports neither torch nor pandas at module level: the command lines that only parse
+arguments or report bad input stay fast.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+from data_tools.particles import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+# One detection row: the submission CSV's columns plus the score (x, y, z in Å).
+DETECTION_COLUMNS = ["experiment", "particle_type", "x", "y", "z", "score"]
+
+
+@dataclass
+class SparseVolume:
+    """One run's kept voxels at the working resolution."""
+
+    coords_zyx: np.ndarray  # int32 [N,3] voxel indices, C-contiguous
+    feats: np.ndarray  # float32 [N,C], channels named by feature_names
+    shape_zyx: tuple[int, int, int]
+    voxel_size_A: float
+    run: str
+    tomogram_type: str = "denoised"
+    feature_names: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)  # the sparsify config that made it
+    origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
+
+    def __post_init__(self):
+        self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
+        self.feats = np.ascontiguousarray(self.feats, dtype=np.float32)
+        if self.feats.ndim != 2 or len(self.feats) != len(self.coords_zyx):
+            raise DataError(f"run {self.run!r}: feats {self.feats.shape} do not match "
+                            f"coords {self.coords_zyx.shape}")
+        self.shape_zyx = tuple(int(s) for s in self.shape_zyx)
+
+    def __len__(self) -> int:
+        return len(self.coords_zyx)
 
 
 @dataclass
@@ -24,6 +68,8 @@ class SparseBatch:
                    spatial_shape_zyx: tuple[int, int, int]) -> SparseBatch:
         """Concatenates per-volume coords [Ni,3] and feats [Ni,C]; forces C-contiguous int32
         indices (spconv on the CPU silently computes garbage on F-ordered index arrays)."""
+        import torch
+
         coords = [np.concatenate([np.full((len(c), 1), b, np.int32),
                                   np.asarray(c, np.int32)], axis=1)
                   for b, c in enumerate(coords_zyx_list)]
@@ -33,3 +79,45 @@ class SparseBatch:
             raise ValueError(f"coords outside spatial shape {spatial_shape_zyx}")
         return cls(torch.from_numpy(c), torch.from_numpy(f), tuple(spatial_shape_zyx),
                    len(coords_zyx_list))
+
+
+def _empty_class() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 3)), np.zeros(0)
+
+
+@dataclass
+class Detections:
+    """One run's detections: per particle class, centres x,y,z in Å [M,3] and scores [M],
+    best first. Unthresholded as the detector makes them; `threshold` keeps what passes."""
+
+    run: str
+    per_class: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def __getitem__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(centres_xyz_A [M,3], scores [M]) of one class; empty for a class never seen."""
+        return self.per_class.get(name) or _empty_class()
+
+    def __len__(self) -> int:
+        return sum(len(s) for _, s in self.per_class.values())
+
+    def threshold(self, thresholds: dict[str, float], default: float) -> Detections:
+        """The detections scoring at least their class's threshold (`default` for a class
+        without one)."""
+        kept = {}
+        for name, (xyz, scores) in self.per_class.items():
+            keep = scores >= thresholds.get(name, default)
+            kept[name] = (xyz[keep], scores[keep])
+        return Detections(self.run, kept)
+
+    def rows(self) -> list[tuple]:
+        """(experiment, particle_type, x, y, z, score) per detection: DETECTION_COLUMNS."""
+        return [(self.run, name, *map(float, c), float(s))
+                for name, (xyz, scores) in self.per_class.items()
+                for c, s in zip(xyz, scores, strict=True)]
+
+
+def detections_table(dets: list[Detections]) -> pd.DataFrame:
+    """The rows of several runs as one table (DETECTION_COLUMNS, Å), in the given order."""
+    import pandas as pd
+
+    return pd.DataFrame([r for d in dets for r in d.rows()], columns=DETECTION_COLUMNS)

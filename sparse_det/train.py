@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.device = a.device
     if a.init:
         cfg.train.init_checkpoint = a.init
-    from sparse_det.engine import train
+    from sparse_det.training import train
 
     try:
         best = train(cfg, progress=not a.quiet and sys.stderr.isatty(), resume=not a.fresh)

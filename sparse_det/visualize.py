@@ -22,6 +22,7 @@ from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.metric import DISTANCE_MULTIPLIER
+from sparse_det.structures import Detections
 
 Picks = dict[str, np.ndarray]  # particle name -> centres x, y, z in Å
 
@@ -86,17 +87,17 @@ def slice_picture(tomo: Tomogram, particles: ParticleTable, truth: Picks, picks:
     return _save(fig, out)
 
 
-def pr_picture(dets: dict[str, tuple[np.ndarray, np.ndarray]], truth: Picks,
-               particles: ParticleTable, thresholds: dict[str, float], out: Path,
-               title: str = "") -> Path:
+def pr_picture(dets: Detections, truth: Picks, particles: ParticleTable,
+               thresholds: dict[str, float], out: Path, title: str = "") -> Path:
     """Precision against recall per class as the score threshold falls; the threshold in use
     marked with a filled dot and its F4 in the legend."""
-    from sparse_det.postprocess import fbeta, pr_curve
+    from sparse_det.metric import fbeta
+    from sparse_det.thresholds import pr_curve
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     for p in particles:
-        cand, scores = dets.get(p.name, (np.zeros((0, 3)), np.zeros(0)))
+        cand, scores = dets[p.name]
         ref = truth.get(p.name, np.zeros((0, 3)))
         thr, tp, kept, n_ref = pr_curve([(cand, scores, ref)], p.radius_A * DISTANCE_MULTIPLIER)
         color = np.array(p.color[:3]) / 255
@@ -129,22 +130,24 @@ def picks_of(rows: pd.DataFrame, run: str) -> Picks:
             mine.groupby("particle_type")}
 
 
-def visualize_run(project: CopickProject, run: str, out_dir: str | Path,
+def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
                   checkpoint: str | Path = DEFAULT_CHECKPOINT,
                   submission: pd.DataFrame | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None) -> list[Path]:
-    """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths."""
-    from sparse_det.infer import ROW_COLUMNS, Picker
+    """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths.
+    The slices show the full-resolution level of the tomogram the checkpoint reads."""
+    from data_tools.sparsify import read_input
+    from sparse_det.inference import Picker
+    from sparse_det.structures import detections_table
 
     project.run_dir(run)
     out_dir = writable_dir(out_dir)
     picker = Picker.load(checkpoint, device)
     dets = picker.detect(picker.sparse(project, run, shards_dir))
-    rows = (pd.DataFrame(picker.rows(run, dets), columns=ROW_COLUMNS) if submission is None
-            else submission)
+    rows = detections_table([picker.pick(dets)]) if submission is None else submission
     truth = project.read_picks(run)
     picks = picks_of(rows, run)
-    tomo = project.read_tomogram(run)
+    tomo = read_input(project, run, picker.sparsify_config, scale=0)
     particles = picker.particles
     return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
             slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
@@ -163,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for the PNGs")
     a = ap.parse_args(argv)
     try:
-        from sparse_det.io import read_submission
+        from sparse_det.writers import read_submission
 
         project = CopickProject(a.project)
         sub = read_submission(a.submission) if a.submission else None
-        paths = visualize_run(project, a.run, a.out, a.checkpoint, sub, a.device, a.shards)
+        paths = visualize_run(project, a.run, a.out, checkpoint=a.checkpoint, submission=sub,
+                              device=a.device, shards_dir=a.shards)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

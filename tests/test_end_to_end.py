@@ -10,10 +10,10 @@ import torch
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from sparse_det.config import ConfigError, config_from_dict
-from sparse_det.engine import train
 from sparse_det.evaluate import evaluate
-from sparse_det.infer import infer_project
-from sparse_det.io import to_submission, write_submission
+from sparse_det.inference import infer_project
+from sparse_det.training import train
+from sparse_det.writers import to_submission, write_submission
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,9 @@ def test_checkpoint_loads_with_weights_only(trained):
     _, best = trained
     doc = torch.load(best, weights_only=True)
     assert doc["format"].startswith("sparse-det") and set(doc["thresholds"]) >= {"ribosome"}
-    _, cfg, particles, _, feats = load_checkpoint(best)
-    assert len(particles) == 6 and feats == cfg.sparsify.feature_names
+    ck = load_checkpoint(best)
+    assert len(ck.particles) == 6, ck.particles.names
+    assert ck.feature_names == ck.config.sparsify.feature_names, ck.feature_names
 
 
 class Killed(Exception):

@@ -13,8 +13,8 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.infer import main as infer_main
-from sparse_det.outputs import STAR_LABELS, star_text
 from sparse_det.visualize import main as visualize_main
+from sparse_det.writers import STAR_LABELS, star_text
 
 
 def read_star_loop(text: str) -> tuple[list[str], list[list[str]]]:

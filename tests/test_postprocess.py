@@ -1,10 +1,11 @@
-"""Voting, clustering, NMS and threshold tuning with known answers."""
+"""Voting, clustering, NMS (postprocess) and threshold search (thresholds) with known answers."""
 
 import numpy as np
 import pytest
 
-from sparse_det.postprocess import best_threshold, cluster_votes, detect, nms
+from sparse_det.postprocess import cluster_votes, detect, nms
 from sparse_det.targets import make_targets
+from sparse_det.thresholds import best_threshold, pr_curve
 
 
 def test_perfect_classes_and_offsets_reproduce_centres_exactly():
@@ -60,8 +61,6 @@ def test_best_threshold_hand_case():
 
 
 def test_pr_curve_hand_computed():
-    from sparse_det.postprocess import pr_curve
-
     refs = np.array([[0.0, 0, 0], [100.0, 0, 0], [200.0, 0, 0]])
     cand = np.array([[1.0, 0, 0], [50.0, 0, 0], [2.0, 0, 0], [101.0, 0, 0]])
     scores = np.array([0.9, 0.8, 0.7, 0.6])  # hit A, miss, A again (no new TP), hit B
@@ -75,3 +74,19 @@ def test_pr_curve_hand_computed():
     np.testing.assert_array_equal(thr, [0.5, 0.4])
     np.testing.assert_array_equal(kept, [2, 4])
     np.testing.assert_array_equal(tp, [1, 2])
+
+
+def test_dense_votes_are_never_split_by_a_neighbour_cap():
+    """Two dense half-balls of votes (one vote per grid cell) touch at a single pair X–Y,
+    0.99 link radii apart; each of X and Y has 100+ neighbours on its own side. A radius
+    graph capped at 64 neighbours (the old setting) drops X–Y both ways and splits the
+    cluster in two; the geometric cap keeps every edge: one cluster, as with no cap."""
+    r = 4.0
+    g = (np.argwhere(np.ones((9, 9, 5))) - [4, 4, 4]).astype(float)  # unit cells, z <= 0
+    behind = g[(np.linalg.norm(g, axis=1) <= r) & (g[:, 2] < 0)]
+    x, y = np.zeros(3), np.array([0.0, 0.0, 0.99 * r])
+    votes = np.concatenate([behind, y - behind, [x], [y]])
+    assert len(behind) > 64
+    centres, mass, sizes = cluster_votes(votes, np.ones(len(votes)), link_radius_vox=r)
+    assert len(centres) == 1 and sizes.tolist() == [len(votes)], sizes
+    assert mass[0] == pytest.approx(len(votes))

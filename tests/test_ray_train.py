@@ -175,8 +175,8 @@ def test_smoke_job_submit(ray_head):
         doc = read_checkpoint(Path(d) / "checkpoint.pt")
     assert doc["extra"]["step"] == 20
     # The exported checkpoints are what sparse_det.infer loads.
-    _, cfg, particles, _, _ = load_checkpoint(root / "runs/smoke/best.pt")
-    assert cfg.model.channels == (16, 32, 64) and len(particles) == 6
+    ck = load_checkpoint(root / "runs/smoke/best.pt")
+    assert ck.config.model.channels == (16, 32, 64) and len(ck.particles) == 6, ck.config
     hist = json.loads((root / "runs/smoke/history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2], hist
 
@@ -245,7 +245,7 @@ def test_bad_config_is_one_line(tmp_path, capsys):
 
 def test_ray_inference_matches_single_process(small_project, tmp_path):
     from ray_jobs.infer import infer_project_ray
-    from sparse_det.infer import infer_project
+    from sparse_det.inference import infer_project
 
     local = infer_project(small_project, DEFAULT_CHECKPOINT)
     import ray

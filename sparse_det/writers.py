@@ -1,16 +1,22 @@
-"""Outputs besides the competition CSV: copick picks in a project's overlay and RELION-style
-STAR files, each file written atomically.
+"""Everything the picker writes, each file written atomically (temp name, then rename):
 
-STAR columns (one file per run, block `data_particles`): _rlnTomoName and _rlnMicrographName
-(the run; RELION 5 reads the first, Warp/M the second), _rlnCoordinateX/Y/Z in pixels of the
-tomogram's voxel size (x_Å / pixel size, copick's convention), _rlnDetectorPixelSize (Å),
-_rlnClassNumber (1-based index into the particle table, listed in the header comment),
-_rlnAutopickFigureOfMerit (the detector's score) and _sparseDetParticleType (the class name;
-RELION warns about and ignores labels it does not know).
+- the competition submission CSV `id,experiment,particle_type,x,y,z` (Å), and the same
+  format read back for scoring (read_submission, project_solution);
+- copick picks in a project's overlay, one `USER_SESSION_PARTICLE.json` per run and class;
+- RELION-style STAR files, one per run, block `data_particles`: _rlnTomoName and
+  _rlnMicrographName (the run; RELION 5 reads the first, Warp/M the second),
+  _rlnCoordinateX/Y/Z in pixels of the tomogram's voxel size (x_Å / pixel size, copick's
+  convention), _rlnDetectorPixelSize (Å), _rlnClassNumber (1-based index into the particle
+  table, listed in the header comment), _rlnAutopickFigureOfMerit (the detector's score) and
+  _sparseDetParticleType (the class name; RELION warns about and ignores labels it does not
+  know).
+
+Tables passed in have DETECTION_COLUMNS (sparse_det/structures.py).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -20,6 +26,54 @@ import pandas as pd
 from data_tools.atomic import atomic_write_text, writable_dir
 from data_tools.copick_io import GT_USER, CopickProject, copick_config
 from data_tools.particles import DataError, ParticleTable
+
+SUBMISSION_COLUMNS = ["id", "experiment", "particle_type", "x", "y", "z"]
+
+
+def read_submission(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc})") from exc
+    missing = [c for c in SUBMISSION_COLUMNS[1:] if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}; expected {SUBMISSION_COLUMNS}")
+    try:
+        xyz = df[["x", "y", "z"]].apply(pd.to_numeric).to_numpy(dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: x/y/z must be numbers in Å ({exc})") from exc
+    if not np.isfinite(xyz).all():
+        raise DataError(f"{path}: x/y/z must be finite numbers (Å)")
+    df[["x", "y", "z"]] = xyz
+    df["experiment"] = df["experiment"].astype(str)
+    return df
+
+
+def to_submission(rows: pd.DataFrame) -> pd.DataFrame:
+    """Orders columns and numbers the rows from 0."""
+    df = rows[["experiment", "particle_type", "x", "y", "z"]].reset_index(drop=True)
+    df.insert(0, "id", np.arange(len(df)))
+    return df
+
+
+def write_submission(df: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    buf = io.StringIO()
+    df[SUBMISSION_COLUMNS].to_csv(buf, index=False, float_format="%.3f")
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def project_solution(project: CopickProject, runs: list[str] | None = None) -> pd.DataFrame:
+    """The ground-truth picks of a project as a solution table."""
+    rows = []
+    for run in runs or project.runs():
+        for name, pts in project.read_picks(run).items():
+            rows += [(run, name, *xyz) for xyz in pts]
+    return to_submission(pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y",
+                                                     "z"]))
+
 
 STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
                "rlnCoordinateZ", "rlnDetectorPixelSize", "rlnClassNumber",
@@ -41,7 +95,7 @@ def star_text(run: str, rows: pd.DataFrame, pixel_size_A: float,
     return "\n".join(lines) + "\n"
 
 
-def write_star_files(out_dir: str | Path, rows: pd.DataFrame, runs: list[str],
+def write_star_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
                      pixel_sizes_A: dict[str, float], particles: ParticleTable) -> list[Path]:
     """`<out_dir>/<run>.star` for every run, an empty loop where nothing was found."""
     out_dir = writable_dir(out_dir)
@@ -54,7 +108,7 @@ def write_star_files(out_dir: str | Path, rows: pd.DataFrame, runs: list[str],
     return paths
 
 
-def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame,
+def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame, *,
                        runs: list[str], user_id: str, session_id: str) -> list[Path]:
     """Picks of every run and particle (an empty list where none) into `dest`'s overlay.
     `dest` is a copick project (the input project itself is fine) or a new folder, which

@@ -1,0 +1,16 @@
+"""Which torch device to run on: the one rule every entry point and library call uses."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto": CUDA when torch sees a GPU, else the CPU; otherwise the named device, which
+    must exist ('cuda' without a GPU is an error, not a silent fall-back)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    return dev

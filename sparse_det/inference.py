@@ -1,0 +1,142 @@
+"""From a run to its detections: the one inference path, for infer, tune, training
+validation, pictures and Ray tasks alike.
+
+    run ──(shard or sparsify)──► SparseVolume ──model──► probs [N, K+1], offsets [N,3]
+        ──postprocess.detect──► centres (voxels) ──► Detections (centres Å, scores)
+        ──threshold──► rows (DETECTION_COLUMNS)
+
+`Picker` holds a loaded checkpoint and runs these steps for one run; `infer_project` runs
+them over a project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.particles import DataError, ParticleTable
+from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from sparse_det.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from sparse_det.config import PostprocessConfig
+from sparse_det.device import resolve_device
+from sparse_det.postprocess import detect
+from sparse_det.structures import Detections, SparseBatch, SparseVolume, detections_table
+
+log = logging.getLogger(__name__)
+
+
+def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
+                feature_names: list[str], shards_dir: str | Path | None) -> SparseVolume:
+    """The run's sparse volume as a checkpoint expects it (its shard when one matches)."""
+    sv = shard_or_sparsify(project, run, cfg, shards_dir)
+    if sv.feature_names != feature_names:
+        raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
+                              f"checkpoint's {feature_names}")
+    return sv
+
+
+@torch.no_grad()
+def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
+                   amp: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order.
+    `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
+    autocast with fp32 weights, so it is off by default)."""
+    batch = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx).to(device)
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
+           else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
+    with ctx:
+        out = model(batch)
+    probs = torch.softmax(out["cls_logits"].float(), dim=1)
+    return probs.cpu().numpy(), out["offsets"].float().cpu().numpy()
+
+
+def detections_from_outputs(sv: SparseVolume, probs: np.ndarray, offsets: np.ndarray,
+                            particles: ParticleTable, post: PostprocessConfig) -> Detections:
+    """Per-voxel outputs → unthresholded Detections; the one voxel → Å conversion."""
+    radii_vox = [p.radius_A / sv.voxel_size_A for p in particles]
+    per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
+                       cluster_radius_fraction=post.cluster_radius_fraction,
+                       nms_radius_fraction=post.nms_radius_fraction, min_votes=post.min_votes)
+    return Detections(sv.run, {
+        p.name: (zyx_vox_to_xyz_A(c, sv.voxel_size_A, sv.origin_A), s)
+        for p, (c, s) in zip(particles, per_class, strict=True)})
+
+
+def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleTable,
+                  post: PostprocessConfig, device: torch.device, *, amp: bool) -> Detections:
+    """Unthresholded detections of one sparse volume."""
+    probs, offsets = predict_sparse(model, sv, device, amp=amp)
+    return detections_from_outputs(sv, probs, offsets, particles, post)
+
+
+@dataclass
+class Picker:
+    """A loaded checkpoint on a device: run → sparse volume → detections → thresholded."""
+
+    ckpt: LoadedCheckpoint
+    device: torch.device
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str = "auto") -> Picker:
+        dev = resolve_device(device)
+        return cls(load_checkpoint(checkpoint, dev), dev)
+
+    @property
+    def particles(self) -> ParticleTable:
+        return self.ckpt.particles
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self.ckpt.thresholds
+
+    @property
+    def sparsify_config(self) -> SparsifyConfig:
+        return self.ckpt.config.sparsify
+
+    def check_project(self, project: CopickProject) -> None:
+        unknown = sorted(set(self.particles.names) - set(project.particles.names))
+        if unknown:
+            raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
+                            "project")
+
+    def sparse(self, project: CopickProject, run: str,
+               shards_dir: str | Path | None = None) -> SparseVolume:
+        return load_sparse(project, run, self.sparsify_config, self.ckpt.feature_names,
+                           shards_dir)
+
+    def detect(self, sv: SparseVolume) -> Detections:
+        """Unthresholded detections (centres x,y,z Å, scores)."""
+        cfg = self.ckpt.config
+        return detect_sparse(self.ckpt.model, sv, self.particles, cfg.postprocess,
+                             self.device, amp=cfg.train.amp)
+
+    def pick(self, dets: Detections) -> Detections:
+        """The detections at the checkpoint's thresholds."""
+        return dets.threshold(self.thresholds, self.ckpt.config.postprocess.default_threshold)
+
+
+def infer_project(project: CopickProject, checkpoint: str | Path, *,
+                  runs: list[str] | None = None, device: str = "auto",
+                  shards_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
+    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å)."""
+    from tqdm import tqdm
+
+    picker = Picker.load(checkpoint, device)
+    picker.check_project(project)
+    picked = []
+    for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",
+                    disable=not progress):
+        t0 = time.perf_counter()
+        sv = picker.sparse(project, run, shards_dir)
+        picked.append(picker.pick(picker.detect(sv)))
+        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
+                 time.perf_counter() - t0)
+    return detections_table(picked)

@@ -1,0 +1,102 @@
+"""Per-class score thresholds chosen for F4, and the precision-recall curves they come from.
+
+Training (validation after each epoch), `sparse_det.tune` and the pictures all call this
+module. Counts follow the metric's semantics exactly (sparse_det/metric.py): TP = distinct
+references hit, a second candidate on a found reference is a FP, counts summed over runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from data_tools.particles import ParticleTable
+from sparse_det.metric import DISTANCE_MULTIPLIER, ClassScore, fbeta, match_counts, weighted_score
+from sparse_det.structures import Detections
+
+# One run of one class: (candidate centres [M,3] Å, scores [M], reference centres [R,3] Å).
+RunUnit = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def pr_curve(per_run: list[RunUnit], hit_radius: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Counts at every distinct score threshold of one class over several runs (a candidate
+    is kept when score >= threshold).
+
+    Returns (thresholds descending, TP at each, candidates kept at each, references)."""
+    cand_hits, scores, n_ref = [], [], 0
+    for cand, sc, ref in per_run:
+        if len(cand):
+            hits = (cKDTree(ref).query_ball_point(cand, hit_radius) if len(ref)
+                    else [[] for _ in cand])
+            cand_hits += [[n_ref + j for j in h] for h in hits]
+            scores.append(sc)
+        n_ref += len(ref)
+    if not cand_hits:
+        return np.zeros(0), np.zeros(0, int), np.zeros(0, int), n_ref
+    scores = np.concatenate(scores)
+    order = np.argsort(-scores, kind="stable")
+    seen: set[int] = set()
+    tp = 0
+    thr, tps, kept = [], [], []
+    for rank, i in enumerate(order):
+        new = [j for j in cand_hits[i] if j not in seen]
+        seen.update(new)
+        tp += len(new)
+        if rank + 1 == len(order) or scores[order[rank + 1]] < scores[i]:  # last of a tie
+            thr.append(float(scores[i]))
+            tps.append(tp)
+            kept.append(rank + 1)
+    return np.array(thr), np.array(tps), np.array(kept), n_ref
+
+
+def best_threshold(per_run: list[RunUnit], hit_radius: float) -> tuple[float, float]:
+    """F-beta-optimal score threshold for one class over several runs (micro-averaged).
+    Returns (threshold, F-beta at it); the highest threshold wins ties; (inf, 0) when no
+    threshold finds anything."""
+    thr, tp, kept, n_ref = pr_curve(per_run, hit_radius)
+    f = np.array([fbeta(t, k - t, n_ref - t) for t, k in zip(tp, kept, strict=True)])
+    if not len(f) or f.max() <= 0:
+        return float("inf"), 0.0
+    i = int(np.argmax(f))
+    return float(thr[i]), float(f[i])
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Thresholds chosen on annotated runs and what the metric says at them."""
+
+    thresholds: dict[str, float]
+    per_class: dict[str, ClassScore]
+    score: float  # weighted F4 over the scored classes
+
+    def summary(self) -> dict:
+        """Plain numbers: what training logs, reports to Ray and keeps in checkpoints."""
+        return {"score": self.score,
+                "per_class": {k: v.fbeta for k, v in self.per_class.items()},
+                "recall": {k: v.recall for k, v in self.per_class.items()},
+                "thresholds": dict(self.thresholds)}
+
+
+def tune_thresholds(dets: list[Detections], truths: list[dict[str, np.ndarray]],
+                    particles: ParticleTable, default: float) -> Tuning:
+    """Per-class thresholds over all runs together (micro, as the metric). A class whose
+    detections never find anything keeps `default`.
+
+    Args: dets[i] and truths[i] (particle name -> reference centres x,y,z Å) are one run."""
+    if len(dets) != len(truths):
+        raise ValueError(f"{len(dets)} runs of detections but {len(truths)} of truth")
+    thresholds, per_class = {}, {}
+    for p in particles:
+        hit = p.radius_A * DISTANCE_MULTIPLIER
+        units = [(*d[p.name], t.get(p.name, np.zeros((0, 3))))
+                 for d, t in zip(dets, truths, strict=True)]
+        thr, _ = best_threshold(units, hit)
+        thresholds[p.name] = thr if np.isfinite(thr) else default
+        total = ClassScore(0, 0, 0)
+        for cand, sc, ref in units:
+            total = total + ClassScore(*match_counts(ref, cand[sc >= thresholds[p.name]], hit))
+        per_class[p.name] = total
+    return Tuning(thresholds, per_class, weighted_score(per_class, particles))

@@ -1,0 +1,303 @@
+"""Training: the one loop, run alone (`python -m sparse_det.train`) or as every worker of a
+Ray Train job (ray_jobs/train_loop.py), read top to bottom in `fit`:
+
+    shards + targets of this rank's runs (data.py) → random sparse crops → AdamW with a
+    warm-up + cosine learning rate → each epoch: detections on the validation runs,
+    gathered from all ranks → per-class thresholds tuned for F4 → checkpoint and metrics →
+    stop at train.steps or when the time budget is spent.
+
+A single process is the one-worker case. A Ray worker differs in its `Hooks` only: its rank,
+how the model is wrapped (DDP), how validation detections are gathered, and where an epoch's
+checkpoint and metrics go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_tools.atomic import atomic_write_text
+from data_tools.copick_io import CopickProject
+from data_tools.particles import ParticleTable
+from sparse_det.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from sparse_det.config import Config, TrainConfig
+from sparse_det.data import CropSampler, RunSample, load_samples, split_runs
+from sparse_det.device import resolve_device
+from sparse_det.inference import detect_sparse
+from sparse_det.losses import detection_losses
+from sparse_det.model import build_model
+from sparse_det.structures import Detections
+from sparse_det.thresholds import tune_thresholds
+
+WARMUP_FRACTION = 0.05  # of all steps, linear warm-up of the learning rate
+LR_FLOOR = 0.02  # the cosine decays to this fraction of train.lr
+RANK_SEED_STRIDE = 100_003  # ranks draw different crops: seed + step + stride·rank
+
+
+def lr_factor(step: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to LR_FLOOR — a pure function of the step, so a
+    resumed (or extended) run continues the same curve."""
+    warm = max(1, int(WARMUP_FRACTION * total_steps))
+    if step < warm:
+        return (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total_steps - warm))
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig):
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, train.steps))
+    return opt, sched
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs. `model` may be wrapped (DDP); `core` never is."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    particles: ParticleTable
+    feature_names: list[str]
+    step: int = 0
+    best: float = -1.0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def core(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def checkpoint_fields(self, cfg: Config, val: dict) -> dict:
+        """save_checkpoint's arguments but the extra: the model and what inference needs."""
+        return {"model": self.core, "config": cfg, "particles": self.particles,
+                "feature_names": self.feature_names, "thresholds": val["thresholds"]}
+
+    def resume_extra(self, val: dict) -> dict:
+        return {"step": self.step, "best": self.best, "history": self.history, "val": val,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+
+    def restore(self, doc: dict) -> None:
+        """From a checkpoint written with resume_extra (the model must not be wrapped yet or
+        be the same wrapped object: weights go into `core`)."""
+        self.core.load_state_dict(doc["model"])
+        ex = doc["extra"]
+        self.opt.load_state_dict(ex["optimizer"])
+        self.sched.load_state_dict(ex["scheduler"])
+        self.step, self.best, self.history = ex["step"], ex["best"], ex["history"]
+
+
+def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
+                device: torch.device) -> TrainState:
+    """A fresh model (or the init checkpoint's weights), optimiser and schedule."""
+    model = build_model(in_channels=len(feature_names), num_classes=len(particles),
+                        channels=cfg.model.channels,
+                        blocks_per_level=cfg.model.blocks_per_level, device=device)
+    if cfg.train.init_checkpoint:
+        init = read_checkpoint(cfg.train.init_checkpoint)
+        if init["feature_names"] != feature_names:
+            raise CheckpointError(f"{cfg.train.init_checkpoint}: features "
+                                  f"{init['feature_names']} differ from {feature_names}")
+        try:
+            model.load_state_dict(init["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{cfg.train.init_checkpoint}: weights do not fit this "
+                                  f"config's model ({str(exc)[:200]})") from exc
+    opt, sched = make_optimizer(model, cfg.train)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
+    return TrainState(model, opt, sched, scaler, particles, list(feature_names))
+
+
+def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
+               batch_size: int) -> dict[str, float]:
+    """One optimiser step on a fresh batch of crops: the losses and the voxels seen."""
+    batch, labels, offsets = sampler.batch(batch_size)
+    batch, labels, offsets = batch.to(device), labels.to(device), offsets.to(device)
+    scaler = state.scaler
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if scaler is not None
+           else contextlib.nullcontext())
+    with ctx:
+        out = state.model(batch)
+    losses = detection_losses(out["cls_logits"], out["offsets"], labels, offsets,
+                              background_weight=cfg.loss.background_weight,
+                              focal_gamma=cfg.loss.focal_gamma,
+                              offset_weight=cfg.loss.offset_weight)
+    state.opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(state.opt)
+        scaler.update()
+    else:
+        losses["loss"].backward()
+        state.opt.step()
+    state.sched.step()
+    return {k: float(v.detach()) for k, v in losses.items()} | {"voxels": len(labels)}
+
+
+def run_epoch(state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device, *,
+              batch_size: int, on_step: Callable[[dict], None] | None = None) -> dict:
+    """Up to steps_per_epoch steps (fewer at the end). Mean losses, voxels seen, seconds."""
+    t0, sums, n_vox = time.perf_counter(), {}, 0
+    n = min(cfg.train.steps_per_epoch, cfg.train.steps - state.step)
+    for _ in range(n):
+        m = train_step(state=state, sampler=sampler, cfg=cfg, device=device,
+                       batch_size=batch_size)
+        n_vox += m.pop("voxels")
+        sums = {k: sums.get(k, 0.0) + v for k, v in m.items()}
+        state.step += 1
+        if on_step:
+            on_step(m)
+    return {**{k: v / max(n, 1) for k, v in sums.items()}, "voxels": n_vox,
+            "train_s": time.perf_counter() - t0}
+
+
+def detect_runs(model: torch.nn.Module, samples: list[RunSample], particles: ParticleTable,
+                cfg: Config, device: torch.device) -> list[Detections]:
+    """Unthresholded detections on whole runs (eval mode, restored to train mode after)."""
+    model.eval()
+    dets = [detect_sparse(model, s.sv, particles, cfg.postprocess, device, amp=cfg.train.amp)
+            for s in samples]
+    model.train()
+    return dets
+
+
+def epoch_record(state: TrainState, metrics: dict, val: dict, epoch_s: float) -> dict:
+    """One history line; updates state.history and state.best. Returns the record with
+    `is_best` set when this epoch's validation score is the best so far."""
+    rec = {"epoch": len(state.history) + 1, "step": state.step,
+           **{k: v for k, v in metrics.items() if k not in ("voxels", "train_s")},
+           "voxels_per_s": metrics["voxels"] / max(metrics["train_s"], 1e-9),
+           "epoch_s": epoch_s, "val_score": val["score"], "val_f4": val["per_class"],
+           "val_recall": val["recall"], "thresholds": val["thresholds"]}
+    state.history.append(rec)
+    rec["is_best"] = val["score"] > state.best
+    if rec["is_best"]:
+        state.best = val["score"]
+    return rec
+
+
+def epoch_line(rec: dict) -> str:
+    return (f"epoch {rec['epoch']} step {rec['step']}: loss {rec.get('loss', 0):.3f} "
+            f"{rec['voxels_per_s']:.0f} vox/s val F4 {rec['val_score']:.4f} "
+            + " ".join(f"{k}={v:.2f}" for k, v in rec["val_f4"].items()))
+
+
+def share(items: list, rank: int, world: int, at_least_one: bool = False) -> list:
+    """Rank's slice of `items`; with `at_least_one` a rank past the end reuses one item."""
+    mine = items[rank::world]
+    return mine or ([items[rank % len(items)]] if at_least_one and items else [])
+
+
+def _alone(obj) -> list:
+    return [obj]
+
+
+def _say(msg: str) -> None:
+    """A log line; not print(), which Ray Train patches (every line would show twice)."""
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Hooks:
+    """What a Ray Train worker changes in the loop; the defaults are a single process."""
+
+    save: Callable[[TrainState, dict, dict], None]  # (state, epoch record, validation)
+    rank: int = 0
+    world: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m  # DDP
+    gather: Callable[[object], list] = _alone  # every rank's object, in rank order
+    say: Callable[[str], None] = _say
+
+
+def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: torch.device,
+              hooks: Hooks, payload: dict) -> tuple[dict, list[dict]]:
+    """This rank's validation detections, gathered with every rank's; thresholds tuned on
+    all of them together. Returns (validation summary, every rank's payload)."""
+    dets = detect_runs(state.core, val_s, state.particles, cfg, device)
+    parts = hooks.gather(payload | {"dets": dets, "truths": [s.truth_xyz_A for s in val_s]})
+    tuning = tune_thresholds([d for p in parts for d in p["dets"]],
+                             [t for p in parts for t in p["truths"]], state.particles,
+                             cfg.postprocess.default_threshold)
+    return tuning.summary(), parts
+
+
+def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | None = None,
+        progress: bool = False) -> TrainState:
+    """Trains until cfg.train.steps (or the time budget); `resume_doc` continues a run."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.train.seed)
+    project = CopickProject(cfg.data.project)
+    train_runs, val_runs = split_runs(cfg, project)
+    train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True))
+    val_s = load_samples(cfg, project, share(val_runs, hooks.rank, hooks.world))
+    state = build_state(cfg, train_s[0].sv.feature_names, project.particles, device)
+    if resume_doc is not None:
+        state.restore(resume_doc)
+        if hooks.rank == 0:
+            hooks.say(f"resumed from checkpoint at step {state.step} "
+                      f"(epoch {len(state.history)})")
+    state.model = hooks.wrap(state.core)
+    sampler = CropSampler(train_s, cfg.train,
+                          seed=cfg.train.seed + state.step + RANK_SEED_STRIDE * hooks.rank)
+    batch_size = max(1, cfg.train.batch_size // hooks.world)
+    bar = tqdm(total=cfg.train.steps, initial=state.step, desc="train", unit="step",
+               disable=not progress or hooks.rank != 0)
+    t_start = time.perf_counter()
+    state.model.train()
+    while state.step < cfg.train.steps:
+        t0 = time.perf_counter()
+        metrics = run_epoch(state, sampler, cfg, device, batch_size=batch_size,
+                            on_step=lambda m: bar.update(1) or bar.set_postfix(
+                                loss=f"{m['loss']:.3f}"))
+        val, parts = _validate(state, val_s, cfg, device, hooks, {
+            "voxels": metrics["voxels"], "elapsed": time.perf_counter() - t_start})
+        metrics["voxels"] = sum(p["voxels"] for p in parts)  # the whole cluster's throughput
+        rec = epoch_record(state, metrics, val, time.perf_counter() - t0)
+        hooks.save(state, rec, val)
+        if hooks.rank == 0:
+            hooks.say(epoch_line(rec))
+        # Every rank decides alike (the slowest rank's clock), so all report equally often.
+        budget = cfg.train.time_budget_s
+        if budget > 0 and max(p["elapsed"] for p in parts) > budget:
+            if hooks.rank == 0:
+                hooks.say(f"time budget of {budget:.0f} s spent at step {state.step}")
+            break
+    bar.close()
+    return state
+
+
+def train(cfg: Config, *, progress: bool = True, resume: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Single-process training. Writes <out_dir>/last.pt and history.json each epoch and
+    best.pt on the best validation score; resumes from last.pt unless `resume` is False.
+    Returns the best checkpoint's path."""
+    device = resolve_device(cfg.train.device)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    resume_doc = read_checkpoint(last) if resume and last.is_file() else None
+
+    def save(state: TrainState, rec: dict, val: dict) -> None:
+        common = state.checkpoint_fields(cfg, val)
+        if rec["is_best"]:
+            save_checkpoint(out / "best.pt", **common,
+                            extra={"step": state.step, "val": val, "history": state.history})
+        save_checkpoint(last, **common, extra=state.resume_extra(val))
+        atomic_write_text(out / "history.json", json.dumps(state.history, indent=1))
+        if on_epoch:
+            on_epoch(rec)
+
+    fit(cfg, Hooks(save=save), device=device, resume_doc=resume_doc, progress=progress)
+    return out / "best.pt"
