@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_data
 
-.PHONY: install demo test lint bench bench-compare ray-up ray-down ray-train clean
+.PHONY: install demo test test-fast lint bench bench-compare ray-up ray-down ray-train clean
 
 install: $(STAMP)
 
@@ -18,7 +18,11 @@ demo: install
 	$(PY) -m sparse_det.demo --out $(DEMO_DIR)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
+
+# Everything but the tests marked slow (Ray cluster, Ray Train jobs, training end to end).
+test-fast: install
+	$(PY) -m pytest -q --durations=10 -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -222,7 +222,7 @@ def markdown(results: dict, levels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny projects, short budgets")
     ap.add_argument("--checkpoint", help="sparse checkpoint (default: the shipped one; with "
@@ -241,26 +241,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-dir", default=str(ROOT / "bench" / "gpu_h200"),
                     help="JSON from bench/gpu.sh on a CUDA machine")
     ap.add_argument("--json")
+    return ap
+
+
+def _sparse_checkpoint(a: argparse.Namespace, out: Path, work: Path) -> str:
+    """The shipped (or given) checkpoint; with --quick one trained here for 20 steps."""
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+
+    if not a.quick:
+        return a.checkpoint or str(DEFAULT_CHECKPOINT)
+    from data_tools.simulate import SimRanges, ensure_project
+    from sparse_det.config import load_config
+    from sparse_det.training import train
+
+    ensure_project(work / "train", 3, 77, (64, 192, 192),
+                   SimRanges(snr=(1.0, 2.0), crowding=(2.5, 3.0)), progress=False)
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    cfg.data.project, cfg.data.shards = str(work / "train"), str(work / "train_shards")
+    cfg.train.out_dir, cfg.train.steps = str(out / "sparse_quick"), 20
+    return str(train(cfg, progress=False, resume=False))
+
+
+def _evaluate_levels(results: dict, levels: dict, checkpoint: str, weights: Path,
+                     thresholds: dict, cfg, a: argparse.Namespace) -> None:
+    """Both detectors and the sparse recall ceiling on every held-out project."""
+    from data_tools.copick_io import CopickProject
+    from data_tools.sparsify import ceiling_report
+
+    for level, path in levels.items():
+        rs = in_fresh_process(_eval_sparse, path, checkpoint, a.threads, a.device)
+        rd = in_fresh_process(_eval_dense, path, str(weights), thresholds, a.threads, a.device)
+        results["sparse"]["by_project"][level] = score(path, rs)
+        results["dense"]["by_project"][level] = score(path, rd)
+        rep = ceiling_report(CopickProject(path), cfg.sparsify, None, progress=False)
+        results["ceiling"][level] = {k: rep["retained"][k]["fraction"] for k in SCORED}
+        print(f"{level}: sparse {results['sparse']['by_project'][level]['score']:.3f}, "
+              f"dense {results['dense']['by_project'][level]['score']:.3f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     a = ap.parse_args(argv)
-    from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
-    from sparse_det.config import config_from_dict, load_config
+    from sparse_det.checkpoint import read_checkpoint
+    from sparse_det.config import config_from_dict
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work) / ("bench_quick" if a.quick else "")
     t_all = time.perf_counter()
-    if a.quick:
-        from data_tools.simulate import SimRanges, ensure_project
-        from sparse_det.training import train
-
-        ensure_project(work / "train", 3, 77, (64, 192, 192),
-                       SimRanges(snr=(1.0, 2.0), crowding=(2.5, 3.0)), progress=False)
-        cfg = load_config(ROOT / "configs" / "smoke.yaml")
-        cfg.data.project, cfg.data.shards = str(work / "train"), str(work / "train_shards")
-        cfg.train.out_dir, cfg.train.steps = str(out / "sparse_quick"), 20
-        checkpoint = str(train(cfg, progress=False, resume=False))
-    else:
-        checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)
+    checkpoint = _sparse_checkpoint(a, out, work)
     doc = read_checkpoint(checkpoint)
     cfg = config_from_dict(doc["config"])
     sparse_train_s = sum(h["epoch_s"] for h in doc["extra"].get("history", []))
@@ -278,25 +307,13 @@ def main(argv: list[str] | None = None) -> int:
                                                         a.device, patch, a.dense_weights,
                                                         a.extra_tune)
     print(f"dense: {dense_info}", flush=True)
-
-    from data_tools.copick_io import CopickProject
-    from data_tools.sparsify import ceiling_report
-
     results = {"sparse": {"by_project": {}, "train_s": sparse_train_s, "checkpoint": checkpoint},
                "dense": {"by_project": {}, "train_s": dense_info["train_s"],
                          "train_steps": dense_info["steps"],
                          "tune_score": dense_info["tune_score"],
                          "tune_runs": dense_info["tune_runs"], "thresholds": thresholds},
                "ceiling": {}, "gpu": gpu_figures(Path(a.gpu_dir))}
-    for level, path in levels.items():
-        rs = in_fresh_process(_eval_sparse, path, checkpoint, a.threads, a.device)
-        rd = in_fresh_process(_eval_dense, path, str(weights), thresholds, a.threads, a.device)
-        results["sparse"]["by_project"][level] = score(path, rs)
-        results["dense"]["by_project"][level] = score(path, rd)
-        rep = ceiling_report(CopickProject(path), cfg.sparsify, None, progress=False)
-        results["ceiling"][level] = {k: rep["retained"][k]["fraction"] for k in SCORED}
-        print(f"{level}: sparse {results['sparse']['by_project'][level]['score']:.3f}, "
-              f"dense {results['dense']['by_project'][level]['score']:.3f}", flush=True)
+    _evaluate_levels(results, levels, checkpoint, weights, thresholds, cfg, a)
     main_level = "snr1.0"
     for method in ("sparse", "dense"):
         results[method] |= {k: results[method]["by_project"][main_level][k]

@@ -109,7 +109,7 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     return score, feats
 
 
-def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str,
+def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
              origin_A: float = 0.0, threads: int | None = None) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels."""
     what = f"run {run!r}"
@@ -148,7 +148,8 @@ def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
                  threads: int | None = None) -> SparseVolume:
     """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task)."""
     tomo = read_input(project, run, cfg)
-    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, tomo.origin_A, threads)
+    return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
+                    threads=threads)
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,

@@ -64,7 +64,8 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     sv = shard_or_sparsify(project, run, cfg, shards_dir, write=True)
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
-    labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii, radius_fraction)
+    labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
+                                   radius_fraction=radius_fraction)
     return RunSample(sv, labels, offsets, centers, classes, truth)
 
 

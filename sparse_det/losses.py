@@ -7,10 +7,11 @@ import torch.nn.functional as F
 
 
 def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                     offset_targets: torch.Tensor, *, background_weight: float = 0.25,
-                     focal_gamma: float = 1.0, offset_weight: float = 1.0
-                     ) -> dict[str, torch.Tensor]:
-    """Args:
+                     offset_targets: torch.Tensor, *, background_weight: float,
+                     focal_gamma: float, offset_weight: float) -> dict[str, torch.Tensor]:
+    """The weights come from the config's `loss:` section (LossConfig).
+
+    Args:
         cls_logits [N, K+1], offsets [N,3] (voxels), labels [N] int64 (0 = background),
         offset_targets [N,3] (voxels; used where labels > 0).
     Returns a flat dict: loss_cls, loss_offset (each already weighted) and loss (their sum).

@@ -7,7 +7,7 @@ from scipy.spatial import cKDTree
 
 
 def make_targets(coords_zyx: np.ndarray, centers_zyx_vox: np.ndarray, class_idx: np.ndarray,
-                 radii_vox: np.ndarray, radius_fraction: float = 1.0,
+                 radii_vox: np.ndarray, *, radius_fraction: float = 1.0,
                  max_neighbors: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Args:
         coords_zyx: [N,3] voxel indices of the kept voxels.

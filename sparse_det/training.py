@@ -218,7 +218,7 @@ class Hooks:
     say: Callable[[str], None] = _say
 
 
-def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: torch.device,
+def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: torch.device, *,
               hooks: Hooks, payload: dict) -> tuple[dict, list[dict]]:
     """This rank's validation detections, gathered with every rank's; thresholds tuned on
     all of them together. Returns (validation summary, every rank's payload)."""
@@ -259,7 +259,7 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
         metrics = run_epoch(state, sampler, cfg, device, batch_size=batch_size,
                             on_step=lambda m: bar.update(1) or bar.set_postfix(
                                 loss=f"{m['loss']:.3f}"))
-        val, parts = _validate(state, val_s, cfg, device, hooks, {
+        val, parts = _validate(state, val_s, cfg, device, hooks=hooks, payload={
             "voxels": metrics["voxels"], "elapsed": time.perf_counter() - t_start})
         metrics["voxels"] = sum(p["voxels"] for p in parts)  # the whole cluster's throughput
         rec = epoch_record(state, metrics, val, time.perf_counter() - t0)

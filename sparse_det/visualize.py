@@ -44,7 +44,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def slice_picture(tomo: Tomogram, particles: ParticleTable, truth: Picks, picks: Picks,
-                  plane: str, out: Path, index: int | None = None, thickness: int = 5) -> Path:
+                  plane: str, out: Path, *, index: int | None = None,
+                  thickness: int = 5) -> Path:
     """A `thickness`-voxel mean slice through the middle (or `index`) in plane "xy" (at a z)
     or "xz" (at a y). Ground truth: solid circles of the particle's cross-section in the
     slice; picks: dashed circles of half the radius (the metric's hit distance) and a dot."""
@@ -88,7 +89,7 @@ def slice_picture(tomo: Tomogram, particles: ParticleTable, truth: Picks, picks:
 
 
 def pr_picture(dets: Detections, truth: Picks, particles: ParticleTable,
-               thresholds: dict[str, float], out: Path, title: str = "") -> Path:
+               thresholds: dict[str, float], out: Path, *, title: str = "") -> Path:
     """Precision against recall per class as the score threshold falls; the threshold in use
     marked with a filled dot and its F4 in the legend."""
     from sparse_det.metric import fbeta
@@ -152,7 +153,7 @@ def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
     return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
             slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
             pr_picture(dets, truth, particles, picker.thresholds, out_dir / f"{run}_pr.png",
-                       f"{run}: precision-recall per class (dot: checkpoint threshold)")]
+                       title=f"{run}: precision-recall per class (dot: checkpoint threshold)")]
 
 
 def main(argv: list[str] | None = None) -> int:

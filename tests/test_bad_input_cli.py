@@ -76,16 +76,16 @@ def _gt_user(proj: Path, run: str, tmp: Path) -> list[str]:
 
 
 CASES = {
-    "missing zarr": (_missing_zarr, "denoised"),
+    "missing zarr": (_missing_zarr, "denoised.zarr: tomogram type 'denoised' not found"),
     "corrupt zarr": (_corrupt_zarr, ".zarray: missing or unreadable array metadata"),
     "NaN voxels": (_bad_voxels(np.nan), "NaN/inf voxels"),
     "inf voxels": (_bad_voxels(np.inf), "NaN/inf voxels"),
     "wrong voxel spacing": (_wrong_spacing, "wrong voxel spacing"),
     "truncated checkpoint": (_truncated_checkpoint, "trunc.pt: not a readable checkpoint"),
     "foreign checkpoint": (_foreign_checkpoint, "foreign.pt: not a sparse-det checkpoint"),
-    "run name with ../": (_unsafe_run, "invalid run name"),
-    "unwritable output": (_unwritable_out, "a_file"),
-    "ground-truth user id": (_gt_user, "ground-truth user"),
+    "run name with ../": (_unsafe_run, "invalid run name '../../etc'"),
+    "unwritable output": (_unwritable_out, "a_file: cannot create output folder"),
+    "ground-truth user id": (_gt_user, "--user-id 'curation' is the ground-truth user"),
 }
 
 

@@ -10,6 +10,8 @@ from data_tools.shards import list_shards, read_shard, shard_path
 from data_tools.sparsify import SparsifyConfig, ceiling_report, sparsify
 from ray_jobs.preprocess import preprocess_project
 
+pytestmark = pytest.mark.slow  # a real local Ray
+
 
 @pytest.fixture(scope="module")
 def ray_local():
@@ -58,7 +60,7 @@ def test_shard_round_trip_and_ceiling(small_project, tmp_path):
     run = small_project.runs()[0]
     sv = read_shard(shard_path(tmp_path, run))
     t = small_project.read_tomogram(run, scale=1)
-    ref = sparsify(t.data, t.voxel_size_A, cfg, run, t.origin_A)
+    ref = sparsify(t.data, t.voxel_size_A, cfg, run, origin_A=t.origin_A)
     np.testing.assert_array_equal(sv.coords_zyx, ref.coords_zyx, err_msg="coords round trip")
     np.testing.assert_array_equal(sv.feats, ref.feats, err_msg="feats round trip")
     assert sv.feature_names == cfg.feature_names and sv.origin_A == pytest.approx(5.006)

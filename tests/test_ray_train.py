@@ -22,6 +22,8 @@ import pytest
 
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_checkpoint
 
+pytestmark = pytest.mark.slow  # a real Ray head and Ray Train jobs
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 

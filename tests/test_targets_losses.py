@@ -31,9 +31,23 @@ def test_targets_overlap_goes_to_nearest_in_radius_units():
     assert labels.tolist() == [3] and offsets[0, 2] == 6, f"{labels} {offsets}"
 
 
+def _numpy_losses(logits, offsets, labels, targets, background_weight, gamma):
+    """Focal cross-entropy (class-weighted mean) and smooth-L1 offsets, written out from
+    their definitions with numpy, independently of sparse_det.losses."""
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    lp = logp[np.arange(len(labels)), labels]
+    w = np.where(labels == 0, background_weight, 1.0)
+    focal = (1 - np.exp(lp)) ** gamma
+    loss_cls = -(w * focal * lp).sum() / w.sum()
+    fg = labels > 0
+    d = np.abs(offsets[fg] - targets[fg])
+    loss_off = np.where(d < 1.0, 0.5 * d**2, d - 0.5).mean()  # smooth L1, beta 1
+    return loss_cls, loss_off
+
+
 def test_losses_frozen_at_fixed_seed():
-    """Frozen values, cross-checked once against a numpy re-derivation of focal CE and
-    smooth L1."""
+    """Frozen values at a fixed seed, and the same numbers from the numpy derivation."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 7, generator=g)
     offsets = torch.randn(50, 3, generator=g)
@@ -47,12 +61,24 @@ def test_losses_frozen_at_fixed_seed():
     assert out["loss_offset"].item() == pytest.approx(0.6907556, abs=1e-5), out
     assert out["loss"].item() == pytest.approx(out["loss_cls"].item()
                                                + out["loss_offset"].item(), abs=1e-6)
+    cls_np, off_np = _numpy_losses(logits.double().numpy(), offsets.double().numpy(),
+                                   labels.numpy(), targets.double().numpy(), 0.25, 1.0)
+    assert out["loss_cls"].item() == pytest.approx(cls_np, abs=1e-5), (out, cls_np)
+    assert out["loss_offset"].item() == pytest.approx(off_np, abs=1e-5), (out, off_np)
+    gamma2 = detection_losses(logits, offsets, labels, targets, background_weight=0.5,
+                              focal_gamma=2.0, offset_weight=3.0)
+    cls_np, off_np = _numpy_losses(logits.double().numpy(), offsets.double().numpy(),
+                                   labels.numpy(), targets.double().numpy(), 0.5, 2.0)
+    assert gamma2["loss_cls"].item() == pytest.approx(cls_np, abs=1e-5), "focal gamma 2"
+    assert gamma2["loss_offset"].item() == pytest.approx(3.0 * off_np, abs=1e-5), \
+        "offset weight"
 
 
 def test_losses_without_foreground_keep_graph():
     logits = torch.zeros(4, 7, requires_grad=True)
     off = torch.zeros(4, 3, requires_grad=True)
-    out = detection_losses(logits, off, torch.zeros(4, dtype=torch.long), torch.zeros(4, 3))
+    out = detection_losses(logits, off, torch.zeros(4, dtype=torch.long), torch.zeros(4, 3),
+                           background_weight=0.25, focal_gamma=1.0, offset_weight=1.0)
     out["loss"].backward()
     assert off.grad is not None and out["loss_offset"].item() == 0.0
     assert out["loss_cls"].item() == pytest.approx((6 / 7) * np.log(7), rel=1e-5), out
