@@ -113,12 +113,16 @@ class CopickProject:
                 out += [float(p.name[len("VoxelSpacing"):]) for p in d.glob("VoxelSpacing*")]
         return sorted(set(out))
 
-    def tomogram_types(self, run: str, voxel_spacing_A: float = 10.0) -> list[str]:
+    def tomogram_types(self, run: str, voxel_spacing_A: float | None = None) -> list[str]:
+        """Tomogram types in one spacing folder, or in any of the run's (None)."""
+        spacings = (self.voxel_spacings(run) if voxel_spacing_A is None
+                    else [voxel_spacing_A])
         types = set()
         for root in (self.static_root, self.overlay_root):
-            d = root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(voxel_spacing_A)
-            if d.is_dir():
-                types.update(p.name[:-5] for p in d.glob("*.zarr") if TMP_MARK not in p.name)
+            for vs in spacings:
+                d = root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(vs)
+                if d.is_dir():
+                    types.update(p.name[:-5] for p in d.glob("*.zarr") if TMP_MARK not in p.name)
         return sorted(types)
 
     def tomogram_path(self, run: str, voxel_spacing_A: float = 10.0,
@@ -153,11 +157,12 @@ class CopickProject:
         if not 0 <= scale < len(levels):
             raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
         array_path, voxel_size_A, _, origin_A = levels[scale]
-        # The folder's spacing is rounded (10.000 vs 10.012 on the portal); allow 5 %.
-        expected = voxel_spacing_A * (2**scale)
-        if abs(voxel_size_A - expected) > 0.05 * expected:
-            raise DataError(f"{path}: wrong voxel spacing: level {scale} has {voxel_size_A:g} Å "
-                            f"per voxel, the folder says {expected:g} Å")
+        # The folder's spacing is rounded (10.000 vs 10.012 on the portal); allow 5 % between
+        # it and level 0's scale. Coarser levels keep whatever factor their scale says.
+        full = levels[0][1]
+        if abs(full - voxel_spacing_A) > 0.05 * voxel_spacing_A:
+            raise DataError(f"{path}: wrong voxel spacing: level 0 has {full:g} Å per voxel, "
+                            f"the folder says {voxel_spacing_A:g} Å")
         import zarr
         try:
             data = np.asarray(zarr.open_array(str(path / array_path), mode="r")[...],
@@ -219,14 +224,14 @@ class CopickProject:
 
     # -- writing ------------------------------------------------------------------------
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,
-                       tomo_type: str = "denoised", voxel_spacing_A: float = 10.0,
-                       n_levels: int = 3) -> Path:
+                       tomo_type: str = "denoised", voxel_spacing_A: float = 10.0, *,
+                       n_levels: int = 3, dtype=np.float32) -> Path:
         d = self.static_root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(
             voxel_spacing_A)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{tomo_type}.zarr"
         with atomic_path(path) as tmp:
-            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels)
+            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype)
         return path
 
     def write_picks(self, run: str, particle: str, points_xyz_A: np.ndarray,
@@ -307,17 +312,25 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
         try:
             shape = tuple(json.loads(zarray.read_text())["shape"])
         except (OSError, json.JSONDecodeError, KeyError) as exc:
-            raise DataError(f"{zarray}: missing or unreadable array metadata ({exc})") from exc
+            raise DataError(f"{zarray}: level {ds['path']!r} is listed in .zattrs but its array "
+                            f"metadata is missing or unreadable ({exc})") from exc
         shift = [t for t in ds.get("coordinateTransformations", [])
                  if t.get("type") == "translation"]
         origin = float(shift[0]["translation"][-1]) if shift else 0.0
         levels.append((ds["path"], float(scale[0]["scale"][-1]), shape, origin))
+    listed = {str(ds["path"]) for ds in datasets}
+    unlisted = sorted(p.name for p in path.iterdir()
+                      if (p / ".zarray").is_file() and p.name not in listed)
+    if unlisted:
+        raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in .zattrs "
+                        f"multiscales (listed: {sorted(listed)})")
     return levels
 
 
 def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
-                   n_levels: int = 3) -> None:
-    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean."""
+                   n_levels: int = 3, dtype=np.float32) -> None:
+    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
+    stored as `dtype` (integers rounded and clipped to their range)."""
     import numcodecs
     import zarr
 
@@ -326,7 +339,7 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
     datasets = []
     for i in range(n_levels):
         chunks = tuple(min(s, c) for s, c in zip(level.shape, (64, 128, 128), strict=True))
-        g.create_array(name=str(i), data=level, chunks=chunks,
+        g.create_array(name=str(i), data=_as_dtype(level, dtype), chunks=chunks,
                        compressors=numcodecs.Blosc(cname="zstd", clevel=1))
         s, t = voxel_size_A * 2**i, voxel_size_A * (2**i - 1) / 2  # mean binning's shift
         datasets.append({"path": str(i), "coordinateTransformations": [
@@ -338,6 +351,14 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
         "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
         "datasets": datasets,
     }]
+
+
+def _as_dtype(vol: np.ndarray, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(vol), info.min, info.max).astype(dtype)
+    return vol.astype(dtype)
 
 
 def bin2(vol: np.ndarray) -> np.ndarray:

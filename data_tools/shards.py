@@ -3,7 +3,8 @@
     <out>/<run>.zarr/coords_zyx   int32 [N,3]  voxel indices at the working resolution (z,y,x)
     <out>/<run>.zarr/feats        float32 [N,C] named channels (attrs feature_names)
     attrs: run, voxel_size_A, origin_A, shape_zyx, tomogram_type, feature_names,
-           sparsify_config, complete (written last)
+           sparsify_config, input (which tomogram, how it was resampled, polarity),
+           complete (written last)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def write_shard(sv: SparseVolume, out_dir: str | Path) -> Path:
             "run": sv.run, "voxel_size_A": float(sv.voxel_size_A),
             "shape_zyx": list(sv.shape_zyx), "tomogram_type": sv.tomogram_type,
             "feature_names": list(sv.feature_names), "sparsify_config": sv.config,
-            "origin_A": float(sv.origin_A),
+            "origin_A": float(sv.origin_A), "input": sv.input,
             COMPLETE_ATTR: True,  # written last: a shard without it is not finished
         })
     return path
@@ -78,7 +79,7 @@ def read_shard(path: str | Path) -> SparseVolume:
     return SparseVolume(coords, feats, tuple(attrs["shape_zyx"]), attrs["voxel_size_A"],
                         attrs["run"], attrs.get("tomogram_type", "denoised"),
                         list(attrs["feature_names"]), attrs.get("sparsify_config", {}),
-                        float(attrs.get("origin_A", 0.0)))
+                        float(attrs.get("origin_A", 0.0)), dict(attrs.get("input", {})))
 
 
 def shard_matches(path: str | Path, config: dict) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import sys
@@ -25,13 +26,36 @@ from scipy import ndimage
 from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
+from data_tools.tomo_input import (
+    Source,
+    add_input_arguments,
+    choose_type,
+    input_overrides,
+    list_sources,
+    plan_source,
+    read_working,
+    with_overrides,
+)
 from sparse_det.structures import SparseVolume
+
+log = logging.getLogger(__name__)
+
+
+POLARITIES = ("auto", "dark", "bright")
+POLARITY_SIGMA_A = 60.0  # the blur whose skewness decides the polarity (a particle's scale)
+# |skewness| below this is too weak to call: the tomogram is taken as dark (the field's
+# convention) with a warning. Measured on 19 simulated runs (64x256x256, 20 Å): dark runs of
+# the training ranges and of SNR 0.22-0.3 skew -1.40 to -12.9 at 60 Å; the all-shifted runs,
+# near-pure noise at this scale, -0.07 to -0.36 (bright copies: the same numbers, positive).
+POLARITY_MIN_SKEW = 0.25
 
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    bin_factor: int = 2  # 1: full 10 Å; 2: 20 Å (read from multiscale level 1)
-    protein_dark: bool = True  # flip so protein is positive
+    bin_factor: int = 2  # working spacing = voxel_spacing_A × bin_factor (20 Å)
+    # Protein darker ("dark", the cryo-ET convention) or brighter than ice; "auto" decides per
+    # tomogram from the skewness of its 60 Å blur. Features always have protein positive.
+    polarity: str = "auto"
     select_sigma_A: float = 20.0  # Gaussian of the "smooth" channel
     # Score that ranks voxels for keeping: "smooth" alone, or "smooth+fine" (smooth plus the
     # finest band), which keeps small particles (apo-ferritin, beta-amylase) in blurred,
@@ -41,16 +65,20 @@ class SparsifyConfig:
     dilate_vox: int = 0  # grow the kept set to bring a particle's neighbourhood along
     dog_sigmas_A: tuple[float, ...] = (30.0, 60.0, 100.0)  # band-pass centres (Å)
     clip_sigma: float = 6.0  # features clipped at this many robust sigmas
-    tomogram_type: str = "denoised"
-    voxel_spacing_A: float = 10.0
+    tomogram_type: str = "denoised"  # preferred type (data_tools/tomo_input.py)
+    type_fallback: bool = True  # another type when the run lacks the preferred one
+    voxel_spacing_A: float = 10.0  # × bin_factor: the working spacing in Å
+    source_spacing_A: float = 0.0  # read only this VoxelSpacing folder; 0: chosen by rule
 
     @classmethod
     def from_dict(cls, d: dict) -> SparsifyConfig:
+        d = dict(d)
+        if "protein_dark" in d:  # before `polarity`: True was the only setting ever used
+            d.setdefault("polarity", "auto" if d.pop("protein_dark") else "bright")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown sparsify config keys: {sorted(unknown)}")
-        d = dict(d)
         if "dog_sigmas_A" in d:
             d["dog_sigmas_A"] = tuple(d["dog_sigmas_A"])
         cfg = cls(**d)
@@ -61,6 +89,8 @@ class SparsifyConfig:
                              f"got {cfg.select_mode!r}")
         if not 0 < cfg.keep_fraction < 1:
             raise ValueError(f"keep_fraction must be in (0, 1), got {cfg.keep_fraction}")
+        if cfg.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, got {cfg.polarity!r}")
         return cfg
 
     def to_dict(self) -> dict:
@@ -69,8 +99,8 @@ class SparsifyConfig:
         return d
 
     @property
-    def scale_level(self) -> int:
-        return {1: 0, 2: 1, 4: 2}[self.bin_factor]
+    def working_spacing_A(self) -> float:
+        return self.voxel_spacing_A * self.bin_factor
 
     @property
     def feature_names(self) -> list[str]:
@@ -89,35 +119,69 @@ def robust_normalise(vol: np.ndarray, what: str) -> np.ndarray:
     return ((vol - np.float32(med)) / np.float32(mad)).astype(np.float32)
 
 
+def skewness(vol: np.ndarray) -> float:
+    """Third moment of the robustly normalised values (clipped at ±6), from a subsample."""
+    y = np.asarray(vol[::2, ::2, ::2], dtype=np.float64).ravel()
+    med = np.median(y)
+    mad = 1.4826 * np.median(np.abs(y - med))
+    if not mad > 0:
+        return 0.0
+    return float(np.mean(np.clip((y - med) / mad, -6.0, 6.0) ** 3))
+
+
+def decide_polarity(setting: str, blur: np.ndarray, what: str) -> tuple[str, dict]:
+    """"dark" or "bright" for a tomogram: as set, or from the skewness of its blur at a
+    particle's scale (protein is the heavy tail). Returns it with what it was decided on."""
+    if setting != "auto":
+        return setting, {"polarity": setting, "polarity_by": "setting"}
+    skew = skewness(blur)
+    polarity = "bright" if skew > POLARITY_MIN_SKEW else "dark"
+    info = {"polarity": polarity, "polarity_by": "auto", "polarity_skew": round(skew, 4)}
+    if abs(skew) <= POLARITY_MIN_SKEW:
+        info["polarity_by"] = "auto (uncertain)"
+        log.warning("%s: polarity uncertain (skewness %.3f at %g Å); taking protein as dark. "
+                    "Pass --polarity dark|bright to choose.", what, skew, POLARITY_SIGMA_A)
+    return polarity, info
+
+
 def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
-                    what: str, threads: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Returns (selection score, [feature volumes]) for a normalised tomogram."""
+                    what: str, threads: int | None = None
+                    ) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """Returns (selection score, [feature volumes], polarity info) for a tomogram; features
+    have protein positive."""
     x = robust_normalise(vol, what)
-    if cfg.protein_dark:
-        x = -x
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
+    extra = POLARITY_SIGMA_A not in sigmas and cfg.polarity == "auto"
     # The filters are independent and scipy releases the GIL inside them: run them at once.
     with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
         blurred = list(pool.map(
-            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
+            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0),
+            sigmas + [POLARITY_SIGMA_A] * extra))
+    polarity_blur = blurred.pop() if extra else (
+        blurred[sigmas.index(POLARITY_SIGMA_A)] if cfg.polarity == "auto" else x)
+    polarity, info = decide_polarity(cfg.polarity, polarity_blur, what)
+    if polarity == "dark":  # filters are linear: flipping after them is exact
+        for v in (x, *blurred):
+            np.negative(v, out=v)
     smooth = blurred[0]
     feats = [x, smooth] + [a - b for a, b in pairwise(blurred)]
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
     feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
-    return score, feats
+    return score, feats, info
 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
-             origin_A: float = 0.0, threads: int | None = None) -> SparseVolume:
+             origin_A: float = 0.0, threads: int | None = None,
+             input_info: dict | None = None) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels."""
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
     if not np.isfinite(vol).all():
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
-    score, feats = feature_volumes(vol, cfg, voxel_size_A, what, threads)
+    score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
     thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - cfg.keep_fraction))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
@@ -127,29 +191,47 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         raise DataError(f"{what}: empty sparse set (threshold {thr:.3g} keeps no voxel)")
     idx = tuple(coords.T)
     f = np.ascontiguousarray(np.stack([v[idx] for v in feats], axis=1), dtype=np.float32)
-    return SparseVolume(coords, f, vol.shape, voxel_size_A, run, cfg.tomogram_type,
-                        cfg.feature_names, cfg.to_dict(), origin_A)
+    info = (input_info or {}) | polarity
+    log.info("%s: polarity %s (%s%s), %d voxels kept", what, info["polarity"],
+             info["polarity_by"], f", skewness {info['polarity_skew']:+.2f}"
+             if "polarity_skew" in info else "", len(coords))
+    tomo_type = info.get("type", cfg.tomogram_type)
+    return SparseVolume(coords, f, vol.shape, voxel_size_A, run, tomo_type,
+                        cfg.feature_names, cfg.to_dict(), origin_A, info)
 
 
-def read_input(project: CopickProject, run: str, cfg: SparsifyConfig,
-               scale: int | None = None) -> Tomogram:
-    """The tomogram a sparsify config reads for a run: the one place that decides it.
-    `scale` None: the working level; 0: full resolution (pictures, STAR pixel sizes)."""
-    return project.read_tomogram(run, cfg.voxel_spacing_A, cfg.tomogram_type,
-                                 scale=cfg.scale_level if scale is None else scale)
+def read_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> tuple[Tomogram, dict]:
+    """The run's tomogram on the working grid as `cfg` reads it, and how it was chosen: the
+    one place that decides (data_tools/tomo_input.py has the rules)."""
+    return read_working(project, run, tomo_type=cfg.tomogram_type,
+                        type_fallback=cfg.type_fallback, working_A=cfg.working_spacing_A,
+                        source_spacing_A=cfg.source_spacing_A)
+
+
+def full_resolution_source(project: CopickProject, run: str, cfg: SparsifyConfig) -> Source:
+    """The finest level of the tomogram `cfg` reads (pictures, STAR pixel sizes)."""
+    tomo_type = choose_type(project, run, cfg.tomogram_type, cfg.type_fallback)
+    plan = plan_source(list_sources(project, run, tomo_type, cfg.source_spacing_A or None),
+                       cfg.working_spacing_A)
+    return list_sources(project, run, tomo_type, plan.source.folder_spacing_A)[0]
+
+
+def read_full_resolution(project: CopickProject, run: str, cfg: SparsifyConfig) -> Tomogram:
+    s = full_resolution_source(project, run, cfg)
+    return project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
 
 
 def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) -> float:
     """Full-resolution voxel size (Å) of the tomogram `cfg` reads, from its `.zattrs`."""
-    return project.tomogram_scales(run, cfg.voxel_spacing_A, cfg.tomogram_type)[0][1]
+    return full_resolution_source(project, run, cfg).voxel_size_A
 
 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
                  threads: int | None = None) -> SparseVolume:
     """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task)."""
-    tomo = read_input(project, run, cfg)
+    tomo, info = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                    threads=threads)
+                    threads=threads, input_info=info)
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
@@ -235,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        cfg = load_config(a.config)
+        cfg = with_overrides(load_config(a.config), input_overrides(a))
         project = CopickProject(a.project)
         out = Path(a.out) if a.out else None
         if out is None and not a.report:

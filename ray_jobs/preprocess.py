@@ -19,6 +19,7 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, load_config, sparsify_run
+from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from ray_jobs.cluster import init_ray
 
 
@@ -79,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all)")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        cfg = load_config(a.config)
+        cfg = with_overrides(load_config(a.config), input_overrides(a))
         CopickProject(a.project)
     except (DataError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 from data_tools.atomic import writable_dir
 from data_tools.copick_io import GT_USER, CopickProject
 from data_tools.particles import DataError
+from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 
 log = logging.getLogger("sparse_det.infer")
@@ -45,10 +46,12 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
         log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
     if a.star_out:
         from data_tools.sparsify import input_pixel_size_A
+        from data_tools.tomo_input import with_overrides
         from sparse_det.checkpoint import read_checkpoint
         from sparse_det.config import config_from_dict
 
-        sparsify = config_from_dict(read_checkpoint(a.checkpoint)["config"]).sparsify
+        sparsify = with_overrides(config_from_dict(read_checkpoint(a.checkpoint)["config"])
+                                  .sparsify, input_overrides(a))
         sizes = {r: input_pixel_size_A(project, r, sparsify) for r in runs}
         paths = write_star_files(a.star_out, rows, runs=runs, pixel_sizes_A=sizes,
                                  particles=project.particles)
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
                                       "private local Ray)")
     ap.add_argument("--quiet", action="store_true")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
-        kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress}
+        kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
+              "input_overrides": input_overrides(a)}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 

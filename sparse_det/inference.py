@@ -24,6 +24,7 @@ import torch
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.particles import DataError, ParticleTable
 from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from sparse_det.config import PostprocessConfig
 from sparse_det.device import resolve_device
@@ -83,11 +84,15 @@ class Picker:
 
     ckpt: LoadedCheckpoint
     device: torch.device
+    sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "auto") -> Picker:
+    def load(cls, checkpoint: str | Path, device: str = "auto", *,
+             input_overrides: dict | None = None) -> Picker:
+        """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides)."""
         dev = resolve_device(device)
-        return cls(load_checkpoint(checkpoint, dev), dev)
+        ckpt = load_checkpoint(checkpoint, dev)
+        return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides))
 
     @property
     def particles(self) -> ParticleTable:
@@ -96,10 +101,6 @@ class Picker:
     @property
     def thresholds(self) -> dict[str, float]:
         return self.ckpt.thresholds
-
-    @property
-    def sparsify_config(self) -> SparsifyConfig:
-        return self.ckpt.config.sparsify
 
     def check_project(self, project: CopickProject) -> None:
         unknown = sorted(set(self.particles.names) - set(project.particles.names))
@@ -125,11 +126,12 @@ class Picker:
 
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
-                  shards_dir: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
+                  shards_dir: str | Path | None = None, progress: bool = False,
+                  input_overrides: dict | None = None) -> pd.DataFrame:
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å)."""
     from tqdm import tqdm
 
-    picker = Picker.load(checkpoint, device)
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     picker.check_project(project)
     picked = []
     for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",

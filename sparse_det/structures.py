@@ -39,6 +39,7 @@ class SparseVolume:
     feature_names: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)  # the sparsify config that made it
     origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
+    input: dict = field(default_factory=dict)  # which tomogram, how resampled, polarity
 
     def __post_init__(self):
         self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)

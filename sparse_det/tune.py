@@ -11,11 +11,12 @@ import argparse
 import sys
 
 from data_tools.particles import DataError
+from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
-           device: str):
+           device: str, input_overrides: dict | None = None):
     """Detections of every selected run → thresholds over all of them → `out`. Returns
     (old thresholds, Tuning, number of runs)."""
     import torch
@@ -26,7 +27,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.inference import Picker
     from sparse_det.thresholds import tune_thresholds
 
-    picker = Picker.load(checkpoint, device)
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     dets, truths = [], []
     for path in projects:
         project = CopickProject(path)
@@ -52,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out, a.device)
+        old, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out, a.device,
+                                     input_overrides(a))
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

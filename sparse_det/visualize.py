@@ -20,6 +20,7 @@ import pandas as pd
 from data_tools.atomic import atomic_path, writable_dir
 from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
+from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.structures import Detections
@@ -134,21 +135,22 @@ def picks_of(rows: pd.DataFrame, run: str) -> Picks:
 def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
                   checkpoint: str | Path = DEFAULT_CHECKPOINT,
                   submission: pd.DataFrame | None = None, device: str = "auto",
-                  shards_dir: str | Path | None = None) -> list[Path]:
+                  shards_dir: str | Path | None = None,
+                  input_overrides: dict | None = None) -> list[Path]:
     """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths.
     The slices show the full-resolution level of the tomogram the checkpoint reads."""
-    from data_tools.sparsify import read_input
+    from data_tools.sparsify import read_full_resolution
     from sparse_det.inference import Picker
     from sparse_det.structures import detections_table
 
     project.run_dir(run)
     out_dir = writable_dir(out_dir)
-    picker = Picker.load(checkpoint, device)
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     dets = picker.detect(picker.sparse(project, run, shards_dir))
     rows = detections_table([picker.pick(dets)]) if submission is None else submission
     truth = project.read_picks(run)
     picks = picks_of(rows, run)
-    tomo = read_input(project, run, picker.sparsify_config, scale=0)
+    tomo = read_full_resolution(project, run, picker.sparsify_config)
     particles = picker.particles
     return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
             slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", required=True, help="folder for the PNGs")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
         from sparse_det.writers import read_submission
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         project = CopickProject(a.project)
         sub = read_submission(a.submission) if a.submission else None
         paths = visualize_run(project, a.run, a.out, checkpoint=a.checkpoint, submission=sub,
-                              device=a.device, shards_dir=a.shards)
+                              device=a.device, shards_dir=a.shards,
+                              input_overrides=input_overrides(a))
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -139,7 +139,18 @@ def test_not_an_ome_zarr(comp):
 
 def test_corrupt_array_metadata(comp):
     (comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/0/.zarray").unlink()
-    with pytest.raises(DataError, match=r"0/.zarray: missing or unreadable array metadata"):
+    with pytest.raises(DataError, match=r"0/.zarray: level '0' is listed in .zattrs but its "
+                                        r"array metadata is missing or unreadable"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+
+
+def test_array_on_disk_but_not_listed(comp):
+    zarr_dir = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr"
+    attrs = json.loads((zarr_dir / ".zattrs").read_text())
+    attrs["multiscales"][0]["datasets"] = attrs["multiscales"][0]["datasets"][:2]
+    (zarr_dir / ".zattrs").write_text(json.dumps(attrs))
+    with pytest.raises(DataError, match=r"denoised.zarr: arrays \['2'\] are on disk but not "
+                                        r"listed in .zattrs"):
         CopickProject(comp).read_tomogram("TS_5_4")
 
 

@@ -91,7 +91,7 @@ def test_perfect_outputs_at_bin_2_return_the_picks_in_angstrom(small_project):
 def test_sparsifier_ignores_scale_and_offset(small_project):
     cfg = SparsifyConfig(bin_factor=2)
     run = small_project.runs()[0]
-    tomo = read_input(small_project, run, cfg)
+    tomo, _ = read_input(small_project, run, cfg)
     a = sparsify(tomo.data, tomo.voxel_size_A, cfg, run)
     scaled = tomo.data.astype(np.float64) * 1e4 + 123.0
     b = sparsify(scaled, tomo.voxel_size_A, cfg, run)

@@ -1,0 +1,213 @@
+"""The sparsifier's input step: which tomogram of a run to read, and that tomogram on the
+working grid (sparsify.voxel_spacing_A × bin_factor Å, 20 Å for the shipped checkpoint).
+
+Rules, each choice logged per run:
+- **Type**: `sparsify.tomogram_type` when the run has it; else the first of FALLBACK_TYPES
+  the run has, else its alphabetically first. With `type_fallback` off (`--tomo-type`) the
+  named type or an error listing the run's types.
+- **Spacing folder and level**: every level of that type in every `VoxelSpacing*` folder
+  (only `source_spacing_A`'s folder when set: `--voxel-spacing`), each with its voxel size
+  and origin from the OME-Zarr `coordinateTransformations`. A level within 5 % of the working
+  spacing is read as it is (the competition's level 1, 20.024 Å). Otherwise the coarsest
+  level at least as fine as the working grid is brought to it: by mean binning where the
+  ratio is an integer (a pyramid with level 0 only), else by anti-aliased linear resampling
+  in physical coordinates (13.48 Å, 7.84 Å). A run whose every level is coarser is
+  upsampled, with a warning.
+
+Detections stay in the run's own frame: the working grid's voxel size and origin (Å) travel
+with the volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from data_tools.copick_io import CopickProject, Tomogram
+from data_tools.particles import DataError
+
+log = logging.getLogger(__name__)
+
+FALLBACK_TYPES = ("denoised", "wbp", "ctfdeconvolved", "isonetcorrected")
+SPACING_TOLERANCE = 0.05  # a level this close to the working spacing is used as it is
+
+
+@dataclass(frozen=True)
+class Source:
+    """One pyramid level of one tomogram of a run."""
+
+    folder_spacing_A: float  # the VoxelSpacing folder's number
+    tomo_type: str
+    level: int
+    voxel_size_A: float  # from .zattrs
+    origin_A: float  # Å position of voxel 0's centre (the level's translation)
+    shape_zyx: tuple[int, ...]
+
+    def describe(self) -> str:
+        return (f"{self.tomo_type} VoxelSpacing{self.folder_spacing_A:.3f} level {self.level} "
+                f"({self.voxel_size_A:.3f} Å, {'x'.join(map(str, self.shape_zyx))})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a source reaches the working grid: "as is", "bin K" or "resample"."""
+
+    source: Source
+    how: str
+    working_A: float
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} -> {self.how}"
+
+
+def choose_type(project: CopickProject, run: str, preferred: str, fallback: bool) -> str:
+    types = project.tomogram_types(run)
+    if preferred in types:
+        return preferred
+    if not fallback or not types:
+        where = project.run_dir(run)
+        raise DataError(f"{where}: tomogram type {preferred!r} not found; the run has "
+                        f"{types or 'no tomograms'}")
+    chosen = next((t for t in FALLBACK_TYPES if t in types), types[0])
+    log.info("%s: no %r tomogram; using %r (fallback order %s)", run, preferred, chosen,
+             ", ".join(FALLBACK_TYPES))
+    return chosen
+
+
+def list_sources(project: CopickProject, run: str, tomo_type: str,
+                 folder_spacing_A: float | None = None) -> list[Source]:
+    """Every level of `tomo_type` in the run's spacing folders (or the one asked for)."""
+    spacings = project.voxel_spacings(run)
+    if folder_spacing_A:
+        match = [s for s in spacings if math.isclose(s, folder_spacing_A, abs_tol=5e-4)]
+        if not match:
+            raise DataError(f"{project.run_dir(run)}: no VoxelSpacing{folder_spacing_A:.3f} "
+                            f"folder; the run has spacings {spacings or 'none'}")
+        spacings = match
+    out = []
+    for s in spacings:
+        if tomo_type not in project.tomogram_types(run, s):
+            continue
+        for i, (_, vs, shape, origin) in enumerate(project.tomogram_scales(run, s, tomo_type)):
+            out.append(Source(s, tomo_type, i, vs, origin, shape))
+    if not out:
+        raise DataError(f"{project.run_dir(run)}: no {tomo_type!r} tomogram in spacings "
+                        f"{spacings or 'none'}")
+    return out
+
+
+def plan_source(sources: list[Source], working_A: float) -> Plan:
+    """The level to read and how it reaches the working grid (rules in the module doc)."""
+    def rel(s: Source) -> float:
+        return abs(s.voxel_size_A / working_A - 1)
+
+    close = [s for s in sources if rel(s) <= SPACING_TOLERANCE]
+    if close:
+        return Plan(min(close, key=rel), "as is", working_A)
+    finer = [s for s in sources if s.voxel_size_A < working_A]
+    if not finer:
+        src = min(sources, key=lambda s: s.voxel_size_A)
+        log.warning("every level is coarser than the %.2f Å working grid; upsampling %s",
+                    working_A, src.describe())
+        return Plan(src, "resample", working_A)
+    src = max(finer, key=lambda s: s.voxel_size_A)
+    ratio = working_A / src.voxel_size_A
+    k = round(ratio)
+    if k >= 2 and abs(ratio / k - 1) <= SPACING_TOLERANCE:
+        return Plan(src, f"bin {k}", working_A)
+    return Plan(src, "resample", working_A)
+
+
+def bin_mean(vol: np.ndarray, k: int) -> np.ndarray:
+    """k× mean binning; trailing rows that do not fill a bin are dropped (as pyramids do)."""
+    z, y, x = (s // k * k for s in vol.shape)
+    v = vol[:z, :y, :x]
+    return v.reshape(z // k, k, y // k, k, x // k, k).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _interp_axis(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of `a` at fractional indices `pos` along `axis` (clamped)."""
+    n = a.shape[axis]
+    if n == 1:
+        return np.repeat(a, len(pos), axis=axis)
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
+    f = np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = len(pos)
+    f = f.reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - f) + np.take(a, i0 + 1, axis=axis) * f
+
+
+def resample(vol: np.ndarray, voxel_A: float, origin_A: float, working_A: float
+             ) -> tuple[np.ndarray, float]:
+    """`vol` (voxel size voxel_A, voxel 0 centred at origin_A) on a grid of working_A voxels
+    covering the same physical extent from the same edge. Shrinking is anti-aliased with a
+    Gaussian of σ = (ratio − 1) / 2 source voxels. Returns (volume, its origin in Å)."""
+    from scipy import ndimage
+
+    ratio = working_A / voxel_A
+    vol = np.asarray(vol, dtype=np.float32)
+    if ratio > 1:
+        vol = ndimage.gaussian_filter(vol, (ratio - 1) / 2, truncate=3.0)
+    edge_A = origin_A - voxel_A / 2
+    new_origin = edge_A + working_A / 2
+    for axis, n in enumerate(vol.shape):
+        n_out = max(1, math.floor(n * voxel_A / working_A + 1e-6))
+        pos = (new_origin + np.arange(n_out) * working_A - origin_A) / voxel_A
+        vol = _interp_axis(vol, pos, axis)
+    return np.ascontiguousarray(vol, dtype=np.float32), new_origin
+
+
+def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallback: bool,
+                 working_A: float, source_spacing_A: float = 0.0) -> tuple[Tomogram, dict]:
+    """The run's tomogram on the working grid, and how it was chosen (for logs and shards)."""
+    chosen_type = choose_type(project, run, tomo_type, type_fallback)
+    plan = plan_source(list_sources(project, run, chosen_type, source_spacing_A or None),
+                       working_A)
+    s = plan.source
+    tomo = project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
+    data, voxel, origin = tomo.data, tomo.voxel_size_A, tomo.origin_A
+    if plan.how.startswith("bin"):
+        k = int(plan.how.split()[1])
+        data, origin, voxel = bin_mean(data, k), origin + voxel * (k - 1) / 2, voxel * k
+    elif plan.how == "resample":
+        data, origin = resample(data, voxel, origin, working_A)
+        voxel = working_A
+    info = {"tomogram": str(tomo.path), "type": s.tomo_type,
+            "folder_spacing_A": s.folder_spacing_A, "level": s.level,
+            "source_voxel_A": s.voxel_size_A, "how": plan.how, "voxel_A": voxel}
+    log.info("%s: %s", run, plan.describe())
+    return Tomogram(data=data, voxel_size_A=voxel, path=tomo.path, run=run,
+                    origin_A=origin), info
+
+
+def add_input_arguments(ap: argparse.ArgumentParser) -> None:
+    """--tomo-type, --voxel-spacing and --polarity for the command lines that read runs."""
+    ap.add_argument("--tomo-type", metavar="NAME",
+                    help="tomogram type to read (default: the checkpoint's, else "
+                         f"{', '.join(FALLBACK_TYPES)} in that order)")
+    ap.add_argument("--voxel-spacing", type=float, metavar="A",
+                    help="read this VoxelSpacing folder (default: chosen per run by rule)")
+    ap.add_argument("--polarity", choices=["auto", "dark", "bright"],
+                    help="protein darker or brighter than ice (default: auto, per tomogram)")
+
+
+def input_overrides(a: argparse.Namespace) -> dict:
+    """The sparsify-config fields the input arguments set (empty when none was given)."""
+    out = {}
+    if a.tomo_type:
+        out |= {"tomogram_type": a.tomo_type, "type_fallback": False}
+    if a.voxel_spacing:
+        out["source_spacing_A"] = float(a.voxel_spacing)
+    if a.polarity:
+        out["polarity"] = a.polarity
+    return out
+
+
+def with_overrides(cfg, overrides: dict | None):
+    """A SparsifyConfig with the input overrides applied (the same object when none)."""
+    return replace(cfg, **overrides) if overrides else cfg
