@@ -1,0 +1,204 @@
+"""Reading the data users have: one simulated run written the ways the data portal and other
+labs write tomograms, each read, brought to the working grid and picked like the original."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError
+from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sparsify import SparsifyConfig, read_input
+from data_tools.tomo_input import Source, plan_source, resample
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.inference import infer_project
+
+WORKING_A = 20.0
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    """One small run on which the shipped checkpoint works (weighted F4 0.82, 68 picks):
+    (path, run, full-resolution volume, voxel Å)."""
+    root = tmp_path_factory.mktemp("orig") / "p"
+    project = simulate_project(root, 1, 7, (96, 192, 192),
+                               SimRanges(snr=(1.5, 2.0), crowding=(1.5, 1.5)), progress=False)
+    run = project.runs()[0]
+    tomo = project.read_tomogram(run)
+    return root, run, tomo.data, tomo.voxel_size_A
+
+
+@pytest.fixture(scope="module")
+def original_picks(one_run):
+    root, _run, _, _ = one_run
+    return infer_project(CopickProject(root), DEFAULT_CHECKPOINT, device="cpu")
+
+
+def _variant(one_run, tmp_path, *, data=None, voxel_A=None, folder_A=10.0,
+             tomo_type="denoised", n_levels=3, dtype=np.float32) -> CopickProject:
+    """The run's picks with a tomogram written another way (the original removed)."""
+    root, run, vol, vs = one_run
+    dest = tmp_path / "variant"
+    shutil.copytree(root, dest)
+    shutil.rmtree(dest / "static" / "ExperimentRuns" / run)
+    project = CopickProject(dest)
+    project.write_tomogram(run, vol if data is None else data, voxel_A or vs, tomo_type,
+                           folder_A, n_levels=n_levels, dtype=dtype)
+    return project
+
+
+def _resampled(vol: np.ndarray, voxel_A: float, new_A: float) -> np.ndarray:
+    """An independent resampling (map_coordinates) to make other labs' voxel sizes; voxel 0
+    stays centred at 0 Å, as the written level 0 (translation 0) says."""
+    ratio = new_A / voxel_A
+    src = ndimage.gaussian_filter(vol, max(0.0, (ratio - 1) / 2)) if ratio > 1 else vol
+    shape = [int(n * voxel_A / new_A) for n in vol.shape]
+    axes = [np.arange(n) * new_A / voxel_A for n in shape]
+    grid = np.meshgrid(*axes, indexing="ij")
+    return ndimage.map_coordinates(src, grid, order=1, mode="nearest").astype(np.float32)
+
+
+def _agreement(a, b, tol_A: float) -> float:
+    """Fraction of a's picks with a pick of the same class in b within tol_A."""
+    hits = 0
+    for (name, exp), g in a.groupby(["particle_type", "experiment"]):
+        other = b[(b.particle_type == name) & (b.experiment == exp)][["x", "y", "z"]].to_numpy()
+        for p in g[["x", "y", "z"]].to_numpy():
+            hits += bool(len(other)) and np.min(np.linalg.norm(other - p, axis=1)) <= tol_A
+    return hits / max(len(a), 1)
+
+
+def _picks(project: CopickProject, **kw):
+    return infer_project(project, DEFAULT_CHECKPOINT, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("case", ["portal folder 10.012", "level 0 only", "bright protein",
+                                  "int8", "uint8", "float16"])
+def test_variants_give_the_same_picks(case, one_run, original_picks, tmp_path):
+    _, _, vol, _vs = one_run
+    z = (vol - vol.mean()) / vol.std()
+    kw = {"portal folder 10.012": {"folder_A": 10.012},
+          "level 0 only": {"n_levels": 1},
+          "bright protein": {"data": -vol},
+          "int8": {"data": z * 20, "dtype": np.int8},
+          "uint8": {"data": z * 20 + 128, "dtype": np.uint8},
+          "float16": {"data": vol, "dtype": np.float16}}[case]
+    picks = _picks(_variant(one_run, tmp_path, **kw))
+    agree = _agreement(original_picks, picks, 0.5 * WORKING_A)
+    back = _agreement(picks, original_picks, 0.5 * WORKING_A)
+    floor = 0.999 if case in ("portal folder 10.012", "level 0 only", "bright protein") else 0.9
+    assert agree >= floor and back >= floor, (
+        f"{case}: {agree:.3f} of the original's picks found again, {back:.3f} the other way "
+        f"({len(original_picks)} vs {len(picks)} picks)")
+
+
+def _displacements(a, b, tol_A: float) -> np.ndarray:
+    """b's nearest same-class pick minus a's pick (Å), for a's picks with one within tol_A."""
+    out = []
+    for (name, exp), g in a.groupby(["particle_type", "experiment"]):
+        other = b[(b.particle_type == name) & (b.experiment == exp)][["x", "y", "z"]].to_numpy()
+        for p in g[["x", "y", "z"]].to_numpy():
+            if len(other):
+                d = other[np.argmin(np.linalg.norm(other - p, axis=1))] - p
+                if np.linalg.norm(d) <= tol_A:
+                    out.append(d)
+    return np.array(out).reshape(-1, 3)
+
+
+def _score(project: CopickProject, picks) -> float:
+    from sparse_det.metric import score_tables
+    from sparse_det.writers import project_solution, to_submission
+
+    return score_tables(project_solution(project), to_submission(picks),
+                        project.particles).score
+
+
+@pytest.mark.parametrize("new_A", [13.48, 7.84])
+def test_other_voxel_sizes_are_resampled_to_the_working_grid(new_A, one_run, original_picks,
+                                                             tmp_path):
+    """Resampled twice (by the lab, then by us) the image differs a little, so a few picks
+    near a threshold come and go; those found in both must sit where the original's do (no
+    shift: a coordinate error of half a voxel would show here), and the score must hold."""
+    root, run, vol, vs = one_run
+    project = _variant(one_run, tmp_path, data=_resampled(vol, vs, new_A), voxel_A=new_A,
+                       folder_A=new_A)
+    tomo, info = read_input(project, run, SparsifyConfig())
+    assert info["how"] == "resample" and tomo.voxel_size_A == WORKING_A, info
+    assert info["folder_spacing_A"] == pytest.approx(new_A), info
+    picks = _picks(project)
+    d = _displacements(original_picks, picks, 30.0)
+    assert len(d) >= 0.85 * len(original_picks), f"{len(d)} of {len(original_picks)} matched"
+    assert np.linalg.norm(d.mean(0)) < 0.1 * WORKING_A, f"systematic shift {d.mean(0)} Å"
+    within = np.mean(np.linalg.norm(d, axis=1) <= 0.5 * WORKING_A)
+    # Measured: 0.88 (13.48 Å) and 0.92 (7.84 Å); the median moves 1.5-2 Å.
+    assert within >= 0.85, f"only {within:.2f} of matched picks within half a working voxel"
+    orig = _score(CopickProject(root), original_picks)
+    assert _score(project, picks) >= orig - 0.05, (new_A, _score(project, picks), orig)
+
+
+def test_type_fallback_and_strict_type(one_run, tmp_path, caplog):
+    _, run, _, _ = one_run
+    project = _variant(one_run, tmp_path, tomo_type="wbp")
+    with caplog.at_level("INFO"):
+        _, info = read_input(project, run, SparsifyConfig())
+    assert info["type"] == "wbp", info
+    assert "no 'denoised' tomogram; using 'wbp'" in caplog.text, caplog.text
+    strict = SparsifyConfig(tomogram_type="isonetcorrected", type_fallback=False)
+    with pytest.raises(DataError, match=r"tomogram type 'isonetcorrected' not found; the run "
+                                        r"has \['wbp'\]"):
+        read_input(project, run, strict)
+
+
+def test_several_spacings_and_an_explicit_folder(one_run, tmp_path):
+    _, run, vol, vs = one_run
+    project = _variant(one_run, tmp_path)
+    project.write_tomogram(run, _resampled(vol, vs, 13.48), 13.48, "denoised", 13.48)
+    _, info = read_input(project, run, SparsifyConfig())
+    assert info["how"] == "as is" and info["folder_spacing_A"] == 10.0, info
+    _, info = read_input(project, run, SparsifyConfig(source_spacing_A=13.48))
+    assert info["how"] == "resample" and info["folder_spacing_A"] == 13.48, info
+    with pytest.raises(DataError, match=r"no VoxelSpacing7.840 folder; the run has spacings "
+                                        r"\[10.0, 13.48\]"):
+        read_input(project, run, SparsifyConfig(source_spacing_A=7.84))
+
+
+def test_plan_rules():
+    def src(vs, level=0):
+        return Source(10.0, "denoised", level, vs, 0.0, (10, 10, 10))
+    assert plan_source([src(10.012), src(20.024, 1)], WORKING_A).how == "as is"
+    assert plan_source([src(10.012)], WORKING_A).how == "bin 2"
+    assert plan_source([src(5.0)], WORKING_A).how == "bin 4"
+    plan = plan_source([src(7.84), src(15.68, 1), src(31.36, 2)], WORKING_A)
+    assert plan.how == "resample" and plan.source.level == 1, plan
+    assert plan_source([src(40.0)], WORKING_A).how == "resample"
+
+
+def test_resample_keeps_physical_positions():
+    """A point-like blob at a known position in Å stays there after resampling."""
+    voxel, origin = 13.48, 6.74
+    pos_A = np.array([301.0, 455.5, 612.25])  # z, y, x
+    idx = np.indices((48, 64, 80)).reshape(3, -1).T * voxel + origin
+    blob = np.exp(-np.sum((idx - pos_A) ** 2, axis=1) / (2 * 30.0**2)).reshape(48, 64, 80)
+    out, new_origin = resample(blob.astype(np.float32), voxel, origin, WORKING_A)
+    assert out.shape == (32, 43, 53), out.shape
+    peak = np.array(ndimage.center_of_mass(out ** 4))
+    np.testing.assert_allclose(peak * WORKING_A + new_origin, pos_A, atol=0.1 * WORKING_A,
+                               err_msg="resampling moved the blob")
+
+
+def test_shard_records_the_input_step(one_run, tmp_path):
+    from data_tools.shards import read_shard, write_shard
+    from data_tools.sparsify import sparsify_run
+
+    root, run, _, _ = one_run
+    sv = sparsify_run(CopickProject(root), run, SparsifyConfig())
+    back = read_shard(write_shard(sv, tmp_path))
+    assert back.input["polarity"] == "dark" and back.input["how"] == "as is", back.input
+    assert json.loads(json.dumps(back.input)) == back.input
+    assert Path(back.input["tomogram"]).name == "denoised.zarr"
