@@ -1,6 +1,11 @@
-"""Summarises a copick project: runs, tomograms (shape per scale, voxel spacing), pick counts.
+"""Summarises a copick project: runs; every tomogram (type, spacing folder, each pyramid
+level's voxel size, origin and shape); which one the picker reads and how it brings it to
+the working grid; pick counts.
 
-    python -m data_tools.info PROJECT [--json]
+    python -m data_tools.info PROJECT [--json] [--tomo-type NAME] [--voxel-spacing A]
+
+The choice shown is the default sparsify settings' (those of the shipped checkpoint: 20 Å
+working grid, `denoised` preferred), with the same overrides infer takes.
 """
 
 from __future__ import annotations
@@ -11,30 +16,61 @@ import sys
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from data_tools.sparsify import SparsifyConfig
+from data_tools.tomo_input import (
+    add_input_arguments,
+    choose_type,
+    input_overrides,
+    list_sources,
+    plan_source,
+    with_overrides,
+)
 
 
-def project_info(project: CopickProject) -> dict:
+def run_tomograms(project: CopickProject, run: str) -> dict:
+    """{type or type@spacing: {voxel_spacing (level 0), shapes, levels: [...]}}."""
+    tomos = {}
+    spacings = project.voxel_spacings(run)
+    for vs in spacings:
+        for t in project.tomogram_types(run, vs):
+            levels = project.tomogram_scales(run, vs, t)
+            key = t if len(spacings) == 1 else f"{t}@{vs:g}"
+            tomos[key] = {"type": t, "folder_spacing_A": vs, "voxel_spacing": levels[0][1],
+                          "shapes": [list(lv[2]) for lv in levels],
+                          "levels": [{"path": p, "voxel_A": v, "origin_A": o,
+                                      "shape": list(s)} for p, v, s, o in levels]}
+    return tomos
+
+
+def reads(project: CopickProject, run: str, cfg: SparsifyConfig) -> str:
+    """What infer would read for this run (or why it cannot)."""
+    try:
+        tomo_type = choose_type(project, run, cfg.tomogram_type, cfg.type_fallback)
+        sources = list_sources(project, run, tomo_type, cfg.source_spacing_A or None)
+        return plan_source(sources, cfg.working_spacing_A).describe()
+    except DataError as exc:
+        return f"nothing: {exc}"
+
+
+def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:
+    cfg = cfg or SparsifyConfig()
     runs = {}
     for run in project.runs():
-        tomos = {}
-        for vs in project.voxel_spacings(run):
-            for t in project.tomogram_types(run, vs):
-                levels = project.tomogram_scales(run, vs, t)
-                key = t if len(project.voxel_spacings(run)) == 1 else f"{t}@{vs:g}"
-                tomos[key] = {"voxel_spacing": levels[0][1],
-                              "shapes": [list(lv[2]) for lv in levels]}
         picks = {k: len(v) for k, v in project.read_picks(run).items()}
-        runs[run] = {"tomograms": tomos, "picks": picks}
-    return {"runs": runs}
+        runs[run] = {"tomograms": run_tomograms(project, run), "reads": reads(project, run, cfg),
+                     "picks": picks}
+    return {"working_spacing_A": cfg.working_spacing_A, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Runs, tomograms and pick counts of a project.")
     ap.add_argument("project")
     ap.add_argument("--json", action="store_true")
+    add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        info = project_info(CopickProject(a.project))
+        info = project_info(CopickProject(a.project),
+                            with_overrides(SparsifyConfig(), input_overrides(a)))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -44,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     for run, d in info["runs"].items():
         print(run)
         for t, td in d["tomograms"].items():
-            shapes = ", ".join("x".join(map(str, s)) for s in td["shapes"])
-            print(f"  {t:<18} {td['voxel_spacing']:.3f} Å  {shapes}")
+            levels = ", ".join(f"{lv['voxel_A']:.3f} Å {'x'.join(map(str, lv['shape']))}"
+                               for lv in td["levels"])
+            print(f"  {t:<22} VoxelSpacing{td['folder_spacing_A']:.3f}: {levels}")
+        print(f"  reads: {d['reads']}")
         print("  picks: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
     return 0
 

@@ -21,7 +21,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
@@ -149,6 +148,8 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
                     ) -> tuple[np.ndarray, list[np.ndarray], dict]:
     """Returns (selection score, [feature volumes], polarity info) for a tomogram; features
     have protein positive."""
+    from scipy import ndimage  # here, not at the top: command lines start faster
+
     x = robust_normalise(vol, what)
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
@@ -185,6 +186,8 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - cfg.keep_fraction))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
+        from scipy import ndimage
+
         mask = ndimage.binary_dilation(mask, iterations=cfg.dilate_vox)
     coords = np.ascontiguousarray(np.argwhere(mask), dtype=np.int32)
     if len(coords) == 0:

@@ -15,6 +15,8 @@ from sparse_det.config import (
     resolve_path,
 )
 
+CHECKPOINT_FILE = "checkpoint.pt"  # inside each Ray checkpoint folder; sparse_det.infer loads it
+
 
 @dataclass
 class RayConfig:

@@ -26,8 +26,7 @@ from pathlib import Path
 from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from ray_jobs.config import RayConfig, load_train_config
-from ray_jobs.train_loop import CHECKPOINT_FILE
+from ray_jobs.config import CHECKPOINT_FILE, RayConfig, load_train_config
 from sparse_det.checkpoint import read_checkpoint
 from sparse_det.config import Config, ConfigError
 

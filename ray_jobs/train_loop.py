@@ -13,12 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ray_jobs.config import ray_config_from_dict
+from ray_jobs.config import CHECKPOINT_FILE, ray_config_from_dict
 from sparse_det.checkpoint import read_checkpoint, save_checkpoint
 from sparse_det.config import Config, config_from_dict
 from sparse_det.training import Hooks, TrainState, fit
-
-CHECKPOINT_FILE = "checkpoint.pt"  # inside each Ray checkpoint folder; sparse_det.infer loads it
 
 
 def _all_gather(obj) -> list:

@@ -1,5 +1,9 @@
 """Checkpoints: model weights, config, thresholds and particle table in one plain dict,
-loadable with torch.load(weights_only=True)."""
+loadable with torch.load(weights_only=True).
+
+torch is imported inside the functions: command lines import this module for its names and
+errors, and `--help` or a bad argument must not wait a second for torch.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from data_tools.atomic import atomic_path
 from data_tools.particles import ParticleTable
 from sparse_det.config import Config, ConfigError, config_from_dict
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "sparse-det-checkpoint-v1"
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
@@ -20,6 +26,12 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
 
 class CheckpointError(ValueError):
     pass
+
+
+def _torch():
+    import torch
+
+    return torch
 
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: Config,
@@ -33,7 +45,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: Config,
            "feature_names": list(feature_names),
            "thresholds": {k: float(v) for k, v in thresholds.items()}, "extra": extra or {}}
     with atomic_path(path) as tmp:
-        torch.save(doc, tmp)
+        _torch().save(doc, tmp)
     return path
 
 
@@ -42,7 +54,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
+        doc = _torch().load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             OSError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or foreign "
@@ -66,15 +78,35 @@ class LoadedCheckpoint:
     path: Path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
-    from sparse_det.model import build_model  # spconv loads only when a model is built
+@dataclass(frozen=True)
+class Settings:
+    """What a checkpoint reads and predicts, without its model (no spconv needed)."""
 
-    doc = read_checkpoint(path)
+    config: Config
+    particles: ParticleTable
+    feature_names: list[str]
+    thresholds: dict[str, float]
+
+
+def _settings(path: str | Path, doc: dict) -> Settings:
     try:
         cfg = config_from_dict(doc["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint config ({exc})") from exc
-    particles = ParticleTable.from_list(doc["particles"])
+    return Settings(cfg, ParticleTable.from_list(doc["particles"]),
+                    list(doc["feature_names"]), dict(doc["thresholds"]))
+
+
+def checkpoint_settings(path: str | Path) -> Settings:
+    return _settings(path, read_checkpoint(path))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
+    from sparse_det.model import build_model  # spconv loads only when a model is built
+
+    doc = read_checkpoint(path)
+    settings = _settings(path, doc)
+    cfg, particles = settings.config, settings.particles
     model = build_model(in_channels=len(doc["feature_names"]), num_classes=len(particles),
                         channels=cfg.model.channels,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
@@ -84,5 +116,5 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         raise CheckpointError(f"{path}: weights do not fit the model its config describes "
                               f"({str(exc)[:300]})") from exc
     model.eval()
-    return LoadedCheckpoint(model, cfg, particles, dict(doc["thresholds"]),
-                            list(doc["feature_names"]), Path(path))
+    return LoadedCheckpoint(model, cfg, particles, settings.thresholds,
+                            settings.feature_names, Path(path))

@@ -15,10 +15,6 @@ from data_tools.copick_io import CopickProject
 from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 from sparse_det.config import config_from_dict
-from sparse_det.evaluate import evaluate
-from sparse_det.inference import infer_project
-from sparse_det.visualize import visualize_run
-from sparse_det.writers import to_submission, write_submission
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submission", default="submissions/demo_submission.csv")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
+    from sparse_det.evaluate import evaluate
+    from sparse_det.inference import infer_project
+    from sparse_det.visualize import visualize_run
+    from sparse_det.writers import to_submission, write_submission
+
     out = Path(a.out)
     project_dir = out / "project"
     tty = sys.stderr.isatty() and not a.quiet

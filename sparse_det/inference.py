@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,12 @@ from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.particles import DataError, ParticleTable
 from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
 from data_tools.tomo_input import with_overrides
-from sparse_det.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from sparse_det.checkpoint import (
+    CheckpointError,
+    LoadedCheckpoint,
+    checkpoint_settings,
+    load_checkpoint,
+)
 from sparse_det.config import PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
@@ -102,12 +108,6 @@ class Picker:
     def thresholds(self) -> dict[str, float]:
         return self.ckpt.thresholds
 
-    def check_project(self, project: CopickProject) -> None:
-        unknown = sorted(set(self.particles.names) - set(project.particles.names))
-        if unknown:
-            raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
-                            "project")
-
     def sparse(self, project: CopickProject, run: str,
                shards_dir: str | Path | None = None) -> SparseVolume:
         return load_sparse(project, run, self.sparsify_config, self.ckpt.feature_names,
@@ -124,6 +124,32 @@ class Picker:
         return dets.threshold(self.thresholds, self.ckpt.config.postprocess.default_threshold)
 
 
+class _LoadingPicker:
+    """Picker.load in a daemon thread. Building the model first imports spconv, whose kernel
+    tables take about 3 s of pure Python here; meanwhile the first tomogram is read and
+    sparsified (zarr and scipy release the GIL), which hides most of that first-tomogram
+    penalty. A daemon thread: an error on the first tomogram exits at once."""
+
+    def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None):
+        self._picker: Picker | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, daemon=True,
+                                        args=(checkpoint, device, input_overrides))
+        self._thread.start()
+
+    def _load(self, checkpoint, device, input_overrides) -> None:
+        try:
+            self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Picker:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._picker
+
+
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
@@ -131,13 +157,19 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å)."""
     from tqdm import tqdm
 
-    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
-    picker.check_project(project)
+    settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
+    unknown = sorted(set(settings.particles.names) - set(project.particles.names))
+    if unknown:
+        raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
+                        "project")
+    sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
+    loading = _LoadingPicker(checkpoint, device, input_overrides)
     picked = []
     for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",
                     disable=not progress):
         t0 = time.perf_counter()
-        sv = picker.sparse(project, run, shards_dir)
+        sv = load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir)
+        picker = loading.result()  # waits for the model on the first run only
         picked.append(picker.pick(picker.detect(sv)))
         log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
                  time.perf_counter() - t0)

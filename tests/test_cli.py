@@ -15,6 +15,15 @@ def test_info_json(small_project, capsys):
     assert abs(tomo["voxel_spacing"] - 10.012) < 1e-6, tomo
     picks = small_project.read_picks(run)
     assert doc["runs"][run]["picks"] == {k: len(v) for k, v in picks.items()}, doc
+    assert doc["runs"][run]["reads"] == ("denoised VoxelSpacing10.000 level 1 (20.024 Å, "
+                                         "32x96x96) -> as is"), doc["runs"][run]["reads"]
+    assert [lv["origin_A"] for lv in tomo["levels"]] == [0.0, 5.006, 15.018], tomo["levels"]
+
+
+def test_info_text_shows_what_infer_reads(small_project, capsys):
+    assert info_main([str(small_project.path), "--tomo-type", "wbp"]) == 0
+    out = capsys.readouterr().out
+    assert "reads: nothing:" in out and "tomogram type 'wbp' not found" in out, out
 
 
 def test_evaluate_solution_against_itself(small_project, capsys):

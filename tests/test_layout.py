@@ -72,3 +72,20 @@ def test_spconv_is_imported_in_one_module():
                        for p in (REPO / pkg).rglob("*.py")
                        if any(n.split(".")[0] == "spconv" for n in _imported(p)))
     assert importers == ["sparse_det/model/spconv_compat.py"], importers
+
+
+def test_command_lines_start_without_torch():
+    """`--help`, argument errors and bad-input errors must answer at once: the command-line
+    modules import neither torch nor spconv until a model is built."""
+    clis = ["sparse_det.infer", "sparse_det.tune", "sparse_det.train", "sparse_det.visualize",
+            "sparse_det.evaluate", "sparse_det.demo", "data_tools.sparsify", "data_tools.info",
+            "ray_jobs.train", "ray_jobs.preprocess"]
+    code = ("import importlib, sys\n"
+            f"for m in {clis!r}:\n"
+            "    importlib.import_module(m)\n"
+            "heavy = sorted(m for m in ('torch', 'spconv', 'ray') if m in sys.modules)\n"
+            "print(heavy)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]", f"imported at start-up: {res.stdout}"
