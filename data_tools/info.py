@@ -16,15 +16,8 @@ import sys
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from data_tools.sparsify import SparsifyConfig
-from data_tools.tomo_input import (
-    add_input_arguments,
-    choose_type,
-    input_overrides,
-    list_sources,
-    plan_source,
-    with_overrides,
-)
+from data_tools.sparsify import SparsifyConfig, plan_input
+from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 
 
 def run_tomograms(project: CopickProject, run: str) -> dict:
@@ -45,9 +38,7 @@ def run_tomograms(project: CopickProject, run: str) -> dict:
 def reads(project: CopickProject, run: str, cfg: SparsifyConfig) -> str:
     """What infer would read for this run (or why it cannot)."""
     try:
-        tomo_type = choose_type(project, run, cfg.tomogram_type, cfg.type_fallback)
-        sources = list_sources(project, run, tomo_type, cfg.source_spacing_A or None)
-        return plan_source(sources, cfg.working_spacing_A).describe()
+        return plan_input(project, run, cfg).describe()
     except DataError as exc:
         return f"nothing: {exc}"
 

@@ -26,6 +26,7 @@ from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.tomo_input import (
+    Plan,
     Source,
     add_input_arguments,
     choose_type,
@@ -211,12 +212,18 @@ def read_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> tuple[T
                         source_spacing_A=cfg.source_spacing_A)
 
 
+def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
+    """Which level of which tomogram `cfg` reads for the run and how, from metadata alone:
+    command lines call it on every run before any heavy work, so bad input fails at once."""
+    tomo_type = choose_type(project, run, cfg.tomogram_type, cfg.type_fallback)
+    return plan_source(list_sources(project, run, tomo_type, cfg.source_spacing_A or None),
+                       cfg.working_spacing_A)
+
+
 def full_resolution_source(project: CopickProject, run: str, cfg: SparsifyConfig) -> Source:
     """The finest level of the tomogram `cfg` reads (pictures, STAR pixel sizes)."""
-    tomo_type = choose_type(project, run, cfg.tomogram_type, cfg.type_fallback)
-    plan = plan_source(list_sources(project, run, tomo_type, cfg.source_spacing_A or None),
-                       cfg.working_spacing_A)
-    return list_sources(project, run, tomo_type, plan.source.folder_spacing_A)[0]
+    s = plan_input(project, run, cfg).source
+    return list_sources(project, run, s.tomo_type, s.folder_spacing_A)[0]
 
 
 def read_full_resolution(project: CopickProject, run: str, cfg: SparsifyConfig) -> Tomogram:

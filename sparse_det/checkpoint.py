@@ -7,6 +7,7 @@ errors, and `--help` or a bad argument must not wait a second for torch.
 
 from __future__ import annotations
 
+import collections
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -49,14 +50,16 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: Config,
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
+_UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+               OSError, KeyError)
+
+
+def _check(path: Path, load) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        doc = _torch().load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError) as exc:
+        doc = load(path)
+    except _UNREADABLE as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or foreign "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -64,6 +67,37 @@ def read_checkpoint(path: str | Path) -> dict:
                               f"{doc.get('format') if isinstance(doc, dict) else type(doc)!r}, "
                               f"expected {FORMAT!r})")
     return doc
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    return _check(Path(path), lambda p: _torch().load(p, map_location="cpu", weights_only=True))
+
+
+class _NoTensors(pickle.Unpickler):
+    """A checkpoint's pickle read without torch, tensors left out: plain containers and
+    torch's tensor-rebuild names only (a subset of what torch's weights_only allows)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module == "torch._utils" and name.startswith("_rebuild_tensor")) or (
+                module == "torch" and name.endswith("Storage")):
+            return _nothing
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _nothing(*args, **kwargs) -> None:
+    return None
+
+
+def _read_without_torch(path: Path) -> dict:
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+        with z.open(name) as f:
+            return _NoTensors(f).load()
 
 
 @dataclass
@@ -98,7 +132,13 @@ def _settings(path: str | Path, doc: dict) -> Settings:
 
 
 def checkpoint_settings(path: str | Path) -> Settings:
-    return _settings(path, read_checkpoint(path))
+    """Read in milliseconds, without torch: command lines check their input against it
+    before anything heavy loads."""
+    try:
+        doc = _check(Path(path), _read_without_torch)
+    except StopIteration:  # a zip that torch did not write
+        doc = read_checkpoint(path)
+    return _settings(path, doc)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:

@@ -47,15 +47,42 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
     if a.star_out:
         from data_tools.sparsify import input_pixel_size_A
         from data_tools.tomo_input import with_overrides
-        from sparse_det.checkpoint import read_checkpoint
-        from sparse_det.config import config_from_dict
+        from sparse_det.checkpoint import checkpoint_settings
 
-        sparsify = with_overrides(config_from_dict(read_checkpoint(a.checkpoint)["config"])
-                                  .sparsify, input_overrides(a))
+        sparsify = with_overrides(checkpoint_settings(a.checkpoint).config.sparsify,
+                                  input_overrides(a))
         sizes = {r: input_pixel_size_A(project, r, sparsify) for r in runs}
         paths = write_star_files(a.star_out, rows, runs=runs, pixel_sizes_A=sizes,
                                  particles=project.particles)
         log.info("wrote %d STAR files to %s", len(paths), a.star_out)
+
+
+def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str]]:
+    """Everything that can be wrong with the input, checked before anything heavy loads:
+    the project, the runs, the outputs, the checkpoint and each run's tomogram (from
+    metadata: which one is read and how)."""
+    if not Path(a.project).exists() and a.project == DEFAULT_PROJECT:
+        raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
+                        "--project")
+    project = CopickProject(a.project)
+    runs = a.runs or project.runs()
+    for run in runs:
+        project.run_dir(run)  # an unknown or unsafe run name fails before any work
+    writable_dir(Path(a.out).parent)  # an unwritable output fails before any work too
+    if a.star_out:
+        writable_dir(a.star_out)
+    if a.picks_out and a.user_id == GT_USER:
+        raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
+    from data_tools.sparsify import plan_input
+    from data_tools.tomo_input import with_overrides
+    from sparse_det.checkpoint import checkpoint_settings
+
+    sparsify = with_overrides(checkpoint_settings(a.checkpoint).config.sparsify,
+                              input_overrides(a))
+    if not a.shards:  # with shards, a run's tomogram may not be needed at all
+        for run in runs:
+            plan_input(project, run, sparsify)
+    return project, runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,19 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
     try:
-        if not Path(a.project).exists() and a.project == DEFAULT_PROJECT:
-            raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
-                            "--project")
-        project = CopickProject(a.project)
-        runs = a.runs or project.runs()
-        for run in runs:
-            project.run_dir(run)  # an unknown or unsafe run name fails before any work
-        out = Path(a.out)
-        writable_dir(out.parent)  # an unwritable output fails before any work too
-        if a.star_out:
-            writable_dir(a.star_out)
-        if a.picks_out and a.user_id == GT_USER:
-            raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
+        project, runs = preflight(a)
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n_runs = rows["experiment"].nunique() if len(rows) else 0
-    log.info("wrote %d particles from %d run(s) to %s in %.1f s", len(rows), n_runs, out,
+    log.info("wrote %d particles from %d run(s) to %s in %.1f s", len(rows), n_runs, a.out,
              time.perf_counter() - t0)
     return 0
 

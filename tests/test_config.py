@@ -28,3 +28,43 @@ def test_ray_section_is_checked_by_ray_jobs(tmp_path):
     bad.write_text("ray: {num_wrkers: 2}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: config.ray: unknown keys \['num_wrkers'\]"):
         load_train_config(bad)
+
+
+def test_checkpoint_settings_are_read_without_torch():
+    """Command lines check their input against the checkpoint's settings before loading
+    torch; what they read must be what torch reads."""
+    import subprocess
+    import sys
+
+    from sparse_det.checkpoint import (
+        DEFAULT_CHECKPOINT,
+        _settings,
+        checkpoint_settings,
+        read_checkpoint,
+    )
+
+    fast, slow = checkpoint_settings(DEFAULT_CHECKPOINT), _settings(
+        DEFAULT_CHECKPOINT, read_checkpoint(DEFAULT_CHECKPOINT))
+    assert fast.config == slow.config and fast.thresholds == slow.thresholds, (fast, slow)
+    assert fast.feature_names == slow.feature_names, (fast, slow)
+    assert fast.particles.to_list() == slow.particles.to_list(), (fast, slow)
+    code = ("import sys\nfrom sparse_det.checkpoint import checkpoint_settings, "
+            "DEFAULT_CHECKPOINT\ncheckpoint_settings(DEFAULT_CHECKPOINT)\n"
+            "print('torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.strip() == "False", res.stdout + res.stderr[-1000:]
+
+
+def test_checkpoint_settings_refuse_other_pickled_objects(tmp_path):
+    import pickle
+    import zipfile
+
+    from sparse_det.checkpoint import CheckpointError, checkpoint_settings
+
+    bad = tmp_path / "evil.pt"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("evil/data.pkl", pickle.dumps({"format": "x", "f": print}))
+    with pytest.raises(CheckpointError, match=r"evil.pt: not a readable checkpoint.*"
+                                              r"builtins.print is not allowed"):
+        checkpoint_settings(bad)

@@ -13,11 +13,13 @@ import torch
 
 # spconv's import trips a torch.fx deprecation notice on every start; it is not ours to fix.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+# Its import also raises torch.cuda.amp deprecation notices. A standing filter for spconv's
+# own modules, not catch_warnings(): the import may run in a loader thread, and
+# catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv(\.|$)")
 try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import spconv.pytorch as spconv
-        from spconv.core import ConvAlgo
+    import spconv.pytorch as spconv
+    from spconv.core import ConvAlgo
     SPCONV_ERROR: Exception | None = None
 except ImportError as exc:  # pragma: no cover - exercised only where spconv is absent
     spconv = None
