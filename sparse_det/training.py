@@ -190,6 +190,19 @@ def epoch_line(rec: dict) -> str:
             + " ".join(f"{k}={v:.2f}" for k, v in rec["val_f4"].items()))
 
 
+def start_line(cfg: Config, train_s: list[RunSample], val_s: list[RunSample], world: int
+               ) -> str:
+    """What is about to happen, before the first (long) epoch."""
+    t = cfg.train
+    n_vox = sum(len(s.sv) for s in train_s)
+    init = f"from {Path(t.init_checkpoint).name}" if t.init_checkpoint else "from scratch"
+    each = " per worker" if world > 1 else ""
+    return (f"training {init} on {len(train_s)} run(s){each} ({n_vox:,} voxels), "
+            f"validating on {len(val_s)}{each}, {world} worker(s): {t.steps} steps in epochs of "
+            f"{t.steps_per_epoch}, batch {t.batch_size}, lr {t.lr:g}"
+            + (f", time budget {t.time_budget_s:.0f} s" if t.time_budget_s > 0 else ""))
+
+
 def share(items: list, rank: int, world: int, at_least_one: bool = False) -> list:
     """Rank's slice of `items`; with `at_least_one` a rank past the end reuses one item."""
     mine = items[rank::world]
@@ -241,6 +254,8 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
     train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True))
     val_s = load_samples(cfg, project, share(val_runs, hooks.rank, hooks.world))
     state = build_state(cfg, train_s[0].sv.feature_names, project.particles, device)
+    if hooks.rank == 0:
+        hooks.say(start_line(cfg, train_s, val_s, hooks.world))
     if resume_doc is not None:
         state.restore(resume_doc)
         if hooks.rank == 0:
@@ -276,6 +291,18 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
     return state
 
 
+def check_same_start(path: Path, resume_doc: dict, cfg: Config) -> None:
+    """A run folder resumes only the run it holds: one started from other weights than
+    train.init_checkpoint would silently ignore --init."""
+    was = resume_doc.get("config", {}).get("train", {}).get("init_checkpoint", "")
+    now = cfg.train.init_checkpoint
+    if (Path(was).resolve() if was else None) != (Path(now).resolve() if now else None):
+        raise CheckpointError(
+            f"{path}: this folder holds a run started from {was or 'scratch'}, not from "
+            f"{now or 'scratch'}; resuming it would ignore that. Pass --fresh to start over "
+            "here, or another --out-dir")
+
+
 def train(cfg: Config, *, progress: bool = True, resume: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> Path:
     """Single-process training. Writes <out_dir>/last.pt and history.json each epoch and
@@ -288,6 +315,8 @@ def train(cfg: Config, *, progress: bool = True, resume: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     resume_doc = read_checkpoint(last) if resume and last.is_file() else None
+    if resume_doc is not None:
+        check_same_start(last, resume_doc, cfg)
 
     def save(state: TrainState, rec: dict, val: dict) -> None:
         common = state.checkpoint_fields(cfg, val)

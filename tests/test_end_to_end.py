@@ -131,6 +131,16 @@ def test_fine_tune_starts_from_given_weights(trained, tmp_path):
                                msg="fine-tuning did not start from the given weights")
 
 
+def test_init_is_never_silently_ignored(trained, capsys):
+    """The trained folder holds a run from scratch: resuming it with --init would drop the
+    init, so it is an error that names --fresh."""
+    cfg, best = copy.deepcopy(trained[0]), trained[1]
+    cfg.train.init_checkpoint = str(best)
+    with pytest.raises(CheckpointError, match=r"last.pt: this folder holds a run started from "
+                                              r"scratch, not from .*best.pt.*Pass --fresh"):
+        train(cfg, progress=False, resume=True)
+
+
 def test_fine_tune_from_incompatible_checkpoint(trained, tmp_path):
     cfg, best = copy.deepcopy(trained[0]), trained[1]
     doc = torch.load(best, weights_only=True)
