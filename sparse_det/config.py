@@ -80,6 +80,7 @@ class TrainConfig:
     intensity_jitter: float = 0.25
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
+    patience: int = 0  # stop after this many epochs without a better val F4 (0: never)
     init_checkpoint: str = ""  # start from these weights (fine-tuning), e.g. the shipped one
 
 

@@ -281,14 +281,26 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
         hooks.save(state, rec, val)
         if hooks.rank == 0:
             hooks.say(epoch_line(rec))
-        # Every rank decides alike (the slowest rank's clock), so all report equally often.
-        budget = cfg.train.time_budget_s
-        if budget > 0 and max(p["elapsed"] for p in parts) > budget:
+        reason = stop_reason(cfg, state, max(p["elapsed"] for p in parts))
+        if reason:
             if hooks.rank == 0:
-                hooks.say(f"time budget of {budget:.0f} s spent at step {state.step}")
+                hooks.say(f"{reason}: stopping at step {state.step}")
             break
     bar.close()
     return state
+
+
+def stop_reason(cfg: Config, state: TrainState, elapsed_s: float) -> str | None:
+    """Why to stop before train.steps, if at all. Every rank decides alike (the slowest
+    rank's clock, the gathered validation), so all report equally often."""
+    budget = cfg.train.time_budget_s
+    if budget > 0 and elapsed_s > budget:
+        return f"time budget of {budget:.0f} s spent"
+    patience = cfg.train.patience
+    scores = [h["val_score"] for h in state.history]
+    if patience > 0 and len(scores) - 1 - scores.index(max(scores)) >= patience:
+        return f"no better validation F4 in {patience} epoch(s)"
+    return None
 
 
 def check_same_start(path: Path, resume_doc: dict, cfg: Config) -> None:
