@@ -78,6 +78,7 @@ def test_command_lines_start_without_torch():
     """`--help`, argument errors and bad-input errors must answer at once: the command-line
     modules import neither torch nor spconv until a model is built."""
     clis = ["sparse_det.infer", "sparse_det.tune", "sparse_det.train", "sparse_det.visualize",
+            "sparse_det.finetune",
             "sparse_det.evaluate", "sparse_det.demo", "data_tools.sparsify", "data_tools.info",
             "ray_jobs.train", "ray_jobs.preprocess"]
     code = ("import importlib, sys\n"
