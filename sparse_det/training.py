@@ -281,7 +281,8 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
         hooks.save(state, rec, val)
         if hooks.rank == 0:
             hooks.say(epoch_line(rec))
-        reason = stop_reason(cfg, state, max(p["elapsed"] for p in parts))
+        reason = (stop_reason(cfg, state, max(p["elapsed"] for p in parts))
+                  if state.step < cfg.train.steps else None)
         if reason:
             if hooks.rank == 0:
                 hooks.say(f"{reason}: stopping at step {state.step}")

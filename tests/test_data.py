@@ -139,3 +139,19 @@ def test_resume_restores_optimizer_and_schedule(tmp_path):
     for (k, v), w in zip(state.core.state_dict().items(), fresh.core.state_dict().values(),
                          strict=True):
         torch.testing.assert_close(v, w, msg=f"{k} differs after one resumed step")
+
+
+def test_stop_reason_budget_and_patience():
+    from types import SimpleNamespace
+
+    from sparse_det.training import stop_reason
+
+    cfg = Config()
+    state = SimpleNamespace(history=[{"val_score": s} for s in (0.5, 0.7, 0.6, 0.65)])
+    assert stop_reason(cfg, state, 1e9) is None, "no budget and no patience: never stop"
+    cfg.train.patience = 2
+    assert stop_reason(cfg, state, 0.0) == "no better validation F4 in 2 epoch(s)"
+    cfg.train.patience = 3
+    assert stop_reason(cfg, state, 0.0) is None, "only 2 epochs since the best"
+    cfg.train.time_budget_s = 10.0
+    assert stop_reason(cfg, state, 11.0) == "time budget of 10 s spent"
