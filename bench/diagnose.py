@@ -28,8 +28,8 @@ def run_table(picker, project, run: str):
 
     sv = picker.sparse(project, run)
     probs, offsets = predict_sparse(picker.ckpt.model, sv, picker.device, amp=False)
-    dets = detections_from_outputs(sv, probs, offsets, picker.particles,
-                                   picker.ckpt.config.postprocess)
+    dets = picker.calibrate(detections_from_outputs(sv, probs, offsets, picker.particles,
+                                                    picker.ckpt.config.postprocess))
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, picker.particles)
     labels, _ = make_targets(sv.coords_zyx, centers, classes, radii)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         dets, truths = [d for d, _ in runs], [t for _, t in runs]
         oracle = tune_thresholds(dets, truths, picker.particles, 1.0)
         shipped = {p.name: sum((ClassScore(*match_counts(
-            t[p.name], d.threshold(picker.thresholds, 1.0)[p.name][0], p.radius_A * HIT))
+            t[p.name], picker.pick(d)[p.name][0], p.radius_A * HIT))
             for d, t in zip(dets, truths, strict=True)), ClassScore(0, 0, 0))
             for p in picker.particles}
         print(f"{path}: weighted F4 at the checkpoint's thresholds "

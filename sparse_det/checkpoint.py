@@ -37,14 +37,16 @@ def _torch():
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: Config,
                     particles: ParticleTable, feature_names: list[str],
-                    thresholds: dict[str, float], extra: dict | None = None) -> Path:
+                    thresholds: dict[str, float], extra: dict | None = None,
+                    calibration: dict[str, list[float]] | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     doc = {"format": FORMAT, "config": config.to_dict(), "model": state,
            "particles": [{**p, "color": list(p["color"])} for p in particles.to_list()],
            "feature_names": list(feature_names),
-           "thresholds": {k: float(v) for k, v in thresholds.items()}, "extra": extra or {}}
+           "thresholds": {k: float(v) for k, v in thresholds.items()}, "extra": extra or {},
+           "calibration": {k: [float(a), float(b)] for k, (a, b) in (calibration or {}).items()}}
     with atomic_path(path) as tmp:
         _torch().save(doc, tmp)
     return path
@@ -110,6 +112,9 @@ class LoadedCheckpoint:
     thresholds: dict[str, float]  # per-class score thresholds tuned for F4
     feature_names: list[str]  # the sparse features the model was trained on, in order
     path: Path
+    # Per class [a, b]: score = sigmoid(a·ln(vote mass) + b), thresholds then probabilities;
+    # empty for checkpoints from before calibration (scores and thresholds in vote mass).
+    calibration: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Settings:
     particles: ParticleTable
     feature_names: list[str]
     thresholds: dict[str, float]
+    calibration: dict[str, list[float]]
 
 
 def _settings(path: str | Path, doc: dict) -> Settings:
@@ -128,7 +134,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
     except ConfigError as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint config ({exc})") from exc
     return Settings(cfg, ParticleTable.from_list(doc["particles"]),
-                    list(doc["feature_names"]), dict(doc["thresholds"]))
+                    list(doc["feature_names"]), dict(doc["thresholds"]),
+                    {k: list(v) for k, v in doc.get("calibration", {}).items()})
 
 
 def checkpoint_settings(path: str | Path) -> Settings:
@@ -157,4 +164,4 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
                               f"({str(exc)[:300]})") from exc
     model.eval()
     return LoadedCheckpoint(model, cfg, particles, settings.thresholds,
-                            settings.feature_names, Path(path))
+                            settings.feature_names, Path(path), settings.calibration)

@@ -77,7 +77,8 @@ def _fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, d
     from sparse_det.inference import Picker
 
     picker = Picker.load(checkpoint, device)
-    return [picker.detect(picker.sparse(project, r, shards)) for r in runs]
+    # Vote masses: one calibration is fit on every fold's detections together.
+    return [picker.detect(picker.sparse(project, r, shards), calibrated=False) for r in runs]
 
 
 def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
@@ -87,7 +88,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4)."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings
-    from sparse_det.thresholds import tune_thresholds
+    from sparse_det.thresholds import calibrate_and_tune
     from sparse_det.training import train
 
     out = Path(out)
@@ -107,8 +108,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress)
-    tuning = tune_thresholds(dets, truths, settings.particles,
-                             settings.config.postprocess.default_threshold)
+    tuning, calibration = calibrate_and_tune(dets, truths, settings.particles)
     log.info("out-of-fold weighted F4 %.4f at thresholds tuned on %d held-out run(s)",
              tuning.score, len(dets))
     final = Path(fold_info[0]["checkpoint"])
@@ -121,7 +121,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         final = train(cfg, progress=progress).with_name("last.pt")
     summary = {"base": str(base), "runs": runs, "folds": fold_info,
                "oof": tuning.summary(), "final": str(final)}
-    _write(final, out, tuning.thresholds, summary)
+    _write(final, out, tuning.thresholds, calibration, summary)
     return summary
 
 
@@ -148,7 +148,7 @@ def _best_step(checkpoint: Path) -> int:
     return int(read_checkpoint(checkpoint)["extra"]["step"])
 
 
-def _write(final: Path, out: Path, thresholds: dict, summary: dict) -> None:
+def _write(final: Path, out: Path, thresholds: dict, calibration: dict, summary: dict) -> None:
     import torch
 
     from data_tools.atomic import atomic_path
@@ -156,6 +156,7 @@ def _write(final: Path, out: Path, thresholds: dict, summary: dict) -> None:
 
     doc = read_checkpoint(final)
     doc["thresholds"] = {k: float(v) for k, v in thresholds.items()}
+    doc["calibration"] = calibration  # fit on the same out-of-fold detections
     doc["extra"] = {"finetune": summary, "step": doc.get("extra", {}).get("step")}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

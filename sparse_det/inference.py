@@ -36,6 +36,7 @@ from sparse_det.config import PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
 from sparse_det.structures import Detections, SparseBatch, SparseVolume, detections_table
+from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibration
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +114,22 @@ class Picker:
         return load_sparse(project, run, self.sparsify_config, self.ckpt.feature_names,
                            shards_dir)
 
-    def detect(self, sv: SparseVolume) -> Detections:
-        """Unthresholded detections (centres x,y,z Å, scores)."""
+    def detect(self, sv: SparseVolume, *, calibrated: bool = True) -> Detections:
+        """Unthresholded detections (centres x,y,z Å); scores calibrated to probabilities
+        when the checkpoint has a calibration, else (or `calibrated=False`) vote masses."""
         cfg = self.ckpt.config
-        return detect_sparse(self.ckpt.model, sv, self.particles, cfg.postprocess,
+        dets = detect_sparse(self.ckpt.model, sv, self.particles, cfg.postprocess,
                              self.device, amp=cfg.train.amp)
+        return self.calibrate(dets) if calibrated else dets
+
+    def calibrate(self, dets: Detections) -> Detections:
+        return apply_calibration(dets, self.ckpt.calibration)
 
     def pick(self, dets: Detections) -> Detections:
-        """The detections at the checkpoint's thresholds."""
-        return dets.threshold(self.thresholds, self.ckpt.config.postprocess.default_threshold)
+        """Calibrated detections at the checkpoint's thresholds."""
+        default = (CALIBRATED_DEFAULT_THRESHOLD if self.ckpt.calibration
+                   else self.ckpt.config.postprocess.default_threshold)
+        return dets.threshold(self.thresholds, default)
 
 
 class _LoadingPicker:

@@ -35,7 +35,7 @@ from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses
 from sparse_det.model import build_model
 from sparse_det.structures import Detections
-from sparse_det.thresholds import tune_thresholds
+from sparse_det.thresholds import calibrate_and_tune
 
 WARMUP_FRACTION = 0.05  # of all steps, linear warm-up of the learning rate
 LR_FLOOR = 0.02  # the cosine decays to this fraction of train.lr
@@ -79,7 +79,8 @@ class TrainState:
     def checkpoint_fields(self, cfg: Config, val: dict) -> dict:
         """save_checkpoint's arguments but the extra: the model and what inference needs."""
         return {"model": self.core, "config": cfg, "particles": self.particles,
-                "feature_names": self.feature_names, "thresholds": val["thresholds"]}
+                "feature_names": self.feature_names, "thresholds": val["thresholds"],
+                "calibration": val.get("calibration")}
 
     def resume_extra(self, val: dict) -> dict:
         return {"step": self.step, "best": self.best, "history": self.history, "val": val,
@@ -237,10 +238,10 @@ def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: to
     all of them together. Returns (validation summary, every rank's payload)."""
     dets = detect_runs(state.core, val_s, state.particles, cfg, device)
     parts = hooks.gather(payload | {"dets": dets, "truths": [s.truth_xyz_A for s in val_s]})
-    tuning = tune_thresholds([d for p in parts for d in p["dets"]],
-                             [t for p in parts for t in p["truths"]], state.particles,
-                             cfg.postprocess.default_threshold)
-    return tuning.summary(), parts
+    tuning, calibration = calibrate_and_tune([d for p in parts for d in p["dets"]],
+                                             [t for p in parts for t in p["truths"]],
+                                             state.particles)
+    return tuning.summary() | {"calibration": calibration}, parts
 
 
 def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | None = None,

@@ -17,15 +17,16 @@ from sparse_det.checkpoint import CheckpointError
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None):
-    """Detections of every selected run → thresholds over all of them → `out`. Returns
-    (old thresholds, Tuning, number of runs)."""
+    """Detections of every selected run → score calibration and thresholds over all of
+    them → `out`. Returns (old thresholds, whether they were probabilities, Tuning, number
+    of runs)."""
     import torch
 
     from data_tools.atomic import atomic_path
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import read_checkpoint
     from sparse_det.inference import Picker
-    from sparse_det.thresholds import tune_thresholds
+    from sparse_det.thresholds import calibrate_and_tune
 
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     dets, truths = [], []
@@ -34,16 +35,15 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
         for run in project.runs():
             if runs and run not in runs:
                 continue
-            dets.append(picker.detect(picker.sparse(project, run)))
+            dets.append(picker.detect(picker.sparse(project, run), calibrated=False))
             truths.append(project.read_picks(run))
-    tuning = tune_thresholds(dets, truths, picker.particles,
-                             picker.ckpt.config.postprocess.default_threshold)
+    tuning, calibration = calibrate_and_tune(dets, truths, picker.particles)
     doc = read_checkpoint(checkpoint)
-    doc["thresholds"] = tuning.thresholds
+    doc["thresholds"], doc["calibration"] = tuning.thresholds, calibration
     doc["extra"] = {**doc.get("extra", {}), "tuned_on": projects}
     with atomic_path(out) as tmp:
         torch.save(doc, tmp)
-    return picker.thresholds, tuning, len(dets)
+    return picker.thresholds, bool(picker.ckpt.calibration), tuning, len(dets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out, a.device,
-                                     input_overrides(a))
+        old, old_calibrated, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
+                                                     a.device, input_overrides(a))
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unit = "" if old_calibrated else " (vote mass; now a probability)"
+    print(f"thresholds: old{unit} -> new probability")
     for name, c in tuning.per_class.items():
-        print(f"{name:<22} threshold {old.get(name, float('nan')):9.2f} -> "
-              f"{tuning.thresholds[name]:9.2f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
+        print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
+              f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
     print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f} -> {a.out}")
     return 0
 

@@ -53,6 +53,9 @@ def test_checkpoint_loads_with_weights_only(trained):
     _, best = trained
     doc = torch.load(best, weights_only=True)
     assert doc["format"].startswith("sparse-det") and set(doc["thresholds"]) >= {"ribosome"}
+    # New checkpoints carry a score calibration: thresholds are probabilities.
+    assert set(doc["calibration"]) == set(doc["thresholds"]), doc["calibration"]
+    assert all(0.0 <= t <= 1.0 for t in doc["thresholds"].values()), doc["thresholds"]
     ck = load_checkpoint(best)
     assert len(ck.particles) == 6, ck.particles.names
     assert ck.feature_names == ck.config.sparsify.feature_names, ck.feature_names

@@ -90,3 +90,55 @@ def test_dense_votes_are_never_split_by_a_neighbour_cap():
     centres, mass, sizes = cluster_votes(votes, np.ones(len(votes)), link_radius_vox=r)
     assert len(centres) == 1 and sizes.tolist() == [len(votes)], sizes
     assert mass[0] == pytest.approx(len(votes))
+
+
+def test_first_hit_labels_follow_the_metric():
+    from sparse_det.thresholds import first_hit_labels
+
+    ref = np.array([[0.0, 0, 0], [100.0, 0, 0]])
+    cand = np.array([[1.0, 0, 0], [2.0, 0, 0], [50.0, 0, 0], [101.0, 0, 0]])
+    labels = first_hit_labels(cand, np.array([0.5, 0.9, 0.8, 0.1]), ref, 10.0)
+    # The 0.9 candidate finds A first, so the 0.5 one is a duplicate (a FP by the metric).
+    assert labels.tolist() == [0, 1, 0, 1], labels
+
+
+def test_calibration_maps_masses_to_probabilities_without_changing_picks():
+    from data_tools.particles import ParticleTable
+    from sparse_det.structures import Detections
+    from sparse_det.thresholds import (
+        apply_calibration,
+        calibrate_and_tune,
+        fit_calibration,
+        tune_thresholds,
+    )
+
+    particles = ParticleTable.competition()
+    rng = np.random.default_rng(0)
+    dets, truths = [], []
+    for run in range(3):
+        ref = rng.uniform(0, 5000, (30, 3))
+        far = rng.uniform(20000, 30000, (40, 3))  # false positives, nowhere near a particle
+        cand = np.concatenate([ref + rng.normal(0, 5, ref.shape), far])
+        # Found particles score high (vote mass ~ 50-500), false ones low (~ 1-60).
+        mass = np.concatenate([rng.uniform(50, 500, 30), rng.uniform(1, 60, 40)])
+        dets.append(Detections(f"r{run}", {"ribosome": (cand, mass)}))
+        truths.append({"ribosome": ref})
+    cal = fit_calibration(dets, truths, particles)
+    a, _ = cal["ribosome"]
+    assert a > 0, cal
+    p = apply_calibration(dets[0], cal)["ribosome"][1]
+    assert np.all((p > 0) & (p < 1)), p
+    assert np.all(np.diff(p[np.argsort(dets[0]["ribosome"][1])]) >= 0), "not monotone"
+    assert p[:30].mean() > 0.8 and p[30:].mean() < 0.3, (p[:30].mean(), p[30:].mean())
+    raw = tune_thresholds(dets, truths, particles, 1.0)
+    tuned, _ = calibrate_and_tune(dets, truths, particles)
+    assert tuned.per_class["ribosome"] == raw.per_class["ribosome"], "calibration changed picks"
+    assert 0 < tuned.thresholds["ribosome"] < 1, tuned.thresholds
+    # A checkpoint without a calibration keeps its vote masses.
+    np.testing.assert_array_equal(apply_calibration(dets[0], {})["ribosome"][1],
+                                  dets[0]["ribosome"][1])
+    # A class never found maps every score below 0.05.
+    only_false = [Detections("r", {"ribosome": (dets[0]["ribosome"][0][30:],
+                                                dets[0]["ribosome"][1][30:])})]
+    cal0 = fit_calibration(only_false, [truths[0]], particles)
+    assert apply_calibration(only_false[0], cal0)["ribosome"][1].max() < 0.05, cal0
