@@ -225,13 +225,13 @@ class CopickProject:
     # -- writing ------------------------------------------------------------------------
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,
                        tomo_type: str = "denoised", voxel_spacing_A: float = 10.0, *,
-                       n_levels: int = 3, dtype=np.float32) -> Path:
+                       n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0) -> Path:
         d = self.static_root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(
             voxel_spacing_A)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{tomo_type}.zarr"
         with atomic_path(path) as tmp:
-            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype)
+            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype, origin_A)
         return path
 
     def write_picks(self, run: str, particle: str, points_xyz_A: np.ndarray,
@@ -328,9 +328,10 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
 
 
 def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
-                   n_levels: int = 3, dtype=np.float32) -> None:
+                   n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0) -> None:
     """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
-    stored as `dtype` (integers rounded and clipped to their range)."""
+    stored as `dtype` (integers rounded and clipped to their range); level 0's voxel 0 is
+    centred at origin_A."""
     import numcodecs
     import zarr
 
@@ -341,7 +342,7 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
         chunks = tuple(min(s, c) for s, c in zip(level.shape, (64, 128, 128), strict=True))
         g.create_array(name=str(i), data=_as_dtype(level, dtype), chunks=chunks,
                        compressors=numcodecs.Blosc(cname="zstd", clevel=1))
-        s, t = voxel_size_A * 2**i, voxel_size_A * (2**i - 1) / 2  # mean binning's shift
+        s, t = voxel_size_A * 2**i, origin_A + voxel_size_A * (2**i - 1) / 2  # binning's shift
         datasets.append({"path": str(i), "coordinateTransformations": [
             {"type": "scale", "scale": [s, s, s]}, {"type": "translation",
                                                     "translation": [t, t, t]}]})

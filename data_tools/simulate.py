@@ -32,9 +32,13 @@ from data_tools.shapes import (
     render,
     render_membrane,
 )
+from data_tools.tilt_series import TiltRanges, denoise, reconstruct
+from data_tools.tomo_input import bin_mean
 
 FULL_SHAPE_ZYX = (184, 630, 630)
 VOXEL_SIZE_A = 10.012
+BIN2_ORIGIN_A = VOXEL_SIZE_A / 2  # a 2× mean-binned voxel 0 covers full voxels 0 and 1
+PHYSICS = ("fast", "tilt")
 # docs/formats.md: mean ground-truth counts per full-size training tomogram
 MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
@@ -110,11 +114,9 @@ def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
     return centers
 
 
-def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
-                 seed: list[int], voxel_size_A: float = VOXEL_SIZE_A):
-    """Returns (tomogram z,y,x float32, {particle: centres [N,3] x,y,z Å}, drawn parameters)."""
-    rng = np.random.default_rng(seed)
-    p = draw_run_params(ranges, rng)
+def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Generator,
+                 voxel_size_A: float = VOXEL_SIZE_A) -> tuple[np.ndarray, dict]:
+    """Density (protein positive, ice slab) and the picks' centres (z,y,x voxels)."""
     Z, Y, X = shape_zyx
     density = np.zeros(shape_zyx, dtype=np.float32)
     thick = p["ice_fraction"] * Z
@@ -151,11 +153,53 @@ def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRange
     zs = np.arange(Z)
     ice = 0.5 * (np.tanh(zs - slab[0]) - np.tanh(zs - slab[1])) * 2.2
     density += ice[:, None, None].astype(np.float32)
+    return density, picks
 
+
+def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
+                 seed: list[int], voxel_size_A: float = VOXEL_SIZE_A):
+    """Returns (tomogram z,y,x float32, {particle: centres [N,3] x,y,z Å}, drawn parameters)."""
+    rng = np.random.default_rng(seed)
+    p = draw_run_params(ranges, rng)
+    density, picks = render_scene(shape_zyx, particles, p, rng, voxel_size_A)
     tomo = image(density, p, voxel_size_A, rng)
     picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), voxel_size_A)
                for k, v in picks.items()}
     return tomo, picks_A, p
+
+
+def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict, t: dict,
+                                   rng: np.random.Generator) -> np.ndarray:
+    """A specimen is far wider than the field: rays tilted through the volume's x edges
+    cross ice outside it. The density is padded in x with its own ice profile far enough
+    for the largest tilt, reconstructed, and cropped back; else the edges of the WBP carry
+    bands that no real tomogram has."""
+    Z, Y, X = density.shape
+    margin = int(min(X, np.ceil(Z * np.tan(np.radians(p["tilt_max_deg"])))))
+    ice = np.median(density[:, ::4, ::4], axis=(1, 2)).astype(np.float32)
+    side = np.broadcast_to(ice[:, None, None], (Z, Y, margin))
+    padded = np.concatenate([side, density, side], axis=2)
+    return np.ascontiguousarray(reconstruct(padded, voxel_A, p, t, rng)[:, :, margin:margin + X])
+
+
+def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
+                      tilt: TiltRanges, seed: list[int]) -> tuple[dict, dict, dict]:
+    """The scene of simulate_run, imaged as a tilt series at 2× binning (20.024 Å) and
+    reconstructed (data_tools/tilt_series.py). Returns ({"wbp": vol, "denoised": vol},
+    picks x,y,z Å, drawn parameters); the volumes' voxel 0 centre is at BIN2_ORIGIN_A."""
+    rng = np.random.default_rng(seed)
+    p = draw_run_params(ranges, rng)
+    density, picks = render_scene(shape_zyx, particles, p, rng)
+    t = tilt.draw(np.random.default_rng([*seed, 7]))
+    binned = bin_mean(density, 2)
+    del density
+    wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng)
+    std = float(wbp.std()) or 1.0
+    wbp = (wbp / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
+    tomos = {"wbp": wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"])}
+    picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), VOXEL_SIZE_A)
+               for k, v in picks.items()}
+    return tomos, picks_A, p | {"tilt": t}
 
 
 def image(density: np.ndarray, p: dict, voxel_size_A: float,
@@ -202,9 +246,12 @@ def image(density: np.ndarray, p: dict, voxel_size_A: float,
 
 def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE_ZYX,
                      ranges: SimRanges | None = None, run_prefix: str = "TS_sim",
-                     progress: bool = True) -> CopickProject:
+                     progress: bool = True, physics: str = "fast",
+                     tilt: TiltRanges | None = None) -> CopickProject:
     """Writes a complete copick project with picks, copick_config.json, solution.csv and
-    simulation.json (every run's drawn parameters)."""
+    simulation.json (every run's drawn parameters). physics "fast": the 3-D Fourier imaging
+    model, 10 Å with a 3-level pyramid; "tilt": a tilt series reconstructed by WBP
+    (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels."""
     from tqdm import tqdm
 
     ranges = ranges or SimRanges()
@@ -215,12 +262,24 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
     (out / "overlay").mkdir(exist_ok=True)
     project = CopickProject(out, particles)
     project.write_config(f"simulated (seed {seed})")
+    if physics not in PHYSICS:
+        raise ValueError(f"physics must be one of {PHYSICS}, got {physics!r}")
+    tilt = tilt or TiltRanges()
     rows, record = [], {"seed": seed, "shape_zyx": list(shape_zyx), "ranges": asdict(ranges),
-                        "runs": {}}
+                        "physics": physics, "runs": {}}
+    if physics == "tilt":
+        record["tilt_ranges"] = tilt.to_dict()
     for i in tqdm(range(n_runs), desc="simulate", unit="run", disable=not progress):
         run = f"{run_prefix}_{seed}_{i:03d}"
-        tomo, picks, params = simulate_run(run, shape_zyx, particles, ranges, [seed, i])
-        project.write_tomogram(run, tomo, VOXEL_SIZE_A)
+        if physics == "tilt":
+            tomos, picks, params = simulate_tilt_run(run, shape_zyx, particles, ranges, tilt,
+                                                     [seed, i])
+            for kind, vol in tomos.items():
+                project.write_tomogram(run, vol, 2 * VOXEL_SIZE_A, kind, 2 * VOXEL_SIZE_A,
+                                       n_levels=2, origin_A=BIN2_ORIGIN_A)
+        else:
+            tomo, picks, params = simulate_run(run, shape_zyx, particles, ranges, [seed, i])
+            project.write_tomogram(run, tomo, VOXEL_SIZE_A)
         for name, pts in picks.items():
             project.write_picks(run, name, pts)
             rows += [(run, name, *xyz) for xyz in pts]
@@ -256,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranges", help="JSON file overriding SimRanges fields, e.g. "
                     '{"snr": [0.3, 0.5], "bfactor_A2": [1500, 2500]}')
     ap.add_argument("--prefix", default="TS_sim")
+    ap.add_argument("--physics", choices=PHYSICS, default="fast",
+                    help="fast: 3-D Fourier imaging model at 10 Å; tilt: tilt series, CTF per "
+                         "tilt, WBP, written as wbp and denoised at 20 Å")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -268,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     simulate_project(a.out, a.runs, a.seed, tuple(a.shape), ranges, a.prefix,
-                     progress=not a.quiet and sys.stderr.isatty())
+                     progress=not a.quiet and sys.stderr.isatty(), physics=a.physics)
     print(f"wrote {a.runs} run(s) to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

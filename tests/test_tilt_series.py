@@ -1,0 +1,106 @@
+"""The tilt-series image formation: particles reconstructed where their picks say, the
+missing wedge where the tilt range says, and the same tomogram for the same seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_tools.copick_io import xyz_A_to_zyx_vox
+from data_tools.particles import ParticleTable
+from data_tools.simulate import (
+    BIN2_ORIGIN_A,
+    VOXEL_SIZE_A,
+    SimRanges,
+    simulate_project,
+    simulate_tilt_run,
+)
+from data_tools.tilt_series import TiltRanges, dose_symmetric_angles, reconstruct
+
+QUIET = SimRanges(snr=(1e6, 1e6), crowding=(0.4, 0.4), distractors_per_particle=(0.0, 0.0),
+                  membranes=(0, 0), gold=(0, 0), tilt_max_deg=(60.0, 60.0),
+                  contrast_scale_log10=(0.0, 0.0), contrast_offset=(0.0, 0.0))
+STILL = TiltRanges(align_sigma_vox=(0.0, 0.0), defocus_err_um=(0.0, 0.0))
+
+
+def test_dose_symmetric_order():
+    np.testing.assert_allclose(dose_symmetric_angles(9, 3), [0, 3, -3, 6, -6, 9, -9])
+
+
+def test_particles_are_reconstructed_at_their_picks():
+    """Noise-free, perfectly aligned: each particle's protein density (dark) has its
+    centroid within half a voxel of its pick."""
+    table = ParticleTable.competition()
+    tomos, picks, _ = simulate_tilt_run("r", (96, 160, 160), table, QUIET, STILL, [3, 0])
+    vol = -tomos["wbp"]  # protein positive
+    grid = np.indices(vol.shape).reshape(3, -1).T
+    checked = 0
+    for name, pts in picks.items():
+        r_vox = table[name].radius_A / (2 * VOXEL_SIZE_A)
+        for c in xyz_A_to_zyx_vox(pts, 2 * VOXEL_SIZE_A, BIN2_ORIGIN_A):
+            near = np.linalg.norm(grid - c, axis=1)
+            inside, shell = near <= r_vox, (near > r_vox) & (near <= r_vox + 2)
+            if (np.any(c < r_vox + 2) or np.any(c > np.array(vol.shape) - r_vox - 3)
+                    or r_vox < 2.5):
+                continue  # cut by the volume's edge, or too small to centre at 20 Å
+            w = np.clip(vol.ravel()[inside] - np.median(vol.ravel()[shell]), 0, None)
+            centroid = (grid[inside] * w[:, None]).sum(0) / w.sum()
+            assert np.linalg.norm(centroid - c) < 0.5, f"{name}: centroid {centroid} vs {c}"
+            checked += 1
+    assert checked >= 3, f"only {checked} particles checked"
+
+
+def _power_by_angle(vol: np.ndarray, lo_deg: float, hi_deg: float) -> float:
+    """Mean Fourier power where the angle between k and the kx axis (in the kz-kx plane)
+    lies in [lo, hi] degrees, over mid frequencies."""
+    spec = np.abs(np.fft.fftn(vol)) ** 2
+    kz = np.fft.fftfreq(vol.shape[0])[:, None, None]
+    ky = np.fft.fftfreq(vol.shape[1])[None, :, None]
+    kx = np.fft.fftfreq(vol.shape[2])[None, None, :]
+    k = np.sqrt(kz**2 + ky**2 + kx**2)
+    ang = np.degrees(np.arctan2(np.abs(kz), np.abs(kx)))
+    sel = (k > 0.08) & (k < 0.3) & (ang >= lo_deg) & (ang <= hi_deg) & (np.abs(ky) < 0.05)
+    return float(spec[sel].mean())
+
+
+@pytest.mark.parametrize("tilt_max", [40.0, 60.0])
+def test_missing_wedge_follows_the_tilt_range(tilt_max):
+    rng = np.random.default_rng(0)
+    density = rng.standard_normal((48, 24, 96)).astype(np.float32)
+    p = {"tilt_max_deg": tilt_max, "defocus_um": 1.0, "bfactor_A2": 0.0,
+         "ice_fraction": 0.0, "snr": 1e6}
+    t = STILL.draw(np.random.default_rng(1)) | {"step_deg": 2.0, "dose_bfactor_A2": 0.0}
+    vol = reconstruct(density, 20.0, p, t, rng)
+    measured = _power_by_angle(vol, 0, tilt_max - 8)
+    missing = _power_by_angle(vol, tilt_max + 8, 90)
+    assert missing < 0.05 * measured, (tilt_max, missing / measured)
+    band = _power_by_angle(vol, 45, 55) / measured  # inside the 60° range, outside the 40°
+    assert (band > 0.3) if tilt_max == 60 else (band < 0.05), (tilt_max, band)
+
+
+def test_same_seed_same_tomogram(tmp_path):
+    table = ParticleTable.competition()
+    a, pa, qa = simulate_tilt_run("r", (32, 64, 64), table, SimRanges(), TiltRanges(), [5, 1])
+    b, pb, qb = simulate_tilt_run("r", (32, 64, 64), table, SimRanges(), TiltRanges(), [5, 1])
+    c, _, _ = simulate_tilt_run("r", (32, 64, 64), table, SimRanges(), TiltRanges(), [6, 1])
+    for kind in ("wbp", "denoised"):
+        np.testing.assert_array_equal(a[kind], b[kind], err_msg=f"{kind} not reproducible")
+    assert qa == qb and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert not np.array_equal(a["wbp"], c["wbp"]), "another seed gave the same tomogram"
+
+
+def test_tilt_project_is_read_like_any_other(tmp_path):
+    """Written as `wbp` and `denoised` at 20.024 Å: the input step reads the denoised one
+    as it is, and `wbp` on request."""
+    from data_tools.sparsify import SparsifyConfig, read_input
+
+    project = simulate_project(tmp_path / "p", 1, 4, (32, 96, 96), progress=False,
+                               physics="tilt")
+    run = project.runs()[0]
+    assert project.tomogram_types(run) == ["denoised", "wbp"], project.tomogram_types(run)
+    tomo, info = read_input(project, run, SparsifyConfig())
+    assert info["how"] == "as is" and info["type"] == "denoised", info
+    assert tomo.origin_A == pytest.approx(BIN2_ORIGIN_A) and tomo.data.shape == (16, 48, 48)
+    _, info = read_input(project, run, SparsifyConfig(tomogram_type="wbp",
+                                                      type_fallback=False))
+    assert info["type"] == "wbp", info
