@@ -1,11 +1,14 @@
 """Synthetic cryo-ET projects in the competition layout, with ground truth.
 
     python -m data_tools.simulate --out DIR --runs N --seed S [--shape Z Y X] [--snr LO HI]
+                                  [--ranges JSON] [--physics fast|tilt]
 
 Each run draws its own physics from wide ranges (SNR, defocus, B-factor, blur, ice thickness,
 crowding, membranes, gold, tilt range, contrast scale and offset), so a detector trained on it
-cannot lean on one look. Imaging: density → missing wedge (tilt about y) × phase-flipped CTF with
-an envelope, plus noise through the wedge, then a mild Gaussian "denoising"; protein is darker.
+cannot lean on one look. Imaging, "fast": density → missing wedge (tilt about y) ×
+phase-flipped CTF with an envelope, plus noise through the wedge, then a mild Gaussian
+"denoising"; protein is darker. "tilt": a tilt series reconstructed by weighted
+back-projection (data_tools/tilt_series.py).
 """
 
 from __future__ import annotations
