@@ -316,8 +316,10 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
                             f"metadata is missing or unreadable ({exc})") from exc
         shift = [t for t in ds.get("coordinateTransformations", [])
                  if t.get("type") == "translation"]
-        origin = float(shift[0]["translation"][-1]) if shift else 0.0
-        levels.append((ds["path"], float(scale[0]["scale"][-1]), shape, origin))
+        voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2)
+        origin = (_isotropic(path, ds["path"], "translation", shift[0]["translation"],
+                             1e-3 * voxel) if shift else 0.0)
+        levels.append((ds["path"], voxel, shape, origin))
     listed = {str(ds["path"]) for ds in datasets}
     unlisted = sorted(p.name for p in path.iterdir()
                       if (p / ".zarray").is_file() and p.name not in listed)
@@ -325,6 +327,16 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
         raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in .zattrs "
                         f"multiscales (listed: {sorted(listed)})")
     return levels
+
+
+def _isotropic(path: Path, level: str, what: str, values, tol: float) -> float:
+    """The one value of an x,y,z-alike transformation; per-axis values are refused rather
+    than read wrong (voxels and positions here are isotropic: one voxel size, one origin)."""
+    v = [float(x) for x in values][-3:]
+    if max(v) - min(v) > tol * (max(abs(x) for x in v) if what == "scale" else 1.0):
+        raise DataError(f"{path}: level {level!r} has per-axis {what} {v} (z, y, x); only "
+                        f"isotropic {what}s are supported")
+    return v[-1]
 
 
 def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,

@@ -204,3 +204,20 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old", "failed write replaced the file"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"], "temporary left behind"
+
+
+@pytest.mark.parametrize("kind,values,message", [
+    ("scale", [10.0, 14.0, 10.0], r"per-axis scale \[10.0, 14.0, 10.0\]"),
+    ("translation", [0.0, 0.0, 5.0], r"per-axis translation \[0.0, 0.0, 5.0\]")])
+def test_anisotropic_levels_are_refused(comp, kind, values, message):
+    zarr_dir = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr"
+    attrs = json.loads((zarr_dir / ".zattrs").read_text())
+    transforms = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    transforms[:] = [t for t in transforms if t["type"] == "scale"]
+    if kind == "scale":
+        transforms[0]["scale"] = values
+    else:
+        transforms.append({"type": "translation", "translation": values})
+    (zarr_dir / ".zattrs").write_text(json.dumps(attrs))
+    with pytest.raises(DataError, match=f"denoised.zarr: level '0' has {message}"):
+        CopickProject(comp).read_tomogram("TS_5_4")
