@@ -129,7 +129,7 @@ def skewness(vol: np.ndarray) -> float:
     return float(np.mean(np.clip((y - med) / mad, -6.0, 6.0) ** 3))
 
 
-def decide_polarity(setting: str, blur: np.ndarray, what: str) -> tuple[str, dict]:
+def decide_polarity(setting: str, blur: np.ndarray | None, what: str) -> tuple[str, dict]:
     """"dark" or "bright" for a tomogram: as set, or from the skewness of its blur at a
     particle's scale (protein is the heavy tail). Returns it with what it was decided on."""
     if setting != "auto":
@@ -154,18 +154,18 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     x = robust_normalise(vol, what)
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    extra = POLARITY_SIGMA_A not in sigmas and cfg.polarity == "auto"
+    # One blur per distinct σ; auto polarity reads the one at a particle's scale.
+    needed = list(dict.fromkeys(sigmas + [POLARITY_SIGMA_A] * (cfg.polarity == "auto")))
     # The filters are independent and scipy releases the GIL inside them: run them at once.
-    with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
-        blurred = list(pool.map(
-            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0),
-            sigmas + [POLARITY_SIGMA_A] * extra))
-    polarity_blur = blurred.pop() if extra else (
-        blurred[sigmas.index(POLARITY_SIGMA_A)] if cfg.polarity == "auto" else x)
-    polarity, info = decide_polarity(cfg.polarity, polarity_blur, what)
+    with ThreadPoolExecutor(max_workers=min(len(needed), threads or os.cpu_count() or 1)) as pool:
+        blur = dict(zip(needed, pool.map(
+            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), needed),
+            strict=True))
+    polarity, info = decide_polarity(cfg.polarity, blur.get(POLARITY_SIGMA_A), what)
     if polarity == "dark":  # filters are linear: flipping after them is exact
-        for v in (x, *blurred):
+        for v in (x, *blur.values()):
             np.negative(v, out=v)
+    blurred = [blur[s] for s in sigmas]
     smooth = blurred[0]
     feats = [x, smooth] + [a - b for a, b in pairwise(blurred)]
     # Each channel to unit robust scale, so the network sees the same ranges on any data.

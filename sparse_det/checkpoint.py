@@ -75,6 +75,25 @@ def read_checkpoint(path: str | Path) -> dict:
     return _check(Path(path), lambda p: _torch().load(p, map_location="cpu", weights_only=True))
 
 
+RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
+
+
+def write_retuned(src: str | Path, dest: str | Path, *, thresholds: dict[str, float],
+                  calibration: dict[str, list[float]], extra: dict) -> Path:
+    """`src` with new thresholds and score calibration, written atomically to `dest` for
+    inference: its optimiser state dropped, `extra` added to its record."""
+    doc = read_checkpoint(src)
+    doc["thresholds"] = {k: float(v) for k, v in thresholds.items()}
+    doc["calibration"] = {k: [float(a), float(b)] for k, (a, b) in calibration.items()}
+    kept = {k: v for k, v in doc.get("extra", {}).items() if k not in RESUME_ONLY}
+    doc["extra"] = kept | extra
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        _torch().save(doc, tmp)
+    return dest
+
+
 class _NoTensors(pickle.Unpickler):
     """A checkpoint's pickle read without torch, tensors left out: plain containers and
     torch's tensor-rebuild names only (a subset of what torch's weights_only allows)."""

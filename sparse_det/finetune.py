@@ -87,7 +87,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              fresh: bool = False, progress: bool = False) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4)."""
     from data_tools.copick_io import CopickProject
-    from sparse_det.checkpoint import checkpoint_settings
+    from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.thresholds import calibrate_and_tune
     from sparse_det.training import train
 
@@ -121,7 +121,9 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         final = train(cfg, progress=progress).with_name("last.pt")
     summary = {"base": str(base), "runs": runs, "folds": fold_info,
                "oof": tuning.summary(), "final": str(final)}
-    _write(final, out, tuning.thresholds, calibration, summary)
+    # Thresholds and calibration both fit on the same out-of-fold detections.
+    write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
+                  extra={"finetune": summary})
     return summary
 
 
@@ -146,21 +148,6 @@ def _best_step(checkpoint: Path) -> int:
     from sparse_det.checkpoint import read_checkpoint
 
     return int(read_checkpoint(checkpoint)["extra"]["step"])
-
-
-def _write(final: Path, out: Path, thresholds: dict, calibration: dict, summary: dict) -> None:
-    import torch
-
-    from data_tools.atomic import atomic_path
-    from sparse_det.checkpoint import read_checkpoint
-
-    doc = read_checkpoint(final)
-    doc["thresholds"] = {k: float(v) for k, v in thresholds.items()}
-    doc["calibration"] = calibration  # fit on the same out-of-fold detections
-    doc["extra"] = {"finetune": summary, "step": doc.get("extra", {}).get("step")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save(doc, tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
 from data_tools.copick_io import GT_USER, CopickProject
@@ -25,13 +26,18 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 
+if TYPE_CHECKING:
+    from data_tools.sparsify import SparsifyConfig
+
 log = logging.getLogger("sparse_det.infer")
 DEFAULT_PROJECT = "demo_data/project"
 DEFAULT_OUT = "submissions/submission.csv"
 
 
-def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: list[str]) -> None:
-    """The CSV, and the copick picks and STAR files when asked for."""
+def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: list[str],
+                  sparsify: SparsifyConfig) -> None:
+    """The CSV, and the copick picks and STAR files when asked for (`sparsify`: the
+    checkpoint's settings with the user's input choices, for the STAR pixel size)."""
     from sparse_det.writers import (
         to_submission,
         write_copick_picks,
@@ -46,21 +52,18 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
         log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
     if a.star_out:
         from data_tools.sparsify import input_pixel_size_A
-        from data_tools.tomo_input import with_overrides
-        from sparse_det.checkpoint import checkpoint_settings
 
-        sparsify = with_overrides(checkpoint_settings(a.checkpoint).config.sparsify,
-                                  input_overrides(a))
         sizes = {r: input_pixel_size_A(project, r, sparsify) for r in runs}
         paths = write_star_files(a.star_out, rows, runs=runs, pixel_sizes_A=sizes,
                                  particles=project.particles)
         log.info("wrote %d STAR files to %s", len(paths), a.star_out)
 
 
-def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str]]:
+def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], SparsifyConfig]:
     """Everything that can be wrong with the input, checked before anything heavy loads:
     the project, the runs, the outputs, the checkpoint and each run's tomogram (from
-    metadata: which one is read and how)."""
+    metadata: which one is read and how). Returns the project, the runs and the sparsify
+    settings they are read with."""
     if not Path(a.project).exists() and a.project == DEFAULT_PROJECT:
         raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
                         "--project")
@@ -82,7 +85,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str]]:
     if not a.shards:  # with shards, a run's tomogram may not be needed at all
         for run in runs:
             plan_input(project, run, sparsify)
-    return project, runs
+    return project, runs, sparsify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
     try:
-        project, runs = preflight(a)
+        project, runs, sparsify = preflight(a)
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             from sparse_det.inference import infer_project
 
             rows = infer_project(project, a.checkpoint, **kw)
-        write_outputs(a, project, rows, runs)
+        write_outputs(a, project, rows, runs, sparsify)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,11 +20,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. Returns (old thresholds, whether they were probabilities, Tuning, number
     of runs)."""
-    import torch
-
-    from data_tools.atomic import atomic_path
     from data_tools.copick_io import CopickProject
-    from sparse_det.checkpoint import read_checkpoint
+    from sparse_det.checkpoint import write_retuned
     from sparse_det.inference import Picker
     from sparse_det.thresholds import calibrate_and_tune
 
@@ -38,11 +35,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
             dets.append(picker.detect(picker.sparse(project, run), calibrated=False))
             truths.append(project.read_picks(run))
     tuning, calibration = calibrate_and_tune(dets, truths, picker.particles)
-    doc = read_checkpoint(checkpoint)
-    doc["thresholds"], doc["calibration"] = tuning.thresholds, calibration
-    doc["extra"] = {**doc.get("extra", {}), "tuned_on": projects}
-    with atomic_path(out) as tmp:
-        torch.save(doc, tmp)
+    write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
+                  extra={"tuned_on": projects})
     return picker.thresholds, bool(picker.ckpt.calibration), tuning, len(dets)
 
 
