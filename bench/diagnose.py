@@ -30,6 +30,7 @@ def run_table(picker, project, run: str):
     probs, offsets = predict_sparse(picker.ckpt.model, sv, picker.device, amp=False)
     dets = picker.calibrate(detections_from_outputs(sv, probs, offsets, picker.particles,
                                                     picker.ckpt.config.postprocess))
+    probs = probs.cpu().numpy()
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, picker.particles)
     labels, _ = make_targets(sv.coords_zyx, centers, classes, radii)

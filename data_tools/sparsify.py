@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 
 POLARITIES = ("auto", "dark", "bright")
+FEATURE_NORMS = ("volume", "kept")
+# A channel's robust sigma over the kept voxels may collapse where most of them sit at the
+# clip (the intensity channel of a high-contrast tomogram): then its standard deviation,
+# and never less than this share of it, is the scale.
+KEPT_MAD_MIN_SHARE = 0.25
 POLARITY_SIGMA_A = 60.0  # the blur whose skewness decides the polarity (a particle's scale)
 # |skewness| below this is too weak to call: the tomogram is taken as dark (the field's
 # convention) with a warning. Measured on 19 simulated runs (64x256x256, 20 Å): dark runs of
@@ -69,6 +74,13 @@ class SparsifyConfig:
     type_fallback: bool = True  # another type when the run lacks the preferred one
     voxel_spacing_A: float = 10.0  # × bin_factor: the working spacing in Å
     source_spacing_A: float = 0.0  # read only this VoxelSpacing folder; 0: chosen by rule
+    # How the kept voxels' features are scaled: "volume" (each channel to unit robust sigma
+    # over the whole tomogram, the shipped checkpoint's) or "kept" (then each channel to
+    # median 0, unit robust sigma over the kept voxels). With "volume" a noisier tomogram
+    # hands the network weaker features (2.3 sigma instead of 4-7 on the all-shifted set) and
+    # the network, which reads absolute contrast, misses its particles; "kept" removes that
+    # per-tomogram gain.
+    feature_norm: str = "volume"
 
     @classmethod
     def from_dict(cls, d: dict) -> SparsifyConfig:
@@ -89,6 +101,9 @@ class SparsifyConfig:
                              f"got {cfg.select_mode!r}")
         if not 0 < cfg.keep_fraction < 1:
             raise ValueError(f"keep_fraction must be in (0, 1), got {cfg.keep_fraction}")
+        if cfg.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, "
+                             f"got {cfg.feature_norm!r}")
         if cfg.polarity not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}, got {cfg.polarity!r}")
         return cfg
@@ -129,12 +144,13 @@ def skewness(vol: np.ndarray) -> float:
     return float(np.mean(np.clip((y - med) / mad, -6.0, 6.0) ** 3))
 
 
-def decide_polarity(setting: str, blur: np.ndarray | None, what: str) -> tuple[str, dict]:
+def decide_polarity(setting: str, blur, what: str, *, skew=skewness) -> tuple[str, dict]:
     """"dark" or "bright" for a tomogram: as set, or from the skewness of its blur at a
-    particle's scale (protein is the heavy tail). Returns it with what it was decided on."""
+    particle's scale (protein is the heavy tail). Returns it with what it was decided on.
+    `skew`: the skewness function for the blur's array type (numpy here, torch on a device)."""
     if setting != "auto":
         return setting, {"polarity": setting, "polarity_by": "setting"}
-    skew = skewness(blur)
+    skew = skew(blur)
     polarity = "bright" if skew > POLARITY_MIN_SKEW else "dark"
     info = {"polarity": polarity, "polarity_by": "auto", "polarity_skew": round(skew, 4)}
     if abs(skew) <= POLARITY_MIN_SKEW:
@@ -174,16 +190,20 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     return score, feats, info
 
 
-def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
-             origin_A: float = 0.0, threads: int | None = None,
-             input_info: dict | None = None) -> SparseVolume:
-    """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels."""
-    what = f"run {run!r}"
-    if vol.ndim != 3:
-        raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
-    if not np.isfinite(vol).all():
-        raise DataError(f"{what}: tomogram has NaN/inf voxels")
-    score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
+def standardise_kept(feats: np.ndarray) -> np.ndarray:
+    """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
+    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one)."""
+    med = np.median(feats, axis=0)
+    mad = 1.4826 * np.median(np.abs(feats - med), axis=0)
+    std = feats.std(axis=0)
+    scale = np.maximum(mad, KEPT_MAD_MIN_SHARE * std)
+    scale[scale <= 1e-6] = 1.0
+    return ((feats - med) / scale).astype(np.float32)
+
+
+def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(coords [N,3] int32, features [N,C] float32) of the top `keep_fraction` voxels."""
     thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - cfg.keep_fraction))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
@@ -195,6 +215,45 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         raise DataError(f"{what}: empty sparse set (threshold {thr:.3g} keeps no voxel)")
     idx = tuple(coords.T)
     f = np.ascontiguousarray(np.stack([v[idx] for v in feats], axis=1), dtype=np.float32)
+    if cfg.feature_norm == "kept":
+        f = standardise_kept(f)
+    return coords, f
+
+
+def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
+                        device) -> tuple[np.ndarray, np.ndarray, dict]:
+    """feature_volumes + select in torch on `device` (data_tools/sparsify_torch.py)."""
+    import torch
+
+    from data_tools import sparsify_torch as st
+
+    x = torch.as_tensor(vol).to(device)
+    if not torch.isfinite(x).all():
+        raise DataError(f"{what}: tomogram has NaN/inf voxels")
+    score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what,
+                                                polarity_sigma_A=POLARITY_SIGMA_A,
+                                                decide_polarity=decide_polarity)
+    coords, f = st.select(score, feats, cfg, what, KEPT_MAD_MIN_SHARE)
+    return coords, f, polarity
+
+
+def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
+             origin_A: float = 0.0, threads: int | None = None,
+             input_info: dict | None = None, device=None) -> SparseVolume:
+    """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
+    `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
+    None: numpy and scipy on the CPU."""
+    what = f"run {run!r}"
+    if vol.ndim != 3:
+        raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
+    if device is not None:
+        coords, f, polarity = _features_on_device(vol, cfg, voxel_size_A, what, device)
+    else:
+        if not np.isfinite(vol).all():
+            raise DataError(f"{what}: tomogram has NaN/inf voxels")
+        score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
+        coords, f = select(score, feats, cfg, what)
+        del score, feats
     info = (input_info or {}) | polarity
     log.info("%s: polarity %s (%s%s), %d voxels kept", what, info["polarity"],
              info["polarity_by"], f", skewness {info['polarity_skew']:+.2f}"
@@ -237,22 +296,23 @@ def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) ->
 
 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
-                 threads: int | None = None) -> SparseVolume:
-    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task)."""
+                 threads: int | None = None, device=None) -> SparseVolume:
+    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task); device:
+    see sparsify."""
     tomo, info = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                    threads=threads, input_info=info)
+                    threads=threads, input_info=info, device=device)
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
                       shards_dir: str | Path | None = None, *, write: bool = False,
-                      threads: int | None = None) -> SparseVolume:
+                      threads: int | None = None, device=None) -> SparseVolume:
     """The run's shard when one made with exactly `cfg` is in `shards_dir`; else the run
     sparsified now (and its shard written when `write`)."""
     path = shard_path(shards_dir, run) if shards_dir else None
     if path is not None and shard_matches(path, cfg.to_dict()):
         return read_shard(path)
-    sv = sparsify_run(project, run, cfg, threads)
+    sv = sparsify_run(project, run, cfg, threads, device)
     if write and shards_dir:
         write_shard(sv, shards_dir)
     return sv

@@ -40,6 +40,9 @@ class DataConfig:
     train_runs: list[str] = field(default_factory=list)  # empty: all runs but val_runs
     val_runs: list[str] = field(default_factory=list)  # empty: the last `n_val` runs
     n_val: int = 2
+    # Appearance-randomised copies of each training run (data_tools/appearance.py): band
+    # gains, blur, added noise, gamma, polarity. Each is sparsified once and kept as a shard.
+    appearance_variants: int = 0
     simulate: SimulateSpec = field(default_factory=SimulateSpec)
 
 

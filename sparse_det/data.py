@@ -3,15 +3,18 @@ sparse crops with augmentation."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from data_tools.appearance import AppearanceRanges, randomise_appearance
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
-from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
+from data_tools.sparsify import SparsifyConfig, read_input, shard_or_sparsify, sparsify
 from sparse_det.config import Config, TrainConfig
 from sparse_det.structures import SparseBatch, SparseVolume
 from sparse_det.targets import make_targets
@@ -58,10 +61,32 @@ def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
     return np.concatenate(cs), np.concatenate(ks), np.concatenate(rs)
 
 
+def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
+                       run: str, variant: int, seed: int) -> SparseVolume:
+    """The run sparsified after appearance randomisation number `variant` (1, 2, ...),
+    from its shard when one was made with the same config, ranges, seed and variant."""
+    ranges = AppearanceRanges()
+    folder = Path(shards_dir) / f"appearance_{ranges.key()}_seed{seed}_v{variant}"
+    path = shard_path(folder, run)
+    if shard_matches(path, cfg.to_dict()):
+        return read_shard(path)
+    rng = np.random.default_rng([seed, variant, zlib.crc32(run.encode())])
+    params = ranges.draw(rng)
+    tomo, info = read_input(project, run, cfg)
+    vol = randomise_appearance(tomo.data, tomo.voxel_size_A, params)
+    sv = sparsify(vol, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
+                  input_info=info | {"appearance": params})
+    write_shard(sv, folder)
+    return sv
+
+
 def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
-                    run: str, radius_fraction: float) -> RunSample:
-    """The run's shard (sparsified and written when none matches `cfg`) with its targets."""
-    sv = shard_or_sparsify(project, run, cfg, shards_dir, write=True)
+                    run: str, radius_fraction: float, *, variant: int = 0,
+                    seed: int = 0) -> RunSample:
+    """The run's shard (sparsified and written when none matches `cfg`) with its targets;
+    `variant` > 0: an appearance-randomised copy of it (appearance_variant)."""
+    sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed) if variant
+          else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
@@ -69,9 +94,12 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     return RunSample(sv, labels, offsets, centers, classes, truth)
 
 
-def load_samples(cfg: Config, project: CopickProject, runs: list[str]) -> list[RunSample]:
+def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
+                 variants: int = 0) -> list[RunSample]:
+    """Each run's sample, and `variants` appearance-randomised copies of each."""
     return [load_run_sample(project, cfg.data.shards, cfg.sparsify, r,
-                            cfg.targets.radius_fraction) for r in runs]
+                            cfg.targets.radius_fraction, variant=v, seed=cfg.train.seed)
+            for r in runs for v in range(variants + 1)]
 
 
 class CropSampler:

@@ -15,10 +15,10 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -42,9 +42,12 @@ log = logging.getLogger(__name__)
 
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
-                feature_names: list[str], shards_dir: str | Path | None) -> SparseVolume:
-    """The run's sparse volume as a checkpoint expects it (its shard when one matches)."""
-    sv = shard_or_sparsify(project, run, cfg, shards_dir)
+                feature_names: list[str], shards_dir: str | Path | None, *,
+                device: torch.device | None = None) -> SparseVolume:
+    """The run's sparse volume as a checkpoint expects it (its shard when one matches),
+    sparsified on `device` when it is an accelerator (scipy on the CPU is faster there)."""
+    on = device if device is not None and device.type != "cpu" else None
+    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on)
     if sv.feature_names != feature_names:
         raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
                               f"checkpoint's {feature_names}")
@@ -53,8 +56,9 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
 
 @torch.no_grad()
 def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
-                   amp: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order.
+                   amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order, as
+    float32 tensors on `device` (decoding stays there).
     `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
     autocast with fp32 weights, so it is off by default)."""
     batch = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx).to(device)
@@ -62,15 +66,17 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
     with ctx:
         out = model(batch)
-    probs = torch.softmax(out["cls_logits"].float(), dim=1)
-    return probs.cpu().numpy(), out["offsets"].float().cpu().numpy()
+    return torch.softmax(out["cls_logits"].float(), dim=1), out["offsets"].float()
 
 
-def detections_from_outputs(sv: SparseVolume, probs: np.ndarray, offsets: np.ndarray,
-                            particles: ParticleTable, post: PostprocessConfig) -> Detections:
-    """Per-voxel outputs → unthresholded Detections; the one voxel → Å conversion."""
+def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
+                            post: PostprocessConfig) -> Detections:
+    """Per-voxel outputs (numpy, or tensors on the device that decodes them) → unthresholded
+    Detections; the one voxel → Å conversion."""
     radii_vox = [p.radius_A / sv.voxel_size_A for p in particles]
-    per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
+    coords = (torch.from_numpy(sv.coords_zyx).to(probs.device)
+              if isinstance(probs, torch.Tensor) else sv.coords_zyx)
+    per_class = detect(coords, probs, offsets, radii_vox, prob_floor=post.prob_floor,
                        cluster_radius_fraction=post.cluster_radius_fraction,
                        nms_radius_fraction=post.nms_radius_fraction, min_votes=post.min_votes)
     return Detections(sv.run, {
@@ -112,7 +118,7 @@ class Picker:
     def sparse(self, project: CopickProject, run: str,
                shards_dir: str | Path | None = None) -> SparseVolume:
         return load_sparse(project, run, self.sparsify_config, self.ckpt.feature_names,
-                           shards_dir)
+                           shards_dir, device=self.device)
 
     def detect(self, sv: SparseVolume, *, calibrated: bool = True) -> Detections:
         """Unthresholded detections (centres x,y,z Å); scores calibrated to probabilities
@@ -171,14 +177,26 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
         raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
                         "project")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
+    dev = resolve_device(device)
     loading = _LoadingPicker(checkpoint, device, input_overrides)
     picked = []
-    for run in tqdm(runs or project.runs(), desc="infer", unit="tomogram",
-                    disable=not progress):
-        t0 = time.perf_counter()
-        sv = load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir)
-        picker = loading.result()  # waits for the model on the first run only
-        picked.append(picker.pick(picker.detect(sv)))
-        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
-                 time.perf_counter() - t0)
+    runs = runs or project.runs()
+
+    def load(run: str) -> SparseVolume:
+        return load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir,
+                           device=dev)
+
+    # Streaming: the next run is read and sparsified while this one is detected (zarr,
+    # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(load, runs[0]) if runs else None
+        for i, run in enumerate(tqdm(runs, desc="infer", unit="tomogram",
+                                     disable=not progress)):
+            t0 = time.perf_counter()
+            sv = ahead.result()
+            ahead = reader.submit(load, runs[i + 1]) if i + 1 < len(runs) else None
+            picker = loading.result()  # waits for the model on the first run only
+            picked.append(picker.pick(picker.detect(sv)))
+            log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
+                     time.perf_counter() - t0)
     return detections_table(picked)

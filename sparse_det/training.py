@@ -198,7 +198,10 @@ def start_line(cfg: Config, train_s: list[RunSample], val_s: list[RunSample], wo
     n_vox = sum(len(s.sv) for s in train_s)
     init = f"from {Path(t.init_checkpoint).name}" if t.init_checkpoint else "from scratch"
     each = " per worker" if world > 1 else ""
-    return (f"training {init} on {len(train_s)} run(s){each} ({n_vox:,} voxels), "
+    variants = cfg.data.appearance_variants
+    runs = (f"{len(train_s) // (variants + 1)} run(s) and {variants} appearance variant(s) "
+            f"of each" if variants else f"{len(train_s)} run(s)")
+    return (f"training {init} on {runs}{each} ({n_vox:,} voxels), "
             f"validating on {len(val_s)}{each}, {world} worker(s): {t.steps} steps in epochs of "
             f"{t.steps_per_epoch}, batch {t.batch_size}, lr {t.lr:g}"
             + (f", time budget {t.time_budget_s:.0f} s" if t.time_budget_s > 0 else ""))
@@ -252,7 +255,8 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
     torch.manual_seed(cfg.train.seed)
     project = CopickProject(cfg.data.project)
     train_runs, val_runs = split_runs(cfg, project)
-    train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True))
+    train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True),
+                           variants=cfg.data.appearance_variants)
     val_s = load_samples(cfg, project, share(val_runs, hooks.rank, hooks.world))
     state = build_state(cfg, train_s[0].sv.feature_names, project.particles, device)
     if hooks.rank == 0:

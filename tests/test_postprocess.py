@@ -142,3 +142,26 @@ def test_calibration_maps_masses_to_probabilities_without_changing_picks():
                                                 dets[0]["ribosome"][1][30:])})]
     cal0 = fit_calibration(only_false, [truths[0]], particles)
     assert apply_calibration(only_false[0], cal0)["ribosome"][1].max() < 0.05, cal0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_connected_components_match_scipy(seed):
+    """The torch components (which run on the votes' device) against scipy's, on random
+    sparse graphs with chains long enough to need many propagation rounds."""
+    import torch
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    from sparse_det.postprocess import connected_components
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    perm = rng.permutation(n)
+    chain = np.stack([perm[:150], perm[1:151]])  # one long path through shuffled nodes
+    extra = rng.integers(0, n, (2, 120))
+    edges = np.concatenate([chain, extra], axis=1)
+    _, want = scipy_components(coo_matrix((np.ones(edges.shape[1]), tuple(edges)),
+                                          shape=(n, n)), directed=False)
+    got = connected_components(torch.from_numpy(edges), n).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert connected_components(torch.zeros((2, 0), dtype=torch.long), 3).tolist() == [0, 1, 2]

@@ -1,0 +1,102 @@
+"""Appearance randomisation of a dense tomogram before it is sparsified, for training.
+
+A detector trained on one simulator learns that simulator's look: its noise colour, its
+band balance, its contrast. Real tomograms differ in all of them (the microscope's CTF and
+dose, the reconstruction's filter, the denoiser people chose). Each variant here re-weights
+the frequency bands, blurs, adds white or coloured noise, bends the grey levels with a
+sign-preserving gamma and may flip the polarity — all drawn from one seed, so a variant is
+reproducible. Particle positions never move: the ground truth stays valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AppearanceRanges:
+    """Each drawn uniformly from (lo, hi); gains log-uniformly."""
+
+    band_gain: tuple[float, float] = (0.5, 2.0)  # per band of BANDS_A
+    blur_vox: tuple[float, float] = (0.0, 1.2)  # Gaussian, working voxels
+    noise_rel: tuple[float, float] = (0.0, 1.5)  # added noise std / the volume's robust sigma
+    noise_blur_vox: tuple[float, float] = (0.0, 1.5)  # 0: white noise; else coloured by this
+    gamma: tuple[float, float] = (0.7, 1.4)  # sign(x)|x|^gamma on the normalised volume
+    flip_probability: float = 0.5  # protein bright instead of dark
+
+    def key(self) -> str:
+        """A short name for these ranges (shard folders of variants carry it)."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        p = {}
+        for f in fields(self):
+            if f.name == "flip_probability":
+                p["flip"] = bool(rng.random() < self.flip_probability)
+            elif f.name == "band_gain":
+                lo, hi = np.log(self.band_gain)
+                p["band_gain"] = [float(g) for g in np.exp(rng.uniform(lo, hi, len(BANDS_A)))]
+            else:
+                p[f.name] = float(rng.uniform(*getattr(self, f.name)))
+        p["noise_seed"] = int(rng.integers(2**31))
+        return p
+
+
+# Band edges (Å, wavelength) for the gains, finest first: under 60 Å (noise and fine detail;
+# a 20 Å grid's Nyquist is 40 Å), 60-120 Å and 120-240 Å (particles: 120-300 Å across),
+# over 240 Å (ice gradients, vesicles).
+BANDS_A = (60.0, 120.0, 240.0, np.inf)
+
+
+def _robust_sigma(vol: np.ndarray) -> tuple[float, float]:
+    sample = vol[::2, ::3, ::3].ravel()
+    med = float(np.median(sample))
+    return med, max(1.4826 * float(np.median(np.abs(sample - med))), 1e-12)
+
+
+def reweight_bands(vol: np.ndarray, gains: list[float], voxel_size_A: float) -> np.ndarray:
+    """Multiplies each band (edges BANDS_A, by wavelength) by its gain, with smooth steps so
+    no ringing is made; the mean is kept."""
+    import scipy.fft
+
+    spec = scipy.fft.rfftn(vol, workers=-1)
+    freq = [np.fft.fftfreq(n) for n in vol.shape[:2]] + [np.fft.rfftfreq(vol.shape[2])]
+    k = np.sqrt(freq[0][:, None, None] ** 2 + freq[1][None, :, None] ** 2
+                + freq[2][None, None, :] ** 2) / voxel_size_A  # cycles per Å
+    wavelength = 1.0 / np.maximum(k, 1e-9)
+    weight = np.full(k.shape, gains[-1], np.float32)
+    # From coarse to fine: below each edge's wavelength the finer band's gain takes over,
+    # through a logistic step one octave wide.
+    for edge, g in zip(BANDS_A[-2::-1], gains[-2::-1], strict=True):
+        step = 1.0 / (1.0 + np.exp(4.0 * np.log2(wavelength / edge)))
+        weight = weight * (1 - step) + g * step
+    weight[0, 0, 0] = 1.0
+    return scipy.fft.irfftn(spec * weight, s=vol.shape, workers=-1).astype(np.float32)
+
+
+def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> np.ndarray:
+    """A new look for the tomogram (z,y,x) from `params` (AppearanceRanges.draw)."""
+    from scipy import ndimage
+
+    med, sigma = _robust_sigma(vol)
+    x = ((vol - med) / sigma).astype(np.float32)
+    x = reweight_bands(x, params["band_gain"], voxel_size_A)
+    if params["blur_vox"] > 0.05:
+        x = ndimage.gaussian_filter(x, params["blur_vox"], truncate=3.0)
+    _, s = _robust_sigma(x)
+    noise = np.random.default_rng(params["noise_seed"]).standard_normal(x.shape,
+                                                                        dtype=np.float32)
+    if params["noise_blur_vox"] > 0.05:
+        noise = ndimage.gaussian_filter(noise, params["noise_blur_vox"], truncate=3.0)
+    noise *= params["noise_rel"] * s / max(float(noise.std()), 1e-12)
+    x += noise
+    _, s = _robust_sigma(x)
+    x = np.sign(x) * (np.abs(x) / s) ** params["gamma"]
+    if params["flip"]:
+        np.negative(x, out=x)
+    return x.astype(np.float32)

@@ -1,0 +1,105 @@
+"""Appearance randomisation and per-tomogram standardisation of the kept voxels: each
+randomisation is deterministic for a seed and does what its name says; standardised
+features do not depend on the tomogram's contrast gain or noise level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_tools.appearance import (
+    BANDS_A,
+    AppearanceRanges,
+    randomise_appearance,
+    reweight_bands,
+)
+from data_tools.sparsify import SparsifyConfig, sparsify, standardise_kept
+
+SPACING_A = 20.0
+
+
+def _blobs(shape=(32, 64, 64), n=12, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Dark Gaussian blobs (sigma 2 voxels) on a flat background, and their centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(6, np.array(shape) - 6, (n, 3))
+    grid = np.indices(shape, dtype=np.float32)
+    vol = np.zeros(shape, np.float32)
+    for c in centres:
+        d2 = sum((grid[i] - c[i]) ** 2 for i in range(3))
+        vol -= np.exp(-d2 / (2 * 2.0**2)).astype(np.float32)
+    return vol, centres
+
+
+def test_each_variant_is_deterministic_for_its_seed():
+    vol, _ = _blobs()
+    ranges = AppearanceRanges()
+    a = ranges.draw(np.random.default_rng(7))
+    b = ranges.draw(np.random.default_rng(7))
+    c = ranges.draw(np.random.default_rng(8))
+    assert a == b and a != c
+    np.testing.assert_array_equal(randomise_appearance(vol, SPACING_A, a),
+                                  randomise_appearance(vol, SPACING_A, b))
+    assert not np.allclose(randomise_appearance(vol, SPACING_A, a),
+                           randomise_appearance(vol, SPACING_A, c))
+
+
+def test_band_gain_scales_only_its_band():
+    """White noise re-weighted with gain 2 on the finest band only: its power grows ×4 at
+    wavelengths well under the band's edge and stays at wavelengths well above it."""
+    rng = np.random.default_rng(0)
+    vol = rng.standard_normal((32, 64, 64)).astype(np.float32)
+    out = reweight_bands(vol, [2.0, 1.0, 1.0, 1.0], SPACING_A)
+    f_in, f_out = np.abs(np.fft.rfftn(vol)) ** 2, np.abs(np.fft.rfftn(out)) ** 2
+    freq = [np.fft.fftfreq(32), np.fft.fftfreq(64), np.fft.rfftfreq(64)]
+    k = np.sqrt(freq[0][:, None, None] ** 2 + freq[1][None, :, None] ** 2
+                + freq[2][None, None, :] ** 2) / SPACING_A
+    fine = k > 2 / BANDS_A[0]  # an octave under the edge: the step is 98 % done
+    coarse = (k > 0) & (k < 1 / (4 * BANDS_A[0]))
+    assert f_out[fine].sum() / f_in[fine].sum() == pytest.approx(4.0, rel=0.03)
+    assert f_out[coarse].sum() / f_in[coarse].sum() == pytest.approx(1.0, rel=0.05)
+
+
+def test_flip_makes_protein_bright_and_noise_is_added():
+    vol, centres = _blobs()
+    base = {"band_gain": [1.0] * 4, "blur_vox": 0.0, "noise_rel": 0.0,
+            "noise_blur_vox": 0.0, "gamma": 1.0, "noise_seed": 3}
+    c = tuple(np.round(centres[0]).astype(int))
+    plain = randomise_appearance(vol, SPACING_A, base | {"flip": False})
+    flipped = randomise_appearance(vol, SPACING_A, base | {"flip": True})
+    assert plain[c] < 0 < flipped[c]
+    np.testing.assert_allclose(flipped, -plain, atol=1e-5)
+    noisy = randomise_appearance(vol, SPACING_A, base | {"flip": False, "noise_rel": 1.0})
+    # the background far from any blob gains noise of about the requested size
+    assert np.std(noisy - plain) > 0.5 * np.std(plain[np.abs(plain) > 1e-3])
+
+
+def test_kept_features_do_not_depend_on_contrast_gain_or_noise_level():
+    """The same blobs at two noise levels: with feature_norm 'volume' the kept voxels'
+    features shrink as noise grows; with 'kept' their median and robust sigma are 0 and 1
+    whatever the level."""
+    vol, _ = _blobs(n=20)
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(vol.shape).astype(np.float32)
+    medians = {}
+    for norm in ("volume", "kept"):
+        cfg = SparsifyConfig(keep_fraction=0.05, polarity="dark", feature_norm=norm)
+        for level in (0.05, 0.4):
+            sv = sparsify(vol + level * noise, SPACING_A, cfg, "r")
+            medians[norm, level] = np.median(sv.feats, axis=0)
+            if norm == "kept":
+                np.testing.assert_allclose(medians[norm, level], 0.0, atol=1e-5)
+    assert np.all(medians["volume", 0.4][1:] < 0.7 * medians["volume", 0.05][1:])
+
+
+def test_standardise_kept_survives_a_clipped_channel():
+    """A channel where most kept voxels sit at the clip has zero MAD: its scale falls back to
+    a share of its standard deviation instead of dividing by zero."""
+    f = np.zeros((100, 2), np.float32)
+    f[:, 0] = 6.0
+    f[:10, 0] = np.linspace(2, 5, 10)
+    f[:, 1] = np.linspace(-1, 1, 100)
+    out = standardise_kept(f)
+    assert np.isfinite(out).all()
+    assert out[:, 0].max() == 0.0 and out[:, 0].min() < -1.0
+    const = standardise_kept(np.ones((10, 1), np.float32))
+    np.testing.assert_array_equal(const, 0.0)
