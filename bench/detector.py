@@ -4,7 +4,10 @@
                              [--json bench/detector.json]
 
 Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weighted F4,
-seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS.
+seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS; then
+per-stage seconds (read, sparsify, network, decode; on the given device, synchronised) and
+the streaming throughput of one infer_project call over every run (the next run is read
+while the current one is detected).
 """
 
 from __future__ import annotations
@@ -47,6 +50,46 @@ def bench_project(path: str, checkpoint: str, device: str) -> dict:
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def stage_seconds(path: str, checkpoint: str, device: str) -> dict:
+    """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
+    from data_tools.sparsify import read_input, sparsify
+    from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
+
+    project = CopickProject(path)
+    runs = project.runs()
+    picker = Picker.load(checkpoint, device)
+    cfg, dev = picker.sparsify_config, picker.device
+    on = dev if dev.type != "cpu" else None
+    t = {"read": [], "sparsify": [], "network": [], "decode": []}
+    for run in runs:
+        t0 = time.perf_counter()
+        tomo, info = read_input(project, run, cfg)
+        t1 = time.perf_counter()
+        sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
+                      input_info=info, device=on)
+        t2 = time.perf_counter()
+        probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False)
+        _sync(device)
+        t3 = time.perf_counter()
+        detections_from_outputs(sv, probs, offsets, picker.particles,
+                                picker.ckpt.config.postprocess)
+        _sync(device)
+        t4 = time.perf_counter()
+        for k, a, b in (("read", t0, t1), ("sparsify", t1, t2), ("network", t2, t3),
+                        ("decode", t3, t4)):
+            t[k].append(b - a)
+    t0 = time.perf_counter()
+    infer_project(project, checkpoint, runs=runs, device=device)
+    stream = time.perf_counter() - t0
+    return {k: sum(v) / len(v) for k, v in t.items()} | {
+        "stream_tomograms_per_s": len(runs) / stream, "stream_runs": len(runs)}
+
+
 def markdown(results: list[dict]) -> str:
     names = list(results[0]["per_class"])
     head = "| project | " + " | ".join(n for n in names) + " | weighted F4 | s/tomogram | peak GB |"
@@ -69,6 +112,11 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     results = [bench_project(p, a.checkpoint, a.device) for p in a.project]
     print(markdown(results))
+    stages = stage_seconds(a.project[0], a.checkpoint, a.device)
+    print(f"\nper stage on {a.device} ({Path(a.project[0]).name}, s/tomogram): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in stages.items() if k != "stream_runs")
+          + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+    results[0]["stages"] = stages
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -13,21 +13,23 @@ from data_tools.particles import DataError
 
 
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
-               shards_dir: str | None, input_overrides: dict | None) -> pd.DataFrame:
+               shards_dir: str | None, input_overrides: dict | None,
+               precision: str) -> pd.DataFrame:
     import torch
 
     from sparse_det.inference import infer_project
 
     torch.set_num_threads(1)  # a task holds one CPU
     return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,
-                         shards_dir=shards_dir, input_overrides=input_overrides)
+                         shards_dir=shards_dir, input_overrides=input_overrides,
+                         precision=precision)
 
 
 def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       runs: list[str] | None = None, device: str = "auto",
                       shards_dir: str | Path | None = None, address: str | None = None,
-                      progress: bool = False,
-                      input_overrides: dict | None = None) -> pd.DataFrame:
+                      progress: bool = False, input_overrides: dict | None = None,
+                      precision: str = "fp32") -> pd.DataFrame:
     import ray
     from tqdm import tqdm
 
@@ -42,7 +44,8 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     task = ray.remote(num_cpus=1, max_retries=1)(_infer_one)
     shards = str(Path(shards_dir).resolve()) if shards_dir else None
     refs = {task.remote(str(Path(project.path).resolve()), str(Path(checkpoint).resolve()),
-                        run, device, shards, input_overrides): run for run in runs}
+                        run, device, shards, input_overrides, precision): run
+            for run in runs}
     tables, pending = {}, list(refs)
     with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:
         while pending:

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                    help="network weights and features (fp16: for GPUs)")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--picks-out", metavar="PROJECT",
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
-              "input_overrides": input_overrides(a)}
+              "input_overrides": input_overrides(a), "precision": a.precision}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 

@@ -40,6 +40,8 @@ from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibratio
 
 log = logging.getLogger(__name__)
 
+PRECISIONS = ("fp32", "fp16")
+
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
                 feature_names: list[str], shards_dir: str | Path | None, *,
@@ -61,7 +63,8 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
     float32 tensors on `device` (decoding stays there).
     `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
     autocast with fp32 weights, so it is off by default)."""
-    batch = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx).to(device)
+    batch = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx).to(
+        device, dtype=next(model.parameters()).dtype)  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
     with ctx:
@@ -101,10 +104,16 @@ class Picker:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "auto", *,
-             input_overrides: dict | None = None) -> Picker:
-        """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides)."""
+             input_overrides: dict | None = None, precision: str = "fp32") -> Picker:
+        """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides).
+        `precision` "fp16": weights and features in half precision (spconv needs both in
+        one dtype, which autocast does not give it; bf16 has no spconv kernel)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
+        if precision == "fp16":
+            ckpt.model.half()
         return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides))
 
     @property
@@ -144,16 +153,18 @@ class _LoadingPicker:
     sparsified (zarr and scipy release the GIL), which hides most of that first-tomogram
     penalty. A daemon thread: an error on the first tomogram exits at once."""
 
-    def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None):
+    def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None,
+                 precision: str):
         self._picker: Picker | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._load, daemon=True,
-                                        args=(checkpoint, device, input_overrides))
+                                        args=(checkpoint, device, input_overrides, precision))
         self._thread.start()
 
-    def _load(self, checkpoint, device, input_overrides) -> None:
+    def _load(self, checkpoint, device, input_overrides, precision) -> None:
         try:
-            self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
+            self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides,
+                                       precision=precision)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
 
@@ -167,7 +178,8 @@ class _LoadingPicker:
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
-                  input_overrides: dict | None = None) -> pd.DataFrame:
+                  input_overrides: dict | None = None, precision: str = "fp32"
+                  ) -> pd.DataFrame:
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å)."""
     from tqdm import tqdm
 
@@ -178,7 +190,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                         "project")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     dev = resolve_device(device)
-    loading = _LoadingPicker(checkpoint, device, input_overrides)
+    loading = _LoadingPicker(checkpoint, device, input_overrides, precision)
     picked = []
     runs = runs or project.runs()
 

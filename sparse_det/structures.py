@@ -60,8 +60,9 @@ class SparseBatch:
     spatial_shape_zyx: tuple[int, int, int]
     batch_size: int
 
-    def to(self, device: torch.device | str) -> SparseBatch:
-        return SparseBatch(self.coords_bzyx.to(device), self.feats.to(device),
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SparseBatch:
+        """On `device`, features in `dtype` (default: unchanged); indices stay int32."""
+        return SparseBatch(self.coords_bzyx.to(device), self.feats.to(device, dtype),
                            self.spatial_shape_zyx, self.batch_size)
 
     @classmethod

@@ -1,0 +1,244 @@
+"""Adapts a checkpoint to runs that have no annotations at all, by self-training on its own
+confident, flip-consistent detections, with safeguards that keep the starting model when
+a round does not look better.
+
+    python -m sparse_det.adapt --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
+        [--rounds 2] [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
+
+Each round:
+1. Pseudo-labels: the current model detects every run twice, as it is and mirrored in x and
+   y (the network is not exactly equivariant, so the two disagree where it is unsure). A
+   detection is kept when it scores at least its class's threshold (and, with a calibrated
+   checkpoint, a probability of CONFIDENT_PROB) in both, within half the particle's radius.
+2. Fine-tuning on the pseudo-labels (sparse_det.finetune's schedule) with background voxels
+   down-weighted, since a missed particle is labelled background.
+3. Safeguards: the new model labels the runs again; it is kept only if its labels agree
+   with the ones it learnt from (F1 at the metric's hit radius) at least MIN_AGREEMENT and
+   no less than the round before agreed, and no class's count moved by more than a factor
+   CLASS_SHIFT from the starting model's (a class growing into the background, or
+   vanishing). Otherwise the adaptation stops and keeps the model before.
+The thresholds and the score calibration stay the starting checkpoint's: there is nothing
+to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.particles import DataError
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+
+log = logging.getLogger(__name__)
+
+CONFIDENT_PROB = 0.5  # a calibrated detection must be at least this likely to teach
+CLASS_SHIFT = 2.0  # a class's pseudo-label count may move this much from the start's
+MIN_AGREEMENT = 0.6  # a model whose labels agree less with the ones it learnt from drifted
+ADAPT_BACKGROUND_WEIGHT = 0.1  # unlabelled particles are "background": trust it less
+ADAPT_STEPS = 200
+PSEUDO_USER = "sparse-det-adapt"
+
+
+def mirrored_yx(sv):
+    """The sparse volume mirrored in y and x (features are scalars: unchanged)."""
+    coords = sv.coords_zyx.copy()
+    coords[:, 1:] = np.asarray(sv.shape_zyx[1:]) - 1 - coords[:, 1:]
+    return dataclasses.replace(sv, coords_zyx=coords)
+
+
+def unmirror_xyz_A(xyz_A: np.ndarray, sv) -> np.ndarray:
+    """Centres found in mirrored_yx(sv) back in the run's frame (x_A = i·size + origin)."""
+    out = xyz_A.copy()
+    for col, n in ((0, sv.shape_zyx[2]), (1, sv.shape_zyx[1])):
+        out[:, col] = 2 * sv.origin_A + (n - 1) * sv.voxel_size_A - xyz_A[:, col]
+    return out
+
+
+def consistent(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+               radius_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """Detections of `a` with one of `b` within radius_A: (mean centre, lower score)."""
+    from scipy.spatial import cKDTree
+
+    (xa, sa), (xb, sb) = a, b
+    if not len(xa) or not len(xb):
+        return np.zeros((0, 3)), np.zeros(0)
+    dist, j = cKDTree(xb).query(xa, distance_upper_bound=radius_A)
+    ok = np.isfinite(dist)
+    return (xa[ok] + xb[j[ok]]) / 2, np.minimum(sa[ok], sb[j[ok]])
+
+
+def pseudo_labels(picker, project, run: str, shards: Path) -> dict[str, np.ndarray]:
+    """The run's confident, flip-consistent detections per class, x,y,z Å."""
+    sv = picker.sparse(project, run, shards)
+    plain, flipped = picker.detect(sv), picker.detect(mirrored_yx(sv))
+    floor = CONFIDENT_PROB if picker.ckpt.calibration else -np.inf
+    out = {}
+    for p in picker.particles:
+        thr = max(picker.thresholds.get(p.name, np.inf), floor)
+        xa, sa = plain[p.name]
+        xb, sb = flipped[p.name]
+        keep_a, keep_b = sa >= thr, sb >= thr
+        out[p.name] = consistent((xa[keep_a], sa[keep_a]),
+                                 (unmirror_xyz_A(xb[keep_b], sv), sb[keep_b]),
+                                 0.5 * p.radius_A)[0]
+    return out
+
+
+def agreement(a: list[dict], b: list[dict], particles) -> float:
+    """F1 between two rounds' pick sets over all runs and scored classes (hit radius as the
+    metric's)."""
+    from sparse_det.metric import DISTANCE_MULTIPLIER, match_counts
+
+    tp = na = nb = 0
+    for ra, rb in zip(a, b, strict=True):
+        for p in particles:
+            t, _, _ = match_counts(ra[p.name], rb[p.name], DISTANCE_MULTIPLIER * p.radius_A)
+            tp, na, nb = tp + t, na + len(rb[p.name]), nb + len(ra[p.name])
+    return 2 * tp / (na + nb) if na + nb else 1.0
+
+
+def class_counts(labels: list[dict]) -> dict[str, int]:
+    return {k: sum(len(d[k]) for d in labels) for k in labels[0]} if labels else {}
+
+
+def shifted_classes(start: dict[str, int], now: dict[str, int]) -> list[str]:
+    """Classes whose count left [start / CLASS_SHIFT, start · CLASS_SHIFT] (classes the
+    start found at least 5 of)."""
+    return [k for k, n0 in start.items()
+            if n0 >= 5 and not n0 / CLASS_SHIFT <= now.get(k, 0) <= n0 * CLASS_SHIFT]
+
+
+def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]) -> str:
+    """The pseudo-labels as a copick project reading the source's tomograms; returns its
+    config path (the labels are its only picks, so they read as its ground truth)."""
+    import pandas as pd
+
+    from sparse_det.structures import DETECTION_COLUMNS
+    from sparse_det.writers import write_copick_picks
+
+    rows = [(run, name, *xyz, 1.0) for run, lab in zip(runs, labels, strict=True)
+            for name, pts in lab.items() for xyz in pts]
+    write_copick_picks(work_project, source, pd.DataFrame(rows, columns=DETECTION_COLUMNS),
+                       runs=runs, user_id=PSEUDO_USER, session_id="0")
+    return str(work_project / "copick_config.json")
+
+
+def _label_round(checkpoint: Path, project, runs: list[str], shards: Path, device: str):
+    from sparse_det.inference import Picker
+
+    picker = Picker.load(checkpoint, device)
+    return [pseudo_labels(picker, project, r, shards) for r in runs]
+
+
+def _train_round(settings, project_cfg: str, model: Path, work: Path, name: str,
+                 runs: list[str], steps: int, budget_s: float, device: str,
+                 progress: bool) -> Path:
+    from sparse_det.finetune import training_config
+    from sparse_det.training import train
+
+    cfg = training_config(settings.config, project=project_cfg, base=str(model), work=work,
+                          name=name, train_runs=runs, val_runs=runs, steps=steps,
+                          budget_s=budget_s, device=device)
+    cfg.loss.background_weight = ADAPT_BACKGROUND_WEIGHT
+    return train(cfg, progress=progress)
+
+
+def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
+          runs: list[str] | None = None, rounds: int = 2, steps: int = ADAPT_STEPS,
+          minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
+          fresh: bool = False, progress: bool = False) -> dict:
+    """Runs the rounds in the module doc; returns a summary (per model: pseudo-label counts,
+    agreement with the model before, why the adaptation stopped)."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.checkpoint import checkpoint_settings, write_retuned
+
+    out = Path(out)
+    work = Path(work) if work else out.with_suffix(".work")
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    project = CopickProject(project_path)
+    settings = checkpoint_settings(base)
+    runs = runs or project.runs()
+    if not runs:
+        raise DataError(f"{project.path}: no runs to adapt to")
+    budget_s = minutes * 60 / rounds if minutes else 0.0
+    log.info("adapting %s to %d unlabelled run(s) of %s: up to %d round(s) of %d steps",
+             Path(base).name, len(runs), project.path, rounds, steps)
+    labels = _label_round(Path(base), project, runs, work / "shards", device)
+    history = [{"model": str(base), "labels": labels, "counts": class_counts(labels)}]
+    for r in range(rounds):
+        prev = history[-1]
+        log.info("round %d: %d pseudo-labels (%s)", r + 1, sum(prev["counts"].values()),
+                 ", ".join(f"{k} {v}" for k, v in prev["counts"].items()))
+        cfg_path = write_labels(work / f"labels{r}", project, runs, prev["labels"])
+        trained = _train_round(settings, cfg_path, Path(prev["model"]), work, f"round{r + 1}",
+                               runs, steps, budget_s, device, progress)
+        labels = _label_round(trained, project, runs, work / "shards", device)
+        rec = {"model": str(trained), "labels": labels, "counts": class_counts(labels),
+               "agreement": agreement(prev["labels"], labels, settings.particles)}
+        rec["stopped"] = _stop_reason(rec, history)
+        history.append(rec)
+        log.info("round %d: agreement with the labels it learnt from %.3f%s", r + 1,
+                 rec["agreement"], f"; {rec['stopped']}: keeping {prev['model']}"
+                 if rec["stopped"] else "")
+        if rec["stopped"]:
+            break
+    kept = [h for h in history if not h.get("stopped")][-1]["model"]
+    summary = {"base": str(base), "runs": runs, "kept": kept,
+               "models": [{k: v for k, v in h.items() if k != "labels"} for h in history]}
+    write_retuned(kept, out, thresholds=settings.thresholds,
+                  calibration=settings.calibration or {}, extra={"adapt": summary})
+    return summary
+
+
+def _stop_reason(rec: dict, history: list[dict]) -> str | None:
+    """Why a newly trained model is not kept, if it is not (the module doc's safeguards)."""
+    moved = shifted_classes(history[0]["counts"], rec["counts"])
+    if moved:
+        return f"class balance moved for {', '.join(moved)}"
+    if rec["agreement"] < MIN_AGREEMENT:
+        return f"agreement {rec['agreement']:.3f} under {MIN_AGREEMENT}"
+    before = [h["agreement"] for h in history if "agreement" in h]
+    if before and rec["agreement"] < before[-1]:
+        return f"agreement fell ({before[-1]:.3f} -> {rec['agreement']:.3f})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", required=True, help="copick project (annotations unused)")
+    ap.add_argument("--out", required=True, help="the adapted checkpoint")
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="base checkpoint")
+    ap.add_argument("--runs", nargs="*", help="only these runs")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=ADAPT_STEPS, help="per round")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="wall-clock budget for all rounds together (0: none)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--work", help="pseudo-labels and training folders (default <out>.work)")
+    ap.add_argument("--fresh", action="store_true", help="delete --work first")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
+                        format="%(message)s")
+    try:
+        s = adapt(a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds,
+                  steps=a.steps, minutes=a.minutes, device=a.device, work=a.work,
+                  fresh=a.fresh, progress=not a.quiet and sys.stderr.isatty())
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"kept {s['kept']} after {len(s['models']) - 1} round(s); wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Half precision (`--precision fp16`): spconv takes fp16 only with weights and features in
+the same dtype, so the picker casts both. The picks must stay those of fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_tools.simulate import simulate_project
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.inference import Picker
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    return simulate_project(tmp_path_factory.mktemp("fp16") / "p", 1, 5, (64, 192, 192),
+                            progress=False)
+
+
+def test_fp16_picks_match_fp32(small_run):
+    run = small_run.runs()[0]
+    full = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    half = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="fp16")
+    assert next(half.ckpt.model.parameters()).dtype.itemsize == 2
+    sv = full.sparse(small_run, run)
+    a, b = full.pick(full.detect(sv)), half.pick(half.detect(sv))
+    n = 0
+    for p in full.particles:
+        xa, xb = a[p.name][0], b[p.name][0]
+        assert abs(len(xa) - len(xb)) <= max(1, len(xa) // 20), (p.name, len(xa), len(xb))
+        if len(xa) and len(xb):
+            d = np.linalg.norm(xa[:, None] - xb[None], axis=2).min(axis=1)
+            assert np.mean(d < 0.25 * p.radius_A) >= 0.95, (p.name, d)
+        n += len(xa)
+    assert n > 10, "the run should give picks to compare"
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="bf16")
