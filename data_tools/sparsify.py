@@ -101,6 +101,9 @@ class SparsifyConfig:
                              f"got {cfg.select_mode!r}")
         if not 0 < cfg.keep_fraction < 1:
             raise ValueError(f"keep_fraction must be in (0, 1), got {cfg.keep_fraction}")
+        sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
+        if any(b <= a for a, b in pairwise(sigmas)):
+            raise ValueError(f"select_sigma_A and dog_sigmas_A must increase, got {sigmas}")
         if cfg.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, "
                              f"got {cfg.feature_norm!r}")
@@ -122,8 +125,9 @@ class SparsifyConfig:
         return ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
 
 
-def robust_normalise(vol: np.ndarray, what: str) -> np.ndarray:
-    """(v - median) / (1.4826 MAD), from a strided subsample: scale and offset free."""
+def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
+    """(v - median) / (1.4826 MAD), from a strided subsample: scale and offset free.
+    `in_place` (a float32 volume): overwrites `vol` instead of allocating another."""
     sample = vol[::2, ::3, ::3].ravel()
     med = float(np.median(sample))
     mad = float(np.median(np.abs(sample - med))) * 1.4826
@@ -131,6 +135,10 @@ def robust_normalise(vol: np.ndarray, what: str) -> np.ndarray:
         mad = float(vol.std())
         if mad <= 1e-12 * max(1.0, abs(med)):
             raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    if in_place and vol.dtype == np.float32:
+        vol -= np.float32(med)
+        vol /= np.float32(mad)
+        return vol
     return ((vol - np.float32(med)) / np.float32(mad)).astype(np.float32)
 
 
@@ -181,11 +189,16 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     if polarity == "dark":  # filters are linear: flipping after them is exact
         for v in (x, *blur.values()):
             np.negative(v, out=v)
-    blurred = [blur[s] for s in sigmas]
-    smooth = blurred[0]
-    feats = [x, smooth] + [a - b for a, b in pairwise(blurred)]
+    blurred = [blur.pop(s) for s in sigmas]
+    del blur  # only the auto-polarity blur, when its sigma is not a band's
+    # Each band overwrites the coarser blur it no longer needs (finest band last), so a full
+    # tomogram costs six float32 volumes here, not fifteen: the CPU's peak memory.
+    for fine, coarse in reversed(list(pairwise(blurred))):
+        np.subtract(fine, coarse, out=coarse)
+    feats = [x, *blurred]
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
-    feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
+    for f in feats[1:]:
+        robust_normalise(f, what, in_place=True)
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
     return score, feats, info
 
