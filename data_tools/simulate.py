@@ -287,11 +287,30 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
             project.write_picks(run, name, pts)
             rows += [(run, name, *xyz) for xyz in pts]
         record["runs"][run] = params
-    sol = pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z"])
-    sol.insert(0, "id", np.arange(len(sol)))
-    atomic_write_text(out / "solution.csv", sol.to_csv(index=False))
-    atomic_write_text(out / "simulation.json", json.dumps(record, indent=2))
+    _write_records(out, pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y",
+                                                    "z"]), record)
     return project
+
+
+def _write_records(out: Path, sol: pd.DataFrame, record: dict) -> None:
+    """solution.csv and simulation.json, merged with those of earlier calls into the same
+    project (several seeds, physics or prefixes in one project): rows and runs of other runs
+    are kept; each call's settings are one entry of `batches`."""
+    sol_path, rec_path = out / "solution.csv", out / "simulation.json"
+    if sol_path.exists():
+        old = pd.read_csv(sol_path).drop(columns="id")
+        sol = pd.concat([old[~old["experiment"].isin(record["runs"])], sol], ignore_index=True)
+    sol.insert(0, "id", np.arange(len(sol)))
+    runs = dict(record.pop("runs"))
+    batches = [record]
+    if rec_path.exists():
+        old = json.loads(rec_path.read_text())
+        old_runs = old.pop("runs", {})
+        batches = old.pop("batches", [old]) + batches
+        runs = {k: v for k, v in old_runs.items() if k not in runs} | runs
+    merged = record | {"batches": batches, "runs": runs}  # the latest call's keys on top
+    atomic_write_text(sol_path, sol.to_csv(index=False))
+    atomic_write_text(rec_path, json.dumps(merged, indent=2))
 
 
 def ensure_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE_ZYX,

@@ -103,3 +103,33 @@ def test_standardise_kept_survives_a_clipped_channel():
     assert out[:, 0].max() == 0.0 and out[:, 0].min() < -1.0
     const = standardise_kept(np.ones((10, 1), np.float32))
     np.testing.assert_array_equal(const, 0.0)
+
+
+def test_training_variants_are_cached_and_keep_the_truth(tmp_path):
+    """data.appearance_variants: each training run comes with that many randomised copies,
+    sparsified once into their own shard folders, with the run's ground truth, the same on
+    a second load."""
+    from data_tools.simulate import simulate_project
+    from sparse_det.config import config_from_dict
+    from sparse_det.data import load_samples
+
+    project = simulate_project(tmp_path / "p", 1, 3, (48, 128, 128), progress=False)
+    cfg = config_from_dict({"data": {"project": str(project.path),
+                                     "shards": str(tmp_path / "shards"),
+                                     "appearance_variants": 2},
+                            "sparsify": {"feature_norm": "kept"}})
+    run = project.runs()[0]
+    first = load_samples(cfg, project, [run], variants=2)
+    assert len(first) == 3
+    assert [s.sv.input.get("appearance") is None for s in first] == [True, False, False]
+    assert first[1].sv.input["appearance"] != first[2].sv.input["appearance"]
+    assert not np.array_equal(first[0].sv.feats[:100], first[1].sv.feats[:100])
+    for s in first:
+        assert s.truth_xyz_A.keys() == first[0].truth_xyz_A.keys()
+        assert (s.labels > 0).any(), "particles must stay labelled in every variant"
+    folders = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    assert len([f for f in folders if f.startswith("appearance_")]) == 2, folders
+    again = load_samples(cfg, project, [run], variants=2)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.sv.coords_zyx, b.sv.coords_zyx)
+        np.testing.assert_array_equal(a.sv.feats, b.sv.feats)

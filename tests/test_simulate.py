@@ -77,3 +77,25 @@ def test_project_layout_and_protein_is_dark(small_project):
             box = box[np.linalg.norm(box - c, axis=1) <= r]
             vals.append((vol[tuple(box.T)].mean() - med) / mad)
         assert np.median(vals) < -1.0, f"{name} particles not darker than ice: {vals}"
+
+
+def test_a_second_call_adds_runs_and_keeps_the_records(tmp_path):
+    """Two simulate calls into one project (another seed and prefix): solution.csv holds
+    every run's picks, simulation.json every run's parameters and both calls' settings."""
+    import json
+
+    import pandas as pd
+
+    from data_tools.simulate import simulate_project
+
+    out = tmp_path / "p"
+    simulate_project(out, 1, 1, (32, 64, 64), progress=False)
+    simulate_project(out, 1, 2, (32, 64, 64), run_prefix="TS_b", progress=False)
+    sol = pd.read_csv(out / "solution.csv")
+    assert sorted(sol["experiment"].unique()) == ["TS_b_2_000", "TS_sim_1_000"]
+    assert sol["id"].tolist() == list(range(len(sol)))
+    proj = CopickProject(out)
+    assert len(sol) == sum(len(v) for r in proj.runs() for v in proj.read_picks(r).values())
+    rec = json.loads((out / "simulation.json").read_text())
+    assert sorted(rec["runs"]) == ["TS_b_2_000", "TS_sim_1_000"]
+    assert [b["seed"] for b in rec["batches"]] == [1, 2] and rec["seed"] == 2
