@@ -31,14 +31,16 @@ from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution, to_submission
 
 
-def bench_project(path: str, checkpoint: str, device: str) -> dict:
+def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None
+                  ) -> dict:
     project = CopickProject(path)
     runs = project.runs()
-    infer_project(project, checkpoint, runs=runs[:1], device=device)  # warm-up (imports, allocator)
+    kw = {"device": device, "input_overrides": overrides}
+    infer_project(project, checkpoint, runs=runs[:1], **kw)  # warm-up (imports, allocator)
     rows, times = [], []
     for run in runs:
         t0 = time.perf_counter()
-        rows.append(infer_project(project, checkpoint, runs=[run], device=device))
+        rows.append(infer_project(project, checkpoint, runs=[run], **kw))
         times.append(time.perf_counter() - t0)
     sub = to_submission(pd.concat(rows))
     score = score_tables(project_solution(project), sub, project.particles)
@@ -108,17 +110,26 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
+    ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    results = [bench_project(p, a.checkpoint, a.device) for p in a.project]
+    overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
+    results = [bench_project(p, a.checkpoint, a.device, overrides) for p in a.project]
     print(markdown(results))
+    if a.no_stages:
+        return _save(results, a.json)
     stages = stage_seconds(a.project[0], a.checkpoint, a.device)
     print(f"\nper stage on {a.device} ({Path(a.project[0]).name}, s/tomogram): "
           + ", ".join(f"{k} {v:.3f}" for k, v in stages.items() if k != "stream_runs")
           + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
     results[0]["stages"] = stages
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+    return _save(results, a.json)
+
+
+def _save(results: list[dict], path: str | None) -> int:
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2))
     return 0
 
 

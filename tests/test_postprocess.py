@@ -165,3 +165,13 @@ def test_connected_components_match_scipy(seed):
     got = connected_components(torch.from_numpy(edges), n).numpy()
     np.testing.assert_array_equal(got, want)
     assert connected_components(torch.zeros((2, 0), dtype=torch.long), 3).tolist() == [0, 1, 2]
+
+
+def test_best_threshold_sits_midway_in_the_gap():
+    """Two true particles at 0.9 and 0.8, a false one at 0.3: the best selection keeps the
+    two; the threshold is halfway between 0.8 and 0.3, where the same two pass with the
+    widest margin either side."""
+    ref = np.array([[0, 0, 0], [100, 0, 0.0]])
+    cand = np.array([[1, 0, 0], [101, 0, 0], [500, 0, 0.0]])
+    thr, f = best_threshold([(cand, np.array([0.9, 0.8, 0.3]), ref)], hit_radius=10.0)
+    assert thr == pytest.approx(0.55) and f == pytest.approx(1.0), (thr, f)
