@@ -8,15 +8,17 @@ a round does not look better.
 Each round:
 1. Pseudo-labels: the current model detects every run twice, as it is and mirrored in x and
    y (the network is not exactly equivariant, so the two disagree where it is unsure). A
-   detection is kept when it scores at least its class's threshold (and, with a calibrated
-   checkpoint, a probability of CONFIDENT_PROB) in both, within half the particle's radius.
+   detection is kept when it passes its class's threshold in both, within half the
+   particle's radius. (Only confident ones, probability >= 0.5, left beta-galactosidase
+   without a single label on small runs, and training then taught it as background.)
 2. Fine-tuning on the pseudo-labels (sparse_det.finetune's schedule) with background voxels
    down-weighted, since a missed particle is labelled background.
 3. Safeguards: the new model labels the runs again; it is kept only if its labels agree
    with the ones it learnt from (F1 at the metric's hit radius) at least MIN_AGREEMENT and
-   no less than the round before agreed, and no class's count moved by more than a factor
-   CLASS_SHIFT from the starting model's (a class growing into the background, or
-   vanishing). Otherwise the adaptation stops and keeps the model before.
+   no less than the round before agreed, and no class's number of picks (what infer
+   writes) moved by more than a factor CLASS_SHIFT from the starting model's (a class
+   growing into the background, or vanishing). Otherwise the adaptation stops and keeps
+   the model before.
 The thresholds and the score calibration stay the starting checkpoint's: there is nothing
 to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
 """
@@ -37,7 +39,6 @@ from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 
 log = logging.getLogger(__name__)
 
-CONFIDENT_PROB = 0.5  # a calibrated detection must be at least this likely to teach
 CLASS_SHIFT = 2.0  # a class's pseudo-label count may move this much from the start's
 MIN_AGREEMENT = 0.6  # a model whose labels agree less with the ones it learnt from drifted
 ADAPT_BACKGROUND_WEIGHT = 0.1  # unlabelled particles are "background": trust it less
@@ -73,21 +74,24 @@ def consistent(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray
     return (xa[ok] + xb[j[ok]]) / 2, np.minimum(sa[ok], sb[j[ok]])
 
 
-def pseudo_labels(picker, project, run: str, shards: Path) -> dict[str, np.ndarray]:
-    """The run's confident, flip-consistent detections per class, x,y,z Å."""
+def pseudo_labels(picker, project, run: str, shards: Path
+                  ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The run's flip-consistent detections per class (x,y,z Å) at the checkpoint's
+    thresholds, and how many picks the checkpoint writes per class (the output the
+    safeguards watch)."""
     sv = picker.sparse(project, run, shards)
     plain, flipped = picker.detect(sv), picker.detect(mirrored_yx(sv))
-    floor = CONFIDENT_PROB if picker.ckpt.calibration else -np.inf
+    picked = picker.pick(plain)
     out = {}
     for p in picker.particles:
-        thr = max(picker.thresholds.get(p.name, np.inf), floor)
+        thr = picker.thresholds.get(p.name, np.inf)
         xa, sa = plain[p.name]
         xb, sb = flipped[p.name]
         keep_a, keep_b = sa >= thr, sb >= thr
         out[p.name] = consistent((xa[keep_a], sa[keep_a]),
                                  (unmirror_xyz_A(xb[keep_b], sv), sb[keep_b]),
                                  0.5 * p.radius_A)[0]
-    return out
+    return out, {p.name: len(picked[p.name][1]) for p in picker.particles}
 
 
 def agreement(a: list[dict], b: list[dict], particles) -> float:
@@ -129,11 +133,17 @@ def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]
     return str(work_project / "copick_config.json")
 
 
-def _label_round(checkpoint: Path, project, runs: list[str], shards: Path, device: str):
+def _label_round(checkpoint: Path, project, runs: list[str], shards: Path, device: str
+                 ) -> dict:
+    """A model's pseudo-labels of every run, their counts and its output's counts."""
     from sparse_det.inference import Picker
 
     picker = Picker.load(checkpoint, device)
-    return [pseudo_labels(picker, project, r, shards) for r in runs]
+    labels, picks = zip(*[pseudo_labels(picker, project, r, shards) for r in runs],
+                        strict=True)
+    return {"model": str(checkpoint), "labels": list(labels),
+            "counts": class_counts(list(labels)),
+            "picks": {k: sum(c[k] for c in picks) for k in picks[0]}}
 
 
 def _train_round(settings, project_cfg: str, model: Path, work: Path, name: str,
@@ -170,8 +180,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     budget_s = minutes * 60 / rounds if minutes else 0.0
     log.info("adapting %s to %d unlabelled run(s) of %s: up to %d round(s) of %d steps",
              Path(base).name, len(runs), project.path, rounds, steps)
-    labels = _label_round(Path(base), project, runs, work / "shards", device)
-    history = [{"model": str(base), "labels": labels, "counts": class_counts(labels)}]
+    history = [_label_round(Path(base), project, runs, work / "shards", device)]
     for r in range(rounds):
         prev = history[-1]
         log.info("round %d: %d pseudo-labels (%s)", r + 1, sum(prev["counts"].values()),
@@ -179,9 +188,8 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         cfg_path = write_labels(work / f"labels{r}", project, runs, prev["labels"])
         trained = _train_round(settings, cfg_path, Path(prev["model"]), work, f"round{r + 1}",
                                runs, steps, budget_s, device, progress)
-        labels = _label_round(trained, project, runs, work / "shards", device)
-        rec = {"model": str(trained), "labels": labels, "counts": class_counts(labels),
-               "agreement": agreement(prev["labels"], labels, settings.particles)}
+        rec = _label_round(trained, project, runs, work / "shards", device)
+        rec["agreement"] = agreement(prev["labels"], rec["labels"], settings.particles)
         rec["stopped"] = _stop_reason(rec, history)
         history.append(rec)
         log.info("round %d: agreement with the labels it learnt from %.3f%s", r + 1,
@@ -199,9 +207,9 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
 
 def _stop_reason(rec: dict, history: list[dict]) -> str | None:
     """Why a newly trained model is not kept, if it is not (the module doc's safeguards)."""
-    moved = shifted_classes(history[0]["counts"], rec["counts"])
+    moved = shifted_classes(history[0]["picks"], rec["picks"])
     if moved:
-        return f"class balance moved for {', '.join(moved)}"
+        return f"class balance of the picks moved for {', '.join(moved)}"
     if rec["agreement"] < MIN_AGREEMENT:
         return f"agreement {rec['agreement']:.3f} under {MIN_AGREEMENT}"
     before = [h["agreement"] for h in history if "agreement" in h]
