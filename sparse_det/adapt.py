@@ -15,8 +15,8 @@ Each round:
    down-weighted, since a missed particle is labelled background.
 3. Safeguards: the new model labels the runs again; it is kept only if its labels agree
    with the ones it learnt from (F1 at the metric's hit radius) at least MIN_AGREEMENT and
-   no less than the round before agreed, and no class's number of picks (what infer
-   writes) moved by more than a factor CLASS_SHIFT from the starting model's (a class
+   no less than the round before agreed, and no scored class's number of picks (what
+   infer writes) moved by more than a factor CLASS_SHIFT from the starting model's (a class
    growing into the background, or vanishing). Otherwise the adaptation stops and keeps
    the model before.
 The thresholds and the score calibration stay the starting checkpoint's: there is nothing
@@ -111,11 +111,12 @@ def class_counts(labels: list[dict]) -> dict[str, int]:
     return {k: sum(len(d[k]) for d in labels) for k in labels[0]} if labels else {}
 
 
-def shifted_classes(start: dict[str, int], now: dict[str, int]) -> list[str]:
-    """Classes whose count left [start / CLASS_SHIFT, start · CLASS_SHIFT] (classes the
-    start found at least 5 of)."""
-    return [k for k, n0 in start.items()
-            if n0 >= 5 and not n0 / CLASS_SHIFT <= now.get(k, 0) <= n0 * CLASS_SHIFT]
+def shifted_classes(start: dict[str, int], now: dict[str, int],
+                    watched: set[str] | None = None) -> list[str]:
+    """Classes (of `watched`, default all) whose count left [start / CLASS_SHIFT,
+    start · CLASS_SHIFT] (classes the start found at least 5 of)."""
+    return [k for k, n0 in start.items() if (watched is None or k in watched)
+            and n0 >= 5 and not n0 / CLASS_SHIFT <= now.get(k, 0) <= n0 * CLASS_SHIFT]
 
 
 def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]) -> str:
@@ -188,9 +189,14 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         cfg_path = write_labels(work / f"labels{r}", project, runs, prev["labels"])
         trained = _train_round(settings, cfg_path, Path(prev["model"]), work, f"round{r + 1}",
                                runs, steps, budget_s, device, progress)
-        rec = _label_round(trained, project, runs, work / "shards", device)
+        # Judged as it would be written: the starting thresholds and calibration (training
+        # tuned its own on the pseudo-labels, which are no ground truth).
+        candidate = write_retuned(trained, work / f"round{r + 1}.pt",
+                                  thresholds=settings.thresholds,
+                                  calibration=settings.calibration or {}, extra={})
+        rec = _label_round(candidate, project, runs, work / "shards", device)
         rec["agreement"] = agreement(prev["labels"], rec["labels"], settings.particles)
-        rec["stopped"] = _stop_reason(rec, history)
+        rec["stopped"] = _stop_reason(rec, history, settings.particles)
         history.append(rec)
         log.info("round %d: agreement with the labels it learnt from %.3f%s", r + 1,
                  rec["agreement"], f"; {rec['stopped']}: keeping {prev['model']}"
@@ -205,9 +211,16 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     return summary
 
 
-def _stop_reason(rec: dict, history: list[dict]) -> str | None:
-    """Why a newly trained model is not kept, if it is not (the module doc's safeguards)."""
-    moved = shifted_classes(history[0]["picks"], rec["picks"])
+def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:
+    """Why a newly trained model is not kept, if it is not (the module doc's safeguards).
+    The class balance is watched on the scored classes: an unscored one (beta-amylase)
+    that moves is logged, and does not undo a round that improved the others."""
+    scored = {p.name for p in particles if p.weight > 0}
+    moved = shifted_classes(history[0]["picks"], rec["picks"], scored)
+    unscored = shifted_classes(history[0]["picks"], rec["picks"],
+                               {p.name for p in particles} - scored)
+    if unscored:
+        log.info("picks of unscored %s moved more than %gx", ", ".join(unscored), CLASS_SHIFT)
     if moved:
         return f"class balance of the picks moved for {', '.join(moved)}"
     if rec["agreement"] < MIN_AGREEMENT:

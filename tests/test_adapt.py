@@ -50,19 +50,20 @@ def test_safeguards():
     assert agreement(one, two, [P("a"), P("b")]) == pytest.approx(2 * 1 / 3)
     assert shifted_classes({"a": 10, "b": 3}, {"a": 21, "b": 0}) == ["a"]
     assert shifted_classes({"a": 10}, {"a": 5}) == []
+    assert shifted_classes({"a": 10, "c": 10}, {"a": 30, "c": 1}, {"c"}) == ["c"]
 
 
 @pytest.mark.slow
 def test_adapt_does_not_lower_f4_where_the_start_is_right(tmp_path):
     """Runs from the training ranges: the shipped checkpoint is already right there. Two
-    rounds of self-training on them, unlabelled, keep weighted F4 (at the shipped thresholds)
-    within 0.02 of the start's, and the summary says which model was kept and why."""
+    rounds of self-training on them, unlabelled, do not lower weighted F4 (at the shipped
+    thresholds), and the summary says which model was kept and why."""
     from data_tools.copick_io import CopickProject
     from sparse_det.inference import infer_project
     from sparse_det.metric import score_tables
     from sparse_det.writers import project_solution, to_submission
 
-    project = simulate_project(tmp_path / "p", 2, 11, (96, 256, 256),
+    project = simulate_project(tmp_path / "p", 2, 11, (96, 384, 384),
                                SimRanges(snr=(1.5, 2.5), crowding=(0.8, 1.0)), progress=False)
     out = tmp_path / "adapted.pt"
     assert main(["--project", str(project.path), "--out", str(out), "--steps", "20",
@@ -79,4 +80,4 @@ def test_adapt_does_not_lower_f4_where_the_start_is_right(tmp_path):
         return score_tables(truth, sub, project.particles).score
 
     before, after = score(DEFAULT_CHECKPOINT), score(out)
-    assert after >= before - 0.02, f"adapted {after:.3f} vs start {before:.3f}"
+    assert after >= before, f"adapted {after:.3f} vs start {before:.3f}"
