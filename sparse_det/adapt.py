@@ -25,7 +25,6 @@ to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import shutil
@@ -236,24 +235,15 @@ def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--project", required=True, help="copick project (annotations unused)")
-    ap.add_argument("--out", required=True, help="the adapted checkpoint")
-    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="base checkpoint")
-    ap.add_argument("--runs", nargs="*", help="only these runs")
+    from sparse_det.finetune import adaptation_arguments, setup_logging
+
+    ap = adaptation_arguments(__doc__, project="copick project (annotations unused)",
+                              out="the adapted checkpoint", steps=ADAPT_STEPS, per="round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=ADAPT_STEPS, help="per round")
-    ap.add_argument("--minutes", type=float, default=0.0,
-                    help="wall-clock budget for all rounds together (0: none)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--work", help="pseudo-labels and training folders (default <out>.work)")
-    ap.add_argument("--fresh", action="store_true", help="delete --work first")
-    ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")
-    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
-                        format="%(message)s")
+    setup_logging(a.quiet)
     try:
         s = adapt(a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds,
                   steps=a.steps, minutes=a.minutes, device=a.device, work=a.work,

@@ -150,22 +150,36 @@ def _best_step(checkpoint: Path) -> int:
     return int(read_checkpoint(checkpoint)["extra"]["step"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--project", required=True, help="copick project with annotated runs")
-    ap.add_argument("--out", required=True, help="the fine-tuned checkpoint")
+def adaptation_arguments(doc: str, *, project: str, out: str, steps: int, per: str
+                         ) -> argparse.ArgumentParser:
+    """The command line finetune and adapt share: a project, a base checkpoint, an output,
+    a step count and a time budget, a device, a work folder."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--project", required=True, help=project)
+    ap.add_argument("--out", required=True, help=out)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="base checkpoint")
     ap.add_argument("--runs", nargs="*", help="only these runs")
-    ap.add_argument("--steps", type=int, default=FINETUNE_STEPS, help="per training")
+    ap.add_argument("--steps", type=int, default=steps, help=f"per {per}")
     ap.add_argument("--minutes", type=float, default=0.0,
-                    help="wall-clock budget for all trainings together (0: none)")
+                    help=f"wall-clock budget for every {per} together (0: none)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--work", help="shards and training folders (default: <out>.work)")
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
+    return ap
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = adaptation_arguments(__doc__, project="copick project with annotated runs",
+                              out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
+                              per="training")
+    a = ap.parse_args(argv)
+    setup_logging(a.quiet)
     try:
         s = finetune(a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps,
                      minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
