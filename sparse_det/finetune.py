@@ -84,8 +84,10 @@ def _fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, d
 def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
              runs: list[str] | None = None, steps: int = FINETUNE_STEPS,
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
-             fresh: bool = False, progress: bool = False) -> dict:
-    """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4)."""
+             fresh: bool = False, progress: bool = False, trainer=None) -> dict:
+    """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
+    `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
+    after the other here; ray_jobs/finetune.py runs them as Ray tasks at once)."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.thresholds import calibrate_and_tune
@@ -107,7 +109,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              FINETUNE_LR, f", {budget_s:.0f} s each" if budget_s else "")
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device}
-    dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress)
+    dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer)
     tuning, calibration = calibrate_and_tune(dets, truths, settings.particles)
     log.info("out-of-fold weighted F4 %.4f at thresholds tuned on %d held-out run(s)",
              tuning.score, len(dets))
@@ -127,16 +129,19 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     return summary
 
 
-def _run_folds(folds, project, settings, kw: dict, progress: bool):
+def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None):
     """Each fold trained; its best epoch's detections on its held-out runs."""
     from sparse_det.training import train
 
-    dets, truths, fold_info = [], [], []
+    cfgs = []
     for i, (train_runs, val_runs) in enumerate(folds):
         log.info("fold %d/%d: train %s, validate %s", i + 1, len(folds), train_runs, val_runs)
-        cfg = training_config(settings.config, name=f"fold{i}", train_runs=train_runs,
-                              val_runs=val_runs, **kw)
-        best = train(cfg, progress=progress)
+        cfgs.append(training_config(settings.config, name=f"fold{i}", train_runs=train_runs,
+                                    val_runs=val_runs, **kw))
+    bests = (trainer or (lambda cs: [train(c, progress=progress) for c in cs]))(cfgs)
+    dets, truths, fold_info = [], [], []
+    for (train_runs, val_runs), best in zip(folds, bests, strict=True):
+        best = Path(best)
         dets += _fold_detections(best, project, val_runs, kw["work"] / "shards", kw["device"])
         truths += [project.read_picks(r) for r in val_runs]
         fold_info.append({"train": train_runs, "val": val_runs, "best_step": _best_step(best),

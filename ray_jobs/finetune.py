@@ -1,0 +1,90 @@
+"""Fine-tuning as a Ray job: sparse_det.finetune's recipe with its folds trained at once, one
+Ray task per fold, on as many machines as the cluster has.
+
+    python -m ray_jobs.finetune --project DIR --out my.pt [the options of sparse_det.finetune]
+        [--address ADDR] [--cpus-per-fold N]
+
+The folds are independent trainings from the same base weights, so they run in parallel;
+the out-of-fold thresholds and the final model follow on the driver as in the single-process
+command. Before the folds start, the driver makes every shard they read (each run and its
+appearance copies), so no two tasks ever write the same shard. The project, the base
+checkpoint and `--work` must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from data_tools.particles import DataError
+from sparse_det.checkpoint import CheckpointError
+from sparse_det.finetune import FINETUNE_STEPS, adaptation_arguments, finetune, setup_logging
+
+
+def _train_fold(cfg, threads: int) -> str:
+    import torch
+
+    from sparse_det.training import train
+
+    torch.set_num_threads(threads)
+    return str(train(cfg, progress=False))
+
+
+def _make_shards(cfgs) -> None:
+    """Every shard the folds will read, made here one after the other."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.data import load_samples
+
+    cfg = cfgs[0]
+    project = CopickProject(cfg.data.project)
+    runs = sorted({r for c in cfgs for r in c.data.train_runs + c.data.val_runs})
+    load_samples(cfg, project, runs, variants=cfg.data.appearance_variants)
+
+
+def _abs(path: str) -> str:
+    return str(Path(path).resolve()) if path else path
+
+
+def ray_trainer(address: str | None, cpus_per_fold: int):
+    """A `trainer` for sparse_det.finetune.finetune: one Ray task per fold."""
+
+    def run(cfgs) -> list[str]:
+        import ray
+
+        from ray_jobs.cluster import init_ray
+
+        _make_shards(cfgs)
+        init_ray(address)
+        task = ray.remote(num_cpus=cpus_per_fold, max_retries=1)(_train_fold)
+        for c in cfgs:  # workers need not share the driver's working directory
+            c.train.num_threads = cpus_per_fold
+            c.data.project, c.data.shards = _abs(c.data.project), _abs(c.data.shards)
+            c.train.out_dir, c.train.init_checkpoint = (_abs(c.train.out_dir),
+                                                        _abs(c.train.init_checkpoint))
+        return ray.get([task.remote(c, cpus_per_fold) for c in cfgs])
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = adaptation_arguments(__doc__, project="copick project with annotated runs",
+                              out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
+                              per="training")
+    ap.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a private "
+                    "local Ray)")
+    ap.add_argument("--cpus-per-fold", type=int, default=1)
+    a = ap.parse_args(argv)
+    setup_logging(a.quiet)
+    try:
+        s = finetune(a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps,
+                     minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
+                     trainer=ray_trainer(a.address, a.cpus_per_fold))
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
