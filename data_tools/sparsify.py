@@ -243,10 +243,8 @@ def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: floa
     x = torch.as_tensor(vol).to(device)
     if not torch.isfinite(x).all():
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
-    score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what,
-                                                polarity_sigma_A=POLARITY_SIGMA_A,
-                                                decide_polarity=decide_polarity)
-    coords, f = st.select(score, feats, cfg, what, KEPT_MAD_MIN_SHARE)
+    score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what)
+    coords, f = st.select(score, feats, cfg, what)
     return coords, f, polarity
 
 

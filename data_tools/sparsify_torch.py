@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data_tools.particles import DataError
+from data_tools.sparsify import KEPT_MAD_MIN_SHARE, POLARITY_SIGMA_A, decide_polarity
 
 
 def _median(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -81,23 +82,22 @@ def binary_dilation(mask: torch.Tensor, iterations: int) -> torch.Tensor:
     return mask
 
 
-def standardise_kept(feats: torch.Tensor, min_share: float) -> torch.Tensor:
+def standardise_kept(feats: torch.Tensor) -> torch.Tensor:
     med = _median(feats, dim=0)
     mad = 1.4826 * _median((feats - med).abs(), dim=0)
-    scale = torch.maximum(mad, min_share * feats.std(dim=0, correction=0))
+    scale = torch.maximum(mad, KEPT_MAD_MIN_SHARE * feats.std(dim=0, correction=0))
     scale = torch.where(scale <= 1e-6, torch.ones_like(scale), scale)
     return (feats - med) / scale
 
 
-def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str, *,
-                    polarity_sigma_A: float, decide_polarity
+def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
                     ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
     """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
     x = robust_normalise(vol.float(), what).clamp_(-cfg.clip_sigma, cfg.clip_sigma)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    needed = list(dict.fromkeys(sigmas + [polarity_sigma_A] * (cfg.polarity == "auto")))
+    needed = list(dict.fromkeys(sigmas + [POLARITY_SIGMA_A] * (cfg.polarity == "auto")))
     blur = {s: gaussian_filter(x, s / voxel_size_A) for s in needed}
-    polarity, info = decide_polarity(cfg.polarity, blur.get(polarity_sigma_A), what,
+    polarity, info = decide_polarity(cfg.polarity, blur.get(POLARITY_SIGMA_A), what,
                                      skew=skewness)
     if polarity == "dark":
         x = -x
@@ -109,8 +109,8 @@ def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str, *,
     return score, feats, info
 
 
-def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
-           kept_min_share: float) -> tuple[np.ndarray, np.ndarray]:
+def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(coords [N,3] int32, features [N,C] float32) of the kept voxels, as numpy arrays."""
     thr = float(torch.quantile(score[::2, ::2, ::2].reshape(-1).double(),
                                1.0 - cfg.keep_fraction))
@@ -123,6 +123,6 @@ def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
     idx = tuple(coords.T)
     f = torch.stack([v[idx] for v in feats], dim=1)
     if cfg.feature_norm == "kept":
-        f = standardise_kept(f, kept_min_share)
+        f = standardise_kept(f)
     return (coords.to(torch.int32).cpu().numpy(),
             np.ascontiguousarray(f.float().cpu().numpy()))

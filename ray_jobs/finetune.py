@@ -13,21 +13,21 @@ checkpoint and `--work` must be on storage every node sees.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from data_tools.particles import DataError
-from sparse_det.checkpoint import CheckpointError
-from sparse_det.finetune import FINETUNE_STEPS, adaptation_arguments, finetune, setup_logging
+from sparse_det.finetune import (
+    FINETUNE_STEPS,
+    adaptation_arguments,
+    finetune,
+    run_or_report,
+    setup_logging,
+)
 
 
-def _train_fold(cfg, threads: int) -> str:
-    import torch
-
+def _train_fold(cfg) -> str:
     from sparse_det.training import train
 
-    torch.set_num_threads(threads)
-    return str(train(cfg, progress=False))
+    return str(train(cfg, progress=False))  # on cfg.train.num_threads CPU threads
 
 
 def _make_shards(cfgs) -> None:
@@ -61,7 +61,7 @@ def ray_trainer(address: str | None, cpus_per_fold: int):
             c.data.project, c.data.shards = _abs(c.data.project), _abs(c.data.shards)
             c.train.out_dir, c.train.init_checkpoint = (_abs(c.train.out_dir),
                                                         _abs(c.train.init_checkpoint))
-        return ray.get([task.remote(c, cpus_per_fold) for c in cfgs])
+        return ray.get([task.remote(c) for c in cfgs])
 
     return run
 
@@ -75,12 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus-per-fold", type=int, default=1)
     a = ap.parse_args(argv)
     setup_logging(a.quiet)
-    try:
-        s = finetune(a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps,
-                     minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
-                     trainer=ray_trainer(a.address, a.cpus_per_fold))
-    except (DataError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    s = run_or_report(lambda: finetune(
+        a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
+        device=a.device, work=a.work, fresh=a.fresh,
+        trainer=ray_trainer(a.address, a.cpus_per_fold)))
+    if s is None:
         return 2
     print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
     return 0

@@ -1,6 +1,6 @@
 """Adapts a checkpoint to runs that have no annotations at all, by self-training on its own
-confident, flip-consistent detections, with safeguards that keep the starting model when
-a round does not look better.
+flip-consistent detections, with safeguards that keep the starting model when a round does
+not look better.
 
     python -m sparse_det.adapt --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--rounds 2] [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.particles import DataError
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
-CLASS_SHIFT = 2.0  # a class's pseudo-label count may move this much from the start's
+CLASS_SHIFT = 2.0  # a scored class's number of picks may move this much from the start's
 # A model whose labels agree less with the ones it learnt from has drifted. Measured: on a
 # family the checkpoint was not trained on, kept rounds agreed 0.82 and 0.91 (+0.03 F4);
 # on in-range runs where the start was right, a round that agreed 0.75 had lost 0.09 F4
@@ -235,7 +235,7 @@ def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sparse_det.finetune import adaptation_arguments, setup_logging
+    from sparse_det.finetune import adaptation_arguments, run_or_report, setup_logging
 
     ap = adaptation_arguments(__doc__, project="copick project (annotations unused)",
                               out="the adapted checkpoint", steps=ADAPT_STEPS, per="round")
@@ -244,12 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")
     setup_logging(a.quiet)
-    try:
-        s = adapt(a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds,
-                  steps=a.steps, minutes=a.minutes, device=a.device, work=a.work,
-                  fresh=a.fresh, progress=not a.quiet and sys.stderr.isatty())
-    except (DataError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    s = run_or_report(lambda: adapt(
+        a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds, steps=a.steps,
+        minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
+        progress=not a.quiet and sys.stderr.isatty()))
+    if s is None:
         return 2
     print(f"kept {s['kept']} after {len(s['models']) - 1} round(s); wrote {a.out}")
     return 0

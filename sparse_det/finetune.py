@@ -179,18 +179,27 @@ def setup_logging(quiet: bool) -> None:
                         format="%(message)s")
 
 
+def run_or_report(call):
+    """call()'s result, or None after printing one `error:` line for bad input (a missing
+    run, a foreign checkpoint, an unwritable output): the command then exits with 2."""
+    try:
+        return call()
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = adaptation_arguments(__doc__, project="copick project with annotated runs",
                               out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
                               per="training")
     a = ap.parse_args(argv)
     setup_logging(a.quiet)
-    try:
-        s = finetune(a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps,
-                     minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
-                     progress=not a.quiet and sys.stderr.isatty())
-    except (DataError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    s = run_or_report(lambda: finetune(
+        a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
+        device=a.device, work=a.work, fresh=a.fresh,
+        progress=not a.quiet and sys.stderr.isatty()))
+    if s is None:
         return 2
     print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
     return 0

@@ -77,9 +77,7 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
     """Per-voxel outputs (numpy, or tensors on the device that decodes them) → unthresholded
     Detections; the one voxel → Å conversion."""
     radii_vox = [p.radius_A / sv.voxel_size_A for p in particles]
-    coords = (torch.from_numpy(sv.coords_zyx).to(probs.device)
-              if isinstance(probs, torch.Tensor) else sv.coords_zyx)
-    per_class = detect(coords, probs, offsets, radii_vox, prob_floor=post.prob_floor,
+    per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
                        cluster_radius_fraction=post.cluster_radius_fraction,
                        nms_radius_fraction=post.nms_radius_fraction, min_votes=post.min_votes)
     return Detections(sv.run, {
