@@ -31,11 +31,11 @@ from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution, to_submission
 
 
-def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None
-                  ) -> dict:
+def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None,
+                  tta: str | None = None) -> dict:
     project = CopickProject(path)
     runs = project.runs()
-    kw = {"device": device, "input_overrides": overrides}
+    kw = {"device": device, "input_overrides": overrides, "tta": tta}
     infer_project(project, checkpoint, runs=runs[:1], **kw)  # warm-up (imports, allocator)
     rows, times = [], []
     for run in runs:
@@ -57,14 +57,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stage_seconds(path: str, checkpoint: str, device: str) -> dict:
+def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None) -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
 
     project = CopickProject(path)
     runs = project.runs()
-    picker = Picker.load(checkpoint, device)
+    picker = Picker.load(checkpoint, device, tta=tta)
     cfg, dev = picker.sparsify_config, picker.device
     on = dev if dev.type != "cpu" else None
     t = {"read": [], "sparsify": [], "network": [], "decode": []}
@@ -75,7 +75,7 @@ def stage_seconds(path: str, checkpoint: str, device: str) -> dict:
         sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
                       input_info=info, device=on)
         t2 = time.perf_counter()
-        probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False)
+        probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False, tta=picker.tta)
         _sync(device)
         t3 = time.perf_counter()
         detections_from_outputs(sv, probs, offsets, picker.particles,
@@ -86,7 +86,7 @@ def stage_seconds(path: str, checkpoint: str, device: str) -> dict:
                         ("decode", t3, t4)):
             t[k].append(b - a)
     t0 = time.perf_counter()
-    infer_project(project, checkpoint, runs=runs, device=device)
+    infer_project(project, checkpoint, runs=runs, device=device, tta=tta)
     stream = time.perf_counter() - t0
     return {k: sum(v) / len(v) for k, v in t.items()} | {
         "stream_tomograms_per_s": len(runs) / stream, "stream_runs": len(runs)}
@@ -112,14 +112,15 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
+    ap.add_argument("--tta", help="test-time mirrors (default: the checkpoint's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
-    results = [bench_project(p, a.checkpoint, a.device, overrides) for p in a.project]
+    results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta) for p in a.project]
     print(markdown(results))
     if a.no_stages:
         return _save(results, a.json)
-    stages = stage_seconds(a.project[0], a.checkpoint, a.device)
+    stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta)
     print(f"\nper stage on {a.device} ({Path(a.project[0]).name}, s/tomogram): "
           + ", ".join(f"{k} {v:.3f}" for k, v in stages.items() if k != "stream_runs")
           + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")

@@ -79,10 +79,14 @@ RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
 
 
 def write_retuned(src: str | Path, dest: str | Path, *, thresholds: dict[str, float],
-                  calibration: dict[str, list[float]], extra: dict) -> Path:
+                  calibration: dict[str, list[float]], extra: dict,
+                  postprocess: dict | None = None) -> Path:
     """`src` with new thresholds and score calibration, written atomically to `dest` for
-    inference: its optimiser state dropped, `extra` added to its record."""
+    inference: its optimiser state dropped, `extra` added to its record, `postprocess`
+    fields (the settings the thresholds were tuned with, e.g. tta) set in its config."""
     doc = read_checkpoint(src)
+    if postprocess:
+        doc["config"].setdefault("postprocess", {}).update(postprocess)
     doc["thresholds"] = {k: float(v) for k, v in thresholds.items()}
     doc["calibration"] = {k: [float(a), float(b)] for k, (a, b) in calibration.items()}
     kept = {k: v for k, v in doc.get("extra", {}).items() if k not in RESUME_ONLY}

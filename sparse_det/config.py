@@ -43,6 +43,7 @@ class DataConfig:
     # Appearance-randomised copies of each training run (data_tools/appearance.py): band
     # gains, blur, added noise, gamma, polarity. Each is sparsified once and kept as a shard.
     appearance_variants: int = 0
+    appearance: dict = field(default_factory=dict)  # AppearanceRanges overrides; empty: defaults
     simulate: SimulateSpec = field(default_factory=SimulateSpec)
 
 
@@ -94,6 +95,7 @@ class PostprocessConfig:
     nms_radius_fraction: float = 0.5
     min_votes: int = 2
     default_threshold: float = 1.0  # score threshold before tuning (votes' probability mass)
+    tta: str = "none"  # test-time mirrors (inference.TTA_MIRRORS) the thresholds assume
 
 
 @dataclass

@@ -4,7 +4,7 @@ sparse crops with augmentation."""
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, read_input, shard_or_sparsify, sparsify
-from sparse_det.config import Config, TrainConfig
+from sparse_det.config import Config, ConfigError, TrainConfig
 from sparse_det.structures import SparseBatch, SparseVolume
 from sparse_det.targets import make_targets
 
@@ -62,10 +62,11 @@ def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
 
 
 def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
-                       run: str, variant: int, seed: int) -> SparseVolume:
+                       run: str, variant: int, seed: int,
+                       ranges: AppearanceRanges | None = None) -> SparseVolume:
     """The run sparsified after appearance randomisation number `variant` (1, 2, ...),
     from its shard when one was made with the same config, ranges, seed and variant."""
-    ranges = AppearanceRanges()
+    ranges = ranges or AppearanceRanges()
     folder = Path(shards_dir) / f"appearance_{ranges.key()}_seed{seed}_v{variant}"
     path = shard_path(folder, run)
     if shard_matches(path, cfg.to_dict()):
@@ -82,10 +83,10 @@ def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: Spar
 
 def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
                     run: str, radius_fraction: float, *, variant: int = 0,
-                    seed: int = 0) -> RunSample:
+                    seed: int = 0, ranges: AppearanceRanges | None = None) -> RunSample:
     """The run's shard (sparsified and written when none matches `cfg`) with its targets;
     `variant` > 0: an appearance-randomised copy of it (appearance_variant)."""
-    sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed) if variant
+    sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed, ranges) if variant
           else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
     truth = project.read_picks(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
@@ -96,10 +97,23 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
 
 def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
                  variants: int = 0) -> list[RunSample]:
-    """Each run's sample, and `variants` appearance-randomised copies of each."""
+    """Each run's sample, and `variants` appearance-randomised copies of each (drawn from
+    cfg.data.appearance's ranges)."""
+    ranges = appearance_ranges(cfg.data.appearance)
     return [load_run_sample(project, cfg.data.shards, cfg.sparsify, r,
-                            cfg.targets.radius_fraction, variant=v, seed=cfg.train.seed)
+                            cfg.targets.radius_fraction, variant=v, seed=cfg.train.seed,
+                            ranges=ranges)
             for r in runs for v in range(variants + 1)]
+
+
+def appearance_ranges(overrides: dict) -> AppearanceRanges:
+    """AppearanceRanges with a config's overrides; an unknown name is a ConfigError."""
+    known = {f.name for f in fields(AppearanceRanges)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"data.appearance: unknown fields {unknown} (known: {sorted(known)})")
+    return AppearanceRanges(**{k: v if k == "flip_probability" else tuple(v)
+                               for k, v in overrides.items()})
 
 
 class CropSampler:

@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                     help="network weights and features (fp16: for GPUs)")
+    ap.add_argument("--tta", choices=("none", "flip", "flip4"),
+                    help="test-time mirrors averaged per voxel (flip: y and x, 2 passes; "
+                         "flip4: 4 passes); default: the checkpoint's")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--picks-out", metavar="PROJECT",
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
-              "input_overrides": input_overrides(a), "precision": a.precision}
+              "input_overrides": input_overrides(a), "precision": a.precision,
+              "tta": a.tta}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 

@@ -16,9 +16,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -56,20 +57,57 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sv
 
 
+# Test-time augmentation: the axes each extra pass mirrors. The missing wedge (tilt about y)
+# and the simulator's physics are symmetric under each mirror, and the network is not
+# equivariant to them, so averaging the passes' per-voxel outputs removes part of its
+# orientation-dependent error. "flip" doubles the network's time, "flip4" quadruples it.
+TTA_MIRRORS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "flip": ((), (1, 2)),
+    "flip4": ((), (1, 2), (0,), (0, 1, 2)),
+}
+
+
+def mirrored(sv: SparseVolume, axes: tuple[int, ...]) -> SparseVolume:
+    """The sparse volume mirrored along `axes` (0=z, 1=y, 2=x), voxels in the same order;
+    features are scalars, so they do not change."""
+    if not axes:
+        return sv
+    coords = sv.coords_zyx.copy()
+    ax = list(axes)
+    coords[:, ax] = np.asarray(sv.shape_zyx)[ax] - 1 - coords[:, ax]
+    return replace(sv, coords_zyx=coords)
+
+
 @torch.no_grad()
 def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
-                   amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   amp: bool, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order, as
     float32 tensors on `device` (decoding stays there).
     `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
-    autocast with fp32 weights, so it is off by default)."""
-    batch = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx).to(
-        device, dtype=next(model.parameters()).dtype)  # fp16 weights take fp16 features
+    autocast with fp32 weights, so it is off by default).
+    `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
+    averaged voxel by voxel."""
+    if tta not in TTA_MIRRORS:
+        raise ValueError(f"tta must be one of {sorted(TTA_MIRRORS)}, got {tta!r}")
+    dtype = next(model.parameters()).dtype  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
-    with ctx:
-        out = model(batch)
-    return torch.softmax(out["cls_logits"].float(), dim=1), out["offsets"].float()
+    probs_sum = offsets_sum = None
+    for axes in TTA_MIRRORS[tta]:
+        view = mirrored(sv, axes)
+        batch = SparseBatch.from_numpy([view.coords_zyx], [view.feats], view.shape_zyx).to(
+            device, dtype=dtype)
+        with ctx:
+            out = model(batch)
+        probs = torch.softmax(out["cls_logits"].float(), dim=1)
+        offsets = out["offsets"].float()
+        if axes:
+            offsets[:, list(axes)] *= -1  # an offset along a mirrored axis points back
+        probs_sum = probs if probs_sum is None else probs_sum + probs
+        offsets_sum = offsets if offsets_sum is None else offsets_sum + offsets
+    n = len(TTA_MIRRORS[tta])
+    return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
 
 
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
@@ -86,9 +124,10 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
 
 
 def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleTable,
-                  post: PostprocessConfig, device: torch.device, *, amp: bool) -> Detections:
+                  post: PostprocessConfig, device: torch.device, *, amp: bool,
+                  tta: str = "none") -> Detections:
     """Unthresholded detections of one sparse volume."""
-    probs, offsets = predict_sparse(model, sv, device, amp=amp)
+    probs, offsets = predict_sparse(model, sv, device, amp=amp, tta=tta)
     return detections_from_outputs(sv, probs, offsets, particles, post)
 
 
@@ -99,20 +138,27 @@ class Picker:
     ckpt: LoadedCheckpoint
     device: torch.device
     sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
+    tta: str = "none"  # a key of TTA_MIRRORS
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "auto", *,
-             input_overrides: dict | None = None, precision: str = "fp32") -> Picker:
+             input_overrides: dict | None = None, precision: str = "fp32",
+             tta: str | None = None) -> Picker:
         """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides).
         `precision` "fp16": weights and features in half precision (spconv needs both in
-        one dtype, which autocast does not give it; bf16 has no spconv kernel)."""
+        one dtype, which autocast does not give it; bf16 has no spconv kernel).
+        `tta`: test-time mirrors (TTA_MIRRORS); None takes the checkpoint's, the setting
+        its thresholds were tuned with."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if tta is not None and tta not in TTA_MIRRORS:
+            raise ValueError(f"tta must be one of {sorted(TTA_MIRRORS)}, got {tta!r}")
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
         if precision == "fp16":
             ckpt.model.half()
-        return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides))
+        return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides),
+                   tta or ckpt.config.postprocess.tta)
 
     @property
     def particles(self) -> ParticleTable:
@@ -132,7 +178,7 @@ class Picker:
         when the checkpoint has a calibration, else (or `calibrated=False`) vote masses."""
         cfg = self.ckpt.config
         dets = detect_sparse(self.ckpt.model, sv, self.particles, cfg.postprocess,
-                             self.device, amp=cfg.train.amp)
+                             self.device, amp=cfg.train.amp, tta=self.tta)
         return self.calibrate(dets) if calibrated else dets
 
     def calibrate(self, dets: Detections) -> Detections:
@@ -152,17 +198,18 @@ class _LoadingPicker:
     penalty. A daemon thread: an error on the first tomogram exits at once."""
 
     def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None,
-                 precision: str):
+                 precision: str, tta: str | None):
         self._picker: Picker | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._load, daemon=True,
-                                        args=(checkpoint, device, input_overrides, precision))
+        self._thread = threading.Thread(
+            target=self._load, daemon=True,
+            args=(checkpoint, device, input_overrides, precision, tta))
         self._thread.start()
 
-    def _load(self, checkpoint, device, input_overrides, precision) -> None:
+    def _load(self, checkpoint, device, input_overrides, precision, tta) -> None:
         try:
             self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides,
-                                       precision=precision)
+                                       precision=precision, tta=tta)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
 
@@ -176,9 +223,10 @@ class _LoadingPicker:
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
-                  input_overrides: dict | None = None, precision: str = "fp32"
-                  ) -> pd.DataFrame:
-    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å)."""
+                  input_overrides: dict | None = None, precision: str = "fp32",
+                  tta: str | None = None) -> pd.DataFrame:
+    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
+    `tta` None: the checkpoint's test-time mirrors."""
     from tqdm import tqdm
 
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
@@ -188,7 +236,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                         "project")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     dev = resolve_device(device)
-    loading = _LoadingPicker(checkpoint, device, input_overrides, precision)
+    loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta)
     picked = []
     runs = runs or project.runs()
 

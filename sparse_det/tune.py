@@ -2,7 +2,9 @@
 example the competition's 7 training tomograms) and writes a new checkpoint.
 
     python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] [--runs ...]
-                              --out NEW.pt [--device auto|cpu|cuda]
+                              --out NEW.pt [--device auto|cpu|cuda] [--tta none|flip|flip4]
+
+`--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sparse_det.checkpoint import CheckpointError
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
-           device: str, input_overrides: dict | None = None):
+           device: str, input_overrides: dict | None = None, tta: str | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. Returns (old thresholds, whether they were probabilities, Tuning, number
     of runs)."""
@@ -25,7 +27,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.inference import Picker
     from sparse_det.thresholds import calibrate_and_tune
 
-    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides, tta=tta)
     dets, truths = [], []
     for path in projects:
         project = CopickProject(path)
@@ -36,7 +38,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
             truths.append(project.read_picks(run))
     tuning, calibration = calibrate_and_tune(dets, truths, picker.particles)
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects})
+                  extra={"tuned_on": projects}, postprocess={"tta": picker.tta})
     return picker.thresholds, bool(picker.ckpt.calibration), tuning, len(dets)
 
 
@@ -47,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tta", choices=("none", "flip", "flip4"),
+                    help="tune with these test-time mirrors (default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
         old, old_calibrated, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
-                                                     a.device, input_overrides(a))
+                                                     a.device, input_overrides(a), a.tta)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

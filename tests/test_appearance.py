@@ -133,3 +133,20 @@ def test_training_variants_are_cached_and_keep_the_truth(tmp_path):
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a.sv.coords_zyx, b.sv.coords_zyx)
         np.testing.assert_array_equal(a.sv.feats, b.sv.feats)
+
+
+def test_config_ranges_override_the_defaults_and_unknown_names_are_refused():
+    """data.appearance sets AppearanceRanges fields; the defaults keep their shard key (so
+    older shard folders still match) and other ranges get another folder."""
+    from sparse_det.config import ConfigError
+    from sparse_det.data import appearance_ranges
+
+    assert appearance_ranges({}) == AppearanceRanges()
+    strong = appearance_ranges({"noise_rel": [0.0, 3.0], "flip_probability": 0.3})
+    assert strong.noise_rel == (0.0, 3.0) and strong.flip_probability == 0.3
+    assert strong.blur_vox == AppearanceRanges().blur_vox
+    assert strong.key() != AppearanceRanges().key()
+    draws = [strong.draw(np.random.default_rng(s))["noise_rel"] for s in range(200)]
+    assert max(draws) > 1.5, "the wider noise range must be drawn from"
+    with pytest.raises(ConfigError, match="noise_level"):
+        appearance_ranges({"noise_level": [0, 1]})
