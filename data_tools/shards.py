@@ -4,7 +4,7 @@
     <out>/<run>.zarr/feats        float32 [N,C] named channels (attrs feature_names)
     attrs: run, voxel_size_A, origin_A, shape_zyx, tomogram_type, feature_names,
            sparsify_config, input (which tomogram, how it was resampled, polarity),
-           complete (written last)
+           format (SHARD_FORMAT), complete (written last)
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from sparse_det.structures import SparseVolume
 
 SHARD_SUFFIX = ".zarr"
 COMPLETE_ATTR = "complete"
+# Bumped when sparsifying changes what it keeps for the same config, so older shards are
+# remade rather than read: 2 = auto polarity from the z projection (1 read it from a 3-D
+# blur's skewness and inverted some runs).
+SHARD_FORMAT = 2
 
 
 def shard_path(out_dir: str | Path, run: str) -> Path:
@@ -47,7 +51,7 @@ def write_shard(sv: SparseVolume, out_dir: str | Path) -> Path:
             "run": sv.run, "voxel_size_A": float(sv.voxel_size_A),
             "shape_zyx": list(sv.shape_zyx), "tomogram_type": sv.tomogram_type,
             "feature_names": list(sv.feature_names), "sparsify_config": sv.config,
-            "origin_A": float(sv.origin_A), "input": sv.input,
+            "origin_A": float(sv.origin_A), "input": sv.input, "format": SHARD_FORMAT,
             COMPLETE_ATTR: True,  # written last: a shard without it is not finished
         })
     return path
@@ -83,10 +87,12 @@ def read_shard(path: str | Path) -> SparseVolume:
 
 
 def shard_matches(path: str | Path, config: dict) -> bool:
-    """True when a complete shard exists that was made with exactly this config."""
+    """True when a complete shard of the current format exists that was made with exactly
+    this config."""
     try:
         attrs = read_shard_attrs(path)
     except DataError:
         return False
-    return json.dumps(attrs.get("sparsify_config"), sort_keys=True) == json.dumps(
+    same_config = json.dumps(attrs.get("sparsify_config"), sort_keys=True) == json.dumps(
         config, sort_keys=True)
+    return same_config and attrs.get("format", 1) == SHARD_FORMAT

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from data_tools.particles import DataError
-from data_tools.sparsify import KEPT_MAD_MIN_SHARE, POLARITY_SIGMA_A, decide_polarity
+from data_tools.sparsify import KEPT_MAD_MIN_SHARE, decide_polarity
 
 
 def _median(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -34,15 +34,6 @@ def robust_normalise(vol: torch.Tensor, what: str) -> torch.Tensor:
         if mad <= 1e-12 * max(1.0, abs(med)):
             raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
     return (vol - med) / mad
-
-
-def skewness(vol: torch.Tensor) -> float:
-    y = vol[::2, ::2, ::2].reshape(-1).double()
-    med = _median(y)
-    mad = 1.4826 * _median((y - med).abs())
-    if not mad > 0:
-        return 0.0
-    return float((((y - med) / mad).clamp(-6.0, 6.0) ** 3).mean())
 
 
 def _reflect_index(n: int, r: int, device) -> torch.Tensor:
@@ -95,14 +86,11 @@ def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
     """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
     x = robust_normalise(vol.float(), what).clamp_(-cfg.clip_sigma, cfg.clip_sigma)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    needed = list(dict.fromkeys(sigmas + [POLARITY_SIGMA_A] * (cfg.polarity == "auto")))
-    blur = {s: gaussian_filter(x, s / voxel_size_A) for s in needed}
-    polarity, info = decide_polarity(cfg.polarity, blur.get(POLARITY_SIGMA_A), what,
-                                     skew=skewness)
+    projection = x.mean(0).cpu().numpy() if cfg.polarity == "auto" else None  # 2-D: small
+    polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     if polarity == "dark":
         x = -x
-        blur = {s: -b for s, b in blur.items()}
-    blurred = [blur[s] for s in sigmas]
+    blurred = [gaussian_filter(x, s / voxel_size_A) for s in sigmas]
     feats = [x, blurred[0]] + [a - b for a, b in pairwise(blurred)]
     feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
