@@ -124,6 +124,9 @@ def test_training_variants_are_cached_and_keep_the_truth(tmp_path):
     assert [s.sv.input.get("appearance") is None for s in first] == [True, False, False]
     assert first[1].sv.input["appearance"] != first[2].sv.input["appearance"]
     assert not np.array_equal(first[0].sv.feats[:100], first[1].sv.feats[:100])
+    for s in first[1:]:  # the copy's polarity is the run's, flipped when the draw flipped
+        flipped = s.sv.input["appearance"]["flip"]
+        assert (s.sv.input["polarity"] != first[0].sv.input["polarity"]) == flipped
     for s in first:
         assert s.truth_xyz_A.keys() == first[0].truth_xyz_A.keys()
         assert (s.labels > 0).any(), "particles must stay labelled in every variant"
