@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from data_tools.particles import DataError
-from data_tools.sparsify import KEPT_MAD_MIN_SHARE, decide_polarity
+from data_tools.sparsify import KEPT_MAD_MIN_SHARE, decide_polarity, keep_share
 
 
 def _median(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -97,11 +97,11 @@ def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
     return score, feats, info
 
 
-def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str
-           ) -> tuple[np.ndarray, np.ndarray]:
+def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
+           voxel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
     """(coords [N,3] int32, features [N,C] float32) of the kept voxels, as numpy arrays."""
-    thr = float(torch.quantile(score[::2, ::2, ::2].reshape(-1).double(),
-                               1.0 - cfg.keep_fraction))
+    share = keep_share(cfg, score.shape[0], voxel_size_A)
+    thr = float(torch.quantile(score[::2, ::2, ::2].reshape(-1).double(), 1.0 - share))
     mask = score > thr
     if cfg.dilate_vox > 0:
         mask = binary_dilation(mask, cfg.dilate_vox)

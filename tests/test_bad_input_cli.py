@@ -122,11 +122,12 @@ def test_empty_sparse_set(tmp_path, capsys):
     from data_tools.simulate import simulate_project
     from data_tools.sparsify import main as sparsify_main
 
-    project = simulate_project(tmp_path / "p", 1, 3, (16, 32, 32), progress=False)
+    # 160 slices (1,600 Å): deep enough that the share kept is keep_fraction itself
+    project = simulate_project(tmp_path / "p", 1, 3, (160, 32, 32), progress=False)
     run = project.runs()[0]
     y = np.arange(32)
     band = (-np.exp(-(y - 16.5) ** 2 / 18.0) + 0.1 * np.cos(y)).astype(np.float32)
-    project.write_tomogram(run, np.broadcast_to(band[None, :, None], (16, 32, 32)).copy())
+    project.write_tomogram(run, np.broadcast_to(band[None, :, None], (160, 32, 32)).copy())
     out = tmp_path / "shards"
     assert sparsify_main(["--project", str(project.path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -84,3 +84,16 @@ def test_a_set_polarity_is_obeyed(setting):
     vol = _wedged_crowd(seed=4)
     sv = sparsify(vol, 20.0, SparsifyConfig(bin_factor=1, polarity=setting), "r")
     assert sv.input["polarity"] == setting and sv.input["polarity_by"] == "setting"
+
+
+def test_keep_share_follows_the_depth_of_thin_slabs():
+    """Particles come per area: a slab thinner than keep_min_depth_A / keep_fraction keeps
+    keep_min_depth_A per column; a full-size tomogram keeps keep_fraction."""
+    from data_tools.sparsify import MAX_KEEP_SHARE, keep_share
+
+    cfg = SparsifyConfig()  # 2.5 %, 40 Å
+    assert keep_share(cfg, 92, 20.0) == pytest.approx(0.025)  # 1,840 Å: 46 Å > 40 Å
+    assert keep_share(cfg, 32, 20.0) == pytest.approx(40 / 640)
+    assert keep_share(cfg, 24, 20.0) == pytest.approx(40 / 480)
+    assert keep_share(cfg, 2, 20.0) == MAX_KEEP_SHARE
+    assert keep_share(SparsifyConfig(keep_min_depth_A=0.0), 32, 20.0) == pytest.approx(0.025)
