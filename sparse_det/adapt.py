@@ -25,7 +25,6 @@ to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import sys
@@ -49,15 +48,8 @@ ADAPT_STEPS = 200
 PSEUDO_USER = "sparse-det-adapt"
 
 
-def mirrored_yx(sv):
-    """The sparse volume mirrored in y and x (features are scalars: unchanged)."""
-    coords = sv.coords_zyx.copy()
-    coords[:, 1:] = np.asarray(sv.shape_zyx[1:]) - 1 - coords[:, 1:]
-    return dataclasses.replace(sv, coords_zyx=coords)
-
-
 def unmirror_xyz_A(xyz_A: np.ndarray, sv) -> np.ndarray:
-    """Centres found in mirrored_yx(sv) back in the run's frame (x_A = i·size + origin)."""
+    """Centres found in mirrored(sv, (1, 2)) back in the run's frame (x_A = i·size + origin)."""
     out = xyz_A.copy()
     for col, n in ((0, sv.shape_zyx[2]), (1, sv.shape_zyx[1])):
         out[:, col] = 2 * sv.origin_A + (n - 1) * sv.voxel_size_A - xyz_A[:, col]
@@ -82,8 +74,10 @@ def pseudo_labels(picker, project, run: str, shards: Path
     """The run's flip-consistent detections per class (x,y,z Å) at the checkpoint's
     thresholds, and how many picks the checkpoint writes per class (the output the
     safeguards watch)."""
+    from sparse_det.inference import mirrored
+
     sv = picker.sparse(project, run, shards)
-    plain, flipped = picker.detect(sv), picker.detect(mirrored_yx(sv))
+    plain, flipped = picker.detect(sv), picker.detect(mirrored(sv, (1, 2)))
     picked = picker.pick(plain)
     out = {}
     for p in picker.particles:

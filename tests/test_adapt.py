@@ -12,18 +12,18 @@ from sparse_det.adapt import (
     agreement,
     consistent,
     main,
-    mirrored_yx,
     shifted_classes,
     unmirror_xyz_A,
 )
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+from sparse_det.inference import mirrored
 from sparse_det.structures import SparseVolume
 
 
 def test_mirror_round_trip_in_angstrom():
     sv = SparseVolume(np.array([[1, 2, 3], [4, 10, 0]]), np.zeros((2, 5), np.float32),
                       (8, 12, 6), 20.0, "r", origin_A=5.0)
-    m = mirrored_yx(sv)
+    m = mirrored(sv, (1, 2))
     np.testing.assert_array_equal(m.coords_zyx, [[1, 9, 2], [4, 1, 5]])
     # voxel (z, y, x) sits at x = 20 x + 5 Å; its mirror image maps back onto it
     xyz_mirror = m.coords_zyx[:, ::-1] * 20.0 + 5.0
