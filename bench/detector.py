@@ -117,6 +117,9 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
     results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta) for p in a.project]
+    for r in results:  # what was read and how it was picked
+        r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
+              "checkpoint": a.checkpoint}
     print(markdown(results))
     if a.no_stages:
         return _save(results, a.json)

@@ -7,7 +7,7 @@ import pytest
 
 from data_tools.copick_io import CopickProject
 from data_tools.shards import list_shards, read_shard, shard_path
-from data_tools.sparsify import SparsifyConfig, ceiling_report, sparsify
+from data_tools.sparsify import SparsifyConfig, ceiling_report, keep_share, sparsify
 from ray_jobs.preprocess import preprocess_project
 
 pytestmark = pytest.mark.slow  # a real local Ray
@@ -65,7 +65,10 @@ def test_shard_round_trip_and_ceiling(small_project, tmp_path):
     np.testing.assert_array_equal(sv.feats, ref.feats, err_msg="feats round trip")
     assert sv.feature_names == cfg.feature_names and sv.origin_A == pytest.approx(5.006)
     kept = [r["kept_fraction"] for r in rep["runs"]]
-    assert all(0.02 < k < 0.045 for k in kept), f"kept fractions {kept}"
+    # 32 slices of 20 Å: the thin-slab rule keeps 40 Å per column, 6.25 %, not 3 %
+    want = keep_share(cfg, sv.shape_zyx[0], sv.voxel_size_A)
+    assert want == pytest.approx(40 / (32 * sv.voxel_size_A))
+    assert all(0.67 * want < k < 1.5 * want for k in kept), f"kept fractions {kept}"
     # Easy SNR: the darkest 3 % must hold every solid particle.
     for name in ("ribosome", "thyroglobulin", "beta-galactosidase", "virus-like-particle"):
         r = rep["retained"][name]

@@ -19,7 +19,7 @@ def picked(tmp_path_factory):
     project = simulate_project(tmp_path_factory.mktemp("tta") / "p", 1, 3, (96, 256, 256),
                                ranges=SimRanges(snr=(1.5, 2.0), crowding=(2.0, 2.0)),
                                progress=False)
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="none")
     return project, picker, picker.sparse(project, project.runs()[0])
 
 
@@ -76,11 +76,13 @@ def test_flip_finds_the_particles_plain_inference_finds(picked):
 
 def test_checkpoint_carries_the_tta_it_was_tuned_with(tmp_path):
     src = load_checkpoint(DEFAULT_CHECKPOINT)
-    assert src.config.postprocess.tta == "none"
-    out = write_retuned(DEFAULT_CHECKPOINT, tmp_path / "t.pt", thresholds=src.thresholds,
-                        calibration=src.calibration, extra={}, postprocess={"tta": "flip"})
-    assert Picker.load(out, "cpu").tta == "flip"
-    assert Picker.load(out, "cpu", tta="none").tta == "none"
+    assert src.config.postprocess.tta == "flip"  # the shipped thresholds assume it
+    for tta in ("none", "flip4"):
+        out = write_retuned(DEFAULT_CHECKPOINT, tmp_path / f"{tta}.pt",
+                            thresholds=src.thresholds, calibration=src.calibration, extra={},
+                            postprocess={"tta": tta})
+        assert Picker.load(out, "cpu").tta == tta
+        assert Picker.load(out, "cpu", tta="flip").tta == "flip"
     with pytest.raises(ValueError, match="tta must be one of"):
         Picker.load(out, "cpu", tta="rot90")
     assert set(TTA_MIRRORS) == {"none", "flip", "flip4"}
