@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.config import TTA_MIRRORS
 from sparse_det.inference import infer_project
 from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution, to_submission
@@ -112,7 +113,8 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
-    ap.add_argument("--tta", help="test-time mirrors (default: the checkpoint's)")
+    ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
+                    help="test-time mirrors (default: the checkpoint's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None

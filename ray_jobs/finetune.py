@@ -15,13 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparse_det.finetune import (
-    FINETUNE_STEPS,
-    adaptation_arguments,
-    finetune,
-    run_or_report,
-    setup_logging,
-)
+from sparse_det.finetune import finetune_arguments, run_finetune_command
 
 
 def _train_fold(cfg) -> str:
@@ -67,22 +61,12 @@ def ray_trainer(address: str | None, cpus_per_fold: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = adaptation_arguments(__doc__, project="copick project with annotated runs",
-                              out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
-                              per="training")
+    ap = finetune_arguments(__doc__)
     ap.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a private "
                     "local Ray)")
     ap.add_argument("--cpus-per-fold", type=int, default=1)
     a = ap.parse_args(argv)
-    setup_logging(a.quiet)
-    s = run_or_report(lambda: finetune(
-        a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
-        device=a.device, work=a.work, fresh=a.fresh,
-        trainer=ray_trainer(a.address, a.cpus_per_fold)))
-    if s is None:
-        return 2
-    print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
-    return 0
+    return run_finetune_command(a, trainer=ray_trainer(a.address, a.cpus_per_fold))
 
 
 if __name__ == "__main__":

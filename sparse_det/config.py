@@ -88,6 +88,17 @@ class TrainConfig:
     init_checkpoint: str = ""  # start from these weights (fine-tuning), e.g. the shipped one
 
 
+# Test-time augmentation: the axes (0=z, 1=y, 2=x) each pass mirrors. The missing wedge (tilt
+# about y) and the simulator's physics are symmetric under each mirror, and the network is
+# not equivariant to them, so averaging the passes' per-voxel outputs removes part of its
+# orientation-dependent error. "flip" doubles the network's time, "flip4" quadruples it.
+TTA_MIRRORS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "flip": ((), (1, 2)),
+    "flip4": ((), (1, 2), (0,), (0, 1, 2)),
+}
+
+
 @dataclass
 class PostprocessConfig:
     prob_floor: float = 0.15  # voxels whose class probability passes this vote
@@ -95,7 +106,7 @@ class PostprocessConfig:
     nms_radius_fraction: float = 0.5
     min_votes: int = 2
     default_threshold: float = 1.0  # score threshold before tuning (votes' probability mass)
-    tta: str = "none"  # test-time mirrors (inference.TTA_MIRRORS) the thresholds assume
+    tta: str = "none"  # test-time mirrors (TTA_MIRRORS) the thresholds assume
 
 
 @dataclass

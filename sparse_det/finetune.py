@@ -189,20 +189,27 @@ def run_or_report(call):
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = adaptation_arguments(__doc__, project="copick project with annotated runs",
-                              out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
-                              per="training")
-    a = ap.parse_args(argv)
+def finetune_arguments(doc: str) -> argparse.ArgumentParser:
+    return adaptation_arguments(doc, project="copick project with annotated runs",
+                                out="the fine-tuned checkpoint", steps=FINETUNE_STEPS,
+                                per="training")
+
+
+def run_finetune_command(a: argparse.Namespace, **kw) -> int:
+    """finetune() from parsed finetune_arguments (`kw`: e.g. a trainer) → exit status."""
     setup_logging(a.quiet)
     s = run_or_report(lambda: finetune(
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh,
-        progress=not a.quiet and sys.stderr.isatty()))
+        progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
     print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_finetune_command(finetune_arguments(__doc__).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from data_tools.copick_io import GT_USER, CopickProject
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.config import TTA_MIRRORS
 
 if TYPE_CHECKING:
     from data_tools.sparsify import SparsifyConfig
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                     help="network weights and features (fp16: for GPUs)")
-    ap.add_argument("--tta", choices=("none", "flip", "flip4"),
+    ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="test-time mirrors averaged per voxel (flip: y and x, 2 passes; "
                          "flip4: 4 passes); default: the checkpoint's")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")

@@ -33,7 +33,7 @@ from sparse_det.checkpoint import (
     checkpoint_settings,
     load_checkpoint,
 )
-from sparse_det.config import PostprocessConfig
+from sparse_det.config import TTA_MIRRORS, PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
 from sparse_det.structures import Detections, SparseBatch, SparseVolume, detections_table
@@ -57,15 +57,11 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sv
 
 
-# Test-time augmentation: the axes each extra pass mirrors. The missing wedge (tilt about y)
-# and the simulator's physics are symmetric under each mirror, and the network is not
-# equivariant to them, so averaging the passes' per-voxel outputs removes part of its
-# orientation-dependent error. "flip" doubles the network's time, "flip4" quadruples it.
-TTA_MIRRORS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "none": ((),),
-    "flip": ((), (1, 2)),
-    "flip4": ((), (1, 2), (0,), (0, 1, 2)),
-}
+def tta_mirrors(tta: str) -> tuple[tuple[int, ...], ...]:
+    """The mirrors of test-time setting `tta` (config.TTA_MIRRORS); unknown: ValueError."""
+    if tta not in TTA_MIRRORS:
+        raise ValueError(f"tta must be one of {sorted(TTA_MIRRORS)}, got {tta!r}")
+    return TTA_MIRRORS[tta]
 
 
 def mirrored(sv: SparseVolume, axes: tuple[int, ...]) -> SparseVolume:
@@ -88,13 +84,12 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
     autocast with fp32 weights, so it is off by default).
     `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
     averaged voxel by voxel."""
-    if tta not in TTA_MIRRORS:
-        raise ValueError(f"tta must be one of {sorted(TTA_MIRRORS)}, got {tta!r}")
+    mirrors = tta_mirrors(tta)
     dtype = next(model.parameters()).dtype  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
     probs_sum = offsets_sum = None
-    for axes in TTA_MIRRORS[tta]:
+    for axes in mirrors:
         view = mirrored(sv, axes)
         batch = SparseBatch.from_numpy([view.coords_zyx], [view.feats], view.shape_zyx).to(
             device, dtype=dtype)
@@ -106,7 +101,7 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
             offsets[:, list(axes)] *= -1  # an offset along a mirrored axis points back
         probs_sum = probs if probs_sum is None else probs_sum + probs
         offsets_sum = offsets if offsets_sum is None else offsets_sum + offsets
-    n = len(TTA_MIRRORS[tta])
+    n = len(mirrors)
     return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
 
 
@@ -151,8 +146,8 @@ class Picker:
         its thresholds were tuned with."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if tta is not None and tta not in TTA_MIRRORS:
-            raise ValueError(f"tta must be one of {sorted(TTA_MIRRORS)}, got {tta!r}")
+        if tta is not None:
+            tta_mirrors(tta)  # an unknown setting fails before the model loads
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
         if precision == "fp16":

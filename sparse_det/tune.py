@@ -15,6 +15,7 @@ import sys
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
+from sparse_det.config import TTA_MIRRORS
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--tta", choices=("none", "flip", "flip4"),
+    ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="tune with these test-time mirrors (default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
