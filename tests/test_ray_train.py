@@ -83,9 +83,11 @@ def _processes() -> dict[int, tuple[int, str]]:
     return out
 
 
-def _head_processes(temp_dir: Path) -> list[int]:
-    """This head's processes: those naming its temp dir, and all their descendants."""
-    procs = _processes()
+def _head_processes(temp_dir: Path, procs: dict[int, tuple[int, str]] | None = None
+                    ) -> list[int]:
+    """This head's processes: those naming its temp dir, and all their descendants, in
+    `procs` (one /proc snapshot; default: a new one)."""
+    procs = _processes() if procs is None else procs
     ours = {pid for pid, (_, cmd) in procs.items() if str(temp_dir) in cmd}
     grew = True
     while grew:
@@ -199,9 +201,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_head):
         assert client.get_job_status(job) in (JobStatus.PENDING, JobStatus.RUNNING), \
             client.get_job_logs(job)[-3000:]
         time.sleep(0.5)
-    procs = _processes()
-    workers = [p for p in _head_processes(temp_dir) if "RayTrainWorker" in procs[p][1]]
-    assert len(workers) == 2, [procs[p][1][:80] for p in _head_processes(temp_dir)]
+    procs = _processes()  # one snapshot: a process may start or end between two
+    workers = [p for p in _head_processes(temp_dir, procs) if "RayTrainWorker" in procs[p][1]]
+    assert len(workers) == 2, [procs[p][1][:80] for p in _head_processes(temp_dir, procs)]
     os.kill(workers[-1], signal.SIGKILL)
     status = _wait(client, job)
     logs = client.get_job_logs(job)
