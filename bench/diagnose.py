@@ -45,6 +45,14 @@ def run_table(picker, project, run: str):
                   f"argmax right {np.mean(probs[fg].argmax(1) == k + 1):.2f}  top score "
                   f"{masses.max() if len(masses) else 0:8.1f}  threshold "
                   f"{picker.thresholds[name]:8.1f}")
+            # Where the wrong answers go: a confusion with one neighbour in size is a
+            # feature problem, spread over background a sensitivity one.
+            shares = np.bincount(probs[fg].argmax(1), minlength=probs.shape[1]) / fg.sum()
+            names = ["background", *picker.particles.names]
+            wrong = [f"{names[j][:5]} {s:.2f}" for j, s in enumerate(shares)
+                     if j != k + 1 and s >= 0.05]
+            if wrong:
+                print(f"  {'':<20} read as: {', '.join(wrong)}")
     return dets, truth
 
 

@@ -2,6 +2,7 @@
 
     python -m data_tools.simulate --out DIR --runs N --seed S [--shape Z Y X] [--snr LO HI]
                                   [--ranges JSON] [--physics fast|tilt]
+                                  [--tilt-ranges JSON]
 
 Each run draws its own physics from wide ranges (SNR, defocus, B-factor, blur, ice thickness,
 crowding, membranes, gold, tilt range, contrast scale and offset), so a detector trained on it
@@ -199,7 +200,9 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng)
     std = float(wbp.std()) or 1.0
     wbp = (wbp / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
-    tomos = {"wbp": wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"])}
+    tomos = {"wbp": wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
+                                             2 * VOXEL_SIZE_A, p["defocus_um"],
+                                             t["amp_contrast"])}
     picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), VOXEL_SIZE_A)
                for k, v in picks.items()}
     return tomos, picks_A, p | {"tilt": t}
@@ -336,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr", type=float, nargs=2, metavar=("LO", "HI"))
     ap.add_argument("--ranges", help="JSON file overriding SimRanges fields, e.g. "
                     '{"snr": [0.3, 0.5], "bfactor_A2": [1500, 2500]}')
+    ap.add_argument("--tilt-ranges", help="JSON file overriding TiltRanges fields (tilt "
+                    'physics), e.g. {"step_deg": [1, 4], "denoisers": ["gaussian", "deconv"]}')
     ap.add_argument("--prefix", default="TS_sim")
     ap.add_argument("--physics", choices=PHYSICS, default="fast",
                     help="fast: 3-D Fourier imaging model at 10 Å; tilt: tilt series, CTF per "
@@ -350,9 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"error: {a.ranges or '--snr'}: {exc}", file=sys.stderr)
         return 2
+    try:
+        tilt = TiltRanges.from_dict(json.loads(Path(a.tilt_ranges).read_text())
+                                    if a.tilt_ranges else {})
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: {a.tilt_ranges}: {exc}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     simulate_project(a.out, a.runs, a.seed, tuple(a.shape), ranges, a.prefix,
-                     progress=not a.quiet and sys.stderr.isatty(), physics=a.physics)
+                     progress=not a.quiet and sys.stderr.isatty(), physics=a.physics,
+                     tilt=tilt)
     print(f"wrote {a.runs} run(s) to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

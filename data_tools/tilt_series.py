@@ -19,6 +19,9 @@ import numpy as np
 
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 DENOISERS = ("gaussian", "lowpass", "median", "none")
+# "deconv" is the CTF deconvolution of Warp and IsoNet (the data portal's ctfdeconvolved
+# tomograms): opt-in, so that runs simulated before it existed come out the same per seed.
+ALL_DENOISERS = (*DENOISERS, "deconv")
 
 
 @dataclass
@@ -33,14 +36,35 @@ class TiltRanges:
     mean_free_path_A: tuple[float, float] = (3000.0, 4500.0)  # inelastic, for ice attenuation
     align_sigma_vox: tuple[float, float] = (0.1, 1.0)  # residual shifts after alignment
     denoise_sigma_vox: tuple[float, float] = (0.5, 1.5)
+    denoisers: tuple[str, ...] = DENOISERS  # one drawn per run
+
+    def __post_init__(self):
+        self.denoisers = tuple(self.denoisers)
+        unknown = sorted(set(self.denoisers) - set(ALL_DENOISERS))
+        if unknown or not self.denoisers:
+            raise ValueError(f"denoisers {unknown or '[]'}: choose from {list(ALL_DENOISERS)}")
+        for f in fields(self):
+            if f.name != "denoisers":
+                lo, hi = getattr(self, f.name)
+                if not lo <= hi:
+                    raise ValueError(f"{f.name}: low {lo} above high {hi}")
+                setattr(self, f.name, (float(lo), float(hi)))
 
     def draw(self, rng: np.random.Generator) -> dict:
-        v = {f.name: float(rng.uniform(*getattr(self, f.name))) for f in fields(self)}
-        v["denoiser"] = DENOISERS[int(rng.integers(len(DENOISERS)))]
+        v = {f.name: float(rng.uniform(*getattr(self, f.name))) for f in fields(self)
+             if f.name != "denoisers"}
+        v["denoiser"] = self.denoisers[int(rng.integers(len(self.denoisers)))]
         return v
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TiltRanges:
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(d) - known):
+            raise ValueError(f"unknown tilt-series fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
 
 
 def dose_symmetric_angles(max_deg: float, step_deg: float) -> np.ndarray:
@@ -162,11 +186,35 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     return (sig + np.float32(sigma) * noi).astype(np.float32)
 
 
-def denoise(vol: np.ndarray, how: str, sigma_vox: float) -> np.ndarray:
+def deconv_filter(shape_zyx, voxel_A: float, defocus_um: float, amp_contrast: float,
+                  strength: float) -> np.ndarray:
+    """The radial Wiener filter of CTF deconvolution (as Warp and IsoNet apply it to
+    phase-flipped tomograms), on the rfftn grid: |CTF| / (CTF² + 1/SNR(k)) with an SNR that
+    falls exponentially with frequency, 10^(3·strength) at k = 0, and a high-pass over the
+    lowest frequencies so the mean is not boosted. Peak-normalised to 1."""
+    kz = np.fft.fftfreq(shape_zyx[0])[:, None, None]
+    ky = np.fft.fftfreq(shape_zyx[1])[None, :, None]
+    kx = np.fft.rfftfreq(shape_zyx[2])[None, None, :]
+    k_vox = np.sqrt(kz**2 + ky**2 + kx**2)  # cycles per voxel
+    k_A = k_vox / voxel_A
+    chi = np.pi * ELECTRON_WAVELENGTH_A * defocus_um * 1e4 * k_A**2
+    ctf = np.sqrt(1 - amp_contrast**2) * np.sin(chi) + amp_contrast * np.cos(chi)
+    snr = 10 ** (3 * strength) * np.exp(-100.0 * k_A)
+    highpass = 0.5 * (1 - np.cos(np.pi * np.clip(k_vox / 0.02, 0, 1)))
+    w = np.abs(ctf) / (ctf**2 + 1 / snr) * highpass
+    return (w / w.max()).astype(np.float32)
+
+
+def denoise(vol: np.ndarray, how: str, sigma_vox: float, voxel_A: float = 20.0,
+            defocus_um: float = 3.0, amp_contrast: float = 0.07) -> np.ndarray:
     """The denoisers people run on WBP tomograms, cheaply: a Gaussian, a band limit
-    (Butterworth low-pass), a 3³ median (edge-preserving), or none."""
+    (Butterworth low-pass), a 3³ median (edge-preserving), CTF deconvolution (`deconv`,
+    strength = sigma_vox, at the run's estimated defocus), or none."""
     from scipy import ndimage
 
+    if how == "deconv":
+        w = deconv_filter(vol.shape, voxel_A, defocus_um, amp_contrast, sigma_vox)
+        return np.fft.irfftn(np.fft.rfftn(vol) * w, s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
     if how == "gaussian":
         return ndimage.gaussian_filter(vol, sigma_vox).astype(np.float32)
     if how == "median":

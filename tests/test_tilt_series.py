@@ -104,3 +104,59 @@ def test_tilt_project_is_read_like_any_other(tmp_path):
     _, info = read_input(project, run, SparsifyConfig(tomogram_type="wbp",
                                                       type_fallback=False))
     assert info["type"] == "wbp", info
+
+
+def test_deconv_filter_follows_the_ctf():
+    """CTF deconvolution passes nothing at k = 0 (high-pass) and at the CTF's first zero,
+    and boosts low frequencies, where the CTF is weak, above high ones."""
+    from data_tools.tilt_series import ELECTRON_WAVELENGTH_A, deconv_filter
+
+    voxel_A, defocus_um = 10.0, 6.0
+    line = deconv_filter((1, 1, 4096), voxel_A, defocus_um, amp_contrast=0.0, strength=1.0)[0, 0]
+    k = np.fft.rfftfreq(4096)  # cycles per voxel along x
+    k_zero = np.sqrt(1 / (ELECTRON_WAVELENGTH_A * defocus_um * 1e4)) * voxel_A  # sin χ = 0
+    at = int(np.argmin(np.abs(k - k_zero)))
+    assert line[0] == 0 and line.max() == pytest.approx(1.0)
+    assert line[at] < 0.1 * line[at - 40:at + 40].max(), line[at - 40:at + 40]
+    low, high = line[(k > 0.03) & (k < 0.1)].mean(), line[k > 0.4].mean()
+    assert low > 3 * high, (low, high)
+
+
+def test_tilt_ranges_keep_old_draws_and_check_input():
+    """The default draw consumes the generator as it did before `denoisers` existed (the
+    values recorded for TS_tilt_701_000, seed [701, 0, 7]); bad fields are named."""
+    t = TiltRanges().draw(np.random.default_rng([701, 0, 7]))
+    assert t["denoiser"] == "lowpass" and t["step_deg"] == pytest.approx(3.9181828109896566)
+    assert t["denoise_sigma_vox"] == pytest.approx(1.2678489097259833)
+    with pytest.raises(ValueError, match="choose from"):
+        TiltRanges(denoisers=("bm3d",))
+    with pytest.raises(ValueError, match="stepdeg"):
+        TiltRanges.from_dict({"stepdeg": [1, 4]})
+    with pytest.raises(ValueError, match="above high"):
+        TiltRanges(step_deg=(4.0, 1.0))
+
+
+def test_simulate_cli_takes_tilt_ranges(tmp_path):
+    """`--tilt-ranges` reaches the draw: a deconvolved `denoised` next to its `wbp`."""
+    import json
+
+    from data_tools.copick_io import CopickProject
+    from data_tools.simulate import main
+
+    spec = tmp_path / "tilt.json"
+    spec.write_text(json.dumps({"denoisers": ["deconv"], "step_deg": [1.0, 1.5]}))
+    assert main(["--out", str(tmp_path / "p"), "--runs", "1", "--seed", "3", "--shape",
+                 "32", "64", "64", "--physics", "tilt", "--tilt-ranges", str(spec),
+                 "--quiet"]) == 0
+    record = json.loads((tmp_path / "p" / "simulation.json").read_text())
+    (params,) = record["runs"].values()
+    assert params["tilt"]["denoiser"] == "deconv" and 1.0 <= params["tilt"]["step_deg"] <= 1.5
+    project = CopickProject(tmp_path / "p")
+    run = project.runs()[0]
+    wbp = project.read_tomogram(run, 2 * VOXEL_SIZE_A, "wbp").data
+    den = project.read_tomogram(run, 2 * VOXEL_SIZE_A, "denoised").data
+    assert wbp.shape == den.shape and not np.allclose(wbp, den)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"denoisers": ["bm3d"]}))
+    assert main(["--out", str(tmp_path / "q"), "--physics", "tilt", "--tilt-ranges",
+                 str(bad)]) == 2
