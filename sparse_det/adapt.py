@@ -190,7 +190,8 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         # tuned its own on the pseudo-labels, which are no ground truth).
         candidate = write_retuned(trained, work / f"round{r + 1}.pt",
                                   thresholds=settings.thresholds,
-                                  calibration=settings.calibration or {}, extra={})
+                                  calibration=settings.calibration or {}, extra={},
+                                  other_tta=_other_sets(settings))
         rec = _label_round(candidate, project, runs, work / "shards", device)
         rec["agreement"] = agreement(prev["labels"], rec["labels"], settings.particles)
         rec["stopped"] = _stop_reason(rec, history, settings.particles)
@@ -204,8 +205,14 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     summary = {"base": str(base), "runs": runs, "kept": kept,
                "models": [{k: v for k, v in h.items() if k != "labels"} for h in history]}
     write_retuned(kept, out, thresholds=settings.thresholds,
-                  calibration=settings.calibration or {}, extra={"adapt": summary})
+                  calibration=settings.calibration or {}, extra={"adapt": summary},
+                  other_tta=_other_sets(settings))
     return summary
+
+
+def _other_sets(settings) -> dict:
+    """The base's thresholds for its other test-time settings, carried like its default."""
+    return {k: (v["thresholds"], v["calibration"]) for k, v in settings.tuned_for_tta.items()}
 
 
 def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,17 +78,25 @@ def read_checkpoint(path: str | Path) -> dict:
 RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
 
 
+def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
+    return {"thresholds": {k: float(v) for k, v in thresholds.items()},
+            "calibration": {k: [float(a), float(b)] for k, (a, b) in calibration.items()}}
+
+
 def write_retuned(src: str | Path, dest: str | Path, *, thresholds: dict[str, float],
                   calibration: dict[str, list[float]], extra: dict,
-                  postprocess: dict | None = None) -> Path:
+                  postprocess: dict | None = None, other_tta: dict | None = None) -> Path:
     """`src` with new thresholds and score calibration, written atomically to `dest` for
     inference: its optimiser state dropped, `extra` added to its record, `postprocess`
-    fields (the settings the thresholds were tuned with, e.g. tta) set in its config."""
+    fields (the settings the thresholds were tuned with, e.g. tta) set in its config.
+    `other_tta`: {tta: (thresholds, calibration)} tuned on the same runs for other
+    test-time settings, used when infer is asked for one of them; sets from an earlier
+    tuning are dropped, as they were tuned on other runs."""
     doc = read_checkpoint(src)
     if postprocess:
         doc["config"].setdefault("postprocess", {}).update(postprocess)
-    doc["thresholds"] = {k: float(v) for k, v in thresholds.items()}
-    doc["calibration"] = {k: [float(a), float(b)] for k, (a, b) in calibration.items()}
+    doc.update(_tuned_set(thresholds, calibration))
+    doc["tuned_for_tta"] = {k: _tuned_set(*v) for k, v in (other_tta or {}).items()}
     kept = {k: v for k, v in doc.get("extra", {}).items() if k not in RESUME_ONLY}
     doc["extra"] = kept | extra
     dest = Path(dest)
@@ -138,6 +146,22 @@ class LoadedCheckpoint:
     # Per class [a, b]: score = sigmoid(a·ln(vote mass) + b), thresholds then probabilities;
     # empty for checkpoints from before calibration (scores and thresholds in vote mass).
     calibration: dict[str, list[float]]
+    # {tta: {"thresholds", "calibration"}} tuned for test-time settings other than the
+    # config's postprocess.tta (write_retuned's other_tta).
+    tuned_for_tta: dict[str, dict] = field(default_factory=dict)
+
+    def use_tta(self, tta: str) -> bool:
+        """Switches to the thresholds and calibration tuned for `tta`; False when the
+        checkpoint has none for it (its own stay)."""
+        if tta == self.config.postprocess.tta:
+            return True
+        tuned = self.tuned_for_tta.get(tta)
+        if tuned is None:
+            return False
+        self.thresholds = dict(tuned["thresholds"])
+        self.calibration = {k: list(v) for k, v in tuned["calibration"].items()}
+        self.config.postprocess.tta = tta
+        return True
 
 
 @dataclass(frozen=True)
@@ -149,6 +173,7 @@ class Settings:
     feature_names: list[str]
     thresholds: dict[str, float]
     calibration: dict[str, list[float]]
+    tuned_for_tta: dict[str, dict] = field(default_factory=dict)
 
 
 def _settings(path: str | Path, doc: dict) -> Settings:
@@ -158,7 +183,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
         raise CheckpointError(f"{path}: incompatible checkpoint config ({exc})") from exc
     return Settings(cfg, ParticleTable.from_list(doc["particles"]),
                     list(doc["feature_names"]), dict(doc["thresholds"]),
-                    {k: list(v) for k, v in doc.get("calibration", {}).items()})
+                    {k: list(v) for k, v in doc.get("calibration", {}).items()},
+                    dict(doc.get("tuned_for_tta", {})))
 
 
 def checkpoint_settings(path: str | Path) -> Settings:
@@ -187,4 +213,5 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
                               f"({str(exc)[:300]})") from exc
     model.eval()
     return LoadedCheckpoint(model, cfg, particles, settings.thresholds,
-                            settings.feature_names, Path(path), settings.calibration)
+                            settings.feature_names, Path(path), settings.calibration,
+                            settings.tuned_for_tta)

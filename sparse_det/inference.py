@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -152,8 +153,13 @@ class Picker:
         ckpt = load_checkpoint(checkpoint, dev)
         if precision == "fp16":
             ckpt.model.half()
+        tuned_for = ckpt.config.postprocess.tta
+        if tta is not None and not ckpt.use_tta(tta):
+            warnings.warn(f"{checkpoint}: its thresholds were tuned with --tta {tuned_for}, "
+                          f"not {tta}; `python -m sparse_det.tune --tta {tta}` tunes a set "
+                          "for it", stacklevel=2)
         return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides),
-                   tta or ckpt.config.postprocess.tta)
+                   tta or tuned_for)
 
     @property
     def particles(self) -> ParticleTable:

@@ -2,9 +2,11 @@
 example the competition's 7 training tomograms) and writes a new checkpoint.
 
     python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] [--runs ...]
-                              --out NEW.pt [--device auto|cpu|cuda] [--tta none|flip|flip4]
+                              --out NEW.pt [--device auto|cpu|cuda] [--tta flip [none ...]]
 
-`--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default.
+`--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
+more settings after it get thresholds of their own, tuned on the same runs, which infer
+uses when asked for that setting (`--tta flip none`: the fast one-pass mode keeps its own).
 """
 
 from __future__ import annotations
@@ -19,28 +21,41 @@ from sparse_det.config import TTA_MIRRORS
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
-           device: str, input_overrides: dict | None = None, tta: str | None = None):
+           device: str, input_overrides: dict | None = None,
+           tta: str | list[str] | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
-    them → `out`. Returns (old thresholds, whether they were probabilities, Tuning, number
-    of runs)."""
+    them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
+    default, each other gets its own set, tuned on the same runs. Returns (old thresholds,
+    whether they were probabilities, {tta: Tuning}, number of runs)."""
+    from dataclasses import replace
+
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import write_retuned
     from sparse_det.inference import Picker
     from sparse_det.thresholds import calibrate_and_tune
 
-    picker = Picker.load(checkpoint, device, input_overrides=input_overrides, tta=tta)
-    dets, truths = [], []
+    settings = [tta] if isinstance(tta, str) or tta is None else list(dict.fromkeys(tta))
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides, tta=settings[0])
+    pickers = [replace(picker, tta=t) for t in settings] if settings[0] else [picker]
+    dets: list[list] = [[] for _ in pickers]
+    truths = []
     for path in projects:
         project = CopickProject(path)
         for run in project.runs():
             if runs and run not in runs:
                 continue
-            dets.append(picker.detect(picker.sparse(project, run), calibrated=False))
+            sv = picker.sparse(project, run)
+            for found, p in zip(dets, pickers, strict=True):
+                found.append(p.detect(sv, calibrated=False))
             truths.append(project.read_picks(run))
-    tuning, calibration = calibrate_and_tune(dets, truths, picker.particles)
+    tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
+             for found, p in zip(dets, pickers, strict=True)}
+    first, (tuning, calibration) = next(iter(tuned.items()))
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects}, postprocess={"tta": picker.tta})
-    return picker.thresholds, bool(picker.ckpt.calibration), tuning, len(dets)
+                  extra={"tuned_on": projects}, postprocess={"tta": first},
+                  other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
+    return (picker.thresholds, bool(picker.ckpt.calibration),
+            {k: t for k, (t, _) in tuned.items()}, len(truths))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,22 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
-                    help="tune with these test-time mirrors (default: the checkpoint's)")
+    ap.add_argument("--tta", choices=sorted(TTA_MIRRORS), nargs="+",
+                    help="tune with these test-time mirrors (default: the checkpoint's); "
+                         "several: the first becomes the default, and each other gets its "
+                         "own thresholds, used when infer is given that --tta")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, old_calibrated, tuning, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
-                                                     a.device, input_overrides(a), a.tta)
+        old, old_calibrated, tunings, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
+                                                      a.device, input_overrides(a), a.tta)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     unit = "" if old_calibrated else " (vote mass; now a probability)"
-    print(f"thresholds: old{unit} -> new probability")
-    for name, c in tuning.per_class.items():
-        print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
-              f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
-    print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f} -> {a.out}")
+    for i, (tta, tuning) in enumerate(tunings.items()):
+        role = "the default" if i == 0 else f"used with --tta {tta}"
+        print(f"--tta {tta} ({role}): thresholds: old{unit} -> new probability")
+        for name, c in tuning.per_class.items():
+            print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
+                  f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
+        print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    print(f"-> {a.out}")
     return 0
 
 

@@ -11,7 +11,7 @@ from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from sparse_det.config import config_from_dict
 from sparse_det.evaluate import evaluate
-from sparse_det.inference import infer_project
+from sparse_det.inference import Picker, infer_project
 from sparse_det.training import train
 from sparse_det.writers import to_submission, write_submission
 
@@ -112,13 +112,19 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     _, best = trained
     out = tmp_path / "tuned.pt"
     assert tune_main(["--checkpoint", str(best), "--project", str(small_project.path),
-                      "--out", str(out), "--device", "cpu"]) == 0
+                      "--out", str(out), "--device", "cpu", "--tta", "none", "flip"]) == 0
     printed = capsys.readouterr().out
-    assert "weighted F4 on 2 run(s)" in printed, printed
+    assert printed.count("weighted F4 on 2 run(s)") == 2, printed
     tuned = read_checkpoint(out)
     assert set(tuned["thresholds"]) == set(read_checkpoint(best)["thresholds"])
     score = float(printed.rsplit("thresholds: ", 1)[1].split()[0])
     assert score > 0.3, printed
+    # One pass is the default; the mirrors' own set, tuned on the same runs, comes with them.
+    assert tuned["config"]["postprocess"]["tta"] == "none"
+    flip_set = tuned["tuned_for_tta"]["flip"]
+    assert set(flip_set["thresholds"]) == set(tuned["thresholds"])
+    assert Picker.load(out, "cpu").thresholds == tuned["thresholds"]
+    assert Picker.load(out, "cpu", tta="flip").thresholds == flip_set["thresholds"]
 
 
 def test_fine_tune_starts_from_given_weights(trained, tmp_path):

@@ -82,7 +82,31 @@ def test_checkpoint_carries_the_tta_it_was_tuned_with(tmp_path):
                             thresholds=src.thresholds, calibration=src.calibration, extra={},
                             postprocess={"tta": tta})
         assert Picker.load(out, "cpu").tta == tta
-        assert Picker.load(out, "cpu", tta="flip").tta == "flip"
+        with pytest.warns(UserWarning, match=f"tuned with --tta {tta}, not flip"):
+            assert Picker.load(out, "cpu", tta="flip").tta == "flip"
     with pytest.raises(ValueError, match="tta must be one of"):
         Picker.load(out, "cpu", tta="rot90")
     assert set(TTA_MIRRORS) == {"none", "flip", "flip4"}
+
+
+def test_each_tta_keeps_its_own_thresholds(tmp_path):
+    """A checkpoint tuned for several settings answers each with its own set; a setting
+    it was not tuned for keeps the default set and says so; a re-tune drops old sets."""
+    src = load_checkpoint(DEFAULT_CHECKPOINT)
+    one_pass = {k: v / 2 for k, v in src.thresholds.items()}
+    one_pass_cal = {k: [a, b - 1.0] for k, (a, b) in src.calibration.items()}
+    both = write_retuned(DEFAULT_CHECKPOINT, tmp_path / "both.pt", thresholds=src.thresholds,
+                         calibration=src.calibration, extra={}, postprocess={"tta": "flip"},
+                         other_tta={"none": (one_pass, one_pass_cal)})
+    default = Picker.load(both, "cpu")
+    assert default.tta == "flip" and default.thresholds == src.thresholds
+    fast = Picker.load(both, "cpu", tta="none")
+    assert fast.tta == "none" and fast.thresholds == pytest.approx(one_pass)
+    assert all(fast.ckpt.calibration[k] == pytest.approx(v) for k, v in one_pass_cal.items())
+    with pytest.warns(UserWarning, match="tuned with --tta flip, not flip4"):
+        untuned = Picker.load(both, "cpu", tta="flip4")
+    assert untuned.tta == "flip4" and untuned.thresholds == src.thresholds
+    again = write_retuned(both, tmp_path / "again.pt", thresholds=src.thresholds,
+                          calibration=src.calibration, extra={}, postprocess={"tta": "flip"})
+    with pytest.warns(UserWarning, match="not none"):
+        assert Picker.load(again, "cpu", tta="none").thresholds == src.thresholds
