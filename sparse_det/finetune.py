@@ -78,7 +78,7 @@ def _fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, d
 
     picker = Picker.load(checkpoint, device)
     # Vote masses: one calibration is fit on every fold's detections together.
-    return [picker.detect(picker.sparse(project, r, shards), calibrated=False) for r in runs]
+    return [picker.detect_run(project, r, shards, calibrated=False) for r in runs]
 
 
 def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,

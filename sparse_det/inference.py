@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from sparse_det.checkpoint import (
     checkpoint_settings,
     load_checkpoint,
 )
-from sparse_det.config import TTA_MIRRORS, PostprocessConfig
+from sparse_det.config import FOREGROUND_SLACK, TTA_MIRRORS, PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
 from sparse_det.structures import Detections, SparseBatch, SparseVolume, detections_table
@@ -119,6 +120,20 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
         for p, (c, s) in zip(particles, per_class, strict=True)})
 
 
+def grown_keep_share(probs: torch.Tensor, sv: SparseVolume, post: PostprocessConfig
+                     ) -> float | None:
+    """The larger share of voxels to keep when the predicted foreground crowds the kept
+    set (PostprocessConfig.keep_follow_foreground), else None."""
+    target = post.keep_follow_foreground
+    if target <= 0 or len(sv) == 0:
+        return None
+    foreground = float((probs.argmax(dim=1) != 0).float().mean())
+    if foreground < FOREGROUND_SLACK * target:
+        return None
+    kept = len(sv) / float(np.prod(sv.shape_zyx))
+    return kept * min(post.keep_growth_max, foreground / target)
+
+
 def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleTable,
                   post: PostprocessConfig, device: torch.device, *, amp: bool,
                   tta: str = "none") -> Detections:
@@ -170,17 +185,42 @@ class Picker:
         return self.ckpt.thresholds
 
     def sparse(self, project: CopickProject, run: str,
-               shards_dir: str | Path | None = None) -> SparseVolume:
-        return load_sparse(project, run, self.sparsify_config, self.ckpt.feature_names,
-                           shards_dir, device=self.device)
+               shards_dir: str | Path | None = None, *,
+               keep_fraction: float | None = None) -> SparseVolume:
+        cfg = self.sparsify_config
+        if keep_fraction is not None:
+            cfg = replace(cfg, keep_fraction=keep_fraction)
+        return load_sparse(project, run, cfg, self.ckpt.feature_names, shards_dir,
+                           device=self.device)
 
-    def detect(self, sv: SparseVolume, *, calibrated: bool = True) -> Detections:
+    def detect(self, sv: SparseVolume, *, calibrated: bool = True,
+               resparsify: Callable[[float], SparseVolume] | None = None) -> Detections:
         """Unthresholded detections (centres x,y,z Å); scores calibrated to probabilities
-        when the checkpoint has a calibration, else (or `calibrated=False`) vote masses."""
+        when the checkpoint has a calibration, else (or `calibrated=False`) vote masses.
+        `resparsify(keep_fraction)`: the same run kept at another share; given, a crowded
+        tomogram is picked from the larger kept set (grown_keep_share)."""
         cfg = self.ckpt.config
-        dets = detect_sparse(self.ckpt.model, sv, self.particles, cfg.postprocess,
-                             self.device, amp=cfg.train.amp, tta=self.tta)
+        probs, offsets = predict_sparse(self.ckpt.model, sv, self.device, amp=cfg.train.amp,
+                                        tta=self.tta)
+        share = grown_keep_share(probs, sv, cfg.postprocess) if resparsify else None
+        if share is not None:
+            log.info("%s: predicted foreground crowds the kept voxels; keeping %.2f %%",
+                     sv.run, 100 * share)
+            sv = resparsify(share)
+            probs, offsets = predict_sparse(self.ckpt.model, sv, self.device,
+                                            amp=cfg.train.amp, tta=self.tta)
+        dets = detections_from_outputs(sv, probs, offsets, self.particles, cfg.postprocess)
         return self.calibrate(dets) if calibrated else dets
+
+    def detect_run(self, project: CopickProject, run: str,
+                   shards_dir: str | Path | None = None, *, calibrated: bool = True,
+                   sv: SparseVolume | None = None) -> Detections:
+        """detect() of one run of a project, re-sparsified when it is crowded."""
+        return self.detect(
+            sv if sv is not None else self.sparse(project, run, shards_dir),
+            calibrated=calibrated,
+            resparsify=lambda share: self.sparse(project, run, shards_dir,
+                                                 keep_fraction=share))
 
     def calibrate(self, dets: Detections) -> Detections:
         return apply_calibration(dets, self.ckpt.calibration)
@@ -255,7 +295,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
             sv = ahead.result()
             ahead = reader.submit(load, runs[i + 1]) if i + 1 < len(runs) else None
             picker = loading.result()  # waits for the model on the first run only
-            picked.append(picker.pick(picker.detect(sv)))
+            picked.append(picker.pick(picker.detect_run(project, run, shards_dir, sv=sv)))
             log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
                      time.perf_counter() - t0)
     return detections_table(picked)

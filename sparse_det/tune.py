@@ -22,7 +22,7 @@ from sparse_det.config import TTA_MIRRORS
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
-           tta: str | list[str] | None = None):
+           tta: str | list[str] | None = None, keep_follow_foreground: float | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
     default, each other gets its own set, tuned on the same runs. Returns (old thresholds,
@@ -34,8 +34,14 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.inference import Picker
     from sparse_det.thresholds import calibrate_and_tune
 
+    if keep_follow_foreground is not None and not 0 <= keep_follow_foreground < 1:
+        raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
+                         f"{keep_follow_foreground}")
     settings = [tta] if isinstance(tta, str) or tta is None else list(dict.fromkeys(tta))
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides, tta=settings[0])
+    post = picker.ckpt.config.postprocess
+    if keep_follow_foreground is not None:
+        post.keep_follow_foreground = keep_follow_foreground
     pickers = [replace(picker, tta=t) for t in settings] if settings[0] else [picker]
     dets: list[list] = [[] for _ in pickers]
     truths = []
@@ -46,13 +52,14 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
                 continue
             sv = picker.sparse(project, run)
             for found, p in zip(dets, pickers, strict=True):
-                found.append(p.detect(sv, calibrated=False))
+                found.append(p.detect_run(project, run, calibrated=False, sv=sv))
             truths.append(project.read_picks(run))
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
+    stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects}, postprocess={"tta": first},
+                  extra={"tuned_on": projects}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
             {k: t for k, (t, _) in tuned.items()}, len(truths))
@@ -69,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="tune with these test-time mirrors (default: the checkpoint's); "
                          "several: the first becomes the default, and each other gets its "
                          "own thresholds, used when infer is given that --tta")
+    ap.add_argument("--keep-follow-foreground", type=float, metavar="SHARE",
+                    help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
+                         "predicted particle (crowded ice), tuned and stored with the "
+                         "thresholds; 0: off (default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
         old, old_calibrated, tunings, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
-                                                      a.device, input_overrides(a), a.tta)
+                                                      a.device, input_overrides(a), a.tta,
+                                                      a.keep_follow_foreground)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

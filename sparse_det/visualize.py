@@ -146,7 +146,7 @@ def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
     project.run_dir(run)
     out_dir = writable_dir(out_dir)
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
-    dets = picker.detect(picker.sparse(project, run, shards_dir))
+    dets = picker.detect_run(project, run, shards_dir)
     rows = detections_table([picker.pick(dets)]) if submission is None else submission
     truth = project.read_picks(run)
     picks = picks_of(rows, run)
