@@ -31,17 +31,21 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
 
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import write_retuned
-    from sparse_det.inference import Picker
+    from sparse_det.inference import Picker, tta_mirrors
     from sparse_det.thresholds import calibrate_and_tune
 
     if keep_follow_foreground is not None and not 0 <= keep_follow_foreground < 1:
         raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
                          f"{keep_follow_foreground}")
     settings = [tta] if isinstance(tta, str) or tta is None else list(dict.fromkeys(tta))
-    picker = Picker.load(checkpoint, device, input_overrides=input_overrides, tta=settings[0])
+    # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
+    # is what this tunes, not something to warn about.
+    picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
     if keep_follow_foreground is not None:
         post.keep_follow_foreground = keep_follow_foreground
+    if settings[0] is not None:
+        tta_mirrors(settings[0])  # an unknown setting fails before any run is read
     pickers = [replace(picker, tta=t) for t in settings] if settings[0] else [picker]
     dets: list[list] = [[] for _ in pickers]
     truths = []

@@ -1,5 +1,8 @@
-"""One-command fine-tuning: from the shipped checkpoint onto a family it does badly on
-(small, crowded tomograms), with thresholds tuned only on out-of-fold detections."""
+"""One-command fine-tuning: from a checkpoint onto a family it does badly on, with thresholds
+tuned only on out-of-fold detections. The shipped checkpoint now does well on small crowded
+tomograms (0.916 with thresholds tuned on them; 0.52 two checkpoints ago), so the base is
+made wrong there by construction: the shipped weights with two pairs of class outputs
+swapped, as a checkpoint whose classes mean something else in the user's data would be."""
 
 from __future__ import annotations
 
@@ -31,21 +34,37 @@ def crowded(tmp_path_factory):
                             ranges, progress=False)
 
 
-def _base_score(project) -> float:
-    """The shipped checkpoint with thresholds tuned on these very runs: the best it can do."""
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory):
+    """The shipped checkpoint, its apo-ferritin ↔ ribosome and beta-galactosidase ↔ VLP
+    outputs swapped (network classes 1 ↔ 4 and 3 ↔ 6; 0 is background)."""
+    import torch
+
+    doc = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    order = [0, 4, 2, 6, 1, 5, 3]
+    for name in ("cls_head.2.weight", "cls_head.2.bias"):
+        doc["model"][name] = doc["model"][name][order].clone()
+    path = tmp_path_factory.mktemp("base") / "swapped.pt"
+    torch.save(doc, path)
+    return path
+
+
+def _base_score(project, checkpoint) -> float:
+    """The base with thresholds tuned on these very runs: the best it can do."""
     from sparse_det.inference import Picker
     from sparse_det.thresholds import tune_thresholds
 
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    picker = Picker.load(checkpoint, "cpu")
     dets = [picker.detect(picker.sparse(project, r)) for r in project.runs()]
     return tune_thresholds(dets, [project.read_picks(r) for r in project.runs()],
                            picker.particles, 1.0).score
 
 
-def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, tmp_path, capsys):
+def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_path, capsys):
     out = tmp_path / "ft.pt"
-    assert main(["--project", str(crowded.path), "--out", str(out), "--steps", "20",
-                 "--device", "cpu", "--quiet"]) == 0
+    args = ["--project", str(crowded.path), "--checkpoint", str(swapped), "--out", str(out),
+            "--steps", "20", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
     doc = read_checkpoint(out)
     summary = doc["extra"]["finetune"]
     folds = summary["folds"]
@@ -53,16 +72,15 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, tmp_path, capsy
     assert all(not set(f["train"]) & set(f["val"]) for f in folds), folds
     assert doc["thresholds"] == summary["oof"]["thresholds"], "thresholds are not out-of-fold"
     assert summary["final"].endswith("final/last.pt"), summary["final"]
-    base = _base_score(crowded)
+    base = _base_score(crowded, swapped)
     oof = summary["oof"]["score"]
-    # Measured: 0.639 out of fold against 0.520 for the base tuned in-sample (0.03 at the
-    # shipped thresholds), after 20 steps per training.
-    assert oof > base + 0.05, f"fine-tuned out-of-fold F4 {oof:.3f} vs base {base:.3f}"
+    # Measured: 0.534 out of fold against 0.282 for the base tuned in-sample, after 20
+    # steps per training.
+    assert oof > base + 0.1, f"fine-tuned out-of-fold F4 {oof:.3f} vs base {base:.3f}"
     assert f"out-of-fold weighted F4 {oof:.4f}" in capsys.readouterr().out
 
     # A rerun resumes every training where it is: nothing is trained again.
-    assert main(["--project", str(crowded.path), "--out", str(out), "--steps", "20",
-                 "--device", "cpu", "--quiet"]) == 0
+    assert main(args) == 0
     again = read_checkpoint(out)["extra"]["finetune"]
     assert [f["best_step"] for f in again["folds"]] == [f["best_step"] for f in folds]
 
