@@ -37,16 +37,16 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     if keep_follow_foreground is not None and not 0 <= keep_follow_foreground < 1:
         raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
                          f"{keep_follow_foreground}")
-    settings = [tta] if isinstance(tta, str) or tta is None else list(dict.fromkeys(tta))
     # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
     if keep_follow_foreground is not None:
         post.keep_follow_foreground = keep_follow_foreground
-    if settings[0] is not None:
-        tta_mirrors(settings[0])  # an unknown setting fails before any run is read
-    pickers = [replace(picker, tta=t) for t in settings] if settings[0] else [picker]
+    settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
+    for t in settings:
+        tta_mirrors(t)  # an unknown setting fails before any run is read
+    pickers = [replace(picker, tta=t) for t in settings]
     dets: list[list] = [[] for _ in pickers]
     truths = []
     for path in projects:
