@@ -63,6 +63,10 @@ class LossConfig:
     background_weight: float = 0.25
     focal_gamma: float = 1.0
     offset_weight: float = 1.0
+    # Per particle name, the weight of its voxels in the class loss (others: 1). Per-voxel
+    # cross-entropy gives each class a share of the gradient by its voxel count: a ribosome
+    # has ~25 times a beta-galactosidase's voxels, so small complexes are learnt last.
+    class_weights: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -5,20 +5,47 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from data_tools.particles import ParticleTable
+from sparse_det.config import ConfigError
+
+
+def label_weights(particles: ParticleTable, *, background_weight: float,
+                  class_weights: dict[str, float]) -> torch.Tensor:
+    """The class-loss weight of each label [K+1] (0 = background), from the config's names."""
+    unknown = sorted(set(class_weights) - set(particles.names))
+    if unknown:
+        raise ConfigError(f"loss.class_weights: unknown particle(s) {unknown}; "
+                              f"known: {particles.names}")
+    bad = {k: v for k, v in class_weights.items()
+           if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0}
+    if bad:
+        raise ConfigError(f"loss.class_weights: weights must be positive numbers, got {bad}")
+    if not background_weight > 0:
+        raise ConfigError(f"loss.background_weight must be positive, got {background_weight}")
+    return torch.tensor([background_weight]
+                        + [float(class_weights.get(n, 1.0)) for n in particles.names],
+                        dtype=torch.float32)
+
 
 def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                      offset_targets: torch.Tensor, *, background_weight: float,
-                     focal_gamma: float, offset_weight: float) -> dict[str, torch.Tensor]:
+                     focal_gamma: float, offset_weight: float,
+                     label_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The weights come from the config's `loss:` section (LossConfig).
 
     Args:
         cls_logits [N, K+1], offsets [N,3] (voxels), labels [N] int64 (0 = background),
         offset_targets [N,3] (voxels; used where labels > 0).
+        label_weight [K+1]: each label's class-loss weight (label_weights); when given it
+        replaces background_weight.
     Returns a flat dict: loss_cls, loss_offset (each already weighted) and loss (their sum).
     """
     logp = F.log_softmax(cls_logits.float(), dim=1)
     logp_t = logp.gather(1, labels[:, None]).squeeze(1)
-    w = torch.where(labels == 0, background_weight, 1.0).to(logp.dtype)
+    if label_weight is None:
+        w = torch.where(labels == 0, background_weight, 1.0).to(logp.dtype)
+    else:
+        w = label_weight.to(device=logp.device, dtype=logp.dtype)[labels]
     focal = (1.0 - logp_t.exp()).clamp(min=0.0) ** focal_gamma if focal_gamma else 1.0
     loss_cls = -(w * focal * logp_t).sum() / w.sum().clamp(min=1e-6)
     fg = labels > 0

@@ -32,7 +32,7 @@ from sparse_det.config import Config, TrainConfig
 from sparse_det.data import CropSampler, RunSample, load_samples, split_runs
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
-from sparse_det.losses import detection_losses
+from sparse_det.losses import detection_losses, label_weights
 from sparse_det.model import build_model
 from sparse_det.structures import Detections
 from sparse_det.thresholds import calibrate_and_tune
@@ -71,6 +71,7 @@ class TrainState:
     step: int = 0
     best: float = -1.0
     history: list[dict] = field(default_factory=list)
+    label_weight: torch.Tensor | None = None  # class-loss weight per label (losses.label_weights)
 
     @property
     def core(self) -> torch.nn.Module:
@@ -99,6 +100,8 @@ class TrainState:
 def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                 device: torch.device) -> TrainState:
     """A fresh model (or the init checkpoint's weights), optimiser and schedule."""
+    label_weight = label_weights(particles, background_weight=cfg.loss.background_weight,
+                                 class_weights=cfg.loss.class_weights)
     model = build_model(in_channels=len(feature_names), num_classes=len(particles),
                         channels=cfg.model.channels,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
@@ -114,7 +117,8 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                                   f"config's model ({str(exc)[:200]})") from exc
     opt, sched = make_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
-    return TrainState(model, opt, sched, scaler, particles, list(feature_names))
+    return TrainState(model, opt, sched, scaler, particles, list(feature_names),
+                      label_weight=label_weight)
 
 
 def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
@@ -130,7 +134,8 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
     losses = detection_losses(out["cls_logits"], out["offsets"], labels, offsets,
                               background_weight=cfg.loss.background_weight,
                               focal_gamma=cfg.loss.focal_gamma,
-                              offset_weight=cfg.loss.offset_weight)
+                              offset_weight=cfg.loss.offset_weight,
+                              label_weight=state.label_weight)
     state.opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()

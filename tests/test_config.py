@@ -68,3 +68,25 @@ def test_checkpoint_settings_refuse_other_pickled_objects(tmp_path):
     with pytest.raises(CheckpointError, match=r"evil.pt: not a readable checkpoint.*"
                                               r"builtins.print is not allowed"):
         checkpoint_settings(bad)
+
+
+def test_every_shipped_config_loads():
+    """The configs/ files are the commands that reproduce the checkpoints: each must load,
+    and class weights name real particles."""
+    from pathlib import Path
+
+    from data_tools.particles import COMPETITION_PARTICLES, ParticleTable
+    from sparse_det.config import load_config
+    from sparse_det.losses import label_weights
+
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted((root / "configs").glob("*.yaml"))
+    assert len(paths) >= 5, paths
+    for path in paths:
+        cfg = load_config(path)
+        lw = label_weights(ParticleTable(COMPETITION_PARTICLES),
+                           background_weight=cfg.loss.background_weight,
+                           class_weights=cfg.loss.class_weights)
+        assert lw[0] == cfg.loss.background_weight, path
+    balanced = load_config(root / "configs" / "balanced.yaml")
+    assert balanced.loss.class_weights["beta-galactosidase"] == 4, balanced.loss

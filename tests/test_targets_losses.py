@@ -82,3 +82,45 @@ def test_losses_without_foreground_keep_graph():
     out["loss"].backward()
     assert off.grad is not None and out["loss_offset"].item() == 0.0
     assert out["loss_cls"].item() == pytest.approx((6 / 7) * np.log(7), rel=1e-5), out
+
+
+def test_class_weights_hand_computed():
+    """Three voxels (background, class 1, class 3), focal off: the class loss is the
+    weighted mean of -log p(true) with weights (background, 1, per-class)."""
+    from data_tools.particles import COMPETITION_PARTICLES, ParticleTable
+    from sparse_det.losses import label_weights
+
+    table = ParticleTable(COMPETITION_PARTICLES)
+    lw = label_weights(table, background_weight=0.5,
+                       class_weights={table.names[2]: 3.0})
+    assert lw.tolist() == [0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0], lw
+    logits = torch.tensor([[2.0, 0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0, 0],
+                           [0, 0, 0, 0.5, 0, 0, 0]])
+    labels = torch.tensor([0, 1, 3])
+    nll = [-(torch.log_softmax(logits[i], 0)[labels[i]]).item() for i in range(3)]
+    expected = (0.5 * nll[0] + 1.0 * nll[1] + 3.0 * nll[2]) / 4.5
+    out = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                           background_weight=0.25, focal_gamma=0.0, offset_weight=1.0,
+                           label_weight=lw)
+    assert out["loss_cls"].item() == pytest.approx(expected, rel=1e-6), (out, expected)
+    # without class weights the table reproduces background_weight alone
+    plain = label_weights(table, background_weight=0.25, class_weights={})
+    a = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                         background_weight=0.25, focal_gamma=1.0, offset_weight=1.0)
+    b = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                         background_weight=9.0, focal_gamma=1.0, offset_weight=1.0,
+                         label_weight=plain)
+    assert a["loss_cls"].item() == pytest.approx(b["loss_cls"].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("weights, needle", [({"ribosme": 2.0}, "unknown particle"),
+                                             ({"ribosome": 0}, "positive"),
+                                             ({"ribosome": "2"}, "positive")])
+def test_class_weights_bad_config_named(weights, needle):
+    from data_tools.particles import COMPETITION_PARTICLES, ParticleTable
+    from sparse_det.config import ConfigError
+    from sparse_det.losses import label_weights
+
+    with pytest.raises(ConfigError, match=needle):
+        label_weights(ParticleTable(COMPETITION_PARTICLES), background_weight=0.25,
+                      class_weights=weights)
