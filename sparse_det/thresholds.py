@@ -7,7 +7,7 @@ references hit, a second candidate on a found reference is a FP, counts summed o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -77,6 +77,7 @@ class Tuning:
     thresholds: dict[str, float]
     per_class: dict[str, ClassScore]
     score: float  # weighted F4 over the scored classes
+    per_run: tuple[float, ...] = ()  # each run's weighted F4 at the thresholds, where computed
 
     def summary(self) -> dict:
         """Plain numbers: what training logs, reports to Ray and keeps in checkpoints."""
@@ -106,6 +107,31 @@ def tune_thresholds(dets: list[Detections], truths: list[dict[str, np.ndarray]],
             total = total + ClassScore(*match_counts(ref, cand[sc >= thresholds[p.name]], hit))
         per_class[p.name] = total
     return Tuning(thresholds, per_class, weighted_score(per_class, particles))
+
+
+def per_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
+                   particles: ParticleTable, thresholds: dict[str, float]) -> list[float]:
+    """Each run's weighted F4 at the given thresholds (scores in the detections' unit)."""
+    out = []
+    for d, t in zip(dets, truths, strict=True):
+        per_class = {}
+        for p in particles.scored:
+            cand, sc = d[p.name]
+            per_class[p.name] = ClassScore(*match_counts(
+                t.get(p.name, np.zeros((0, 3))), cand[sc >= thresholds[p.name]],
+                p.radius_A * DISTANCE_MULTIPLIER))
+        out.append(weighted_score(per_class, particles))
+    return out
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of a - b over paired runs and its standard error (nan with fewer than 2 runs):
+    whether one setting beats another by more than the runs' own scatter."""
+    if len(a) != len(b):
+        raise ValueError(f"unpaired: {len(a)} and {len(b)} runs")
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()) if len(d) else float("nan"), se
 
 
 # --- Calibrated scores ----------------------------------------------------------------------
@@ -190,8 +216,11 @@ def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detectio
 def calibrate_and_tune(raw: list[Detections], truths: list[dict[str, np.ndarray]],
                        particles: ParticleTable) -> tuple[Tuning, dict[str, list[float]]]:
     """Calibration fit on raw detections, then thresholds (probabilities) on the calibrated
-    ones: the same selections and F4 as tuning raw scores."""
+    ones: the same selections and F4 as tuning raw scores. The Tuning's per_run holds each
+    run's weighted F4 at them."""
     cal = fit_calibration(raw, truths, particles)
-    tuning = tune_thresholds([apply_calibration(d, cal) for d in raw], truths, particles,
-                             CALIBRATED_DEFAULT_THRESHOLD)
+    calibrated = [apply_calibration(d, cal) for d in raw]
+    tuning = tune_thresholds(calibrated, truths, particles, CALIBRATED_DEFAULT_THRESHOLD)
+    tuning = replace(tuning, per_run=tuple(per_run_scores(calibrated, truths, particles,
+                                                          tuning.thresholds)))
     return tuning, cal

@@ -6,7 +6,8 @@ example the competition's 7 training tomograms) and writes a new checkpoint.
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
 more settings after it get thresholds of their own, tuned on the same runs, which infer
-uses when asked for that setting (`--tta flip none`: the fast one-pass mode keeps its own).
+uses when asked for that setting (`--tta none flip`: one pass by default, the mirrors on
+request, each with its own); the others are printed against the first, run by run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
 from sparse_det.config import TTA_MIRRORS
+from sparse_det.thresholds import paired_difference
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
@@ -101,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    tunings_list = list(tunings.items())
+    for tta, tuning in tunings_list[1:]:
+        first, base = tunings_list[0]
+        mean, se = paired_difference(tuning.per_run, base.per_run)
+        # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
+        print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "
+              f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
     print(f"-> {a.out}")
     return 0
 

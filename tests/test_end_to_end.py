@@ -115,6 +115,8 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
                       "--out", str(out), "--device", "cpu", "--tta", "none", "flip"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("weighted F4 on 2 run(s)") == 2, printed
+    # whether the mirrors are worth their cost, run by run
+    assert "--tta flip against --tta none, run by run" in printed, printed
     tuned = read_checkpoint(out)
     assert set(tuned["thresholds"]) == set(read_checkpoint(best)["thresholds"])
     score = float(printed.rsplit("thresholds: ", 1)[1].split()[0])

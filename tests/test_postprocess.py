@@ -175,3 +175,29 @@ def test_best_threshold_sits_midway_in_the_gap():
     cand = np.array([[1, 0, 0], [101, 0, 0], [500, 0, 0.0]])
     thr, f = best_threshold([(cand, np.array([0.9, 0.8, 0.3]), ref)], hit_radius=10.0)
     assert thr == pytest.approx(0.55) and f == pytest.approx(1.0), (thr, f)
+
+
+def test_per_run_scores_and_paired_difference_hand_case():
+    """One apo-ferritin per run at the origin, a candidate 10 Å away (hit radius 30 Å):
+    kept at threshold 0.5 in run A (score 0.9), dropped in run B (0.3). Classes with no
+    reference and no candidate count F4 0, as in weighted_score: run A is 1/7 (apo's weight
+    of 7), run B 0."""
+    from data_tools.particles import ParticleTable
+    from sparse_det.structures import Detections
+    from sparse_det.thresholds import paired_difference, per_run_scores
+
+    particles = ParticleTable.competition()
+    ref = {"apo-ferritin": np.zeros((1, 3))}
+    far_fp = np.array([[500.0, 0, 0]])
+
+    def det(run, score):
+        return Detections(run, {"apo-ferritin": (np.vstack([[10.0, 0, 0], far_fp]),
+                                                 np.array([score, 0.2]))})
+
+    thr = {p.name: 0.5 for p in particles}
+    scores = per_run_scores([det("A", 0.9), det("B", 0.3)], [ref, ref], particles, thr)
+    assert scores == pytest.approx([1 / 7, 0.0]), scores
+    mean, se = paired_difference(scores, [0.0, 0.0])
+    assert (mean, se) == pytest.approx((1 / 14, 1 / 14)), (mean, se)
+    with pytest.raises(ValueError, match="unpaired"):
+        paired_difference([0.1], [0.1, 0.2])
