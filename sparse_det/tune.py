@@ -2,7 +2,7 @@
 example the competition's 7 training tomograms) and writes a new checkpoint.
 
     python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] [--runs ...]
-                              --out NEW.pt [--device auto|cpu|cuda] [--tta flip [none ...]]
+                              --out NEW.pt [--device auto|cpu|cuda] [--tta none [flip ...]]
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
 more settings after it get thresholds of their own, tuned on the same runs, which infer
