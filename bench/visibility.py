@@ -22,16 +22,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.sparsify import robust_normalise
 from data_tools.tomo_input import read_working
 
 N_BACKGROUND = 400
 MIN_PARTICLES = 3
 
 
+def shell_radii(rmax: int) -> np.ndarray:
+    """Integer distance (voxels) of each voxel of a (2 rmax + 1)³ cube from its centre."""
+    zz, yy, xx = np.indices((2 * rmax + 1,) * 3) - rmax
+    return np.sqrt(zz**2 + yy**2 + xx**2).round().astype(int)
+
+
+def shell_voxels(rmax: int) -> np.ndarray:
+    """How many voxels of the cube lie at each integer radius 0..rmax."""
+    r = shell_radii(rmax)
+    return np.bincount(r[r <= rmax])
+
+
 def radial_profiles(vol: np.ndarray, centres_zyx: np.ndarray, rmax: int) -> np.ndarray:
     """Mean value per integer radius (voxels) around each centre whose cube fits the volume."""
-    zz, yy, xx = np.indices((2 * rmax + 1,) * 3) - rmax
-    r = np.sqrt(zz**2 + yy**2 + xx**2).round().astype(int)
+    r = shell_radii(rmax)
     inside = r <= rmax
     counts = np.bincount(r[inside])
     out = []
@@ -58,10 +70,7 @@ def run_visibility(project: CopickProject, run: str, tomo_type: str, working_A: 
                    seed: int = 0) -> dict[str, np.ndarray]:
     tomo, _ = read_working(project, run, tomo_type=tomo_type, type_fallback=True,
                            working_A=working_A)
-    v = tomo.data.astype(np.float32)
-    med = float(np.median(v))
-    mad = float(np.median(np.abs(v - med))) * 1.4826 or 1.0
-    v = (v - med) / mad
+    v = robust_normalise(tomo.data, f"{run}: {tomo.path}")
     picks = project.read_picks(run)
     rng = np.random.default_rng(seed)
     out = {}
@@ -78,9 +87,7 @@ def run_visibility(project: CopickProject, run: str, tomo_type: str, working_A: 
         bg = radial_profiles(v, bg_at, rmax)
         if len(prof) < MIN_PARTICLES:
             continue
-        zz, yy, xx = np.indices((2 * rmax + 1,) * 3) - rmax
-        r = np.sqrt(zz**2 + yy**2 + xx**2).round().astype(int)
-        out[p.name] = template_z(prof, bg, np.bincount(r[r <= rmax]))
+        out[p.name] = template_z(prof, bg, shell_voxels(rmax))
     return out
 
 

@@ -15,7 +15,7 @@ def label_weights(particles: ParticleTable, *, background_weight: float,
     unknown = sorted(set(class_weights) - set(particles.names))
     if unknown:
         raise ConfigError(f"loss.class_weights: unknown particle(s) {unknown}; "
-                              f"known: {particles.names}")
+                          f"known: {particles.names}")
     bad = {k: v for k, v in class_weights.items()
            if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0}
     if bad:

@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
-    tunings_list = list(tunings.items())
-    for tta, tuning in tunings_list[1:]:
-        first, base = tunings_list[0]
+    (first, base), *others = tunings.items()
+    for tta, tuning in others:
         mean, se = paired_difference(tuning.per_run, base.per_run)
         # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
         print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "

@@ -25,9 +25,7 @@ def test_planted_blobs_score_high_and_noise_scores_near_zero():
     rng = np.random.default_rng(0)
     centres = np.array([[20, 16, 16], [20, 16, 48], [20, 48, 16], [20, 48, 48], [12, 32, 32]])
     rmax = 5
-    zz, yy, xx = np.indices((2 * rmax + 1,) * 3) - rmax
-    r = np.sqrt(zz**2 + yy**2 + xx**2).round().astype(int)
-    shells = np.bincount(r[r <= rmax])
+    shells = visibility.shell_voxels(rmax)
     bg_at = rng.uniform(rmax, np.array([40, 64, 64]) - rmax - 1, size=(300, 3))
 
     strong = _volume(centres, 1.5, rng)
