@@ -27,16 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.config import TTA_MIRRORS
-from sparse_det.inference import infer_project
+from sparse_det.inference import PRECISIONS, infer_project
 from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution, to_submission
 
 
 def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None,
-                  tta: str | None = None) -> dict:
+                  tta: str | None = None, precision: str = "fp32") -> dict:
     project = CopickProject(path)
     runs = project.runs()
-    kw = {"device": device, "input_overrides": overrides, "tta": tta}
+    kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision}
     infer_project(project, checkpoint, runs=runs[:1], **kw)  # warm-up (imports, allocator)
     rows, times = [], []
     for run in runs:
@@ -58,14 +58,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None) -> dict:
+def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None,
+                  precision: str = "fp32") -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
 
     project = CopickProject(path)
     runs = project.runs()
-    picker = Picker.load(checkpoint, device, tta=tta)
+    picker = Picker.load(checkpoint, device, tta=tta, precision=precision)
     cfg, dev = picker.sparsify_config, picker.device
     on = dev if dev.type != "cpu" else None
     t = {"read": [], "sparsify": [], "network": [], "decode": []}
@@ -87,10 +88,13 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
                         ("decode", t3, t4)):
             t[k].append(b - a)
     t0 = time.perf_counter()
-    infer_project(project, checkpoint, runs=runs, device=device, tta=tta)
+    infer_project(project, checkpoint, runs=runs, device=device, tta=tta, precision=precision)
     stream = time.perf_counter() - t0
+    gpu_gb = (torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda")
+              else None)
     return {k: sum(v) / len(v) for k, v in t.items()} | {
-        "stream_tomograms_per_s": len(runs) / stream, "stream_runs": len(runs)}
+        "stream_tomograms_per_s": len(runs) / stream, "stream_runs": len(runs),
+        "gpu_peak_gb": gpu_gb}
 
 
 def markdown(results: list[dict]) -> str:
@@ -111,6 +115,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
@@ -118,16 +123,18 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
-    results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta) for p in a.project]
+    results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta, a.precision)
+               for p in a.project]
     for r in results:  # what was read and how it was picked
         r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
-              "checkpoint": a.checkpoint}
+              "checkpoint": a.checkpoint, "device": a.device, "precision": a.precision}
     print(markdown(results))
     if a.no_stages:
         return _save(results, a.json)
-    stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta)
+    stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta, a.precision)
     print(f"\nper stage on {a.device} ({Path(a.project[0]).name}, s/tomogram): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in stages.items() if k != "stream_runs")
+          + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()
+                      if k != "stream_runs" and v is not None)
           + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
     results[0]["stages"] = stages
     return _save(results, a.json)

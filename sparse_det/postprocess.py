@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from sparse_det.vote_graph import grid_cells, radius_graph
+
 # Votes are pooled into grid cells this many times narrower than the link radius: fine enough
 # that pooling never merges what the radius graph would keep apart.
 CELLS_PER_LINK_RADIUS = 4
@@ -49,26 +51,24 @@ def _weighted_sums(index: torch.Tensor, n: int, w: torch.Tensor, x: torch.Tensor
 def cluster_votes(votes_zyx, weights, link_radius_vox: float, min_votes: int = 1
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Connected components of the radius graph of votes (torch-cluster), on the device the
-    votes are on (numpy arrays: the CPU).
+    votes are on (numpy arrays: the CPU); plain torch where torch-cluster has no kernel for
+    that device (sparse_det/vote_graph.py).
 
     Votes pile up near centres, so they are first pooled into grid cells a quarter of the link
     radius wide (torch-cluster's grid_cluster) and the graph links cell centroids: the same
     clusters from a few thousand points instead of tens of thousands.
     Returns (centres [M,3] weighted means, scores [M] summed weights, sizes [M] votes),
     as numpy arrays."""
-    from torch_cluster import grid_cluster, radius_graph
-
     votes = torch.as_tensor(votes_zyx).to(torch.float64)
     w = torch.as_tensor(weights).to(votes.device, torch.float64)
     if len(votes) == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0, int)
-    cell = grid_cluster(votes.float(), torch.full((3,), link_radius_vox / CELLS_PER_LINK_RADIUS,
-                                                  device=votes.device))
+    cell = grid_cells(votes.float(), torch.full((3,), link_radius_vox / CELLS_PER_LINK_RADIUS,
+                                                device=votes.device))
     _, cell = torch.unique(cell, return_inverse=True)
     n_cells = int(cell.max()) + 1
     _, cell_pos = _weighted_sums(cell, n_cells, w, votes)
-    edges = radius_graph(cell_pos.float(), r=float(link_radius_vox), loop=False,
-                         max_num_neighbors=MAX_NEIGHBOURS)
+    edges = radius_graph(cell_pos.float(), float(link_radius_vox), MAX_NEIGHBOURS)
     comp = connected_components(edges, n_cells)[cell]
     n_comp = int(comp.max()) + 1
     mass, centres = _weighted_sums(comp, n_comp, w, votes)

@@ -1,0 +1,92 @@
+"""The two graph operations of vote clustering — grid pooling and the radius graph — from
+torch-cluster where its build has kernels for the votes' device, in plain torch otherwise.
+
+torch-cluster from PyPI is a source build; on a GPU machine without a CUDA toolkit at install
+time (or with `FORCE_ONLY_CPU=1`) it has CPU kernels only and fails on CUDA tensors. The torch
+versions give the same cells and the same edges (tests/test_vote_graph.py), so the decoding
+never leaves the device for want of a kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+
+def torch_cluster_has_kernels(device: torch.device) -> bool:
+    """Whether torch-cluster is installed and runs on `device` (CPU always; CUDA when built
+    so). Without it the torch versions serve every device (a machine that cannot build it)."""
+    try:
+        import torch_cluster
+    except ImportError:
+        return False
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and getattr(torch_cluster, "cuda_version", -1) != -1
+
+
+def grid_cells_torch(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Cell index per point on a grid of `size` anchored at the points' minimum: the same
+    float32 arithmetic as torch-cluster's grid_cluster, so the same cells."""
+    start = pos.min(0).values
+    end = pos.max(0).values
+    n_cells = ((end - start) / size).long() + 1
+    stride = torch.cat([torch.ones(1, dtype=torch.long, device=pos.device),
+                        n_cells.cumprod(0)[:-1]])
+    return (((pos - start) / size).long() * stride).sum(1)
+
+
+def radius_graph_torch(pos: torch.Tensor, r: float) -> torch.Tensor:
+    """Edges [2,E] (both directions, no loops) between points closer than r (strictly, as
+    torch-cluster), found through a hash grid of cell r: only the 27 neighbouring cells are
+    compared, so memory grows with the edges, not with the square of the points."""
+    n = len(pos)
+    dev = pos.device
+    if n < 2:
+        return torch.zeros((2, 0), dtype=torch.long, device=dev)
+    key = torch.floor(pos / r).long()
+    key = key - key.min(0).values + 1  # a margin of one cell keeps every neighbour key >= 0
+    dims = key.max(0).values + 2
+    lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
+    sorted_lin, order = torch.sort(lin)
+    point = torch.arange(n, device=dev)
+    r2 = float(r) * float(r)
+    src, dst = [], []
+    for dz, dy, dx in itertools.product((-1, 0, 1), repeat=3):
+        nb = lin + (dz * dims[1] + dy) * dims[2] + dx
+        lo = torch.searchsorted(sorted_lin, nb, right=False)
+        count = torch.searchsorted(sorted_lin, nb, right=True) - lo
+        total = int(count.sum())
+        if total == 0:
+            continue
+        i = torch.repeat_interleave(point, count, output_size=total)
+        first = torch.cumsum(count, 0) - count
+        rank = torch.arange(total, device=dev) - torch.repeat_interleave(first, count,
+                                                                        output_size=total)
+        j = order[torch.repeat_interleave(lo, count, output_size=total) + rank]
+        d = pos[i] - pos[j]
+        keep = ((d * d).sum(1) < r2) & (i != j)
+        src.append(j[keep])
+        dst.append(i[keep])
+    if not src:
+        return torch.zeros((2, 0), dtype=torch.long, device=dev)
+    return torch.stack([torch.cat(src), torch.cat(dst)])
+
+
+def grid_cells(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    if torch_cluster_has_kernels(pos.device):
+        from torch_cluster import grid_cluster
+
+        return grid_cluster(pos, size)
+    return grid_cells_torch(pos, size)
+
+
+def radius_graph(pos: torch.Tensor, r: float, max_num_neighbors: int) -> torch.Tensor:
+    """max_num_neighbors: torch-cluster's cap (the caller sizes it never to bind; the torch
+    version has none)."""
+    if torch_cluster_has_kernels(pos.device):
+        from torch_cluster import radius_graph as tc_radius_graph
+
+        return tc_radius_graph(pos, r=r, loop=False, max_num_neighbors=max_num_neighbors)
+    return radius_graph_torch(pos, r)
