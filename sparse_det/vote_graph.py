@@ -40,7 +40,8 @@ def grid_cells_torch(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
 def radius_graph_torch(pos: torch.Tensor, r: float) -> torch.Tensor:
     """Edges [2,E] (both directions, no loops) between points closer than r (strictly, as
     torch-cluster), found through a hash grid of cell r: only the 27 neighbouring cells are
-    compared, so memory grows with the edges, not with the square of the points."""
+    compared, so memory grows with the candidate pairs, not with the square of the points.
+    All 27 neighbour cells are looked up at once: one host synchronisation, not 27."""
     n = len(pos)
     dev = pos.device
     if n < 2:
@@ -50,28 +51,23 @@ def radius_graph_torch(pos: torch.Tensor, r: float) -> torch.Tensor:
     dims = key.max(0).values + 2
     lin = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
     sorted_lin, order = torch.sort(lin)
-    point = torch.arange(n, device=dev)
-    r2 = float(r) * float(r)
-    src, dst = [], []
-    for dz, dy, dx in itertools.product((-1, 0, 1), repeat=3):
-        nb = lin + (dz * dims[1] + dy) * dims[2] + dx
-        lo = torch.searchsorted(sorted_lin, nb, right=False)
-        count = torch.searchsorted(sorted_lin, nb, right=True) - lo
-        total = int(count.sum())
-        if total == 0:
-            continue
-        i = torch.repeat_interleave(point, count, output_size=total)
-        first = torch.cumsum(count, 0) - count
-        rank = torch.arange(total, device=dev) - torch.repeat_interleave(first, count,
-                                                                        output_size=total)
-        j = order[torch.repeat_interleave(lo, count, output_size=total) + rank]
-        d = pos[i] - pos[j]
-        keep = ((d * d).sum(1) < r2) & (i != j)
-        src.append(j[keep])
-        dst.append(i[keep])
-    if not src:
+    step = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=dev)
+    offsets = (step[:, 0] * dims[1] + step[:, 1]) * dims[2] + step[:, 2]
+    nb = (lin[:, None] + offsets[None, :]).reshape(-1)  # [n·27]
+    lo = torch.searchsorted(sorted_lin, nb, right=False)
+    count = torch.searchsorted(sorted_lin, nb, right=True) - lo
+    total = int(count.sum())
+    if total == 0:
         return torch.zeros((2, 0), dtype=torch.long, device=dev)
-    return torch.stack([torch.cat(src), torch.cat(dst)])
+    i = torch.repeat_interleave(torch.arange(n, device=dev).repeat_interleave(len(offsets)),
+                                count, output_size=total)
+    first = torch.cumsum(count, 0) - count
+    rank = torch.arange(total, device=dev) - torch.repeat_interleave(first, count,
+                                                                    output_size=total)
+    j = order[torch.repeat_interleave(lo, count, output_size=total) + rank]
+    d = pos[i] - pos[j]
+    keep = ((d * d).sum(1) < r * r) & (i != j)
+    return torch.stack([j[keep], i[keep]])
 
 
 def grid_cells(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
