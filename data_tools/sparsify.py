@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 POLARITIES = ("auto", "dark", "bright")
-FEATURE_NORMS = ("volume", "kept")
+FEATURE_NORMS = ("volume", "kept", "kept_bands")
 # A channel's robust sigma over the kept voxels may collapse where most of them sit at the
 # clip (the intensity channel of a high-contrast tomogram): then its standard deviation,
 # and never less than this share of it, is the scale.
@@ -92,7 +92,10 @@ class SparsifyConfig:
     # median 0, unit robust sigma over the kept voxels). With "volume" a noisier tomogram
     # hands the network weaker features (2.3 sigma instead of 4-7 on the all-shifted set) and
     # the network, which reads absolute contrast, misses its particles; "kept" removes that
-    # per-tomogram gain.
+    # per-tomogram gain. "kept_bands": as "kept", but the smooth and band-pass channels share
+    # one scale (the smooth channel's), so their ratios — how much of the tomogram's
+    # contrast each band holds, which blur and B-factor change — reach the network; "kept"
+    # scales each band to unit size, whatever filter the tomogram went through.
     feature_norm: str = "volume"
 
     @classmethod
@@ -226,14 +229,17 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     return score, feats, info
 
 
-def standardise_kept(feats: np.ndarray) -> np.ndarray:
+def standardise_kept(feats: np.ndarray, shared_bands: bool = False) -> np.ndarray:
     """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
-    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one)."""
+    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one).
+    `shared_bands`: channels 1.. (smooth, band-passes) all take channel 1's scale."""
     med = np.median(feats, axis=0)
     mad = 1.4826 * np.median(np.abs(feats - med), axis=0)
     std = feats.std(axis=0)
     scale = np.maximum(mad, KEPT_MAD_MIN_SHARE * std)
     scale[scale <= 1e-6] = 1.0
+    if shared_bands and len(scale) > 1:
+        scale[1:] = scale[1]
     return ((feats - med) / scale).astype(np.float32)
 
 
@@ -262,8 +268,8 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
         raise DataError(f"{what}: empty sparse set (threshold {thr:.3g} keeps no voxel)")
     idx = tuple(coords.T)
     f = np.ascontiguousarray(np.stack([v[idx] for v in feats], axis=1), dtype=np.float32)
-    if cfg.feature_norm == "kept":
-        f = standardise_kept(f)
+    if cfg.feature_norm != "volume":
+        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands")
     return coords, f
 
 

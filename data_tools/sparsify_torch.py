@@ -73,11 +73,13 @@ def binary_dilation(mask: torch.Tensor, iterations: int) -> torch.Tensor:
     return mask
 
 
-def standardise_kept(feats: torch.Tensor) -> torch.Tensor:
+def standardise_kept(feats: torch.Tensor, shared_bands: bool = False) -> torch.Tensor:
     med = _median(feats, dim=0)
     mad = 1.4826 * _median((feats - med).abs(), dim=0)
     scale = torch.maximum(mad, KEPT_MAD_MIN_SHARE * feats.std(dim=0, correction=0))
     scale = torch.where(scale <= 1e-6, torch.ones_like(scale), scale)
+    if shared_bands and len(scale) > 1:
+        scale = torch.cat([scale[:1], scale[1:2].expand(len(scale) - 1)])
     return (feats - med) / scale
 
 
@@ -110,7 +112,7 @@ def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
         raise DataError(f"{what}: empty sparse set (threshold {thr:.3g} keeps no voxel)")
     idx = tuple(coords.T)
     f = torch.stack([v[idx] for v in feats], dim=1)
-    if cfg.feature_norm == "kept":
-        f = standardise_kept(f)
+    if cfg.feature_norm != "volume":
+        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands")
     return (coords.to(torch.int32).cpu().numpy(),
             np.ascontiguousarray(f.float().cpu().numpy()))

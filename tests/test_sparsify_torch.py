@@ -41,6 +41,7 @@ def test_binary_dilation_matches_scipy():
     {"feature_norm": "kept"},
     {"polarity": "dark", "select_mode": "smooth", "dilate_vox": 1},
     {"feature_norm": "kept", "bright": True},
+    {"feature_norm": "kept_bands"},
 ])
 def test_torch_sparsifier_equals_scipy(settings):
     settings = dict(settings)
@@ -56,6 +57,29 @@ def test_torch_sparsifier_equals_scipy(settings):
     if a == b:
         np.testing.assert_allclose(got.feats, ref.feats, atol=1e-4)
     assert got.feature_names == ref.feature_names and got.coords_zyx.dtype == np.int32
+
+
+def test_kept_bands_keeps_the_band_ratios_that_blur_changes():
+    """"kept" gives every channel unit robust spread; "kept_bands" gives the band-passes the
+    smooth channel's scale, so a blurred tomogram's finest band comes out weaker than a
+    sharp one's, and the rest of the features are the same as "kept"'s up to that scale."""
+    sharp = _tomogram()
+    blurred = ndimage.gaussian_filter(sharp, 1.2)
+
+    def spread(vol, norm):
+        f = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03, feature_norm=norm),
+                     "r").feats
+        return 1.4826 * np.median(np.abs(f - np.median(f, axis=0)), axis=0), f
+
+    (s_kept, f_kept), (s_bands, f_bands) = spread(sharp, "kept"), spread(sharp, "kept_bands")
+    np.testing.assert_allclose(s_kept, 1.0, atol=1e-3)
+    np.testing.assert_allclose(s_bands[:2], 1.0, atol=1e-3)  # intensity and smooth: as "kept"
+    np.testing.assert_allclose(f_bands[:, :2], f_kept[:, :2], atol=1e-5)
+    ratio = s_bands[2:]  # each band in units of the smooth channel
+    np.testing.assert_allclose(f_bands[:, 2:], f_kept[:, 2:] * ratio, atol=1e-4)
+    finest_sharp = ratio[0]
+    finest_blurred = spread(blurred, "kept_bands")[0][2]
+    assert finest_blurred < 0.7 * finest_sharp, (finest_blurred, finest_sharp)
 
 
 @pytest.mark.gpu
