@@ -44,8 +44,12 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
         rows.append(infer_project(project, checkpoint, runs=[run], **kw))
         times.append(time.perf_counter() - t0)
     sub = to_submission(pd.concat(rows))
-    score = score_tables(project_solution(project), sub, project.particles)
-    return {"project": path, "runs": len(runs), "score": score.score,
+    solution = project_solution(project)
+    score = score_tables(solution, sub, project.particles)
+    per_run = {run: score_tables(solution[solution["experiment"] == run],
+                                 sub[sub["experiment"] == run], project.particles).score
+               for run in runs}
+    return {"project": path, "runs": len(runs), "score": score.score, "per_run": per_run,
             "per_class": {k: v.fbeta for k, v in score.per_class.items()},
             "recall": {k: v.recall for k, v in score.per_class.items()},
             "precision": {k: v.precision for k, v in score.per_class.items()},

@@ -1,0 +1,65 @@
+"""Run-by-run differences between checkpoints benched on the same held-out runs
+(`bench/detector.py --json`, which stores each run's weighted F4 under "per_run").
+
+    python bench/compare.py REFERENCE.json OTHER.json [OTHER.json ...]
+
+Prints, per project and pooled over every run, the mean of OTHER − REFERENCE and its
+standard error: a family of 2–4 runs moves by a few hundredths between checkpoints that
+differ only by more training (README, *Results*), so a difference means something only
+beyond its standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparse_det.thresholds import paired_difference
+
+
+def per_run(path: str) -> dict[str, dict[str, float]]:
+    """{project name: {run: weighted F4}}."""
+    out = {}
+    for r in json.loads(Path(path).read_text()):
+        if "per_run" not in r:
+            raise SystemExit(f"{path}: {r['project']} has no per-run scores; bench it again")
+        out[Path(r["project"]).name] = r["per_run"]
+    return out
+
+
+def compare(ref: dict, other: dict) -> list[tuple[str, int, float, float]]:
+    """(project, runs, mean difference, its standard error) per shared project, then 'all'."""
+    rows, all_a, all_b = [], [], []
+    for name in ref:
+        if name not in other:
+            continue
+        runs = sorted(set(ref[name]) & set(other[name]))
+        a = [other[name][r] for r in runs]
+        b = [ref[name][r] for r in runs]
+        rows.append((name, len(runs), *paired_difference(a, b)))
+        all_a += a
+        all_b += b
+    rows.append(("all", len(all_a), *paired_difference(all_a, all_b)))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("reference")
+    ap.add_argument("other", nargs="+")
+    a = ap.parse_args()
+    ref = per_run(a.reference)
+    for path in a.other:
+        print(f"\n{Path(path).name} − {Path(a.reference).name} (mean ± standard error)")
+        print("| project | runs | difference |\n|---|---|---|")
+        for name, n, mean, se in compare(ref, per_run(path)):
+            print(f"| {name} | {n} | {mean:+.3f} ± {se:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""bench/compare.py: run-by-run differences between two benched checkpoints, by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_compare", Path(__file__).resolve().parents[1] / "bench" / "compare.py")
+bench_compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_compare)
+compare, per_run = bench_compare.compare, bench_compare.per_run
+
+
+def _bench(tmp_path: Path, name: str, scores: dict) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps([{"project": f"data/{p}", "per_run": r}
+                                for p, r in scores.items()]))
+    return str(path)
+
+
+def test_paired_differences_per_project_and_pooled(tmp_path):
+    ref = per_run(_bench(tmp_path, "a.json", {"tilt": {"r1": 0.5, "r2": 0.7},
+                                             "lowsnr": {"s1": 0.9, "s2": 0.8}}))
+    new = per_run(_bench(tmp_path, "b.json", {"tilt": {"r1": 0.6, "r2": 0.7},
+                                             "lowsnr": {"s1": 0.9, "s2": 0.9},
+                                             "crowded": {"c1": 1.0}}))
+    rows = {name: (n, mean, se) for name, n, mean, se in compare(ref, new)}
+    assert set(rows) == {"tilt", "lowsnr", "all"}  # only projects both benched
+    # tilt: differences 0.1 and 0.0 -> mean 0.05, sd 0.0707, se 0.05
+    assert rows["tilt"][0] == 2
+    assert rows["tilt"][1] == pytest.approx(0.05)
+    assert rows["tilt"][2] == pytest.approx(0.05)
+    # pooled: 0.1, 0, 0, 0.1 -> mean 0.05, sd 0.0577, se 0.0289
+    assert rows["all"][0] == 4
+    assert rows["all"][1] == pytest.approx(0.05)
+    assert rows["all"][2] == pytest.approx(0.057735 / 2, rel=1e-4)
+
+
+def test_a_bench_without_per_run_scores_is_refused(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps([{"project": "data/tilt", "score": 0.7}]))
+    with pytest.raises(SystemExit, match="no per-run scores"):
+        per_run(str(path))
