@@ -1,6 +1,7 @@
 """Single-process training.
 
-    python -m sparse_det.train --config configs/NAME.yaml [--out-dir DIR] [--steps N] [--fresh]
+    python -m sparse_det.train --config configs/NAME.yaml [--out-dir DIR] [--steps N] [--seed S]
+                               [--fresh]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--device")
+    ap.add_argument("--seed", type=int, help="train.seed: crops, augmentation, initialisation")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
     ap.add_argument("--fresh", action="store_true", help="ignore last.pt in the out dir")
     ap.add_argument("--quiet", action="store_true")
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.steps = a.steps
     if a.device:
         cfg.train.device = a.device
+    if a.seed is not None:
+        cfg.train.seed = a.seed
     if a.init:
         cfg.train.init_checkpoint = a.init
     from sparse_det.training import train
