@@ -46,9 +46,9 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
     sub = to_submission(pd.concat(rows))
     solution = project_solution(project)
     score = score_tables(solution, sub, project.particles)
-    per_run = {run: score_tables(solution[solution["experiment"] == run],
-                                 sub[sub["experiment"] == run], project.particles).score
-               for run in runs}
+    # score_tables keeps only the solution's experiments: one run's solution scores that run
+    per_run = {run: score_tables(solution[solution["experiment"] == run], sub,
+                                 project.particles).score for run in runs}
     return {"project": path, "runs": len(runs), "score": score.score, "per_run": per_run,
             "per_class": {k: v.fbeta for k, v in score.per_class.items()},
             "recall": {k: v.recall for k, v in score.per_class.items()},

@@ -17,7 +17,7 @@ SITE=${SITE:-/tmp/site}
 mkdir -p "$SITE"
 for t in "$WHEELS"/*.tar.xz; do tar -xJf "$t" -C "$SITE" & done
 python3 -m pip install -q --no-deps --no-index --no-compile --target "$SITE" "$WHEELS"/*.whl
-if [ -n "${TORCH_CLUSTER:-}" ]; then  # about 8 min serially: build_ext in parallel
+if [ -n "${TORCH_CLUSTER:-}" ]; then  # a serial build did not finish in 8 min: in parallel
   printf '[build_ext]\nparallel = %s\n' "$(nproc)" > /tmp/build.cfg
   DIST_EXTRA_CONFIG=/tmp/build.cfg FORCE_ONLY_CPU=1 python3 -m pip install -q --no-deps \
     --no-build-isolation --no-index --no-compile --target "$SITE" \
