@@ -1,0 +1,106 @@
+"""Averages the weights of several checkpoints fine-tuned from one start (a "model soup",
+Wortsman et al. 2022) into one checkpoint: one network pass at inference, unlike an ensemble.
+
+    python -m sparse_det.soup --checkpoint A.pt B.pt [C.pt ...] --out SOUP.pt
+
+The checkpoints must share the architecture, features, particle table and what they read
+(sparsify settings); the soup keeps the first one's config and thresholds, which do not fit
+the averaged weights: tune it (`python -m sparse_det.tune`) before picking with it.
+Averaging only makes sense for weights that started from the same checkpoint (fine-tunes
+of one model); unrelated trainings average into noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_tools.atomic import atomic_path
+from sparse_det.checkpoint import RESUME_ONLY, CheckpointError, read_checkpoint
+
+# What must be equal for weights to be averaged and run the same way.
+_MUST_MATCH = ("feature_names", "particles")
+_CONFIG_MUST_MATCH = ("model", "sparsify")
+
+
+def _mismatch(first: dict, other: dict) -> str | None:
+    for key in _MUST_MATCH:
+        if first[key] != other[key]:
+            return key
+    for key in _CONFIG_MUST_MATCH:
+        if first["config"].get(key) != other["config"].get(key):
+            return f"config.{key}"
+    a, b = first["model"], other["model"]
+    if a.keys() != b.keys():
+        return "weight names"
+    for name, t in a.items():
+        if t.shape != b[name].shape:
+            return f"weight {name} shape {tuple(t.shape)} vs {tuple(b[name].shape)}"
+    return None
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path,
+                        weights: list[float] | None = None) -> Path:
+    """The (weighted) mean of the checkpoints' floating-point tensors, written atomically
+    to `out`; integer buffers (BatchNorm's batch counters) are the first's. The running
+    BatchNorm statistics are averaged like the weights: fine-tunes of one start keep them
+    close, and the tuned thresholds absorb what is left."""
+    import torch
+
+    if len(paths) < 2:
+        raise ValueError("a soup needs at least 2 checkpoints")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"weights must be {len(paths)} non-negative numbers with a "
+                         f"positive sum, got {weights}")
+    docs = [read_checkpoint(p) for p in paths]
+    first = docs[0]
+    for path, doc in zip(paths[1:], docs[1:], strict=True):
+        what = _mismatch(first, doc)
+        if what is not None:
+            raise CheckpointError(f"{path}: cannot be averaged with {paths[0]}: its {what} "
+                                  f"differs")
+    total = float(sum(weights))
+    state = {}
+    for name, t in first["model"].items():
+        if t.is_floating_point():
+            acc = torch.zeros_like(t, dtype=torch.float64)
+            for w, doc in zip(weights, docs, strict=True):
+                acc += (w / total) * doc["model"][name].double()
+            state[name] = acc.to(t.dtype)
+        else:
+            state[name] = t.clone()
+    soup = {k: v for k, v in first.items() if k not in ("model", "tuned_for_tta")}
+    soup["model"] = state
+    extra = {k: v for k, v in first.get("extra", {}).items()
+             if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on")}
+    soup["extra"] = extra | {"soup_of": [str(p) for p in paths],
+                             "soup_weights": [w / total for w in weights]}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(soup, tmp)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", nargs="+", required=True,
+                    help="fine-tunes of one start, to average")
+    ap.add_argument("--weights", type=float, nargs="+",
+                    help="one per checkpoint (default: equal)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    try:
+        out = average_checkpoints(a.checkpoint, a.out, a.weights)
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"averaged {len(a.checkpoint)} checkpoints -> {out}; its thresholds are the "
+          f"first's: tune it before picking (python -m sparse_det.tune)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

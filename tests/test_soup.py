@@ -1,0 +1,74 @@
+"""Weight averaging (sparse_det.soup): the mean of real checkpoints' weights, loadable as a
+model, and refused with the file named when checkpoints cannot be averaged."""
+
+import pytest
+import torch
+
+from data_tools.particles import ParticleTable
+from sparse_det.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sparse_det.config import Config
+from sparse_det.model import build_model
+from sparse_det.soup import average_checkpoints, main
+
+NAMES = ["norm", "smooth", "dog30A", "dog60A", "dog100A"]
+
+
+def _checkpoint(path, seed, channels=(8, 16), names=NAMES):
+    cfg = Config()
+    cfg.model.channels = channels
+    particles = ParticleTable.competition()
+    torch.manual_seed(seed)
+    model = build_model(in_channels=len(names), num_classes=len(particles),
+                        channels=list(channels), blocks_per_level=1, device="cpu")
+    with torch.no_grad():  # every tensor differs between seeds, BatchNorm's included
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.add_(torch.rand_like(t))  # positive: running variances stay valid
+            elif name.endswith("num_batches_tracked"):
+                t.fill_(seed + 1)
+    thresholds = {p: 0.1 * (seed + 1) for p in particles.names}
+    return save_checkpoint(path, model=model, config=cfg, particles=particles,
+                           feature_names=list(names), thresholds=thresholds,
+                           extra={"step": seed})
+
+
+def test_soup_is_the_weighted_mean_and_loads(tmp_path):
+    a = _checkpoint(tmp_path / "a.pt", 0)
+    b = _checkpoint(tmp_path / "b.pt", 1)
+    wa = load_checkpoint(a).model.state_dict()
+    wb = load_checkpoint(b).model.state_dict()
+    out = average_checkpoints([a, b], tmp_path / "soup.pt", weights=[3, 1])
+    soup = load_checkpoint(out)
+    ws = soup.model.state_dict()
+    floats = [k for k, v in wa.items() if v.is_floating_point()]
+    assert any("running_mean" in k for k in floats)
+    assert all(not torch.equal(wa[k], wb[k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(ws[k], 0.75 * wa[k] + 0.25 * wb[k], rtol=0, atol=1e-6)
+    counters = [k for k in wa if k.endswith("num_batches_tracked")]
+    assert counters and all(int(ws[k]) == 1 for k in counters), "integer buffers: the first's"
+    assert soup.thresholds == load_checkpoint(a).thresholds
+    assert soup.feature_names == NAMES
+
+    # A soup of one checkpoint with itself is that checkpoint, to the bit.
+    same = load_checkpoint(average_checkpoints([a, a, a], tmp_path / "same.pt"))
+    for k, v in wa.items():
+        assert torch.equal(same.model.state_dict()[k], v), k
+
+
+def test_soup_refuses_what_cannot_be_averaged(tmp_path, capsys):
+    a = _checkpoint(tmp_path / "a.pt", 0)
+    wider = _checkpoint(tmp_path / "wider.pt", 1, channels=(8, 24))
+    other_features = _checkpoint(tmp_path / "feats.pt", 1, names=[*NAMES[:4], "dog200A"])
+    with pytest.raises(CheckpointError, match=r"wider\.pt.*config\.model"):
+        average_checkpoints([a, wider], tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match=r"feats\.pt.*feature_names"):
+        average_checkpoints([a, other_features], tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="at least 2"):
+        average_checkpoints([a], tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="weights"):
+        average_checkpoints([a, a], tmp_path / "x.pt", weights=[1, -1])
+    assert not (tmp_path / "x.pt").exists(), "nothing half-written"
+    assert main(["--checkpoint", str(a), str(tmp_path / "missing.pt"),
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
