@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from sparse_det.vote_graph import grid_cells, radius_graph
+from sparse_det.vote_graph import class_grid_cells, radius_graph
 
 # Votes are pooled into grid cells this many times narrower than the link radius: fine enough
 # that pooling never merges what the radius graph would keep apart.
@@ -48,31 +48,55 @@ def _weighted_sums(index: torch.Tensor, n: int, w: torch.Tensor, x: torch.Tensor
     return mass, pos / mass.clamp_min(1e-12)[:, None]
 
 
-def cluster_votes(votes_zyx, weights, link_radius_vox: float, min_votes: int = 1
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of the radius graph of votes (torch-cluster), on the device the
-    votes are on (numpy arrays: the CPU); plain torch where torch-cluster has no kernel for
-    that device (sparse_det/vote_graph.py).
+def cluster_votes_by_class(votes_zyx, weights, classes, link_radii_vox
+                           ) -> tuple[torch.Tensor, ...]:
+    """Connected components of each class's radius graph of votes, every class in one pass
+    of each graph operation (torch-cluster; plain torch where it has no kernel for the
+    votes' device, sparse_det/vote_graph.py), on the votes' device: a GPU synchronises with
+    the host a few times per tomogram instead of a few times per class.
 
-    Votes pile up near centres, so they are first pooled into grid cells a quarter of the link
-    radius wide (torch-cluster's grid_cluster) and the graph links cell centroids: the same
-    clusters from a few thousand points instead of tens of thousands.
-    Returns (centres [M,3] weighted means, scores [M] summed weights, sizes [M] votes),
-    as numpy arrays."""
+    Votes pile up near centres, so they are first pooled into grid cells a quarter of their
+    class's link radius wide (each class's own grid, as torch-cluster's grid_cluster would
+    make it), and the graph links cell centroids: the same clusters from a few thousand
+    points instead of tens of thousands. The centroids are measured in their class's link
+    radius and the classes set apart by more than one, so one graph of radius 1 holds every
+    class's edges and none between classes.
+
+    votes_zyx [N,3], weights [N], classes [N] (0-based), link_radii_vox [K].
+    Returns tensors on the votes' device: centres [M,3] (weighted means), masses [M] (summed
+    weights), sizes [M] (votes), classes [M]."""
     votes = torch.as_tensor(votes_zyx).to(torch.float64)
-    w = torch.as_tensor(weights).to(votes.device, torch.float64)
+    dev = votes.device
+    w = torch.as_tensor(weights).to(dev, torch.float64)
+    cls = torch.as_tensor(classes).to(dev, torch.long)
+    radii = torch.as_tensor(link_radii_vox, dtype=torch.float64).to(dev)
     if len(votes) == 0:
-        return np.zeros((0, 3)), np.zeros(0), np.zeros(0, int)
-    cell = grid_cells(votes.float(), torch.full((3,), link_radius_vox / CELLS_PER_LINK_RADIUS,
-                                                device=votes.device))
+        return (votes.new_zeros((0, 3)), w.new_zeros(0),
+                cls.new_zeros(0), cls.new_zeros(0))
+    cell = class_grid_cells(votes.float(), cls, (radii / CELLS_PER_LINK_RADIUS).float())
     _, cell = torch.unique(cell, return_inverse=True)
     n_cells = int(cell.max()) + 1
     _, cell_pos = _weighted_sums(cell, n_cells, w, votes)
-    edges = radius_graph(cell_pos.float(), float(link_radius_vox), MAX_NEIGHBOURS)
+    cell_cls = torch.zeros(n_cells, dtype=torch.long, device=dev).scatter_(0, cell, cls)
+    unit = cell_pos / radii[cell_cls, None]
+    gap = unit[:, 0].max() - unit[:, 0].min() + 2.0  # more than one radius between classes
+    unit[:, 0] += cell_cls * gap
+    edges = radius_graph(unit.float(), 1.0, MAX_NEIGHBOURS)
     comp = connected_components(edges, n_cells)[cell]
     n_comp = int(comp.max()) + 1
     mass, centres = _weighted_sums(comp, n_comp, w, votes)
     sizes = torch.bincount(comp, minlength=n_comp)
+    comp_cls = torch.zeros(n_comp, dtype=torch.long, device=dev).scatter_(0, comp, cls)
+    return centres, mass, sizes, comp_cls
+
+
+def cluster_votes(votes_zyx, weights, link_radius_vox: float, min_votes: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cluster_votes_by_class of one class. Returns (centres [M,3], scores [M] summed
+    weights, sizes [M] votes) of the clusters of at least `min_votes`, as numpy arrays."""
+    votes = torch.as_tensor(votes_zyx)
+    centres, mass, sizes, _ = cluster_votes_by_class(
+        votes, weights, torch.zeros(len(votes), dtype=torch.long), [link_radius_vox])
     keep = sizes >= min_votes
     return (centres[keep].cpu().numpy(), mass[keep].cpu().numpy(),
             sizes[keep].cpu().numpy())
@@ -106,11 +130,15 @@ def detect(coords_zyx, probs, offsets, radii_vox: list[float], *, prob_floor: fl
     probs = torch.as_tensor(probs)
     coords = torch.as_tensor(coords_zyx).to(probs.device)
     votes_all = coords.float() + torch.as_tensor(offsets).to(probs.device).float()
+    voxel, cls = torch.nonzero(probs[:, 1:] >= prob_floor, as_tuple=True)
+    link = [cluster_radius_fraction * r for r in radii_vox]
+    centres, mass, sizes, comp_cls = cluster_votes_by_class(
+        votes_all[voxel], probs[voxel, cls + 1], cls, link)
+    keep = sizes >= min_votes
+    centres, mass, comp_cls = (t[keep].cpu().numpy() for t in (centres, mass, comp_cls))
     out = []
     for k, r in enumerate(radii_vox):
-        p = probs[:, k + 1]
-        sel = p >= prob_floor
-        c, s, _ = cluster_votes(votes_all[sel], p[sel], cluster_radius_fraction * r, min_votes)
-        keep = nms(c, s, nms_radius_fraction * r)
-        out.append((c[keep], s[keep]))
+        c, s = centres[comp_cls == k], mass[comp_cls == k]
+        kept = nms(c, s, nms_radius_fraction * r)
+        out.append((c[kept], s[kept]))
     return out

@@ -1,10 +1,11 @@
-"""The two graph operations of vote clustering — grid pooling and the radius graph — from
-torch-cluster where its build has kernels for the votes' device, in plain torch otherwise.
+"""The two graph operations of vote clustering: grid pooling, in plain torch for every class
+at once, and the radius graph, from torch-cluster where its build has kernels for the votes'
+device, in plain torch otherwise.
 
 torch-cluster from PyPI is a source build; on a GPU machine without a CUDA toolkit at install
 time (or with `FORCE_ONLY_CPU=1`) it has CPU kernels only and fails on CUDA tensors. The torch
-versions give the same cells and the same edges (tests/test_vote_graph.py), so the decoding
-never leaves the device for want of a kernel.
+version gives the same edges (tests/test_vote_graph.py), so the decoding never leaves the
+device for want of a kernel.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ def torch_cluster_has_kernels(device: torch.device) -> bool:
     return device.type == "cuda" and getattr(torch_cluster, "cuda_version", -1) != -1
 
 
-def grid_cells_torch(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """Cell index per point on a grid of `size` anchored at the points' minimum: the same
-    float32 arithmetic as torch-cluster's grid_cluster, so the same cells."""
-    start = pos.min(0).values
-    end = pos.max(0).values
-    n_cells = ((end - start) / size).long() + 1
-    stride = torch.cat([torch.ones(1, dtype=torch.long, device=pos.device),
-                        n_cells.cumprod(0)[:-1]])
-    return (((pos - start) / size).long() * stride).sum(1)
+def class_grid_cells(pos: torch.Tensor, classes: torch.Tensor, size: torch.Tensor
+                     ) -> torch.Tensor:
+    """Cell index per point [N] on its class's own grid: cubic cells of size[class] anchored
+    at the class's lowest coordinates, in the float32 arithmetic of torch-cluster's
+    grid_cluster, so each class gets the cells grid_cluster would give it alone
+    (tests/test_vote_graph.py); no two classes share an index. Every class in one pass of
+    plain torch ops on the points' device (grid_cluster takes one size per call).
+    pos [N,3] float32, classes [N] long (0..K-1), size [K] float32."""
+    n_cls = len(size)
+    lowest = torch.full((n_cls, 3), torch.inf, device=pos.device).scatter_reduce(
+        0, classes[:, None].expand(-1, 3), pos, reduce="amin")
+    cell_zyx = ((pos - lowest[classes]) / size[classes, None]).long()
+    dims = cell_zyx.max(0).values + 1
+    return ((classes * dims[0] + cell_zyx[:, 0]) * dims[1] + cell_zyx[:, 1]) * dims[2] \
+        + cell_zyx[:, 2]
 
 
 def radius_graph_torch(pos: torch.Tensor, r: float) -> torch.Tensor:
@@ -68,14 +75,6 @@ def radius_graph_torch(pos: torch.Tensor, r: float) -> torch.Tensor:
     d = pos[i] - pos[j]
     keep = ((d * d).sum(1) < r * r) & (i != j)
     return torch.stack([j[keep], i[keep]])
-
-
-def grid_cells(pos: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    if torch_cluster_has_kernels(pos.device):
-        from torch_cluster import grid_cluster
-
-        return grid_cluster(pos, size)
-    return grid_cells_torch(pos, size)
 
 
 def radius_graph(pos: torch.Tensor, r: float, max_num_neighbors: int) -> torch.Tensor:

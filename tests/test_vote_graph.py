@@ -1,5 +1,6 @@
-"""The plain-torch grid pooling and radius graph (used where torch-cluster has no kernel for the
-device) against torch-cluster itself, and the detections they lead to."""
+"""The plain-torch grid pooling (every class at once) and radius graph (used where
+torch-cluster has no kernel for the device) against torch-cluster itself, class by class, and
+the clusters and detections they lead to."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from torch_cluster import grid_cluster
 from torch_cluster import radius_graph as tc_radius_graph
 
 from sparse_det import vote_graph
-from sparse_det.postprocess import detect
-from sparse_det.vote_graph import grid_cells_torch, radius_graph_torch
+from sparse_det.postprocess import CELLS_PER_LINK_RADIUS, cluster_votes_by_class, detect
+from sparse_det.vote_graph import class_grid_cells, radius_graph_torch
 
 
 def _blobs(seed: int, n_centres: int = 12, per: int = 300) -> torch.Tensor:
@@ -28,12 +29,74 @@ def _edge_set(edges: torch.Tensor) -> set[tuple[int, int]]:
     return set(map(tuple, edges.T.tolist()))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("size", [0.5, 1.0, 2.75])
-def test_grid_cells_equal_torch_cluster(seed, size):
+def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two labellings group the points alike (labels themselves may differ)."""
+    pairs = torch.unique(torch.stack([a, b], 1), dim=0)
+    return len(pairs) == len(torch.unique(a)) == len(torch.unique(b))
+
+
+def _classes_of_blobs(seed: int, n_cls: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     pos = _blobs(seed)
-    s = torch.full((3,), size)
-    assert torch.equal(grid_cells_torch(pos, s), grid_cluster(pos, s))
+    cls = torch.from_numpy(np.random.default_rng(seed + 10).integers(0, n_cls, len(pos)))
+    return pos, cls
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_grid_cells_equal_torch_cluster_class_by_class(seed):
+    pos, cls = _classes_of_blobs(seed)
+    size = torch.tensor([0.5, 1.0, 2.75, 0.8])
+    cells = class_grid_cells(pos, cls, size)
+    for k in range(len(size)):
+        mine = cls == k
+        want = grid_cluster(pos[mine], size[k].expand(3))
+        assert _same_partition(cells[mine], want), f"class {k}"
+        assert len(torch.unique(want)) > 20
+        # no cell holds points of two classes
+        assert not torch.isin(cells[mine], cells[~mine]).any(), f"class {k} shares a cell"
+
+
+def _reference_clusters(votes, w, cls, link):
+    """The per-class decoding as it was: torch-cluster's grid_cluster and radius_graph on
+    each class alone, scipy's connected components. Sorted (class, mass, centre) rows."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = []
+    for k, r in enumerate(link):
+        v, wk = votes[cls == k].double(), w[cls == k].double()
+        _, cell = torch.unique(grid_cluster(v.float(), torch.full((3,), r / CELLS_PER_LINK_RADIUS)),
+                               return_inverse=True)
+        n = int(cell.max()) + 1
+        cmass = torch.zeros(n, dtype=torch.float64).index_add_(0, cell, wk)
+        cpos = torch.zeros(n, 3, dtype=torch.float64).index_add_(0, cell, wk[:, None] * v)
+        cpos /= cmass[:, None]
+        e = tc_radius_graph(cpos.float(), r=r, loop=False, max_num_neighbors=n).numpy()
+        _, lab = connected_components(coo_matrix((np.ones(e.shape[1]), e), shape=(n, n)))
+        comp = torch.from_numpy(lab)[cell]
+        for c in torch.unique(comp):
+            m = comp == c
+            rows.append((k, float(wk[m].sum()), *(wk[m, None] * v[m]).sum(0) / wk[m].sum()))
+    return np.array(sorted(rows))
+
+
+@pytest.mark.parametrize("torch_ops", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_clusters_of_all_classes_at_once_equal_class_by_class(seed, torch_ops, monkeypatch):
+    """One pass over every class (votes measured in their class's link radius, classes set
+    apart) gives each class the clusters torch-cluster gives it alone."""
+    if torch_ops:
+        monkeypatch.setattr(vote_graph, "torch_cluster_has_kernels", lambda device: False)
+    votes, cls = _classes_of_blobs(seed)
+    w = torch.from_numpy(np.random.default_rng(seed).uniform(0.3, 1.0, len(votes)))
+    link = [1.5, 3.0, 6.0, 2.2]
+    centres, mass, sizes, comp_cls = cluster_votes_by_class(votes, w, cls, link)
+    got = np.array(sorted(zip(comp_cls.tolist(), mass.tolist(), *centres.T.tolist(),
+                              strict=True)))
+    want = _reference_clusters(votes, w, cls, link)
+    assert len(want) > 40 and len(set(want[:, 0])) == 4
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert int(sizes.sum()) == len(votes)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
