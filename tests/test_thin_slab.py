@@ -42,4 +42,6 @@ def test_a_thin_slab_keeps_enough_to_find_its_particles(thin):
     assert found >= 0.8 * total, (found, total)
     found_fixed, _, kept_fixed = _recall(thin, 0.0)  # the fixed 2.5 % of before
     assert kept > 3 * kept_fixed
-    assert found_fixed <= 0.5 * total, (found_fixed, total)
+    # At the thresholds tuned on 9 runs the fixed share found at most half; at the 21-run
+    # thresholds (lower for ribosome and VLP) 9 of 15, against all 15 with the depth rule.
+    assert found - found_fixed >= 0.25 * total, (found, found_fixed, total)
