@@ -81,7 +81,8 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
         sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
                       input_info=info, device=on)
         t2 = time.perf_counter()
-        probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False, tta=picker.tta)
+        probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False, tta=picker.tta,
+                                        norm_stats=picker.ckpt.config.postprocess.norm_stats)
         _sync(device)
         t3 = time.perf_counter()
         detections_from_outputs(sv, probs, offsets, picker.particles,

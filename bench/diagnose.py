@@ -27,7 +27,8 @@ def run_table(picker, project, run: str):
     from sparse_det.targets import make_targets
 
     sv = picker.sparse(project, run)
-    probs, offsets = predict_sparse(picker.ckpt.model, sv, picker.device, amp=False)
+    probs, offsets = predict_sparse(picker.ckpt.model, sv, picker.device, amp=False,
+                                    norm_stats=picker.ckpt.config.postprocess.norm_stats)
     dets = picker.calibrate(detections_from_outputs(sv, probs, offsets, picker.particles,
                                                     picker.ckpt.config.postprocess))
     probs = probs.cpu().numpy()

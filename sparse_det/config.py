@@ -122,6 +122,13 @@ class PostprocessConfig:
     # before it had).
     keep_follow_foreground: float = 0.0
     keep_growth_max: float = 2.4  # 2.5 % → at most 6 %
+    # BatchNorm statistics at inference: "training" (the running ones training kept) or
+    # "tomogram" (each tomogram's own: the whole kept set is one batch of ~10^5 voxels, so
+    # its statistics are exact; test-time normalisation against covariate shift).
+    norm_stats: str = "training"
+
+
+NORM_STATS = ("training", "tomogram")  # PostprocessConfig.norm_stats
 
 
 @dataclass
@@ -216,6 +223,9 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
         setattr(obj, key, resolve_path(getattr(obj, key), base_dir))
     if len(cfg.model.channels) < 2:
         raise ConfigError("model.channels: need at least two levels")
+    if cfg.postprocess.norm_stats not in NORM_STATS:
+        raise ConfigError(f"postprocess.norm_stats: {cfg.postprocess.norm_stats!r}, expected "
+                          f"one of {NORM_STATS}")
     return cfg
 
 

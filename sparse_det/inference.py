@@ -77,15 +77,40 @@ def mirrored(sv: SparseVolume, axes: tuple[int, ...]) -> SparseVolume:
     return replace(sv, coords_zyx=coords)
 
 
+@contextlib.contextmanager
+def tomogram_norm_stats(model: torch.nn.Module, on: bool = True):
+    """Inside, the model's BatchNorm layers normalise with the statistics of the batch they
+    see (one whole tomogram) instead of the running ones training kept; the running
+    statistics and counters come out unchanged. `on` False: nothing changes."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not on or not bns:
+        yield
+        return
+    saved = [(m.training, m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.train()
+        m.momentum = 0.0  # the running statistics stay as they are: (1 - 0)·old + 0·batch
+    try:
+        yield
+    finally:
+        for m, (training, momentum, count) in zip(bns, saved, strict=True):
+            m.train(training)
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
 @torch.no_grad()
 def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
-                   amp: bool, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+                   amp: bool, tta: str = "none", norm_stats: str = "training"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order, as
     float32 tensors on `device` (decoding stays there).
     `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
     autocast with fp32 weights, so it is off by default).
     `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
-    averaged voxel by voxel."""
+    averaged voxel by voxel.
+    `norm_stats`: "tomogram" normalises with each pass's own BatchNorm statistics
+    (PostprocessConfig.norm_stats)."""
     mirrors = tta_mirrors(tta)
     dtype = next(model.parameters()).dtype  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
@@ -95,7 +120,7 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
         view = mirrored(sv, axes)
         batch = SparseBatch.from_numpy([view.coords_zyx], [view.feats], view.shape_zyx).to(
             device, dtype=dtype)
-        with ctx:
+        with ctx, tomogram_norm_stats(model, norm_stats == "tomogram"):
             out = model(batch)
         probs = torch.softmax(out["cls_logits"].float(), dim=1)
         offsets = out["offsets"].float()
@@ -138,7 +163,8 @@ def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleT
                   post: PostprocessConfig, device: torch.device, *, amp: bool,
                   tta: str = "none") -> Detections:
     """Unthresholded detections of one sparse volume."""
-    probs, offsets = predict_sparse(model, sv, device, amp=amp, tta=tta)
+    probs, offsets = predict_sparse(model, sv, device, amp=amp, tta=tta,
+                                    norm_stats=post.norm_stats)
     return detections_from_outputs(sv, probs, offsets, particles, post)
 
 
@@ -201,14 +227,15 @@ class Picker:
         tomogram is picked from the larger kept set (grown_keep_share)."""
         cfg = self.ckpt.config
         probs, offsets = predict_sparse(self.ckpt.model, sv, self.device, amp=cfg.train.amp,
-                                        tta=self.tta)
+                                        tta=self.tta, norm_stats=cfg.postprocess.norm_stats)
         share = grown_keep_share(probs, sv, cfg.postprocess) if resparsify else None
         if share is not None:
             log.info("%s: predicted foreground crowds the kept voxels; keeping %.2f %%",
                      sv.run, 100 * share)
             sv = resparsify(share)
             probs, offsets = predict_sparse(self.ckpt.model, sv, self.device,
-                                            amp=cfg.train.amp, tta=self.tta)
+                                            amp=cfg.train.amp, tta=self.tta,
+                                            norm_stats=cfg.postprocess.norm_stats)
         dets = detections_from_outputs(sv, probs, offsets, self.particles, cfg.postprocess)
         return self.calibrate(dets) if calibrated else dets
 

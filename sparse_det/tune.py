@@ -18,13 +18,14 @@ import sys
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
-from sparse_det.config import TTA_MIRRORS
+from sparse_det.config import NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
-           tta: str | list[str] | None = None, keep_follow_foreground: float | None = None):
+           tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
+           norm_stats: str | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
     default, each other gets its own set, tuned on the same runs. Returns (old thresholds,
@@ -45,6 +46,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     post = picker.ckpt.config.postprocess
     if keep_follow_foreground is not None:
         post.keep_follow_foreground = keep_follow_foreground
+    if norm_stats is not None:
+        post.norm_stats = norm_stats
     settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
@@ -63,7 +66,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
-    stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground}
+    stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
+              "norm_stats": post.norm_stats}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
@@ -86,12 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
                          "predicted particle (crowded ice), tuned and stored with the "
                          "thresholds; 0: off (default: the checkpoint's)")
+    ap.add_argument("--norm-stats", choices=NORM_STATS,
+                    help="BatchNorm statistics at inference: the running ones from training, "
+                         "or each tomogram's own; tuned and stored with the thresholds "
+                         "(default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
         old, old_calibrated, tunings, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
                                                       a.device, input_overrides(a), a.tta,
-                                                      a.keep_follow_foreground)
+                                                      a.keep_follow_foreground,
+                                                      a.norm_stats)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
