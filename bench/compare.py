@@ -1,7 +1,10 @@
 """Run-by-run differences between checkpoints benched on the same held-out runs
-(`bench/detector.py --json`, which stores each run's weighted F4 under "per_run").
+(`bench/detector.py --json`, which stores each run's weighted F4 under "per_run"), or tuned
+on the same tuning runs (a checkpoint `sparse_det.tune` wrote: its runs' weighted F4 at the
+thresholds it chose, under extra["tuned_per_run"]).
 
     python bench/compare.py REFERENCE.json OTHER.json [OTHER.json ...]
+    python bench/compare.py REFERENCE_tuned.pt OTHER_tuned.pt [...]
 
 Prints, per project and pooled over every run, the mean of OTHER − REFERENCE and its
 standard error: a family of 2–4 runs moves by a few hundredths between checkpoints that
@@ -23,6 +26,13 @@ from sparse_det.thresholds import paired_difference
 
 def per_run(path: str) -> dict[str, dict[str, float]]:
     """{project name: {run: weighted F4}}."""
+    if path.endswith(".pt"):
+        from sparse_det.checkpoint import read_checkpoint
+
+        tuned = read_checkpoint(path).get("extra", {}).get("tuned_per_run")
+        if not tuned:
+            raise SystemExit(f"{path}: no per-run tuning scores; tune it again")
+        return tuned
     out = {}
     for r in json.loads(Path(path).read_text()):
         if "per_run" not in r:

@@ -74,7 +74,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path,
     soup = {k: v for k, v in first.items() if k not in ("model", "tuned_for_tta")}
     soup["model"] = state
     extra = {k: v for k, v in first.get("extra", {}).items()
-             if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on")}
+             if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on", "tuned_per_run")}
     soup["extra"] = extra | {"soup_of": [str(p) for p in paths],
                              "soup_weights": [w / total for w in weights]}
     out = Path(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -53,7 +54,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
         tta_mirrors(t)  # an unknown setting fails before any run is read
     pickers = [replace(picker, tta=t) for t in settings]
     dets: list[list] = [[] for _ in pickers]
-    truths = []
+    truths, names = [], []
     for path in projects:
         project = CopickProject(path)
         for run in project.runs():
@@ -63,13 +64,17 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
             for found, p in zip(dets, pickers, strict=True):
                 found.append(p.detect_run(project, run, calibrated=False, sv=sv))
             truths.append(project.read_picks(run))
+            names.append((Path(path).name, run))
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
+    per_run: dict[str, dict[str, float]] = {}
+    for (project_name, run), score in zip(names, tuning.per_run, strict=True):
+        per_run.setdefault(project_name, {})[run] = float(score)
     stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
               "norm_stats": post.norm_stats}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects}, postprocess=stored,
+                  extra={"tuned_on": projects, "tuned_per_run": per_run}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
             {k: t for k, (t, _) in tuned.items()}, len(truths))

@@ -45,3 +45,30 @@ def test_a_bench_without_per_run_scores_is_refused(tmp_path):
     path.write_text(json.dumps([{"project": "data/tilt", "score": 0.7}]))
     with pytest.raises(SystemExit, match="no per-run scores"):
         per_run(str(path))
+
+
+def test_tuned_checkpoints_compare_on_their_tuning_runs(tmp_path):
+    import torch
+
+    from data_tools.particles import ParticleTable
+    from sparse_det.checkpoint import save_checkpoint
+    from sparse_det.config import Config
+    from sparse_det.model import build_model
+
+    particles = ParticleTable.competition()
+    model = build_model(in_channels=5, num_classes=len(particles), channels=[8, 16],
+                        blocks_per_level=1, device="cpu")
+    cfg = Config()
+    cfg.model.channels = [8, 16]
+    paths = []
+    for name, scores in (("a", {"t1": 0.8, "t2": 0.6}), ("b", {"t1": 0.9, "t2": 0.6})):
+        paths.append(str(save_checkpoint(
+            tmp_path / f"{name}.pt", model=model, config=cfg, particles=particles,
+            feature_names=[f"f{i}" for i in range(5)], thresholds={},
+            extra={"tuned_per_run": {"tune2": scores}})))
+    rows = {n: (k, m, se) for n, k, m, se in compare(per_run(paths[0]), per_run(paths[1]))}
+    assert rows["tune2"][:2] == (2, pytest.approx(0.05))
+    assert rows["all"][1] == pytest.approx(0.05)
+    torch.save({"format": "sparse-det-checkpoint-v1", "extra": {}}, tmp_path / "old.pt")
+    with pytest.raises(SystemExit, match="tune it again"):
+        per_run(str(tmp_path / "old.pt"))

@@ -127,6 +127,14 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     assert set(flip_set["thresholds"]) == set(tuned["thresholds"])
     assert Picker.load(out, "cpu").thresholds == tuned["thresholds"]
     assert Picker.load(out, "cpu", tta="flip").thresholds == flip_set["thresholds"]
+    assert tuned["config"]["postprocess"]["norm_stats"] == "training"
+    # Each tuning run's weighted F4 at the chosen thresholds, for run-by-run comparisons of
+    # checkpoints on the runs that choose (bench/compare.py reads them).
+    per_run = tuned["extra"]["tuned_per_run"]
+    assert set(per_run) == {small_project.path.name}
+    scores = per_run[small_project.path.name]
+    assert sorted(scores) == sorted(small_project.runs())
+    assert all(0 <= v <= 1 for v in scores.values()) and max(scores.values()) > 0.3
 
 
 def test_fine_tune_starts_from_given_weights(trained, tmp_path):
