@@ -90,18 +90,6 @@ def cluster_votes_by_class(votes_zyx, weights, classes, link_radii_vox
     return centres, mass, sizes, comp_cls
 
 
-def cluster_votes(votes_zyx, weights, link_radius_vox: float, min_votes: int = 1
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """cluster_votes_by_class of one class. Returns (centres [M,3], scores [M] summed
-    weights, sizes [M] votes) of the clusters of at least `min_votes`, as numpy arrays."""
-    votes = torch.as_tensor(votes_zyx)
-    centres, mass, sizes, _ = cluster_votes_by_class(
-        votes, weights, torch.zeros(len(votes), dtype=torch.long), [link_radius_vox])
-    keep = sizes >= min_votes
-    return (centres[keep].cpu().numpy(), mass[keep].cpu().numpy(),
-            sizes[keep].cpu().numpy())
-
-
 def nms(centres: np.ndarray, scores: np.ndarray, radius: float) -> np.ndarray:
     """Indices kept, best score first: each suppresses lower scores within `radius`."""
     order = np.argsort(-scores, kind="stable")

@@ -2,10 +2,19 @@
 
 import numpy as np
 import pytest
+import torch
 
-from sparse_det.postprocess import cluster_votes, detect, nms
+from sparse_det.postprocess import cluster_votes_by_class, detect, nms
 from sparse_det.targets import make_targets
 from sparse_det.thresholds import best_threshold, pr_curve
+
+
+def cluster_votes(votes_zyx, weights, link_radius_vox: float):
+    """The clusters of one class's votes: (centres [M,3], masses [M], sizes [M]), numpy."""
+    votes = torch.as_tensor(votes_zyx)
+    centres, mass, sizes, _ = cluster_votes_by_class(
+        votes, weights, torch.zeros(len(votes), dtype=torch.long), [link_radius_vox])
+    return centres.numpy(), mass.numpy(), sizes.numpy()
 
 
 def test_perfect_classes_and_offsets_reproduce_centres_exactly():
