@@ -33,7 +33,7 @@ from sparse_det.data import CropSampler, RunSample, load_samples, split_runs
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses, label_weights
-from sparse_det.model import build_model
+from sparse_det.model import build_model, load_deepened
 from sparse_det.structures import Detections
 from sparse_det.thresholds import calibrate_and_tune
 
@@ -110,9 +110,15 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
         if init["feature_names"] != feature_names:
             raise CheckpointError(f"{cfg.train.init_checkpoint}: features "
                                   f"{init['feature_names']} differ from {feature_names}")
+        init_blocks = init["config"].get("model", {}).get("blocks_per_level", 1)
         try:
-            model.load_state_dict(init["model"])
-        except RuntimeError as exc:
+            if init_blocks < cfg.model.blocks_per_level:
+                load_deepened(model, init["model"])
+                _say(f"{cfg.train.init_checkpoint}: {init_blocks} encoder block(s) per level"
+                     f" grown to {cfg.model.blocks_per_level}, the new ones the identity")
+            else:
+                model.load_state_dict(init["model"])
+        except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{cfg.train.init_checkpoint}: weights do not fit this "
                                   f"config's model ({str(exc)[:200]})") from exc
     opt, sched = make_optimizer(model, cfg.train)

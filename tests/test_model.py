@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_det.model import build_model
+from sparse_det.model import build_model, load_deepened
 from sparse_det.model import spconv_compat as sc
 from sparse_det.structures import SparseBatch
 
@@ -86,3 +86,45 @@ def test_cuda_forward_matches_cpu():
         a, g = cpu(b)["cls_logits"], gpu(b.to("cuda"))["cls_logits"].cpu()
     torch.testing.assert_close(a, g, atol=1e-3, rtol=1e-3, msg="CUDA and CPU disagree")
 
+
+
+def _randomise_bn(model, seed):
+    """Non-trivial BatchNorm statistics and affine parameters, as a trained model has."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def test_deepened_model_computes_what_the_shallow_one_did_then_learns():
+    torch.manual_seed(0)
+    coords, feats = random_sparse()
+    batch = SparseBatch.from_numpy([coords], [feats], (24, 40, 40))
+    shallow = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16),
+                          blocks_per_level=1, device="cpu")
+    _randomise_bn(shallow, 1)
+    deep = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16), blocks_per_level=2,
+                       device="cpu")
+    _randomise_bn(deep, 2)  # what the deepening must overwrite
+    assert load_deepened(deep, shallow.state_dict()) == [0, 1, 2]
+    for mode in ("eval", "train"):
+        getattr(shallow, mode)()
+        getattr(deep, mode)()
+        with torch.no_grad():
+            a, b = shallow(batch), deep(batch)
+        for k in ("cls_logits", "offsets"):
+            torch.testing.assert_close(a[k], b[k], msg=f"{mode}: {k} changed")
+    # The new blocks are not stuck at the identity: their gradients are non-zero.
+    deep.train()
+    out = deep(batch)
+    (out["cls_logits"].logsumexp(1).mean() + out["offsets"].abs().mean()).backward()
+    assert float(deep.enc[0][1].bn2.weight.grad.abs().sum()) > 0
+    # A state that differs elsewhere is refused.
+    other = build_model(in_channels=5, num_classes=6, channels=(8, 16, 32), blocks_per_level=1,
+                        device="cpu")
+    with pytest.raises(ValueError, match="shape"):
+        load_deepened(deep, other.state_dict())

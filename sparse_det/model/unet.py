@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -90,3 +92,38 @@ def build_model(*, in_channels: int, num_classes: int, channels, blocks_per_leve
     model = SparseUNet(in_channels=in_channels, num_classes=num_classes, channels=channels,
                        blocks_per_level=blocks_per_level, algo=sc.algo_for(device))
     return model.to(device)
+
+
+_ENC_BLOCK = re.compile(r"enc\.(\d+)\.(\d+)\.")
+
+
+def load_deepened(model: SparseUNet, state: dict[str, torch.Tensor]) -> list[int]:
+    """Loads `state`, the weights of a model with fewer encoder blocks per level, into
+    `model`; each block the state lacks starts as the identity (its last BatchNorm's scale
+    and shift zero, so the residual adds nothing and the block passes its non-negative
+    input through its ReLU unchanged). The grown network computes exactly what the old one
+    did and training starts from there, not from scratch (Net2Net's deepening). Returns
+    the indices of the levels that grew; raises ValueError if `state` does not fit apart
+    from whole missing encoder blocks."""
+    own = model.state_dict()
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise ValueError(f"weights the model does not have: {extra[:5]}")
+    missing = sorted(set(own) - set(state))
+    grown: set[tuple[int, int]] = set()
+    for key in missing:
+        m = _ENC_BLOCK.match(key)
+        if m is None or int(m.group(2)) == 0:
+            raise ValueError(f"weight missing from the state: {key}")
+        grown.add((int(m.group(1)), int(m.group(2))))
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ValueError(f"{key}: shape {tuple(value.shape)}, the model has "
+                             f"{tuple(own[key].shape)}")
+    merged = {k: state.get(k, v) for k, v in own.items()}
+    for level, block in grown:
+        for name in ("weight", "bias"):
+            key = f"enc.{level}.{block}.bn2.{name}"
+            merged[key] = torch.zeros_like(own[key])
+    model.load_state_dict(merged)
+    return sorted({level for level, _ in grown})
