@@ -132,17 +132,29 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
     return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
 
 
+def tomogram_confidence(probs) -> float:
+    """Mean top-class probability over the voxels whose top class is a particle (1.0 when
+    there are none): how surely the network reads this tomogram."""
+    probs = torch.as_tensor(probs)
+    top, cls = probs.max(dim=1)
+    fg = cls != 0
+    return float(top[fg].mean()) if bool(fg.any()) else 1.0
+
+
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
                             post: PostprocessConfig) -> Detections:
     """Per-voxel outputs (numpy, or tensors on the device that decodes them) → unthresholded
-    Detections; the one voxel → Å conversion."""
+    Detections, vote masses divided by the tomogram's confidence ** post.confidence_power;
+    the one voxel → Å conversion."""
     radii_vox = [p.radius_A / sv.voxel_size_A for p in particles]
     per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
                        cluster_radius_fraction=post.cluster_radius_fraction,
                        nms_radius_fraction=post.nms_radius_fraction, min_votes=post.min_votes)
-    return Detections(sv.run, {
+    conf = tomogram_confidence(probs)
+    dets = Detections(sv.run, {
         p.name: (zyx_vox_to_xyz_A(c, sv.voxel_size_A, sv.origin_A), s)
-        for p, (c, s) in zip(particles, per_class, strict=True)})
+        for p, (c, s) in zip(particles, per_class, strict=True)}, conf)
+    return dets.with_confidence_power(0.0, post.confidence_power)
 
 
 def grown_keep_share(probs: torch.Tensor, sv: SparseVolume, post: PostprocessConfig

@@ -94,6 +94,9 @@ class Detections:
 
     run: str
     per_class: dict[str, tuple[np.ndarray, np.ndarray]]
+    # The tomogram's confidence: its mean top-class probability over the voxels predicted
+    # particle (inference.tomogram_confidence); 1.0 where unknown.
+    confidence: float = 1.0
 
     def __getitem__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(centres_xyz_A [M,3], scores [M]) of one class; empty for a class never seen."""
@@ -109,7 +112,14 @@ class Detections:
         for name, (xyz, scores) in self.per_class.items():
             keep = scores >= thresholds.get(name, default)
             kept[name] = (xyz[keep], scores[keep])
-        return Detections(self.run, kept)
+        return Detections(self.run, kept, self.confidence)
+
+    def with_confidence_power(self, power_from: float, power_to: float) -> Detections:
+        """Uncalibrated scores divided by confidence ** power_from → the same divided by
+        confidence ** power_to (PostprocessConfig.confidence_power)."""
+        f = self.confidence ** (power_from - power_to)
+        return Detections(self.run, {k: (xyz, s * f) for k, (xyz, s) in self.per_class.items()},
+                          self.confidence)
 
     def rows(self) -> list[tuple]:
         """(experiment, particle_type, x, y, z, score) per detection: DETECTION_COLUMNS."""

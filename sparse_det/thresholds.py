@@ -210,7 +210,22 @@ def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detectio
             a, b = cal[name]
             scores = 1.0 / (1.0 + np.exp(-(a * np.log(np.maximum(scores, 1e-9)) + b)))
         out[name] = (xyz, scores)
-    return Detections(dets.run, out)
+    return Detections(dets.run, out, dets.confidence)
+
+
+def tune_confidence_power(raw: list[Detections], truths: list[dict[str, np.ndarray]],
+                          particles: ParticleTable, powers: list[float], power_was: float
+                          ) -> tuple[float, dict[float, Tuning]]:
+    """The confidence power (PostprocessConfig.confidence_power) among `powers` whose
+    calibration and thresholds score best on these runs (pooled weighted F4; the earlier
+    on a tie), and each one's Tuning. `raw`: uncalibrated detections made at `power_was`."""
+    powers = list(dict.fromkeys(powers))
+    if not powers or any(k < 0 for k in powers):
+        raise ValueError(f"confidence powers must be >= 0, got {powers}")
+    by_power = {k: calibrate_and_tune([d.with_confidence_power(power_was, k) for d in raw],
+                                      truths, particles)[0] for k in powers}
+    best = max(powers, key=lambda k: (by_power[k].score, -powers.index(k)))
+    return best, by_power
 
 
 def calibrate_and_tune(raw: list[Detections], truths: list[dict[str, np.ndarray]],

@@ -26,17 +26,20 @@ from sparse_det.thresholds import paired_difference
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
-           norm_stats: str | None = None):
+           norm_stats: str | None = None, confidence_powers: list[float] | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
-    default, each other gets its own set, tuned on the same runs. Returns (old thresholds,
-    whether they were probabilities, {tta: Tuning}, number of runs)."""
+    default, each other gets its own set, tuned on the same runs. `confidence_powers`:
+    candidates for PostprocessConfig.confidence_power; the one whose thresholds score best
+    on the runs (pooled weighted F4, the first on a tie) is stored. Returns (old
+    thresholds, whether they were probabilities, {tta: Tuning}, number of runs,
+    (the stored power, {power: Tuning of the first setting}))."""
     from dataclasses import replace
 
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import write_retuned
     from sparse_det.inference import Picker, tta_mirrors
-    from sparse_det.thresholds import calibrate_and_tune
+    from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
     if keep_follow_foreground is not None and not 0 <= keep_follow_foreground < 1:
         raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
@@ -65,6 +68,12 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
                 found.append(p.detect_run(project, run, calibrated=False, sv=sv))
             truths.append(project.read_picks(run))
             names.append((Path(path).name, run))
+    # The detections carry the checkpoint's confidence power; each candidate rescales them.
+    k_was = post.confidence_power
+    k_best, by_power = tune_confidence_power(dets[0], truths, picker.particles,
+                                             confidence_powers or [k_was], k_was)
+    post.confidence_power = k_best
+    dets = [[d.with_confidence_power(k_was, k_best) for d in found] for found in dets]
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
@@ -72,12 +81,12 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     for (project_name, run), score in zip(names, tuning.per_run, strict=True):
         per_run.setdefault(project_name, {})[run] = float(score)
     stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
-              "norm_stats": post.norm_stats}
+              "norm_stats": post.norm_stats, "confidence_power": k_best}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects, "tuned_per_run": per_run}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
-            {k: t for k, (t, _) in tuned.items()}, len(truths))
+            {k: t for k, (t, _) in tuned.items()}, len(truths), (k_best, by_power))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="BatchNorm statistics at inference: the running ones from training, "
                          "or each tomogram's own; tuned and stored with the thresholds "
                          "(default: the checkpoint's)")
+    ap.add_argument("--confidence-power", type=float, nargs="+", metavar="K",
+                    help="divide vote masses by the tomogram's confidence ** K; several: "
+                         "the one scoring best on these runs is stored (default: the "
+                         "checkpoint's, 0 = off)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, old_calibrated, tunings, n_runs = retune(a.checkpoint, a.project, a.runs, a.out,
-                                                      a.device, input_overrides(a), a.tta,
-                                                      a.keep_follow_foreground,
-                                                      a.norm_stats)
+        old, old_calibrated, tunings, n_runs, (k_best, by_power) = retune(
+            a.checkpoint, a.project, a.runs, a.out, a.device, input_overrides(a), a.tta,
+            a.keep_follow_foreground, a.norm_stats, a.confidence_power)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    if len(by_power) > 1:
+        k0, t0 = next(iter(by_power.items()))
+        for k, t in by_power.items():
+            mean, se = paired_difference(t.per_run, t0.per_run)
+            vs = "" if k == k0 else f", {mean:+.4f} ± {se:.4f} against {k0:g} run by run"
+            print(f"--confidence-power {k:g}: weighted F4 {t.score:.4f}{vs}"
+                  f"{'  <- stored' if k == k_best else ''}")
     (first, base), *others = tunings.items()
     for tta, tuning in others:
         mean, se = paired_difference(tuning.per_run, base.per_run)

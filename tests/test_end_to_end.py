@@ -112,7 +112,8 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     _, best = trained
     out = tmp_path / "tuned.pt"
     assert tune_main(["--checkpoint", str(best), "--project", str(small_project.path),
-                      "--out", str(out), "--device", "cpu", "--tta", "none", "flip"]) == 0
+                      "--out", str(out), "--device", "cpu", "--tta", "none", "flip",
+                      "--confidence-power", "0", "2"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("weighted F4 on 2 run(s)") == 2, printed
     # whether the mirrors are worth their cost, run by run
@@ -128,6 +129,12 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     assert Picker.load(out, "cpu").thresholds == tuned["thresholds"]
     assert Picker.load(out, "cpu", tta="flip").thresholds == flip_set["thresholds"]
     assert tuned["config"]["postprocess"]["norm_stats"] == "training"
+    # Both confidence powers scored on the same runs; the stored one is the one marked.
+    power_lines = [ln for ln in printed.splitlines() if ln.startswith("--confidence-power")]
+    assert len(power_lines) == 2 and "against 0 run by run" in power_lines[1], printed
+    stored = [float(ln.split()[1].rstrip(":")) for ln in power_lines if "<- stored" in ln]
+    assert stored == [tuned["config"]["postprocess"]["confidence_power"]], printed
+    assert Picker.load(out, "cpu").ckpt.config.postprocess.confidence_power == stored[0]
     # Each tuning run's weighted F4 at the chosen thresholds, for run-by-run comparisons of
     # checkpoints on the runs that choose (bench/compare.py reads them).
     per_run = tuned["extra"]["tuned_per_run"]
