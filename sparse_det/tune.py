@@ -78,12 +78,15 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
     per_run: dict[str, dict[str, float]] = {}
-    for (project_name, run), score in zip(names, tuning.per_run, strict=True):
+    confidence: dict[str, dict[str, float]] = {}
+    for (project_name, run), score, d in zip(names, tuning.per_run, dets[0], strict=True):
         per_run.setdefault(project_name, {})[run] = float(score)
+        confidence.setdefault(project_name, {})[run] = float(d.confidence)
     stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
               "norm_stats": post.norm_stats, "confidence_power": k_best}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects, "tuned_per_run": per_run}, postprocess=stored,
+                  extra={"tuned_on": projects, "tuned_per_run": per_run,
+                         "tuned_confidence": confidence}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
             {k: t for k, (t, _) in tuned.items()}, len(truths), (k_best, by_power))

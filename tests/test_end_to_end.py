@@ -142,6 +142,9 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     scores = per_run[small_project.path.name]
     assert sorted(scores) == sorted(small_project.runs())
     assert all(0 <= v <= 1 for v in scores.values()) and max(scores.values()) > 0.3
+    # ...and each one's confidence (the mean top-class probability of its particle voxels)
+    conf = tuned["extra"]["tuned_confidence"][small_project.path.name]
+    assert sorted(conf) == sorted(scores) and all(0.1 < c <= 1 for c in conf.values()), conf
 
 
 def test_fine_tune_starts_from_given_weights(trained, tmp_path):
