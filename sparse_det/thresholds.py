@@ -134,6 +134,22 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(d.mean()) if len(d) else float("nan"), se
 
 
+LEAD_SE = 2.0  # a setting displaces the default only when it leads by this many SE
+
+
+def keep_first_unless_beaten(tunings: dict) -> object:
+    """The key of `tunings` ({setting: Tuning on the same runs}) to use: the first (the
+    default), unless the one with the best pooled score leads it run by run by more than
+    LEAD_SE standard errors: a lead inside the runs' own scatter is not evidence."""
+    keys = list(tunings)
+    first = keys[0]
+    best = max(keys, key=lambda k: (tunings[k].score, -keys.index(k)))
+    if best == first:
+        return first
+    mean, se = paired_difference(tunings[best].per_run, tunings[first].per_run)
+    return best if mean > 0 and (se == 0 or mean > LEAD_SE * se) else first
+
+
 # --- Calibrated scores ----------------------------------------------------------------------
 # Raw scores are vote masses (summed voxel probabilities): their scale differs by class and
 # by checkpoint (ribosome 100s, apo-ferritin 1s). A per-class logistic map of ln(mass) onto
@@ -216,16 +232,16 @@ def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detectio
 def tune_confidence_power(raw: list[Detections], truths: list[dict[str, np.ndarray]],
                           particles: ParticleTable, powers: list[float], power_was: float
                           ) -> tuple[float, dict[float, Tuning]]:
-    """The confidence power (PostprocessConfig.confidence_power) among `powers` whose
-    calibration and thresholds score best on these runs (pooled weighted F4; the earlier
-    on a tie), and each one's Tuning. `raw`: uncalibrated detections made at `power_was`."""
+    """The confidence power (PostprocessConfig.confidence_power) to use among `powers`
+    (keep_first_unless_beaten: the first, unless the best-scoring one on these runs leads
+    it by more than LEAD_SE standard errors run by run), and each one's Tuning, per_run
+    filled in. `raw`: uncalibrated detections made at `power_was`."""
     powers = list(dict.fromkeys(powers))
     if not powers or any(k < 0 for k in powers):
         raise ValueError(f"confidence powers must be >= 0, got {powers}")
     by_power = {k: calibrate_and_tune([d.with_confidence_power(power_was, k) for d in raw],
                                       truths, particles)[0] for k in powers}
-    best = max(powers, key=lambda k: (by_power[k].score, -powers.index(k)))
-    return best, by_power
+    return keep_first_unless_beaten(by_power), by_power
 
 
 def calibrate_and_tune(raw: list[Detections], truths: list[dict[str, np.ndarray]],

@@ -30,8 +30,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
     default, each other gets its own set, tuned on the same runs. `confidence_powers`:
-    candidates for PostprocessConfig.confidence_power; the one whose thresholds score best
-    on the runs (pooled weighted F4, the first on a tie) is stored. Returns (old
+    candidates for PostprocessConfig.confidence_power; the first is stored unless another
+    leads it on these runs by more than two standard errors run by run. Returns (old
     thresholds, whether they were probabilities, {tta: Tuning}, number of runs,
     (the stored power, {power: Tuning of the first setting}))."""
     from dataclasses import replace
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: the checkpoint's)")
     ap.add_argument("--confidence-power", type=float, nargs="+", metavar="K",
                     help="divide vote masses by the tomogram's confidence ** K; several: "
-                         "the one scoring best on these runs is stored (default: the "
+                         "the first is stored unless the best on these runs leads it by "
+                         "more than 2 standard errors run by run (default: the "
                          "checkpoint's, 0 = off)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)

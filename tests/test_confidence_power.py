@@ -9,8 +9,9 @@ import torch
 
 from data_tools.particles import ParticleTable
 from sparse_det.inference import tomogram_confidence
+from sparse_det.metric import ClassScore
 from sparse_det.structures import Detections
-from sparse_det.thresholds import tune_confidence_power
+from sparse_det.thresholds import Tuning, keep_first_unless_beaten, tune_confidence_power
 
 
 def test_confidence_is_the_mean_top_probability_over_predicted_particle_voxels():
@@ -58,14 +59,16 @@ def test_detections_from_outputs_divide_masses_by_confidence_power(small_project
     assert n > 0
 
 
-def test_tuning_chooses_the_power_that_separates_a_less_confident_run():
-    """Run A (confidence 0.9): true masses 10, false 4. Run B (0.5): true 3, false 0.6. No
-    one threshold on the masses takes both runs' true particles without A's false ones;
+def test_tuning_chooses_the_power_that_separates_less_confident_runs():
+    """Runs A (confidence 0.9): true masses 10, false 4. Runs B (0.5): true 3, false 0.6.
+    No one threshold on the masses takes every true particle without A's false ones;
     divided by the confidence (k = 1: A 11.1 / 4.4, B 6 / 1.2) one does."""
     particles = ParticleTable.competition()
     rng = np.random.default_rng(1)
     dets, truths = [], []
-    for run, conf, m_true, m_false in (("A", 0.9, 10.0, 4.0), ("B", 0.5, 3.0, 0.6)):
+    kinds = [("A", 0.9, 10.0, 4.0)] * 4 + [("B", 0.5, 3.0, 0.6)] * 2
+    for i, (kind, conf, m_true, m_false) in enumerate(kinds):
+        run = f"{kind}{i}"
         ref = rng.uniform(0, 5000, (20, 3))
         far = rng.uniform(20000, 30000, (20, 3))
         cand = np.concatenate([ref, far])
@@ -74,6 +77,7 @@ def test_tuning_chooses_the_power_that_separates_a_less_confident_run():
         dets.append(Detections(run, {"ribosome": (cand, mass)}, confidence=conf))
         truths.append({"ribosome": ref})
     best, by_power = tune_confidence_power(dets, truths, particles, [0.0, 1.0, 3.0], 0.0)
+    assert len(by_power[1.0].per_run) == len(kinds)
     assert best == 1.0, {k: t.score for k, t in by_power.items()}
     assert by_power[1.0].per_class["ribosome"].fbeta == pytest.approx(1.0)
     assert by_power[0.0].per_class["ribosome"].fbeta < 0.99
@@ -83,3 +87,21 @@ def test_tuning_chooses_the_power_that_separates_a_less_confident_run():
     assert again == 1.0
     with pytest.raises(ValueError, match=">= 0"):
         tune_confidence_power(dets, truths, particles, [-1.0], 0.0)
+
+
+def _tuning(score, per_run):
+    return Tuning({}, {"ribosome": ClassScore(1, 0, 0)}, score, tuple(per_run))
+
+
+def test_the_first_setting_stays_unless_another_leads_by_two_standard_errors():
+    base = _tuning(0.80, [0.80, 0.70, 0.90, 0.80])
+    # +0.0125 pooled, but run by run +0.05, -0.05, +0.05, 0: inside the scatter.
+    noisy = _tuning(0.8125, [0.85, 0.65, 0.95, 0.80])
+    assert keep_first_unless_beaten({0.0: base, 8.0: noisy}) == 0.0
+    # +0.02 on every run: beyond any scatter.
+    clear = _tuning(0.82, [0.82, 0.72, 0.92, 0.82])
+    assert keep_first_unless_beaten({0.0: base, 8.0: noisy, 2.0: clear}) == 2.0
+    # The best pooled one is the candidate: here the noisy one, which does not displace.
+    assert keep_first_unless_beaten({0.0: base, 2.0: clear,
+                                     8.0: _tuning(0.90, [1.0, 0.5, 1.0, 1.0])}) == 0.0
+    assert keep_first_unless_beaten({4.0: base}) == 4.0
