@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
@@ -33,7 +35,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     candidates for PostprocessConfig.confidence_power; the first is stored unless another
     leads it on these runs by more than two standard errors run by run. Returns (old
     thresholds, whether they were probabilities, {tta: Tuning}, number of runs,
-    (the stored power, {power: Tuning of the first setting}))."""
+    (the stored power, {power: Tuning of the first setting}), {project: {run: confidence}})."""
     from dataclasses import replace
 
     from data_tools.copick_io import CopickProject
@@ -89,7 +91,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
                          "tuned_confidence": confidence}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
-            {k: t for k, (t, _) in tuned.items()}, len(truths), (k_best, by_power))
+            {k: t for k, (t, _) in tuned.items()}, len(truths), (k_best, by_power),
+            confidence)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, old_calibrated, tunings, n_runs, (k_best, by_power) = retune(
+        old, old_calibrated, tunings, n_runs, (k_best, by_power), confidence = retune(
             a.checkpoint, a.project, a.runs, a.out, a.device, input_overrides(a), a.tta,
             a.keep_follow_foreground, a.norm_stats, a.confidence_power)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
@@ -133,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    conf = [c for runs_c in confidence.values() for c in runs_c.values()]
+    print(f"confidence (mean top-class probability of predicted-particle voxels) of the "
+          f"runs: {min(conf):.3f}-{max(conf):.3f}, median {float(np.median(conf)):.3f}")
     if len(by_power) > 1:
         k0, t0 = next(iter(by_power.items()))
         for k, t in by_power.items():

@@ -145,6 +145,7 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     # ...and each one's confidence (the mean top-class probability of its particle voxels)
     conf = tuned["extra"]["tuned_confidence"][small_project.path.name]
     assert sorted(conf) == sorted(scores) and all(0.1 < c <= 1 for c in conf.values()), conf
+    assert f"of the runs: {min(conf.values()):.3f}-{max(conf.values()):.3f}" in printed
 
 
 def test_fine_tune_starts_from_given_weights(trained, tmp_path):
