@@ -25,6 +25,34 @@ from sparse_det.config import NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
 
+def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None
+                 ) -> tuple[list[list], list[dict], list[tuple[str, str]]]:
+    """Uncalibrated detections of every selected run by each picker (one sparsification per
+    run), the runs' picks, and their (project folder name, run) names."""
+    from data_tools.copick_io import CopickProject
+
+    dets: list[list] = [[] for _ in pickers]
+    truths, names = [], []
+    for path in projects:
+        project = CopickProject(path)
+        for run in project.runs():
+            if runs and run not in runs:
+                continue
+            sv = pickers[0].sparse(project, run)
+            for found, p in zip(dets, pickers, strict=True):
+                found.append(p.detect_run(project, run, calibrated=False, sv=sv))
+            truths.append(project.read_picks(run))
+            names.append((Path(path).name, run))
+    return dets, truths, names
+
+
+def _by_project(names: list[tuple[str, str]], values) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for (project_name, run), v in zip(names, values, strict=True):
+        out.setdefault(project_name, {})[run] = float(v)
+    return out
+
+
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
@@ -38,7 +66,6 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     (the stored power, {power: Tuning of the first setting}), {project: {run: confidence}})."""
     from dataclasses import replace
 
-    from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import write_retuned
     from sparse_det.inference import Picker, tta_mirrors
     from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
@@ -58,18 +85,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
     pickers = [replace(picker, tta=t) for t in settings]
-    dets: list[list] = [[] for _ in pickers]
-    truths, names = [], []
-    for path in projects:
-        project = CopickProject(path)
-        for run in project.runs():
-            if runs and run not in runs:
-                continue
-            sv = picker.sparse(project, run)
-            for found, p in zip(dets, pickers, strict=True):
-                found.append(p.detect_run(project, run, calibrated=False, sv=sv))
-            truths.append(project.read_picks(run))
-            names.append((Path(path).name, run))
+    dets, truths, names = _detect_runs(pickers, projects, runs)
     # The detections carry the checkpoint's confidence power; each candidate rescales them.
     k_was = post.confidence_power
     k_best, by_power = tune_confidence_power(dets[0], truths, picker.particles,
@@ -79,11 +95,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
-    per_run: dict[str, dict[str, float]] = {}
-    confidence: dict[str, dict[str, float]] = {}
-    for (project_name, run), score, d in zip(names, tuning.per_run, dets[0], strict=True):
-        per_run.setdefault(project_name, {})[run] = float(score)
-        confidence.setdefault(project_name, {})[run] = float(d.confidence)
+    per_run = _by_project(names, tuning.per_run)
+    confidence = _by_project(names, [d.confidence for d in dets[0]])
     stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
               "norm_stats": post.norm_stats, "confidence_power": k_best}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
