@@ -133,9 +133,15 @@ class PostprocessConfig:
     # for every tomogram then drops them under the threshold. `tune --confidence-power`
     # chooses it on the tuning runs; 0: masses as voted.
     confidence_power: float = 0.0
+    # Whose confidence: "tomogram" (one c per tomogram, dominated by the ribosome's many
+    # voxels) or "class" (each class's mean top-class probability over the voxels whose
+    # top class it is: in a hard tilt series beta-galactosidase's falls 0.57 -> 0.36-0.39
+    # while the ribosome's stays at 0.97).
+    confidence_by: str = "tomogram"
 
 
 NORM_STATS = ("training", "tomogram")  # PostprocessConfig.norm_stats
+CONFIDENCE_BY = ("tomogram", "class")  # PostprocessConfig.confidence_by
 
 
 @dataclass
@@ -233,6 +239,9 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     if cfg.postprocess.norm_stats not in NORM_STATS:
         raise ConfigError(f"postprocess.norm_stats: {cfg.postprocess.norm_stats!r}, expected "
                           f"one of {NORM_STATS}")
+    if cfg.postprocess.confidence_by not in CONFIDENCE_BY:
+        raise ConfigError(f"postprocess.confidence_by: {cfg.postprocess.confidence_by!r}, "
+                          f"expected one of {CONFIDENCE_BY}")
     return cfg
 
 

@@ -141,6 +141,18 @@ def tomogram_confidence(probs) -> float:
     return float(top[fg].mean()) if bool(fg.any()) else 1.0
 
 
+def class_confidence(probs, names: list[str]) -> dict[str, float]:
+    """Per particle class (names[k] ↔ column k + 1): the mean top-class probability over
+    the voxels whose top class it is; classes no voxel takes are left out."""
+    probs = torch.as_tensor(probs)
+    top, cls = probs.max(dim=1)
+    n = torch.bincount(cls, minlength=probs.shape[1])
+    total = torch.zeros(probs.shape[1], dtype=torch.float64, device=probs.device)
+    total.index_add_(0, cls, top.double())
+    return {name: float(total[k + 1] / n[k + 1]) for k, name in enumerate(names)
+            if int(n[k + 1]) > 0}
+
+
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
                             post: PostprocessConfig) -> Detections:
     """Per-voxel outputs (numpy, or tensors on the device that decodes them) → unthresholded
@@ -150,11 +162,11 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
     per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
                        cluster_radius_fraction=post.cluster_radius_fraction,
                        nms_radius_fraction=post.nms_radius_fraction, min_votes=post.min_votes)
-    conf = tomogram_confidence(probs)
     dets = Detections(sv.run, {
         p.name: (zyx_vox_to_xyz_A(c, sv.voxel_size_A, sv.origin_A), s)
-        for p, (c, s) in zip(particles, per_class, strict=True)}, conf)
-    return dets.with_confidence_power(0.0, post.confidence_power)
+        for p, (c, s) in zip(particles, per_class, strict=True)},
+        tomogram_confidence(probs), class_confidence(probs, [p.name for p in particles]))
+    return dets.with_confidence_power(0.0, post.confidence_power, post.confidence_by)
 
 
 def grown_keep_share(probs: torch.Tensor, sv: SparseVolume, post: PostprocessConfig

@@ -97,6 +97,9 @@ class Detections:
     # The tomogram's confidence: its mean top-class probability over the voxels predicted
     # particle (inference.tomogram_confidence); 1.0 where unknown.
     confidence: float = 1.0
+    # Per class: the mean top-class probability over the voxels whose top class it is
+    # (inference.class_confidence); a class missing here counts as 1.0.
+    class_confidence: dict[str, float] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(centres_xyz_A [M,3], scores [M]) of one class; empty for a class never seen."""
@@ -112,14 +115,19 @@ class Detections:
         for name, (xyz, scores) in self.per_class.items():
             keep = scores >= thresholds.get(name, default)
             kept[name] = (xyz[keep], scores[keep])
-        return Detections(self.run, kept, self.confidence)
+        return Detections(self.run, kept, self.confidence, self.class_confidence)
 
-    def with_confidence_power(self, power_from: float, power_to: float) -> Detections:
-        """Uncalibrated scores divided by confidence ** power_from → the same divided by
-        confidence ** power_to (PostprocessConfig.confidence_power)."""
-        f = self.confidence ** (power_from - power_to)
-        return Detections(self.run, {k: (xyz, s * f) for k, (xyz, s) in self.per_class.items()},
-                          self.confidence)
+    def with_confidence_power(self, power_from: float, power_to: float,
+                              by: str = "tomogram") -> Detections:
+        """Uncalibrated scores divided by c ** power_from → the same divided by
+        c ** power_to (PostprocessConfig.confidence_power); c the tomogram's confidence, or
+        with `by` "class" each class's own."""
+        def c(name: str) -> float:
+            return self.class_confidence.get(name, 1.0) if by == "class" else self.confidence
+
+        return Detections(self.run, {k: (xyz, s * c(k) ** (power_from - power_to))
+                                     for k, (xyz, s) in self.per_class.items()},
+                          self.confidence, self.class_confidence)
 
     def rows(self) -> list[tuple]:
         """(experiment, particle_type, x, y, z, score) per detection: DETECTION_COLUMNS."""

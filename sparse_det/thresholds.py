@@ -226,22 +226,28 @@ def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detectio
             a, b = cal[name]
             scores = 1.0 / (1.0 + np.exp(-(a * np.log(np.maximum(scores, 1e-9)) + b)))
         out[name] = (xyz, scores)
-    return Detections(dets.run, out, dets.confidence)
+    return Detections(dets.run, out, dets.confidence, dets.class_confidence)
 
 
 def tune_confidence_power(raw: list[Detections], truths: list[dict[str, np.ndarray]],
-                          particles: ParticleTable, powers: list[float], power_was: float
-                          ) -> tuple[float, dict[float, Tuning]]:
-    """The confidence power (PostprocessConfig.confidence_power) to use among `powers`
-    (keep_first_unless_beaten: the first, unless the best-scoring one on these runs leads
-    it by more than LEAD_SE standard errors run by run), and each one's Tuning, per_run
-    filled in. `raw`: uncalibrated detections made at `power_was`."""
+                          particles: ParticleTable, powers: list[float], power_was: float,
+                          by: tuple[str, ...] = ("tomogram",), by_was: str = "tomogram"
+                          ) -> tuple[tuple[str, float], dict[tuple[str, float], Tuning]]:
+    """The confidence setting (PostprocessConfig.confidence_by, confidence_power) to use
+    among every (by, power) pair (keep_first_unless_beaten: the first, unless the
+    best-scoring one on these runs leads it by more than LEAD_SE standard errors run by
+    run), and each one's Tuning, per_run filled in. Power 0 is the same for either `by`
+    and is tried once. `raw`: uncalibrated detections made at (`by_was`, `power_was`)."""
     powers = list(dict.fromkeys(powers))
     if not powers or any(k < 0 for k in powers):
         raise ValueError(f"confidence powers must be >= 0, got {powers}")
-    by_power = {k: calibrate_and_tune([d.with_confidence_power(power_was, k) for d in raw],
-                                      truths, particles)[0] for k in powers}
-    return keep_first_unless_beaten(by_power), by_power
+    if not by or any(b not in ("tomogram", "class") for b in by):
+        raise ValueError(f"confidence by 'tomogram' or 'class', got {list(by)}")
+    settings = list(dict.fromkeys((by[0] if k == 0 else b, k) for b in by for k in powers))
+    plain = [d.with_confidence_power(power_was, 0.0, by_was) for d in raw]
+    tunings = {(b, k): calibrate_and_tune([d.with_confidence_power(0.0, k, b) for d in plain],
+                                          truths, particles)[0] for b, k in settings}
+    return keep_first_unless_beaten(tunings), tunings
 
 
 def calibrate_and_tune(raw: list[Detections], truths: list[dict[str, np.ndarray]],

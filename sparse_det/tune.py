@@ -21,7 +21,7 @@ import numpy as np
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
-from sparse_det.config import NORM_STATS, TTA_MIRRORS
+from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
 
@@ -56,14 +56,16 @@ def _by_project(names: list[tuple[str, str]], values) -> dict[str, dict[str, flo
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
-           norm_stats: str | None = None, confidence_powers: list[float] | None = None):
+           norm_stats: str | None = None, confidence_powers: list[float] | None = None,
+           confidence_by: list[str] | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
     default, each other gets its own set, tuned on the same runs. `confidence_powers`:
-    candidates for PostprocessConfig.confidence_power; the first is stored unless another
-    leads it on these runs by more than two standard errors run by run. Returns (old
-    thresholds, whether they were probabilities, {tta: Tuning}, number of runs,
-    (the stored power, {power: Tuning of the first setting}), {project: {run: confidence}})."""
+    candidates for PostprocessConfig.confidence_power, each tried with every
+    `confidence_by`; the first pair is stored unless another leads it on these runs by more
+    than two standard errors run by run. Returns (old thresholds, whether they were
+    probabilities, {tta: Tuning}, number of runs, (the stored (by, power), {(by, power):
+    Tuning of the first setting}), {project: {run: confidence}})."""
     from dataclasses import replace
 
     from sparse_det.checkpoint import write_retuned
@@ -87,24 +89,27 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     pickers = [replace(picker, tta=t) for t in settings]
     dets, truths, names = _detect_runs(pickers, projects, runs)
     # The detections carry the checkpoint's confidence power; each candidate rescales them.
-    k_was = post.confidence_power
-    k_best, by_power = tune_confidence_power(dets[0], truths, picker.particles,
-                                             confidence_powers or [k_was], k_was)
-    post.confidence_power = k_best
-    dets = [[d.with_confidence_power(k_was, k_best) for d in found] for found in dets]
+    was = (post.confidence_by, post.confidence_power)
+    best, by_power = tune_confidence_power(dets[0], truths, picker.particles,
+                                           confidence_powers or [was[1]], was[1],
+                                           tuple(confidence_by or [was[0]]), was[0])
+    post.confidence_by, post.confidence_power = best
+    dets = [[d.with_confidence_power(was[1], 0.0, was[0]).with_confidence_power(
+        0.0, best[1], best[0]) for d in found] for found in dets]
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
     per_run = _by_project(names, tuning.per_run)
     confidence = _by_project(names, [d.confidence for d in dets[0]])
     stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
-              "norm_stats": post.norm_stats, "confidence_power": k_best}
+              "norm_stats": post.norm_stats, "confidence_power": best[1],
+              "confidence_by": best[0]}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects, "tuned_per_run": per_run,
                          "tuned_confidence": confidence}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return (picker.thresholds, bool(picker.ckpt.calibration),
-            {k: t for k, (t, _) in tuned.items()}, len(truths), (k_best, by_power),
+            {k: t for k, (t, _) in tuned.items()}, len(truths), (best, by_power),
             confidence)
 
 
@@ -132,12 +137,16 @@ def main(argv: list[str] | None = None) -> int:
                          "the first is stored unless the best on these runs leads it by "
                          "more than 2 standard errors run by run (default: the "
                          "checkpoint's, 0 = off)")
+    ap.add_argument("--confidence-by", choices=CONFIDENCE_BY, nargs="+",
+                    help="whose confidence divides the masses: the tomogram's, or each "
+                         "class's own; several: each is tried with every --confidence-power "
+                         "(default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     try:
-        old, old_calibrated, tunings, n_runs, (k_best, by_power), confidence = retune(
+        old, old_calibrated, tunings, n_runs, (best, by_power), confidence = retune(
             a.checkpoint, a.project, a.runs, a.out, a.device, input_overrides(a), a.tta,
-            a.keep_follow_foreground, a.norm_stats, a.confidence_power)
+            a.keep_follow_foreground, a.norm_stats, a.confidence_power, a.confidence_by)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -153,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"confidence (mean top-class probability of predicted-particle voxels) of the "
           f"runs: {min(conf):.3f}-{max(conf):.3f}, median {float(np.median(conf)):.3f}")
     if len(by_power) > 1:
-        k0, t0 = next(iter(by_power.items()))
-        for k, t in by_power.items():
+        s0, t0 = next(iter(by_power.items()))
+        for (by, k), t in by_power.items():
             mean, se = paired_difference(t.per_run, t0.per_run)
-            vs = "" if k == k0 else f", {mean:+.4f} ± {se:.4f} against {k0:g} run by run"
-            print(f"--confidence-power {k:g}: weighted F4 {t.score:.4f}{vs}"
-                  f"{'  <- stored' if k == k_best else ''}")
+            vs = ("" if (by, k) == s0 else
+                  f", {mean:+.4f} ± {se:.4f} against {s0[0]} {s0[1]:g} run by run")
+            print(f"--confidence-by {by} --confidence-power {k:g}: weighted F4 "
+                  f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
     (first, base), *others = tunings.items()
     for tta, tuning in others:
         mean, se = paired_difference(tuning.per_run, base.per_run)

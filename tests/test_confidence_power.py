@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_tools.particles import ParticleTable
-from sparse_det.inference import tomogram_confidence
+from sparse_det.inference import class_confidence, tomogram_confidence
 from sparse_det.metric import ClassScore
 from sparse_det.structures import Detections
 from sparse_det.thresholds import Tuning, keep_first_unless_beaten, tune_confidence_power
@@ -21,6 +21,9 @@ def test_confidence_is_the_mean_top_probability_over_predicted_particle_voxels()
                           [0.6, 0.3, 0.1]])    # background
     assert tomogram_confidence(probs) == pytest.approx(0.8)
     assert tomogram_confidence(np.array([[1.0, 0.0], [0.7, 0.3]])) == 1.0  # none: 1
+    # Per class: "a" tops one voxel at 0.7, "b" one at 0.9; background's are left out.
+    assert class_confidence(probs, ["a", "b"]) == pytest.approx({"a": 0.7, "b": 0.9})
+    assert class_confidence(probs[[0, 3]], ["a", "b"]) == {}
 
 
 def test_confidence_power_rescales_and_round_trips():
@@ -30,6 +33,14 @@ def test_confidence_power_rescales_and_round_trips():
     np.testing.assert_allclose(up["ribosome"][1], [16.0, 4.0])  # / 0.5 ** 2
     assert up.confidence == 0.5 and up.threshold({"ribosome": 5.0}, 1.0).confidence == 0.5
     np.testing.assert_allclose(up.with_confidence_power(2.0, 0.0)["ribosome"][1], [4.0, 1.0])
+    # Each class by its own confidence; a class without one keeps its scores.
+    two = Detections("r", {"ribosome": (xyz, np.array([4.0, 1.0])),
+                           "apo-ferritin": (xyz, np.array([2.0, 1.0]))},
+                     confidence=0.5, class_confidence={"ribosome": 0.8})
+    by_class = two.with_confidence_power(0.0, 1.0, "class")
+    np.testing.assert_allclose(by_class["ribosome"][1], [5.0, 1.25])
+    np.testing.assert_allclose(by_class["apo-ferritin"][1], [2.0, 1.0])
+    assert by_class.class_confidence == {"ribosome": 0.8}
 
 
 def test_detections_from_outputs_divide_masses_by_confidence_power(small_project):
@@ -51,6 +62,8 @@ def test_detections_from_outputs_divide_masses_by_confidence_power(small_project
                                      PostprocessConfig(confidence_power=3.0))
     c = tomogram_confidence(probs)
     assert 0 < c < 1 and plain.confidence == scaled.confidence == pytest.approx(c)
+    assert plain.class_confidence == pytest.approx(
+        class_confidence(probs, [p.name for p in particles]))
     n = 0
     for name in plain.per_class:
         np.testing.assert_allclose(scaled[name][1], plain[name][1] / c ** 3, rtol=1e-12)
@@ -77,14 +90,23 @@ def test_tuning_chooses_the_power_that_separates_less_confident_runs():
         dets.append(Detections(run, {"ribosome": (cand, mass)}, confidence=conf))
         truths.append({"ribosome": ref})
     best, by_power = tune_confidence_power(dets, truths, particles, [0.0, 1.0, 3.0], 0.0)
-    assert len(by_power[1.0].per_run) == len(kinds)
-    assert best == 1.0, {k: t.score for k, t in by_power.items()}
-    assert by_power[1.0].per_class["ribosome"].fbeta == pytest.approx(1.0)
-    assert by_power[0.0].per_class["ribosome"].fbeta < 0.99
+    one, zero = ("tomogram", 1.0), ("tomogram", 0.0)
+    assert len(by_power[one].per_run) == len(kinds)
+    assert best == one, {k: t.score for k, t in by_power.items()}
+    assert by_power[one].per_class["ribosome"].fbeta == pytest.approx(1.0)
+    assert by_power[zero].per_class["ribosome"].fbeta < 0.99
     # Detections made at another power are brought back to each candidate first.
     at_two = [d.with_confidence_power(0.0, 2.0) for d in dets]
     again, _ = tune_confidence_power(at_two, truths, particles, [0.0, 1.0], 2.0)
-    assert again == 1.0
+    assert again == one
+    # The ribosome's own confidence is the tomogram's here: "class" does as well, and the
+    # earlier setting stays on the tie; power 0 is tried once.
+    for d in dets:
+        d.class_confidence["ribosome"] = d.confidence
+    best, by_power = tune_confidence_power(dets, truths, particles, [0.0, 1.0], 0.0,
+                                           ("tomogram", "class"))
+    assert list(by_power) == [zero, one, ("class", 1.0)] and best == one
+    assert by_power[("class", 1.0)].score == by_power[one].score
     with pytest.raises(ValueError, match=">= 0"):
         tune_confidence_power(dets, truths, particles, [-1.0], 0.0)
 

@@ -130,9 +130,9 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     assert Picker.load(out, "cpu", tta="flip").thresholds == flip_set["thresholds"]
     assert tuned["config"]["postprocess"]["norm_stats"] == "training"
     # Both confidence powers scored on the same runs; the stored one is the one marked.
-    power_lines = [ln for ln in printed.splitlines() if ln.startswith("--confidence-power")]
-    assert len(power_lines) == 2 and "against 0 run by run" in power_lines[1], printed
-    stored = [float(ln.split()[1].rstrip(":")) for ln in power_lines if "<- stored" in ln]
+    power_lines = [ln for ln in printed.splitlines() if ln.startswith("--confidence-by")]
+    assert len(power_lines) == 2 and "against tomogram 0 run by run" in power_lines[1], printed
+    stored = [float(ln.split()[3].rstrip(":")) for ln in power_lines if "<- stored" in ln]
     assert stored == [tuned["config"]["postprocess"]["confidence_power"]], printed
     assert Picker.load(out, "cpu").ckpt.config.postprocess.confidence_power == stored[0]
     # Each tuning run's weighted F4 at the chosen thresholds, for run-by-run comparisons of
