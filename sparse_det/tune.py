@@ -113,6 +113,23 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
             confidence)
 
 
+def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float]) -> None:
+    """The tuning runs' confidence range, and each confidence setting tried against the
+    first, run by run."""
+    conf = [c for runs_c in confidence.values() for c in runs_c.values()]
+    print(f"confidence (mean top-class probability of predicted-particle voxels) of the "
+          f"runs: {min(conf):.3f}-{max(conf):.3f}, median {float(np.median(conf)):.3f}")
+    if len(by_power) < 2:
+        return
+    s0, t0 = next(iter(by_power.items()))
+    for (by, k), t in by_power.items():
+        mean, se = paired_difference(t.per_run, t0.per_run)
+        vs = ("" if (by, k) == s0 else
+              f", {mean:+.4f} ± {se:.4f} against {s0[0]} {s0[1]:g} run by run")
+        print(f"--confidence-by {by} --confidence-power {k:g}: weighted F4 "
+              f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -158,17 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
-    conf = [c for runs_c in confidence.values() for c in runs_c.values()]
-    print(f"confidence (mean top-class probability of predicted-particle voxels) of the "
-          f"runs: {min(conf):.3f}-{max(conf):.3f}, median {float(np.median(conf)):.3f}")
-    if len(by_power) > 1:
-        s0, t0 = next(iter(by_power.items()))
-        for (by, k), t in by_power.items():
-            mean, se = paired_difference(t.per_run, t0.per_run)
-            vs = ("" if (by, k) == s0 else
-                  f", {mean:+.4f} ± {se:.4f} against {s0[0]} {s0[1]:g} run by run")
-            print(f"--confidence-by {by} --confidence-power {k:g}: weighted F4 "
-                  f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
+    _print_confidence(confidence, by_power, best)
     (first, base), *others = tunings.items()
     for tta, tuning in others:
         mean, se = paired_difference(tuning.per_run, base.per_run)
