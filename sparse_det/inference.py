@@ -149,8 +149,10 @@ def class_confidence(probs, names: list[str]) -> dict[str, float]:
     n = torch.bincount(cls, minlength=probs.shape[1])
     total = torch.zeros(probs.shape[1], dtype=torch.float64, device=probs.device)
     total.index_add_(0, cls, top.double())
+    # One transfer to the host, not two per class: on a GPU each is a synchronisation.
+    n, total = torch.stack([n.double(), total]).cpu().numpy()
     return {name: float(total[k + 1] / n[k + 1]) for k, name in enumerate(names)
-            if int(n[k + 1]) > 0}
+            if n[k + 1] > 0}
 
 
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
