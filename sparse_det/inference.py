@@ -132,34 +132,39 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
     return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
 
 
-def tomogram_confidence(probs) -> float:
-    """Mean top-class probability over the voxels whose top class is a particle (1.0 when
-    there are none): how surely the network reads this tomogram."""
-    probs = torch.as_tensor(probs)
-    top, cls = probs.max(dim=1)
-    fg = cls != 0
-    return float(top[fg].mean()) if bool(fg.any()) else 1.0
-
-
-def class_confidence(probs, names: list[str]) -> dict[str, float]:
-    """Per particle class (names[k] ↔ column k + 1): the mean top-class probability over
-    the voxels whose top class it is; classes no voxel takes are left out."""
+def confidences(probs, names: list[str]) -> tuple[float, dict[str, float]]:
+    """(the tomogram's confidence: the mean top-class probability over the voxels whose top
+    class is a particle, 1.0 when there are none; per particle class, names[k] ↔ column
+    k + 1: the same over the voxels whose top class it is, classes no voxel takes left
+    out). One pass over the voxels and one transfer to the host: on a GPU each transfer is
+    a synchronisation of the decode."""
     probs = torch.as_tensor(probs)
     top, cls = probs.max(dim=1)
     n = torch.bincount(cls, minlength=probs.shape[1])
     total = torch.zeros(probs.shape[1], dtype=torch.float64, device=probs.device)
     total.index_add_(0, cls, top.double())
-    # One transfer to the host, not two per class: on a GPU each is a synchronisation.
     n, total = torch.stack([n.double(), total]).cpu().numpy()
-    return {name: float(total[k + 1] / n[k + 1]) for k, name in enumerate(names)
-            if n[k + 1] > 0}
+    n_fg = n[1:].sum()
+    per_class = {name: float(total[k + 1] / n[k + 1]) for k, name in enumerate(names)
+                 if n[k + 1] > 0}
+    return (float(total[1:].sum() / n_fg) if n_fg > 0 else 1.0), per_class
+
+
+def tomogram_confidence(probs) -> float:
+    """confidences' first part: how surely the network reads this tomogram."""
+    return confidences(probs, [])[0]
+
+
+def class_confidence(probs, names: list[str]) -> dict[str, float]:
+    """confidences' second part: each class's own."""
+    return confidences(probs, names)[1]
 
 
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,
                             post: PostprocessConfig) -> Detections:
     """Per-voxel outputs (numpy, or tensors on the device that decodes them) → unthresholded
-    Detections, vote masses divided by the tomogram's confidence ** post.confidence_power;
-    the one voxel → Å conversion."""
+    Detections, vote masses divided by the tomogram's (or each class's) confidence **
+    post.confidence_power; the one voxel → Å conversion."""
     radii_vox = [p.radius_A / sv.voxel_size_A for p in particles]
     per_class = detect(sv.coords_zyx, probs, offsets, radii_vox, prob_floor=post.prob_floor,
                        cluster_radius_fraction=post.cluster_radius_fraction,
@@ -167,7 +172,7 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
     dets = Detections(sv.run, {
         p.name: (zyx_vox_to_xyz_A(c, sv.voxel_size_A, sv.origin_A), s)
         for p, (c, s) in zip(particles, per_class, strict=True)},
-        tomogram_confidence(probs), class_confidence(probs, [p.name for p in particles]))
+        *confidences(probs, [p.name for p in particles]))
     return dets.with_confidence_power(0.0, post.confidence_power, post.confidence_by)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from data_tools.particles import ParticleTable
+from sparse_det.config import CONFIDENCE_BY
 from sparse_det.metric import DISTANCE_MULTIPLIER, ClassScore, fbeta, match_counts, weighted_score
 from sparse_det.structures import Detections
 
@@ -241,8 +242,8 @@ def tune_confidence_power(raw: list[Detections], truths: list[dict[str, np.ndarr
     powers = list(dict.fromkeys(powers))
     if not powers or any(k < 0 for k in powers):
         raise ValueError(f"confidence powers must be >= 0, got {powers}")
-    if not by or any(b not in ("tomogram", "class") for b in by):
-        raise ValueError(f"confidence by 'tomogram' or 'class', got {list(by)}")
+    if not by or any(b not in CONFIDENCE_BY for b in by):
+        raise ValueError(f"confidence by one of {CONFIDENCE_BY}, got {list(by)}")
     settings = list(dict.fromkeys((by[0] if k == 0 else b, k) for b in by for k in powers))
     plain = [d.with_confidence_power(power_was, 0.0, by_was) for d in raw]
     tunings = {(b, k): calibrate_and_tune([d.with_confidence_power(0.0, k, b) for d in plain],
