@@ -25,6 +25,7 @@ import numpy as np
 from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
+from data_tools.spectrum import whiten
 from data_tools.tomo_input import (
     Plan,
     Source,
@@ -60,6 +61,9 @@ POLARITY_BAND_A = (60.0, 240.0)
 # noise at this scale, -0.25 to -0.61; the next weakest -1.03 (bright copies: the same
 # numbers, positive). Pure noise (6 draws, 92x315x315) gives -0.11 to +0.05.
 POLARITY_MIN_SKEW = 0.15
+# The polarity rule reads the projection of the tomogram clipped here, whatever the features'
+# clip: its threshold was measured so.
+POLARITY_CLIP_SIGMA = 6.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class SparsifyConfig:
     dilate_vox: int = 0  # grow the kept set to bring a particle's neighbourhood along
     dog_sigmas_A: tuple[float, ...] = (30.0, 60.0, 100.0)  # band-pass centres (Å)
     clip_sigma: float = 6.0  # features clipped at this many robust sigmas
+    # > 0: the tomogram's radial amplitude spectrum is first made a Gaussian of this sigma (Å)
+    # (data_tools/spectrum.py): blur, B-factor and denoisers no longer change particle sizes.
+    whiten_sigma_A: float = 0.0
     tomogram_type: str = "denoised"  # preferred type (data_tools/tomo_input.py)
     type_fallback: bool = True  # another type when the run lacks the preferred one
     voxel_spacing_A: float = 10.0  # × bin_factor: the working spacing in Å
@@ -117,6 +124,9 @@ class SparsifyConfig:
                              f"got {cfg.select_mode!r}")
         if not 0 < cfg.keep_fraction < 1:
             raise ValueError(f"keep_fraction must be in (0, 1), got {cfg.keep_fraction}")
+        if cfg.whiten_sigma_A < 0 or cfg.clip_sigma <= 0:
+            raise ValueError(f"whiten_sigma_A must be >= 0 and clip_sigma > 0, got "
+                             f"{cfg.whiten_sigma_A} and {cfg.clip_sigma}")
         if cfg.keep_min_depth_A < 0:
             raise ValueError(f"keep_min_depth_A must be >= 0, got {cfg.keep_min_depth_A}")
         sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
@@ -199,6 +209,15 @@ def decide_polarity(setting: str, projection_yx, voxel_size_A: float, what: str
     return polarity, info
 
 
+def clipped_projection(x: np.ndarray) -> np.ndarray:
+    """Mean over z of the normalised tomogram clipped at POLARITY_CLIP_SIGMA, a slice at a
+    time (no clipped copy of the volume)."""
+    acc = np.zeros(x.shape[1:], np.float64)
+    for sl in x:
+        acc += np.clip(sl, -POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA)
+    return (acc / max(len(x), 1)).astype(np.float32)
+
+
 def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
                     what: str, threads: int | None = None
                     ) -> tuple[np.ndarray, list[np.ndarray], dict]:
@@ -207,10 +226,12 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     from scipy import ndimage  # here, not at the top: command lines start faster
 
     x = robust_normalise(vol, what)
+    projection = clipped_projection(x) if cfg.polarity == "auto" else None
+    if cfg.whiten_sigma_A > 0:
+        x = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A, threads), what)
     np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    polarity, info = decide_polarity(cfg.polarity, x.mean(axis=0) if cfg.polarity == "auto"
-                                     else None, voxel_size_A, what)
+    polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     if polarity == "dark":
         np.negative(x, out=x)
     # The filters are independent and scipy releases the GIL inside them: run them at once.

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from data_tools.particles import DataError
-from data_tools.sparsify import KEPT_MAD_MIN_SHARE, decide_polarity, keep_share
+from data_tools.sparsify import (
+    KEPT_MAD_MIN_SHARE,
+    POLARITY_CLIP_SIGMA,
+    decide_polarity,
+    keep_share,
+)
+from data_tools.spectrum import N_SHELLS, rfft_frequency, shell_gain, shell_of
 
 
 def _median(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -61,6 +67,19 @@ def gaussian_filter(vol: torch.Tensor, sigma_vox: float, truncate: float = 3.0
     return out
 
 
+def whiten(vol: torch.Tensor, sigma_ref_vox: float) -> torch.Tensor:
+    """data_tools.spectrum.whiten on the volume's device; only the shells' power crosses
+    to the host."""
+    spec = torch.fft.rfftn(vol)
+    shell = shell_of(torch.from_numpy(rfft_frequency(tuple(vol.shape))).to(vol.device))
+    power = torch.zeros(N_SHELLS + 1, dtype=torch.float64, device=vol.device).index_add_(
+        0, shell.reshape(-1), (spec.real**2 + spec.imag**2).reshape(-1).double())
+    counts = torch.bincount(shell.reshape(-1), minlength=N_SHELLS + 1)
+    gain = shell_gain(power.cpu().numpy(), counts.cpu().numpy(), sigma_ref_vox)
+    spec *= torch.from_numpy(gain.astype(np.float32)).to(vol.device)[shell]
+    return torch.fft.irfftn(spec, s=tuple(vol.shape))
+
+
 def binary_dilation(mask: torch.Tensor, iterations: int) -> torch.Tensor:
     """scipy.ndimage.binary_dilation with its default cross (6-neighbour) structure."""
     for _ in range(iterations):
@@ -86,9 +105,13 @@ def standardise_kept(feats: torch.Tensor, shared_bands: bool = False) -> torch.T
 def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
                     ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
     """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
-    x = robust_normalise(vol.float(), what).clamp_(-cfg.clip_sigma, cfg.clip_sigma)
+    x = robust_normalise(vol.float(), what)
+    projection = (x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
+                  if cfg.polarity == "auto" else None)  # 2-D: small
+    if cfg.whiten_sigma_A > 0:
+        x = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
+    x = x.clamp_(-cfg.clip_sigma, cfg.clip_sigma)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    projection = x.mean(0).cpu().numpy() if cfg.polarity == "auto" else None  # 2-D: small
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     if polarity == "dark":
         x = -x

@@ -42,6 +42,8 @@ def test_binary_dilation_matches_scipy():
     {"polarity": "dark", "select_mode": "smooth", "dilate_vox": 1},
     {"feature_norm": "kept", "bright": True},
     {"feature_norm": "kept_bands"},
+    {"feature_norm": "kept", "whiten_sigma_A": 20.0, "clip_sigma": 20.0},
+    {"whiten_sigma_A": 30.0, "bright": True},
 ])
 def test_torch_sparsifier_equals_scipy(settings):
     settings = dict(settings)

@@ -1,0 +1,72 @@
+"""Spectral whitening (data_tools/spectrum.py): any low-pass a tomogram went through is undone
+where signal dominates, so a blurred particle comes out as wide as a sharp one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from data_tools import sparsify_torch as st
+from data_tools.sparsify import SparsifyConfig
+from data_tools.spectrum import N_SHELLS, rfft_frequency, shell_of, whiten
+
+
+def _spheres(shape=(48, 96, 96), radius=4.0, n=40, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Dark solid spheres at random, non-touching centres, and a little white noise."""
+    rng = np.random.default_rng(seed)
+    centres = []
+    while len(centres) < n:
+        c = rng.uniform(radius + 6, np.array(shape) - radius - 6)
+        if all(np.linalg.norm(c - o) > 2 * radius + 6 for o in centres):
+            centres.append(c)
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    vol = np.zeros(shape, np.float32)
+    for c in centres:
+        vol[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius**2] = -1.0
+    vol += 0.02 * rng.standard_normal(shape).astype(np.float32)
+    return vol, np.array(centres)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.mark.parametrize("radii", [(4.0,), (3.0, 5.0)])
+def test_whitening_undoes_a_blur(radii):
+    """A blurred copy of a tomogram, whitened, is the whitened original (where the signal
+    still beats the noise): the network sees the same particles, not wider ones."""
+    sharp = sum(_spheres(radius=r, n=40 // len(radii), seed=i)[0] for i, r in enumerate(radii))
+    blurred = ndimage.gaussian_filter(sharp, 1.5)
+    before = _corr(sharp, blurred)
+    after = _corr(whiten(sharp, 1.0), whiten(blurred, 1.0))
+    assert after > 0.95 and after > before + 0.05, (before, after)
+
+
+def test_whitened_spectrum_is_the_reference():
+    x = ndimage.gaussian_filter(np.random.default_rng(3).standard_normal((32, 64, 64)), 1.5)
+    y = whiten(x.astype(np.float32), 1.0)
+    spec = np.fft.rfftn(y)
+    shell = shell_of(rfft_frequency(y.shape))
+    counts = np.bincount(shell.ravel(), minlength=N_SHELLS + 1)
+    amp = np.sqrt(np.bincount(shell.ravel(), np.abs(spec.ravel()) ** 2, N_SHELLS + 1)
+                  / np.maximum(counts, 1))
+    q = (np.arange(N_SHELLS + 1) + 0.5) / (2 * N_SHELLS)
+    filled = np.arange(N_SHELLS + 1)[2:40][counts[2:40] > 0]  # a small box leaves some empty
+    ratio = amp[filled] / np.exp(-2 * (np.pi * q[filled]) ** 2)
+    assert ratio.std() / ratio.mean() < 0.02, ratio  # one constant factor: the reference's shape
+
+
+def test_torch_whitening_equals_scipy():
+    x = np.random.default_rng(4).standard_normal((20, 36, 50)).astype(np.float32)
+    np.testing.assert_allclose(st.whiten(torch.from_numpy(x), 1.3).numpy(), whiten(x, 1.3),
+                               atol=2e-4 * np.abs(whiten(x, 1.3)).max())
+
+
+def test_whitening_settings_are_checked():
+    with pytest.raises(ValueError, match="whiten_sigma_A"):
+        SparsifyConfig.from_dict({"whiten_sigma_A": -1.0})
+    with pytest.raises(ValueError, match="clip_sigma"):
+        SparsifyConfig.from_dict({"clip_sigma": 0.0})
+    assert SparsifyConfig.from_dict({}).whiten_sigma_A == 0.0  # checkpoints made before: off
