@@ -90,6 +90,11 @@ class SparsifyConfig:
     # > 0: the tomogram's radial amplitude spectrum is first made a Gaussian of this sigma (Å)
     # (data_tools/spectrum.py): blur, B-factor and denoisers no longer change particle sizes.
     whiten_sigma_A: float = 0.0
+    # With whitening on: False, the features come from the whitened tomogram alone; True, five
+    # more channels from it (clipped at whiten_clip_sigma) follow the five usual ones, so the
+    # network reads a low-SNR tomogram's denoised contrast and a blurred one's true sizes.
+    whitened_channels: bool = False
+    whiten_clip_sigma: float = 20.0
     tomogram_type: str = "denoised"  # preferred type (data_tools/tomo_input.py)
     type_fallback: bool = True  # another type when the run lacks the preferred one
     voxel_spacing_A: float = 10.0  # × bin_factor: the working spacing in Å
@@ -127,6 +132,8 @@ class SparsifyConfig:
         if cfg.whiten_sigma_A < 0 or cfg.clip_sigma <= 0:
             raise ValueError(f"whiten_sigma_A must be >= 0 and clip_sigma > 0, got "
                              f"{cfg.whiten_sigma_A} and {cfg.clip_sigma}")
+        if cfg.whitened_channels and not cfg.whiten_sigma_A > 0:
+            raise ValueError("whitened_channels needs whiten_sigma_A > 0")
         if cfg.keep_min_depth_A < 0:
             raise ValueError(f"keep_min_depth_A must be >= 0, got {cfg.keep_min_depth_A}")
         sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
@@ -150,7 +157,8 @@ class SparsifyConfig:
 
     @property
     def feature_names(self) -> list[str]:
-        return ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
+        names = ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
+        return names + [f"{n}_white" for n in names] if self.whitened_channels else names
 
 
 def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
@@ -222,18 +230,34 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
                     what: str, threads: int | None = None
                     ) -> tuple[np.ndarray, list[np.ndarray], dict]:
     """Returns (selection score, [feature volumes], polarity info) for a tomogram; features
-    have protein positive."""
-    from scipy import ndimage  # here, not at the top: command lines start faster
-
+    have protein positive. The score is always the first five channels'."""
     x = robust_normalise(vol, what)
     projection = clipped_projection(x) if cfg.polarity == "auto" else None
-    if cfg.whiten_sigma_A > 0:
-        x = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A, threads), what)
-    np.clip(x, -cfg.clip_sigma, cfg.clip_sigma, out=x)
-    sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
-    if polarity == "dark":
+    sign = -1.0 if polarity == "dark" else 1.0
+    white = None
+    if cfg.whiten_sigma_A > 0:
+        white = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A, threads), what)
+        if not cfg.whitened_channels:
+            x, white = white, None
+    feats = band_features(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what, threads)
+    score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
+    if white is not None:
+        feats += band_features(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what,
+                               threads)
+    return score, feats, info
+
+
+def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,
+                  voxel_size_A: float, what: str, threads: int | None) -> list[np.ndarray]:
+    """[intensity, smooth, bands...] of a normalised volume (overwritten: clipped, times
+    `sign` so protein is positive); every channel but the intensity to unit robust scale."""
+    from scipy import ndimage  # here, not at the top: command lines start faster
+
+    np.clip(x, -clip, clip, out=x)
+    if sign < 0:
         np.negative(x, out=x)
+    sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
     # The filters are independent and scipy releases the GIL inside them: run them at once.
     with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
         blurred = list(pool.map(
@@ -246,8 +270,7 @@ def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
     # Each channel to unit robust scale, so the network sees the same ranges on any data.
     for f in feats[1:]:
         robust_normalise(f, what, in_place=True)
-    score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
-    return score, feats, info
+    return feats
 
 
 def standardise_kept(feats: np.ndarray, shared_bands: bool = False) -> np.ndarray:

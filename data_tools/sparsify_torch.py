@@ -108,18 +108,28 @@ def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
     x = robust_normalise(vol.float(), what)
     projection = (x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
                   if cfg.polarity == "auto" else None)  # 2-D: small
-    if cfg.whiten_sigma_A > 0:
-        x = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
-    x = x.clamp_(-cfg.clip_sigma, cfg.clip_sigma)
-    sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
-    if polarity == "dark":
-        x = -x
-    blurred = [gaussian_filter(x, s / voxel_size_A) for s in sigmas]
-    feats = [x, blurred[0]] + [a - b for a, b in pairwise(blurred)]
-    feats = [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
+    sign = -1.0 if polarity == "dark" else 1.0
+    white = None
+    if cfg.whiten_sigma_A > 0:
+        white = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
+        if not cfg.whitened_channels:
+            x, white = white, None
+    feats = band_features(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
+    if white is not None:
+        feats += band_features(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what)
     return score, feats, info
+
+
+def band_features(x: torch.Tensor, clip: float, sign: float, cfg, voxel_size_A: float,
+                  what: str) -> list[torch.Tensor]:
+    """sparsify.band_features on a tensor."""
+    x = x.clamp(-clip, clip) * sign
+    blurred = [gaussian_filter(x, s / voxel_size_A)
+               for s in (cfg.select_sigma_A, *cfg.dog_sigmas_A)]
+    feats = [x, blurred[0]] + [a - b for a, b in pairwise(blurred)]
+    return [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
 
 
 def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,

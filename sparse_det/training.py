@@ -33,7 +33,7 @@ from sparse_det.data import CropSampler, RunSample, load_samples, split_runs
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses, label_weights
-from sparse_det.model import build_model, load_deepened
+from sparse_det.model import build_model, load_deepened, widen_input
 from sparse_det.structures import Detections
 from sparse_det.thresholds import calibrate_and_tune
 
@@ -107,9 +107,14 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
     if cfg.train.init_checkpoint:
         init = read_checkpoint(cfg.train.init_checkpoint)
-        if init["feature_names"] != feature_names:
+        init_features = list(init["feature_names"])
+        if init_features != feature_names[:len(init_features)]:
             raise CheckpointError(f"{cfg.train.init_checkpoint}: features "
-                                  f"{init['feature_names']} differ from {feature_names}")
+                                  f"{init_features} differ from {feature_names}")
+        if len(init_features) < len(feature_names):
+            init["model"] = widen_input(init["model"], len(feature_names))
+            _say(f"{cfg.train.init_checkpoint}: reads {len(init_features)} features; the "
+                 f"{len(feature_names) - len(init_features)} new ones start at weight 0")
         init_blocks = init["config"].get("model", {}).get("blocks_per_level", 1)
         try:
             if init_blocks < cfg.model.blocks_per_level:

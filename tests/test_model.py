@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_det.model import build_model, load_deepened
+from sparse_det.model import build_model, load_deepened, widen_input
 from sparse_det.model import spconv_compat as sc
 from sparse_det.structures import SparseBatch
 
@@ -128,3 +128,30 @@ def test_deepened_model_computes_what_the_shallow_one_did_then_learns():
                         device="cpu")
     with pytest.raises(ValueError, match="shape"):
         load_deepened(deep, other.state_dict())
+
+
+def test_widened_input_computes_what_the_narrow_model_did_then_learns():
+    torch.manual_seed(0)
+    coords, feats = random_sparse()
+    extra = np.random.default_rng(5).standard_normal((len(feats), 5)).astype(np.float32)
+    narrow = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16),
+                         blocks_per_level=1, device="cpu")
+    _randomise_bn(narrow, 1)
+    wide = build_model(in_channels=10, num_classes=6, channels=(8, 16, 16),
+                       blocks_per_level=1, device="cpu")
+    wide.load_state_dict(widen_input(narrow.state_dict(), 10))
+    shape = (24, 40, 40)
+    for mode in ("eval", "train"):
+        getattr(narrow, mode)()
+        getattr(wide, mode)()
+        with torch.no_grad():
+            a = narrow(SparseBatch.from_numpy([coords], [feats], shape))
+            b = wide(SparseBatch.from_numpy([coords], [np.hstack([feats, extra])], shape))
+        for k in ("cls_logits", "offsets"):
+            torch.testing.assert_close(a[k], b[k], msg=f"{mode}: {k} changed")
+    wide.train()
+    out = wide(SparseBatch.from_numpy([coords], [np.hstack([feats, extra])], shape))
+    out["cls_logits"].logsumexp(1).mean().backward()
+    assert float(wide.stem.weight.grad[..., 5:].abs().sum()) > 0  # the new channels learn
+    with pytest.raises(ValueError, match="more than"):
+        widen_input(wide.state_dict(), 5)

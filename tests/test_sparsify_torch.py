@@ -44,6 +44,7 @@ def test_binary_dilation_matches_scipy():
     {"feature_norm": "kept_bands"},
     {"feature_norm": "kept", "whiten_sigma_A": 20.0, "clip_sigma": 20.0},
     {"whiten_sigma_A": 30.0, "bright": True},
+    {"feature_norm": "kept", "whiten_sigma_A": 20.0, "whitened_channels": True},
 ])
 def test_torch_sparsifier_equals_scipy(settings):
     settings = dict(settings)

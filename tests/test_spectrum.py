@@ -70,3 +70,21 @@ def test_whitening_settings_are_checked():
     with pytest.raises(ValueError, match="clip_sigma"):
         SparsifyConfig.from_dict({"clip_sigma": 0.0})
     assert SparsifyConfig.from_dict({}).whiten_sigma_A == 0.0  # checkpoints made before: off
+
+
+def test_whitened_channels_follow_the_usual_five_unchanged():
+    """whitened_channels appends five channels and leaves the usual five (and so the kept
+    voxels and a checkpoint's view of them) exactly as without whitening."""
+    from data_tools.sparsify import sparsify
+
+    vol, _ = _spheres()
+    vol = ndimage.gaussian_filter(vol, 1.0) * 50.0 + 3.0
+    plain = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03, feature_norm="kept"), "r")
+    both = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03, feature_norm="kept",
+                                              whiten_sigma_A=20.0, whitened_channels=True), "r")
+    np.testing.assert_array_equal(both.coords_zyx, plain.coords_zyx)
+    np.testing.assert_array_equal(both.feats[:, :5], plain.feats)
+    assert both.feature_names == plain.feature_names + [f"{n}_white" for n in plain.feature_names]
+    assert not np.allclose(both.feats[:, 5:], plain.feats, atol=0.1)
+    with pytest.raises(ValueError, match="whitened_channels"):
+        SparsifyConfig.from_dict({"whitened_channels": True})

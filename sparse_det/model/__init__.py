@@ -1,3 +1,3 @@
-from sparse_det.model.unet import SparseUNet, build_model, load_deepened
+from sparse_det.model.unet import SparseUNet, build_model, load_deepened, widen_input
 
-__all__ = ["SparseUNet", "build_model", "load_deepened"]
+__all__ = ["SparseUNet", "build_model", "load_deepened", "widen_input"]

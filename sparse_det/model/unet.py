@@ -97,6 +97,17 @@ def build_model(*, in_channels: int, num_classes: int, channels, blocks_per_leve
 _ENC_BLOCK = re.compile(r"enc\.(\d+)\.(\d+)\.")
 
 
+def widen_input(state: dict[str, torch.Tensor], in_channels: int) -> dict[str, torch.Tensor]:
+    """`state` with its stem taking `in_channels` features instead of fewer: the new
+    channels' weights are zero, so the widened network computes exactly what the old one did
+    on the old channels and learns what the new ones add."""
+    w = state["stem.weight"]  # [out, kz, ky, kx, in]
+    if w.shape[-1] > in_channels:
+        raise ValueError(f"the state reads {w.shape[-1]} features, more than {in_channels}")
+    pad = w.new_zeros((*w.shape[:-1], in_channels - w.shape[-1]))
+    return state | {"stem.weight": torch.cat([w, pad], dim=-1)}
+
+
 def load_deepened(model: SparseUNet, state: dict[str, torch.Tensor]) -> list[int]:
     """Loads `state`, the weights of a model with fewer encoder blocks per level, into
     `model`; each block the state lacks starts as the identity (its last BatchNorm's scale
