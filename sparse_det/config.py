@@ -86,6 +86,10 @@ class TrainConfig:
     flip_xy: bool = True  # random flips in x and y (keep the missing wedge about y)
     flip_z: bool = True  # random flips in z (the wedge is symmetric in z)
     intensity_jitter: float = 0.25
+    # With whitened channels (sparsify.whitened_channels): the share of crops that lose one
+    # group, the usual five or the whitened five (set to 0, the kept voxels' median), so the
+    # network learns to read each on its own instead of leaning on the one it started with.
+    channel_group_dropout: float = 0.0
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
     patience: int = 0  # stop after this many epochs without a better val F4 (0: never)

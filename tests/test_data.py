@@ -155,3 +155,24 @@ def test_stop_reason_budget_and_patience():
     assert stop_reason(cfg, state, 0.0) is None, "only 2 epochs since the best"
     cfg.train.time_budget_s = 10.0
     assert stop_reason(cfg, state, 11.0) == "time budget of 10 s spent"
+
+
+def test_channel_group_dropout_zeroes_one_group_of_a_crop_never_both():
+    sample = _ball_sample(np.array([[12.0, 20.0, 20.0]]), radius=4.0, n_feats=4)
+    sample.sv.feature_names = ["norm", "smooth", "norm_white", "smooth_white"]
+    sample.sv.feats += 5.0  # no channel is 0 by chance
+    shape = tuple(int(s) for s in sample.sv.shape_zyx)
+    seen = {"none": 0, "usual": 0, "white": 0}
+    train = TrainConfig(crop_zyx=shape, intensity_jitter=0.0, channel_group_dropout=0.5)
+    sampler = CropSampler([sample], train, seed=1)
+    for _ in range(200):
+        feats = sampler.sample()[1]
+        zero = np.all(feats == 0.0, axis=0)
+        assert zero.tolist() in ([False] * 4, [True, True, False, False],
+                                 [False, False, True, True]), zero
+        seen["white" if zero[2] else "usual" if zero[0] else "none"] += 1
+    assert 70 < seen["none"] < 130 and seen["usual"] > 30 and seen["white"] > 30, seen
+    # Without whitened channels there is nothing to drop, whatever the setting.
+    sample.sv.feature_names = ["a", "b", "c", "d"]
+    plain = CropSampler([sample], train, seed=1)
+    assert all(np.all(plain.sample()[1] != 0.0) for _ in range(50))
