@@ -156,6 +156,12 @@ class SparsifyConfig:
         return self.voxel_spacing_A * self.bin_factor
 
     @property
+    def channel_group_size(self) -> int:
+        """Channels per group: [intensity, smooth, bands...]; whitened_channels adds a
+        second group after the first."""
+        return 2 + len(self.dog_sigmas_A)
+
+    @property
     def feature_names(self) -> list[str]:
         names = ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
         return names + [f"{n}_white" for n in names] if self.whitened_channels else names
@@ -273,17 +279,29 @@ def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,
     return feats
 
 
-def standardise_kept(feats: np.ndarray, shared_bands: bool = False) -> np.ndarray:
+def shared_scale_source(n_channels: int, group_size: int) -> np.ndarray:
+    """For "kept_bands": the channel whose scale each channel takes. Channels come in groups
+    of `group_size` ([intensity, smooth, bands...], the usual then the whitened); within a
+    group the smooth and band channels share the smooth one's, so their ratios survive, and
+    the two groups keep their own (whitening changes the bands' ratios by design)."""
+    i = np.arange(n_channels)
+    pos = i % max(group_size, 1)
+    return np.where(pos == 0, i, i - pos + 1)
+
+
+def standardise_kept(feats: np.ndarray, shared_bands: bool = False,
+                     group_size: int | None = None) -> np.ndarray:
     """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
     least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one).
-    `shared_bands`: channels 1.. (smooth, band-passes) all take channel 1's scale."""
+    `shared_bands`: within each group of `group_size` channels (default: all), channels
+    1.. (smooth, band-passes) take channel 1's scale (shared_scale_source)."""
     med = np.median(feats, axis=0)
     mad = 1.4826 * np.median(np.abs(feats - med), axis=0)
     std = feats.std(axis=0)
     scale = np.maximum(mad, KEPT_MAD_MIN_SHARE * std)
     scale[scale <= 1e-6] = 1.0
     if shared_bands and len(scale) > 1:
-        scale[1:] = scale[1]
+        scale = scale[shared_scale_source(len(scale), group_size or len(scale))]
     return ((feats - med) / scale).astype(np.float32)
 
 
@@ -313,7 +331,8 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
     idx = tuple(coords.T)
     f = np.ascontiguousarray(np.stack([v[idx] for v in feats], axis=1), dtype=np.float32)
     if cfg.feature_norm != "volume":
-        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands")
+        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands",
+                             group_size=cfg.channel_group_size)
     return coords, f
 
 

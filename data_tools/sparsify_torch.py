@@ -21,6 +21,7 @@ from data_tools.sparsify import (
     POLARITY_CLIP_SIGMA,
     decide_polarity,
     keep_share,
+    shared_scale_source,
 )
 from data_tools.spectrum import N_SHELLS, rfft_frequency, shell_gain, shell_of
 
@@ -92,13 +93,15 @@ def binary_dilation(mask: torch.Tensor, iterations: int) -> torch.Tensor:
     return mask
 
 
-def standardise_kept(feats: torch.Tensor, shared_bands: bool = False) -> torch.Tensor:
+def standardise_kept(feats: torch.Tensor, shared_bands: bool = False,
+                     group_size: int | None = None) -> torch.Tensor:
     med = _median(feats, dim=0)
     mad = 1.4826 * _median((feats - med).abs(), dim=0)
     scale = torch.maximum(mad, KEPT_MAD_MIN_SHARE * feats.std(dim=0, correction=0))
     scale = torch.where(scale <= 1e-6, torch.ones_like(scale), scale)
     if shared_bands and len(scale) > 1:
-        scale = torch.cat([scale[:1], scale[1:2].expand(len(scale) - 1)])
+        src = shared_scale_source(len(scale), group_size or len(scale))
+        scale = scale[torch.from_numpy(src).to(scale.device)]
     return (feats - med) / scale
 
 
@@ -146,6 +149,7 @@ def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
     idx = tuple(coords.T)
     f = torch.stack([v[idx] for v in feats], dim=1)
     if cfg.feature_norm != "volume":
-        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands")
+        f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands",
+                             group_size=cfg.channel_group_size)
     return (coords.to(torch.int32).cpu().numpy(),
             np.ascontiguousarray(f.float().cpu().numpy()))

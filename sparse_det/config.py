@@ -243,6 +243,11 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     if cfg.postprocess.norm_stats not in NORM_STATS:
         raise ConfigError(f"postprocess.norm_stats: {cfg.postprocess.norm_stats!r}, expected "
                           f"one of {NORM_STATS}")
+    if not 0 <= cfg.train.channel_group_dropout <= 0.5:
+        # A crop loses one group or the other with this probability each: above a half the
+        # two probabilities would not fit in one draw.
+        raise ConfigError(f"train.channel_group_dropout: {cfg.train.channel_group_dropout}, "
+                          "expected 0-0.5")
     if cfg.postprocess.confidence_by not in CONFIDENCE_BY:
         raise ConfigError(f"postprocess.confidence_by: {cfg.postprocess.confidence_by!r}, "
                           f"expected one of {CONFIDENCE_BY}")

@@ -90,3 +90,10 @@ def test_every_shipped_config_loads():
         assert lw[0] == cfg.loss.background_weight, path
     balanced = load_config(root / "configs" / "balanced.yaml")
     assert balanced.loss.class_weights["beta-galactosidase"] == 4, balanced.loss
+
+
+def test_channel_group_dropout_out_of_range_fails():
+    with pytest.raises(ConfigError, match=r"channel_group_dropout: 0.7, expected 0-0.5"):
+        config_from_dict({"train": {"channel_group_dropout": 0.7}})
+    cfg = config_from_dict({"train": {"channel_group_dropout": 0.5}})
+    assert cfg.train.channel_group_dropout == 0.5

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from data_tools import sparsify_torch as st
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import SparsifyConfig, shared_scale_source, sparsify
 
 
 def _tomogram(shape=(40, 96, 96), seed=0, bright=False) -> np.ndarray:
@@ -45,6 +45,7 @@ def test_binary_dilation_matches_scipy():
     {"feature_norm": "kept", "whiten_sigma_A": 20.0, "clip_sigma": 20.0},
     {"whiten_sigma_A": 30.0, "bright": True},
     {"feature_norm": "kept", "whiten_sigma_A": 20.0, "whitened_channels": True},
+    {"feature_norm": "kept_bands", "whiten_sigma_A": 20.0, "whitened_channels": True},
 ])
 def test_torch_sparsifier_equals_scipy(settings):
     settings = dict(settings)
@@ -83,6 +84,22 @@ def test_kept_bands_keeps_the_band_ratios_that_blur_changes():
     finest_sharp = ratio[0]
     finest_blurred = spread(blurred, "kept_bands")[0][2]
     assert finest_blurred < 0.7 * finest_sharp, (finest_blurred, finest_sharp)
+
+
+def test_kept_bands_scales_each_channel_group_on_its_own():
+    """With whitened channels the usual five and the whitened five are two groups: in each,
+    the bands take that group's smooth channel's scale, so the whitened group's smooth
+    channel keeps unit spread instead of taking the usual one's."""
+    cfg = SparsifyConfig(keep_fraction=0.03, feature_norm="kept_bands", whiten_sigma_A=20.0,
+                         whitened_channels=True)
+    assert cfg.channel_group_size == 5
+    np.testing.assert_array_equal(shared_scale_source(10, 5), [0, 1, 1, 1, 1, 5, 6, 6, 6, 6])
+    f = sparsify(_tomogram(), 20.0, cfg, "r").feats
+    spread = 1.4826 * np.median(np.abs(f - np.median(f, axis=0)), axis=0)
+    np.testing.assert_allclose(spread[[0, 1, 5, 6]], 1.0, atol=1e-3)
+    plain = sparsify(_tomogram(), 20.0, SparsifyConfig(keep_fraction=0.03,
+                                                       feature_norm="kept_bands"), "r").feats
+    np.testing.assert_allclose(f[:, :5], plain, atol=1e-5)  # the usual group: unchanged
 
 
 @pytest.mark.gpu
