@@ -15,6 +15,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
@@ -232,26 +233,52 @@ def clipped_projection(x: np.ndarray) -> np.ndarray:
     return (acc / max(len(x), 1)).astype(np.float32)
 
 
-def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
-                    what: str, threads: int | None = None
-                    ) -> tuple[np.ndarray, list[np.ndarray], dict]:
-    """Returns (selection score, [feature volumes], polarity info) for a tomogram; features
-    have protein positive. The score is always the first five channels'."""
-    x = robust_normalise(vol, what)
-    projection = clipped_projection(x) if cfg.polarity == "auto" else None
+@dataclass(frozen=True)
+class FeatureOps:
+    """The array operations feature_volumes needs, for one backend: numpy and scipy here
+    (numpy_ops), torch on any device in data_tools/sparsify_torch.py (TORCH_OPS). The
+    orchestration exists once, so the two backends cannot drift apart."""
+
+    normalise: Callable  # (volume, what) -> robustly normalised volume
+    projection: Callable  # normalised volume -> its clipped mean over z (numpy, 2-D)
+    whiten: Callable  # (volume, reference sigma in voxels) -> whitened volume
+    bands: Callable  # (volume, clip, sign, cfg, voxel_size_A, what) -> [feature volumes]
+
+
+def numpy_ops(threads: int | None = None) -> FeatureOps:
+    return FeatureOps(
+        robust_normalise, clipped_projection,
+        lambda v, sigma_vox: whiten(v, sigma_vox, threads),
+        lambda x, clip, sign, cfg, vs, what: band_features(x, clip, sign, cfg, vs, what,
+                                                           threads))
+
+
+def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A: float,
+                         what: str) -> tuple[object, list, dict]:
+    """Returns (selection score, [feature volumes], polarity info) for a tomogram, in the
+    backend's arrays; features have protein positive. The score is always the first five
+    channels'."""
+    x = ops.normalise(vol, what)
+    projection = ops.projection(x) if cfg.polarity == "auto" else None
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     sign = -1.0 if polarity == "dark" else 1.0
     white = None
     if cfg.whiten_sigma_A > 0:
-        white = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A, threads), what)
+        white = ops.normalise(ops.whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
         if not cfg.whitened_channels:
             x, white = white, None
-    feats = band_features(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what, threads)
+    feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
     if white is not None:
-        feats += band_features(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what,
-                               threads)
+        feats += ops.bands(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what)
     return score, feats, info
+
+
+def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
+                    what: str, threads: int | None = None
+                    ) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """feature_volumes_with numpy and scipy on the CPU (`threads` filter threads)."""
+    return feature_volumes_with(numpy_ops(threads), vol, cfg, voxel_size_A, what)
 
 
 def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,

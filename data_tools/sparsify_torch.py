@@ -19,7 +19,8 @@ from data_tools.particles import DataError
 from data_tools.sparsify import (
     KEPT_MAD_MIN_SHARE,
     POLARITY_CLIP_SIGMA,
-    decide_polarity,
+    FeatureOps,
+    feature_volumes_with,
     keep_share,
     shared_scale_source,
 )
@@ -105,26 +106,6 @@ def standardise_kept(feats: torch.Tensor, shared_bands: bool = False,
     return (feats - med) / scale
 
 
-def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
-    """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
-    x = robust_normalise(vol.float(), what)
-    projection = (x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
-                  if cfg.polarity == "auto" else None)  # 2-D: small
-    polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
-    sign = -1.0 if polarity == "dark" else 1.0
-    white = None
-    if cfg.whiten_sigma_A > 0:
-        white = robust_normalise(whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
-        if not cfg.whitened_channels:
-            x, white = white, None
-    feats = band_features(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
-    score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
-    if white is not None:
-        feats += band_features(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what)
-    return score, feats, info
-
-
 def band_features(x: torch.Tensor, clip: float, sign: float, cfg, voxel_size_A: float,
                   what: str) -> list[torch.Tensor]:
     """sparsify.band_features on a tensor."""
@@ -133,6 +114,20 @@ def band_features(x: torch.Tensor, clip: float, sign: float, cfg, voxel_size_A: 
                for s in (cfg.select_sigma_A, *cfg.dog_sigmas_A)]
     feats = [x, blurred[0]] + [a - b for a, b in pairwise(blurred)]
     return [f if i == 0 else robust_normalise(f, what) for i, f in enumerate(feats)]
+
+
+def _projection(x: torch.Tensor) -> np.ndarray:
+    """sparsify.clipped_projection on a tensor; the 2-D image is small enough to hand over."""
+    return x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
+
+
+TORCH_OPS = FeatureOps(robust_normalise, _projection, whiten, band_features)
+
+
+def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
+                    ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+    """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
+    return feature_volumes_with(TORCH_OPS, vol.float(), cfg, voxel_size_A, what)
 
 
 def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
