@@ -24,12 +24,20 @@ _MUST_MATCH = ("feature_names", "particles")
 _CONFIG_MUST_MATCH = ("model", "sparsify")
 
 
+def _section(doc: dict, key: str):
+    """A config section with its defaults filled in: a checkpoint written before a setting
+    existed stores no key for it and means its default."""
+    from sparse_det.config import config_from_dict
+
+    return getattr(config_from_dict({key: doc["config"].get(key) or {}}), key)
+
+
 def _mismatch(first: dict, other: dict) -> str | None:
     for key in _MUST_MATCH:
         if first[key] != other[key]:
             return key
     for key in _CONFIG_MUST_MATCH:
-        if first["config"].get(key) != other["config"].get(key):
+        if _section(first, key) != _section(other, key):
             return f"config.{key}"
     a, b = first["model"], other["model"]
     if a.keys() != b.keys():

@@ -72,3 +72,20 @@ def test_soup_refuses_what_cannot_be_averaged(tmp_path, capsys):
     assert main(["--checkpoint", str(a), str(tmp_path / "missing.pt"),
                  "--out", str(tmp_path / "x.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_soup_reads_a_missing_setting_as_its_default(tmp_path):
+    """A checkpoint written before a sparsify setting existed stores no key for it and
+    means the default: it averages with one that stores the default, not with one that
+    sets another value."""
+    a = _checkpoint(tmp_path / "a.pt", 0)
+    doc = torch.load(a, weights_only=True)
+    old = dict(doc, config=dict(doc["config"], sparsify={
+        k: v for k, v in doc["config"]["sparsify"].items() if k != "whiten_clip_sigma"}))
+    torch.save(old, tmp_path / "old.pt")
+    average_checkpoints([tmp_path / "old.pt", a], tmp_path / "soup.pt")
+    other = dict(doc, config=dict(doc["config"], sparsify=dict(doc["config"]["sparsify"],
+                                                               whiten_clip_sigma=12.0)))
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt.*config\.sparsify"):
+        average_checkpoints([tmp_path / "old.pt", tmp_path / "other.pt"], tmp_path / "x.pt")
