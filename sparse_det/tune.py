@@ -1,18 +1,25 @@
 """Re-tunes a checkpoint's per-class score thresholds for F4 on your own annotated runs (for
 example the competition's 7 training tomograms) and writes a new checkpoint.
 
-    python -m sparse_det.tune --checkpoint PT --project DIR [--project DIR ...] [--runs ...]
-                              --out NEW.pt [--device auto|cpu|cuda] [--tta none [flip ...]]
+    python -m sparse_det.tune --checkpoint PT [PT ...] --project DIR [--project DIR ...]
+                              [--runs ...] --out NEW.pt [--device auto|cpu|cuda]
+                              [--tta none [flip ...]]
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
 more settings after it get thresholds of their own, tuned on the same runs, which infer
 uses when asked for that setting (`--tta none flip`: one pass by default, the mirrors on
 request, each with its own); the others are printed against the first, run by run.
+
+Several `--checkpoint`s (for example the shipped default and an alternative trained for
+another kind of data): each is tuned on the same runs, and `--out` gets the first unless
+another leads it run by run by more than two standard errors — your own annotated runs
+choose which network reads your tomograms.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -130,9 +137,63 @@ def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float])
               f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
 
 
+def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[int, list]:
+    """retune() of each checkpoint on the same runs; `out` gets the first unless another
+    leads it run by run by more than two standard errors (keep_first_unless_beaten on each
+    one's default setting). Returns (the chosen index, each checkpoint's retune result)."""
+    from sparse_det.thresholds import keep_first_unless_beaten
+
+    results, candidates = [], []
+    try:
+        for i, checkpoint in enumerate(checkpoints):
+            candidates.append(str(Path(out).with_name(f".{Path(out).name}.candidate{i}")))
+            results.append(retune(checkpoint, out=candidates[-1], **tune_args))
+        chosen = keep_first_unless_beaten(
+            {i: next(iter(r[2].values())) for i, r in enumerate(results)})
+        os.replace(candidates[chosen], out)
+    finally:
+        for c in candidates:
+            Path(c).unlink(missing_ok=True)
+    return chosen, results
+
+
+def _print_choice(checkpoints: list[str], results: list, chosen: int) -> None:
+    base = next(iter(results[0][2].values()))
+    print(f"checkpoints, each at its own thresholds on the same {results[0][3]} run(s):")
+    for i, (checkpoint, r) in enumerate(zip(checkpoints, results, strict=True)):
+        t = next(iter(r[2].values()))
+        vs = ""
+        if i:
+            mean, se = paired_difference(t.per_run, base.per_run)
+            vs = f"   against the first, run by run: {mean:+.4f} ± {se:.4f}"
+        print(f"  {checkpoint}: weighted F4 {t.score:.4f}{vs}"
+              f"{'  <- chosen' if i == chosen else ''}")
+
+
+def _print_tuning(result: tuple) -> None:
+    old, old_calibrated, tunings, n_runs, (best, by_power), confidence = result
+    unit = "" if old_calibrated else " (vote mass; now a probability)"
+    for i, (tta, tuning) in enumerate(tunings.items()):
+        role = "the default" if i == 0 else f"used with --tta {tta}"
+        print(f"--tta {tta} ({role}): thresholds: old{unit} -> new probability")
+        for name, c in tuning.per_class.items():
+            print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
+                  f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
+        print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    _print_confidence(confidence, by_power, best)
+    (first, base), *others = tunings.items()
+    for tta, tuning in others:
+        mean, se = paired_difference(tuning.per_run, base.per_run)
+        # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
+        print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "
+              f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", required=True, nargs="+",
+                    help="several: each is tuned, and --out gets the first unless another "
+                         "leads it on these runs by more than 2 standard errors run by run")
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
@@ -160,28 +221,18 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: the checkpoint's)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
+    tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
+                     input_overrides=input_overrides(a), tta=a.tta,
+                     keep_follow_foreground=a.keep_follow_foreground, norm_stats=a.norm_stats,
+                     confidence_powers=a.confidence_power, confidence_by=a.confidence_by)
     try:
-        old, old_calibrated, tunings, n_runs, (best, by_power), confidence = retune(
-            a.checkpoint, a.project, a.runs, a.out, a.device, input_overrides(a), a.tta,
-            a.keep_follow_foreground, a.norm_stats, a.confidence_power, a.confidence_by)
+        chosen, results = choose_checkpoint(a.checkpoint, a.out, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unit = "" if old_calibrated else " (vote mass; now a probability)"
-    for i, (tta, tuning) in enumerate(tunings.items()):
-        role = "the default" if i == 0 else f"used with --tta {tta}"
-        print(f"--tta {tta} ({role}): thresholds: old{unit} -> new probability")
-        for name, c in tuning.per_class.items():
-            print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
-                  f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
-        print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
-    _print_confidence(confidence, by_power, best)
-    (first, base), *others = tunings.items()
-    for tta, tuning in others:
-        mean, se = paired_difference(tuning.per_run, base.per_run)
-        # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
-        print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "
-              f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
+    _print_tuning(results[chosen])
+    if len(a.checkpoint) > 1:
+        _print_choice(a.checkpoint, results, chosen)
     print(f"-> {a.out}")
     return 0
 

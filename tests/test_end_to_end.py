@@ -204,3 +204,35 @@ def test_fine_tune_with_whitened_channels_widens_the_init(trained, tmp_path):
     assert stem.shape[-1] == 10
     torch.testing.assert_close(stem[..., :5], old["model"]["stem.weight"], atol=1e-6, rtol=0)
     assert float(stem[..., 5:].abs().max()) < 1e-6
+
+
+def test_tune_chooses_among_checkpoints_on_the_annotated_runs(trained, small_project,
+                                                                tmp_path, capsys):
+    """Several --checkpoint: each is tuned on the same runs and --out gets the first unless
+    another leads it run by run by more than two standard errors. An untrained network
+    listed first loses to the trained one; listed second, it does not displace it."""
+    from sparse_det.checkpoint import save_checkpoint
+    from sparse_det.model import build_model
+    from sparse_det.tune import main as tune_main
+
+    _, best = trained
+    ck = load_checkpoint(best)
+    torch.manual_seed(0)
+    blind_model = build_model(in_channels=len(ck.feature_names), num_classes=len(ck.particles),
+                              channels=list(ck.config.model.channels), blocks_per_level=1,
+                              device="cpu")
+    blind = save_checkpoint(tmp_path / "blind.pt", model=blind_model, config=ck.config,
+                            particles=ck.particles, feature_names=ck.feature_names,
+                            thresholds=ck.thresholds)
+    trained_weights = ck.model.state_dict()
+    for order, want in (([blind, best], 1), ([best, blind], 0)):
+        out = tmp_path / f"chosen{want}.pt"
+        assert tune_main(["--checkpoint", *map(str, order), "--project",
+                          str(small_project.path), "--out", str(out), "--device", "cpu"]) == 0
+        printed = capsys.readouterr().out
+        chosen = [ln for ln in printed.splitlines() if ln.endswith("<- chosen")]
+        assert len(chosen) == 1 and chosen[0].strip().startswith(str(best)), printed
+        got = load_checkpoint(out).model.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in trained_weights.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blind.pt", "chosen0.pt",
+                                                          "chosen1.pt"], "no candidate left"
