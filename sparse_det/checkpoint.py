@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 FORMAT = "sparse-det-checkpoint-v1"
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
+# The alternative: whitened input (README *Results*), stronger on blurred tilt series,
+# weaker on some low-SNR runs. Choose between the two on your own annotated runs with
+# `sparse_det.tune --checkpoint DEFAULT WHITENED`.
+WHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "whitened.pt"
 
 
 class CheckpointError(ValueError):
