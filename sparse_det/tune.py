@@ -3,7 +3,7 @@ example the competition's 7 training tomograms) and writes a new checkpoint.
 
     python -m sparse_det.tune --checkpoint PT [PT ...] --project DIR [--project DIR ...]
                               [--runs ...] --out NEW.pt [--device auto|cpu|cuda]
-                              [--tta none [flip ...]]
+                              [--tta none [flip ...]] [@ARGS_FILE ...]
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
 more settings after it get thresholds of their own, tuned on the same runs, which infer
@@ -14,17 +14,23 @@ Several `--checkpoint`s (for example the shipped default and an alternative trai
 another kind of data): each is tuned on the same runs, and `--out` gets the first unless
 another leads it run by run by more than two standard errors — your own annotated runs
 choose which network reads your tomograms.
+
+`@FILE` reads more arguments from FILE (shell words, `#` comments): a fixed list of tuning
+projects and runs, such as `configs/tune_runs_27.args`, lives in one file.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from data_tools.atomic import tmp_sibling
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import CheckpointError
@@ -60,6 +66,26 @@ def _by_project(names: list[tuple[str, str]], values) -> dict[str, dict[str, flo
     return out
 
 
+class Retuned(NamedTuple):
+    """What retune() found: the checkpoint's thresholds before (and whether they were
+    probabilities), the Tuning of each test-time setting (the first is the default), the
+    number of runs, the stored (confidence_by, power) with every tried pair's Tuning of the
+    first setting, and each run's confidence {project: {run: c}}."""
+
+    old_thresholds: dict
+    old_calibrated: bool
+    tunings: dict
+    n_runs: int
+    confidence_setting: tuple[str, float]
+    by_confidence: dict
+    confidence: dict
+
+    @property
+    def default(self):
+        """The Tuning of the default test-time setting."""
+        return next(iter(self.tunings.values()))
+
+
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
@@ -70,9 +96,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     default, each other gets its own set, tuned on the same runs. `confidence_powers`:
     candidates for PostprocessConfig.confidence_power, each tried with every
     `confidence_by`; the first pair is stored unless another leads it on these runs by more
-    than two standard errors run by run. Returns (old thresholds, whether they were
-    probabilities, {tta: Tuning}, number of runs, (the stored (by, power), {(by, power):
-    Tuning of the first setting}), {project: {run: confidence}})."""
+    than two standard errors run by run."""
     from dataclasses import replace
 
     from sparse_det.checkpoint import write_retuned
@@ -115,9 +139,9 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
                   extra={"tuned_on": projects, "tuned_per_run": per_run,
                          "tuned_confidence": confidence}, postprocess=stored,
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
-    return (picker.thresholds, bool(picker.ckpt.calibration),
-            {k: t for k, (t, _) in tuned.items()}, len(truths), (best, by_power),
-            confidence)
+    return Retuned(picker.thresholds, bool(picker.ckpt.calibration),
+                   {k: t for k, (t, _) in tuned.items()}, len(truths), best, by_power,
+                   confidence)
 
 
 def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float]) -> None:
@@ -137,7 +161,7 @@ def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float])
               f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
 
 
-def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[int, list]:
+def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[int, list[Retuned]]:
     """retune() of each checkpoint on the same runs; `out` gets the first unless another
     leads it run by run by more than two standard errors (keep_first_unless_beaten on each
     one's default setting). Returns (the chosen index, each checkpoint's retune result)."""
@@ -145,11 +169,10 @@ def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[in
 
     results, candidates = [], []
     try:
-        for i, checkpoint in enumerate(checkpoints):
-            candidates.append(str(Path(out).with_name(f".{Path(out).name}.candidate{i}")))
+        for checkpoint in checkpoints:
+            candidates.append(str(tmp_sibling(Path(out))))
             results.append(retune(checkpoint, out=candidates[-1], **tune_args))
-        chosen = keep_first_unless_beaten(
-            {i: next(iter(r[2].values())) for i, r in enumerate(results)})
+        chosen = keep_first_unless_beaten({i: r.default for i, r in enumerate(results)})
         os.replace(candidates[chosen], out)
     finally:
         for c in candidates:
@@ -157,11 +180,11 @@ def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[in
     return chosen, results
 
 
-def _print_choice(checkpoints: list[str], results: list, chosen: int) -> None:
-    base = next(iter(results[0][2].values()))
-    print(f"checkpoints, each at its own thresholds on the same {results[0][3]} run(s):")
+def _print_choice(checkpoints: list[str], results: list[Retuned], chosen: int) -> None:
+    base = results[0].default
+    print(f"checkpoints, each at its own thresholds on the same {results[0].n_runs} run(s):")
     for i, (checkpoint, r) in enumerate(zip(checkpoints, results, strict=True)):
-        t = next(iter(r[2].values()))
+        t = r.default
         vs = ""
         if i:
             mean, se = paired_difference(t.per_run, base.per_run)
@@ -170,9 +193,9 @@ def _print_choice(checkpoints: list[str], results: list, chosen: int) -> None:
               f"{'  <- chosen' if i == chosen else ''}")
 
 
-def _print_tuning(result: tuple) -> None:
-    old, old_calibrated, tunings, n_runs, (best, by_power), confidence = result
-    unit = "" if old_calibrated else " (vote mass; now a probability)"
+def _print_tuning(result: Retuned) -> None:
+    old, tunings, n_runs = result.old_thresholds, result.tunings, result.n_runs
+    unit = "" if result.old_calibrated else " (vote mass; now a probability)"
     for i, (tta, tuning) in enumerate(tunings.items()):
         role = "the default" if i == 0 else f"used with --tta {tta}"
         print(f"--tta {tta} ({role}): thresholds: old{unit} -> new probability")
@@ -180,7 +203,7 @@ def _print_tuning(result: tuple) -> None:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
-    _print_confidence(confidence, by_power, best)
+    _print_confidence(result.confidence, result.by_confidence, result.confidence_setting)
     (first, base), *others = tunings.items()
     for tta, tuning in others:
         mean, se = paired_difference(tuning.per_run, base.per_run)
@@ -189,8 +212,19 @@ def _print_tuning(result: tuple) -> None:
               f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
 
 
+class ArgumentFileParser(argparse.ArgumentParser):
+    """Reads `@FILE` as more arguments: shell words, any number per line, `#` comments (a
+    fixed list of tuning projects and runs lives in one file, not in every command)."""
+
+    def __init__(self, **kw):
+        super().__init__(fromfile_prefix_chars="@", **kw)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        return shlex.split(arg_line, comments=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, nargs="+",
                     help="several: each is tuned, and --out gets the first unless another "
                          "leads it on these runs by more than 2 standard errors run by run")

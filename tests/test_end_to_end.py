@@ -210,7 +210,8 @@ def test_tune_chooses_among_checkpoints_on_the_annotated_runs(trained, small_pro
                                                                 tmp_path, capsys):
     """Several --checkpoint: each is tuned on the same runs and --out gets the first unless
     another leads it run by run by more than two standard errors. An untrained network
-    listed first loses to the trained one; listed second, it does not displace it."""
+    listed first loses to the trained one; listed second, it does not displace it. The
+    projects and runs come from an @file, as the shipped checkpoints' 27 tuning runs do."""
     from sparse_det.checkpoint import save_checkpoint
     from sparse_det.model import build_model
     from sparse_det.tune import main as tune_main
@@ -225,14 +226,19 @@ def test_tune_chooses_among_checkpoints_on_the_annotated_runs(trained, small_pro
                             particles=ck.particles, feature_names=ck.feature_names,
                             thresholds=ck.thresholds)
     trained_weights = ck.model.state_dict()
+    runs = small_project.runs()
+    args = tmp_path / "tuning.args"
+    args.write_text(f"# the small project\n--project '{small_project.path}'  # both runs\n"
+                    f"--runs\n  {runs[0]}\n  {' '.join(runs[1:])}\n")
     for order, want in (([blind, best], 1), ([best, blind], 0)):
         out = tmp_path / f"chosen{want}.pt"
-        assert tune_main(["--checkpoint", *map(str, order), "--project",
-                          str(small_project.path), "--out", str(out), "--device", "cpu"]) == 0
+        assert tune_main(["--checkpoint", *map(str, order), f"@{args}", "--out", str(out),
+                          "--device", "cpu"]) == 0
         printed = capsys.readouterr().out
+        assert f"on the same {len(runs)} run(s)" in printed, printed
         chosen = [ln for ln in printed.splitlines() if ln.endswith("<- chosen")]
         assert len(chosen) == 1 and chosen[0].strip().startswith(str(best)), printed
         got = load_checkpoint(out).model.state_dict()
         assert all(torch.equal(got[k], v) for k, v in trained_weights.items())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blind.pt", "chosen0.pt",
-                                                          "chosen1.pt"], "no candidate left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "blind.pt", "chosen0.pt", "chosen1.pt", "tuning.args"], "no candidate left"
