@@ -14,10 +14,12 @@ Each round:
 2. Fine-tuning on the pseudo-labels (sparse_det.finetune's schedule) with background voxels
    down-weighted, since a missed particle is labelled background.
 3. Safeguards: the new model labels the runs again; it is kept only if its labels agree
-   with the ones it learnt from (F1 at the metric's hit radius) at least MIN_AGREEMENT and
-   no less than the round before agreed, and no scored class's number of picks (what
-   infer writes) moved by more than a factor CLASS_SHIFT from the starting model's (a class
-   growing into the background, or vanishing). Otherwise the adaptation stops and keeps
+   (F1 at the metric's hit radius) at least MIN_AGREEMENT both with the ones it learnt
+   from and with the starting model's (drift adds up over rounds: a second round agreed
+   0.86 with the first's labels and 0.73 with the start's, and had lost 0.16 F4), no less
+   than the round before agreed, and no class's number of picks (what infer writes) moved
+   by more than a factor CLASS_SHIFT from the starting model's — scored or not: an unscored
+   class growing takes the voxels of scored ones. Otherwise the adaptation stops and keeps
    the model before.
 The thresholds and the score calibration stay the starting checkpoint's: there is nothing
 to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
@@ -78,7 +80,10 @@ def pseudo_labels(picker, project, run: str, shards: Path
 
     sv = picker.sparse(project, run, shards)
     plain, flipped = picker.detect(sv), picker.detect(mirrored(sv, (1, 2)))
-    picked = picker.pick(plain)
+    # What infer writes: a crowded run is picked again from a larger kept set, where an
+    # adapted model that grew a class shows it (crowded family: 244 -> 1,474
+    # beta-galactosidase picks, while the labels on the base set went 282 -> 329).
+    picked = picker.pick(picker.detect_run(project, run, shards, sv=sv))
     out = {}
     for p in picker.particles:
         thr = picker.thresholds.get(p.name, np.inf)
@@ -194,11 +199,13 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
                                   other_tta=_other_sets(settings))
         rec = _label_round(candidate, project, runs, work / "shards", device)
         rec["agreement"] = agreement(prev["labels"], rec["labels"], settings.particles)
+        rec["agreement_start"] = agreement(history[0]["labels"], rec["labels"],
+                                           settings.particles)
         rec["stopped"] = _stop_reason(rec, history, settings.particles)
         history.append(rec)
-        log.info("round %d: agreement with the labels it learnt from %.3f%s", r + 1,
-                 rec["agreement"], f"; {rec['stopped']}: keeping {prev['model']}"
-                 if rec["stopped"] else "")
+        log.info("round %d: agreement with the labels it learnt from %.3f, with the start's "
+                 "%.3f%s", r + 1, rec["agreement"], rec["agreement_start"],
+                 f"; {rec['stopped']}: keeping {prev['model']}" if rec["stopped"] else "")
         if rec["stopped"]:
             break
     kept = [h for h in history if not h.get("stopped")][-1]["model"]
@@ -217,18 +224,16 @@ def _other_sets(settings) -> dict:
 
 def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:
     """Why a newly trained model is not kept, if it is not (the module doc's safeguards).
-    The class balance is watched on the scored classes: an unscored one (beta-amylase)
-    that moves is logged, and does not undo a round that improved the others."""
-    scored = {p.name for p in particles if p.weight > 0}
-    moved = shifted_classes(history[0]["picks"], rec["picks"], scored)
-    unscored = shifted_classes(history[0]["picks"], rec["picks"],
-                               {p.name for p in particles} - scored)
-    if unscored:
-        log.info("picks of unscored %s moved more than %gx", ", ".join(unscored), CLASS_SHIFT)
+    Every class's balance is watched: with beta-amylase (unscored) left unlabelled, its
+    look-alikes became beta-galactosidase and thyroglobulin picks instead (measured on
+    tests/test_adapt.py's project), so a class that grows is taking others' voxels."""
+    moved = shifted_classes(history[0]["picks"], rec["picks"], {p.name for p in particles})
     if moved:
         return f"class balance of the picks moved for {', '.join(moved)}"
-    if rec["agreement"] < MIN_AGREEMENT:
-        return f"agreement {rec['agreement']:.3f} under {MIN_AGREEMENT}"
+    for key, whose in (("agreement", "the labels it learnt from"),
+                       ("agreement_start", "the start's labels")):
+        if rec[key] < MIN_AGREEMENT:
+            return f"agreement with {whose} {rec[key]:.3f} under {MIN_AGREEMENT}"
     before = [h["agreement"] for h in history if "agreement" in h]
     if before and rec["agreement"] < before[-1]:
         return f"agreement fell ({before[-1]:.3f} -> {rec['agreement']:.3f})"

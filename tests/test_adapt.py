@@ -9,6 +9,7 @@ import pytest
 
 from data_tools.simulate import SimRanges, simulate_project
 from sparse_det.adapt import (
+    _stop_reason,
     agreement,
     consistent,
     main,
@@ -51,6 +52,25 @@ def test_safeguards():
     assert shifted_classes({"a": 10, "b": 3}, {"a": 21, "b": 0}) == ["a"]
     assert shifted_classes({"a": 10}, {"a": 5}) == []
     assert shifted_classes({"a": 10, "c": 10}, {"a": 30, "c": 1}, {"c"}) == ["c"]
+
+
+def test_a_round_is_refused_for_drift_from_the_start_or_any_class_growing():
+    class P:
+        def __init__(self, name, weight):
+            self.name, self.weight = name, weight
+
+    parts = [P("scored", 1), P("unscored", 0)]
+    start = {"picks": {"scored": 20, "unscored": 10}}
+    ok = {"picks": {"scored": 25, "unscored": 15}, "agreement": 0.9, "agreement_start": 0.85}
+    assert _stop_reason(ok, [start], parts) is None
+    # an unscored class tripling its picks takes scored classes' voxels: refused
+    grown = ok | {"picks": {"scored": 20, "unscored": 30}}
+    assert "moved for unscored" in _stop_reason(grown, [start], parts)
+    # close to the labels it learnt from, but drifted from the start's over two rounds
+    drifted = ok | {"agreement_start": 0.72}
+    assert "start's labels 0.720 under 0.8" in _stop_reason(drifted, [start, ok], parts)
+    fell = ok | {"agreement": 0.85}
+    assert "agreement fell (0.900 -> 0.850)" in _stop_reason(fell, [start, ok], parts)
 
 
 @pytest.mark.slow
