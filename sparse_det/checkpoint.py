@@ -22,11 +22,12 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "sparse-det-checkpoint-v1"
+# Reads whitened tomograms (README *Results*): configs/whiten.yaml's soup of three seeds.
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
-# The alternative: whitened input (README *Results*), stronger on blurred tilt series,
-# weaker on some low-SNR runs. Choose between the two on your own annotated runs with
-# `sparse_det.tune --checkpoint DEFAULT WHITENED`.
-WHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "whitened.pt"
+# The default until 2026-11-29 (configs/wide_tilt.yaml's): stronger on some low-SNR and
+# in-range runs, weaker on blurred tilt series. Choose between the two on your own annotated
+# runs with `sparse_det.tune --checkpoint DEFAULT UNWHITENED`.
+UNWHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "unwhitened.pt"
 
 
 class CheckpointError(ValueError):

@@ -3,13 +3,13 @@ small simulated project's particles (a known answer: its picks) well."""
 
 import pytest
 
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT, WHITENED_CHECKPOINT
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, UNWHITENED_CHECKPOINT
 from sparse_det.inference import Picker
 from sparse_det.thresholds import per_run_scores
 
 
-@pytest.mark.parametrize("checkpoint, whitened", [(DEFAULT_CHECKPOINT, False),
-                                                  (WHITENED_CHECKPOINT, True)])
+@pytest.mark.parametrize("checkpoint, whitened", [(DEFAULT_CHECKPOINT, True),
+                                                  (UNWHITENED_CHECKPOINT, False)])
 def test_shipped_checkpoint_picks_the_small_project(checkpoint, whitened, small_project):
     picker = Picker.load(checkpoint, "cpu")
     cfg = picker.sparsify_config
@@ -18,7 +18,7 @@ def test_shipped_checkpoint_picks_the_small_project(checkpoint, whitened, small_
     assert picker.ckpt.calibration, "thresholds are probabilities"
     for run in small_project.runs():
         picked = picker.pick(picker.detect_run(small_project, run))
-        # Measured: 0.91 / 0.96 (default) and 0.93 / 0.98 (whitened) on the two runs.
+        # Measured: 0.93 / 0.98 (default, whitened) and 0.91 / 0.96 (unwhitened).
         f4 = per_run_scores([picked], [small_project.read_picks(run)], picker.particles,
                             {name: -1.0 for name in picker.thresholds})[0]
         assert f4 > 0.85, (checkpoint.name, run, f4)

@@ -1,7 +1,9 @@
 """A thin slab (48 slices of 10 Å: 480 Å, as a tomogram cropped in z to its ice) holds as
 many particles per area as a full-size one in a third of the volume. Keeping a fixed share
 of the volume kept only particle cores there and the shipped checkpoint found almost
-nothing; keeping a depth per column finds them."""
+nothing; keeping a depth per column finds them. The rule's gain is measured with the
+checkpoint it was built for (the unwhitened one); the whitened default finds more of them
+without it (13 of 15 where the unwhitened one found 9)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_tools.simulate import SimRanges, simulate_project
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.checkpoint import UNWHITENED_CHECKPOINT
 from sparse_det.inference import Picker
 
 
@@ -21,7 +23,7 @@ def thin(tmp_path_factory):
 
 def _recall(project, keep_min_depth_A: float) -> tuple[int, int, int]:
     """(ribosomes + VLPs found, their number, voxels kept)."""
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu",
+    picker = Picker.load(UNWHITENED_CHECKPOINT, "cpu",
                          input_overrides={"keep_min_depth_A": keep_min_depth_A})
     run = project.runs()[0]
     sv = picker.sparse(project, run)
