@@ -89,3 +89,21 @@ def test_crowded_run_is_sparsified_again_and_finds_more(crowded):
     assert grown[1] >= 60, grown  # scored particles in 640 × 2,560 × 2,560 Å
     # Measured: 74 of 75 found, against 53 at the kept share sparsify set.
     assert grown[0] >= 0.9 * grown[1] and grown[0] >= fixed[0] + 10, (grown, fixed)
+
+
+def test_adapt_counts_the_picks_infer_writes_on_a_crowded_run(crowded, tmp_path):
+    """sparse_det.adapt's class-balance safeguard watches what infer writes: on a crowded
+    run that is the larger kept set's picks, not the base set's its labels come from."""
+    from sparse_det.adapt import pseudo_labels
+    from sparse_det.inference import infer_project
+    from sparse_det.writers import to_submission
+
+    picker = Picker.load(UNWHITENED_CHECKPOINT, "cpu")
+    assert picker.ckpt.config.postprocess.keep_follow_foreground > 0
+    run = crowded.runs()[0]
+    _, counts = pseudo_labels(picker, crowded, run, tmp_path / "shards")
+    written = to_submission(infer_project(crowded, UNWHITENED_CHECKPOINT, device="cpu"))
+    assert counts == {p.name: int((written.particle_type == p.name).sum())
+                      for p in picker.particles}
+    base_set = picker.pick(picker.detect(picker.sparse(crowded, run, tmp_path / "shards")))
+    assert any(len(base_set[k][1]) != n for k, n in counts.items()), counts
