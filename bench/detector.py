@@ -1,6 +1,7 @@
 """Accuracy and speed of a checkpoint on held-out projects, end to end from zarr to CSV.
 
     python bench/detector.py --project data/heldout_ood [--project ...] [--checkpoint PT]
+    python bench/detector.py --no-stages @configs/heldout_21.args   # the 7 held-out families
                              [--json bench/detector.json]
 
 Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weighted F4,
@@ -12,7 +13,6 @@ while the current one is detected).
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.copick_io import CopickProject
+from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.config import TTA_MIRRORS
 from sparse_det.inference import PRECISIONS, infer_project
@@ -114,7 +115,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="cpu")

@@ -21,9 +21,7 @@ projects and runs, such as `configs/tune_runs_27.args`, lives in one file.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +31,7 @@ import numpy as np
 from data_tools.atomic import tmp_sibling
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
+from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
 from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
@@ -210,17 +209,6 @@ def _print_tuning(result: Retuned) -> None:
         # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
         print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "
               f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
-
-
-class ArgumentFileParser(argparse.ArgumentParser):
-    """Reads `@FILE` as more arguments: shell words, any number per line, `#` comments (a
-    fixed list of tuning projects and runs lives in one file, not in every command)."""
-
-    def __init__(self, **kw):
-        super().__init__(fromfile_prefix_chars="@", **kw)
-
-    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
-        return shlex.split(arg_line, comments=True)
 
 
 def main(argv: list[str] | None = None) -> int:

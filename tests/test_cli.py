@@ -43,3 +43,27 @@ def test_evaluate_bad_submission_is_one_line(small_project, tmp_path, capsys):
                           str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "bad.csv: missing columns ['z']" in err, err
+
+
+def test_argument_files_expand_with_comments_and_hold_the_shipped_lists(tmp_path):
+    """`@FILE`: shell words, several per line, `#` comments; the shipped lists of tuning
+    and held-out runs read as the README counts them (27 runs of 4 projects; 7 held-out
+    families)."""
+    from pathlib import Path
+
+    from sparse_det.argfile import ArgumentFileParser
+
+    ap = ArgumentFileParser()
+    ap.add_argument("--project", action="append")
+    ap.add_argument("--runs", nargs="*")
+    f = tmp_path / "a.args"
+    f.write_text("# two projects\n--project 'with space' --project b  # second\n--runs\n"
+                 "  r1 r2\n  r3\n")
+    a = ap.parse_args([f"@{f}", "--project", "c"])
+    assert a.project == ["with space", "b", "c"] and a.runs == ["r1", "r2", "r3"]
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    tuning = ap.parse_args([f"@{configs / 'tune_runs_27.args'}"])
+    assert len(tuning.project) == 4 and len(set(tuning.runs)) == len(tuning.runs) == 27
+    held_out = ap.parse_args([f"@{configs / 'heldout_21.args'}"])
+    assert len(held_out.project) == 7 and held_out.runs is None
+    assert not set(held_out.project) & set(tuning.project), "held-out runs never tune"
