@@ -179,6 +179,9 @@ class Settings:
     thresholds: dict[str, float]
     calibration: dict[str, list[float]]
     tuned_for_tta: dict[str, dict] = field(default_factory=dict)
+    # The lowest and highest confidence (inference.tomogram_confidence) of the runs `tune`
+    # set the thresholds on, where it recorded them.
+    tuned_confidence: tuple[float, float] | None = None
 
 
 def _settings(path: str | Path, doc: dict) -> Settings:
@@ -186,10 +189,13 @@ def _settings(path: str | Path, doc: dict) -> Settings:
         cfg = config_from_dict(doc["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: incompatible checkpoint config ({exc})") from exc
+    tuned = [float(c) for runs in doc.get("extra", {}).get("tuned_confidence", {}).values()
+             for c in runs.values()]
     return Settings(cfg, ParticleTable.from_list(doc["particles"]),
                     list(doc["feature_names"]), dict(doc["thresholds"]),
                     {k: list(v) for k, v in doc.get("calibration", {}).items()},
-                    dict(doc.get("tuned_for_tta", {})))
+                    dict(doc.get("tuned_for_tta", {})),
+                    (min(tuned), max(tuned)) if tuned else None)
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

@@ -319,6 +319,25 @@ class _LoadingPicker:
         return self._picker
 
 
+# A tomogram read with less confidence than every tuning run, by more than this, is unlike
+# them. Measured with the default checkpoint: the 3 held-out runs with every parameter beyond
+# its range at 0.65-0.75 (weighted F4 0.16), the other 18 held-out runs at 0.81-0.92, the 27
+# tuning runs at 0.83-0.92.
+UNSURE_MARGIN = 0.05
+
+
+def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | None) -> bool:
+    """Warns (and says True) when a run's confidence is below the tuning runs' by more than
+    UNSURE_MARGIN: its picks come at thresholds set on tomograms unlike it."""
+    if tuned_confidence is None or dets.confidence >= tuned_confidence[0] - UNSURE_MARGIN:
+        return False
+    log.warning("%s: the network is unsure of this tomogram (confidence %.2f; the runs its "
+                "thresholds were tuned on: %.2f-%.2f), so its picks may be far off; check "
+                "them, or fine-tune on a few annotated runs (python -m sparse_det.finetune)",
+                dets.run, dets.confidence, *tuned_confidence)
+    return True
+
+
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
@@ -353,7 +372,9 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
             sv = ahead.result()
             ahead = reader.submit(load, runs[i + 1]) if i + 1 < len(runs) else None
             picker = loading.result()  # waits for the model on the first run only
-            picked.append(picker.pick(picker.detect_run(project, run, shards_dir, sv=sv)))
+            dets = picker.detect_run(project, run, shards_dir, sv=sv)
+            warn_if_unsure(dets, settings.tuned_confidence)
+            picked.append(picker.pick(dets))
             log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
                      time.perf_counter() - t0)
     return detections_table(picked)
