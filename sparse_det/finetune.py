@@ -123,9 +123,11 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         final = train(cfg, progress=progress).with_name("last.pt")
     summary = {"base": str(base), "runs": runs, "folds": fold_info,
                "oof": tuning.summary(), "final": str(final)}
-    # Thresholds and calibration both fit on the same out-of-fold detections.
+    # Thresholds and calibration both fit on the same out-of-fold detections, and infer
+    # compares each tomogram's confidence with theirs (inference.warn_if_unsure).
+    confidence = {Path(project.path).name: {d.run: d.confidence for d in dets}}
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"finetune": summary})
+                  extra={"finetune": summary, "tuned_confidence": confidence})
     return summary
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from data_tools.simulate import SimRanges, simulate_project
-from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
 from sparse_det.finetune import folds_for, main
 
 pytestmark = pytest.mark.slow  # trains four times (about 25 s)
@@ -72,6 +72,10 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
     assert all(not set(f["train"]) & set(f["val"]) for f in folds), folds
     assert doc["thresholds"] == summary["oof"]["thresholds"], "thresholds are not out-of-fold"
     assert summary["final"].endswith("final/last.pt"), summary["final"]
+    # The out-of-fold runs' confidence range, which infer compares each tomogram with.
+    assert set(doc["extra"]["tuned_confidence"][crowded.path.name]) == set(crowded.runs())
+    low, high = checkpoint_settings(out).tuned_confidence
+    assert 0 < low <= high <= 1
     base = _base_score(crowded, swapped)
     oof = summary["oof"]["score"]
     # Measured: 0.534 out of fold against 0.282 for the base tuned in-sample, after 20
