@@ -79,11 +79,20 @@ def pseudo_labels(picker, project, run: str, shards: Path
     from sparse_det.inference import mirrored
 
     sv = picker.sparse(project, run, shards)
-    plain, flipped = picker.detect(sv), picker.detect(mirrored(sv, (1, 2)))
     # What infer writes: a crowded run is picked again from a larger kept set, where an
     # adapted model that grew a class shows it (crowded family: 244 -> 1,474
-    # beta-galactosidase picks, while the labels on the base set went 282 -> 329).
-    picked = picker.pick(picker.detect_run(project, run, shards, sv=sv))
+    # beta-galactosidase picks, while the labels on the base set went 282 -> 329). The
+    # labels come from the base set, which training reads; only a crowded run needs both.
+    grown: list[float] = []
+
+    def resparsify(share: float):
+        grown.append(share)
+        return picker.sparse(project, run, shards, keep_fraction=share)
+
+    written = picker.detect(sv, resparsify=resparsify)
+    plain = picker.detect(sv) if grown else written
+    flipped = picker.detect(mirrored(sv, (1, 2)))
+    picked = picker.pick(written)
     out = {}
     for p in picker.particles:
         thr = picker.thresholds.get(p.name, np.inf)

@@ -125,7 +125,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
                "oof": tuning.summary(), "final": str(final)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
     # compares each tomogram's confidence with theirs (inference.warn_if_unsure).
-    confidence = {Path(project.path).name: {d.run: d.confidence for d in dets}}
+    confidence = {project.path.name: {d.run: d.confidence for d in dets}}
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"finetune": summary, "tuned_confidence": confidence})
     return summary

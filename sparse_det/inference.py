@@ -326,16 +326,15 @@ class _LoadingPicker:
 UNSURE_MARGIN = 0.05
 
 
-def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | None) -> bool:
-    """Warns (and says True) when a run's confidence is below the tuning runs' by more than
-    UNSURE_MARGIN: its picks come at thresholds set on tomograms unlike it."""
+def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | None) -> None:
+    """Warns when a run's confidence is below the tuning runs' by more than UNSURE_MARGIN:
+    its picks come at thresholds set on tomograms unlike it."""
     if tuned_confidence is None or dets.confidence >= tuned_confidence[0] - UNSURE_MARGIN:
-        return False
+        return
     log.warning("%s: the network is unsure of this tomogram (confidence %.2f; the runs its "
                 "thresholds were tuned on: %.2f-%.2f), so its picks may be far off; check "
                 "them, or fine-tune on a few annotated runs (python -m sparse_det.finetune)",
                 dets.run, dets.confidence, *tuned_confidence)
-    return True
 
 
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
