@@ -14,6 +14,7 @@ while the current one is detected).
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import sys
 import time
@@ -38,7 +39,14 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
     project = CopickProject(path)
     runs = project.runs()
     kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision}
-    infer_project(project, checkpoint, runs=runs[:1], **kw)  # warm-up (imports, allocator)
+    # warm-up (imports, allocator); its run's warnings come again when it is timed below
+    quiet = logging.getLogger("sparse_det.inference")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        infer_project(project, checkpoint, runs=runs[:1], **kw)
+    finally:
+        quiet.setLevel(level)
     rows, times = [], []
     for run in runs:
         t0 = time.perf_counter()
