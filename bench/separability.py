@@ -37,43 +37,24 @@ PAIRS = (("beta-galactosidase", "thyroglobulin"), ("beta-galactosidase", "backgr
          ("apo-ferritin", "background"))
 
 
-def partial_whiten(vol: np.ndarray, sigma_vox: float, power: float) -> np.ndarray:
-    """Whitening part of the way: gain = reference / amplitude**power (1: data_tools'
-    whitening, 0: the reference low-pass alone)."""
-    from scipy import fft
-
-    spec = fft.rfftn(np.asarray(vol, np.float32))
-    shell = spectrum.shell_of(spectrum.rfft_frequency(vol.shape))
-    power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
-                            minlength=spectrum.N_SHELLS + 1)
-    counts = np.bincount(shell.ravel(), minlength=spectrum.N_SHELLS + 1)
-    full = spectrum.shell_gain(power_sum, counts, sigma_vox)
-    q = (np.arange(spectrum.N_SHELLS + 1) + 0.5) / (2 * spectrum.N_SHELLS)
-    ref = np.exp(-2.0 * (np.pi * sigma_vox * q) ** 2)
-    gain = np.zeros_like(full)
-    ok = full > 0
-    gain[ok] = ref[ok] * (full[ok] / ref[ok]) ** power  # ref / amp**power
-    spec *= gain.astype(np.float32)[shell]
-    return fft.irfftn(spec, s=vol.shape).astype(np.float32)
-
-
 def treatments(v: np.ndarray, voxel_A: float, sigmas_A: list[float], powers: list[float]
                ) -> dict[str, np.ndarray]:
     """The normalised volume `v` as each treatment hands it on, keyed by name."""
     out = {"clip 6": np.clip(v, -6, 6), "clip 20": np.clip(v, -20, 20)}
     for s_A in sigmas_A:
         for p in powers:
-            w = (spectrum.whiten(v, s_A / voxel_A) if p == 1.0
-                 else partial_whiten(v, s_A / voxel_A, p))
+            w = spectrum.whiten(v, s_A / voxel_A, power=p)
             name = f"whiten {s_A:g} A" + ("" if p == 1.0 else f" ^{p:g}") + ", clip 20"
             out[name] = np.clip(robust_normalise(w, name), -20, 20)
     return out
 
 
-def run_profiles(project: CopickProject, run: str, args) -> dict[str, dict[str, np.ndarray]]:
+def run_profiles(project: CopickProject, run: str, *, tomo_type: str, working_A: float,
+                 sigmas_A: list[float], powers: list[float]
+                 ) -> dict[str, dict[str, np.ndarray]]:
     """{treatment: {class or 'background': profiles (n, radii)}} for one run."""
-    tomo, _ = read_working(project, run, tomo_type=args.tomo_type, type_fallback=True,
-                           working_A=args.working_A)
+    tomo, _ = read_working(project, run, tomo_type=tomo_type, type_fallback=True,
+                           working_A=working_A)
     v = robust_normalise(tomo.data, f"{run}: {tomo.path}")
     picks = project.read_picks(run)
     rmax = int(np.ceil(PROFILE_RADIUS_A / tomo.voxel_size_A))
@@ -81,7 +62,7 @@ def run_profiles(project: CopickProject, run: str, args) -> dict[str, dict[str, 
     bg_at = rng.uniform(rmax, np.array(v.shape) - rmax - 1, size=(N_BACKGROUND, 3))
     wanted = {a for pair in PAIRS for a in pair} - {"background"}
     out = {}
-    for name, vol in treatments(v, tomo.voxel_size_A, args.sigmas_A, args.powers).items():
+    for name, vol in treatments(v, tomo.voxel_size_A, sigmas_A, powers).items():
         d = {"background": radial_profiles(vol, bg_at, rmax)}
         for cls in wanted & set(picks):
             zyx = xyz_A_to_zyx_vox(picks[cls], tomo.voxel_size_A, tomo.origin_A)
@@ -109,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--working-A", type=float, default=20.0)
     ap.add_argument("--sigmas-A", type=float, nargs="+", default=[20.0, 30.0, 40.0])
     ap.add_argument("--powers", type=float, nargs="+", default=[1.0, 0.5],
-                    help="whitening powers (1 = full, data_tools.spectrum.whiten)")
+                    help="whitening powers (1 = full; data_tools.spectrum.whiten)")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     ref_project, ref_run = a.reference.rsplit(":", 1)
-    ref = run_profiles(CopickProject(ref_project), ref_run, a)
+    kw = {"tomo_type": a.tomo_type, "working_A": a.working_A, "sigmas_A": a.sigmas_A,
+          "powers": a.powers}
+    ref = run_profiles(CopickProject(ref_project), ref_run, **kw)
     others = []
     for path in a.project:
         p = CopickProject(path)
-        others += [(run, run_profiles(p, run, a)) for run in p.runs() if run != ref_run]
+        others += [(run, run_profiles(p, run, **kw)) for run in p.runs() if run != ref_run]
     for cls_a, cls_b in PAIRS:
         print(f"\n{cls_a} against {cls_b}: d' with the template from {ref_run} "
               f"(each run's own in brackets)")

@@ -40,8 +40,10 @@ def rfft_frequency(shape: tuple[int, int, int]) -> np.ndarray:
     return np.sqrt(fz**2 + fy**2 + fx**2)
 
 
-def shell_gain(power_sum: np.ndarray, counts: np.ndarray, sigma_ref_vox: float) -> np.ndarray:
-    """Gain per shell: reference amplitude over the tomogram's (floored) mean amplitude.
+def shell_gain(power_sum: np.ndarray, counts: np.ndarray, sigma_ref_vox: float,
+               power: float = 1.0) -> np.ndarray:
+    """Gain per shell: reference amplitude over the tomogram's (floored) mean amplitude to
+    `power` (1: whitened; below 1, part of the way, as bench/separability.py compares).
     The DC shell gets 0: the mean carries no structure and is set by normalisation."""
     amp = np.sqrt(np.asarray(power_sum, np.float64) / np.maximum(counts, 1))
     kernel = np.ones(SMOOTH_SHELLS) / SMOOTH_SHELLS
@@ -49,21 +51,22 @@ def shell_gain(power_sum: np.ndarray, counts: np.ndarray, sigma_ref_vox: float) 
     amp = np.maximum(amp, FLOOR_SHARE * local)
     amp = np.maximum(amp, 1e-6 * max(float(amp.max()), 1e-30))
     q = (np.arange(N_SHELLS + 1) + 0.5) / (2 * N_SHELLS)
-    gain = np.exp(-2.0 * (np.pi * sigma_ref_vox * q) ** 2) / amp
+    gain = np.exp(-2.0 * (np.pi * sigma_ref_vox * q) ** 2) / amp**power
     gain[0] = 0.0
     return gain
 
 
-def whiten(vol: np.ndarray, sigma_ref_vox: float, workers: int | None = None) -> np.ndarray:
+def whiten(vol: np.ndarray, sigma_ref_vox: float, workers: int | None = None,
+           power: float = 1.0) -> np.ndarray:
     """`vol` (float32, z y x) with its radial amplitude spectrum made a Gaussian of
-    `sigma_ref_vox`; float32, zero mean."""
+    `sigma_ref_vox` (`power` < 1: part of the way, see shell_gain); float32, zero mean."""
     from scipy import fft
 
     spec = fft.rfftn(np.asarray(vol, np.float32), workers=workers)
     shell = shell_of(rfft_frequency(vol.shape))
-    power = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
-                        minlength=N_SHELLS + 1)
-    gain = shell_gain(power, np.bincount(shell.ravel(), minlength=N_SHELLS + 1),
-                      sigma_ref_vox).astype(np.float32)
+    power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
+                            minlength=N_SHELLS + 1)
+    gain = shell_gain(power_sum, np.bincount(shell.ravel(), minlength=N_SHELLS + 1),
+                      sigma_ref_vox, power).astype(np.float32)
     spec *= gain[shell]
     return fft.irfftn(spec, s=vol.shape, workers=workers).astype(np.float32)
