@@ -5,8 +5,9 @@
                                   [--tilt-ranges JSON]
 
 Each run draws its own physics from wide ranges (SNR, defocus, B-factor, blur, ice thickness,
-crowding, membranes, gold, tilt range, contrast scale and offset), so a detector trained on it
-cannot lean on one look. Imaging, "fast": density → missing wedge (tilt about y) ×
+crowding, membranes, gold, tilt range, contrast scale and offset; on request carbon film edges
+and ice contamination, data_tools/hard_negatives.py), so a detector trained on it cannot lean
+on one look. Imaging, "fast": density → missing wedge (tilt about y) ×
 phase-flipped CTF with an envelope, plus noise through the wedge, then a mild Gaussian
 "denoising"; protein is darker. "tilt": a tilt series reconstructed by weighted
 back-projection (data_tools/tilt_series.py).
@@ -27,6 +28,11 @@ import scipy.fft
 
 from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.hard_negatives import (
+    HARD_NEGATIVE_STREAM,
+    draw_hard_negatives,
+    render_hard_negatives,
+)
 from data_tools.particles import ParticleTable
 from data_tools.shapes import (
     distractor_components,
@@ -47,6 +53,7 @@ PHYSICS = ("fast", "tilt")
 MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
+HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
 
 
 @dataclass
@@ -66,6 +73,10 @@ class SimRanges:
     tilt_max_deg: tuple[float, float] = (45.0, 70.0)
     contrast_scale_log10: tuple[float, float] = (-4.0, 4.0)
     contrast_offset: tuple[float, float] = (-5.0, 5.0)  # in units of the output's std
+    # Hard negatives (data_tools/hard_negatives.py), counts per run; drawn from their own
+    # random stream, so (0, 0) leaves every earlier seed's run as it was.
+    carbon_edges: tuple[int, int] = (0, 0)
+    contamination: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -76,15 +87,26 @@ class SimRanges:
         return cls(**{k: tuple(v) for k, v in d.items()})
 
 
-def draw_run_params(ranges: SimRanges, rng: np.random.Generator) -> dict:
+def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
+                    seed: list[int] | None = None) -> dict:
+    """The run's physics from `rng`; the hard negatives, if any, from their own stream of
+    `seed`."""
     v = {}
     for f in fields(ranges):
+        if f.name in HARD_NEGATIVE_FIELDS:
+            continue
         lo, hi = getattr(ranges, f.name)
         if f.name in ("membranes", "gold"):
             v[f.name] = int(rng.integers(lo, hi + 1))
         else:
             v[f.name] = float(rng.uniform(lo, hi))
     v["contrast_scale"] = 10.0 ** v.pop("contrast_scale_log10")
+    counts = {name: getattr(ranges, name) for name in HARD_NEGATIVE_FIELDS}
+    if any(hi > 0 for _, hi in counts.values()):
+        if seed is None:
+            raise ValueError("hard negatives need the run's seed for their own stream")
+        v["hard_negatives"] = draw_hard_negatives(
+            counts, np.random.default_rng([*seed, HARD_NEGATIVE_STREAM]))
     return v
 
 
@@ -119,8 +141,11 @@ def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
 
 
 def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Generator,
-                 voxel_size_A: float = VOXEL_SIZE_A) -> tuple[np.ndarray, dict]:
-    """Density (protein positive, ice slab) and the picks' centres (z,y,x voxels)."""
+                 voxel_size_A: float = VOXEL_SIZE_A
+                 ) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """Density (protein positive, ice slab), the picks' centres (z,y,x voxels) and the hard
+    negatives' density (None without): apart, because the noise is set from the specimen
+    without them (a carbon edge does not change the dose)."""
     Z, Y, X = shape_zyx
     density = np.zeros(shape_zyx, dtype=np.float32)
     thick = p["ice_fraction"] * Z
@@ -153,27 +178,32 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
         c = np.array([rng.uniform(*slab), rng.uniform(0, Y), rng.uniform(0, X)])
         render_membrane(density, c, rng.uniform(250.0, 1500.0), voxel_size_A,
                         rng.uniform(0.6, 1.2))
+    extra = None
+    if p.get("hard_negatives"):
+        extra = np.zeros_like(density)
+        render_hard_negatives(extra, slab, p["hard_negatives"], voxel_size_A)
     # Ice: protein is denser than ice, ice denser than the vacuum around the slab.
     zs = np.arange(Z)
     ice = 0.5 * (np.tanh(zs - slab[0]) - np.tanh(zs - slab[1])) * 2.2
     density += ice[:, None, None].astype(np.float32)
-    return density, picks
+    return density, picks, extra
 
 
 def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
                  seed: list[int], voxel_size_A: float = VOXEL_SIZE_A):
     """Returns (tomogram z,y,x float32, {particle: centres [N,3] x,y,z Å}, drawn parameters)."""
     rng = np.random.default_rng(seed)
-    p = draw_run_params(ranges, rng)
-    density, picks = render_scene(shape_zyx, particles, p, rng, voxel_size_A)
-    tomo = image(density, p, voxel_size_A, rng)
+    p = draw_run_params(ranges, rng, seed)
+    density, picks, extra = render_scene(shape_zyx, particles, p, rng, voxel_size_A)
+    tomo = image(density, p, voxel_size_A, rng, extra)
     picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), voxel_size_A)
                for k, v in picks.items()}
     return tomo, picks_A, p
 
 
 def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict, t: dict,
-                                   rng: np.random.Generator) -> np.ndarray:
+                                   rng: np.random.Generator,
+                                   extra: np.ndarray | None = None) -> np.ndarray:
     """A specimen is far wider than the field: rays tilted through the volume's x edges
     cross ice outside it. The density is padded in x with its own ice profile far enough
     for the largest tilt, reconstructed, and cropped back; else the edges of the WBP carry
@@ -183,7 +213,10 @@ def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict,
     ice = np.median(density[:, ::4, ::4], axis=(1, 2)).astype(np.float32)
     side = np.broadcast_to(ice[:, None, None], (Z, Y, margin))
     padded = np.concatenate([side, density, side], axis=2)
-    return np.ascontiguousarray(reconstruct(padded, voxel_A, p, t, rng)[:, :, margin:margin + X])
+    if extra is not None:
+        extra = np.pad(extra, ((0, 0), (0, 0), (margin, margin)))
+    return np.ascontiguousarray(
+        reconstruct(padded, voxel_A, p, t, rng, extra)[:, :, margin:margin + X])
 
 
 def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
@@ -192,12 +225,14 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     reconstructed (data_tools/tilt_series.py). Returns ({"wbp": vol, "denoised": vol},
     picks x,y,z Å, drawn parameters); the volumes' voxel 0 centre is at BIN2_ORIGIN_A."""
     rng = np.random.default_rng(seed)
-    p = draw_run_params(ranges, rng)
-    density, picks = render_scene(shape_zyx, particles, p, rng)
+    p = draw_run_params(ranges, rng, seed)
+    density, picks, extra = render_scene(shape_zyx, particles, p, rng)
     t = tilt.draw(np.random.default_rng([*seed, 7]))
     binned = bin_mean(density, 2)
     del density
-    wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng)
+    if extra is not None:
+        extra = bin_mean(extra, 2)
+    wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng, extra)
     std = float(wbp.std()) or 1.0
     wbp = (wbp / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
     tomos = {"wbp": wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
@@ -209,8 +244,10 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
 
 
 def image(density: np.ndarray, p: dict, voxel_size_A: float,
-          rng: np.random.Generator) -> np.ndarray:
-    """Density → tomogram: wedge, CTF, envelope, noise at the drawn SNR, blur, sign, contrast."""
+          rng: np.random.Generator, extra: np.ndarray | None = None) -> np.ndarray:
+    """Density → tomogram: wedge, CTF, envelope, noise at the drawn SNR, blur, sign, contrast.
+    `extra` (the hard negatives) is imaged alike but left out of the SNR: the noise is the
+    one `density` alone would get."""
     shape = density.shape
     spec = scipy.fft.rfftn(density, workers=-1)
     del density
@@ -240,6 +277,8 @@ def image(density: np.ndarray, p: dict, voxel_size_A: float,
     sig_pow = float(np.sum(np.abs(spec) ** 2))
     noise_pow = float(np.sum(np.abs(noise) ** 2))
     sigma = np.sqrt(sig_pow / max(noise_pow, 1e-30)) / p["snr"]
+    if extra is not None:
+        spec += scipy.fft.rfftn(extra, workers=-1) * sig_filter
     spec += np.complex64(sigma) * noise
     del noise
     vol = scipy.fft.irfftn(spec, s=shape, workers=-1).astype(np.float32)

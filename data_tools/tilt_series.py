@@ -162,17 +162,19 @@ def _tilt_filters(shape_yx, voxel_A: float, i: int, p: dict, t: dict, astig_rad:
 
 
 def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, extra: np.ndarray | None = None) -> np.ndarray:
     """The weighted back-projection (protein dark) of a simulated tilt series of `density`
     (z,y,x, protein positive), noise set so the reconstruction's signal-to-noise ratio is
     p["snr"]. p: the run's physics (tilt_max_deg, defocus_um, bfactor_A2, ice_fraction,
-    snr); t: TiltRanges.draw()."""
+    snr); t: TiltRanges.draw(). `extra` (hard negatives) is imaged through the same tilts
+    and filters but left out of the SNR: the dose, not the specimen, sets the noise."""
     shape = density.shape
     angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
     astig_rad = rng.uniform(0, np.pi)
     ice_A = p["ice_fraction"] * shape[0] * voxel_A
     sig = np.zeros(shape, np.float32)
     noi = np.zeros(shape, np.float32)
+    extra_sig = np.zeros(shape, np.float32) if extra is not None else None
     for i, deg in enumerate(angles):
         th = np.radians(deg)
         # Thicker ice along the tilted beam: fewer elastically scattered electrons.
@@ -182,7 +184,13 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
         n = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(img.shape)) * common, s=img.shape)
         sig += back_project(s, th, shape)
         noi += back_project(n, th, shape)
+        if extra is not None:
+            e = project(extra, th) * np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
+            e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
+            extra_sig += back_project(e, th, shape)
     sigma = float(sig.std()) / (p["snr"] * max(float(noi.std()), 1e-30))
+    if extra is not None:
+        sig += extra_sig
     return (sig + np.float32(sigma) * noi).astype(np.float32)
 
 
