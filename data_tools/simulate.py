@@ -274,7 +274,12 @@ def image(density: np.ndarray, p: dict, voxel_size_A: float,
              + 1j * rng.standard_normal(spec.shape, dtype=np.float32)).astype(np.complex64)
     noise *= noise_filter
     # Parseval: the ratio of the two spectra's energies is the variance ratio in real space.
-    sig_pow = float(np.sum(np.abs(spec) ** 2))
+    # The flat ice slab's power lies on the kz axis alone (kx = ky = 0). A missing wedge
+    # removes all of it; without one (a tilt range near 90°, the wedge-filled look of
+    # IsoNet-corrected tomograms) it would dwarf the particles' and set the noise ten times
+    # higher. Left out, the SNR means the same at every tilt range (and is unchanged, to
+    # the bit, where a wedge removed the axis).
+    sig_pow = float(np.sum(np.abs(spec) ** 2)) - float(np.sum(np.abs(spec[:, 0, 0]) ** 2))
     noise_pow = float(np.sum(np.abs(noise) ** 2))
     sigma = np.sqrt(sig_pow / max(noise_pow, 1e-30)) / p["snr"]
     if extra is not None:

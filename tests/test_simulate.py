@@ -99,3 +99,27 @@ def test_a_second_call_adds_runs_and_keeps_the_records(tmp_path):
     rec = json.loads((out / "simulation.json").read_text())
     assert sorted(rec["runs"]) == ["TS_b_2_000", "TS_sim_1_000"]
     assert [b["seed"] for b in rec["batches"]] == [1, 2] and rec["seed"] == 2
+
+
+def test_the_ice_slab_does_not_set_the_noise_without_a_wedge():
+    """Without a missing wedge (tilt range near 90°, the look of wedge-filled tomograms) the
+    flat ice slab is imaged too; the noise must still be the one the particles alone get,
+    as it is with a wedge (which removes the slab). The slab's image varies along z only,
+    so with each z-plane's mean removed the two tomograms are the same up to scale. When
+    the slab set the noise, the particles drowned (F4 0.868 -> 0.628 on 4 paired runs)."""
+    from data_tools.simulate import draw_run_params, image
+
+    shape = (40, 64, 64)
+    rng = np.random.default_rng(2)
+    p = draw_run_params(SimRanges(snr=(1.0, 1.0), tilt_max_deg=(90, 90),
+                                  contrast_offset=(0, 0), contrast_scale_log10=(0, 0)), rng)
+    particles = np.zeros(shape, np.float32)
+    for c in ([20.0, 20, 20], [18.0, 40, 44], [24.0, 30, 12]):
+        render(particles, np.array(c), particle_components("ribosome", 150.0, rng),
+               random_rotation(rng), 160.0, 10.0)
+    slab = np.zeros(shape, np.float32)
+    slab[8:32] = 2.2
+    a = image(particles, p, 10.0, np.random.default_rng(5))
+    b = image(particles + slab, p, 10.0, np.random.default_rng(5))
+    a, b = (v - v.mean(axis=(1, 2), keepdims=True) for v in (a, b))
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9999
