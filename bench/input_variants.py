@@ -6,8 +6,9 @@ markdown table of weighted F4 (and per class) against the unchanged runs.
 
 Variants: the portal's `VoxelSpacing10.012` folder, resampled to 13.48 Å and 7.84 Å (an
 independent map_coordinates resampling, as another lab's pipeline would make), pyramid level
-0 only, protein bright (×−1), and int8. Each is a copy of the project with only the
-tomograms rewritten; picks are unchanged (Å).
+0 only, protein bright (×−1), int8, and tilted about x (y and x swapped: the missing wedge
+about x; its picks swapped alike). Each is a copy of the project with only the tomograms
+rewritten; picks are unchanged (Å) but for the swap.
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
                          "voxel_spacing_A": 7.84},
               "level 0 only": {"n_levels": 1},
               "bright protein": {"data_zyx": -vol},
-              "int8": {"data_zyx": z * 20, "dtype": np.int8}}[name]
+              "int8": {"data_zyx": z * 20, "dtype": np.int8},
+              "tilted about x": {"data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
+              }[name]
         project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs} | kw))
+        if name == "tilted about x":
+            for particle, pts in src.read_picks(run).items():
+                project.write_picks(run, particle, pts[:, [1, 0, 2]])
     return project
 
 
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     src = CopickProject(a.project)
     results = {}
     for name in ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
-                 "bright protein", "int8"):
+                 "bright protein", "int8", "tilted about x"):
         project = write_variant(src, Path(a.work) / name.replace(" ", "_"), name)
         results[name] = score_variant(project, checkpoint)
         print(f"{name}: {results[name]['score']:.4f}", flush=True)

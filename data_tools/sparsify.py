@@ -38,6 +38,7 @@ from data_tools.tomo_input import (
     read_working,
     with_overrides,
 )
+from data_tools.wedge import tilt_axis
 from sparse_det.structures import SparseVolume
 
 log = logging.getLogger(__name__)
@@ -395,7 +396,11 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
         coords, f = select(score, feats, cfg, what, voxel_size_A)
         del score, feats
-    info = (input_info or {}) | polarity
+    axis, ratio = tilt_axis(vol)
+    info = (input_info or {}) | polarity | {"tilt_axis": axis, "wedge_ratio": round(ratio, 4)}
+    if axis != "y":
+        log.info("%s: missing wedge about %s (power ratio %.3g); the network reads it with y "
+                 "and x swapped", what, axis, ratio)
     log.info("%s: polarity %s (%s%s), %d voxels kept", what, info["polarity"],
              info["polarity_by"], f", skewness {info['polarity_skew']:+.2f}"
              if "polarity_skew" in info else "", len(coords))

@@ -16,7 +16,7 @@ from data_tools.particles import ParticleTable
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, read_input, shard_or_sparsify, sparsify
 from sparse_det.config import Config, ConfigError, TrainConfig
-from sparse_det.structures import SparseBatch, SparseVolume
+from sparse_det.structures import SWAP_YX, SparseBatch, SparseVolume, swap_yx
 from sparse_det.targets import make_targets
 
 # Share of crops centred near a particle (of a class drawn uniformly); the rest fall anywhere.
@@ -34,6 +34,15 @@ class RunSample:
     centers_zyx: np.ndarray  # [M,3] ground-truth centres, working voxels
     center_class: np.ndarray  # [M] 1..K
     truth_xyz_A: dict[str, np.ndarray]
+
+
+def in_network_frame(r: RunSample) -> RunSample:
+    """`r` as the network reads it: a run tilted about x with y and x swapped (voxels,
+    offsets and centres), as predict_sparse hands it over; any other run as it is."""
+    if not r.sv.tilted_about_x:
+        return r
+    return replace(r, sv=swap_yx(r.sv), offsets=r.offsets[:, SWAP_YX],
+                   centers_zyx=r.centers_zyx[:, SWAP_YX])
 
 
 def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
@@ -128,12 +137,14 @@ class CropSampler:
     drawn uniformly, so rare classes are seen as often as common ones. Flips in x, y and z
     keep the missing wedge (about the y tilt axis, symmetric in z) where it is; a flip
     mirrors the voxels and their offsets together, so every offset still points at its
-    particle's centre."""
+    particle's centre. Runs tilted about x are seen with y and x swapped (in_network_frame),
+    as inference reads them."""
 
     def __init__(self, runs: list[RunSample], train: TrainConfig, *, seed: int):
         if not runs:
             raise ValueError("no training runs")
-        self.runs, self.crop = runs, np.asarray(train.crop_zyx)
+        self.runs = [in_network_frame(r) for r in runs]
+        self.crop = np.asarray(train.crop_zyx)
         self.flip_xy, self.flip_z = train.flip_xy, train.flip_z
         self.jitter = train.intensity_jitter
         self.group_dropout = train.channel_group_dropout

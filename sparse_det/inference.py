@@ -38,7 +38,14 @@ from sparse_det.checkpoint import (
 from sparse_det.config import FOREGROUND_SLACK, TTA_MIRRORS, PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
-from sparse_det.structures import Detections, SparseBatch, SparseVolume, detections_table
+from sparse_det.structures import (
+    SWAP_YX,
+    Detections,
+    SparseBatch,
+    SparseVolume,
+    detections_table,
+    swap_yx,
+)
 from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibration
 
 log = logging.getLogger(__name__)
@@ -110,14 +117,18 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
     `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
     averaged voxel by voxel.
     `norm_stats`: "tomogram" normalises with each pass's own BatchNorm statistics
-    (PostprocessConfig.norm_stats)."""
+    (PostprocessConfig.norm_stats).
+    A volume tilted about x (SparseVolume.tilted_about_x) is read with y and x swapped and
+    its offsets swapped back."""
     mirrors = tta_mirrors(tta)
     dtype = next(model.parameters()).dtype  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
     probs_sum = offsets_sum = None
+    swapped = sv.tilted_about_x
+    base = swap_yx(sv) if swapped else sv
     for axes in mirrors:
-        view = mirrored(sv, axes)
+        view = mirrored(base, axes)
         batch = SparseBatch.from_numpy([view.coords_zyx], [view.feats], view.shape_zyx).to(
             device, dtype=dtype)
         with ctx, tomogram_norm_stats(model, norm_stats == "tomogram"):
@@ -126,6 +137,8 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
         offsets = out["offsets"].float()
         if axes:
             offsets[:, list(axes)] *= -1  # an offset along a mirrored axis points back
+        if swapped:
+            offsets = offsets[:, SWAP_YX]
         probs_sum = probs if probs_sum is None else probs_sum + probs
         offsets_sum = offsets if offsets_sum is None else offsets_sum + offsets
     n = len(mirrors)

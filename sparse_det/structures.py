@@ -11,7 +11,7 @@ arguments or report bad input stay fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +51,25 @@ class SparseVolume:
 
     def __len__(self) -> int:
         return len(self.coords_zyx)
+
+    @property
+    def tilted_about_x(self) -> bool:
+        """Its missing wedge lies about x (data_tools/wedge.py): the network, which learnt
+        tomograms tilted about y, reads it with y and x swapped (swap_yx)."""
+        return self.input.get("tilt_axis") == "x"
+
+
+# Index order that swaps y and x of a (z, y, x) vector; its own inverse.
+SWAP_YX = [0, 2, 1]
+
+
+def swap_yx(sv: SparseVolume) -> SparseVolume:
+    """The sparse volume with its y and x axes swapped, voxels in the same order; features
+    are scalars and do not change."""
+    shape = sv.shape_zyx
+    return replace(sv, coords_zyx=sv.coords_zyx[:, SWAP_YX],
+                   shape_zyx=(shape[0], shape[2], shape[1]),
+                   input=sv.input | {"tilt_axis": "y" if sv.tilted_about_x else "x"})
 
 
 @dataclass
