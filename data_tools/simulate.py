@@ -42,6 +42,7 @@ from data_tools.shapes import (
     render,
     render_membrane,
 )
+from data_tools.shapes_alt import particle_components_alt
 from data_tools.tilt_series import TiltRanges, denoise, reconstruct
 from data_tools.tomo_input import bin_mean
 
@@ -54,6 +55,8 @@ MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase":
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
+OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, "alt_shape_share")
+ALT_SHAPE_STREAM = 13
 
 
 @dataclass
@@ -77,6 +80,9 @@ class SimRanges:
     # random stream, so (0, 0) leaves every earlier seed's run as it was.
     carbon_edges: tuple[int, int] = (0, 0)
     contamination: tuple[int, int] = (0, 0)
+    # Share of particles drawn from the second shape family (data_tools/shapes_alt.py), from
+    # its own stream too: (0, 0) leaves every earlier seed's run as it was.
+    alt_shape_share: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -93,7 +99,7 @@ def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
     `seed`."""
     v = {}
     for f in fields(ranges):
-        if f.name in HARD_NEGATIVE_FIELDS:
+        if f.name in OWN_STREAM_FIELDS:
             continue
         lo, hi = getattr(ranges, f.name)
         if f.name in ("membranes", "gold"):
@@ -107,6 +113,12 @@ def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
             raise ValueError("hard negatives need the run's seed for their own stream")
         v["hard_negatives"] = draw_hard_negatives(
             counts, np.random.default_rng([*seed, HARD_NEGATIVE_STREAM]))
+    if ranges.alt_shape_share[1] > 0:
+        if seed is None:
+            raise ValueError("the second shape family needs the run's seed for its stream")
+        alt = np.random.default_rng([*seed, ALT_SHAPE_STREAM])
+        v["alt_shape_share"] = float(alt.uniform(*ranges.alt_shape_share))
+        v["alt_shape_seed"] = int(alt.integers(2**31))
     return v
 
 
@@ -155,10 +167,15 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
 
     # Labelled particles, distractors and gold share one non-overlapping placement.
     objs = []  # (name or None, components, bound radius Å)
+    alt_share = p.get("alt_shape_share", 0.0)
+    alt = np.random.default_rng(p["alt_shape_seed"]) if alt_share > 0 else None
     for pt in particles:
         n = rng.poisson(MEAN_COUNTS.get(pt.name, 20.0) * area * p["crowding"])
         for _ in range(n):
             comps = particle_components(pt.name, pt.radius_A, rng)
+            if alt is not None and alt.random() < alt_share:
+                # The first family's draw above stays: every later draw is the seed's.
+                comps = particle_components_alt(pt.name, pt.radius_A, alt)
             objs.append((pt.name, comps, pt.radius_A * 1.05))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
     objs += [(None, *distractor_components(rng)) for _ in range(n_distr)]

@@ -6,21 +6,23 @@ import pytest
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shapes import particle_components, random_rotation, render
+from data_tools.shapes_alt import particle_components_alt
 from data_tools.simulate import SimRanges, simulate_run
 
 TABLE = ParticleTable.competition()
 
 
+@pytest.mark.parametrize("family", [particle_components, particle_components_alt])
 @pytest.mark.parametrize("name", TABLE.names)
-def test_pick_is_centre_of_density(name):
-    """The density centroid of every class, at a random rotation and sub-voxel position,
-    is the pick (within 0.15 voxel)."""
+def test_pick_is_centre_of_density(name, family):
+    """The density centroid of every class of both shape families, at a random rotation
+    and sub-voxel position, is the pick (within 0.15 voxel)."""
     rng = np.random.default_rng(3)
     p = TABLE[name]
     for _ in range(3):
         vol = np.zeros((48, 48, 48), np.float32)
         c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
-        render(vol, c, particle_components(name, p.radius_A, rng), random_rotation(rng),
+        render(vol, c, family(name, p.radius_A, rng), random_rotation(rng),
                p.radius_A * 1.05, 10.0)
         idx = np.indices(vol.shape).reshape(3, -1).T
         centroid = (idx * vol.reshape(-1, 1)).sum(0) / vol.sum()
@@ -123,3 +125,39 @@ def test_the_ice_slab_does_not_set_the_noise_without_a_wedge():
     b = image(particles + slab, p, 10.0, np.random.default_rng(5))
     a, b = (v - v.mean(axis=(1, 2), keepdims=True) for v in (a, b))
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9999
+
+
+def test_second_shape_family_keeps_the_rest_of_the_run():
+    """Particles of the second family sit where the same seed puts the first family's,
+    with the same physics; the share is drawn from its own stream."""
+    shape = (40, 96, 96)
+    a = simulate_run("r", shape, TABLE, SimRanges(crowding=(2, 2)), [5, 0])
+    b = simulate_run("r", shape, TABLE, SimRanges(crowding=(2, 2), alt_shape_share=(1, 1)),
+                     [5, 0])
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=f"{k} picks moved")
+    assert b[2]["alt_shape_share"] == 1.0
+    assert {k: v for k, v in b[2].items() if not k.startswith("alt_shape")} == a[2]
+    assert not np.allclose(a[0], b[0])
+
+
+def test_second_family_differs_but_keeps_size_and_hollowness():
+    """Each class's two models differ voxel by voxel, yet have similar radii of gyration
+    (within 20 %), and the hollow classes stay hollow."""
+    rng = np.random.default_rng(1)
+    for name in TABLE.names:
+        r = TABLE[name].radius_A
+        vols = []
+        for family in (particle_components, particle_components_alt):
+            vol = np.zeros((48, 48, 48), np.float32)
+            render(vol, np.array([24.0, 24, 24]), family(name, r, rng),
+                   random_rotation(np.random.default_rng(0)), r * 1.05, 10.0)
+            vols.append(vol)
+        idx = np.indices(vols[0].shape).reshape(3, -1).T - 24.0
+        rg = [np.sqrt((v.reshape(-1) * (idx**2).sum(1)).sum() / v.sum()) for v in vols]
+        assert abs(rg[1] / rg[0] - 1) < 0.2, (name, rg)
+        corr = np.corrcoef(vols[0].ravel(), vols[1].ravel())[0, 1]
+        assert corr < 0.95, (name, corr)
+        if name in ("apo-ferritin", "virus-like-particle"):
+            centre = vols[1][22:27, 22:27, 22:27].mean()
+            assert centre < 0.35 * vols[1].max(), (name, centre)
