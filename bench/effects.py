@@ -7,11 +7,12 @@ Base: 4 fast-simulator runs (seed 960) and 2 tilt series (seed 961), in the trai
 Effects: carbon film edges and ice contamination (configs/sim_hard_negatives.json; both
 physics), no missing wedge (tilt range 88-90°, the wedge-filled look of IsoNet-corrected
 tomograms; the fast model only, a tilt series cannot reach 90°), tilted about x (the base
-with y and x swapped, picks alike), and every particle drawn from the second shape family
-(data_tools/shapes_alt.py: the same classes built from other parts). Projects are simulated
-into `--work` once (about 6 minutes) and reused. Prints a markdown table: per-class and
-weighted F4 (the checkpoint's thresholds, one pass) and the change from the base run by run
-(mean ± standard error).
+with y and x swapped, picks alike), every particle drawn from the second shape family
+(data_tools/shapes_alt.py: the same classes built from other parts), and every particle a
+lump of the third (only its class's size, mass and hollowness; no training draws it).
+Projects are simulated into `--work` once (about 7 minutes) and reused. Prints a markdown
+table: per-class and weighted F4 (the checkpoint's thresholds, one pass) and the change
+from the base run by run (mean ± standard error).
 """
 
 from __future__ import annotations
@@ -100,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     hard = SimRanges.from_dict(json.loads(HARD_NEGATIVES.read_text()))
     projects = {"base": work / "base", "carbon and contamination": work / "hard_negatives",
                 "no missing wedge": work / "no_wedge", "tilted about x": work / "about_x",
-                "other particle shapes": work / "alt_shapes"}
+                "other particle shapes": work / "alt_shapes",
+                "lumps of the right size and mass": work / "blob_shapes"}
     simulate(projects["base"], SimRanges())
     simulate(projects["carbon and contamination"], hard)
     simulate(projects["no missing wedge"], SimRanges(tilt_max_deg=(88.0, 90.0)), tilt=False)
     swapped(projects["base"], projects["tilted about x"])
     simulate(projects["other particle shapes"], SimRanges(alt_shape_share=(1.0, 1.0)))
+    simulate(projects["lumps of the right size and mass"],
+             SimRanges(blob_shape_share=(1.0, 1.0)))
     results = {}
     for name, path in projects.items():
         results[name] = bench_project(str(path), checkpoint, "cpu")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_tools.shapes import Component, Ellipsoid, _centered
+from data_tools.shapes import Component, Ellipsoid, Shell, _centered, particle_components
 
 
 def _fibonacci_sphere(n: int) -> np.ndarray:
@@ -85,3 +85,55 @@ def particle_components_alt(name: str, radius_A: float,
         return _centered([Ellipsoid((sx * d, sy * d, 0), (0.4 * r, 0.38 * r, 0.34 * r), 0.9)
                           for sx in (-1, 1) for sy in (-1, 1)])
     raise KeyError(f"no shape for particle {name!r}")
+
+
+# Radius of gyration over class radius of data_tools/shapes.py's models (measured at 10 Å):
+# what a blob of the third family matches, besides mass and hollowness.
+GYRATION_SHARE = {"apo-ferritin": 0.86, "beta-amylase": 0.51, "beta-galactosidase": 0.59,
+                  "ribosome": 0.55, "thyroglobulin": 0.47, "virus-like-particle": 0.91}
+HOLLOW = {"apo-ferritin": (12, 40), "virus-like-particle": (40, 120)}  # subunits per shell
+
+
+def _mass(comps: list[Component]) -> float:
+    """Summed volume × density (overlaps counted twice: a rough mass)."""
+    return float(sum(c.density * (4 * np.pi * c.radius_A**2 * c.thickness_A
+                                  if isinstance(c, Shell) else 4 / 3 * np.pi
+                                  * np.prod(c.semi_axes_A)) for c in comps))
+
+
+def _with_mass(comps: list[Ellipsoid], mass: float) -> list[Ellipsoid]:
+    k = mass / max(_mass(comps), 1e-9)
+    return [Ellipsoid(c.center_A, c.semi_axes_A, c.density * k) for c in comps]
+
+
+def particle_components_blob(name: str, radius_A: float,
+                             rng: np.random.Generator) -> list[Component]:
+    """A third family, for testing only: random lumps that share with the class nothing but
+    its size (radius of gyration), rough mass and hollowness — no symmetry, no domain
+    layout. What a detector still finds here it finds by size and mass alone."""
+    r = radius_A
+    mass = _mass(particle_components(name, r, np.random.default_rng(0)))
+    if name in HOLLOW:
+        lo, hi = HOLLOW[name]
+        n = int(rng.integers(lo, hi + 1))
+        shell = GYRATION_SHARE[name] * r
+        # Enough subunit volume to fill about the shell the first family draws.
+        size = shell * (2.6 / n) ** (1 / 3) * rng.uniform(0.8, 1.0)
+        comps = []
+        for _ in range(n):
+            v = rng.normal(size=3)
+            v *= shell / np.linalg.norm(v)
+            comps.append(Ellipsoid(tuple(v), tuple(size * rng.uniform(0.7, 1.3, 3)),
+                                   rng.uniform(0.9, 1.3)))
+        return _with_mass(_centered(comps), mass * rng.uniform(0.8, 1.2))
+    target = GYRATION_SHARE[name] * r
+    k = int(rng.integers(3, 8))
+    semi = rng.uniform(0.25, 0.45, (k, 3)) * r
+    spread = np.sqrt(max(target**2 - 0.6 * float((semi**2).mean()), 1.0) / 3)
+    centres = rng.normal(0, spread, (k, 3))
+    # Keep every lump inside the class radius, where the renderer looks for it.
+    reach = np.linalg.norm(centres, axis=1) + semi.max(axis=1)
+    centres *= np.minimum(1.0, 0.95 * r / reach)[:, None]
+    return _with_mass(_centered([Ellipsoid(tuple(c), tuple(s), rng.uniform(0.8, 1.3))
+                                 for c, s in zip(centres, semi, strict=True)]),
+                      mass * rng.uniform(0.8, 1.2))

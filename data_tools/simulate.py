@@ -42,7 +42,7 @@ from data_tools.shapes import (
     render,
     render_membrane,
 )
-from data_tools.shapes_alt import particle_components_alt
+from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.tilt_series import TiltRanges, denoise, reconstruct
 from data_tools.tomo_input import bin_mean
 
@@ -55,8 +55,8 @@ MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase":
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
-OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, "alt_shape_share")
-ALT_SHAPE_STREAM = 13
+OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, "alt_shape_share", "blob_shape_share")
+SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14}
 
 
 @dataclass
@@ -83,6 +83,9 @@ class SimRanges:
     # Share of particles drawn from the second shape family (data_tools/shapes_alt.py), from
     # its own stream too: (0, 0) leaves every earlier seed's run as it was.
     alt_shape_share: tuple[float, float] = (0.0, 0.0)
+    # ...and from the third (shapes_alt.particle_components_blob: lumps of the class's size
+    # and mass, for testing), its own stream again.
+    blob_shape_share: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -113,12 +116,14 @@ def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
             raise ValueError("hard negatives need the run's seed for their own stream")
         v["hard_negatives"] = draw_hard_negatives(
             counts, np.random.default_rng([*seed, HARD_NEGATIVE_STREAM]))
-    if ranges.alt_shape_share[1] > 0:
-        if seed is None:
-            raise ValueError("the second shape family needs the run's seed for its stream")
-        alt = np.random.default_rng([*seed, ALT_SHAPE_STREAM])
-        v["alt_shape_share"] = float(alt.uniform(*ranges.alt_shape_share))
-        v["alt_shape_seed"] = int(alt.integers(2**31))
+    for family, stream in SHAPE_STREAMS.items():
+        share = getattr(ranges, f"{family}_share")
+        if share[1] > 0:
+            if seed is None:
+                raise ValueError(f"{family}_share needs the run's seed for its own stream")
+            g = np.random.default_rng([*seed, stream])
+            v[f"{family}_share"] = float(g.uniform(*share))
+            v[f"{family}_seed"] = int(g.integers(2**31))
     return v
 
 
@@ -167,8 +172,9 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
 
     # Labelled particles, distractors and gold share one non-overlapping placement.
     objs = []  # (name or None, components, bound radius Å)
-    alt_share = p.get("alt_shape_share", 0.0)
+    alt_share, blob_share = p.get("alt_shape_share", 0.0), p.get("blob_shape_share", 0.0)
     alt = np.random.default_rng(p["alt_shape_seed"]) if alt_share > 0 else None
+    blob = np.random.default_rng(p["blob_shape_seed"]) if blob_share > 0 else None
     for pt in particles:
         n = rng.poisson(MEAN_COUNTS.get(pt.name, 20.0) * area * p["crowding"])
         for _ in range(n):
@@ -176,6 +182,8 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
             if alt is not None and alt.random() < alt_share:
                 # The first family's draw above stays: every later draw is the seed's.
                 comps = particle_components_alt(pt.name, pt.radius_A, alt)
+            if blob is not None and blob.random() < blob_share:
+                comps = particle_components_blob(pt.name, pt.radius_A, blob)
             objs.append((pt.name, comps, pt.radius_A * 1.05))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
     objs += [(None, *distractor_components(rng)) for _ in range(n_distr)]

@@ -6,16 +6,17 @@ import pytest
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shapes import particle_components, random_rotation, render
-from data_tools.shapes_alt import particle_components_alt
+from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.simulate import SimRanges, simulate_run
 
 TABLE = ParticleTable.competition()
 
 
-@pytest.mark.parametrize("family", [particle_components, particle_components_alt])
+@pytest.mark.parametrize("family", [particle_components, particle_components_alt,
+                                    particle_components_blob])
 @pytest.mark.parametrize("name", TABLE.names)
 def test_pick_is_centre_of_density(name, family):
-    """The density centroid of every class of both shape families, at a random rotation
+    """The density centroid of every class of every shape family, at a random rotation
     and sub-voxel position, is the pick (within 0.15 voxel)."""
     rng = np.random.default_rng(3)
     p = TABLE[name]
@@ -139,6 +140,11 @@ def test_second_shape_family_keeps_the_rest_of_the_run():
     assert b[2]["alt_shape_share"] == 1.0
     assert {k: v for k, v in b[2].items() if not k.startswith("alt_shape")} == a[2]
     assert not np.allclose(a[0], b[0])
+    c = simulate_run("r", shape, TABLE, SimRanges(crowding=(2, 2), blob_shape_share=(1, 1)),
+                     [5, 0])
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], c[1][k], err_msg=f"{k} picks moved")
+    assert not np.allclose(b[0], c[0])
 
 
 def test_second_family_differs_but_keeps_size_and_hollowness():
@@ -161,3 +167,25 @@ def test_second_family_differs_but_keeps_size_and_hollowness():
         if name in ("apo-ferritin", "virus-like-particle"):
             centre = vols[1][22:27, 22:27, 22:27].mean()
             assert centre < 0.35 * vols[1].max(), (name, centre)
+
+
+def test_third_family_keeps_only_size_and_mass():
+    """The lumps of the third family weigh what the first family's models weigh (within
+    25 %) and spread as far (radius of gyration within 25 %)."""
+    rng = np.random.default_rng(4)
+    for name in TABLE.names:
+        r = TABLE[name].radius_A
+        stats = []
+        for family in (particle_components, particle_components_blob):
+            rg, mass = [], []
+            for _ in range(4):
+                vol = np.zeros((48, 48, 48), np.float32)
+                render(vol, np.array([24.0, 24, 24]), family(name, r, rng),
+                       random_rotation(rng), r * 1.05, 10.0)
+                idx = np.indices(vol.shape).reshape(3, -1).T - 24.0
+                rg.append(np.sqrt((vol.reshape(-1) * (idx**2).sum(1)).sum() / vol.sum()))
+                mass.append(vol.sum())
+            stats.append((np.mean(rg), np.mean(mass)))
+        (rg0, m0), (rg1, m1) = stats
+        assert abs(m1 / m0 - 1) < 0.25, (name, m0, m1)
+        assert abs(rg1 / rg0 - 1) < 0.25, (name, rg0, rg1)
