@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 POLARITIES = ("auto", "dark", "bright")
+TILT_AXES = ("auto", "y", "x")
 FEATURE_NORMS = ("volume", "kept", "kept_bands")
 # A channel's robust sigma over the kept voxels may collapse where most of them sit at the
 # clip (the intensity channel of a high-contrast tomogram): then its standard deviation,
@@ -111,6 +112,10 @@ class SparsifyConfig:
     # contrast each band holds, which blur and B-factor change — reach the network; "kept"
     # scales each band to unit size, whatever filter the tomogram went through.
     feature_norm: str = "volume"
+    # The axis the tomogram was tilted about: "auto" reads it from the missing wedge
+    # (data_tools/wedge.py); "y" or "x" as set. About x, the network reads the kept voxels
+    # with y and x swapped (SparseVolume.tilted_about_x).
+    tilt_axis: str = "auto"
 
     @classmethod
     def from_dict(cls, d: dict) -> SparsifyConfig:
@@ -144,6 +149,8 @@ class SparsifyConfig:
         if cfg.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, "
                              f"got {cfg.feature_norm!r}")
+        if cfg.tilt_axis not in TILT_AXES:
+            raise ValueError(f"tilt_axis must be one of {TILT_AXES}, got {cfg.tilt_axis!r}")
         if cfg.polarity not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}, got {cfg.polarity!r}")
         return cfg
@@ -151,6 +158,8 @@ class SparsifyConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["dog_sigmas_A"] = list(self.dog_sigmas_A)
+        if self.tilt_axis == "auto":
+            del d["tilt_axis"]  # absent means auto: shards and checkpoints before it match
         return d
 
     @property
@@ -396,11 +405,18 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
         coords, f = select(score, feats, cfg, what, voxel_size_A)
         del score, feats
-    axis, ratio = tilt_axis(vol)
-    info = (input_info or {}) | polarity | {"tilt_axis": axis, "wedge_ratio": round(ratio, 4)}
+    if cfg.tilt_axis == "auto":
+        axis, ratio = tilt_axis(vol)
+        axis_info = {"tilt_axis": axis, "wedge_ratio": round(ratio, 4), "tilt_axis_by": "auto"}
+    else:
+        axis, ratio = cfg.tilt_axis, float("nan")
+        axis_info = {"tilt_axis": axis, "tilt_axis_by": "setting"}
+    info = (input_info or {}) | polarity | axis_info
     if axis != "y":
-        log.info("%s: missing wedge about %s (power ratio %.3g); the network reads it with y "
-                 "and x swapped", what, axis, ratio)
+        how = (f"missing-wedge power ratio {ratio:.3g}" if cfg.tilt_axis == "auto"
+               else "as set")
+        log.info("%s: tilted about %s (%s); the network reads it with y and x swapped", what,
+                 axis, how)
     log.info("%s: polarity %s (%s%s), %d voxels kept", what, info["polarity"],
              info["polarity_by"], f", skewness {info['polarity_skew']:+.2f}"
              if "polarity_skew" in info else "", len(coords))

@@ -186,7 +186,8 @@ def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallb
 
 
 def add_input_arguments(ap: argparse.ArgumentParser) -> None:
-    """--tomo-type, --voxel-spacing and --polarity for the command lines that read runs."""
+    """--tomo-type, --voxel-spacing, --polarity and --tilt-axis for the command lines that
+    read runs."""
     ap.add_argument("--tomo-type", metavar="NAME",
                     help="tomogram type to read (default: the checkpoint's, else "
                          f"{', '.join(FALLBACK_TYPES)} in that order)")
@@ -194,6 +195,9 @@ def add_input_arguments(ap: argparse.ArgumentParser) -> None:
                     help="read this VoxelSpacing folder (default: chosen per run by rule)")
     ap.add_argument("--polarity", choices=["auto", "dark", "bright"],
                     help="protein darker or brighter than ice (default: auto, per tomogram)")
+    ap.add_argument("--tilt-axis", choices=["auto", "y", "x"],
+                    help="axis the tilt series turned about (default: auto, per tomogram, from "
+                         "its missing wedge)")
 
 
 def input_overrides(a: argparse.Namespace) -> dict:
@@ -205,6 +209,8 @@ def input_overrides(a: argparse.Namespace) -> dict:
         out["source_spacing_A"] = float(a.voxel_spacing)
     if a.polarity:
         out["polarity"] = a.polarity
+    if getattr(a, "tilt_axis", None):
+        out["tilt_axis"] = a.tilt_axis
     return out
 
 

@@ -3,6 +3,7 @@ network as the tomograms about y it learnt: the same picks, with y and x swapped
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
 import numpy as np
@@ -104,3 +105,23 @@ def test_training_sees_runs_tilted_about_x_in_the_network_frame(pair):
     np.testing.assert_array_equal(seen.centers_zyx, r.centers_zyx[:, [0, 2, 1]])
     assert not seen.sv.tilted_about_x and seen.sv.shape_zyx == (
         sv.shape_zyx[0], sv.shape_zyx[2], sv.shape_zyx[1])
+
+
+def test_the_tilt_axis_can_be_set(pair):
+    """--tilt-axis overrides the rule (a user who knows better), and the override reaches
+    the sparse volume; an unknown axis is refused."""
+    from data_tools.sparsify import SparsifyConfig
+    from data_tools.tomo_input import add_input_arguments, input_overrides
+
+    picker, _, dst, run = pair
+    ap = argparse.ArgumentParser()
+    add_input_arguments(ap)
+    overrides = input_overrides(ap.parse_args(["--tilt-axis", "y"]))
+    assert overrides == {"tilt_axis": "y"}
+    forced = Picker.load(DEFAULT_CHECKPOINT, "cpu", input_overrides=overrides, tta="none")
+    sv = forced.sparse(dst, run)
+    assert not sv.tilted_about_x and sv.input["tilt_axis_by"] == "setting"
+    assert picker.sparse(dst, run).input["tilt_axis_by"] == "auto"
+    with pytest.raises(ValueError, match="tilt_axis"):
+        SparsifyConfig.from_dict({"tilt_axis": "z"})
+    assert "tilt_axis" not in SparsifyConfig().to_dict()  # absent means auto
