@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_tools.shapes import EDGE_A, Ellipsoid, random_rotation, render
+from data_tools.shapes import EDGE_A, Ellipsoid, _sigmoid, random_rotation, render
 
 HARD_NEGATIVE_STREAM = 11
 CARBON_THICKNESS_A = (100.0, 250.0)
@@ -47,10 +47,6 @@ def draw_hard_negatives(counts: dict[str, tuple[int, int]], rng: np.random.Gener
                       "density": float(rng.uniform(*CONTAMINATION_DENSITY)),
                       "seed": int(rng.integers(2**31))} for _ in range(n_contam)]
     return {"carbon": carbon, "contamination": contamination}
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def render_carbon(density: np.ndarray, slab_z: tuple[float, float], spec: dict,

@@ -10,6 +10,8 @@ hollowness) rather than one drawing of them.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from data_tools.shapes import Component, Ellipsoid, Shell, _centered, particle_components
@@ -101,6 +103,12 @@ def _mass(comps: list[Component]) -> float:
                                   * np.prod(c.semi_axes_A)) for c in comps))
 
 
+@cache
+def _first_family_mass(name: str, radius_A: float) -> float:
+    """The rough mass of the first family's model of the class (its jitter at seed 0)."""
+    return _mass(particle_components(name, radius_A, np.random.default_rng(0)))
+
+
 def _with_mass(comps: list[Ellipsoid], mass: float) -> list[Ellipsoid]:
     k = mass / max(_mass(comps), 1e-9)
     return [Ellipsoid(c.center_A, c.semi_axes_A, c.density * k) for c in comps]
@@ -112,7 +120,7 @@ def particle_components_blob(name: str, radius_A: float,
     its size (radius of gyration), rough mass and hollowness — no symmetry, no domain
     layout. What a detector still finds here it finds by size and mass alone."""
     r = radius_A
-    mass = _mass(particle_components(name, r, np.random.default_rng(0)))
+    mass = _first_family_mass(name, r)
     if name in HOLLOW:
         lo, hi = HOLLOW[name]
         n = int(rng.integers(lo, hi + 1))

@@ -408,13 +408,12 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     if cfg.tilt_axis == "auto":
         axis, ratio = tilt_axis(vol)
         axis_info = {"tilt_axis": axis, "wedge_ratio": round(ratio, 4), "tilt_axis_by": "auto"}
+        how = f"missing-wedge power ratio {ratio:.3g}"
     else:
-        axis, ratio = cfg.tilt_axis, float("nan")
+        axis, how = cfg.tilt_axis, "as set"
         axis_info = {"tilt_axis": axis, "tilt_axis_by": "setting"}
     info = (input_info or {}) | polarity | axis_info
     if axis != "y":
-        how = (f"missing-wedge power ratio {ratio:.3g}" if cfg.tilt_axis == "auto"
-               else "as set")
         log.info("%s: tilted about %s (%s); the network reads it with y and x swapped", what,
                  axis, how)
     log.info("%s: polarity %s (%s%s), %d voxels kept", what, info["polarity"],

@@ -16,9 +16,9 @@ CROP_ZYX = (96, 192, 192)
 # Spatial frequencies (cycles per voxel) compared: above the ice slab's and the crop's
 # lowest, below where blur and CTF envelopes leave only noise.
 BAND = (0.04, 0.25)
-# Directions steeper than this (|kz| / |k_axis|) lie in any wedge of a tilt range up to
-# ±71.5°; shallower than STEEP_OTHER relative to the other axis, in no wedge of a range
-# from ±40°.
+# Directions steeper than STEEP (|kz| / |k_axis|) lie in any wedge of a tilt range up to
+# ±71.5°; shallower than SHALLOW relative to the other axis, in no wedge of a range from
+# ±40°.
 STEEP = 3.0
 SHALLOW = 0.5
 # Tilted about x when the power in the directions only an x-axis wedge removes is this
