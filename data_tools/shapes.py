@@ -20,6 +20,9 @@ class Ellipsoid:
     center_A: tuple[float, float, float]  # local x,y,z order is irrelevant: rotation is random
     semi_axes_A: tuple[float, float, float]
     density: float = 1.0
+    # The ellipsoid's axes as the columns of a rotation matrix in the object frame; None
+    # keeps them on the frame's axes (the hand-built families need nothing else).
+    axes: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ def _centered(comps: list[Ellipsoid]) -> list[Ellipsoid]:
     """Shifts solid components so that their mass centroid is the origin."""
     mass = np.array([c.density * np.prod(c.semi_axes_A) for c in comps])
     centroid = (mass[:, None] * np.array([c.center_A for c in comps])).sum(0) / mass.sum()
-    return [Ellipsoid(tuple(np.array(c.center_A) - centroid), c.semi_axes_A, c.density)
+    return [Ellipsoid(tuple(np.array(c.center_A) - centroid), c.semi_axes_A, c.density, c.axes)
             for c in comps]
 
 
@@ -96,8 +99,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def render(vol: np.ndarray, center_zyx_vox: np.ndarray, comps: list[Component],
-           rotation: Rotation, bound_A: float, voxel_size_A: float) -> None:
-    """Adds an object's density into `vol` (z,y,x) in place, clipped at the borders."""
+           rotation: Rotation, bound_A: float, voxel_size_A: float,
+           max_density: float | None = None) -> None:
+    """Adds an object's density into `vol` (z,y,x) in place, clipped at the borders.
+
+    Overlapping components add up, unless `max_density` caps the sum: protein packs no
+    denser where two domains of a random model happen to overlap."""
     c = np.asarray(center_zyx_vox, dtype=np.float64)
     h = int(np.ceil((bound_A + 2 * EDGE_A) / voxel_size_A)) + 1
     lo = np.maximum(np.floor(c).astype(int) - h, 0)
@@ -115,9 +122,14 @@ def render(vol: np.ndarray, center_zyx_vox: np.ndarray, comps: list[Component],
             dens += comp.density * _sigmoid((comp.thickness_A / 2 - np.abs(rr - comp.radius_A))
                                             / (EDGE_A / 4))
         else:
-            q = (local - np.asarray(comp.center_A)) / np.asarray(comp.semi_axes_A)
+            q = local - np.asarray(comp.center_A)
+            if comp.axes is not None:
+                q = q @ np.asarray(comp.axes)
+            q /= np.asarray(comp.semi_axes_A)
             rho = np.linalg.norm(q, axis=1)
             dens += comp.density * _sigmoid((1.0 - rho) * min(comp.semi_axes_A) / (EDGE_A / 4))
+    if max_density is not None:
+        dens = np.minimum(dens, max_density)
     vol[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += dens.reshape(zz.shape).astype(vol.dtype)
 
 

@@ -43,6 +43,7 @@ from data_tools.shapes import (
     render_membrane,
 )
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
+from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
 from data_tools.tilt_series import TiltRanges, denoise, reconstruct
 from data_tools.tomo_input import bin_mean
 
@@ -55,8 +56,10 @@ MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase":
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
-OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, "alt_shape_share", "blob_shape_share")
-SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14}
+SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15}
+SHAPE_FAMILIES = {"alt_shape": particle_components_alt, "blob_shape": particle_components_blob,
+                  "procedural_shape": particle_components_procedural}
+OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS))
 
 
 @dataclass
@@ -86,6 +89,9 @@ class SimRanges:
     # ...and from the third (shapes_alt.particle_components_blob: lumps of the class's size
     # and mass, for testing), its own stream again.
     blob_shape_share: tuple[float, float] = (0.0, 0.0)
+    # ...and from the procedural generator (data_tools/shapes_procedural.py: a fresh random
+    # assembly per particle with the class's symmetry, size, mass and hollowness).
+    procedural_shape_share: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -171,31 +177,30 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
     area = (Y * X) / (FULL_SHAPE_ZYX[1] * FULL_SHAPE_ZYX[2])
 
     # Labelled particles, distractors and gold share one non-overlapping placement.
-    objs = []  # (name or None, components, bound radius Å)
-    alt_share, blob_share = p.get("alt_shape_share", 0.0), p.get("blob_shape_share", 0.0)
-    alt = np.random.default_rng(p["alt_shape_seed"]) if alt_share > 0 else None
-    blob = np.random.default_rng(p["blob_shape_seed"]) if blob_share > 0 else None
+    objs = []  # (name or None, components, bound radius Å, density cap or None)
+    shares = {f: p.get(f"{f}_share", 0.0) for f in SHAPE_STREAMS}
+    draws = {f: np.random.default_rng(p[f"{f}_seed"]) for f, s in shares.items() if s > 0}
     for pt in particles:
         n = rng.poisson(MEAN_COUNTS.get(pt.name, 20.0) * area * p["crowding"])
         for _ in range(n):
-            comps = particle_components(pt.name, pt.radius_A, rng)
-            if alt is not None and alt.random() < alt_share:
-                # The first family's draw above stays: every later draw is the seed's.
-                comps = particle_components_alt(pt.name, pt.radius_A, alt)
-            if blob is not None and blob.random() < blob_share:
-                comps = particle_components_blob(pt.name, pt.radius_A, blob)
-            objs.append((pt.name, comps, pt.radius_A * 1.05))
+            comps, cap = particle_components(pt.name, pt.radius_A, rng), None
+            # The first family's draw above stays: every later draw is the seed's.
+            for family, g in draws.items():
+                if g.random() < shares[family]:
+                    comps = SHAPE_FAMILIES[family](pt.name, pt.radius_A, g)
+                    cap = procedural_cap(comps) if family == "procedural_shape" else None
+            objs.append((pt.name, comps, pt.radius_A * 1.05, cap))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
-    objs += [(None, *distractor_components(rng)) for _ in range(n_distr)]
-    objs += [(None, *gold_components(rng)) for _ in range(p["gold"])]
+    objs += [(None, *distractor_components(rng), None) for _ in range(n_distr)]
+    objs += [(None, *gold_components(rng), None) for _ in range(p["gold"])]
     radii = np.array([o[2] for o in objs])
     centers = place_objects(radii, shape_zyx, slab, voxel_size_A, rng)
 
     picks = {pt.name: [] for pt in particles}
-    for (name, comps, bound), c in zip(objs, centers, strict=True):
+    for (name, comps, bound, cap), c in zip(objs, centers, strict=True):
         if np.isnan(c[0]):
             continue  # no room: never rendered, never labelled
-        render(density, c, comps, random_rotation(rng), bound, voxel_size_A)
+        render(density, c, comps, random_rotation(rng), bound, voxel_size_A, cap)
         if name is not None:
             picks[name].append(c)
     for _ in range(p["membranes"]):

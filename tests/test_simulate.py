@@ -7,24 +7,28 @@ from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shapes import particle_components, random_rotation, render
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
+from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
 from data_tools.simulate import SimRanges, simulate_run
 
 TABLE = ParticleTable.competition()
 
 
 @pytest.mark.parametrize("family", [particle_components, particle_components_alt,
-                                    particle_components_blob])
+                                    particle_components_blob,
+                                    particle_components_procedural])
 @pytest.mark.parametrize("name", TABLE.names)
 def test_pick_is_centre_of_density(name, family):
     """The density centroid of every class of every shape family, at a random rotation
-    and sub-voxel position, is the pick (within 0.15 voxel)."""
+    and sub-voxel position, is the pick (within 0.15 voxel); procedural models as the
+    simulator renders them, with their overlaps capped."""
     rng = np.random.default_rng(3)
     p = TABLE[name]
     for _ in range(3):
         vol = np.zeros((48, 48, 48), np.float32)
         c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
-        render(vol, c, family(name, p.radius_A, rng), random_rotation(rng),
-               p.radius_A * 1.05, 10.0)
+        comps = family(name, p.radius_A, rng)
+        cap = procedural_cap(comps) if family is particle_components_procedural else None
+        render(vol, c, comps, random_rotation(rng), p.radius_A * 1.05, 10.0, cap)
         idx = np.indices(vol.shape).reshape(3, -1).T
         centroid = (idx * vol.reshape(-1, 1)).sum(0) / vol.sum()
         err = np.linalg.norm(centroid - c)
@@ -189,3 +193,63 @@ def test_third_family_keeps_only_size_and_mass():
         (rg0, m0), (rg1, m1) = stats
         assert abs(m1 / m0 - 1) < 0.25, (name, m0, m1)
         assert abs(rg1 / rg0 - 1) < 0.25, (name, rg0, rg1)
+
+
+def _render_procedural(name: str, rng, rotation=None, size: int = 48) -> np.ndarray:
+    r = TABLE[name].radius_A
+    comps = particle_components_procedural(name, r, rng)
+    vol = np.zeros((size,) * 3, np.float32)
+    render(vol, np.full(3, size / 2), comps,
+           rotation if rotation is not None else random_rotation(rng), r * 1.05, 10.0,
+           procedural_cap(comps))
+    return vol
+
+
+def test_procedural_models_keep_the_class_and_change_the_rest():
+    """Every procedural model of a class is new (two draws correlate < 0.9 at the same
+    rotation), yet weighs what the first family weighs and spreads as far (within 30 %),
+    the hollow classes are hollow, and the same generator seed gives the same model."""
+    from scipy.spatial.transform import Rotation
+
+    idx = np.indices((48, 48, 48)).reshape(3, -1).T - 24.0
+    for name in TABLE.names:
+        r = TABLE[name].radius_A
+        first = np.zeros((48, 48, 48), np.float32)
+        render(first, np.full(3, 24.0), particle_components(name, r, np.random.default_rng(0)),
+               Rotation.identity(), r * 1.05, 10.0)
+        rg0 = np.sqrt((first.reshape(-1) * (idx**2).sum(1)).sum() / first.sum())
+        vols = [_render_procedural(name, np.random.default_rng(s), Rotation.identity())
+                for s in range(4)]
+        for v in vols:
+            rg = np.sqrt((v.reshape(-1) * (idx**2).sum(1)).sum() / v.sum())
+            assert abs(v.sum() / first.sum() - 1) < 0.35, (name, v.sum(), first.sum())
+            assert abs(rg / rg0 - 1) < 0.3, (name, rg, rg0)
+            if name in ("apo-ferritin", "virus-like-particle"):
+                assert v[22:27, 22:27, 22:27].mean() < 0.35 * v.max(), name
+        corr = np.corrcoef(vols[0].ravel(), vols[1].ravel())[0, 1]
+        assert corr < 0.9, (name, corr)
+        again = _render_procedural(name, np.random.default_rng(0), Rotation.identity())
+        np.testing.assert_array_equal(vols[0], again)
+
+
+@pytest.mark.parametrize(("name", "turns"), [
+    ("beta-galactosidase", [("z", 180), ("x", 180)]),  # D2
+    ("thyroglobulin", [("z", 180)]),  # C2
+    ("apo-ferritin", [("z", 90), ("x", 90)]),  # octahedral
+])
+def test_procedural_models_have_the_class_symmetry(name, turns):
+    """A procedural model is the same after its class's symmetry operations (correlation
+    > 0.97 with itself turned), and not after a turn outside the group (< 0.95): it is
+    one asymmetric unit repeated by the point group, not a symmetric-looking blob."""
+    from scipy.spatial.transform import Rotation
+
+    for seed in range(2):
+        ref = _render_procedural(name, np.random.default_rng(seed), Rotation.identity())
+        for axis, deg in turns:
+            # render's frame is z,y,x; the group's axes are the components' first..third.
+            turned = _render_procedural(name, np.random.default_rng(seed),
+                                        Rotation.from_euler(axis, deg, degrees=True))
+            assert np.corrcoef(ref.ravel(), turned.ravel())[0, 1] > 0.97, (name, axis)
+        off = _render_procedural(name, np.random.default_rng(seed),
+                                 Rotation.from_euler("xyz", [37, 23, 61], degrees=True))
+        assert np.corrcoef(ref.ravel(), off.ravel())[0, 1] < 0.95, name
