@@ -8,8 +8,10 @@ Effects: carbon film edges and ice contamination (configs/sim_hard_negatives.jso
 physics), no missing wedge (tilt range 88-90°, the wedge-filled look of IsoNet-corrected
 tomograms; the fast model only, a tilt series cannot reach 90°), tilted about x (the base
 with y and x swapped, picks alike), every particle drawn from the second shape family
-(data_tools/shapes_alt.py: the same classes built from other parts), and every particle a
-lump of the third (only its class's size, mass and hollowness; no training draws it).
+(data_tools/shapes_alt.py: the same classes built from other parts), every particle a
+lump of the third (only its class's size, mass and hollowness; no shipped training draws it),
+and every particle a procedural model (data_tools/shapes_procedural.py: a new random assembly
+with the class's symmetry, size, mass and hollowness).
 Projects are simulated into `--work` once (about 7 minutes) and reused. Prints a markdown
 table: per-class and weighted F4 (the checkpoint's thresholds, one pass) and the change
 from the base run by run (mean ± standard error).
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     projects = {"base": work / "base", "carbon and contamination": work / "hard_negatives",
                 "no missing wedge": work / "no_wedge", "tilted about x": work / "about_x",
                 "other particle shapes": work / "alt_shapes",
-                "lumps of the right size and mass": work / "blob_shapes"}
+                "lumps of the right size and mass": work / "blob_shapes",
+                "procedural particle models": work / "procedural_shapes"}
     simulate(projects["base"], SimRanges())
     simulate(projects["carbon and contamination"], hard)
     simulate(projects["no missing wedge"], SimRanges(tilt_max_deg=(88.0, 90.0)), tilt=False)
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     simulate(projects["other particle shapes"], SimRanges(alt_shape_share=(1.0, 1.0)))
     simulate(projects["lumps of the right size and mass"],
              SimRanges(blob_shape_share=(1.0, 1.0)))
+    simulate(projects["procedural particle models"],
+             SimRanges(procedural_shape_share=(1.0, 1.0)))
     results = {}
     for name, path in projects.items():
         results[name] = bench_project(str(path), checkpoint, "cpu")
