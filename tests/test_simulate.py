@@ -133,8 +133,9 @@ def test_the_ice_slab_does_not_set_the_noise_without_a_wedge():
 
 
 def test_second_shape_family_keeps_the_rest_of_the_run():
-    """Particles of the second family sit where the same seed puts the first family's,
-    with the same physics; the share is drawn from its own stream."""
+    """Particles of the second family, the third and the procedural models sit where the
+    same seed puts the first family's, with the same physics; each share is drawn from its
+    own stream."""
     shape = (40, 96, 96)
     a = simulate_run("r", shape, TABLE, SimRanges(crowding=(2, 2)), [5, 0])
     b = simulate_run("r", shape, TABLE, SimRanges(crowding=(2, 2), alt_shape_share=(1, 1)),
@@ -149,6 +150,12 @@ def test_second_shape_family_keeps_the_rest_of_the_run():
     for k in a[1]:
         np.testing.assert_array_equal(a[1][k], c[1][k], err_msg=f"{k} picks moved")
     assert not np.allclose(b[0], c[0])
+    d = simulate_run("r", shape, TABLE,
+                     SimRanges(crowding=(2, 2), procedural_shape_share=(1, 1)), [5, 0])
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], d[1][k], err_msg=f"{k} picks moved")
+    assert {k: v for k, v in d[2].items() if not k.startswith("procedural_shape")} == a[2]
+    assert not np.allclose(a[0], d[0]) and not np.allclose(c[0], d[0])
 
 
 def test_second_family_differs_but_keeps_size_and_hollowness():
