@@ -12,7 +12,7 @@ with y and x swapped, picks alike), every particle drawn from the second shape f
 lump of the third (only its class's size, mass and hollowness; no shipped training draws it),
 and every particle a procedural model (data_tools/shapes_procedural.py: a new random assembly
 with the class's symmetry, size, mass and hollowness).
-Projects are simulated into `--work` once (about 7 minutes) and reused. Prints a markdown
+Projects are simulated into `--work` once (about 9 minutes) and reused. Prints a markdown
 table: per-class and weighted F4 (the checkpoint's thresholds, one pass) and the change
 from the base run by run (mean ± standard error).
 """
