@@ -35,7 +35,7 @@ class ClassPlan:
     gyration_share: tuple[float, float]  # radius of gyration / class radius
     hollow: bool = False
     domains: tuple[int, int] = (1, 4)  # per asymmetric unit
-    stretch: tuple[float, float] = (0.85, 1.2)  # along the x axis (commutes with Cn about z)
+    stretch: tuple[float, float] = (0.85, 1.2)  # along x (commutes with C2 and D2 turns)
     density: tuple[float, float] = (0.8, 1.25)  # per domain, before the mass is set
     clusters: int = 1  # subunits an asymmetric assembly is built of (the ribosome's two)
 
@@ -81,7 +81,7 @@ def _transformed(comps: list[Ellipsoid], a: np.ndarray) -> list[Ellipsoid]:
 
 def _asymmetric_unit(plan: ClassPlan, n_copies: int, r: float,
                      rng: np.random.Generator) -> list[Ellipsoid]:
-    """The domains of one asymmetric unit (lengths in units of the class radius)."""
+    """The domains (Å) of one asymmetric unit of a group of `n_copies` turns."""
     k = int(rng.integers(plan.domains[0], plan.domains[1] + 1))
     if plan.hollow:
         # Domains tile a shell: each covers about its share of the surface.
