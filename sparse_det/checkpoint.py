@@ -28,6 +28,10 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
 # in-range runs, weaker on blurred tilt series. Choose between the two on your own annotated
 # runs with `sparse_det.tune --checkpoint DEFAULT UNWHITENED`.
 UNWHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "unwhitened.pt"
+# Trained on procedural particle models as well (configs/shapes_procedural2.yaml): stronger
+# on particle shapes no training drew (README *One effect at a time*), weaker on the
+# simulator's own shapes at low SNR. A third candidate for `sparse_det.tune --checkpoint`.
+SHAPES_GENERAL_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_general.pt"
 
 
 class CheckpointError(ValueError):
