@@ -57,8 +57,10 @@ MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase":
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
 SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15}
-SHAPE_FAMILIES = {"alt_shape": particle_components_alt, "blob_shape": particle_components_blob,
-                  "procedural_shape": particle_components_procedural}
+# Each family's model, and the density cap its renders need (None: overlaps add up).
+SHAPE_FAMILIES = {"alt_shape": (particle_components_alt, None),
+                  "blob_shape": (particle_components_blob, None),
+                  "procedural_shape": (particle_components_procedural, procedural_cap)}
 OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS))
 
 
@@ -187,8 +189,9 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
             # The first family's draw above stays: every later draw is the seed's.
             for family, g in draws.items():
                 if g.random() < shares[family]:
-                    comps = SHAPE_FAMILIES[family](pt.name, pt.radius_A, g)
-                    cap = procedural_cap(comps) if family == "procedural_shape" else None
+                    model, cap_of = SHAPE_FAMILIES[family]
+                    comps = model(pt.name, pt.radius_A, g)
+                    cap = cap_of(comps) if cap_of else None
             objs.append((pt.name, comps, pt.radius_A * 1.05, cap))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
     objs += [(None, *distractor_components(rng), None) for _ in range(n_distr)]
