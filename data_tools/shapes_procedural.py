@@ -38,6 +38,11 @@ class ClassPlan:
     stretch: tuple[float, float] = (0.85, 1.2)  # along x (commutes with C2 and D2 turns)
     density: tuple[float, float] = (0.8, 1.25)  # per domain, before the mass is set
     clusters: int = 1  # subunits an asymmetric assembly is built of (the ribosome's two)
+    # Largest elongation (square root of the largest over the smallest variance of the mass)
+    # the compact variant allows: about what the complex's real structure and both
+    # hand-built families show (bench: hand-built 1.2-1.3 ribosome, 1.9-2.3 beta-
+    # galactosidase, 3.1-3.7 thyroglobulin); unclamped draws reach 4-8.
+    max_elongation: float = 1.0
 
 
 PLANS = {
@@ -46,11 +51,13 @@ PLANS = {
     "virus-like-particle": ClassPlan(("I",), (0.82, 0.93), hollow=True, domains=(1, 4),
                                      stretch=(1.0, 1.0)),
     "ribosome": ClassPlan(("C1",), (0.52, 0.68), domains=(6, 14), stretch=(0.9, 1.15),
-                          density=(1.1, 1.45), clusters=2),
+                          density=(1.1, 1.45), clusters=2, max_elongation=1.6),
     "beta-galactosidase": ClassPlan(("D2",), (0.52, 0.66), domains=(2, 5),
-                                    stretch=(0.9, 1.3)),
-    "thyroglobulin": ClassPlan(("C2",), (0.44, 0.58), domains=(4, 8), stretch=(1.2, 1.8)),
-    "beta-amylase": ClassPlan(("D2",), (0.45, 0.58), domains=(1, 3), stretch=(0.9, 1.2)),
+                                    stretch=(0.9, 1.3), max_elongation=2.4),
+    "thyroglobulin": ClassPlan(("C2",), (0.44, 0.58), domains=(4, 8), stretch=(1.2, 1.8),
+                               max_elongation=3.5),
+    "beta-amylase": ClassPlan(("D2",), (0.45, 0.58), domains=(1, 3), stretch=(0.9, 1.2),
+                              max_elongation=2.4),
 }
 
 
@@ -124,11 +131,13 @@ def _outward_frame(d: np.ndarray, rng: np.random.Generator) -> tuple:
     return tuple(map(tuple, np.stack([t, np.cross(d, t), d], axis=1)))
 
 
-def particle_components_procedural(name: str, radius_A: float,
-                                   rng: np.random.Generator) -> list[Component]:
+def particle_components_procedural(name: str, radius_A: float, rng: np.random.Generator,
+                                   compact: bool = False) -> list[Component]:
     """A fresh random model of class `name` at `radius_A`: the class's symmetry, radius of
     gyration, hollowness, elongation and (roughly) the first family's mass; mass centroid at
-    the origin, every domain inside the class radius."""
+    the origin, every domain inside the class radius. `compact` shortens the long axes of a
+    model more elongated than its class's `max_elongation` (the same random draws: a
+    compact model is the plain one, squeezed)."""
     if name not in PLANS:
         raise KeyError(f"no procedural plan for particle {name!r}")
     plan, r = PLANS[name], radius_A
@@ -138,6 +147,8 @@ def particle_components_procedural(name: str, radius_A: float,
                        tuple(map(tuple, g @ np.asarray(c.axes))))
              for g in group for c in unit]
     comps = _centered(_transformed(comps, np.diag([rng.uniform(*plan.stretch), 1.0, 1.0])))
+    if compact:
+        comps = _transformed(comps, _squeeze(comps, plan.max_elongation))
     if plan.hollow:
         cargo = rng.uniform(0.0, 0.4)
         if name == "virus-like-particle" and cargo > 0.15:
@@ -154,6 +165,34 @@ def particle_components_procedural(name: str, radius_A: float,
     scale = _first_family_mass(name, r) * rng.uniform(0.75, 1.3) / max(mass, 1e-9)
     return [Ellipsoid(tuple(np.asarray(c.center_A) - centroid_A), c.semi_axes_A,
                       c.density * scale, c.axes) for c in comps]
+
+
+def _second_moments(comps: list[Ellipsoid]) -> np.ndarray:
+    """Mass-weighted second moments (Å², about the origin) of solid ellipsoids."""
+    m_sum, out = 0.0, np.zeros((3, 3))
+    for c in comps:
+        m = c.density * np.prod(c.semi_axes_A)
+        q = np.eye(3) if c.axes is None else np.asarray(c.axes)
+        ctr = np.asarray(c.center_A)
+        out += m * (np.outer(ctr, ctr) + q @ np.diag(np.square(c.semi_axes_A) / 5) @ q.T)
+        m_sum += m
+    return out / m_sum
+
+
+def elongation(comps: list[Ellipsoid]) -> float:
+    """Square root of the largest over the smallest variance of the mass (centred model)."""
+    var = np.linalg.eigvalsh(_second_moments(comps))
+    return float(np.sqrt(var[-1] / max(var[0], 1e-12)))
+
+
+def _squeeze(comps: list[Ellipsoid], max_elongation: float) -> np.ndarray:
+    """The linear map that shortens each principal axis of the mass longer than
+    `max_elongation` × the shortest one to that length. Scaling along the principal axes
+    keeps the model's point group: its turns permute those axes' eigenspaces."""
+    var, vecs = np.linalg.eigh(_second_moments(comps))
+    sd = np.sqrt(np.maximum(var, 1e-12))
+    factor = np.minimum(1.0, max_elongation * sd[0] / sd)
+    return vecs @ np.diag(factor) @ vecs.T
 
 
 def _rendered_moments(comps: list[Ellipsoid], radius_A: float) -> tuple[np.ndarray, float]:

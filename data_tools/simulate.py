@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,14 @@ MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase":
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
-SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15}
+SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15,
+                 "compact_procedural_shape": 16}
 # Each family's model, and the density cap its renders need (None: overlaps add up).
 SHAPE_FAMILIES = {"alt_shape": (particle_components_alt, None),
                   "blob_shape": (particle_components_blob, None),
-                  "procedural_shape": (particle_components_procedural, procedural_cap)}
+                  "procedural_shape": (particle_components_procedural, procedural_cap),
+                  "compact_procedural_shape": (partial(particle_components_procedural,
+                                                       compact=True), procedural_cap)}
 OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS))
 
 
@@ -94,6 +98,9 @@ class SimRanges:
     # ...and from the procedural generator (data_tools/shapes_procedural.py: a fresh random
     # assembly per particle with the class's symmetry, size, mass and hollowness).
     procedural_shape_share: tuple[float, float] = (0.0, 0.0)
+    # ...and from it with each class's elongation kept to what real complexes show
+    # (ClassPlan.max_elongation).
+    compact_procedural_shape_share: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:

@@ -1,5 +1,7 @@
 """The simulator: deterministic, picks at the centre of the density, sign and layout."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -13,9 +15,12 @@ from data_tools.simulate import SimRanges, simulate_run
 TABLE = ParticleTable.competition()
 
 
+_compact = partial(particle_components_procedural, compact=True)
+
+
 @pytest.mark.parametrize("family", [particle_components, particle_components_alt,
                                     particle_components_blob,
-                                    particle_components_procedural])
+                                    particle_components_procedural, _compact])
 @pytest.mark.parametrize("name", TABLE.names)
 def test_pick_is_centre_of_density(name, family):
     """The density centroid of every class of every shape family, at a random rotation
@@ -27,7 +32,8 @@ def test_pick_is_centre_of_density(name, family):
         vol = np.zeros((48, 48, 48), np.float32)
         c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
         comps = family(name, p.radius_A, rng)
-        cap = procedural_cap(comps) if family is particle_components_procedural else None
+        cap = procedural_cap(comps) if family in (particle_components_procedural,
+                                                  _compact) else None
         render(vol, c, comps, random_rotation(rng), p.radius_A * 1.05, 10.0, cap)
         idx = np.indices(vol.shape).reshape(3, -1).T
         centroid = (idx * vol.reshape(-1, 1)).sum(0) / vol.sum()
@@ -156,6 +162,11 @@ def test_second_shape_family_keeps_the_rest_of_the_run():
         np.testing.assert_array_equal(a[1][k], d[1][k], err_msg=f"{k} picks moved")
     assert {k: v for k, v in d[2].items() if not k.startswith("procedural_shape")} == a[2]
     assert not np.allclose(a[0], d[0]) and not np.allclose(c[0], d[0])
+    e = simulate_run("r", shape, TABLE,
+                     SimRanges(crowding=(2, 2), compact_procedural_shape_share=(1, 1)), [5, 0])
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], e[1][k], err_msg=f"{k} picks moved")
+    assert not np.allclose(d[0], e[0])
 
 
 def test_second_family_differs_but_keeps_size_and_hollowness():
@@ -202,9 +213,10 @@ def test_third_family_keeps_only_size_and_mass():
         assert abs(rg1 / rg0 - 1) < 0.25, (name, rg0, rg1)
 
 
-def _render_procedural(name: str, rng, rotation=None, size: int = 48) -> np.ndarray:
+def _render_procedural(name: str, rng, rotation=None, size: int = 48,
+                       compact: bool = False) -> np.ndarray:
     r = TABLE[name].radius_A
-    comps = particle_components_procedural(name, r, rng)
+    comps = particle_components_procedural(name, r, rng, compact=compact)
     vol = np.zeros((size,) * 3, np.float32)
     render(vol, np.full(3, size / 2), comps,
            rotation if rotation is not None else random_rotation(rng), r * 1.05, 10.0,
@@ -240,24 +252,70 @@ def test_procedural_models_keep_the_class_and_change_the_rest():
         np.testing.assert_array_equal(vols[0], again)
 
 
+@pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize(("name", "turns"), [
     ("beta-galactosidase", [("z", 180), ("x", 180)]),  # D2
     ("thyroglobulin", [("z", 180)]),  # C2
     ("apo-ferritin", [("z", 90), ("x", 90)]),  # octahedral
 ])
-def test_procedural_models_have_the_class_symmetry(name, turns):
+def test_procedural_models_have_the_class_symmetry(name, turns, compact):
     """A procedural model is the same after its class's symmetry operations (correlation
     > 0.97 with itself turned), and not after a turn outside the group (< 0.95): it is
-    one asymmetric unit repeated by the point group, not a symmetric-looking blob."""
+    one asymmetric unit repeated by the point group, not a symmetric-looking blob. The
+    compact variant's squeeze keeps the group."""
     from scipy.spatial.transform import Rotation
 
     for seed in range(2):
-        ref = _render_procedural(name, np.random.default_rng(seed), Rotation.identity())
+        ref = _render_procedural(name, np.random.default_rng(seed), Rotation.identity(),
+                                 compact=compact)
         for axis, deg in turns:
             # render's frame is z,y,x; the group's axes are the components' first..third.
             turned = _render_procedural(name, np.random.default_rng(seed),
-                                        Rotation.from_euler(axis, deg, degrees=True))
+                                        Rotation.from_euler(axis, deg, degrees=True),
+                                        compact=compact)
             assert np.corrcoef(ref.ravel(), turned.ravel())[0, 1] > 0.97, (name, axis)
         off = _render_procedural(name, np.random.default_rng(seed),
-                                 Rotation.from_euler("xyz", [37, 23, 61], degrees=True))
+                                 Rotation.from_euler("xyz", [37, 23, 61], degrees=True),
+                                 compact=compact)
         assert np.corrcoef(ref.ravel(), off.ravel())[0, 1] < 0.95, name
+
+
+def _rendered_elongation(vol: np.ndarray) -> float:
+    w = vol.reshape(-1)
+    idx = np.indices(vol.shape).reshape(3, -1).T.astype(float)
+    d = idx - (idx * w[:, None]).sum(0) / w.sum()
+    var = np.linalg.eigvalsh((d * w[:, None]).T @ d / w.sum())
+    return float(np.sqrt(var[-1] / var[0]))
+
+
+def test_compact_procedural_models_keep_real_elongation():
+    """Compact models, as rendered, stay within their class's largest elongation (+0.15
+    for the density cap and the grid), where plain draws go well beyond it; a plain draw
+    already within the bound is left exactly as it was."""
+    from scipy.spatial.transform import Rotation
+
+    from data_tools.shapes_procedural import PLANS, elongation
+
+    for name in ("ribosome", "beta-galactosidase", "thyroglobulin"):
+        bound = PLANS[name].max_elongation
+        plain, compact = [], []
+        for s in range(12):
+            plain.append(_rendered_elongation(_render_procedural(
+                name, np.random.default_rng(s), Rotation.identity(), size=64)))
+            compact.append(_rendered_elongation(_render_procedural(
+                name, np.random.default_rng(s), Rotation.identity(), size=64, compact=True)))
+        assert max(compact) < bound + 0.15, (name, compact)
+        assert max(plain) > bound + 0.3, (name, plain)
+    r = TABLE["beta-galactosidase"].radius_A
+    for s in range(20):
+        comps = particle_components_procedural("beta-galactosidase", r,
+                                               np.random.default_rng(s))
+        if elongation(comps) < PLANS["beta-galactosidase"].max_elongation - 0.05:
+            a = _render_procedural("beta-galactosidase", np.random.default_rng(s),
+                                   Rotation.identity())
+            b = _render_procedural("beta-galactosidase", np.random.default_rng(s),
+                                   Rotation.identity(), compact=True)
+            np.testing.assert_allclose(a, b, atol=1e-4 * a.max())
+            break
+    else:
+        raise AssertionError("no plain beta-galactosidase draw within the bound in 20 seeds")
