@@ -8,6 +8,11 @@ The checkpoints must share the architecture, features, particle table and what t
 the averaged weights: tune it (`python -m sparse_det.tune`) before picking with it.
 Averaging only makes sense for weights that started from the same checkpoint (fine-tunes
 of one model); unrelated trainings average into noise.
+
+With `--weights` it also interpolates between a model and its own fine-tune ("WiSE-FT",
+Wortsman et al. 2022): the shipped default is 0.5 × the checkpoint trained on the
+simulator's hand-built shapes + 0.5 × its fine-tune on procedural shapes, which keeps most of
+what each end is good at (README *Results*).
 """
 
 from __future__ import annotations
