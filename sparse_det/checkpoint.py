@@ -22,15 +22,20 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "sparse-det-checkpoint-v1"
-# Reads whitened tomograms (README *Results*): configs/whiten.yaml's soup of three seeds.
+# Reads whitened tomograms (README *Results*): half SIMULATOR_SHAPES_CHECKPOINT's weights,
+# half its fine-tune on procedural particle shapes (an interpolation: sparse_det.soup).
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
-# The default until 2026-11-29 (configs/wide_tilt.yaml's): stronger on some low-SNR and
-# in-range runs, weaker on blurred tilt series. Choose between the two on your own annotated
-# runs with `sparse_det.tune --checkpoint DEFAULT UNWHITENED`.
+# The default until 2026-11-29 evening (configs/whiten.yaml's soup of three seeds): trained
+# on the simulator's hand-built particle shapes only; the best measured on them, weaker on
+# shapes no training drew.
+SIMULATOR_SHAPES_CHECKPOINT = Path(__file__).parent / "checkpoints" / "simulator_shapes.pt"
+# The default until 2026-11-29 morning (configs/wide_tilt.yaml's): stronger on some low-SNR
+# and in-range runs, weaker on blurred tilt series. Choose among the shipped checkpoints on
+# your own annotated runs with `sparse_det.tune --checkpoint DEFAULT OTHER ...`.
 UNWHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "unwhitened.pt"
 # Trained on procedural particle models as well (configs/shapes_procedural2.yaml): stronger
 # on particle shapes no training drew (README *One effect at a time*), weaker on the
-# simulator's own shapes at low SNR. A third candidate for `sparse_det.tune --checkpoint`.
+# simulator's own shapes at low SNR. A candidate for `sparse_det.tune --checkpoint`.
 SHAPES_GENERAL_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_general.pt"
 
 

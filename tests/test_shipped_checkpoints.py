@@ -6,6 +6,7 @@ import pytest
 from sparse_det.checkpoint import (
     DEFAULT_CHECKPOINT,
     SHAPES_GENERAL_CHECKPOINT,
+    SIMULATOR_SHAPES_CHECKPOINT,
     UNWHITENED_CHECKPOINT,
 )
 from sparse_det.inference import Picker
@@ -13,6 +14,7 @@ from sparse_det.thresholds import per_run_scores
 
 
 @pytest.mark.parametrize("checkpoint, whitened", [(DEFAULT_CHECKPOINT, True),
+                                                  (SIMULATOR_SHAPES_CHECKPOINT, True),
                                                   (UNWHITENED_CHECKPOINT, False),
                                                   (SHAPES_GENERAL_CHECKPOINT, True)])
 def test_shipped_checkpoint_picks_the_small_project(checkpoint, whitened, small_project):
