@@ -50,7 +50,10 @@ def test_safeguards():
     assert agreement(one, one, [P("a"), P("b")]) == 1.0
     assert agreement(one, two, [P("a"), P("b")]) == pytest.approx(2 * 1 / 3)
     assert shifted_classes({"a": 10, "b": 3}, {"a": 21, "b": 0}) == ["a"]
-    assert shifted_classes({"a": 10}, {"a": 5}) == []
+    # CLASS_SHIFT 1.5: within [n/1.5, 1.5 n] is kept, both bounds included; a doubling is not
+    assert shifted_classes({"a": 10}, {"a": 7}) == []
+    assert shifted_classes({"a": 20}, {"a": 30}) == []
+    assert shifted_classes({"a": 21}, {"a": 42}) == ["a"]
     assert shifted_classes({"a": 10, "c": 10}, {"a": 30, "c": 1}, {"c"}) == ["c"]
 
 
