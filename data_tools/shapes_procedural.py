@@ -67,13 +67,22 @@ def _group(name: str) -> np.ndarray:
     return Rotation.create_group(name).as_matrix()
 
 
-def _gyration(comps: list[Ellipsoid]) -> float:
-    """Mass-weighted radius of gyration of solid ellipsoids about the origin (overlaps
+def _second_moments(comps: list[Ellipsoid]) -> np.ndarray:
+    """Mass-weighted second moments (Å², about the origin) of solid ellipsoids (overlaps
     counted twice, as in the mass)."""
-    m = np.array([c.density * np.prod(c.semi_axes_A) for c in comps])
-    r2 = np.array([np.dot(c.center_A, c.center_A) + np.sum(np.square(c.semi_axes_A)) / 5
-                   for c in comps])
-    return float(np.sqrt((m * r2).sum() / m.sum()))
+    m_sum, out = 0.0, np.zeros((3, 3))
+    for c in comps:
+        m = c.density * np.prod(c.semi_axes_A)
+        q = np.eye(3) if c.axes is None else np.asarray(c.axes)
+        ctr = np.asarray(c.center_A)
+        out += m * (np.outer(ctr, ctr) + q @ np.diag(np.square(c.semi_axes_A) / 5) @ q.T)
+        m_sum += m
+    return out / m_sum
+
+
+def _gyration(comps: list[Ellipsoid]) -> float:
+    """Mass-weighted radius of gyration about the origin: the second moments' trace."""
+    return float(np.sqrt(np.trace(_second_moments(comps))))
 
 
 def _transformed(comps: list[Ellipsoid], a: np.ndarray) -> list[Ellipsoid]:
@@ -166,18 +175,6 @@ def particle_components_procedural(name: str, radius_A: float, rng: np.random.Ge
     scale = _first_family_mass(name, r) * rng.uniform(0.75, 1.3) / max(mass, 1e-9)
     return [Ellipsoid(tuple(np.asarray(c.center_A) - centroid_A), c.semi_axes_A,
                       c.density * scale, c.axes) for c in comps]
-
-
-def _second_moments(comps: list[Ellipsoid]) -> np.ndarray:
-    """Mass-weighted second moments (Å², about the origin) of solid ellipsoids."""
-    m_sum, out = 0.0, np.zeros((3, 3))
-    for c in comps:
-        m = c.density * np.prod(c.semi_axes_A)
-        q = np.eye(3) if c.axes is None else np.asarray(c.axes)
-        ctr = np.asarray(c.center_A)
-        out += m * (np.outer(ctr, ctr) + q @ np.diag(np.square(c.semi_axes_A) / 5) @ q.T)
-        m_sum += m
-    return out / m_sum
 
 
 def elongation(comps: list[Ellipsoid]) -> float:

@@ -1,7 +1,5 @@
 """The simulator: deterministic, picks at the centre of the density, sign and layout."""
 
-from functools import partial
-
 import numpy as np
 import pytest
 
@@ -10,30 +8,29 @@ from data_tools.particles import ParticleTable
 from data_tools.shapes import particle_components, random_rotation, render
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
-from data_tools.simulate import SimRanges, simulate_run
+from data_tools.simulate import SHAPE_FAMILIES, SimRanges, simulate_run
 
 TABLE = ParticleTable.competition()
 
 
-_compact = partial(particle_components_procedural, compact=True)
+# Every shape family as the simulator renders it: its model and its density cap.
+FAMILIES = {"first": (particle_components, None), **SHAPE_FAMILIES}
 
 
-@pytest.mark.parametrize("family", [particle_components, particle_components_alt,
-                                    particle_components_blob,
-                                    particle_components_procedural, _compact])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", TABLE.names)
 def test_pick_is_centre_of_density(name, family):
     """The density centroid of every class of every shape family, at a random rotation
-    and sub-voxel position, is the pick (within 0.15 voxel); procedural models as the
-    simulator renders them, with their overlaps capped."""
+    and sub-voxel position, is the pick (within 0.15 voxel); each family rendered as the
+    simulator renders it (procedural models with their overlaps capped)."""
+    model, cap_of = FAMILIES[family]
     rng = np.random.default_rng(3)
     p = TABLE[name]
     for _ in range(3):
         vol = np.zeros((48, 48, 48), np.float32)
         c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
-        comps = family(name, p.radius_A, rng)
-        cap = procedural_cap(comps) if family in (particle_components_procedural,
-                                                  _compact) else None
+        comps = model(name, p.radius_A, rng)
+        cap = cap_of(comps) if cap_of else None
         render(vol, c, comps, random_rotation(rng), p.radius_A * 1.05, 10.0, cap)
         idx = np.indices(vol.shape).reshape(3, -1).T
         centroid = (idx * vol.reshape(-1, 1)).sum(0) / vol.sum()
