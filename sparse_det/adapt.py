@@ -179,12 +179,17 @@ def _train_round(settings, project_cfg: str, model: Path, work: Path, name: str,
 def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
           runs: list[str] | None = None, rounds: int = 2, steps: int = ADAPT_STEPS,
           minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
-          fresh: bool = False, progress: bool = False) -> dict:
+          fresh: bool = False, progress: bool = False, blend: float = 1.0) -> dict:
     """Runs the rounds in the module doc; returns a summary (per model: pseudo-label counts,
-    agreement with the model before, why the adaptation stopped)."""
+    agreement with the model before, why the adaptation stopped). `blend` < 1: each round's
+    trained model is replaced by blend × itself + (1 − blend) × the base before it is
+    judged (sparse_det.soup.blend), so every candidate stays that close to the start."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
+    from sparse_det.soup import blend as soup_blend
 
+    if not 0.0 < blend <= 1.0:
+        raise ValueError(f"--blend must lie in (0, 1], got {blend}")
     out = Path(out)
     work = Path(work) if work else out.with_suffix(".work")
     if fresh and work.exists():
@@ -205,6 +210,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         cfg_path = write_labels(work / f"labels{r}", project, runs, prev["labels"])
         trained = _train_round(settings, cfg_path, Path(prev["model"]), work, f"round{r + 1}",
                                runs, steps, budget_s, device, progress)
+        trained = soup_blend(trained, base, work / f"round{r + 1}_blend.pt", blend)
         # Judged as it would be written: the starting thresholds and calibration (training
         # tuned its own on the pseudo-labels, which are no ground truth).
         candidate = write_retuned(trained, work / f"round{r + 1}.pt",
@@ -223,7 +229,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         if rec["stopped"]:
             break
     kept = [h for h in history if not h.get("stopped")][-1]["model"]
-    summary = {"base": str(base), "runs": runs, "kept": kept,
+    summary = {"base": str(base), "runs": runs, "blend": blend, "kept": kept,
                "models": [{k: v for k, v in h.items() if k != "labels"} for h in history]}
     write_retuned(kept, out, thresholds=settings.thresholds,
                   calibration=settings.calibration or {}, extra={"adapt": summary},
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.quiet)
     s = run_or_report(lambda: adapt(
         a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds, steps=a.steps,
-        minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh,
+        minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
         progress=not a.quiet and sys.stderr.isatty()))
     if s is None:
         return 2

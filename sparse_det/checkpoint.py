@@ -90,6 +90,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
+THRESHOLDS_STALE = "thresholds_stale"  # extra's flag: thresholds not tuned for these weights
 
 
 def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
@@ -111,7 +112,8 @@ def write_retuned(src: str | Path, dest: str | Path, *, thresholds: dict[str, fl
         doc["config"].setdefault("postprocess", {}).update(postprocess)
     doc.update(_tuned_set(thresholds, calibration))
     doc["tuned_for_tta"] = {k: _tuned_set(*v) for k, v in (other_tta or {}).items()}
-    kept = {k: v for k, v in doc.get("extra", {}).items() if k not in RESUME_ONLY}
+    kept = {k: v for k, v in doc.get("extra", {}).items()
+            if k not in RESUME_ONLY and k != THRESHOLDS_STALE}
     doc["extra"] = kept | extra
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +193,18 @@ class Settings:
     # The lowest and highest confidence (inference.tomogram_confidence) of the runs `tune`
     # set the thresholds on, where it recorded them.
     tuned_confidence: tuple[float, float] | None = None
+    # The thresholds were not tuned for these weights (a soup keeps its first member's):
+    # nothing to keep when re-tuning (thresholds.keep_prior_unless_beaten).
+    thresholds_stale: bool = False
+
+    def prior(self, tta: str):
+        """(thresholds, calibration) tuned for these weights with `tta`, or None."""
+        if self.thresholds_stale:
+            return None
+        if tta == self.config.postprocess.tta:
+            return dict(self.thresholds), dict(self.calibration)
+        tuned = self.tuned_for_tta.get(tta)
+        return (dict(tuned["thresholds"]), dict(tuned["calibration"])) if tuned else None
 
 
 def _settings(path: str | Path, doc: dict) -> Settings:
@@ -204,7 +218,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
                     list(doc["feature_names"]), dict(doc["thresholds"]),
                     {k: list(v) for k, v in doc.get("calibration", {}).items()},
                     dict(doc.get("tuned_for_tta", {})),
-                    (min(tuned), max(tuned)) if tuned else None)
+                    (min(tuned), max(tuned)) if tuned else None,
+                    bool(doc.get("extra", {}).get(THRESHOLDS_STALE)))
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 
 from data_tools.atomic import atomic_path
-from sparse_det.checkpoint import RESUME_ONLY, CheckpointError, read_checkpoint
+from sparse_det.checkpoint import (
+    RESUME_ONLY,
+    THRESHOLDS_STALE,
+    CheckpointError,
+    read_checkpoint,
+)
 
 # What must be equal for weights to be averaged and run the same way.
 _MUST_MATCH = ("feature_names", "particles")
@@ -89,12 +94,24 @@ def average_checkpoints(paths: list[str | Path], out: str | Path,
     extra = {k: v for k, v in first.get("extra", {}).items()
              if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on", "tuned_per_run")}
     soup["extra"] = extra | {"soup_of": [str(p) for p in paths],
-                             "soup_weights": [w / total for w in weights]}
+                             "soup_weights": [w / total for w in weights],
+                             THRESHOLDS_STALE: True}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save(soup, tmp)
     return out
+
+
+def blend(trained: str | Path, base: str | Path, out: str | Path, share: float) -> Path:
+    """`share` × `trained` + (1 − share) × `base` (its start), written to `out` with the
+    trained checkpoint's config and record (WiSE-FT); share 1 is `trained` itself, not
+    copied. finetune and adapt write this when asked (`--blend`)."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"--blend must lie in (0, 1], got {share}")
+    if share == 1.0:
+        return Path(trained)
+    return average_checkpoints([trained, base], out, weights=[share, 1.0 - share])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,16 +89,17 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
            norm_stats: str | None = None, confidence_powers: list[float] | None = None,
-           confidence_by: list[str] | None = None):
+           confidence_by: list[str] | None = None, fit_all: bool = False):
     """Detections of every selected run → score calibration and thresholds over all of
-    them → `out`. `tta`: one setting or several; the first becomes the checkpoint's
-    default, each other gets its own set, tuned on the same runs. `confidence_powers`:
-    candidates for PostprocessConfig.confidence_power, each tried with every
-    `confidence_by`; the first pair is stored unless another leads it on these runs by more
-    than two standard errors run by run."""
+    them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
+    `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
+    checkpoint's default, each other gets its own set, tuned on the same runs.
+    `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
+    every `confidence_by`; the first pair is stored unless another leads it on these runs
+    by more than two standard errors run by run."""
     from dataclasses import replace
 
-    from sparse_det.checkpoint import write_retuned
+    from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.inference import Picker, tta_mirrors
     from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
@@ -109,10 +110,10 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
-    if keep_follow_foreground is not None:
-        post.keep_follow_foreground = keep_follow_foreground
-    if norm_stats is not None:
-        post.norm_stats = norm_stats
+    as_tuned = (post.keep_follow_foreground, post.norm_stats)
+    post.keep_follow_foreground, post.norm_stats = (
+        as_tuned[0] if keep_follow_foreground is None else keep_follow_foreground,
+        as_tuned[1] if norm_stats is None else norm_stats)
     settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
@@ -126,7 +127,10 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     post.confidence_by, post.confidence_power = best
     dets = [[d.with_confidence_power(was[1], 0.0, was[0]).with_confidence_power(
         0.0, best[1], best[0]) for d in found] for found in dets]
-    tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles)
+    # The checkpoint's thresholds are a prior only for detections made as they were.
+    prior = checkpoint_settings(checkpoint).prior if not fit_all and best == was and (
+        post.keep_follow_foreground, post.norm_stats) == as_tuned else lambda tta: None
+    tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles, prior(p.tta))
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
     per_run = _by_project(names, tuning.per_run)
@@ -199,8 +203,10 @@ def _print_tuning(result: Retuned) -> None:
         role = "the default" if i == 0 else f"used with --tta {tta}"
         print(f"--tta {tta} ({role}): thresholds: old{unit} -> new probability")
         for name, c in tuning.per_class.items():
+            kept = ("   (the old one, recalibrated: not beaten by 2 SE run by run)"
+                    if name in tuning.kept_prior else "")
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
-                  f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f})")
+                  f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f}){kept}")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
     _print_confidence(result.confidence, result.by_confidence, result.confidence_setting)
     (first, base), *others = tunings.items()
@@ -241,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="whose confidence divides the masses: the tomogram's, or each "
                          "class's own; several: each is tried with every --confidence-power "
                          "(default: the checkpoint's)")
+    ap.add_argument("--fit-all-thresholds", action="store_true",
+                    help="set every class's threshold from these runs alone (default: a "
+                         "class keeps the checkpoint's own unless these runs' best leads it "
+                         "by more than 2 standard errors run by run)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
                      input_overrides=input_overrides(a), tta=a.tta,
                      keep_follow_foreground=a.keep_follow_foreground, norm_stats=a.norm_stats,
-                     confidence_powers=a.confidence_power, confidence_by=a.confidence_by)
+                     confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
+                     fit_all=a.fit_all_thresholds)
     try:
         chosen, results = choose_checkpoint(a.checkpoint, a.out, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small simulated projects written once per session (real zarr files)."""
+"""Shared fixtures: small simulated projects written once per session (real zarr files), and
+a base checkpoint that is wrong by construction."""
 
 from __future__ import annotations
 
@@ -32,3 +33,22 @@ def small_project(tmp_path_factory):
                        tilt_max_deg=(55.0, 65.0))
     return simulate_project(out, n_runs=2, seed=7, shape_zyx=SMALL_SHAPE, ranges=ranges,
                             progress=False)
+
+
+@pytest.fixture(scope="session")
+def swapped(tmp_path_factory):
+    """The shipped checkpoint, its apo-ferritin ↔ ribosome and beta-galactosidase ↔ VLP
+    outputs swapped (network classes 1 ↔ 4 and 3 ↔ 6; 0 is background): a base that is
+    wrong by construction, as one whose classes mean something else in the user's data
+    would be, so that fine-tuning has something to fix."""
+    import torch
+
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+
+    doc = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    order = [0, 4, 2, 6, 1, 5, 3]
+    for name in ("cls_head.2.weight", "cls_head.2.bias"):
+        doc["model"][name] = doc["model"][name][order].clone()
+    path = tmp_path_factory.mktemp("base") / "swapped.pt"
+    torch.save(doc, path)
+    return path

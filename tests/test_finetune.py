@@ -7,6 +7,7 @@ swapped, as a checkpoint whose classes mean something else in the user's data wo
 from __future__ import annotations
 
 import pytest
+import torch
 
 from data_tools.simulate import SimRanges, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
@@ -34,21 +35,6 @@ def crowded(tmp_path_factory):
                             ranges, progress=False)
 
 
-@pytest.fixture(scope="module")
-def swapped(tmp_path_factory):
-    """The shipped checkpoint, its apo-ferritin ↔ ribosome and beta-galactosidase ↔ VLP
-    outputs swapped (network classes 1 ↔ 4 and 3 ↔ 6; 0 is background)."""
-    import torch
-
-    doc = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
-    order = [0, 4, 2, 6, 1, 5, 3]
-    for name in ("cls_head.2.weight", "cls_head.2.bias"):
-        doc["model"][name] = doc["model"][name][order].clone()
-    path = tmp_path_factory.mktemp("base") / "swapped.pt"
-    torch.save(doc, path)
-    return path
-
-
 def _base_score(project, checkpoint) -> float:
     """The base with thresholds tuned on these very runs: the best it can do."""
     from sparse_det.inference import Picker
@@ -72,6 +58,7 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
     assert all(not set(f["train"]) & set(f["val"]) for f in folds), folds
     assert doc["thresholds"] == summary["oof"]["thresholds"], "thresholds are not out-of-fold"
     assert summary["final"].endswith("final/last.pt"), summary["final"]
+    assert summary["base_kept"] is False and summary["versus_base"][0] > 0.1, summary
     # The out-of-fold runs' confidence range, which infer compares each tomogram with.
     assert set(doc["extra"]["tuned_confidence"][crowded.path.name]) == set(crowded.runs())
     low, high = checkpoint_settings(out).tuned_confidence
@@ -83,10 +70,22 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
     assert oof > base + 0.1, f"fine-tuned out-of-fold F4 {oof:.3f} vs base {base:.3f}"
     assert f"out-of-fold weighted F4 {oof:.4f}" in capsys.readouterr().out
 
-    # A rerun resumes every training where it is: nothing is trained again.
-    assert main(args) == 0
-    again = read_checkpoint(out)["extra"]["finetune"]
+    # A rerun resumes every training where it is: nothing is trained again. Asked to
+    # blend, it writes the weights half-way to the base, and its thresholds come from
+    # folds blended the same way.
+    assert main([*args, "--blend", "0.5"]) == 0
+    blended = read_checkpoint(out)
+    again = blended["extra"]["finetune"]
     assert [f["best_step"] for f in again["folds"]] == [f["best_step"] for f in folds]
+    assert again["blend"] == 0.5 and again["final"].endswith("final_blend.pt"), again
+    assert all(f["picked_by"].endswith(f"fold{i}_blend.pt")
+               for i, f in enumerate(again["folds"])), again["folds"]
+    last, start = read_checkpoint(summary["final"]), read_checkpoint(swapped)
+    for name, t in blended["model"].items():
+        if t.is_floating_point():
+            torch.testing.assert_close(t, 0.5 * last["model"][name] + 0.5 * start["model"][name],
+                                       rtol=0, atol=1e-6)
+    assert blended["thresholds"] == again["oof"]["thresholds"]
 
 
 def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
@@ -95,4 +94,24 @@ def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"error: fine-tuning needs at least 2 annotated runs, got "
                    f"['{crowded.runs()[0]}']"), err
+    assert main(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
+                 "--blend", "0", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --blend must lie in (0, 1], got 0.0"
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_path, capsys):
+    """One step at the fine-tuning rate cannot teach the shipped checkpoint anything these
+    runs show: the base, with the same out-of-fold comparison, is what comes out."""
+    import torch
+
+    out = tmp_path / "ft.pt"
+    assert main(["--project", str(crowded.path), "--out", str(out), "--steps", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    doc = read_checkpoint(out)
+    summary = doc["extra"]["finetune"]
+    assert summary["base_kept"] is True and summary["final"] == str(DEFAULT_CHECKPOINT), summary
+    base = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(t, base[k]) for k, t in doc["model"].items())
+    assert doc["thresholds"] == summary["oof"]["thresholds"]
+    assert not (tmp_path / "ft.work" / "final").exists(), "no final model was trained"

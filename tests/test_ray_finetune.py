@@ -12,7 +12,7 @@ from sparse_det.checkpoint import read_checkpoint
 pytestmark = pytest.mark.slow  # a real local Ray and four trainings
 
 
-def test_ray_finetune_trains_folds_as_tasks(tmp_path, capsys):
+def test_ray_finetune_trains_folds_as_tasks(tmp_path, swapped, capsys):
     import ray
 
     from ray_jobs.finetune import main
@@ -21,8 +21,11 @@ def test_ray_finetune_trains_folds_as_tasks(tmp_path, capsys):
     project = simulate_project(tmp_path / "p", 3, 8, (64, 160, 160), ranges, progress=False)
     out = tmp_path / "ft.pt"
     try:
+        # From a base with swapped classes, so that the fine-tune beats it and a final
+        # model is trained (from the shipped one, 10 steps do not, and the base is kept).
         assert main(["--project", str(project.path), "--out", str(out), "--steps", "10",
-                     "--device", "cpu", "--cpus-per-fold", "1", "--quiet"]) == 0
+                     "--checkpoint", str(swapped), "--device", "cpu", "--cpus-per-fold", "1",
+                     "--quiet"]) == 0
     finally:
         ray.shutdown()
     doc = read_checkpoint(out)

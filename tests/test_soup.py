@@ -8,7 +8,7 @@ from data_tools.particles import ParticleTable
 from sparse_det.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sparse_det.config import Config
 from sparse_det.model import build_model
-from sparse_det.soup import average_checkpoints, main
+from sparse_det.soup import average_checkpoints, blend, main
 
 NAMES = ["norm", "smooth", "dog30A", "dog60A", "dog100A"]
 
@@ -89,3 +89,19 @@ def test_soup_reads_a_missing_setting_as_its_default(tmp_path):
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt.*config\.sparsify"):
         average_checkpoints([tmp_path / "old.pt", tmp_path / "other.pt"], tmp_path / "x.pt")
+
+
+def test_blend_moves_a_fine_tune_part_way_back_to_its_start(tmp_path):
+    start = _checkpoint(tmp_path / "start.pt", 0)
+    tuned = _checkpoint(tmp_path / "tuned.pt", 1)
+    w0, w1 = (load_checkpoint(p).model.state_dict() for p in (start, tuned))
+    out = load_checkpoint(blend(tuned, start, tmp_path / "b.pt", 0.25))
+    for k, v in out.model.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.25 * w1[k] + 0.75 * w0[k], rtol=0, atol=1e-6)
+    assert out.thresholds == load_checkpoint(tuned).thresholds, "the fine-tune's record"
+    assert blend(tuned, start, tmp_path / "c.pt", 1.0) == tuned
+    assert not (tmp_path / "c.pt").exists(), "share 1 is the fine-tune itself, not a copy"
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="--blend must lie in"):
+            blend(tuned, start, tmp_path / "d.pt", bad)
