@@ -4,6 +4,7 @@ not look better.
 
     python -m sparse_det.adapt --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--rounds 2] [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
+        [--blend A]
 
 Each round:
 1. Pseudo-labels: the current model detects every run twice, as it is and mirrored in x and

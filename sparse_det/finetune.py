@@ -3,16 +3,21 @@ never come from a run the model trained on.
 
     python -m sparse_det.finetune --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
+        [--blend A] [--fit-all-thresholds]
 
 1. The annotated runs (a run without picks is left out, and the log says so).
 2. Validation by rule: with fewer than 6 runs, min(runs, 3) folds, each holding out every
    third run; with 6 or more, one fold holding out a fifth of them (at least 2). Each fold
    trains from the base checkpoint on the other runs, stopping early when validation F4
    stops rising, and its best epoch detects its held-out runs.
-3. Per-class thresholds tuned on those out-of-fold detections only.
-4. With several folds, the final model trains on every run for the folds' median best
-   number of steps; with one fold, it is that fold's best checkpoint.
-5. `--out`: the final weights with the out-of-fold thresholds. Shards and each training's
+3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
+   base's unless they beat it: thresholds.keep_prior_unless_beaten).
+4. The base detects the same runs; unless the fine-tune leads it there by more than 2
+   standard errors run by run, the output is the base with thresholds tuned on them.
+5. Otherwise, with several folds, the final model trains on every run for the folds'
+   median best number of steps; with one fold, it is that fold's best checkpoint.
+   `--blend A`: every trained model is A × itself + (1 − A) × the base.
+6. `--out`: the final weights with the out-of-fold thresholds. Shards and each training's
    folder live under `--work` (default `<out>.work/`); a rerun resumes, `--fresh` starts over.
 """
 
@@ -118,21 +123,23 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
-    (tuning, calibration), base_won, versus = _against_base(
-        dets, truths, project, base, kw, settings, prior)
-    log.info("out-of-fold weighted F4 %.4f at thresholds tuned on %d held-out run(s)%s",
-             tuning.score, len(dets), "" if prior is None else
-             f"; kept the base's for {', '.join(tuning.kept_prior) or 'no class'} (not "
-             f"beaten by 2 SE run by run)")
+    tuned, base_won, versus = _against_base(dets, truths, project, base, kw, settings, prior)
+    tuning, calibration = tuned["base" if base_won else "fine-tune"]
+    log.info("weighted F4 on the %d held-out run(s): fine-tune %.4f, base %.4f (%+.4f ± "
+             "%.4f run by run)%s", len(dets), tuned["fine-tune"][0].score,
+             tuned["base"][0].score, *versus, "" if prior is None else
+             f"; thresholds: kept the base's for {', '.join(tuning.kept_prior) or 'no class'}"
+             f" (not beaten by 2 SE run by run)")
     if base_won:
-        log.info("the fine-tune does not beat the base on the held-out runs (%+.4f ± %.4f "
-                 "run by run): writing the base with these thresholds", *versus)
+        log.info("the fine-tune does not beat the base by 2 SE: writing the base with "
+                 "thresholds tuned on these runs")
         final = Path(base)
     else:
         final = _train_final(folds, fold_info, runs, settings, kw, progress)
         final = soup_blend(final, base, work / "final_blend.pt", blend)
     summary = {"base": str(base), "runs": runs, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won,
+               "scores": {k: t.score for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
     # compares each tomogram's confidence with theirs (inference.warn_if_unsure).
@@ -143,7 +150,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
 
 
 def _against_base(dets, truths, project, base, kw: dict, settings, prior):
-    """((Tuning, calibration) of whichever is kept, whether that is the base, the
+    """({"base", "fine-tune": (Tuning, calibration)}, whether the base is kept, the
     fine-tune's lead run by run as (mean, SE)). The base picks the same runs; never having
     trained on any, its detections are as held out as the folds'. A few annotated runs can
     teach the network less than they cost it (3 runs at SNR 0.22-0.3: out-of-fold 0.737
@@ -162,7 +169,7 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
              "fine-tune": calibrate_and_tune(dets, truths, settings.particles, prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
-    return tuned[chosen], chosen == "base", versus
+    return tuned, chosen == "base", versus
 
 
 def _train_final(folds, fold_info, runs, settings, kw: dict, progress: bool) -> Path:
@@ -268,7 +275,8 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
         progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
-    print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}; wrote {a.out}")
+    kept = " (the base's: the fine-tune did not beat it)" if s["base_kept"] else ""
+    print(f"out-of-fold weighted F4 {s['oof']['score']:.4f}{kept}; wrote {a.out}")
     return 0
 
 
