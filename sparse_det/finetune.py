@@ -123,7 +123,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
-    tuned, base_won, versus = _against_base(dets, truths, project, base, kw, settings, prior)
+    tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior)
+    base_won = base_dets is not None
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
     log.info("weighted F4 on the %d held-out run(s): fine-tune %.4f, base %.4f (%+.4f ± "
              "%.4f run by run)%s", len(dets), tuned["fine-tune"][0].score,
@@ -142,20 +143,22 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
-    # compares each tomogram's confidence with theirs (inference.warn_if_unsure).
-    confidence = {project.path.name: {d.run: d.confidence for d in dets}}
+    # compares each tomogram's confidence with theirs (inference.warn_if_unsure): the
+    # written model's.
+    confidence = {project.path.name: {d.run: d.confidence for d in base_dets or dets}}
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"finetune": summary, "tuned_confidence": confidence})
     return summary
 
 
 def _against_base(dets, truths, project, base, kw: dict, settings, prior):
-    """({"base", "fine-tune": (Tuning, calibration)}, whether the base is kept, the
-    fine-tune's lead run by run as (mean, SE)). The base picks the same runs; never having
-    trained on any, its detections are as held out as the folds'. A few annotated runs can
-    teach the network less than they cost it (3 runs at SNR 0.22-0.3: out-of-fold 0.737
-    against the base's 0.756 there, and 0.702 against 0.722 on 4 more such runs), so the
-    fine-tune must lead by more than the runs' scatter (keep_first_unless_beaten)."""
+    """({"base", "fine-tune": (Tuning, calibration)}, the base's detections if the base is
+    kept (else None), the fine-tune's lead run by run as (mean, SE)). The base picks the
+    same runs; never having trained on any, its detections are as held out as the folds'.
+    A few annotated runs can teach the network less than they cost it (3 runs at SNR
+    0.22-0.3: out-of-fold 0.737 against the base's 0.756 there, and 0.702 against 0.722 on
+    4 more such runs), so the fine-tune must lead by more than the runs' scatter
+    (keep_first_unless_beaten)."""
     from sparse_det.thresholds import (
         calibrate_and_tune,
         keep_first_unless_beaten,
@@ -169,7 +172,7 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
              "fine-tune": calibrate_and_tune(dets, truths, settings.particles, prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
-    return tuned, chosen == "base", versus
+    return tuned, base_dets if chosen == "base" else None, versus
 
 
 def _train_final(folds, fold_info, runs, settings, kw: dict, progress: bool) -> Path:

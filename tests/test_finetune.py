@@ -115,3 +115,12 @@ def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_pat
     assert all(torch.equal(t, base[k]) for k, t in doc["model"].items())
     assert doc["thresholds"] == summary["oof"]["thresholds"]
     assert not (tmp_path / "ft.work" / "final").exists(), "no final model was trained"
+    # infer compares tomograms with the confidence of the written model on these runs
+    from sparse_det.inference import Picker
+
+    confidence = doc["extra"]["tuned_confidence"][crowded.path.name]
+    assert set(confidence) == set(crowded.runs()), confidence
+    run = crowded.runs()[0]
+    want = Picker.load(DEFAULT_CHECKPOINT, "cpu").detect_run(
+        crowded, run, tmp_path / "ft.work" / "shards").confidence
+    assert confidence[run] == pytest.approx(want, abs=1e-6), (confidence[run], want)
