@@ -126,14 +126,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior)
     base_won = base_dets is not None
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
-    log.info("weighted F4 on the %d held-out run(s): fine-tune %.4f, base %.4f (%+.4f ± "
-             "%.4f run by run)%s", len(dets), tuned["fine-tune"][0].score,
-             tuned["base"][0].score, *versus, "" if prior is None else
-             f"; thresholds: kept the base's for {', '.join(tuning.kept_prior) or 'no class'}"
-             f" (not beaten by 2 SE run by run)")
+    _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None)
     if base_won:
-        log.info("the fine-tune does not beat the base by 2 SE: writing the base with "
-                 "thresholds tuned on these runs")
         final = Path(base)
     else:
         final = _train_final(folds, fold_info, runs, settings, kw, progress)
@@ -173,6 +167,16 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     return tuned, base_dets if chosen == "base" else None, versus
+
+
+def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool) -> None:
+    log.info("weighted F4 on the held-out runs: fine-tune %.4f, base %.4f (%+.4f ± %.4f run "
+             "by run)%s", tuned["fine-tune"][0].score, tuned["base"][0].score, *versus,
+             f"; thresholds: kept the base's for {', '.join(tuning.kept_prior) or 'no class'}"
+             " (not beaten by 2 SE run by run)" if with_prior else "")
+    if base_won:
+        log.info("the fine-tune does not beat the base by 2 SE: writing the base with "
+                 "thresholds tuned on these runs")
 
 
 def _train_final(folds, fold_info, runs, settings, kw: dict, progress: bool) -> Path:
