@@ -307,7 +307,7 @@ def prior_thresholds_in(thresholds: dict[str, float], calibration: dict[str, lis
 def keep_prior_unless_beaten(tuning: Tuning, dets: list[Detections],
                              truths: list[dict[str, np.ndarray]], particles: ParticleTable,
                              prior: dict[str, float]) -> Tuning:
-    """`tuning` with each scored class's threshold set back to its prior (same units as
+    """`tuning` with each class's threshold set back to its prior (same units as
     `dets`) unless the tuned one leads it run by run (the class's F4 per run) by more than
     LEAD_SE standard errors. Why: a threshold fit on a few runs follows their accidents.
     Tuned on 3 annotated low-SNR runs, the default's apo-ferritin threshold rose six-fold
