@@ -188,9 +188,9 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.soup import blend as soup_blend
+    from sparse_det.soup import check_blend
 
-    if not 0.0 < blend <= 1.0:
-        raise ValueError(f"--blend must lie in (0, 1], got {blend}")
+    check_blend(blend)
     out = Path(out)
     work = Path(work) if work else out.with_suffix(".work")
     if fresh and work.exists():

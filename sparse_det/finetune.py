@@ -33,6 +33,7 @@ from pathlib import Path
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.soup import blend as soup_blend
+from sparse_det.soup import check_blend
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
-    if not 0.0 < blend <= 1.0:
-        raise ValueError(f"--blend must lie in (0, 1], got {blend}")
+    check_blend(blend)
     out = Path(out)
     work = Path(work) if work else out.with_suffix(".work")
     if fresh and work.exists():

@@ -103,12 +103,17 @@ def average_checkpoints(paths: list[str | Path], out: str | Path,
     return out
 
 
+def check_blend(share: float) -> None:
+    """finetune and adapt call this before any training, blend() again before writing."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"--blend must lie in (0, 1], got {share}")
+
+
 def blend(trained: str | Path, base: str | Path, out: str | Path, share: float) -> Path:
     """`share` × `trained` + (1 − share) × `base` (its start), written to `out` with the
     trained checkpoint's config and record (WiSE-FT); share 1 is `trained` itself, not
     copied. finetune and adapt write this when asked (`--blend`)."""
-    if not 0.0 < share <= 1.0:
-        raise ValueError(f"--blend must lie in (0, 1], got {share}")
+    check_blend(share)
     if share == 1.0:
         return Path(trained)
     return average_checkpoints([trained, base], out, weights=[share, 1.0 - share])

@@ -124,16 +124,10 @@ def _counts_per_run(dets: list[Detections], truths: list[dict[str, np.ndarray]],
 def per_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
                    particles: ParticleTable, thresholds: dict[str, float]) -> list[float]:
     """Each run's weighted F4 at the given thresholds (scores in the detections' unit)."""
-    out = []
-    for d, t in zip(dets, truths, strict=True):
-        per_class = {}
-        for p in particles.scored:
-            cand, sc = d[p.name]
-            per_class[p.name] = ClassScore(*match_counts(
-                t.get(p.name, np.zeros((0, 3))), cand[sc >= thresholds[p.name]],
-                p.radius_A * DISTANCE_MULTIPLIER))
-        out.append(weighted_score(per_class, particles))
-    return out
+    per_class = {p.name: _counts_per_run(dets, truths, p, thresholds[p.name])
+                 for p in particles.scored}
+    return [weighted_score({k: v[i] for k, v in per_class.items()}, particles)
+            for i in range(len(dets))]
 
 
 def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -230,14 +224,17 @@ def fit_calibration(dets: list[Detections], truths: list[dict[str, np.ndarray]],
     return cal
 
 
+def _probability(log_mass, a: float, b: float):
+    """The calibration's map: sigmoid(a·ln(vote mass) + b)."""
+    return 1.0 / (1.0 + np.exp(-(a * log_mass + b)))
+
+
 def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detections:
     """Scores mapped to probabilities (classes without a calibration keep theirs)."""
     out = {}
     for name, (xyz, scores) in dets.per_class.items():
-        if name in cal:
-            a, b = cal[name]
-            scores = 1.0 / (1.0 + np.exp(-(a * np.log(np.maximum(scores, 1e-9)) + b)))
-        out[name] = (xyz, scores)
+        out[name] = (xyz, _probability(np.log(np.maximum(scores, 1e-9)), *cal[name])
+                     if name in cal else scores)
     return Detections(dets.run, out, dets.confidence, dets.class_confidence)
 
 
@@ -299,8 +296,7 @@ def prior_thresholds_in(thresholds: dict[str, float], calibration: dict[str, lis
             log_mass = (np.log(q / (1 - q)) - b) / a
         else:
             log_mass = np.log(max(t, 1e-9))
-        a, b = new_calibration[name]
-        out[name] = float(1.0 / (1.0 + np.exp(-(a * log_mass + b))))
+        out[name] = float(_probability(log_mass, *new_calibration[name]))
     return out
 
 
