@@ -3,7 +3,7 @@ never come from a run the model trained on.
 
     python -m sparse_det.finetune --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
-        [--blend A] [--fit-all-thresholds]
+        [--blend A] [--fit-all-thresholds] [--lr LR]
 
 1. The annotated runs (a run without picks is left out, and the log says so).
 2. Validation by rule: with fewer than 6 runs, min(runs, 3) folds, each holding out every
@@ -11,7 +11,8 @@ never come from a run the model trained on.
    trains from the base checkpoint on the other runs, stopping early when validation F4
    stops rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
-   base's unless they beat it: thresholds.keep_prior_unless_beaten).
+   base's unless they beat it: thresholds.keep_prior_unless_beaten; carried over to the
+   fine-tune as the same number of picks on these runs: thresholds.count_matched_prior).
 4. The base detects the same runs; unless the fine-tune leads it there by more than 2
    standard errors run by run, the output is the base with thresholds tuned on them.
 5. Otherwise, with several folds, the final model trains on every run for the folds'
@@ -67,7 +68,7 @@ def annotated_runs(project, runs: list[str] | None) -> list[str]:
 
 def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
                     train_runs: list[str], val_runs: list[str], steps: int,
-                    budget_s: float, device: str):
+                    budget_s: float, device: str, lr: float = FINETUNE_LR):
     """The base checkpoint's config (same model and sparse features) set up to fine-tune."""
     cfg = copy.deepcopy(base_cfg)
     cfg.data.project, cfg.data.shards = str(project), str(work / "shards")
@@ -75,7 +76,7 @@ def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
     cfg.data.simulate.runs = 0
     t = cfg.train
     t.init_checkpoint, t.out_dir = str(Path(base).resolve()), str(work / name)
-    t.lr, t.steps, t.steps_per_epoch = FINETUNE_LR, steps, min(STEPS_PER_EPOCH, steps)
+    t.lr, t.steps, t.steps_per_epoch = lr, steps, min(STEPS_PER_EPOCH, steps)
     t.time_budget_s, t.patience, t.device = budget_s, PATIENCE, device
     return cfg
 
@@ -92,7 +93,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              runs: list[str] | None = None, steps: int = FINETUNE_STEPS,
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
              fresh: bool = False, progress: bool = False, trainer=None,
-             blend: float = 1.0, fit_all: bool = False) -> dict:
+             blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
@@ -104,6 +105,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
     check_blend(blend)
+    if not lr > 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
     out = Path(out)
     work = Path(work) if work else out.with_suffix(".work")
     if fresh and work.exists():
@@ -117,9 +120,9 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     log.info("fine-tuning %s on %d annotated run(s) of %s: %d fold(s)%s; up to %d steps "
              "each at lr %g%s", Path(base).name, len(runs), project.path, len(folds),
              ", then the final model on all runs" if len(folds) > 1 else "", steps,
-             FINETUNE_LR, f", {budget_s:.0f} s each" if budget_s else "")
+             lr, f", {budget_s:.0f} s each" if budget_s else "")
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
-          "budget_s": budget_s, "device": device}
+          "budget_s": budget_s, "device": device, "lr": lr}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
@@ -132,7 +135,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     else:
         final = _train_final(folds, fold_info, runs, settings, kw, progress)
         final = soup_blend(final, base, work / "final_blend.pt", blend)
-    summary = {"base": str(base), "runs": runs, "blend": blend, "folds": fold_info,
+    summary = {"base": str(base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
@@ -155,6 +158,7 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
     (keep_first_unless_beaten)."""
     from sparse_det.thresholds import (
         calibrate_and_tune,
+        count_matched_prior,
         keep_first_unless_beaten,
         paired_difference,
     )
@@ -162,8 +166,11 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
     runs = [d.run for d in dets]
     base_dets = _fold_detections(Path(base), project, runs, kw["work"] / "shards",
                                  kw["device"])
+    # The fine-tune's prior passes as many picks as the base's thresholds do on these runs:
+    # its vote masses need not mean what the base's did.
+    ft_prior = None if prior is None else count_matched_prior(base_dets, dets, prior)
     tuned = {"base": calibrate_and_tune(base_dets, truths, settings.particles, prior),
-             "fine-tune": calibrate_and_tune(dets, truths, settings.particles, prior)}
+             "fine-tune": calibrate_and_tune(dets, truths, settings.particles, ft_prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     return tuned, base_dets if chosen == "base" else None, versus
@@ -269,6 +276,7 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
                     help="set every class's threshold from the out-of-fold detections alone "
                          "(default: a class keeps the base's unless they lead it by more "
                          "than 2 standard errors run by run)")
+    ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     return ap
 
 
@@ -278,7 +286,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
     s = run_or_report(lambda: finetune(
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
-        fit_all=a.fit_all_thresholds,
+        fit_all=a.fit_all_thresholds, lr=a.lr,
         progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2

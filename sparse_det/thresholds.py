@@ -290,14 +290,50 @@ def prior_thresholds_in(thresholds: dict[str, float], calibration: dict[str, lis
     for name, t in thresholds.items():
         if name not in new_calibration or not np.isfinite(t):
             continue
-        if name in calibration:
-            a, b = calibration[name]
-            q = min(max(t, 1e-12), 1 - 1e-12)
-            log_mass = (np.log(q / (1 - q)) - b) / a
-        else:
-            log_mass = np.log(max(t, 1e-9))
-        out[name] = float(_probability(log_mass, *new_calibration[name]))
+        out[name] = float(_probability(_log_mass(name, t, calibration),
+                                       *new_calibration[name]))
     return out
+
+
+def _log_mass(name: str, t: float, calibration: dict[str, list[float]]) -> float:
+    """ln of the vote mass a threshold stands for (an uncalibrated one already is a mass)."""
+    if name not in calibration:
+        return float(np.log(max(t, 1e-9)))
+    a, b = calibration[name]
+    q = min(max(t, 1e-12), 1 - 1e-12)
+    return float((np.log(q / (1 - q)) - b) / a)
+
+
+def _masses(dets: list[Detections], name: str) -> np.ndarray:
+    return np.concatenate([d[name][1] for d in dets] or [np.zeros(0)])
+
+
+def count_matched_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior
+                        ) -> Prior:
+    """The base checkpoint's thresholds carried over to another network's detections of the
+    same runs by the number of picks they pass, not by vote mass: each class's threshold
+    (in vote mass, no calibration) passes as many of `raw`'s candidates over all runs as
+    the base's passes of `base_raw`'s (halfway, in log mass, between the last passed and
+    the first left out). Why: a fine-tune's vote masses need not mean what the base's did;
+    carried over by mass, the base's beta-galactosidase threshold passed none of a
+    fine-tune's candidates on 3 runs beyond every training range (F4 0.072 -> 0.000)."""
+    thresholds, calibration = prior
+    out = {}
+    for name, t in thresholds.items():
+        if not np.isfinite(t):
+            continue
+        passed = int((np.log(np.maximum(_masses(base_raw, name), 1e-9))
+                      >= _log_mass(name, t, calibration)).sum())
+        mass = np.sort(_masses(raw, name))[::-1]
+        if not len(mass):  # nothing to count: the mass it stood for
+            out[name] = float(np.exp(_log_mass(name, t, calibration)))
+        elif passed == 0:
+            out[name] = float(mass[0]) * 1.01
+        elif passed >= len(mass):
+            out[name] = float(mass[-1])
+        else:
+            out[name] = float(np.sqrt(max(mass[passed - 1], 1e-12) * max(mass[passed], 1e-12)))
+    return out, {}
 
 
 def keep_prior_unless_beaten(tuning: Tuning, dets: list[Detections],

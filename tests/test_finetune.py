@@ -97,6 +97,9 @@ def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
     assert main(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
                  "--blend", "0", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == "error: --blend must lie in (0, 1], got 0.0"
+    assert main(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
+                 "--lr", "0", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --lr must be positive, got 0.0"
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -107,10 +110,13 @@ def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_pat
 
     out = tmp_path / "ft.pt"
     assert main(["--project", str(crowded.path), "--out", str(out), "--steps", "1",
-                 "--device", "cpu", "--quiet"]) == 0
+                 "--lr", "3e-4", "--device", "cpu", "--quiet"]) == 0
     doc = read_checkpoint(out)
     summary = doc["extra"]["finetune"]
     assert summary["base_kept"] is True and summary["final"] == str(DEFAULT_CHECKPOINT), summary
+    assert summary["lr"] == 3e-4 and all(
+        read_checkpoint(f["checkpoint"])["config"]["train"]["lr"] == 3e-4
+        for f in summary["folds"]), "every fold trains at --lr"
     base = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(t, base[k]) for k, t in doc["model"].items())
     assert doc["thresholds"] == summary["oof"]["thresholds"]

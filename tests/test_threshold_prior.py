@@ -6,7 +6,7 @@ import numpy as np
 
 from data_tools.particles import ParticleTable
 from sparse_det.structures import Detections
-from sparse_det.thresholds import calibrate_and_tune, prior_thresholds_in
+from sparse_det.thresholds import calibrate_and_tune, count_matched_prior, prior_thresholds_in
 
 PARTICLES = ParticleTable.competition()
 PRIOR = ({"ribosome": 5.0}, {})  # an uncalibrated checkpoint: the threshold is a vote mass
@@ -70,3 +70,49 @@ def test_prior_thresholds_map_through_the_vote_mass():
     # Uncalibrated (a vote mass) and a class the new calibration lacks.
     assert np.isclose(prior_thresholds_in({"ribosome": mass}, {}, new)["ribosome"], p_new)
     assert prior_thresholds_in({"apo-ferritin": 0.5}, {}, new) == {}
+
+
+def _scaled(run, factor: float, extra_false_mass: float | None = None):
+    """The run's detections with every vote mass × factor (a network whose masses mean
+    something else), and optionally 5 more false detections at `extra_false_mass`."""
+    dets, truth = run
+    cand, mass = dets["ribosome"]
+    if extra_false_mass is not None:
+        far = np.stack([np.arange(5) * 700.0, np.full(5, -50000.0), np.zeros(5)], 1)
+        cand, mass = np.concatenate([cand, far]), np.concatenate(
+            [mass, np.full(5, extra_false_mass / factor)])
+    return Detections(dets.run, {"ribosome": (cand, mass * factor)}), truth
+
+
+def test_a_fine_tunes_prior_passes_as_many_picks_as_the_bases():
+    base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
+    fine = [_scaled(r, 0.01, extra_false_mass=0.05) for r in base]
+    # The base's threshold (mass 5) passes all 20 of its detections; of the fine-tune's,
+    # masses 1 (16), 0.1 (4) and 0.05 (10 false), the same 20 pass halfway between 0.1 and
+    # 0.05 in log mass.
+    thresholds, calibration = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+                                                  PRIOR)
+    assert calibration == {} and np.isclose(thresholds["ribosome"], np.sqrt(0.1 * 0.05))
+    # A calibrated prior stands for the same vote mass: the same count.
+    cal = {"ribosome": [2.0, -3.0]}
+    p = 1 / (1 + np.exp(-(2.0 * np.log(5.0) - 3.0)))
+    again, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+                                   ({"ribosome": p}, cal))
+    assert np.isclose(again["ribosome"], thresholds["ribosome"])
+    # Above every base detection: above every fine-tune one too.
+    none, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+                                  ({"ribosome": 1000.0}, {}))
+    assert none["ribosome"] > 1.0
+
+
+def test_a_prior_carried_by_vote_mass_can_lose_a_class_that_counting_keeps():
+    """One run (no scatter: the prior stays). The fine-tune finds the same 10 ribosomes at a
+    hundredth of the base's vote mass: the base's threshold as a mass passes none of them,
+    as a count all ten."""
+    base = _run(0, false_at_10=0, weak_hits=2)
+    fine = _scaled(base, 0.01)
+    by_mass = _tune([fine])
+    assert by_mass.kept_prior == ("ribosome",) and by_mass.per_class["ribosome"].tp == 0
+    by_count = _tune([fine], prior=count_matched_prior([base[0]], [fine[0]], PRIOR))
+    c = by_count.per_class["ribosome"]
+    assert (c.tp, c.fp, c.fn) == (10, 0, 0), c
