@@ -3,7 +3,7 @@ never come from a run the model trained on.
 
     python -m sparse_det.finetune --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
-        [--blend A] [--fit-all-thresholds] [--lr LR]
+        [--blend A] [--fit-all-thresholds] [--lr LR] [--folds K]
 
 1. The annotated runs (a run without picks is left out, and the log says so).
 2. Validation by rule: with fewer than 6 runs, min(runs, 3) folds, each holding out every
@@ -46,12 +46,15 @@ MAX_FOLDS = 3
 FEW_RUNS = 6  # below this, cross-validation folds; from here one held-out fifth
 
 
-def folds_for(runs: list[str]) -> list[tuple[list[str], list[str]]]:
-    """[(training runs, validation runs)] by the rule in the module doc."""
+def folds_for(runs: list[str], n_folds: int = 0) -> list[tuple[list[str], list[str]]]:
+    """[(training runs, validation runs)] by the rule in the module doc; `n_folds` > 0:
+    that many folds (at most one per run), each holding out every n-th run."""
     if len(runs) < 2:
         raise DataError(f"fine-tuning needs at least 2 annotated runs, got {runs}")
-    if len(runs) < FEW_RUNS:
-        k = min(len(runs), MAX_FOLDS)
+    if n_folds < 0:
+        raise ValueError(f"--folds must be >= 0, got {n_folds}")
+    if n_folds or len(runs) < FEW_RUNS:
+        k = min(len(runs), n_folds or MAX_FOLDS)
         return [([r for j, r in enumerate(runs) if j % k != i], runs[i::k]) for i in range(k)]
     n_val = max(2, round(len(runs) / 5))
     return [(runs[:-n_val], runs[-n_val:])]
@@ -93,7 +96,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              runs: list[str] | None = None, steps: int = FINETUNE_STEPS,
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
              fresh: bool = False, progress: bool = False, trainer=None,
-             blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR) -> dict:
+             blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
+             n_folds: int = 0) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
@@ -114,7 +118,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     project = CopickProject(project_path)
     settings = checkpoint_settings(base)
     runs = annotated_runs(project, runs)
-    folds = folds_for(runs)
+    folds = folds_for(runs, n_folds)
     n_trainings = len(folds) + (len(folds) > 1)
     budget_s = minutes * 60 / n_trainings if minutes else 0.0
     log.info("fine-tuning %s on %d annotated run(s) of %s: %d fold(s)%s; up to %d steps "
@@ -277,6 +281,9 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
                          "(default: a class keeps the base's unless they lead it by more "
                          "than 2 standard errors run by run)")
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="cross-validation folds, each holding out every n-th run (0: the "
+                         "rule: 3 with fewer than 6 runs, else one held-out fifth)")
     return ap
 
 
@@ -286,7 +293,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
     s = run_or_report(lambda: finetune(
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
-        fit_all=a.fit_all_thresholds, lr=a.lr,
+        fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds,
         progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2

@@ -24,6 +24,13 @@ def test_fold_rule():
         assert not set(train) & set(val) and set(train) | set(val) == set("abcde")
     assert folds_for([f"r{i}" for i in range(10)]) == [
         ([f"r{i}" for i in range(8)], ["r8", "r9"])]
+    # --folds K: K folds whatever the count (at most one per run), every K-th run held out.
+    ten = folds_for([f"r{i}" for i in range(10)], 3)
+    assert [v for _, v in ten] == [["r0", "r3", "r6", "r9"], ["r1", "r4", "r7"],
+                                   ["r2", "r5", "r8"]], ten
+    assert len(folds_for(["a", "b"], 5)) == 2
+    with pytest.raises(ValueError, match="--folds must be >= 0"):
+        folds_for(["a", "b"], -1)
 
 
 @pytest.fixture(scope="module")
