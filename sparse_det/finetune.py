@@ -51,8 +51,8 @@ def folds_for(runs: list[str], n_folds: int = 0) -> list[tuple[list[str], list[s
     that many folds (at most one per run), each holding out every n-th run."""
     if len(runs) < 2:
         raise DataError(f"fine-tuning needs at least 2 annotated runs, got {runs}")
-    if n_folds < 0:
-        raise ValueError(f"--folds must be >= 0, got {n_folds}")
+    if n_folds < 0 or n_folds == 1:  # one fold of every-n-th would hold out every run
+        raise ValueError(f"--folds must be 0 (the rule) or at least 2, got {n_folds}")
     if n_folds or len(runs) < FEW_RUNS:
         k = min(len(runs), n_folds or MAX_FOLDS)
         return [([r for j, r in enumerate(runs) if j % k != i], runs[i::k]) for i in range(k)]

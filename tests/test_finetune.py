@@ -29,8 +29,9 @@ def test_fold_rule():
     assert [v for _, v in ten] == [["r0", "r3", "r6", "r9"], ["r1", "r4", "r7"],
                                    ["r2", "r5", "r8"]], ten
     assert len(folds_for(["a", "b"], 5)) == 2
-    with pytest.raises(ValueError, match="--folds must be >= 0"):
-        folds_for(["a", "b"], -1)
+    for bad in (-1, 1):
+        with pytest.raises(ValueError, match="--folds must be 0 .the rule. or at least 2"):
+            folds_for(["a", "b"], bad)
 
 
 @pytest.fixture(scope="module")
