@@ -22,15 +22,15 @@ def test_fold_rule():
     assert [v for _, v in three] == [["a", "d"], ["b", "e"], ["c"]], three
     for train, val in three:
         assert not set(train) & set(val) and set(train) | set(val) == set("abcde")
-    assert folds_for([f"r{i}" for i in range(10)]) == [
-        ([f"r{i}" for i in range(8)], ["r8", "r9"])]
-    # --folds K: K folds whatever the count (at most one per run), every K-th run held out.
-    ten = folds_for([f"r{i}" for i in range(10)], 3)
+    # Every run is held out once whatever the count (one held-out fifth until 2026-11-30);
+    # --folds K: K folds, every K-th run held out.
+    ten = folds_for([f"r{i}" for i in range(10)])
     assert [v for _, v in ten] == [["r0", "r3", "r6", "r9"], ["r1", "r4", "r7"],
                                    ["r2", "r5", "r8"]], ten
+    assert [v for _, v in folds_for(list("abcd"), 2)] == [["a", "c"], ["b", "d"]]
     assert len(folds_for(["a", "b"], 5)) == 2
-    for bad in (-1, 1):
-        with pytest.raises(ValueError, match="--folds must be 0 .the rule. or at least 2"):
+    for bad in (-1, 0, 1):
+        with pytest.raises(ValueError, match="--folds must be at least 2"):
             folds_for(["a", "b"], bad)
 
 
