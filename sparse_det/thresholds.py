@@ -311,28 +311,30 @@ def _masses(dets: list[Detections], name: str) -> np.ndarray:
 def count_matched_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior
                         ) -> Prior:
     """The base checkpoint's thresholds carried over to another network's detections of the
-    same runs by the number of picks they pass, not by vote mass: each class's threshold
-    (in vote mass, no calibration) passes as many of `raw`'s candidates over all runs as
+    same runs (in vote mass, no calibration): each class's is the lower of the mass it
+    stood for and the threshold that passes as many of `raw`'s candidates over all runs as
     the base's passes of `base_raw`'s (halfway, in log mass, between the last passed and
-    the first left out). Why: a fine-tune's vote masses need not mean what the base's did;
+    the first left out). Why: a fine-tune's vote masses need not mean what the base's did —
     carried over by mass, the base's beta-galactosidase threshold passed none of a
-    fine-tune's candidates on 3 runs beyond every training range (F4 0.072 -> 0.000)."""
+    fine-tune's candidates on 3 runs beyond every training range (F4 0.072 -> 0.000) — but
+    neither need its counts, where the base under-detects (the all-shifted ribosome). F4
+    weighs recall 16 times precision, so of two carry-overs the one that passes more."""
     thresholds, calibration = prior
     out = {}
     for name, t in thresholds.items():
         if not np.isfinite(t):
             continue
-        passed = int((np.log(np.maximum(_masses(base_raw, name), 1e-9))
-                      >= _log_mass(name, t, calibration)).sum())
+        log_mass = _log_mass(name, t, calibration)
+        passed = int((np.log(np.maximum(_masses(base_raw, name), 1e-9)) >= log_mass).sum())
         mass = np.sort(_masses(raw, name))[::-1]
-        if not len(mass):  # nothing to count: the mass it stood for
-            out[name] = float(np.exp(_log_mass(name, t, calibration)))
-        elif passed == 0:
-            out[name] = float(mass[0]) * 1.01
-        elif passed >= len(mass):
-            out[name] = float(mass[-1])
-        else:
-            out[name] = float(np.sqrt(max(mass[passed - 1], 1e-12) * max(mass[passed], 1e-12)))
+        by_count = np.inf  # nothing to count by
+        if len(mass) and passed == 0:
+            by_count = float(mass[0]) * 1.01
+        elif len(mass) and passed >= len(mass):
+            by_count = float(mass[-1])
+        elif len(mass):
+            by_count = float(np.sqrt(max(mass[passed - 1], 1e-12) * max(mass[passed], 1e-12)))
+        out[name] = min(by_count, float(np.exp(log_mass)))
     return out, {}
 
 

@@ -116,3 +116,16 @@ def test_a_prior_carried_by_vote_mass_can_lose_a_class_that_counting_keeps():
     by_count = _tune([fine], prior=count_matched_prior([base[0]], [fine[0]], PRIOR))
     c = by_count.per_class["ribosome"]
     assert (c.tp, c.fp, c.fn) == (10, 0, 0), c
+
+
+def test_where_the_base_under_detects_the_mass_it_stood_for_passes_more():
+    """The fine-tune's true ribosomes score 10 times the base's vote mass: counted, the base's
+    threshold would pass only the 16 the base passed (its weak hits at mass 10 fall under
+    threshold 50); as the mass it stood for, all 20 pass, and that is what is kept."""
+    base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
+    fine = [_scaled(r, 10.0) for r in base]
+    thresholds, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+                                        ({"ribosome": 50.0}, {}))
+    assert np.isclose(thresholds["ribosome"], 50.0)
+    found = sum(int((d["ribosome"][1] >= thresholds["ribosome"]).sum()) for d, _ in fine)
+    assert found == 20
