@@ -12,7 +12,8 @@ never come from a run the model trained on.
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
    base's unless they beat it: thresholds.keep_prior_unless_beaten; carried over to the
-   fine-tune as the same number of picks on these runs: thresholds.count_matched_prior).
+   fine-tune as the lower of the vote mass it stands for and the threshold passing as
+   many picks on these runs: thresholds.carried_prior).
 4. The base detects the same runs; unless the fine-tune leads it there by more than 2
    standard errors run by run, the output is the base with thresholds tuned on them.
 5. Otherwise the final model trains on every run for the folds' median best number of
@@ -136,7 +137,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     if base_won:
         final = Path(base)
     else:
-        final = _train_final(folds, fold_info, runs, settings, kw, progress)
+        final = _train_final(fold_info, runs, settings, kw, progress)
         final = soup_blend(final, base, work / "final_blend.pt", blend)
     summary = {"base": str(base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won,
@@ -161,7 +162,7 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
     (keep_first_unless_beaten)."""
     from sparse_det.thresholds import (
         calibrate_and_tune,
-        count_matched_prior,
+        carried_prior,
         keep_first_unless_beaten,
         paired_difference,
     )
@@ -169,9 +170,8 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
     runs = [d.run for d in dets]
     base_dets = _fold_detections(Path(base), project, runs, kw["work"] / "shards",
                                  kw["device"])
-    # The fine-tune's prior passes as many picks as the base's thresholds do on these runs:
-    # its vote masses need not mean what the base's did.
-    ft_prior = None if prior is None else count_matched_prior(base_dets, dets, prior)
+    # The fine-tune's vote masses need not mean what the base's did (carried_prior).
+    ft_prior = None if prior is None else carried_prior(base_dets, dets, prior)
     tuned = {"base": calibrate_and_tune(base_dets, truths, settings.particles, prior),
              "fine-tune": calibrate_and_tune(dets, truths, settings.particles, ft_prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
@@ -189,11 +189,11 @@ def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool) -
                  "thresholds tuned on these runs")
 
 
-def _train_final(folds, fold_info, runs, settings, kw: dict, progress: bool) -> Path:
+def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:
     """A model trained on every run for the folds' median best number of steps."""
     from sparse_det.training import train
 
-    final_steps = sorted(f["best_step"] for f in fold_info)[len(folds) // 2]
+    final_steps = sorted(f["best_step"] for f in fold_info)[len(fold_info) // 2]
     log.info("final model: all %d runs for %d steps", len(runs), final_steps)
     cfg = training_config(settings.config, name="final", train_runs=runs, val_runs=runs,
                           **(kw | {"steps": final_steps}))

@@ -308,8 +308,19 @@ def _masses(dets: list[Detections], name: str) -> np.ndarray:
     return np.concatenate([d[name][1] for d in dets] or [np.zeros(0)])
 
 
-def count_matched_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior
-                        ) -> Prior:
+def _passing(mass_desc: np.ndarray, n: int) -> float:
+    """A vote-mass threshold that passes exactly the n largest of `mass_desc` (sorted
+    descending): halfway in log mass between the n-th and the next; inf when it is empty."""
+    if not len(mass_desc):
+        return np.inf
+    if n == 0:
+        return float(mass_desc[0]) * 1.01
+    if n >= len(mass_desc):
+        return float(mass_desc[-1])
+    return float(np.sqrt(max(mass_desc[n - 1], 1e-12) * max(mass_desc[n], 1e-12)))
+
+
+def carried_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior) -> Prior:
     """The base checkpoint's thresholds carried over to another network's detections of the
     same runs (in vote mass, no calibration): each class's is the lower of the mass it
     stood for and the threshold that passes as many of `raw`'s candidates over all runs as
@@ -326,14 +337,7 @@ def count_matched_prior(base_raw: list[Detections], raw: list[Detections], prior
             continue
         log_mass = _log_mass(name, t, calibration)
         passed = int((np.log(np.maximum(_masses(base_raw, name), 1e-9)) >= log_mass).sum())
-        mass = np.sort(_masses(raw, name))[::-1]
-        by_count = np.inf  # nothing to count by
-        if len(mass) and passed == 0:
-            by_count = float(mass[0]) * 1.01
-        elif len(mass) and passed >= len(mass):
-            by_count = float(mass[-1])
-        elif len(mass):
-            by_count = float(np.sqrt(max(mass[passed - 1], 1e-12) * max(mass[passed], 1e-12)))
+        by_count = _passing(np.sort(_masses(raw, name))[::-1], passed)
         out[name] = min(by_count, float(np.exp(log_mass)))
     return out, {}
 

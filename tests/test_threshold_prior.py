@@ -6,7 +6,7 @@ import numpy as np
 
 from data_tools.particles import ParticleTable
 from sparse_det.structures import Detections
-from sparse_det.thresholds import calibrate_and_tune, count_matched_prior, prior_thresholds_in
+from sparse_det.thresholds import calibrate_and_tune, carried_prior, prior_thresholds_in
 
 PARTICLES = ParticleTable.competition()
 PRIOR = ({"ribosome": 5.0}, {})  # an uncalibrated checkpoint: the threshold is a vote mass
@@ -90,17 +90,17 @@ def test_a_fine_tunes_prior_passes_as_many_picks_as_the_bases():
     # The base's threshold (mass 5) passes all 20 of its detections; of the fine-tune's,
     # masses 1 (16), 0.1 (4) and 0.05 (10 false), the same 20 pass halfway between 0.1 and
     # 0.05 in log mass.
-    thresholds, calibration = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+    thresholds, calibration = carried_prior([d for d, _ in base], [d for d, _ in fine],
                                                   PRIOR)
     assert calibration == {} and np.isclose(thresholds["ribosome"], np.sqrt(0.1 * 0.05))
     # A calibrated prior stands for the same vote mass: the same count.
     cal = {"ribosome": [2.0, -3.0]}
     p = 1 / (1 + np.exp(-(2.0 * np.log(5.0) - 3.0)))
-    again, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+    again, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
                                    ({"ribosome": p}, cal))
     assert np.isclose(again["ribosome"], thresholds["ribosome"])
     # Above every base detection: above every fine-tune one too.
-    none, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+    none, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
                                   ({"ribosome": 1000.0}, {}))
     assert none["ribosome"] > 1.0
 
@@ -113,7 +113,7 @@ def test_a_prior_carried_by_vote_mass_can_lose_a_class_that_counting_keeps():
     fine = _scaled(base, 0.01)
     by_mass = _tune([fine])
     assert by_mass.kept_prior == ("ribosome",) and by_mass.per_class["ribosome"].tp == 0
-    by_count = _tune([fine], prior=count_matched_prior([base[0]], [fine[0]], PRIOR))
+    by_count = _tune([fine], prior=carried_prior([base[0]], [fine[0]], PRIOR))
     c = by_count.per_class["ribosome"]
     assert (c.tp, c.fp, c.fn) == (10, 0, 0), c
 
@@ -124,7 +124,7 @@ def test_where_the_base_under_detects_the_mass_it_stood_for_passes_more():
     threshold 50); as the mass it stood for, all 20 pass, and that is what is kept."""
     base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
     fine = [_scaled(r, 10.0) for r in base]
-    thresholds, _ = count_matched_prior([d for d, _ in base], [d for d, _ in fine],
+    thresholds, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
                                         ({"ribosome": 50.0}, {}))
     assert np.isclose(thresholds["ribosome"], 50.0)
     found = sum(int((d["ribosome"][1] >= thresholds["ribosome"]).sum()) for d, _ in fine)
