@@ -20,13 +20,17 @@ never come from a run the model trained on.
    steps.
    `--blend A`: every trained model is A × itself + (1 − A) × the base.
 6. `--out`: the final weights with the out-of-fold thresholds. Shards and each training's
-   folder live under `--work` (default `<out>.work/`); a rerun resumes, `--fresh` starts over.
+   folder live under `--work` (default `<out>.work/`), each training's named by its runs and
+   --lr: a rerun with the same ones resumes, other runs, folds or --lr train afresh beside
+   them, `--fresh` deletes the folder first.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import logging
 import shutil
 import sys
@@ -67,6 +71,17 @@ def annotated_runs(project, runs: list[str] | None) -> list[str]:
     if left_out:
         log.info("left out (no picks): %s", ", ".join(left_out))
     return picked
+
+
+def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: float,
+                  steps: int | None = None) -> str:
+    """The folder of one training under --work, named by what it trains on and at which
+    rate: a rerun with the same runs resumes it, one with other runs, folds or --lr gets
+    its own (one folder per fold number silently resumed the earlier fine-tune's folds).
+    `steps` names the final model, whose length the folds decide."""
+    what = {"train": train_runs, "val": val_runs, "lr": lr, "steps": steps}
+    key = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{prefix}_lr{lr:g}_{key}"
 
 
 def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
@@ -195,7 +210,8 @@ def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:
 
     final_steps = sorted(f["best_step"] for f in fold_info)[len(fold_info) // 2]
     log.info("final model: all %d runs for %d steps", len(runs), final_steps)
-    cfg = training_config(settings.config, name="final", train_runs=runs, val_runs=runs,
+    name = training_name("final", runs, runs, kw["lr"], final_steps)
+    cfg = training_config(settings.config, name=name, train_runs=runs, val_runs=runs,
                           **(kw | {"steps": final_steps}))
     cfg.train.steps_per_epoch, cfg.train.patience = final_steps, 0  # validate once
     return train(cfg, progress=progress).with_name("last.pt")
@@ -210,7 +226,8 @@ def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None,
     cfgs = []
     for i, (train_runs, val_runs) in enumerate(folds):
         log.info("fold %d/%d: train %s, validate %s", i + 1, len(folds), train_runs, val_runs)
-        cfgs.append(training_config(settings.config, name=f"fold{i}", train_runs=train_runs,
+        name = training_name(f"fold{i}", train_runs, val_runs, kw["lr"])
+        cfgs.append(training_config(settings.config, name=name, train_runs=train_runs,
                                     val_runs=val_runs, **kw))
     bests = (trainer or (lambda cs: [train(c, progress=progress) for c in cs]))(cfgs)
     dets, truths, fold_info = [], [], []

@@ -65,7 +65,8 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
     assert sorted(r for f in folds for r in f["val"]) == crowded.runs(), folds
     assert all(not set(f["train"]) & set(f["val"]) for f in folds), folds
     assert doc["thresholds"] == summary["oof"]["thresholds"], "thresholds are not out-of-fold"
-    assert summary["final"].endswith("final/last.pt"), summary["final"]
+    assert "/final_lr0.001_" in summary["final"], summary["final"]
+    assert summary["final"].endswith("/last.pt"), summary["final"]
     assert summary["base_kept"] is False and summary["versus_base"][0] > 0.1, summary
     # The out-of-fold runs' confidence range, which infer compares each tomogram with.
     assert set(doc["extra"]["tuned_confidence"][crowded.path.name]) == set(crowded.runs())
@@ -94,6 +95,15 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
             torch.testing.assert_close(t, 0.5 * last["model"][name] + 0.5 * start["model"][name],
                                        rtol=0, atol=1e-6)
     assert blended["thresholds"] == again["oof"]["thresholds"]
+
+    # Another --lr trains every fold afresh beside the first ones (it used to resume
+    # them silently, at their old rate); the first fine-tune's folders stay to resume.
+    assert main([*args, "--lr", "5e-4", "--steps", "1"]) == 0
+    other = read_checkpoint(out)["extra"]["finetune"]["folds"]
+    for before, after in zip(folds, other, strict=True):
+        assert after["checkpoint"] != before["checkpoint"], (before, after)
+        assert read_checkpoint(after["checkpoint"])["config"]["train"]["lr"] == 5e-4
+        assert read_checkpoint(before["checkpoint"])["config"]["train"]["lr"] == 1e-3
 
 
 def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
@@ -128,7 +138,7 @@ def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_pat
     base = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(t, base[k]) for k, t in doc["model"].items())
     assert doc["thresholds"] == summary["oof"]["thresholds"]
-    assert not (tmp_path / "ft.work" / "final").exists(), "no final model was trained"
+    assert not list((tmp_path / "ft.work").glob("final*")), "no final model was trained"
     # infer compares tomograms with the confidence of the written model on these runs
     from sparse_det.inference import Picker
 

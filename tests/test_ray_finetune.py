@@ -35,7 +35,7 @@ def test_ray_finetune_trains_folds_as_tasks(tmp_path, swapped, capsys):
     assert all(not set(f["train"]) & set(f["val"]) for f in folds), folds
     assert all(f["best_step"] > 0 for f in folds), folds
     assert doc["thresholds"] == summary["oof"]["thresholds"], "thresholds are not out-of-fold"
-    assert summary["final"].endswith("final/last.pt"), summary["final"]
+    assert "/final_lr" in summary["final"] and summary["final"].endswith("/last.pt"), summary
     assert "out-of-fold weighted F4" in capsys.readouterr().out
     # the driver made every shard before the tasks started: the base ones and the copies
     shards = tmp_path / "ft.work" / "shards"
