@@ -62,8 +62,11 @@ def test_argument_files_expand_with_comments_and_hold_the_shipped_lists(tmp_path
     a = ap.parse_args([f"@{f}", "--project", "c"])
     assert a.project == ["with space", "b", "c"] and a.runs == ["r1", "r2", "r3"]
     configs = Path(__file__).resolve().parents[1] / "configs"
-    tuning = ap.parse_args([f"@{configs / 'tune_runs_27.args'}"])
-    assert len(tuning.project) == 4 and len(set(tuning.runs)) == len(tuning.runs) == 27
+    earlier = ap.parse_args([f"@{configs / 'tune_runs_27.args'}"])
+    assert len(earlier.project) == 4 and len(set(earlier.runs)) == len(earlier.runs) == 27
+    tuning = ap.parse_args([f"@{configs / 'tune_runs_39.args'}"])
+    assert len(tuning.project) == 5 and len(set(tuning.runs)) == len(tuning.runs) == 39
+    assert set(earlier.runs) < set(tuning.runs)
     held_out = ap.parse_args([f"@{configs / 'heldout_21.args'}"])
     assert len(held_out.project) == 7 and held_out.runs is None
     assert not set(held_out.project) & set(tuning.project), "held-out runs never tune"
