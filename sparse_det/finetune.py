@@ -209,8 +209,8 @@ def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:
     from sparse_det.training import train
 
     final_steps = sorted(f["best_step"] for f in fold_info)[len(fold_info) // 2]
-    log.info("final model: all %d runs for %d steps", len(runs), final_steps)
     name = training_name("final", runs, runs, kw["lr"], final_steps)
+    log.info("final model (%s): all %d runs for %d steps", name, len(runs), final_steps)
     cfg = training_config(settings.config, name=name, train_runs=runs, val_runs=runs,
                           **(kw | {"steps": final_steps}))
     cfg.train.steps_per_epoch, cfg.train.patience = final_steps, 0  # validate once
@@ -225,8 +225,9 @@ def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None,
 
     cfgs = []
     for i, (train_runs, val_runs) in enumerate(folds):
-        log.info("fold %d/%d: train %s, validate %s", i + 1, len(folds), train_runs, val_runs)
         name = training_name(f"fold{i}", train_runs, val_runs, kw["lr"])
+        log.info("fold %d/%d (%s): train %s, validate %s", i + 1, len(folds), name,
+                 train_runs, val_runs)
         cfgs.append(training_config(settings.config, name=name, train_runs=train_runs,
                                     val_runs=val_runs, **kw))
     bests = (trainer or (lambda cs: [train(c, progress=progress) for c in cs]))(cfgs)
