@@ -16,7 +16,7 @@ another leads it run by run by more than two standard errors — your own annota
 choose which network reads your tomograms.
 
 `@FILE` reads more arguments from FILE (shell words, `#` comments): a fixed list of tuning
-projects and runs, such as `configs/tune_runs_39.args`, lives in one file.
+projects and runs, such as `configs/tune_runs_45.args`, lives in one file.
 """
 
 from __future__ import annotations
