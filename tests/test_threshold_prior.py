@@ -91,17 +91,17 @@ def test_a_fine_tunes_prior_passes_as_many_picks_as_the_bases():
     # masses 1 (16), 0.1 (4) and 0.05 (10 false), the same 20 pass halfway between 0.1 and
     # 0.05 in log mass.
     thresholds, calibration = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                                  PRIOR)
+                                            PRIOR)
     assert calibration == {} and np.isclose(thresholds["ribosome"], np.sqrt(0.1 * 0.05))
     # A calibrated prior stands for the same vote mass: the same count.
     cal = {"ribosome": [2.0, -3.0]}
     p = 1 / (1 + np.exp(-(2.0 * np.log(5.0) - 3.0)))
     again, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                   ({"ribosome": p}, cal))
+                             ({"ribosome": p}, cal))
     assert np.isclose(again["ribosome"], thresholds["ribosome"])
     # Above every base detection: above every fine-tune one too.
     none, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                  ({"ribosome": 1000.0}, {}))
+                            ({"ribosome": 1000.0}, {}))
     assert none["ribosome"] > 1.0
 
 
@@ -125,7 +125,7 @@ def test_where_the_base_under_detects_the_mass_it_stood_for_passes_more():
     base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
     fine = [_scaled(r, 10.0) for r in base]
     thresholds, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                        ({"ribosome": 50.0}, {}))
+                                  ({"ribosome": 50.0}, {}))
     assert np.isclose(thresholds["ribosome"], 50.0)
     found = sum(int((d["ribosome"][1] >= thresholds["ribosome"]).sum()) for d, _ in fine)
     assert found == 20
