@@ -98,6 +98,12 @@ class SparsifyConfig:
     # network reads a low-SNR tomogram's denoised contrast and a blurred one's true sizes.
     whitened_channels: bool = False
     whiten_clip_sigma: float = 20.0
+    # The other order: with whitening on and whitened_channels False, five more channels from
+    # the unwhitened tomogram (clipped at raw_clip_sigma) follow the whitened five. The kept
+    # voxels are still ranked on the whitened tomogram, so a checkpoint of whitened input
+    # widens to this one (zero weights for the new five) and computes exactly what it did.
+    raw_channels: bool = False
+    raw_clip_sigma: float = 6.0
     tomogram_type: str = "denoised"  # preferred type (data_tools/tomo_input.py)
     type_fallback: bool = True  # another type when the run lacks the preferred one
     voxel_spacing_A: float = 10.0  # × bin_factor: the working spacing in Å
@@ -141,6 +147,8 @@ class SparsifyConfig:
                              f"{cfg.whiten_sigma_A} and {cfg.clip_sigma}")
         if cfg.whitened_channels and not cfg.whiten_sigma_A > 0:
             raise ValueError("whitened_channels needs whiten_sigma_A > 0")
+        if cfg.raw_channels and (cfg.whitened_channels or not cfg.whiten_sigma_A > 0):
+            raise ValueError("raw_channels needs whiten_sigma_A > 0 and whitened_channels off")
         if cfg.keep_min_depth_A < 0:
             raise ValueError(f"keep_min_depth_A must be >= 0, got {cfg.keep_min_depth_A}")
         sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
@@ -160,6 +168,8 @@ class SparsifyConfig:
         d["dog_sigmas_A"] = list(self.dog_sigmas_A)
         if self.tilt_axis == "auto":
             del d["tilt_axis"]  # absent means auto: shards and checkpoints before it match
+        if not self.raw_channels:
+            del d["raw_channels"], d["raw_clip_sigma"]  # likewise
         return d
 
     @property
@@ -168,14 +178,16 @@ class SparsifyConfig:
 
     @property
     def channel_group_size(self) -> int:
-        """Channels per group: [intensity, smooth, bands...]; whitened_channels adds a
-        second group after the first."""
+        """Channels per group: [intensity, smooth, bands...]; whitened_channels or
+        raw_channels adds a second group after the first."""
         return 2 + len(self.dog_sigmas_A)
 
     @property
     def feature_names(self) -> list[str]:
         names = ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
-        return names + [f"{n}_white" for n in names] if self.whitened_channels else names
+        if self.whitened_channels:
+            return names + [f"{n}_white" for n in names]
+        return names + [f"{n}_raw" for n in names] if self.raw_channels else names
 
 
 def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
@@ -272,15 +284,18 @@ def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A
     projection = ops.projection(x) if cfg.polarity == "auto" else None
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     sign = -1.0 if polarity == "dark" else 1.0
-    white = None
+    second, second_clip = None, 0.0  # the group after the one that ranks the voxels
     if cfg.whiten_sigma_A > 0:
         white = ops.normalise(ops.whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
-        if not cfg.whitened_channels:
-            x, white = white, None
+        if cfg.whitened_channels:
+            second, second_clip = white, cfg.whiten_clip_sigma
+        else:
+            second, second_clip = (x, cfg.raw_clip_sigma) if cfg.raw_channels else (None, 0.0)
+            x = white
     feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
-    if white is not None:
-        feats += ops.bands(white, cfg.whiten_clip_sigma, sign, cfg, voxel_size_A, what)
+    if second is not None:
+        feats += ops.bands(second, second_clip, sign, cfg, voxel_size_A, what)
     return score, feats, info
 
 

@@ -86,8 +86,8 @@ class TrainConfig:
     flip_xy: bool = True  # random flips in x and y (keep the missing wedge about y)
     flip_z: bool = True  # random flips in z (the wedge is symmetric in z)
     intensity_jitter: float = 0.25
-    # With whitened channels (sparsify.whitened_channels): the share of crops that lose one
-    # group, the usual five or the whitened five (set to 0, the kept voxels' median), so the
+    # With two groups of channels (sparsify.whitened_channels or raw_channels): the share of
+    # crops that lose one, the first five or the second (set to 0, the kept voxels' median), so the
     # network learns to read each on its own instead of leaning on the one it started with.
     channel_group_dropout: float = 0.0
     out_dir: str = "runs/default"

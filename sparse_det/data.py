@@ -148,7 +148,8 @@ class CropSampler:
         self.flip_xy, self.flip_z = train.flip_xy, train.flip_z
         self.jitter = train.intensity_jitter
         self.group_dropout = train.channel_group_dropout
-        self.white = np.array([n.endswith("_white") for n in runs[0].sv.feature_names])
+        self.second = np.array([n.endswith(("_white", "_raw"))  # the second group
+                               for n in runs[0].sv.feature_names])
         self.rng = np.random.default_rng(seed)
 
     def _origin(self, r: RunSample, crop: np.ndarray) -> np.ndarray:
@@ -179,8 +180,8 @@ class CropSampler:
             c = feats.shape[1]
             feats = feats * (1 + self.rng.uniform(-self.jitter, self.jitter, c)).astype(
                 np.float32) + self.rng.normal(0, self.jitter / 2, c).astype(np.float32)
-        if self.white.any() and self.rng.random() < self.group_dropout:
-            feats[:, self.white if self.rng.random() < 0.5 else ~self.white] = 0.0
+        if self.second.any() and self.rng.random() < self.group_dropout:
+            feats[:, self.second if self.rng.random() < 0.5 else ~self.second] = 0.0
         return coords, feats, labels, offsets
 
     def batch(self, batch_size: int) -> tuple[SparseBatch, torch.Tensor, torch.Tensor]:

@@ -46,6 +46,7 @@ def test_binary_dilation_matches_scipy():
     {"whiten_sigma_A": 30.0, "bright": True},
     {"feature_norm": "kept", "whiten_sigma_A": 20.0, "whitened_channels": True},
     {"feature_norm": "kept_bands", "whiten_sigma_A": 20.0, "whitened_channels": True},
+    {"feature_norm": "kept", "whiten_sigma_A": 20.0, "clip_sigma": 20.0, "raw_channels": True},
 ])
 def test_torch_sparsifier_equals_scipy(settings):
     settings = dict(settings)

@@ -88,3 +88,35 @@ def test_whitened_channels_follow_the_usual_five_unchanged():
     assert not np.allclose(both.feats[:, 5:], plain.feats, atol=0.1)
     with pytest.raises(ValueError, match="whitened_channels"):
         SparsifyConfig.from_dict({"whitened_channels": True})
+
+
+def test_raw_channels_follow_the_whitened_five_unchanged():
+    """raw_channels appends the unwhitened tomogram's five channels to the whitened ones and
+    leaves the whitened five and the kept voxels exactly as with whitening alone (so a
+    whitened-input checkpoint widens to it); at each kept voxel the new five are what the
+    unwhitened configuration computes there."""
+    from data_tools.sparsify import sparsify
+
+    vol, _ = _spheres()
+    vol = ndimage.gaussian_filter(vol, 1.0) * 50.0 + 3.0
+    white = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03, whiten_sigma_A=20.0,
+                                               clip_sigma=20.0), "r")
+    both = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03, whiten_sigma_A=20.0,
+                                              clip_sigma=20.0, raw_channels=True), "r")
+    plain = sparsify(vol, 20.0, SparsifyConfig(keep_fraction=0.03), "r")
+    np.testing.assert_array_equal(both.coords_zyx, white.coords_zyx)
+    np.testing.assert_array_equal(both.feats[:, :5], white.feats)
+    assert both.feature_names == white.feature_names + [f"{n}_raw" for n in white.feature_names]
+    # voxel-wise: the feature volumes are normalised over the whole tomogram ("volume")
+    row_of = {tuple(c): i for i, c in enumerate(plain.coords_zyx.tolist())}
+    shared = [(i, row_of[tuple(c)]) for i, c in enumerate(both.coords_zyx.tolist())
+              if tuple(c) in row_of]
+    assert len(shared) > 1000  # voxels both rankings keep
+    mine, theirs = np.array(shared).T
+    np.testing.assert_allclose(both.feats[mine, 5:], plain.feats[theirs], atol=1e-5)
+    assert not np.allclose(both.feats[:, 5:], white.feats, atol=0.1)
+    assert "raw_channels" not in SparsifyConfig().to_dict()  # old shards' keys unchanged
+    for bad in ({"raw_channels": True},
+                {"raw_channels": True, "whiten_sigma_A": 20.0, "whitened_channels": True}):
+        with pytest.raises(ValueError, match="raw_channels"):
+            SparsifyConfig.from_dict(bad)
