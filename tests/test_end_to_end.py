@@ -183,15 +183,17 @@ def test_fine_tune_from_incompatible_checkpoint(trained, tmp_path):
         train(cfg, progress=False, resume=False)
 
 
-def test_fine_tune_with_whitened_channels_widens_the_init(trained, tmp_path):
-    """Five whitened channels appended to a 5-channel checkpoint's: the real sparsifier makes
-    10-channel shards, the stem grows with zero weights for the new channels, and a step
-    that cannot move the weights leaves the old ones the init's."""
+@pytest.mark.parametrize("second", ["white", "raw"])
+def test_fine_tune_with_a_second_channel_group_widens_the_init(trained, tmp_path, second):
+    """Five more channels (whitened, or unwhitened after whitened ones) appended to a
+    5-channel checkpoint's: the real sparsifier makes 10-channel shards, the stem grows with
+    zero weights for the new channels, and a step that cannot move the weights leaves the
+    old ones the init's."""
     import dataclasses
 
     cfg, best = copy.deepcopy(trained[0]), trained[1]
-    cfg.sparsify = dataclasses.replace(cfg.sparsify, whiten_sigma_A=20.0,
-                                       whitened_channels=True)
+    group = {"whitened_channels": True} if second == "white" else {"raw_channels": True}
+    cfg.sparsify = dataclasses.replace(cfg.sparsify, whiten_sigma_A=20.0, **group)
     cfg.data.shards = str(tmp_path / "shards10")
     cfg.train.steps, cfg.train.steps_per_epoch, cfg.train.lr = 1, 1, 1e-12
     cfg.train.out_dir = str(tmp_path / "ft10")
@@ -199,7 +201,7 @@ def test_fine_tune_with_whitened_channels_widens_the_init(trained, tmp_path):
     out = read_checkpoint(train(cfg, progress=False, resume=False))
     old = read_checkpoint(best)
     assert out["feature_names"] == old["feature_names"] + [
-        f"{n}_white" for n in old["feature_names"]]
+        f"{n}_{second}" for n in old["feature_names"]]
     stem = out["model"]["stem.weight"]
     assert stem.shape[-1] == 10
     torch.testing.assert_close(stem[..., :5], old["model"]["stem.weight"], atol=1e-6, rtol=0)
