@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 POLARITIES = ("auto", "dark", "bright")
 TILT_AXES = ("auto", "y", "x")
 FEATURE_NORMS = ("volume", "kept", "kept_bands")
+WHITE_SUFFIX, RAW_SUFFIX = "_white", "_raw"  # the second group's feature names end so
 # A channel's robust sigma over the kept voxels may collapse where most of them sit at the
 # clip (the intensity channel of a high-contrast tomogram): then its standard deviation,
 # and never less than this share of it, is the scale.
@@ -185,9 +186,14 @@ class SparsifyConfig:
     @property
     def feature_names(self) -> list[str]:
         names = ["norm", "smooth"] + [f"dog{s:g}A" for s in self.dog_sigmas_A]
-        if self.whitened_channels:
-            return names + [f"{n}_white" for n in names]
-        return names + [f"{n}_raw" for n in names] if self.raw_channels else names
+        suffix = (WHITE_SUFFIX if self.whitened_channels else
+                  RAW_SUFFIX if self.raw_channels else None)
+        return names + [n + suffix for n in names] if suffix else names
+
+
+def second_group_mask(feature_names: list[str]) -> np.ndarray:
+    """Which channels belong to the second group (whitened_channels or raw_channels)."""
+    return np.array([n.endswith((WHITE_SUFFIX, RAW_SUFFIX)) for n in feature_names])
 
 
 def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
@@ -284,18 +290,18 @@ def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A
     projection = ops.projection(x) if cfg.polarity == "auto" else None
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     sign = -1.0 if polarity == "dark" else 1.0
-    second, second_clip = None, 0.0  # the group after the one that ranks the voxels
+    second = None  # (volume, clip) of the group after the one that ranks the voxels
     if cfg.whiten_sigma_A > 0:
         white = ops.normalise(ops.whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
         if cfg.whitened_channels:
-            second, second_clip = white, cfg.whiten_clip_sigma
+            second = (white, cfg.whiten_clip_sigma)
         else:
-            second, second_clip = (x, cfg.raw_clip_sigma) if cfg.raw_channels else (None, 0.0)
+            second = (x, cfg.raw_clip_sigma) if cfg.raw_channels else None
             x = white
     feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
     score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
     if second is not None:
-        feats += ops.bands(second, second_clip, sign, cfg, voxel_size_A, what)
+        feats += ops.bands(*second, sign, cfg, voxel_size_A, what)
     return score, feats, info
 
 

@@ -87,8 +87,9 @@ class TrainConfig:
     flip_z: bool = True  # random flips in z (the wedge is symmetric in z)
     intensity_jitter: float = 0.25
     # With two groups of channels (sparsify.whitened_channels or raw_channels): the share of
-    # crops that lose one, the first five or the second (set to 0, the kept voxels' median), so the
-    # network learns to read each on its own instead of leaning on the one it started with.
+    # crops that lose one, the first five or the second (set to 0, the kept voxels' median),
+    # so the network learns to read each on its own instead of leaning on the one it started
+    # with.
     channel_group_dropout: float = 0.0
     out_dir: str = "runs/default"
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)

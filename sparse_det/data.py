@@ -14,7 +14,13 @@ from data_tools.appearance import AppearanceRanges, randomise_appearance
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
-from data_tools.sparsify import SparsifyConfig, read_input, shard_or_sparsify, sparsify
+from data_tools.sparsify import (
+    SparsifyConfig,
+    read_input,
+    second_group_mask,
+    shard_or_sparsify,
+    sparsify,
+)
 from sparse_det.config import Config, ConfigError, TrainConfig
 from sparse_det.structures import SWAP_YX, SparseBatch, SparseVolume, swap_yx
 from sparse_det.targets import make_targets
@@ -148,8 +154,7 @@ class CropSampler:
         self.flip_xy, self.flip_z = train.flip_xy, train.flip_z
         self.jitter = train.intensity_jitter
         self.group_dropout = train.channel_group_dropout
-        self.second = np.array([n.endswith(("_white", "_raw"))  # the second group
-                               for n in runs[0].sv.feature_names])
+        self.second = second_group_mask(runs[0].sv.feature_names)
         self.rng = np.random.default_rng(seed)
 
     def _origin(self, r: RunSample, crop: np.ndarray) -> np.ndarray:
