@@ -337,11 +337,14 @@ def image(density: np.ndarray, p: dict, voxel_size_A: float,
 def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE_ZYX,
                      ranges: SimRanges | None = None, run_prefix: str = "TS_sim",
                      progress: bool = True, physics: str = "fast",
-                     tilt: TiltRanges | None = None) -> CopickProject:
+                     tilt: TiltRanges | None = None,
+                     indices: list[int] | None = None) -> CopickProject:
     """Writes a complete copick project with picks, copick_config.json, solution.csv and
     simulation.json (every run's drawn parameters). physics "fast": the 3-D Fourier imaging
     model, 10 Å with a 3-level pyramid; "tilt": a tilt series reconstructed by WBP
-    (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels."""
+    (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels.
+    Run i draws from its own stream [seed, i], so `indices` (default 0..n_runs-1) makes any
+    subset of a seed's runs exactly as the whole batch would."""
     from tqdm import tqdm
 
     ranges = ranges or SimRanges()
@@ -359,7 +362,8 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
                         "physics": physics, "runs": {}}
     if physics == "tilt":
         record["tilt_ranges"] = tilt.to_dict()
-    for i in tqdm(range(n_runs), desc="simulate", unit="run", disable=not progress):
+    indices = list(range(n_runs)) if indices is None else list(indices)
+    for i in tqdm(indices, desc="simulate", unit="run", disable=not progress):
         run = f"{run_prefix}_{seed}_{i:03d}"
         if physics == "tilt":
             tomos, picks, params = simulate_tilt_run(run, shape_zyx, particles, ranges, tilt,

@@ -1,0 +1,173 @@
+"""The simulated projects the benchmarks are measured on, made from one manifest.
+
+    python -m data_tools.datasets list [--manifest configs/datasets.yaml]
+    python -m data_tools.datasets make SET [SET ...] [--manifest ...] [--root DIR] [--dry-run]
+
+Each entry of a set is one `data_tools.simulate` call (configs/datasets.yaml). `make` skips a
+call whose runs are all recorded in its project's simulation.json (which simulate writes
+last), so an interrupted `make` resumes at the first call it had not finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_tools.particles import DataError
+
+DEFAULT_MANIFEST = "configs/datasets.yaml"
+CALL_KEYS = {"out", "seed", "runs", "indices", "physics", "prefix", "ranges", "tilt_ranges",
+             "shape_zyx"}
+
+
+@dataclass(frozen=True)
+class SimCall:
+    """One `data_tools.simulate` call: the runs {prefix}_{seed}_{i:03d} for i in indices."""
+    out: str
+    seed: int
+    indices: tuple[int, ...]
+    physics: str = "fast"
+    prefix: str = "TS_sim"
+    ranges: dict = field(default_factory=dict)
+    tilt_ranges: dict = field(default_factory=dict)
+    shape_zyx: tuple[int, int, int] | None = None  # None: the competition's full size
+
+    @property
+    def run_names(self) -> list[str]:
+        return [f"{self.prefix}_{self.seed}_{i:03d}" for i in self.indices]
+
+
+def _overrides(value, where: str, root: Path) -> dict:
+    """Ranges inline (a mapping) or as a JSON file relative to `root`."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    path = root / value
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{where}: cannot read ranges file {path}: {exc}") from exc
+
+
+def _parse_call(entry, where: str, root: Path) -> SimCall:
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: each entry must be a mapping, got {entry!r}")
+    unknown = set(entry) - CALL_KEYS
+    if unknown:
+        raise DataError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(CALL_KEYS)})")
+    if "out" not in entry or "seed" not in entry:
+        raise DataError(f"{where}: 'out' and 'seed' are required")
+    if ("runs" in entry) == ("indices" in entry):
+        raise DataError(f"{where}: give exactly one of 'runs' (0..N-1) and 'indices'")
+    indices = (tuple(range(int(entry["runs"]))) if "runs" in entry
+               else tuple(int(i) for i in entry["indices"]))
+    return SimCall(out=str(entry["out"]), seed=int(entry["seed"]), indices=indices,
+                   physics=str(entry.get("physics", "fast")),
+                   prefix=str(entry.get("prefix", "TS_sim")),
+                   ranges=_overrides(entry.get("ranges"), where, root),
+                   tilt_ranges=_overrides(entry.get("tilt_ranges"), where, root),
+                   shape_zyx=(tuple(int(n) for n in entry["shape_zyx"])
+                              if "shape_zyx" in entry else None))
+
+
+def load_manifest(path: str | Path, root: str | Path = ".") -> dict[str, list[SimCall]]:
+    """{set name: its calls}; ranges files resolve against `root` (the project root)."""
+    import yaml
+
+    path, root = Path(path), Path(root)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: cannot read the dataset manifest: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: the manifest must map set names to lists of calls")
+    sets = {}
+    for name, entries in doc.items():
+        if not isinstance(entries, list) or not entries:
+            raise DataError(f"{path}: set {name!r} must be a non-empty list of calls")
+        sets[name] = [_parse_call(e, f"{path}: {name}[{k}]", root)
+                      for k, e in enumerate(entries)]
+    return sets
+
+
+def recorded_runs(project: Path) -> set[str]:
+    """The runs simulate has finished in `project` (its simulation.json, written last)."""
+    rec = project / "simulation.json"
+    if not rec.exists():
+        return set()
+    try:
+        return set(json.loads(rec.read_text()).get("runs", {}))
+    except ValueError as exc:
+        raise DataError(f"{rec}: not valid JSON ({exc}); delete the project to remake it"
+                        ) from exc
+
+
+def run_call(call: SimCall, root: Path) -> None:
+    from data_tools.simulate import FULL_SHAPE_ZYX, SimRanges, TiltRanges, simulate_project
+
+    ranges = SimRanges.from_dict({**asdict(SimRanges()), **call.ranges})
+    tilt = TiltRanges.from_dict(call.tilt_ranges)
+    simulate_project(root / call.out, max(call.indices) + 1, call.seed,
+                     call.shape_zyx or FULL_SHAPE_ZYX, ranges=ranges,
+                     run_prefix=call.prefix, progress=False, physics=call.physics,
+                     tilt=tilt, indices=list(call.indices))
+
+
+def make_sets(names: list[str], sets: dict[str, list[SimCall]], root: Path,
+              dry_run: bool = False, log=print) -> list[SimCall]:
+    """Runs every call of the named sets whose runs are not all recorded yet; returns them."""
+    missing = [n for n in names if n not in sets]
+    if missing:
+        raise DataError(f"unknown set(s) {missing}; the manifest has {sorted(sets)}")
+    todo, seen = [], set()
+    for call in (c for n in names for c in sets[n]):
+        key = (call.out, tuple(call.run_names))
+        if key in seen or set(call.run_names) <= recorded_runs(root / call.out):
+            continue
+        seen.add(key)
+        todo.append(call)
+    for k, call in enumerate(todo, 1):
+        log(f"[{k}/{len(todo)}] {call.out}: {', '.join(call.run_names)} ({call.physics})")
+        if not dry_run:
+            t0 = time.perf_counter()
+            run_call(call, root)
+            log(f"        {time.perf_counter() - t0:.0f} s")
+    if not todo:
+        log("every run of " + ", ".join(names) + " is already there")
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["list", "make"])
+    ap.add_argument("sets", nargs="*")
+    ap.add_argument("--manifest", default=DEFAULT_MANIFEST)
+    ap.add_argument("--root", default=".", help="project root the manifest's paths are under")
+    ap.add_argument("--dry-run", action="store_true", help="print the calls make would run")
+    a = ap.parse_args(argv)
+    root = Path(a.root)
+    try:
+        sets = load_manifest(root / a.manifest, root)
+        if a.command == "list":
+            for name, calls in sets.items():
+                runs = [r for c in calls for r in c.run_names]
+                done = sum(r in recorded_runs(root / c.out) for c in calls for r in c.run_names)
+                print(f"{name}: {len(runs)} runs in {len({c.out for c in calls})} "
+                      f"project(s), {done} made")
+            return 0
+        if not a.sets:
+            ap.error("make needs at least one set name")
+        make_sets(a.sets, sets, root, dry_run=a.dry_run, log=lambda s: print(s, flush=True))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

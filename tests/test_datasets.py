@@ -1,0 +1,100 @@
+"""data_tools.datasets: the benchmark projects made from the manifest, resumably, and the
+shipped manifest naming exactly the runs the argument files use."""
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_tools.copick_io import CopickProject
+from data_tools.datasets import load_manifest, main, make_sets
+from data_tools.particles import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """
+small:
+  - {out: data/a, seed: 5, runs: 2, shape_zyx: [32, 64, 64]}
+  - {out: data/b, seed: 5, indices: [1], prefix: TS_one, shape_zyx: [32, 64, 64],
+     ranges: {snr: [2.0, 2.5]}}
+"""
+
+
+def test_make_is_resumable_and_indices_remake_a_batch_run(tmp_path):
+    """Run 1 made alone (`indices: [1]`) is the voxel-identical tomogram and the same picks
+    as run 1 of the two-run batch (its own random stream), the ranges apply, and a second
+    `make` finds nothing to do."""
+    (tmp_path / "m.yaml").write_text(SMALL.replace("{snr: [2.0, 2.5]}", "{}"))
+    sets = load_manifest(tmp_path / "m.yaml", tmp_path)
+    assert [c.run_names for c in sets["small"]] == [["TS_sim_5_000", "TS_sim_5_001"],
+                                                     ["TS_one_5_001"]]
+    done = make_sets(["small"], sets, tmp_path, log=lambda s: None)
+    assert len(done) == 2
+    a, b = CopickProject(tmp_path / "data/a"), CopickProject(tmp_path / "data/b")
+    assert a.runs() == ["TS_sim_5_000", "TS_sim_5_001"] and b.runs() == ["TS_one_5_001"]
+    np.testing.assert_array_equal(a.read_tomogram("TS_sim_5_001").data,
+                                  b.read_tomogram("TS_one_5_001").data)
+    pa, pb = a.read_picks("TS_sim_5_001"), b.read_picks("TS_one_5_001")
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+    assert make_sets(["small"], sets, tmp_path, log=lambda s: None) == []
+
+
+def test_ranges_inline_reach_the_simulator(tmp_path):
+    import json
+
+    (tmp_path / "m.yaml").write_text(SMALL)
+    make_sets(["small"], load_manifest(tmp_path / "m.yaml", tmp_path), tmp_path,
+              log=lambda s: None)
+    rec = json.loads((tmp_path / "data/b/simulation.json").read_text())
+    assert 2.0 <= rec["runs"]["TS_one_5_001"]["snr"] <= 2.5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("s:\n  - {out: x, seed: 1}\n", "exactly one of 'runs'"),
+    ("s:\n  - {out: x, seed: 1, runs: 1, colour: red}\n", "unknown keys"),
+    ("s:\n  - {seed: 1, runs: 1}\n", "'out' and 'seed' are required"),
+    ("s:\n  - {out: x, seed: 1, runs: 1, ranges: nowhere.json}\n", "nowhere.json"),
+    ("s: []\n", "non-empty list"),
+])
+def test_bad_manifest_names_the_file_and_the_problem(tmp_path, text, message):
+    (tmp_path / "m.yaml").write_text(text)
+    with pytest.raises(DataError, match=message) as exc:
+        load_manifest(tmp_path / "m.yaml", tmp_path)
+    assert "m.yaml" in str(exc.value)
+
+
+def test_unknown_set_is_an_error(tmp_path, capsys):
+    (tmp_path / "m.yaml").write_text(SMALL)
+    assert main(["make", "nope", "--manifest", "m.yaml", "--root", str(tmp_path)]) == 2
+    assert "unknown set" in capsys.readouterr().err
+
+
+def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str]]:
+    words = shlex.split(path.read_text(), comments=True)
+    projects = {words[i + 1] for i, w in enumerate(words) if w == "--project"}
+    runs = set()
+    if "--runs" in words:
+        for w in words[words.index("--runs") + 1:]:
+            if w.startswith("--"):
+                break
+            runs.add(w)
+    return projects, runs
+
+
+@pytest.mark.parametrize("args, sets", [
+    ("heldout_21.args", ["heldout_21"]),
+    ("tune_runs_45.args", ["tune_45"]),
+    ("tune_runs_51.args", ["tune_45", "tune_four"]),
+])
+def test_shipped_manifest_makes_what_the_argument_files_read(args, sets):
+    """Every project an argument file names is made by the manifest, and where it lists
+    runs, the manifest makes exactly those."""
+    manifest = load_manifest(ROOT / "configs/datasets.yaml", ROOT)
+    calls = [c for s in sets for c in manifest[s]]
+    projects, runs = _args_projects_and_runs(ROOT / "configs" / args)
+    assert projects == {c.out for c in calls}
+    made = {r for c in calls for r in c.run_names}
+    assert runs == made if runs else len(made) == 21
