@@ -40,6 +40,16 @@ def rfft_frequency(shape: tuple[int, int, int]) -> np.ndarray:
     return np.sqrt(fz**2 + fy**2 + fx**2)
 
 
+def power_by_shell(spec: np.ndarray, shape: tuple[int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shell index of each coefficient, summed power per shell, coefficients per shell) of
+    the rfftn `spec` of a volume of `shape`."""
+    shell = shell_of(rfft_frequency(shape))
+    power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
+                            minlength=N_SHELLS + 1)
+    return shell, power_sum, np.bincount(shell.ravel(), minlength=N_SHELLS + 1)
+
+
 def shell_gain(power_sum: np.ndarray, counts: np.ndarray, sigma_ref_vox: float,
                power: float = 1.0) -> np.ndarray:
     """Gain per shell: reference amplitude over the tomogram's (floored) mean amplitude to
@@ -63,10 +73,24 @@ def whiten(vol: np.ndarray, sigma_ref_vox: float, workers: int | None = None,
     from scipy import fft
 
     spec = fft.rfftn(np.asarray(vol, np.float32), workers=workers)
-    shell = shell_of(rfft_frequency(vol.shape))
-    power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
-                            minlength=N_SHELLS + 1)
-    gain = shell_gain(power_sum, np.bincount(shell.ravel(), minlength=N_SHELLS + 1),
-                      sigma_ref_vox, power).astype(np.float32)
+    shell, power_sum, counts = power_by_shell(spec, vol.shape)
+    gain = shell_gain(power_sum, counts, sigma_ref_vox, power).astype(np.float32)
     spec *= gain[shell]
     return fft.irfftn(spec, s=vol.shape, workers=workers).astype(np.float32)
+
+
+def shell_amplitude(vol: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """Mean amplitude per frequency shell (N_SHELLS + 1 numbers, float64) of `vol`."""
+    from scipy import fft
+
+    _, power_sum, counts = power_by_shell(
+        fft.rfftn(np.asarray(vol, np.float32), workers=workers), vol.shape)
+    return np.sqrt(power_sum / np.maximum(counts, 1))
+
+
+def unit_profile(amp: np.ndarray) -> np.ndarray:
+    """A shell amplitude profile scaled to unit RMS over shells 1..N_SHELLS-1 (the DC and the
+    corner beyond Nyquist carry no structure): profiles of tomograms of any gain compare."""
+    amp = np.asarray(amp, np.float64)
+    return amp / max(float(np.sqrt(np.mean(amp[1:N_SHELLS] ** 2))), 1e-30)
+

@@ -120,3 +120,21 @@ def test_raw_channels_follow_the_whitened_five_unchanged():
                 {"raw_channels": True, "whiten_sigma_A": 20.0, "whitened_channels": True}):
         with pytest.raises(ValueError, match="raw_channels"):
             SparsifyConfig.from_dict(bad)
+
+
+def test_shell_amplitude_profile_is_gain_free_and_sees_blur():
+    """unit_profile removes the tomogram's gain; a Gaussian blur of σ voxels lowers the
+    profile at q by exp(-2 π² σ² q²), as bench/spectra.py reads it."""
+    from scipy import ndimage
+
+    from data_tools.spectrum import N_SHELLS, shell_amplitude, unit_profile
+
+    vol = np.random.default_rng(0).normal(size=(32, 64, 64)).astype(np.float32)
+    a = unit_profile(shell_amplitude(vol))
+    np.testing.assert_allclose(unit_profile(shell_amplitude(7.5 * vol)), a, rtol=1e-5)
+    blurred = unit_profile(shell_amplitude(ndimage.gaussian_filter(vol, 1.0, mode="wrap")))
+    s = N_SHELLS // 4  # q ≈ 0.125 cycles per voxel
+    q = (s + 0.5) / (2 * N_SHELLS)
+    ratio = (blurred[s] / blurred[2]) / (a[s] / a[2])
+    expected = np.exp(-2 * np.pi**2 * q**2) / np.exp(-2 * np.pi**2 * (2.5 / 128) ** 2)
+    assert abs(ratio / expected - 1) < 0.1
