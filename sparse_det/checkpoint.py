@@ -165,6 +165,8 @@ class LoadedCheckpoint:
     # {tta: {"thresholds", "calibration"}} tuned for test-time settings other than the
     # config's postprocess.tta (write_retuned's other_tta).
     tuned_for_tta: dict[str, dict] = field(default_factory=dict)
+    # The candidate rescorer (sparse_det/rescore.py) its thresholds were tuned with, if any.
+    rescorer: torch.nn.Module | None = None
 
     def use_tta(self, tta: str) -> bool:
         """Switches to the thresholds and calibration tuned for `tta`; False when the
@@ -249,4 +251,21 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     model.eval()
     return LoadedCheckpoint(model, cfg, particles, settings.thresholds,
                             settings.feature_names, Path(path), settings.calibration,
-                            settings.tuned_for_tta)
+                            settings.tuned_for_tta, _rescorer(path, doc, len(particles)))
+
+
+def _rescorer(path: str | Path, doc: dict, n_classes: int) -> torch.nn.Module | None:
+    state = doc.get("extra", {}).get("rescorer")
+    if state is None:
+        return None
+    from data_tools.particles import DataError
+    from sparse_det.rescore import RescoreNet
+
+    try:
+        net = RescoreNet.from_state(state, str(path))
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if net.n_classes != n_classes:
+        raise CheckpointError(f"{path}: its rescorer scores {net.n_classes} classes, its "
+                              f"particle table has {n_classes}")
+    return net

@@ -220,16 +220,20 @@ class Picker:
     device: torch.device
     sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
     tta: str = "none"  # a key of TTA_MIRRORS
+    # Score candidates with the checkpoint's rescorer (sparse_det/rescore.py) where it has
+    # one: its thresholds were tuned on those scores.
+    rescore: bool = True
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "auto", *,
              input_overrides: dict | None = None, precision: str = "fp32",
-             tta: str | None = None) -> Picker:
+             tta: str | None = None, rescore: bool = True) -> Picker:
         """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides).
         `precision` "fp16": weights and features in half precision (spconv needs both in
         one dtype, which autocast does not give it; bf16 has no spconv kernel).
         `tta`: test-time mirrors (TTA_MIRRORS); None takes the checkpoint's, the setting
-        its thresholds were tuned with."""
+        its thresholds were tuned with. `rescore` False: vote masses even where the
+        checkpoint carries a rescorer (to fit one)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if tta is not None:
@@ -244,7 +248,7 @@ class Picker:
                           f"not {tta}; `python -m sparse_det.tune --tta {tta}` tunes a set "
                           "for it", stacklevel=2)
         return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides),
-                   tta or tuned_for)
+                   tta or tuned_for, rescore)
 
     @property
     def particles(self) -> ParticleTable:
@@ -285,13 +289,25 @@ class Picker:
 
     def detect_run(self, project: CopickProject, run: str,
                    shards_dir: str | Path | None = None, *, calibrated: bool = True,
-                   sv: SparseVolume | None = None) -> Detections:
-        """detect() of one run of a project, re-sparsified when it is crowded."""
-        return self.detect(
+                   sv: SparseVolume | None = None, rescored: bool | None = None
+                   ) -> Detections:
+        """detect() of one run of a project, re-sparsified when it is crowded; its
+        candidates scored by the checkpoint's rescorer from the dense tomogram where it
+        carries one (`rescored` None: as the picker's `rescore` says)."""
+        use = self.rescore if rescored is None else rescored
+        rescorer = self.ckpt.rescorer if use else None
+        dets = self.detect(
             sv if sv is not None else self.sparse(project, run, shards_dir),
-            calibrated=calibrated,
+            calibrated=calibrated and rescorer is None,
             resparsify=lambda share: self.sparse(project, run, shards_dir,
                                                  keep_fraction=share))
+        if rescorer is None:
+            return dets
+        from sparse_det.rescore import dense_channels, rescore
+
+        channels, voxel_A, origin_A = dense_channels(project, run, self.sparsify_config)
+        dets = rescore(dets, rescorer, channels, voxel_A, origin_A, self.particles)
+        return self.calibrate(dets) if calibrated else dets
 
     def calibrate(self, dets: Detections) -> Detections:
         return apply_calibration(dets, self.ckpt.calibration)

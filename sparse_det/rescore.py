@@ -1,0 +1,326 @@
+"""A second look at every candidate: what the dense tomogram holds around it, read by a small
+classifier whose class probabilities replace the vote masses as scores.
+
+    candidates (every class's clusters, one per voxel) ──► radial profiles of the dense
+    feature channels around each + the network's score of each class nearby ──► MLP ──►
+    p(class | candidate) ──► per class: NMS, scores p
+
+Why: the sparse network sees 2.5 % of the voxels; under blur and high B-factors a
+beta-galactosidase's kept voxels look like a thyroglobulin's or like background, while the
+full density around the cluster still tells them apart by size and mass (bench/visibility.py:
+a matched radial template sees them where the network does not). The profiles are shell
+means (and the first two channels' shell spreads) out to R_MAX_VOX voxels: rotation
+invariant by construction, so the classifier cannot learn our particles' orientations, and
+cheap (one gather per candidate). Fitted by `python -m sparse_det.rescore` on annotated runs
+the network's checkpoint did not tune on; it travels in the checkpoint (extra["rescorer"]),
+and `sparse_det.tune` then fits thresholds and calibration on its scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.particles import DataError, ParticleTable
+from sparse_det.metric import DISTANCE_MULTIPLIER
+from sparse_det.postprocess import nms
+from sparse_det.structures import Detections
+from sparse_det.thresholds import apply_calibration
+
+log = logging.getLogger(__name__)
+
+R_MAX_VOX = 15  # at the 20 Å working grid: twice the largest radius (150 Å), its context
+PROFILE_CHANNELS = 4  # norm, smooth, dog30A, dog60A of the checkpoint's features
+SPREAD_CHANNELS = 2  # shell standard deviations of the first two
+CHANNEL_CLIP = 6.0  # robust sigmas: a gold bead must not dominate a shell mean
+SCORE_EPS = 1e-4  # ln(p + SCORE_EPS): a class with no cluster nearby reads as ln(1e-4)
+SCORE_FLOOR = 1e-4  # candidates: clusters the network's calibration puts at p >= this
+MAX_PER_CLASS = 600  # at most the heaviest clusters of each class
+TRUTH_JITTER_VOX = 1.5  # extra training positives: picks moved as far as clusters land
+RESCORER_KEY = "rescorer"  # the checkpoint's extra entry
+
+
+def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets_zyx [S,3], shell index [S]) of every voxel within r_max + 0.5 of a centre;
+    shell = rounded distance."""
+    r = np.arange(-r_max, r_max + 1)
+    off = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    dist = np.sqrt((off ** 2).sum(1))
+    inside = dist <= r_max + 0.5
+    return off[inside], np.rint(dist[inside]).astype(np.int64)
+
+
+def radial_profiles(channels: list[np.ndarray], centres_zyx_vox: np.ndarray,
+                    r_max: int = R_MAX_VOX, spreads: int = SPREAD_CHANNELS) -> np.ndarray:
+    """[M, (C + spreads) * (r_max + 1)]: each channel's mean over every shell around each
+    centre (rounded to a voxel), then the first `spreads` channels' standard deviations.
+    Voxels beyond the volume's edge repeat the edge voxel."""
+    shape = np.array(channels[0].shape)
+    off, shell = shell_offsets(r_max)
+    n_shells = r_max + 1
+    per_shell = np.bincount(shell, minlength=n_shells).astype(np.float64)
+    centres = np.clip(np.rint(np.asarray(centres_zyx_vox)).astype(np.int64), 0, shape - 1)
+    out = np.zeros((len(centres), len(channels) + spreads, n_shells), np.float32)
+    chunk = 128  # candidates per gather: 128 x 15k voxels stays small
+    for s in range(0, len(centres), chunk):
+        idx = np.clip(centres[s:s + chunk, None, :] + off[None], 0, shape - 1)
+        flat = np.ravel_multi_index((idx[..., 0], idx[..., 1], idx[..., 2]), tuple(shape))
+        m = len(flat)
+        bins = (shell[None, :] + n_shells * np.arange(m)[:, None]).ravel()
+        for j, ch in enumerate(channels):
+            v = ch.ravel()[flat].ravel().astype(np.float64)
+            mean = np.bincount(bins, v, m * n_shells).reshape(m, n_shells) / per_shell
+            out[s:s + m, j] = mean
+            if j < spreads:
+                sq = np.bincount(bins, v * v, m * n_shells).reshape(m, n_shells) / per_shell
+                out[s:s + m, len(channels) + j] = np.sqrt(np.maximum(sq - mean ** 2, 0.0))
+    return out.reshape(len(centres), -1)
+
+
+def nearby_scores(dets: Detections, particles: ParticleTable, xyz_A: np.ndarray) -> np.ndarray:
+    """[M, K]: per class, the highest score of that class's clusters within its hit radius
+    of each point (0 where none)."""
+    out = np.zeros((len(xyz_A), len(particles)), np.float32)
+    for k, p in enumerate(particles):
+        c, s = dets[p.name]
+        if len(c) == 0 or len(xyz_A) == 0:
+            continue
+        for i, near in enumerate(cKDTree(c).query_ball_point(xyz_A, p.radius_A
+                                                             * DISTANCE_MULTIPLIER)):
+            if near:
+                out[i, k] = s[near].max()
+    return out
+
+
+def candidates(dets: Detections, particles: ParticleTable, voxel_size_A: float,
+               origin_A: float) -> np.ndarray:
+    """[M,3] x,y,z Å: each class's clusters scored at least SCORE_FLOOR (at most
+    MAX_PER_CLASS of them), one per voxel. `dets` calibrated."""
+    pts = [dets[p.name][0][dets[p.name][1] >= SCORE_FLOOR][:MAX_PER_CLASS] for p in particles]
+    xyz = np.concatenate(pts) if pts else np.zeros((0, 3))
+    if len(xyz) == 0:
+        return xyz.reshape(0, 3)
+    vox = np.rint(xyz_A_to_zyx_vox(xyz, voxel_size_A, origin_A)).astype(np.int64)
+    _, first = np.unique(vox, axis=0, return_index=True)
+    return xyz[np.sort(first)]
+
+
+def candidate_features(dets: Detections, channels: list[np.ndarray], voxel_size_A: float,
+                       origin_A: float, particles: ParticleTable, xyz_A: np.ndarray
+                       ) -> np.ndarray:
+    """[M, F] float32 for points x,y,z Å: radial profiles, then ln(p + SCORE_EPS) and
+    whether a cluster is near, per class. `dets` unthresholded, calibrated."""
+    zyx = xyz_A_to_zyx_vox(xyz_A, voxel_size_A, origin_A)
+    scores = nearby_scores(dets, particles, xyz_A)
+    return np.concatenate([radial_profiles(channels, zyx), np.log(scores + SCORE_EPS),
+                           (scores > 0).astype(np.float32)], axis=1).astype(np.float32)
+
+
+def n_features(n_classes: int, r_max: int = R_MAX_VOX) -> int:
+    return (PROFILE_CHANNELS + SPREAD_CHANNELS) * (r_max + 1) + 2 * n_classes
+
+
+class RescoreNet(torch.nn.Module):
+    """Standardised features → logits over background and the K classes. `calibration`:
+    the network's score calibration it was fitted with (thresholds.apply_calibration), kept
+    with it so that re-tuning the checkpoint's own cannot move its inputs."""
+
+    def __init__(self, n_in: int, n_classes: int, hidden: int = 128,
+                 calibration: dict[str, list[float]] | None = None):
+        super().__init__()
+        self.calibration = {k: [float(a), float(b)] for k, (a, b) in (calibration or {}).items()}
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(n_in, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+            torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+            torch.nn.Linear(hidden, n_classes + 1))
+        self.hidden, self.n_classes = hidden, n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp((x - self.mean) / self.std)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(self(torch.as_tensor(x, dtype=torch.float32)), 1).numpy()
+
+    def to_state(self) -> dict:
+        return {"n_in": int(self.mean.numel()), "n_classes": self.n_classes,
+                "hidden": self.hidden, "r_max_vox": R_MAX_VOX,
+                "calibration": self.calibration,
+                "weights": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_state(cls, state: dict, what: str) -> RescoreNet:
+        """Raises DataError naming `what` when the state is not one this code reads."""
+        n_in, k = int(state.get("n_in", -1)), int(state.get("n_classes", -1))
+        if state.get("r_max_vox") != R_MAX_VOX or n_in != n_features(k):
+            raise DataError(f"{what}: its rescorer reads {n_in} features out to "
+                            f"{state.get('r_max_vox')} voxels; this code makes "
+                            f"{n_features(k)} out to {R_MAX_VOX}")
+        net = cls(n_in, k, int(state["hidden"]), state.get("calibration"))
+        try:
+            net.load_state_dict(state["weights"])
+        except RuntimeError as exc:
+            raise DataError(f"{what}: rescorer weights do not fit ({str(exc)[:200]})") from exc
+        return net.eval()
+
+
+def rescore(dets: Detections, net: RescoreNet, channels: list[np.ndarray],
+            voxel_size_A: float, origin_A: float, particles: ParticleTable) -> Detections:
+    """Unthresholded vote-mass detections → detections scored p(class | candidate), every
+    candidate a candidate of every class (per-class NMS at half a radius), best first."""
+    dets = apply_calibration(dets, net.calibration)
+    xyz = candidates(dets, particles, voxel_size_A, origin_A)
+    probs = (net.probabilities(candidate_features(dets, channels, voxel_size_A, origin_A,
+                                                  particles, xyz))
+             if len(xyz) else np.zeros((0, len(particles) + 1), np.float32))
+    per_class = {}
+    for k, p in enumerate(particles):
+        s = probs[:, k + 1]
+        order = np.argsort(-s, kind="stable")
+        c, s = xyz[order], s[order]
+        kept = nms(c, s, 0.5 * p.radius_A)
+        per_class[p.name] = (c[kept], s[kept])
+    return Detections(dets.run, per_class, dets.confidence, dets.class_confidence)
+
+
+def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarray], float, float]:
+    """The checkpoint's first PROFILE_CHANNELS feature volumes of a run, dense, clipped at
+    CHANNEL_CLIP (protein positive, robust unit scale), with the voxel size and origin (Å)."""
+    from data_tools.sparsify import feature_volumes, read_input
+
+    tomo, _ = read_input(project, run, cfg)
+    if not np.isfinite(tomo.data).all():
+        raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
+    _, feats, _ = feature_volumes(tomo.data, cfg, tomo.voxel_size_A, f"run {run!r}")
+    channels = feats[:PROFILE_CHANNELS]
+    del feats
+    for ch in channels:
+        np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
+    return channels, tomo.voxel_size_A, tomo.origin_A
+
+
+def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable
+               ) -> np.ndarray:
+    """0 (background) or k + 1: the class of the pick nearest within its hit radius,
+    nearest measured in radii."""
+    best = np.full(len(xyz_A), np.inf)
+    labels = np.zeros(len(xyz_A), np.int64)
+    for k, p in enumerate(particles):
+        t = truth.get(p.name)
+        if t is None or len(t) == 0 or len(xyz_A) == 0:
+            continue
+        d, _ = cKDTree(t).query(xyz_A)
+        rel = d / (p.radius_A * DISTANCE_MULTIPLIER)
+        better = (rel <= 1.0) & (rel < best)
+        best[better], labels[better] = rel[better], k + 1
+    return labels
+
+
+def training_examples(picker, project: CopickProject, run: str, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of one annotated run: its candidates, and every pick moved by
+    TRUTH_JITTER_VOX so that the particles the network misses are examples too."""
+    dets = picker.detect_run(project, run, calibrated=True, rescored=False)
+    channels, vs, origin = dense_channels(project, run, picker.sparsify_config)
+    truth = project.read_picks(run)
+    xyz = candidates(dets, picker.particles, vs, origin)
+    picks = [truth[p.name] for p in picker.particles if len(truth.get(p.name, ()))]
+    if picks:
+        moved = np.concatenate(picks)
+        moved = moved + rng.normal(0.0, TRUTH_JITTER_VOX * vs, moved.shape)
+        xyz = np.concatenate([xyz, moved])
+    return (candidate_features(dets, channels, vs, origin, picker.particles, xyz),
+            labels_for(xyz, truth, picker.particles))
+
+
+def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed: int = 0,
+        batch: int = 512, calibration: dict[str, list[float]] | None = None) -> RescoreNet:
+    """A RescoreNet fitted by cross-entropy (AdamW, one-cycle schedule)."""
+    if len(x) == 0:
+        raise DataError("no training examples: the runs have no candidates and no picks")
+    torch.manual_seed(seed)
+    net = RescoreNet(x.shape[1], n_classes, calibration=calibration)
+    net.mean.copy_(torch.as_tensor(x.mean(0)))
+    net.std.copy_(torch.as_tensor(x.std(0) + 1e-6))
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-3)
+    steps = epochs * ((len(xt) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for epoch in range(epochs):
+        perm, total = torch.randperm(len(xt), generator=gen), 0.0
+        for i in range(0, len(xt), batch):
+            b = perm[i:i + batch]
+            loss = torch.nn.functional.cross_entropy(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        log.info("rescorer epoch %d/%d: loss %.4f", epoch + 1, epochs, total / len(xt))
+    return net.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_tools.atomic import atomic_path
+    from sparse_det.argfile import ArgumentFileParser
+    from sparse_det.checkpoint import THRESHOLDS_STALE, read_checkpoint
+    from sparse_det.inference import Picker
+
+    ap = ArgumentFileParser(description="Fit the candidate rescorer on annotated runs and "
+                            "write a checkpoint that carries it (tune it next)")
+    ap.add_argument("--checkpoint", required=True, help="the network's checkpoint")
+    ap.add_argument("--project", action="append", required=True)
+    ap.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
+    ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    picker = Picker.load(a.checkpoint, "cpu", rescore=False)
+    if picker.ckpt.rescorer is not None:
+        raise SystemExit(f"{a.checkpoint}: carries a rescorer already, and its calibration is "
+                         "of the rescorer's scores; fit on the network's own checkpoint")
+    rng = np.random.default_rng(a.seed)
+    xs, ys = [], []
+    projects = [CopickProject(p) for p in a.project]
+    todo = [(pr, r) for pr in projects for r in pr.runs()
+            if (not a.runs or r in a.runs) and r not in a.exclude]
+    if not todo:
+        raise SystemExit(f"no runs selected in {', '.join(a.project)}")
+    t0 = time.time()
+    for i, (project, run) in enumerate(todo):
+        x, y = training_examples(picker, project, run, rng)
+        xs.append(x)
+        ys.append(y)
+        log.info("[%d/%d] %s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
+                 len(y), int((y > 0).sum()), time.time() - t0)
+    net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
+              seed=a.seed, calibration=picker.ckpt.calibration)
+    doc = read_checkpoint(a.checkpoint)
+    doc.pop("optimizer", None)
+    doc["extra"] = dict(doc.get("extra", {})) | {
+        RESCORER_KEY: net.to_state(), THRESHOLDS_STALE: True,
+        "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo]}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(a.out)) as tmp:
+        torch.save(doc, tmp)
+    print(f"wrote {a.out}: rescorer fitted on {len(todo)} runs "
+          f"({sum(len(y) for y in ys)} examples); its thresholds are stale: "
+          f"python -m sparse_det.tune --checkpoint {a.out} ... next")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
