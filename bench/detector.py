@@ -6,7 +6,7 @@
 
 Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weighted F4,
 seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS; then
-per-stage seconds (read, sparsify, network, decode; on the given device, synchronised) and
+per-stage seconds (read, sparsify, network, decode, rescore; on the given device, synced) and
 the streaming throughput of one infer_project call over every run (the next run is read
 while the current one is detected).
 """
@@ -35,10 +35,12 @@ from sparse_det.writers import project_solution, to_submission
 
 
 def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None,
-                  tta: str | None = None, precision: str = "fp32") -> dict:
+                  tta: str | None = None, precision: str = "fp32", rescore: bool = True
+                  ) -> dict:
     project = CopickProject(path)
     runs = project.runs()
-    kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision}
+    kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision,
+          "rescore": rescore}
     # warm-up (imports, allocator); its run's warnings come again when it is timed below
     quiet = logging.getLogger("sparse_det.inference")
     level = quiet.level
@@ -72,17 +74,19 @@ def _sync(device: str) -> None:
 
 
 def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None,
-                  precision: str = "fp32") -> dict:
+                  precision: str = "fp32", rescore: bool = True) -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
+    from sparse_det.rescore import dense_channels
+    from sparse_det.rescore import rescore as rescore_detections
 
     project = CopickProject(path)
     runs = project.runs()
-    picker = Picker.load(checkpoint, device, tta=tta, precision=precision)
+    picker = Picker.load(checkpoint, device, tta=tta, precision=precision, rescore=rescore)
     cfg, dev = picker.sparsify_config, picker.device
     on = dev if dev.type != "cpu" else None
-    t = {"read": [], "sparsify": [], "network": [], "decode": []}
+    t = {"read": [], "sparsify": [], "network": [], "decode": [], "rescore": []}
     for run in runs:
         t0 = time.perf_counter()
         tomo, info = read_input(project, run, cfg)
@@ -94,15 +98,21 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
                                         norm_stats=picker.ckpt.config.postprocess.norm_stats)
         _sync(device)
         t3 = time.perf_counter()
-        detections_from_outputs(sv, probs, offsets, picker.particles,
-                                picker.ckpt.config.postprocess)
+        dets = detections_from_outputs(sv, probs, offsets, picker.particles,
+                                       picker.ckpt.config.postprocess)
         _sync(device)
         t4 = time.perf_counter()
+        if picker.ckpt.rescorer is not None:  # the dense channels again, then the MLP
+            channels, voxel_A, origin_A = dense_channels(project, run, cfg)
+            rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
+                               picker.particles)
+        t5 = time.perf_counter()
         for k, a, b in (("read", t0, t1), ("sparsify", t1, t2), ("network", t2, t3),
-                        ("decode", t3, t4)):
+                        ("decode", t3, t4), ("rescore", t4, t5)):
             t[k].append(b - a)
     t0 = time.perf_counter()
-    infer_project(project, checkpoint, runs=runs, device=device, tta=tta, precision=precision)
+    infer_project(project, checkpoint, runs=runs, device=device, tta=tta, precision=precision,
+                  rescore=rescore)
     stream = time.perf_counter() - t0
     gpu_gb = (torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda")
               else None)
@@ -134,18 +144,22 @@ def main() -> int:
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="test-time mirrors (default: the checkpoint's)")
+    ap.add_argument("--no-rescore", dest="rescore", action="store_false",
+                    help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
-    results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta, a.precision)
+    results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta, a.precision,
+                             a.rescore)
                for p in a.project]
     for r in results:  # what was read and how it was picked
         r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
-              "checkpoint": a.checkpoint, "device": a.device, "precision": a.precision}
+              "checkpoint": a.checkpoint, "device": a.device, "precision": a.precision,
+              "rescore": a.rescore}
     print(markdown(results))
     if a.no_stages:
         return _save(results, a.json)
-    stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta, a.precision)
+    stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta, a.precision, a.rescore)
     print(f"\nper stage on {a.device} ({Path(a.project[0]).name}, s/tomogram): "
           + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()
                       if k != "stream_runs" and v is not None)

@@ -14,7 +14,7 @@ from data_tools.particles import DataError
 
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
                shards_dir: str | None, input_overrides: dict | None,
-               precision: str, tta: str | None) -> pd.DataFrame:
+               precision: str, tta: str | None, rescore: bool = True) -> pd.DataFrame:
     import torch
 
     from sparse_det.inference import infer_project
@@ -22,14 +22,15 @@ def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
     torch.set_num_threads(1)  # a task holds one CPU
     return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,
                          shards_dir=shards_dir, input_overrides=input_overrides,
-                         precision=precision, tta=tta)
+                         precision=precision, tta=tta, rescore=rescore)
 
 
 def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       runs: list[str] | None = None, device: str = "auto",
                       shards_dir: str | Path | None = None, address: str | None = None,
                       progress: bool = False, input_overrides: dict | None = None,
-                      precision: str = "fp32", tta: str | None = None) -> pd.DataFrame:
+                      precision: str = "fp32", tta: str | None = None, rescore: bool = True
+                      ) -> pd.DataFrame:
     import ray
     from tqdm import tqdm
 
@@ -44,7 +45,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     task = ray.remote(num_cpus=1, max_retries=1)(_infer_one)
     shards = str(Path(shards_dir).resolve()) if shards_dir else None
     refs = {task.remote(str(Path(project.path).resolve()), str(Path(checkpoint).resolve()),
-                        run, device, shards, input_overrides, precision, tta): run
+                        run, device, shards, input_overrides, precision, tta, rescore): run
             for run in runs}
     tables, pending = {}, list(refs)
     with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:

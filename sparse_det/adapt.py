@@ -156,7 +156,9 @@ def _label_round(checkpoint: Path, project, runs: list[str], shards: Path, devic
     """A model's pseudo-labels of every run, their counts and its output's counts."""
     from sparse_det.inference import Picker
 
-    picker = Picker.load(checkpoint, device)
+    # The network alone: pseudo-labels come from mirrored sparse views as well, which the
+    # candidate rescorer (it reads the dense tomogram) does not see.
+    picker = Picker.load(checkpoint, device, rescore=False)
     labels, picks = zip(*[pseudo_labels(picker, project, r, shards) for r in runs],
                         strict=True)
     return {"model": str(checkpoint), "labels": list(labels),

@@ -91,6 +91,10 @@ def read_checkpoint(path: str | Path) -> dict:
 
 RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
 THRESHOLDS_STALE = "thresholds_stale"  # extra's flag: thresholds not tuned for these weights
+# extra's entries of a checkpoint with a candidate rescorer (sparse_det/rescore.py): its
+# state, and the thresholds and calibration tuned for the network's own vote masses.
+RESCORER = "rescorer"
+NETWORK_TUNED = "network_tuned"
 
 
 def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
@@ -165,8 +169,24 @@ class LoadedCheckpoint:
     # {tta: {"thresholds", "calibration"}} tuned for test-time settings other than the
     # config's postprocess.tta (write_retuned's other_tta).
     tuned_for_tta: dict[str, dict] = field(default_factory=dict)
-    # The candidate rescorer (sparse_det/rescore.py) its thresholds were tuned with, if any.
+    # The candidate rescorer (sparse_det/rescore.py) its thresholds were tuned with, if any,
+    # and the network's own tuned set ({"thresholds", "calibration", "tuned_for_tta"}) for
+    # reading vote masses without it.
     rescorer: torch.nn.Module | None = None
+    network_tuned: dict | None = None
+
+    def without_rescorer(self) -> None:
+        """The network alone, at the thresholds and calibration tuned for its vote masses
+        (kept in the checkpoint when its rescorer was fitted)."""
+        if self.rescorer is None:
+            return
+        if not self.network_tuned:
+            raise CheckpointError(f"{self.path}: carries a rescorer but no thresholds for "
+                                  "the network alone; use it with its rescorer")
+        self.thresholds = dict(self.network_tuned["thresholds"])
+        self.calibration = {k: list(v) for k, v in self.network_tuned["calibration"].items()}
+        self.tuned_for_tta = dict(self.network_tuned.get("tuned_for_tta", {}))
+        self.rescorer = None
 
     def use_tta(self, tta: str) -> bool:
         """Switches to the thresholds and calibration tuned for `tta`; False when the
@@ -251,11 +271,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     model.eval()
     return LoadedCheckpoint(model, cfg, particles, settings.thresholds,
                             settings.feature_names, Path(path), settings.calibration,
-                            settings.tuned_for_tta, _rescorer(path, doc, len(particles)))
+                            settings.tuned_for_tta, _rescorer(path, doc, len(particles)),
+                            doc.get("extra", {}).get(NETWORK_TUNED))
 
 
 def _rescorer(path: str | Path, doc: dict, n_classes: int) -> torch.nn.Module | None:
-    state = doc.get("extra", {}).get("rescorer")
+    state = doc.get("extra", {}).get(RESCORER)
     if state is None:
         return None
     from data_tools.particles import DataError

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="test-time mirrors averaged per voxel (flip: y and x, 2 passes; "
                          "flip4: 4 passes); default: the checkpoint's")
+    ap.add_argument("--no-rescore", dest="rescore", action="store_false",
+                    help="the network's vote masses at their own thresholds, not the "
+                         "checkpoint's candidate rescorer (sparse_det/rescore.py)")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--picks-out", metavar="PROJECT",
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = not a.quiet and sys.stderr.isatty()
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
               "input_overrides": input_overrides(a), "precision": a.precision,
-              "tta": a.tta}
+              "tta": a.tta, "rescore": a.rescore}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 

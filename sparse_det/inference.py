@@ -221,7 +221,8 @@ class Picker:
     sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
     tta: str = "none"  # a key of TTA_MIRRORS
     # Score candidates with the checkpoint's rescorer (sparse_det/rescore.py) where it has
-    # one: its thresholds were tuned on those scores.
+    # one: its thresholds were tuned on those scores. Picker.load(rescore=False) drops it
+    # and takes the thresholds tuned for the network alone.
     rescore: bool = True
 
     @classmethod
@@ -232,14 +233,16 @@ class Picker:
         `precision` "fp16": weights and features in half precision (spconv needs both in
         one dtype, which autocast does not give it; bf16 has no spconv kernel).
         `tta`: test-time mirrors (TTA_MIRRORS); None takes the checkpoint's, the setting
-        its thresholds were tuned with. `rescore` False: vote masses even where the
-        checkpoint carries a rescorer (to fit one)."""
+        its thresholds were tuned with. `rescore` False: the network alone, at the
+        thresholds tuned for its vote masses, where the checkpoint carries a rescorer."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if tta is not None:
             tta_mirrors(tta)  # an unknown setting fails before the model loads
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
+        if not rescore:
+            ckpt.without_rescorer()
         if precision == "fp16":
             ckpt.model.half()
         tuned_for = ckpt.config.postprocess.tta
@@ -273,6 +276,11 @@ class Picker:
         when the checkpoint has a calibration, else (or `calibrated=False`) vote masses.
         `resparsify(keep_fraction)`: the same run kept at another share; given, a crowded
         tomogram is picked from the larger kept set (grown_keep_share)."""
+        if calibrated and self.ckpt.rescorer is not None:
+            # Its calibration maps the rescorer's scores, not vote masses.
+            raise ValueError(f"{self.ckpt.path}: its thresholds and calibration are its "
+                             "candidate rescorer's, which reads the dense tomogram: use "
+                             "detect_run, or Picker.load(..., rescore=False)")
         cfg = self.ckpt.config
         probs, offsets = predict_sparse(self.ckpt.model, sv, self.device, amp=cfg.train.amp,
                                         tta=self.tta, norm_stats=cfg.postprocess.norm_stats)
@@ -326,18 +334,18 @@ class _LoadingPicker:
     penalty. A daemon thread: an error on the first tomogram exits at once."""
 
     def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None,
-                 precision: str, tta: str | None):
+                 precision: str, tta: str | None, rescore: bool = True):
         self._picker: Picker | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._load, daemon=True,
-            args=(checkpoint, device, input_overrides, precision, tta))
+            args=(checkpoint, device, input_overrides, precision, tta, rescore))
         self._thread.start()
 
-    def _load(self, checkpoint, device, input_overrides, precision, tta) -> None:
+    def _load(self, checkpoint, device, input_overrides, precision, tta, rescore) -> None:
         try:
             self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides,
-                                       precision=precision, tta=tta)
+                                       precision=precision, tta=tta, rescore=rescore)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
 
@@ -370,9 +378,9 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
                   input_overrides: dict | None = None, precision: str = "fp32",
-                  tta: str | None = None) -> pd.DataFrame:
+                  tta: str | None = None, rescore: bool = True) -> pd.DataFrame:
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
-    `tta` None: the checkpoint's test-time mirrors."""
+    `tta` None: the checkpoint's test-time mirrors; `rescore`: see Picker.load."""
     from tqdm import tqdm
 
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
@@ -382,7 +390,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                         "project")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     dev = resolve_device(device)
-    loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta)
+    loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta, rescore)
     picked = []
     runs = runs or project.runs()
 

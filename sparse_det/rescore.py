@@ -44,7 +44,6 @@ SCORE_EPS = 1e-4  # ln(p + SCORE_EPS): a class with no cluster nearby reads as l
 SCORE_FLOOR = 1e-4  # candidates: clusters the network's calibration puts at p >= this
 MAX_PER_CLASS = 600  # at most the heaviest clusters of each class
 TRUTH_JITTER_VOX = 1.5  # extra training positives: picks moved as far as clusters land
-RESCORER_KEY = "rescorer"  # the checkpoint's extra entry
 
 
 def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +273,7 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
 def main(argv: list[str] | None = None) -> int:
     from data_tools.atomic import atomic_path
     from sparse_det.argfile import ArgumentFileParser
-    from sparse_det.checkpoint import THRESHOLDS_STALE, read_checkpoint
+    from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
     from sparse_det.inference import Picker
 
     ap = ArgumentFileParser(description="Fit the candidate rescorer on annotated runs and "
@@ -288,10 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The network alone, at the thresholds and calibration tuned for its vote masses (a
+    # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
-    if picker.ckpt.rescorer is not None:
-        raise SystemExit(f"{a.checkpoint}: carries a rescorer already, and its calibration is "
-                         "of the rescorer's scores; fit on the network's own checkpoint")
     rng = np.random.default_rng(a.seed)
     xs, ys = [], []
     projects = [CopickProject(p) for p in a.project]
@@ -311,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = read_checkpoint(a.checkpoint)
     doc.pop("optimizer", None)
     doc["extra"] = dict(doc.get("extra", {})) | {
-        RESCORER_KEY: net.to_state(), THRESHOLDS_STALE: True,
+        RESCORER: net.to_state(), THRESHOLDS_STALE: True,
+        NETWORK_TUNED: {"thresholds": dict(picker.ckpt.thresholds),
+                        "calibration": dict(picker.ckpt.calibration),
+                        "tuned_for_tta": dict(picker.ckpt.tuned_for_tta)},
         "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo]}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(a.out)) as tmp:

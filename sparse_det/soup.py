@@ -23,6 +23,8 @@ from pathlib import Path
 
 from data_tools.atomic import atomic_path
 from sparse_det.checkpoint import (
+    NETWORK_TUNED,
+    RESCORER,
     RESUME_ONLY,
     THRESHOLDS_STALE,
     CheckpointError,
@@ -92,7 +94,8 @@ def average_checkpoints(paths: list[str | Path], out: str | Path,
     soup = {k: v for k, v in first.items() if k not in ("model", "tuned_for_tta")}
     soup["model"] = state
     extra = {k: v for k, v in first.get("extra", {}).items()
-             if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on", "tuned_per_run")}
+             if k not in RESUME_ONLY and k not in ("history", "val", "tuned_on", "tuned_per_run",
+                                                   RESCORER, NETWORK_TUNED)}
     soup["extra"] = extra | {"soup_of": [str(p) for p in paths],
                              "soup_weights": [w / total for w in weights],
                              THRESHOLDS_STALE: True}

@@ -49,7 +49,7 @@ def _base_score(project, checkpoint) -> float:
     from sparse_det.thresholds import tune_thresholds
 
     picker = Picker.load(checkpoint, "cpu")
-    dets = [picker.detect(picker.sparse(project, r)) for r in project.runs()]
+    dets = [picker.detect_run(project, r) for r in project.runs()]
     return tune_thresholds(dets, [project.read_picks(r) for r in project.runs()],
                            picker.particles, 1.0).score
 

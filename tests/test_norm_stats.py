@@ -21,7 +21,7 @@ from sparse_det.inference import Picker, predict_sparse
 def sparse_run(tmp_path_factory):
     project = simulate_project(tmp_path_factory.mktemp("bn") / "p", 1, 5, (96, 192, 192),
                                ranges=SimRanges(snr=(1.5, 2.0)), progress=False)
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False)
     return picker, picker.sparse(project, project.runs()[0])
 
 
@@ -49,7 +49,7 @@ def test_the_setting_travels_with_the_checkpoint(sparse_run, tmp_path):
     ck = write_retuned(DEFAULT_CHECKPOINT, tmp_path / "t.pt", thresholds=picker.thresholds,
                        calibration=picker.ckpt.calibration, extra={},
                        postprocess={"norm_stats": "tomogram"})
-    adapted = Picker.load(ck, "cpu")
+    adapted = Picker.load(ck, "cpu", rescore=False)
     assert adapted.ckpt.config.postprocess.norm_stats == "tomogram"
     louder = replace(sv, feats=sv.feats * 3.0)
     a, b = adapted.detect(sv), adapted.detect(louder)

@@ -19,8 +19,8 @@ def small_run(tmp_path_factory):
 
 def test_fp16_picks_match_fp32(small_run):
     run = small_run.runs()[0]
-    full = Picker.load(DEFAULT_CHECKPOINT, "cpu")
-    half = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="fp16")
+    full = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False)
+    half = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="fp16", rescore=False)
     assert next(half.ckpt.model.parameters()).dtype.itemsize == 2
     sv = full.sparse(small_run, run)
     a, b = full.pick(full.detect(sv)), half.pick(half.detect(sv))

@@ -11,13 +11,13 @@ import torch
 from data_tools.particles import DataError
 from sparse_det.checkpoint import (
     DEFAULT_CHECKPOINT,
+    RESCORER,
     CheckpointError,
     checkpoint_settings,
     load_checkpoint,
 )
 from sparse_det.rescore import (
     R_MAX_VOX,
-    RESCORER_KEY,
     RescoreNet,
     labels_for,
     main,
@@ -112,7 +112,7 @@ def test_rescorer_travels_in_the_checkpoint_and_picks_an_unseen_run(rescored, sm
 
 def test_an_incompatible_rescorer_is_refused_by_name(rescored, tmp_path):
     doc = torch.load(rescored, weights_only=True)
-    doc["extra"][RESCORER_KEY]["r_max_vox"] = R_MAX_VOX + 3
+    doc["extra"][RESCORER]["r_max_vox"] = R_MAX_VOX + 3
     bad = tmp_path / "bad_rescorer.pt"
     torch.save(doc, bad)
     with pytest.raises(CheckpointError, match="bad_rescorer.pt.*rescorer reads"):
@@ -126,3 +126,34 @@ def test_from_state_checks_the_feature_count():
     state["n_in"] = n_features(6) + 1
     with pytest.raises(DataError, match="x: its rescorer reads"):
         RescoreNet.from_state(state, "x")
+
+
+def test_the_network_alone_keeps_its_own_thresholds(rescored, tmp_path):
+    """Picker.load(rescore=False) — infer --no-rescore, adapt, fitting a new rescorer — reads
+    the network's vote masses at the thresholds and calibration tuned for them, kept in the
+    checkpoint when the rescorer was fitted; a checkpoint without them says so."""
+    from sparse_det.checkpoint import NETWORK_TUNED
+    from sparse_det.inference import Picker
+
+    base = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False)
+    alone = Picker.load(rescored, "cpu", rescore=False)
+    assert alone.ckpt.rescorer is None
+    assert alone.thresholds == base.thresholds
+    assert alone.ckpt.calibration == base.ckpt.calibration
+    doc = torch.load(rescored, weights_only=True)
+    del doc["extra"][NETWORK_TUNED]
+    bare = tmp_path / "bare.pt"
+    torch.save(doc, bare)
+    assert Picker.load(bare, "cpu").ckpt.rescorer is not None
+    with pytest.raises(CheckpointError, match="bare.pt: carries a rescorer but no thresholds"):
+        Picker.load(bare, "cpu", rescore=False)
+
+
+def test_a_soup_drops_the_rescorer(rescored, tmp_path):
+    """Averaged weights are another network: the rescorer read the first member's scores."""
+    from sparse_det.soup import main as soup_main
+
+    out = tmp_path / "soup.pt"
+    soup_main(["--checkpoint", str(rescored), str(rescored), "--out", str(out)])
+    assert load_checkpoint(out).rescorer is None
+    assert checkpoint_settings(out).thresholds_stale

@@ -21,7 +21,7 @@ def picked(tmp_path_factory):
     project = simulate_project(tmp_path_factory.mktemp("tta") / "p", 1, 3, (96, 256, 256),
                                ranges=SimRanges(snr=(1.5, 2.0), crowding=(2.0, 2.0)),
                                progress=False)
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="none")
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="none", rescore=False)
     return project, picker, picker.sparse(project, project.runs()[0])
 
 
@@ -68,7 +68,7 @@ def test_flip_finds_the_particles_plain_inference_finds(picked):
     project, picker, sv = picked
     truth = project.read_picks(sv.run)
     plain = _hits(picker, sv, truth)
-    flip = _hits(Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="flip"), sv, truth)
+    flip = _hits(Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="flip", rescore=False), sv, truth)
     n_true = sum(len(truth[k]) for k in plain)
     assert sum(plain.values()) >= 0.45 * n_true, (plain, n_true)  # a case worth comparing
     assert sum(flip.values()) >= sum(plain.values()) - 1, (plain, flip)

@@ -51,7 +51,7 @@ def pair(tmp_path_factory):
     dst.write_tomogram(run, np.ascontiguousarray(t.data.transpose(0, 2, 1)), t.voxel_size_A)
     for name, pts in src.read_picks(run).items():
         dst.write_picks(run, name, pts[:, [1, 0, 2]])
-    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="none")
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", tta="none", rescore=False)
     return picker, src, dst, run
 
 
@@ -118,7 +118,8 @@ def test_the_tilt_axis_can_be_set(pair):
     add_input_arguments(ap)
     overrides = input_overrides(ap.parse_args(["--tilt-axis", "y"]))
     assert overrides == {"tilt_axis": "y"}
-    forced = Picker.load(DEFAULT_CHECKPOINT, "cpu", input_overrides=overrides, tta="none")
+    forced = Picker.load(DEFAULT_CHECKPOINT, "cpu", input_overrides=overrides, tta="none",
+                         rescore=False)
     sv = forced.sparse(dst, run)
     assert not sv.tilted_about_x and sv.input["tilt_axis_by"] == "setting"
     assert picker.sparse(dst, run).input["tilt_axis_by"] == "auto"
