@@ -194,17 +194,24 @@ def rescore(dets: Detections, net: RescoreNet, channels: list[np.ndarray],
 def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarray], float, float]:
     """The checkpoint's first PROFILE_CHANNELS feature volumes of a run, dense, clipped at
     CHANNEL_CLIP (protein positive, robust unit scale), with the voxel size and origin (Å)."""
-    from data_tools.sparsify import feature_volumes, read_input
+    from data_tools.sparsify import read_input
 
     tomo, _ = read_input(project, run, cfg)
-    if not np.isfinite(tomo.data).all():
+    return channels_of(tomo.data, tomo.voxel_size_A, cfg, run), tomo.voxel_size_A, tomo.origin_A
+
+
+def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
+    """dense_channels of a tomogram already on the working grid."""
+    from data_tools.sparsify import feature_volumes
+
+    if not np.isfinite(vol).all():
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
-    _, feats, _ = feature_volumes(tomo.data, cfg, tomo.voxel_size_A, f"run {run!r}")
+    _, feats, _ = feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")
     channels = feats[:PROFILE_CHANNELS]
     del feats
     for ch in channels:
         np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
-    return channels, tomo.voxel_size_A, tomo.origin_A
+    return channels
 
 
 def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable
@@ -224,12 +231,31 @@ def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: Parti
     return labels
 
 
-def training_examples(picker, project: CopickProject, run: str, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def training_examples(picker, project: CopickProject, run: str, rng: np.random.Generator,
+                      appearance: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) of one annotated run: its candidates, and every pick moved by
-    TRUTH_JITTER_VOX so that the particles the network misses are examples too."""
-    dets = picker.detect_run(project, run, calibrated=True, rescored=False)
-    channels, vs, origin = dense_channels(project, run, picker.sparsify_config)
+    TRUTH_JITTER_VOX so that the particles the network misses are examples too.
+    `appearance`: randomise_appearance's parameters, for a randomised copy of the run (read
+    at the run's own polarity, flipped where the draw flipped it, as training does)."""
+    if appearance is None:
+        dets = picker.detect_run(project, run, calibrated=True, rescored=False)
+        channels, vs, origin = dense_channels(project, run, picker.sparsify_config)
+    else:
+        from dataclasses import replace
+
+        from data_tools.appearance import randomise_appearance
+        from data_tools.sparsify import read_input, sparsify
+
+        cfg = picker.sparsify_config
+        own = picker.sparse(project, run).input["polarity"]
+        flipped = {"dark": "bright", "bright": "dark"}[own]
+        cfg = replace(cfg, polarity=flipped if appearance["flip"] else own)
+        tomo, info = read_input(project, run, cfg)
+        vs, origin = tomo.voxel_size_A, tomo.origin_A
+        vol = randomise_appearance(tomo.data, vs, appearance)
+        sv = sparsify(vol, vs, cfg, run, origin_A=origin, input_info=info)
+        dets = picker.detect(sv)
+        channels = channels_of(vol, vs, cfg, run)
     truth = project.read_picks(run)
     xyz = candidates(dets, picker.particles, vs, origin)
     picks = [truth[p.name] for p in picker.particles if len(truth.get(p.name, ()))]
@@ -271,6 +297,7 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_tools.appearance import AppearanceRanges
     from data_tools.atomic import atomic_path
     from sparse_det.argfile import ArgumentFileParser
     from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
@@ -283,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
     ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
     ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--appearance-variants", type=int, default=0,
+                    help="also N appearance-randomised copies of each run (the training "
+                         "ranges of configs/shapes_procedural2.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -298,12 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
     t0 = time.time()
+    ranges = AppearanceRanges(band_gain=(0.4, 2.5), blur_vox=(0.0, 2.0), noise_rel=(0.0, 2.5),
+                              noise_blur_vox=(0.0, 2.0), gamma=(0.6, 1.6))
     for i, (project, run) in enumerate(todo):
-        x, y = training_examples(picker, project, run, rng)
-        xs.append(x)
-        ys.append(y)
-        log.info("[%d/%d] %s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
-                 len(y), int((y > 0).sum()), time.time() - t0)
+        for variant in range(1 + a.appearance_variants):
+            params = (ranges.draw(np.random.default_rng([a.seed, variant, i])) if variant
+                      else None)
+            x, y = training_examples(picker, project, run, rng, params)
+            xs.append(x)
+            ys.append(y)
+            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
+                     f" (appearance copy {variant})" if variant else "", len(y),
+                     int((y > 0).sum()), time.time() - t0)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration)
     doc = read_checkpoint(a.checkpoint)
@@ -313,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         NETWORK_TUNED: {"thresholds": dict(picker.ckpt.thresholds),
                         "calibration": dict(picker.ckpt.calibration),
                         "tuned_for_tta": dict(picker.ckpt.tuned_for_tta)},
-        "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo]}
+        "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo],
+        "rescorer_appearance_variants": a.appearance_variants}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(a.out)) as tmp:
         torch.save(doc, tmp)

@@ -78,11 +78,16 @@ def test_labels_by_the_nearest_pick_in_radii(small_project):
 
 @pytest.fixture(scope="module")
 def rescored(small_project, tmp_path_factory):
-    """The default checkpoint with a rescorer fitted by the command line on run 0."""
+    """The default checkpoint with a rescorer fitted by the command line on run 0 and one
+    appearance-randomised copy of it."""
     out = tmp_path_factory.mktemp("rescore") / "rescored.pt"
     run0 = small_project.runs()[0]
     assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
-                 "--runs", run0, "--epochs", "60", "--out", str(out)]) == 0
+                 "--runs", run0, "--epochs", "60", "--appearance-variants", "1",
+                 "--out", str(out)]) == 0
+    extra = torch.load(out, weights_only=True)["extra"]
+    assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
+    assert extra["rescorer_appearance_variants"] == 1
     return out
 
 
