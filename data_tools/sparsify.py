@@ -411,10 +411,12 @@ def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: floa
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
              origin_A: float = 0.0, threads: int | None = None,
-             input_info: dict | None = None, device=None) -> SparseVolume:
+             input_info: dict | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
     `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
-    None: numpy and scipy on the CPU."""
+    None: numpy and scipy on the CPU, and then `keep_dense` > 0 keeps the first that many
+    dense feature volumes with it (SparseVolume.dense)."""
+    dense = None
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
@@ -425,6 +427,7 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
             raise DataError(f"{what}: tomogram has NaN/inf voxels")
         score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
         coords, f = select(score, feats, cfg, what, voxel_size_A)
+        dense = feats[:keep_dense] if keep_dense > 0 else None
         del score, feats
     if cfg.tilt_axis == "auto":
         axis, ratio = tilt_axis(vol)
@@ -442,7 +445,7 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
              if "polarity_skew" in info else "", len(coords))
     tomo_type = info.get("type", cfg.tomogram_type)
     return SparseVolume(coords, f, vol.shape, voxel_size_A, run, tomo_type,
-                        cfg.feature_names, cfg.to_dict(), origin_A, info)
+                        cfg.feature_names, cfg.to_dict(), origin_A, info, dense)
 
 
 def read_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> tuple[Tomogram, dict]:
@@ -478,23 +481,24 @@ def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) ->
 
 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
-                 threads: int | None = None, device=None) -> SparseVolume:
-    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task); device:
-    see sparsify."""
+                 threads: int | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
+    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task); device,
+    keep_dense: see sparsify."""
     tomo, info = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                    threads=threads, input_info=info, device=device)
+                    threads=threads, input_info=info, device=device, keep_dense=keep_dense)
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
                       shards_dir: str | Path | None = None, *, write: bool = False,
-                      threads: int | None = None, device=None) -> SparseVolume:
+                      threads: int | None = None, device=None, keep_dense: int = 0
+                      ) -> SparseVolume:
     """The run's shard when one made with exactly `cfg` is in `shards_dir`; else the run
     sparsified now (and its shard written when `write`)."""
     path = shard_path(shards_dir, run) if shards_dir else None
     if path is not None and shard_matches(path, cfg.to_dict()):
         return read_shard(path)
-    sv = sparsify_run(project, run, cfg, threads, device)
+    sv = sparsify_run(project, run, cfg, threads, device, keep_dense)
     if write and shards_dir:
         write_shard(sv, shards_dir)
     return sv

@@ -38,6 +38,7 @@ from sparse_det.checkpoint import (
 from sparse_det.config import FOREGROUND_SLACK, TTA_MIRRORS, PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
+from sparse_det.rescore import PROFILE_CHANNELS
 from sparse_det.structures import (
     SWAP_YX,
     Detections,
@@ -55,11 +56,13 @@ PRECISIONS = ("fp32", "fp16")
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
                 feature_names: list[str], shards_dir: str | Path | None, *,
-                device: torch.device | None = None) -> SparseVolume:
+                device: torch.device | None = None, keep_dense: int = 0) -> SparseVolume:
     """The run's sparse volume as a checkpoint expects it (its shard when one matches),
-    sparsified on `device` when it is an accelerator (scipy on the CPU is faster there)."""
+    sparsified on `device` when it is an accelerator (scipy on the CPU is faster there).
+    `keep_dense`: keep that many dense feature volumes with it where it is sparsified here
+    on the CPU (SparseVolume.dense)."""
     on = device if device is not None and device.type != "cpu" else None
-    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on)
+    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense)
     if sv.feature_names != feature_names:
         raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
                               f"checkpoint's {feature_names}")
@@ -81,7 +84,7 @@ def mirrored(sv: SparseVolume, axes: tuple[int, ...]) -> SparseVolume:
     coords = sv.coords_zyx.copy()
     ax = list(axes)
     coords[:, ax] = np.asarray(sv.shape_zyx)[ax] - 1 - coords[:, ax]
-    return replace(sv, coords_zyx=coords)
+    return replace(sv, coords_zyx=coords, dense=None)
 
 
 @contextlib.contextmanager
@@ -267,8 +270,9 @@ class Picker:
         cfg = self.sparsify_config
         if keep_fraction is not None:
             cfg = replace(cfg, keep_fraction=keep_fraction)
+        keep = PROFILE_CHANNELS if self.rescore and self.ckpt.rescorer is not None else 0
         return load_sparse(project, run, cfg, self.ckpt.feature_names, shards_dir,
-                           device=self.device)
+                           device=self.device, keep_dense=keep)
 
     def detect(self, sv: SparseVolume, *, calibrated: bool = True,
                resparsify: Callable[[float], SparseVolume] | None = None) -> Detections:
@@ -304,16 +308,20 @@ class Picker:
         carries one (`rescored` None: as the picker's `rescore` says)."""
         use = self.rescore if rescored is None else rescored
         rescorer = self.ckpt.rescorer if use else None
+        sv = sv if sv is not None else self.sparse(project, run, shards_dir)
         dets = self.detect(
-            sv if sv is not None else self.sparse(project, run, shards_dir),
+            sv,
             calibrated=calibrated and rescorer is None,
             resparsify=lambda share: self.sparse(project, run, shards_dir,
                                                  keep_fraction=share))
         if rescorer is None:
             return dets
-        from sparse_det.rescore import dense_channels, rescore
+        from sparse_det.rescore import dense_channels, kept_channels, rescore
 
-        channels, voxel_A, origin_A = dense_channels(project, run, self.sparsify_config)
+        if sv is not None and sv.dense is not None:  # the sparsifier's own, not read again
+            channels, voxel_A, origin_A = kept_channels(sv), sv.voxel_size_A, sv.origin_A
+        else:
+            channels, voxel_A, origin_A = dense_channels(project, run, self.sparsify_config)
         dets = rescore(dets, rescorer, channels, voxel_A, origin_A, self.particles)
         return self.calibrate(dets) if calibrated else dets
 

@@ -200,6 +200,17 @@ def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarr
     return channels_of(tomo.data, tomo.voxel_size_A, cfg, run), tomo.voxel_size_A, tomo.origin_A
 
 
+def kept_channels(sv) -> list[np.ndarray]:
+    """dense_channels from the volumes the sparsifier kept with a SparseVolume (its first
+    PROFILE_CHANNELS feature volumes; clipped here, in place: nothing else reads them)."""
+    if sv.dense is None or len(sv.dense) < PROFILE_CHANNELS:
+        raise ValueError(f"run {sv.run!r}: sparsified without its dense channels")
+    channels = list(sv.dense[:PROFILE_CHANNELS])
+    for ch in channels:
+        np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
+    return channels
+
+
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
     """dense_channels of a tomogram already on the working grid."""
     from data_tools.sparsify import feature_volumes

@@ -40,6 +40,10 @@ class SparseVolume:
     config: dict = field(default_factory=dict)  # the sparsify config that made it
     origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
     input: dict = field(default_factory=dict)  # which tomogram, how resampled, polarity
+    # The first dense feature volumes it was selected from, where sparsify was asked to keep
+    # them (the candidate rescorer reads them; sparse_det/rescore.py). Never in a shard;
+    # dropped by every change of frame (mirrored, swap_yx).
+    dense: list | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
@@ -67,7 +71,7 @@ def swap_yx(sv: SparseVolume) -> SparseVolume:
     """The sparse volume with its y and x axes swapped, voxels in the same order; features
     are scalars and do not change."""
     shape = sv.shape_zyx
-    return replace(sv, coords_zyx=sv.coords_zyx[:, SWAP_YX],
+    return replace(sv, coords_zyx=sv.coords_zyx[:, SWAP_YX], dense=None,
                    shape_zyx=(shape[0], shape[2], shape[1]),
                    input=sv.input | {"tilt_axis": "y" if sv.tilted_about_x else "x"})
 

@@ -162,3 +162,28 @@ def test_a_soup_drops_the_rescorer(rescored, tmp_path):
     soup_main(["--checkpoint", str(rescored), str(rescored), "--out", str(out)])
     assert load_checkpoint(out).rescorer is None
     assert checkpoint_settings(out).thresholds_stale
+
+
+def test_the_sparsifiers_dense_channels_are_the_ones_read_again(rescored, small_project,
+                                                                 tmp_path):
+    """The rescorer reuses the feature volumes the sparsifier computed (no second read and
+    filtering); they are exactly what dense_channels computes, so the detections are equal
+    to those from a sparse volume without them (a shard's). Mirroring drops them."""
+    import dataclasses
+
+    from sparse_det.inference import Picker, mirrored
+    from sparse_det.rescore import PROFILE_CHANNELS, dense_channels, kept_channels
+
+    picker = Picker.load(rescored, "cpu")
+    run = small_project.runs()[1]
+    sv = picker.sparse(small_project, run)
+    assert sv.dense is not None and len(sv.dense) == PROFILE_CHANNELS
+    assert mirrored(sv, (1, 2)).dense is None
+    read, _, _ = dense_channels(small_project, run, picker.sparsify_config)
+    for kept, again in zip(kept_channels(dataclasses.replace(sv)), read, strict=True):
+        np.testing.assert_array_equal(kept, again)
+    with_kept = picker.detect_run(small_project, run, sv=picker.sparse(small_project, run))
+    without = picker.detect_run(small_project, run, sv=dataclasses.replace(sv, dense=None))
+    for name in with_kept.per_class:
+        np.testing.assert_array_equal(with_kept[name][1], without[name][1])
+    assert Picker.load(rescored, "cpu", rescore=False).sparse(small_project, run).dense is None
