@@ -78,7 +78,7 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
-    from sparse_det.rescore import dense_channels
+    from sparse_det.rescore import PROFILE_CHANNELS, dense_channels, kept_channels
     from sparse_det.rescore import rescore as rescore_detections
 
     project = CopickProject(path)
@@ -91,8 +91,9 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
         t0 = time.perf_counter()
         tomo, info = read_input(project, run, cfg)
         t1 = time.perf_counter()
+        keep = PROFILE_CHANNELS if picker.ckpt.rescorer is not None else 0
         sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                      input_info=info, device=on)
+                      input_info=info, device=on, keep_dense=keep)
         t2 = time.perf_counter()
         probs, offsets = predict_sparse(picker.ckpt.model, sv, dev, amp=False, tta=picker.tta,
                                         norm_stats=picker.ckpt.config.postprocess.norm_stats)
@@ -102,8 +103,11 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
                                        picker.ckpt.config.postprocess)
         _sync(device)
         t4 = time.perf_counter()
-        if picker.ckpt.rescorer is not None:  # the dense channels again, then the MLP
-            channels, voxel_A, origin_A = dense_channels(project, run, cfg)
+        if picker.ckpt.rescorer is not None:  # the sparsifier's dense channels (a GPU's:
+            # read again), then the profiles and the MLP
+            channels, voxel_A, origin_A = (
+                (kept_channels(sv), sv.voxel_size_A, sv.origin_A) if sv.dense is not None
+                else dense_channels(project, run, cfg))
             rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
                                picker.particles)
         t5 = time.perf_counter()

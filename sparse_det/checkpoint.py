@@ -218,6 +218,7 @@ class Settings:
     # The thresholds were not tuned for these weights (a soup keeps its first member's):
     # nothing to keep when re-tuning (thresholds.keep_prior_unless_beaten).
     thresholds_stale: bool = False
+    has_rescorer: bool = False  # it carries a candidate rescorer (sparse_det/rescore.py)
 
     def prior(self, tta: str):
         """(thresholds, calibration) tuned for these weights with `tta`, or None."""
@@ -241,7 +242,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
                     {k: list(v) for k, v in doc.get("calibration", {}).items()},
                     dict(doc.get("tuned_for_tta", {})),
                     (min(tuned), max(tuned)) if tuned else None,
-                    bool(doc.get("extra", {}).get(THRESHOLDS_STALE)))
+                    bool(doc.get("extra", {}).get(THRESHOLDS_STALE)),
+                    doc.get("extra", {}).get(RESCORER) is not None)
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

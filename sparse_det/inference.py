@@ -402,9 +402,11 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     picked = []
     runs = runs or project.runs()
 
+    keep = PROFILE_CHANNELS if rescore and settings.has_rescorer else 0
+
     def load(run: str) -> SparseVolume:
         return load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir,
-                           device=dev)
+                           device=dev, keep_dense=keep)
 
     # Streaming: the next run is read and sparsified while this one is detected (zarr,
     # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.

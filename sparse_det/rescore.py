@@ -307,8 +307,30 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
     return net.eval()
 
 
-def main(argv: list[str] | None = None) -> int:
+def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """training_examples of every (project, run), each also in `appearance_variants`
+    randomised copies drawn from the network's training ranges."""
     from data_tools.appearance import AppearanceRanges
+
+    ranges = AppearanceRanges(band_gain=(0.4, 2.5), blur_vox=(0.0, 2.0), noise_rel=(0.0, 2.5),
+                              noise_blur_vox=(0.0, 2.0), gamma=(0.6, 1.6))
+    rng, t0 = np.random.default_rng(seed), time.time()
+    xs, ys = [], []
+    for i, (project, run) in enumerate(todo):
+        for variant in range(1 + appearance_variants):
+            params = (ranges.draw(np.random.default_rng([seed, variant, i])) if variant
+                      else None)
+            x, y = training_examples(picker, project, run, rng, params)
+            xs.append(x)
+            ys.append(y)
+            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
+                     f" (appearance copy {variant})" if variant else "", len(y),
+                     int((y > 0).sum()), time.time() - t0)
+    return xs, ys
+
+
+def main(argv: list[str] | None = None) -> int:
     from data_tools.atomic import atomic_path
     from sparse_det.argfile import ArgumentFileParser
     from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
@@ -331,26 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
-    rng = np.random.default_rng(a.seed)
-    xs, ys = [], []
     projects = [CopickProject(p) for p in a.project]
     todo = [(pr, r) for pr in projects for r in pr.runs()
             if (not a.runs or r in a.runs) and r not in a.exclude]
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
-    t0 = time.time()
-    ranges = AppearanceRanges(band_gain=(0.4, 2.5), blur_vox=(0.0, 2.0), noise_rel=(0.0, 2.5),
-                              noise_blur_vox=(0.0, 2.0), gamma=(0.6, 1.6))
-    for i, (project, run) in enumerate(todo):
-        for variant in range(1 + a.appearance_variants):
-            params = (ranges.draw(np.random.default_rng([a.seed, variant, i])) if variant
-                      else None)
-            x, y = training_examples(picker, project, run, rng, params)
-            xs.append(x)
-            ys.append(y)
-            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
-                     f" (appearance copy {variant})" if variant else "", len(y),
-                     int((y > 0).sum()), time.time() - t0)
+    xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration)
     doc = read_checkpoint(a.checkpoint)
