@@ -225,8 +225,10 @@ def fit_calibration(dets: list[Detections], truths: list[dict[str, np.ndarray]],
 
 
 def _probability(log_mass, a: float, b: float):
-    """The calibration's map: sigmoid(a·ln(vote mass) + b)."""
-    return 1.0 / (1.0 + np.exp(-(a * log_mass + b)))
+    """The calibration's map: sigmoid(a·ln(vote mass) + b). The logit is clipped at ±60,
+    where the sigmoid is 0 or 1 to 26 digits: the rescorer's scores reach ln(p) ≈ -20, and
+    exp would overflow (a warning, the same 0)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(a * log_mass + b, -60.0, 60.0)))
 
 
 def apply_calibration(dets: Detections, cal: dict[str, list[float]]) -> Detections:
