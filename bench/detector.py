@@ -78,7 +78,7 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
-    from sparse_det.rescore import PROFILE_CHANNELS, dense_channels, kept_channels
+    from sparse_det.rescore import PROFILE_CHANNELS, channels_for
     from sparse_det.rescore import rescore as rescore_detections
 
     project = CopickProject(path)
@@ -103,11 +103,8 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
                                        picker.ckpt.config.postprocess)
         _sync(device)
         t4 = time.perf_counter()
-        if picker.ckpt.rescorer is not None:  # the sparsifier's dense channels (a GPU's:
-            # read again), then the profiles and the MLP
-            channels, voxel_A, origin_A = (
-                (kept_channels(sv), sv.voxel_size_A, sv.origin_A) if sv.dense is not None
-                else dense_channels(project, run, cfg))
+        if picker.ckpt.rescorer is not None:  # the dense channels, profiles and MLP
+            channels, voxel_A, origin_A = channels_for(sv, project, run, cfg)
             rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
                                picker.particles)
         t5 = time.perf_counter()

@@ -38,7 +38,7 @@ from sparse_det.checkpoint import (
 from sparse_det.config import FOREGROUND_SLACK, TTA_MIRRORS, PostprocessConfig
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
-from sparse_det.rescore import PROFILE_CHANNELS
+from sparse_det.rescore import PROFILE_CHANNELS, channels_for, rescore
 from sparse_det.structures import (
     SWAP_YX,
     Detections,
@@ -316,12 +316,7 @@ class Picker:
                                                  keep_fraction=share))
         if rescorer is None:
             return dets
-        from sparse_det.rescore import dense_channels, kept_channels, rescore
-
-        if sv is not None and sv.dense is not None:  # the sparsifier's own, not read again
-            channels, voxel_A, origin_A = kept_channels(sv), sv.voxel_size_A, sv.origin_A
-        else:
-            channels, voxel_A, origin_A = dense_channels(project, run, self.sparsify_config)
+        channels, voxel_A, origin_A = channels_for(sv, project, run, self.sparsify_config)
         dets = rescore(dets, rescorer, channels, voxel_A, origin_A, self.particles)
         return self.calibrate(dets) if calibrated else dets
 

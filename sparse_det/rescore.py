@@ -200,15 +200,29 @@ def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarr
     return channels_of(tomo.data, tomo.voxel_size_A, cfg, run), tomo.voxel_size_A, tomo.origin_A
 
 
-def kept_channels(sv) -> list[np.ndarray]:
-    """dense_channels from the volumes the sparsifier kept with a SparseVolume (its first
-    PROFILE_CHANNELS feature volumes; clipped here, in place: nothing else reads them)."""
-    if sv.dense is None or len(sv.dense) < PROFILE_CHANNELS:
-        raise ValueError(f"run {sv.run!r}: sparsified without its dense channels")
-    channels = list(sv.dense[:PROFILE_CHANNELS])
+def _clipped(volumes: list[np.ndarray]) -> list[np.ndarray]:
+    """The first PROFILE_CHANNELS feature volumes clipped at CHANNEL_CLIP, in place (nothing
+    else reads them afterwards)."""
+    channels = list(volumes[:PROFILE_CHANNELS])
     for ch in channels:
         np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
     return channels
+
+
+def kept_channels(sv) -> list[np.ndarray]:
+    """dense_channels from the volumes the sparsifier kept with a SparseVolume."""
+    if sv.dense is None or len(sv.dense) < PROFILE_CHANNELS:
+        raise ValueError(f"run {sv.run!r}: sparsified without its dense channels")
+    return _clipped(sv.dense)
+
+
+def channels_for(sv, project: CopickProject, run: str, cfg
+                 ) -> tuple[list[np.ndarray], float, float]:
+    """(channels, voxel size Å, origin Å) for a run's sparse volume: the sparsifier's own
+    where it kept them, else the tomogram read and filtered again (a shard's, a GPU's)."""
+    if sv.dense is not None:
+        return kept_channels(sv), sv.voxel_size_A, sv.origin_A
+    return dense_channels(project, run, cfg)
 
 
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
@@ -217,12 +231,7 @@ def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.
 
     if not np.isfinite(vol).all():
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
-    _, feats, _ = feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")
-    channels = feats[:PROFILE_CHANNELS]
-    del feats
-    for ch in channels:
-        np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
-    return channels
+    return _clipped(feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1])
 
 
 def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable
@@ -242,40 +251,46 @@ def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: Parti
     return labels
 
 
-def training_examples(picker, project: CopickProject, run: str, rng: np.random.Generator,
-                      appearance: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of one annotated run: its candidates, and every pick moved by
-    TRUTH_JITTER_VOX so that the particles the network misses are examples too.
-    `appearance`: randomise_appearance's parameters, for a randomised copy of the run (read
-    at the run's own polarity, flipped where the draw flipped it, as training does)."""
-    if appearance is None:
-        dets = picker.detect_run(project, run, calibrated=True, rescored=False)
-        channels, vs, origin = dense_channels(project, run, picker.sparsify_config)
-    else:
-        from dataclasses import replace
-
-        from data_tools.appearance import randomise_appearance
-        from data_tools.sparsify import read_input, sparsify
-
-        cfg = picker.sparsify_config
-        own = picker.sparse(project, run).input["polarity"]
-        flipped = {"dark": "bright", "bright": "dark"}[own]
-        cfg = replace(cfg, polarity=flipped if appearance["flip"] else own)
-        tomo, info = read_input(project, run, cfg)
-        vs, origin = tomo.voxel_size_A, tomo.origin_A
-        vol = randomise_appearance(tomo.data, vs, appearance)
-        sv = sparsify(vol, vs, cfg, run, origin_A=origin, input_info=info)
-        dets = picker.detect(sv)
-        channels = channels_of(vol, vs, cfg, run)
-    truth = project.read_picks(run)
-    xyz = candidates(dets, picker.particles, vs, origin)
-    picks = [truth[p.name] for p in picker.particles if len(truth.get(p.name, ()))]
+def _examples(dets: Detections, sv, truth: dict[str, np.ndarray], particles: ParticleTable,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of one sparse volume's candidates and of every pick moved by
+    TRUTH_JITTER_VOX, so that the particles the network misses are examples too."""
+    vs, origin = sv.voxel_size_A, sv.origin_A
+    xyz = candidates(dets, particles, vs, origin)
+    picks = [truth[p.name] for p in particles if len(truth.get(p.name, ()))]
     if picks:
         moved = np.concatenate(picks)
         moved = moved + rng.normal(0.0, TRUTH_JITTER_VOX * vs, moved.shape)
         xyz = np.concatenate([xyz, moved])
-    return (candidate_features(dets, channels, vs, origin, picker.particles, xyz),
-            labels_for(xyz, truth, picker.particles))
+    return (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz),
+            labels_for(xyz, truth, particles))
+
+
+def run_examples(picker, project: CopickProject, run: str, rng: np.random.Generator,
+                 appearances: list[dict] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) of one annotated run, then of a randomised copy of it per entry of
+    `appearances` (randomise_appearance's parameters; read at the run's own polarity,
+    flipped where the draw flipped it, as training does). The tomogram is read once."""
+    from dataclasses import replace
+
+    from data_tools.appearance import randomise_appearance
+    from data_tools.sparsify import read_input, sparsify
+
+    cfg = picker.sparsify_config
+    tomo, info = read_input(project, run, cfg)
+    vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_picks(run)
+    sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
+                  keep_dense=PROFILE_CHANNELS)
+    dets = picker.detect_run(project, run, calibrated=True, rescored=False, sv=sv)
+    out = [_examples(dets, sv, truth, picker.particles, rng)]
+    own = sv.input["polarity"]
+    for params in appearances:
+        polarity = {"dark": "bright", "bright": "dark"}[own] if params["flip"] else own
+        copy = sparsify(randomise_appearance(tomo.data, vs, params), vs,
+                        replace(cfg, polarity=polarity), run, origin_A=origin,
+                        input_info=info, keep_dense=PROFILE_CHANNELS)
+        out.append(_examples(picker.detect(copy), copy, truth, picker.particles, rng))
+    return out
 
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed: int = 0,
@@ -309,19 +324,17 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
 
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """training_examples of every (project, run), each also in `appearance_variants`
-    randomised copies drawn from the network's training ranges."""
-    from data_tools.appearance import AppearanceRanges
+    """run_examples of every (project, run), each also in `appearance_variants` randomised
+    copies drawn from the ranges the network was trained with (its config's)."""
+    from sparse_det.data import appearance_ranges
 
-    ranges = AppearanceRanges(band_gain=(0.4, 2.5), blur_vox=(0.0, 2.0), noise_rel=(0.0, 2.5),
-                              noise_blur_vox=(0.0, 2.0), gamma=(0.6, 1.6))
+    ranges = appearance_ranges(picker.ckpt.config.data.appearance)
     rng, t0 = np.random.default_rng(seed), time.time()
     xs, ys = [], []
     for i, (project, run) in enumerate(todo):
-        for variant in range(1 + appearance_variants):
-            params = (ranges.draw(np.random.default_rng([seed, variant, i])) if variant
-                      else None)
-            x, y = training_examples(picker, project, run, rng, params)
+        draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
+                 for variant in range(1, 1 + appearance_variants)]
+        for variant, (x, y) in enumerate(run_examples(picker, project, run, rng, draws)):
             xs.append(x)
             ys.append(y)
             log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
@@ -344,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--appearance-variants", type=int, default=0,
-                    help="also N appearance-randomised copies of each run (the training "
-                         "ranges of configs/shapes_procedural2.yaml)")
+                    help="also N appearance-randomised copies of each run (the ranges "
+                         "the network was trained with, from its checkpoint's config)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
