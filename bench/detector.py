@@ -77,7 +77,12 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
                   precision: str = "fp32", rescore: bool = True) -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
-    from sparse_det.inference import Picker, detections_from_outputs, predict_sparse
+    from sparse_det.inference import (
+        Picker,
+        detections_from_outputs,
+        network_outputs,
+        predict_sparse,
+    )
     from sparse_det.rescore import PROFILE_CHANNELS, channels_for
     from sparse_det.rescore import rescore as rescore_detections
 
@@ -106,7 +111,7 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
         if picker.ckpt.rescorer is not None:  # the dense channels, profiles and MLP
             channels, voxel_A, origin_A = channels_for(sv, project, run, cfg)
             rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
-                               picker.particles)
+                               picker.particles, network_outputs(sv, probs))
         t5 = time.perf_counter()
         for k, a, b in (("read", t0, t1), ("sparsify", t1, t2), ("network", t2, t3),
                         ("decode", t3, t4), ("rescore", t4, t5)):

@@ -215,6 +215,11 @@ def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleT
     return detections_from_outputs(sv, probs, offsets, particles, post)
 
 
+def network_outputs(sv: SparseVolume, probs) -> tuple[np.ndarray, np.ndarray]:
+    """(kept coords_zyx, probabilities [N, K+1]) as numpy, for the rescorer."""
+    return sv.coords_zyx, torch.as_tensor(probs).float().cpu().numpy()
+
+
 @dataclass
 class Picker:
     """A loaded checkpoint on a device: run → sparse volume → detections → thresholded."""
@@ -285,6 +290,14 @@ class Picker:
             raise ValueError(f"{self.ckpt.path}: its thresholds and calibration are its "
                              "candidate rescorer's, which reads the dense tomogram: use "
                              "detect_run, or Picker.load(..., rescore=False)")
+        dets, _, _ = self.detect_outputs(sv, resparsify=resparsify)
+        return self.calibrate(dets) if calibrated else dets
+
+    def detect_outputs(self, sv: SparseVolume, *,
+                       resparsify: Callable[[float], SparseVolume] | None = None
+                       ) -> tuple[Detections, SparseVolume, torch.Tensor]:
+        """(uncalibrated detections, the sparse volume they came from — `sv` or its
+        resparsified copy —, its per-voxel probabilities [N, K+1]); see detect."""
         cfg = self.ckpt.config
         probs, offsets = predict_sparse(self.ckpt.model, sv, self.device, amp=cfg.train.amp,
                                         tta=self.tta, norm_stats=cfg.postprocess.norm_stats)
@@ -297,7 +310,7 @@ class Picker:
                                             amp=cfg.train.amp, tta=self.tta,
                                             norm_stats=cfg.postprocess.norm_stats)
         dets = detections_from_outputs(sv, probs, offsets, self.particles, cfg.postprocess)
-        return self.calibrate(dets) if calibrated else dets
+        return dets, sv, probs
 
     def detect_run(self, project: CopickProject, run: str,
                    shards_dir: str | Path | None = None, *, calibrated: bool = True,
@@ -309,15 +322,14 @@ class Picker:
         use = self.rescore if rescored is None else rescored
         rescorer = self.ckpt.rescorer if use else None
         sv = sv if sv is not None else self.sparse(project, run, shards_dir)
-        dets = self.detect(
-            sv,
-            calibrated=calibrated and rescorer is None,
-            resparsify=lambda share: self.sparse(project, run, shards_dir,
-                                                 keep_fraction=share))
-        if rescorer is None:
-            return dets
-        channels, voxel_A, origin_A = channels_for(sv, project, run, self.sparsify_config)
-        dets = rescore(dets, rescorer, channels, voxel_A, origin_A, self.particles)
+        dets, final, probs = self.detect_outputs(
+            sv, resparsify=lambda share: self.sparse(project, run, shards_dir,
+                                                     keep_fraction=share))
+        if rescorer is not None:
+            # The first sparsification's dense channels: a resparsified copy holds the same.
+            channels, voxel_A, origin_A = channels_for(sv, project, run, self.sparsify_config)
+            dets = rescore(dets, rescorer, channels, voxel_A, origin_A, self.particles,
+                           network_outputs(final, probs))
         return self.calibrate(dets) if calibrated else dets
 
     def calibrate(self, dets: Detections) -> Detections:

@@ -43,7 +43,12 @@ CHANNEL_CLIP = 6.0  # robust sigmas: a gold bead must not dominate a shell mean
 SCORE_EPS = 1e-4  # ln(p + SCORE_EPS): a class with no cluster nearby reads as ln(1e-4)
 SCORE_FLOOR = 1e-4  # candidates: clusters the network's calibration puts at p >= this
 MAX_PER_CLASS = 600  # at most the heaviest clusters of each class
-TRUTH_JITTER_VOX = 1.5  # extra training positives: picks moved as far as clusters land
+TRUTH_JITTER_VOX = 1.5  # extra training positives (--moved-picks): picks moved as far as
+# clusters land
+# The network's own per-voxel outputs around a candidate: its kept voxels within each shell
+# (voxels, [lo, hi)), each class's mean probability there and how many of the shell's
+# voxels were kept. What the vote masses summarise away: whether a cluster's voxels agree.
+PROB_SHELLS_VOX = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0))
 
 
 def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +88,37 @@ def radial_profiles(channels: list[np.ndarray], centres_zyx_vox: np.ndarray,
     return out.reshape(len(centres), -1)
 
 
+def probability_shells(coords_zyx: np.ndarray, probs: np.ndarray, centres_zyx_vox: np.ndarray,
+                       shells: tuple = PROB_SHELLS_VOX) -> np.ndarray:
+    """[M, len(shells) * (C + 1)] for per-voxel probabilities `probs` [N, C] at kept voxels
+    `coords_zyx`: per shell around each centre, the kept voxels' mean probability of each
+    column (0 where none is kept) and their count over the shell's volume."""
+    probs = np.asarray(probs, np.float64)
+    n_cols, n_sh = probs.shape[1], len(shells)
+    out = np.zeros((len(centres_zyx_vox), n_sh, n_cols + 1))
+    if len(centres_zyx_vox) == 0 or len(coords_zyx) == 0:
+        return out.reshape(len(centres_zyx_vox), -1).astype(np.float32)
+    pairs = cKDTree(np.asarray(centres_zyx_vox, np.float64)).sparse_distance_matrix(
+        cKDTree(np.asarray(coords_zyx, np.float64)), shells[-1][1], output_type="ndarray")
+    lo = np.array([a for a, _ in shells])
+    hi = np.array([b for _, b in shells])
+    d = pairs["v"]
+    # The first shell whose [lo, hi) holds the distance; n_sh where none does.
+    inside = (d[:, None] >= lo) & (d[:, None] < hi)
+    sh = np.where(inside.any(1), inside.argmax(1), n_sh)
+    keep = sh < n_sh
+    i, j, sh = pairs["i"][keep], pairs["j"][keep], sh[keep]
+    bins = i * n_sh + sh
+    m = len(centres_zyx_vox) * n_sh
+    count = np.bincount(bins, minlength=m)
+    for c in range(n_cols):
+        out[..., c] = (np.bincount(bins, probs[j, c], minlength=m)
+                       / np.maximum(count, 1)).reshape(-1, n_sh)
+    volume = 4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3)
+    out[..., n_cols] = count.reshape(-1, n_sh) / volume
+    return out.reshape(len(centres_zyx_vox), -1).astype(np.float32)
+
+
 def nearby_scores(dets: Detections, particles: ParticleTable, xyz_A: np.ndarray) -> np.ndarray:
     """[M, K]: per class, the highest score of that class's clusters within its hit radius
     of each point (0 where none)."""
@@ -112,18 +148,25 @@ def candidates(dets: Detections, particles: ParticleTable, voxel_size_A: float,
 
 
 def candidate_features(dets: Detections, channels: list[np.ndarray], voxel_size_A: float,
-                       origin_A: float, particles: ParticleTable, xyz_A: np.ndarray
-                       ) -> np.ndarray:
+                       origin_A: float, particles: ParticleTable, xyz_A: np.ndarray,
+                       outputs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """[M, F] float32 for points x,y,z Å: radial profiles, then ln(p + SCORE_EPS) and
-    whether a cluster is near, per class. `dets` unthresholded, calibrated."""
+    whether a cluster is near, per class, then (given the network's `outputs`: kept voxels
+    coords_zyx and their probabilities [N, K+1]) probability_shells. `dets` unthresholded,
+    calibrated."""
     zyx = xyz_A_to_zyx_vox(xyz_A, voxel_size_A, origin_A)
     scores = nearby_scores(dets, particles, xyz_A)
-    return np.concatenate([radial_profiles(channels, zyx), np.log(scores + SCORE_EPS),
-                           (scores > 0).astype(np.float32)], axis=1).astype(np.float32)
+    parts = [radial_profiles(channels, zyx), np.log(scores + SCORE_EPS),
+             (scores > 0).astype(np.float32)]
+    if outputs is not None:
+        parts.append(probability_shells(outputs[0], outputs[1], zyx))
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def n_features(n_classes: int, r_max: int = R_MAX_VOX) -> int:
-    return (PROFILE_CHANNELS + SPREAD_CHANNELS) * (r_max + 1) + 2 * n_classes
+def n_features(n_classes: int, r_max: int = R_MAX_VOX, prob_shells: int = 0) -> int:
+    """Features of a rescorer of `n_classes` that reads `prob_shells` probability shells."""
+    return ((PROFILE_CHANNELS + SPREAD_CHANNELS) * (r_max + 1) + 2 * n_classes
+            + prob_shells * (n_classes + 2))
 
 
 class RescoreNet(torch.nn.Module):
@@ -132,9 +175,12 @@ class RescoreNet(torch.nn.Module):
     with it so that re-tuning the checkpoint's own cannot move its inputs."""
 
     def __init__(self, n_in: int, n_classes: int, hidden: int = 128,
-                 calibration: dict[str, list[float]] | None = None):
+                 calibration: dict[str, list[float]] | None = None,
+                 prob_shells: tuple = ()):
         super().__init__()
         self.calibration = {k: [float(a), float(b)] for k, (a, b) in (calibration or {}).items()}
+        # The network-output shells it reads (PROB_SHELLS_VOX, or none: fitted before them).
+        self.prob_shells = tuple((float(a), float(b)) for a, b in prob_shells)
         self.register_buffer("mean", torch.zeros(n_in))
         self.register_buffer("std", torch.ones(n_in))
         self.mlp = torch.nn.Sequential(
@@ -154,17 +200,23 @@ class RescoreNet(torch.nn.Module):
         return {"n_in": int(self.mean.numel()), "n_classes": self.n_classes,
                 "hidden": self.hidden, "r_max_vox": R_MAX_VOX,
                 "calibration": self.calibration,
+                "prob_shells_vox": [list(s) for s in self.prob_shells],
                 "weights": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
 
     @classmethod
     def from_state(cls, state: dict, what: str) -> RescoreNet:
         """Raises DataError naming `what` when the state is not one this code reads."""
         n_in, k = int(state.get("n_in", -1)), int(state.get("n_classes", -1))
-        if state.get("r_max_vox") != R_MAX_VOX or n_in != n_features(k):
+        shells = tuple(tuple(s) for s in state.get("prob_shells_vox", ()))
+        if shells and shells != PROB_SHELLS_VOX:
+            raise DataError(f"{what}: its rescorer reads the network's outputs in shells "
+                            f"{shells} voxels; this code makes {PROB_SHELLS_VOX}")
+        expect = n_features(k, prob_shells=len(shells))
+        if state.get("r_max_vox") != R_MAX_VOX or n_in != expect:
             raise DataError(f"{what}: its rescorer reads {n_in} features out to "
                             f"{state.get('r_max_vox')} voxels; this code makes "
-                            f"{n_features(k)} out to {R_MAX_VOX}")
-        net = cls(n_in, k, int(state["hidden"]), state.get("calibration"))
+                            f"{expect} out to {R_MAX_VOX}")
+        net = cls(n_in, k, int(state["hidden"]), state.get("calibration"), shells)
         try:
             net.load_state_dict(state["weights"])
         except RuntimeError as exc:
@@ -173,14 +225,21 @@ class RescoreNet(torch.nn.Module):
 
 
 def rescore(dets: Detections, net: RescoreNet, channels: list[np.ndarray],
-            voxel_size_A: float, origin_A: float, particles: ParticleTable) -> Detections:
+            voxel_size_A: float, origin_A: float, particles: ParticleTable,
+            outputs: tuple[np.ndarray, np.ndarray] | None = None) -> Detections:
     """Unthresholded vote-mass detections → detections scored p(class | candidate), every
-    candidate a candidate of every class (per-class NMS at half a radius), best first."""
+    candidate a candidate of every class (per-class NMS at half a radius), best first.
+    `outputs`: the network's (kept coords_zyx, probabilities [N, K+1]) the detections came
+    from; required by a rescorer that reads them."""
+    if net.prob_shells and outputs is None:
+        raise ValueError("this rescorer reads the network's per-voxel probabilities: pass "
+                         "`outputs`")
     dets = apply_calibration(dets, net.calibration)
     xyz = candidates(dets, particles, voxel_size_A, origin_A)
-    probs = (net.probabilities(candidate_features(dets, channels, voxel_size_A, origin_A,
-                                                  particles, xyz))
-             if len(xyz) else np.zeros((0, len(particles) + 1), np.float32))
+    feats = candidate_features(dets, channels, voxel_size_A, origin_A, particles, xyz,
+                               outputs if net.prob_shells else None)
+    probs = (net.probabilities(feats) if len(xyz)
+             else np.zeros((0, len(particles) + 1), np.float32))
     per_class = {}
     for k, p in enumerate(particles):
         s = probs[:, k + 1]
@@ -251,26 +310,39 @@ def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: Parti
     return labels
 
 
-def _examples(dets: Detections, sv, truth: dict[str, np.ndarray], particles: ParticleTable,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of one sparse volume's candidates and of every pick moved by
+def _examples(dets: Detections, sv, outputs, truth: dict[str, np.ndarray],
+              particles: ParticleTable, rng: np.random.Generator | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of one sparse volume's candidates (`outputs`: the network's, or
+    None for a rescorer that does not read them); with `rng`, also of every pick moved by
     TRUTH_JITTER_VOX, so that the particles the network misses are examples too."""
     vs, origin = sv.voxel_size_A, sv.origin_A
     xyz = candidates(dets, particles, vs, origin)
     picks = [truth[p.name] for p in particles if len(truth.get(p.name, ()))]
-    if picks:
+    if picks and rng is not None:
         moved = np.concatenate(picks)
         moved = moved + rng.normal(0.0, TRUTH_JITTER_VOX * vs, moved.shape)
         xyz = np.concatenate([xyz, moved])
-    return (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz),
+    return (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz, outputs),
             labels_for(xyz, truth, particles))
 
 
-def run_examples(picker, project: CopickProject, run: str, rng: np.random.Generator,
-                 appearances: list[dict] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+def _detected(picker, sv, resparsify=None) -> tuple[Detections, tuple]:
+    """(calibrated detections, network outputs) of the network alone."""
+    from sparse_det.inference import network_outputs
+
+    dets, final, probs = picker.detect_outputs(sv, resparsify=resparsify)
+    return picker.calibrate(dets), network_outputs(final, probs)
+
+
+def run_examples(picker, project: CopickProject, run: str, rng: np.random.Generator | None,
+                 appearances: list[dict] = (), read_outputs: bool = True
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(features, labels) of one annotated run, then of a randomised copy of it per entry of
     `appearances` (randomise_appearance's parameters; read at the run's own polarity,
-    flipped where the draw flipped it, as training does). The tomogram is read once."""
+    flipped where the draw flipped it, as training does). The tomogram is read once. `rng`:
+    moved picks as examples too (see _examples); `read_outputs`: features include the
+    network's per-voxel probabilities."""
     from dataclasses import replace
 
     from data_tools.appearance import randomise_appearance
@@ -281,25 +353,30 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
     vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_picks(run)
     sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
                   keep_dense=PROFILE_CHANNELS)
-    dets = picker.detect_run(project, run, calibrated=True, rescored=False, sv=sv)
-    out = [_examples(dets, sv, truth, picker.particles, rng)]
+    dets, outputs = _detected(picker, sv, lambda share: picker.sparse(project, run,
+                                                                      keep_fraction=share))
+    out = [_examples(dets, sv, outputs if read_outputs else None, truth, picker.particles, rng)]
     own = sv.input["polarity"]
     for params in appearances:
         polarity = {"dark": "bright", "bright": "dark"}[own] if params["flip"] else own
         copy = sparsify(randomise_appearance(tomo.data, vs, params), vs,
                         replace(cfg, polarity=polarity), run, origin_A=origin,
                         input_info=info, keep_dense=PROFILE_CHANNELS)
-        out.append(_examples(picker.detect(copy), copy, truth, picker.particles, rng))
+        dets, outputs = _detected(picker, copy)
+        out.append(_examples(dets, copy, outputs if read_outputs else None, truth,
+                             picker.particles, rng))
     return out
 
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed: int = 0,
-        batch: int = 512, calibration: dict[str, list[float]] | None = None) -> RescoreNet:
-    """A RescoreNet fitted by cross-entropy (AdamW, one-cycle schedule)."""
+        batch: int = 512, calibration: dict[str, list[float]] | None = None,
+        prob_shells: tuple = PROB_SHELLS_VOX) -> RescoreNet:
+    """A RescoreNet fitted by cross-entropy (AdamW, one-cycle schedule); `prob_shells`: the
+    network-output shells the features hold (none: profiles and scores only)."""
     if len(x) == 0:
         raise DataError("no training examples: the runs have no candidates and no picks")
     torch.manual_seed(seed)
-    net = RescoreNet(x.shape[1], n_classes, calibration=calibration)
+    net = RescoreNet(x.shape[1], n_classes, calibration=calibration, prob_shells=prob_shells)
     net.mean.copy_(torch.as_tensor(x.mean(0)))
     net.std.copy_(torch.as_tensor(x.std(0) + 1e-6))
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -322,7 +399,8 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
     return net.eval()
 
 
-def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int
+def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
+                     moved_picks: bool = False, read_outputs: bool = True
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """run_examples of every (project, run), each also in `appearance_variants` randomised
     copies drawn from the ranges the network was trained with (its config's)."""
@@ -334,7 +412,9 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int
     for i, (project, run) in enumerate(todo):
         draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
                  for variant in range(1, 1 + appearance_variants)]
-        for variant, (x, y) in enumerate(run_examples(picker, project, run, rng, draws)):
+        examples = run_examples(picker, project, run, rng if moved_picks else None, draws,
+                                read_outputs)
+        for variant, (x, y) in enumerate(examples):
             xs.append(x)
             ys.append(y)
             log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
@@ -359,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--appearance-variants", type=int, default=0,
                     help="also N appearance-randomised copies of each run (the ranges "
                          "the network was trained with, from its checkpoint's config)")
+    ap.add_argument("--moved-picks", action="store_true",
+                    help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "
+                         "(the first rescorer's recipe)")
+    ap.add_argument("--without-network-outputs", action="store_true",
+                    help="features without the network's per-voxel probabilities around "
+                         "each candidate (the first rescorer's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -371,9 +457,12 @@ def main(argv: list[str] | None = None) -> int:
             if (not a.runs or r in a.runs) and r not in a.exclude]
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
-    xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed)
+    xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
+                              moved_picks=a.moved_picks,
+                              read_outputs=not a.without_network_outputs)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
-              seed=a.seed, calibration=picker.ckpt.calibration)
+              seed=a.seed, calibration=picker.ckpt.calibration,
+              prob_shells=() if a.without_network_outputs else PROB_SHELLS_VOX)
     doc = read_checkpoint(a.checkpoint)
     doc.pop("optimizer", None)
     doc["extra"] = dict(doc.get("extra", {})) | {
@@ -382,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                         "calibration": dict(picker.ckpt.calibration),
                         "tuned_for_tta": dict(picker.ckpt.tuned_for_tta)},
         "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo],
-        "rescorer_appearance_variants": a.appearance_variants}
+        "rescorer_appearance_variants": a.appearance_variants,
+        "rescorer_moved_picks": a.moved_picks}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(a.out)) as tmp:
         torch.save(doc, tmp)

@@ -17,11 +17,13 @@ from sparse_det.checkpoint import (
     load_checkpoint,
 )
 from sparse_det.rescore import (
+    PROB_SHELLS_VOX,
     R_MAX_VOX,
     RescoreNet,
     labels_for,
     main,
     n_features,
+    probability_shells,
     radial_profiles,
 )
 
@@ -62,6 +64,25 @@ def test_profiles_do_not_see_orientation():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_probability_shells_by_hand():
+    """Kept voxels at distances 0, 1 (shell 0-2), 3 (2-4), 5 and 6 (4-7) and 7 (none) of
+    a centre: each shell's mean of each column and its kept count over its volume; a
+    centre with no kept voxel nearby reads zeros."""
+    coords = np.array([[10, 10, 10], [10, 10, 11], [10, 13, 10], [15, 10, 10],
+                       [10, 10, 4], [17, 10, 10]])
+    assert np.allclose(np.sqrt(((coords - 10) ** 2).sum(1)), [0, 1, 3, 5, 6, 7])
+    probs = np.array([[0.2, 0.8], [0.6, 0.4], [1.0, 0.0], [0.5, 0.5], [0.1, 0.9],
+                      [0.0, 1.0]])
+    out = probability_shells(coords, probs, np.array([[10.0, 10.0, 10.0], [40.0, 40, 40]]))
+    assert out.shape == (2, len(PROB_SHELLS_VOX) * 3)
+    got = out[0].reshape(len(PROB_SHELLS_VOX), 3)
+    vol = [4 / 3 * np.pi * (b ** 3 - a ** 3) for a, b in PROB_SHELLS_VOX]
+    np.testing.assert_allclose(got[0], [0.4, 0.6, 2 / vol[0]], rtol=1e-6)
+    np.testing.assert_allclose(got[1], [1.0, 0.0, 1 / vol[1]], rtol=1e-6)
+    np.testing.assert_allclose(got[2], [0.3, 0.7, 2 / vol[2]], rtol=1e-6)
+    assert not out[1].any()
+
+
 def test_labels_by_the_nearest_pick_in_radii(small_project):
     """Hit radius = 0.5 radius (apo-ferritin 60 Å → 30 Å, ribosome 150 Å → 75 Å); a point
     within two hit radii takes the class it is nearer to in radii."""
@@ -88,6 +109,8 @@ def rescored(small_project, tmp_path_factory):
     extra = torch.load(out, weights_only=True)["extra"]
     assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
     assert extra["rescorer_appearance_variants"] == 1
+    assert extra["rescorer_moved_picks"] is False
+    assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
 
 
@@ -125,12 +148,33 @@ def test_an_incompatible_rescorer_is_refused_by_name(rescored, tmp_path):
 
 
 def test_from_state_checks_the_feature_count():
-    net = RescoreNet(n_features(6), 6)
-    state = net.to_state()
-    assert RescoreNet.from_state(state, "x").n_classes == 6
+    """A rescorer without network-output shells (the first one shipped: its state has no
+    such entry) loads with the profile-and-score features only; one with them, with 8 per
+    shell for 6 classes; a count or shells this code does not make are refused."""
+    old = RescoreNet(n_features(6), 6).to_state()
+    del old["prob_shells_vox"]
+    assert RescoreNet.from_state(old, "x").prob_shells == ()
+    assert n_features(6) == 108
+    shells = len(PROB_SHELLS_VOX)
+    state = RescoreNet(n_features(6, prob_shells=shells), 6,
+                       prob_shells=PROB_SHELLS_VOX).to_state()
+    assert n_features(6, prob_shells=shells) == 108 + 8 * shells
+    assert RescoreNet.from_state(state, "x").prob_shells == PROB_SHELLS_VOX
     state["n_in"] = n_features(6) + 1
     with pytest.raises(DataError, match="x: its rescorer reads"):
         RescoreNet.from_state(state, "x")
+    state["prob_shells_vox"] = [[0.0, 3.0]]
+    with pytest.raises(DataError, match="x: its rescorer reads the network's outputs"):
+        RescoreNet.from_state(state, "x")
+
+
+def test_a_rescorer_that_reads_outputs_needs_them(small_project):
+    from sparse_det.rescore import rescore
+    from sparse_det.structures import Detections
+
+    net = RescoreNet(n_features(6, prob_shells=3), 6, prob_shells=PROB_SHELLS_VOX)
+    with pytest.raises(ValueError, match="pass `outputs`"):
+        rescore(Detections("r", {}), net, [], 20.0, 0.0, small_project.particles)
 
 
 def test_the_network_alone_keeps_its_own_thresholds(rescored, tmp_path):
