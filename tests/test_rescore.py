@@ -151,21 +151,51 @@ def test_from_state_checks_the_feature_count():
     """A rescorer without network-output shells (the first one shipped: its state has no
     such entry) loads with the profile-and-score features only; one with them, with 8 per
     shell for 6 classes; a count or shells this code does not make are refused."""
-    old = RescoreNet(n_features(6), 6).to_state()
-    del old["prob_shells_vox"]
-    assert RescoreNet.from_state(old, "x").prob_shells == ()
+    first = RescoreNet(n_features(6), 6)
+    old = first.to_state()
+    del old["prob_shells_vox"], old["members"]  # as the first rescorer stored itself
+    old["weights"] = {k.replace("members.0.", "mlp."): v for k, v in old["weights"].items()}
+    loaded = RescoreNet.from_state(old, "x")
+    assert loaded.prob_shells == () and len(loaded.members) == 1
+    x = np.random.default_rng(0).normal(size=(5, n_features(6))).astype(np.float32)
+    np.testing.assert_array_equal(loaded.probabilities(x), first.eval().probabilities(x))
     assert n_features(6) == 108
     shells = len(PROB_SHELLS_VOX)
-    state = RescoreNet(n_features(6, prob_shells=shells), 6,
-                       prob_shells=PROB_SHELLS_VOX).to_state()
+    two = RescoreNet(n_features(6, prob_shells=shells), 6, prob_shells=PROB_SHELLS_VOX,
+                     members=2).eval()
+    state = two.to_state()
     assert n_features(6, prob_shells=shells) == 108 + 8 * shells
-    assert RescoreNet.from_state(state, "x").prob_shells == PROB_SHELLS_VOX
+    again = RescoreNet.from_state(state, "x")
+    assert again.prob_shells == PROB_SHELLS_VOX and len(again.members) == 2
+    x = np.random.default_rng(1).normal(size=(5, n_features(6, prob_shells=shells)))
+    np.testing.assert_array_equal(again.probabilities(x), two.probabilities(x))
     state["n_in"] = n_features(6) + 1
     with pytest.raises(DataError, match="x: its rescorer reads"):
         RescoreNet.from_state(state, "x")
     state["prob_shells_vox"] = [[0.0, 3.0]]
     with pytest.raises(DataError, match="x: its rescorer reads the network's outputs"):
         RescoreNet.from_state(state, "x")
+
+
+def test_members_average_their_probabilities():
+    """Three members fitted from seeds 0, 1, 2 on a separable toy set: the ensemble's
+    probabilities are the mean of its members' softmaxes, member 0 is the one-member fit of
+    seed 0, and every member learns the rule (x0 > 0 → class 1)."""
+    from sparse_det.rescore import fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    net = fit(x, y, 1, epochs=20, seed=0, prob_shells=(), members=3)
+    one = fit(x, y, 1, epochs=20, seed=0, prob_shells=())
+    xt = torch.as_tensor(x)
+    with torch.no_grad():
+        each = [torch.softmax(net(xt, m), 1).numpy() for m in range(3)]
+        np.testing.assert_allclose(each[0], torch.softmax(one(xt), 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(net.probabilities(x), np.mean(each, 0), atol=1e-6)
+    assert not np.allclose(each[0], each[1])
+    for p in each:
+        assert ((p[:, 1] > 0.5) == y.astype(bool)).mean() > 0.95
 
 
 def test_a_rescorer_that_reads_outputs_needs_them(small_project):
