@@ -447,11 +447,8 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
     return xs, ys
 
 
-def main(argv: list[str] | None = None) -> int:
-    from data_tools.atomic import atomic_path
+def _parser():
     from sparse_det.argfile import ArgumentFileParser
-    from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
-    from sparse_det.inference import Picker
 
     ap = ArgumentFileParser(description="Fit the candidate rescorer on annotated runs and "
                             "write a checkpoint that carries it (tune it next)")
@@ -469,11 +466,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--without-network-outputs", action="store_true",
                     help="features without the network's per-voxel probabilities around "
                          "each candidate (the first rescorer's)")
-    ap.add_argument("--members", type=int, default=1,
+    ap.add_argument("--members", type=int, default=5,
                     help="MLPs fitted from seeds seed, seed + 1, ... on the same examples; "
-                         "their probabilities are averaged")
+                         "their probabilities are averaged (the default's: 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_tools.atomic import atomic_path
+    from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
+    from sparse_det.inference import Picker
+
+    ap = _parser()
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The network alone, at the thresholds and calibration tuned for its vote masses (a

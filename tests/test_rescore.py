@@ -109,7 +109,7 @@ def rescored(small_project, tmp_path_factory):
     extra = torch.load(out, weights_only=True)["extra"]
     assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
     assert extra["rescorer_appearance_variants"] == 1
-    assert extra["rescorer_moved_picks"] is False
+    assert extra["rescorer_moved_picks"] is False and extra[RESCORER]["members"] == 5
     assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
 
