@@ -2,7 +2,8 @@
 classifier whose class probabilities replace the vote masses as scores.
 
     candidates (every class's clusters, one per voxel) ──► radial profiles of the dense
-    feature channels around each + the network's score of each class nearby ──► MLP ──►
+    feature channels around each + the network's score of each class nearby + its
+    per-voxel probabilities in shells around it ──► MLPs (averaged) ──►
     p(class | candidate) ──► per class: NMS, scores p
 
 Why: the sparse network sees 2.5 % of the voxels; under blur and high B-factors a
@@ -11,9 +12,11 @@ full density around the cluster still tells them apart by size and mass (bench/v
 a matched radial template sees them where the network does not). The profiles are shell
 means (and the first two channels' shell spreads) out to R_MAX_VOX voxels: rotation
 invariant by construction, so the classifier cannot learn our particles' orientations, and
-cheap (one gather per candidate). Fitted by `python -m sparse_det.rescore` on annotated runs
-the network's checkpoint did not tune on; it travels in the checkpoint (extra["rescorer"]),
-and `sparse_det.tune` then fits thresholds and calibration on its scores.
+cheap (one gather per candidate). The network's own probabilities around a candidate say
+whether a cluster's voxels agree on a class, which its vote mass sums away. Fitted by
+`python -m sparse_det.rescore` on annotated runs the network's checkpoint did not tune on;
+it travels in the checkpoint (extra["rescorer"]), and `sparse_det.tune` then fits
+thresholds and calibration on its scores.
 """
 
 from __future__ import annotations
