@@ -395,8 +395,10 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
 
 
 def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
-                        device) -> tuple[np.ndarray, np.ndarray, dict]:
-    """feature_volumes + select in torch on `device` (data_tools/sparsify_torch.py)."""
+                        device, keep_dense: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, dict, list[np.ndarray] | None]:
+    """feature_volumes + select in torch on `device` (data_tools/sparsify_torch.py); the
+    first `keep_dense` dense feature volumes brought back as numpy (None for 0)."""
     import torch
 
     from data_tools import sparsify_torch as st
@@ -406,7 +408,8 @@ def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: floa
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
     score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what)
     coords, f = st.select(score, feats, cfg, what, voxel_size_A)
-    return coords, f, polarity
+    dense = [v.float().cpu().numpy() for v in feats[:keep_dense]] if keep_dense > 0 else None
+    return coords, f, polarity, dense
 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
@@ -414,14 +417,16 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
              input_info: dict | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
     `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
-    None: numpy and scipy on the CPU, and then `keep_dense` > 0 keeps the first that many
-    dense feature volumes with it (SparseVolume.dense)."""
+    None: numpy and scipy on the CPU. `keep_dense` > 0 keeps the first that many dense
+    feature volumes with it (SparseVolume.dense, numpy on the CPU either way: the
+    candidate rescorer reads them instead of filtering the tomogram again)."""
     dense = None
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
     if device is not None:
-        coords, f, polarity = _features_on_device(vol, cfg, voxel_size_A, what, device)
+        coords, f, polarity, dense = _features_on_device(vol, cfg, voxel_size_A, what,
+                                                         device, keep_dense)
     else:
         if not np.isfinite(vol).all():
             raise DataError(f"{what}: tomogram has NaN/inf voxels")

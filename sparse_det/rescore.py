@@ -295,7 +295,7 @@ def kept_channels(sv) -> list[np.ndarray]:
 def channels_for(sv, project: CopickProject, run: str, cfg
                  ) -> tuple[list[np.ndarray], float, float]:
     """(channels, voxel size Å, origin Å) for a run's sparse volume: the sparsifier's own
-    where it kept them, else the tomogram read and filtered again (a shard's, a GPU's)."""
+    where it kept them, else the tomogram read and filtered again (a shard's)."""
     if sv.dense is not None:
         return kept_channels(sv), sv.voxel_size_A, sv.origin_A
     return dense_channels(project, run, cfg)

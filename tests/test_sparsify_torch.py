@@ -64,6 +64,21 @@ def test_torch_sparsifier_equals_scipy(settings):
     assert got.feature_names == ref.feature_names and got.coords_zyx.dtype == np.int32
 
 
+def test_torch_sparsifier_keeps_the_dense_channels_scipy_keeps():
+    """keep_dense on the device path: the same first feature volumes as the numpy path's,
+    as numpy arrays (what the candidate rescorer reads instead of filtering again)."""
+    vol = _tomogram()
+    cfg = SparsifyConfig(keep_fraction=0.03, feature_norm="kept", whiten_sigma_A=20.0,
+                         clip_sigma=20.0)
+    ref = sparsify(vol, 20.0, cfg, "r", keep_dense=4)
+    got = sparsify(vol, 20.0, cfg, "r", device="cpu", keep_dense=4)
+    assert len(got.dense) == len(ref.dense) == 4
+    for a, b in zip(got.dense, ref.dense, strict=True):
+        assert isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == vol.shape
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    assert sparsify(vol, 20.0, cfg, "r", device="cpu").dense is None
+
+
 def test_kept_bands_keeps_the_band_ratios_that_blur_changes():
     """"kept" gives every channel unit robust spread; "kept_bands" gives the band-passes the
     smooth channel's scale, so a blurred tomogram's finest band comes out weaker than a
