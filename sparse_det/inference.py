@@ -285,13 +285,17 @@ class Picker:
         when the checkpoint has a calibration, else (or `calibrated=False`) vote masses.
         `resparsify(keep_fraction)`: the same run kept at another share; given, a crowded
         tomogram is picked from the larger kept set (grown_keep_share)."""
-        if calibrated and self.ckpt.rescorer is not None:
+        if calibrated:
+            self._check_vote_masses_calibrated()
+        dets, _, _ = self.detect_outputs(sv, resparsify=resparsify)
+        return self.calibrate(dets) if calibrated else dets
+
+    def _check_vote_masses_calibrated(self) -> None:
+        if self.ckpt.rescorer is not None:
             # Its calibration maps the rescorer's scores, not vote masses.
             raise ValueError(f"{self.ckpt.path}: its thresholds and calibration are its "
                              "candidate rescorer's, which reads the dense tomogram: use "
                              "detect_run, or Picker.load(..., rescore=False)")
-        dets, _, _ = self.detect_outputs(sv, resparsify=resparsify)
-        return self.calibrate(dets) if calibrated else dets
 
     def detect_outputs(self, sv: SparseVolume, *,
                        resparsify: Callable[[float], SparseVolume] | None = None
@@ -321,6 +325,8 @@ class Picker:
         carries one (`rescored` None: as the picker's `rescore` says)."""
         use = self.rescore if rescored is None else rescored
         rescorer = self.ckpt.rescorer if use else None
+        if calibrated and rescorer is None:
+            self._check_vote_masses_calibrated()
         sv = sv if sv is not None else self.sparse(project, run, shards_dir)
         dets, final, probs = self.detect_outputs(
             sv, resparsify=lambda share: self.sparse(project, run, shards_dir,

@@ -136,6 +136,9 @@ def test_rescorer_travels_in_the_checkpoint_and_picks_an_unseen_run(rescored, sm
     # The same picker without its rescorer gives the network's vote masses back.
     plain = picker.detect_run(small_project, run1, calibrated=False, rescored=False)
     assert max(s.max() for _, s in plain.per_class.values() if len(s)) > 1.0
+    # Its calibration is the rescorer's: applying it to vote masses is refused.
+    with pytest.raises(ValueError, match="candidate rescorer's"):
+        picker.detect_run(small_project, run1, rescored=False)
 
 
 def test_an_incompatible_rescorer_is_refused_by_name(rescored, tmp_path):
