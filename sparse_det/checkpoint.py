@@ -97,6 +97,28 @@ RESCORER = "rescorer"
 NETWORK_TUNED = "network_tuned"
 
 
+def _network_tuned(path: str | Path, tuned: dict | None) -> dict:
+    """Copies of a rescored checkpoint's thresholds, calibration and tuned_for_tta for its
+    network alone (extra[NETWORK_TUNED]); CheckpointError when it has none."""
+    if not tuned:
+        raise CheckpointError(f"{path}: carries a rescorer but no thresholds for the network "
+                              "alone; use it with its rescorer")
+    return {"thresholds": dict(tuned["thresholds"]),
+            "calibration": {k: list(v) for k, v in tuned["calibration"].items()},
+            "tuned_for_tta": dict(tuned.get("tuned_for_tta", {}))}
+
+
+def strip_rescorer(doc: dict, path: str | Path) -> dict:
+    """A checkpoint document without its rescorer, at its network's own tuned set (what
+    Picker.load(rescore=False) reads), for writing a network-only checkpoint."""
+    extra = dict(doc.get("extra", {}))
+    if extra.get(RESCORER) is None:
+        return doc
+    alone = _network_tuned(path, extra.pop(NETWORK_TUNED, None))
+    del extra[RESCORER]
+    return doc | alone | {"extra": extra}
+
+
 def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
     return {"thresholds": {k: float(v) for k, v in thresholds.items()},
             "calibration": {k: [float(a), float(b)] for k, (a, b) in calibration.items()}}
@@ -180,12 +202,9 @@ class LoadedCheckpoint:
         (kept in the checkpoint when its rescorer was fitted)."""
         if self.rescorer is None:
             return
-        if not self.network_tuned:
-            raise CheckpointError(f"{self.path}: carries a rescorer but no thresholds for "
-                                  "the network alone; use it with its rescorer")
-        self.thresholds = dict(self.network_tuned["thresholds"])
-        self.calibration = {k: list(v) for k, v in self.network_tuned["calibration"].items()}
-        self.tuned_for_tta = dict(self.network_tuned.get("tuned_for_tta", {}))
+        alone = _network_tuned(self.path, self.network_tuned)
+        self.thresholds, self.calibration = alone["thresholds"], alone["calibration"]
+        self.tuned_for_tta = alone["tuned_for_tta"]
         self.rescorer = None
 
     def use_tta(self, tta: str) -> bool:

@@ -60,7 +60,7 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     """The run's sparse volume as a checkpoint expects it (its shard when one matches),
     sparsified on `device` when it is an accelerator (scipy on the CPU is faster there).
     `keep_dense`: keep that many dense feature volumes with it where it is sparsified here
-    on the CPU (SparseVolume.dense)."""
+    rather than read from a shard (SparseVolume.dense)."""
     on = device if device is not None and device.type != "cpu" else None
     sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense)
     if sv.feature_names != feature_names:
@@ -228,10 +228,9 @@ class Picker:
     device: torch.device
     sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
     tta: str = "none"  # a key of TTA_MIRRORS
-    # Score candidates with the checkpoint's rescorer (sparse_det/rescore.py) where it has
-    # one: its thresholds were tuned on those scores. Picker.load(rescore=False) drops it
-    # and takes the thresholds tuned for the network alone.
-    rescore: bool = True
+    # Candidates are scored with the checkpoint's rescorer (sparse_det/rescore.py) where it
+    # has one: its thresholds were tuned on those scores. Picker.load(rescore=False) drops
+    # it from the checkpoint and takes the thresholds tuned for the network alone.
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "auto", *,
@@ -259,7 +258,7 @@ class Picker:
                           f"not {tta}; `python -m sparse_det.tune --tta {tta}` tunes a set "
                           "for it", stacklevel=2)
         return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides),
-                   tta or tuned_for, rescore)
+                   tta or tuned_for)
 
     @property
     def particles(self) -> ParticleTable:
@@ -275,7 +274,7 @@ class Picker:
         cfg = self.sparsify_config
         if keep_fraction is not None:
             cfg = replace(cfg, keep_fraction=keep_fraction)
-        keep = PROFILE_CHANNELS if self.rescore and self.ckpt.rescorer is not None else 0
+        keep = PROFILE_CHANNELS if self.ckpt.rescorer is not None else 0
         return load_sparse(project, run, cfg, self.ckpt.feature_names, shards_dir,
                            device=self.device, keep_dense=keep)
 
@@ -318,13 +317,12 @@ class Picker:
 
     def detect_run(self, project: CopickProject, run: str,
                    shards_dir: str | Path | None = None, *, calibrated: bool = True,
-                   sv: SparseVolume | None = None, rescored: bool | None = None
+                   sv: SparseVolume | None = None, rescored: bool = True
                    ) -> Detections:
         """detect() of one run of a project, re-sparsified when it is crowded; its
         candidates scored by the checkpoint's rescorer from the dense tomogram where it
-        carries one (`rescored` None: as the picker's `rescore` says)."""
-        use = self.rescore if rescored is None else rescored
-        rescorer = self.ckpt.rescorer if use else None
+        carries one (unless `rescored` is False)."""
+        rescorer = self.ckpt.rescorer if rescored else None
         if calibrated and rescorer is None:
             self._check_vote_masses_calibrated()
         sv = sv if sv is not None else self.sparse(project, run, shards_dir)

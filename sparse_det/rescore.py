@@ -394,13 +394,13 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
     if len(x) == 0:
         raise DataError("no training examples: the runs have no candidates and no picks")
     net = RescoreNet(x.shape[1], n_classes, calibration=calibration, prob_shells=prob_shells,
-                     members=members)
+                     members=0)
     net.mean.copy_(torch.as_tensor(x.mean(0)))
     net.std.copy_(torch.as_tensor(x.std(0) + 1e-6))
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     for m in range(members):
-        torch.manual_seed(seed + m)
-        net.members[m] = _mlp(x.shape[1], net.hidden, n_classes + 1)
+        torch.manual_seed(seed + m)  # each member's initial weights from its own seed
+        net.members.append(_mlp(x.shape[1], net.hidden, n_classes + 1))
         _fit_member(net, m, xt, yt, epochs, seed + m, batch)
     return net.eval()
 

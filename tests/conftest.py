@@ -43,14 +43,10 @@ def swapped(tmp_path_factory):
     would be, so that fine-tuning has something to fix."""
     import torch
 
-    from sparse_det.checkpoint import DEFAULT_CHECKPOINT, NETWORK_TUNED, RESCORER
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT, strip_rescorer
 
-    doc = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
     # The network alone, at its own thresholds: the rescorer would read the swapped scores.
-    alone = doc["extra"].pop(NETWORK_TUNED, None)
-    if doc["extra"].pop(RESCORER, None) is not None:
-        doc["thresholds"], doc["calibration"] = alone["thresholds"], alone["calibration"]
-        doc["tuned_for_tta"] = alone.get("tuned_for_tta", {})
+    doc = strip_rescorer(torch.load(DEFAULT_CHECKPOINT, weights_only=True), DEFAULT_CHECKPOINT)
     order = [0, 4, 2, 6, 1, 5, 3]
     for name in ("cls_head.2.weight", "cls_head.2.bias"):
         doc["model"][name] = doc["model"][name][order].clone()
