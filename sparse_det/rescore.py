@@ -52,6 +52,13 @@ TRUTH_JITTER_VOX = 1.5  # extra training positives (--moved-picks): picks moved 
 # (voxels, [lo, hi)), each class's mean probability there and how many of the shell's
 # voxels were kept. What the vote masses summarise away: whether a cluster's voxels agree.
 PROB_SHELLS_VOX = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0))
+# --noise-copies: noise added to a run, nothing else changed (0.5-1.5 x the tomogram's own
+# robust sigma, white to coloured, either polarity): the network's training runs seen at a
+# lower SNR, the corner where its scores rank particles worst. Appearance copies with the
+# network's whole training ranges (--appearance-variants) also reshape bands and gamma,
+# and cost the tilt families more than they gave (docs/experiments.md).
+NOISE_ONLY = {"band_gain": (1.0, 1.0), "blur_vox": (0.0, 0.0), "noise_rel": (0.5, 1.5),
+              "noise_blur_vox": (0.0, 1.5), "gamma": (1.0, 1.0), "flip_probability": 0.5}
 
 
 def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
@@ -427,25 +434,29 @@ def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epo
 
 
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
-                     moved_picks: bool = False, read_outputs: bool = True
-                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                     noise_copies: int = 0, moved_picks: bool = False,
+                     read_outputs: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """run_examples of every (project, run), each also in `appearance_variants` randomised
-    copies drawn from the ranges the network was trained with (its config's)."""
+    copies drawn from the ranges the network was trained with (its config's) and in
+    `noise_copies` copies with added noise only (NOISE_ONLY)."""
     from sparse_det.data import appearance_ranges
 
     ranges = appearance_ranges(picker.ckpt.config.data.appearance)
+    noisy = appearance_ranges(NOISE_ONLY)
     rng, t0 = np.random.default_rng(seed), time.time()
     xs, ys = [], []
     for i, (project, run) in enumerate(todo):
         draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
                  for variant in range(1, 1 + appearance_variants)]
+        draws += [noisy.draw(np.random.default_rng([seed, 1000 + copy, i]))
+                  for copy in range(noise_copies)]
         examples = run_examples(picker, project, run, rng if moved_picks else None, draws,
                                 read_outputs)
         for variant, (x, y) in enumerate(examples):
             xs.append(x)
             ys.append(y)
             log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
-                     f" (appearance copy {variant})" if variant else "", len(y),
+                     f" (copy {variant})" if variant else "", len(y),
                      int((y > 0).sum()), time.time() - t0)
     return xs, ys
 
@@ -463,6 +474,9 @@ def _parser():
     ap.add_argument("--appearance-variants", type=int, default=0,
                     help="also N appearance-randomised copies of each run (the ranges "
                          "the network was trained with, from its checkpoint's config)")
+    ap.add_argument("--noise-copies", type=int, default=1,
+                    help="also N copies of each run with added noise only (0.5-1.5x its "
+                         "own; the default's: 1; 0: none)")
     ap.add_argument("--moved-picks", action="store_true",
                     help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "
                          "(the first rescorer's recipe)")
@@ -494,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
     xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
-                              moved_picks=a.moved_picks,
+                              noise_copies=a.noise_copies, moved_picks=a.moved_picks,
                               read_outputs=not a.without_network_outputs)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration,
@@ -509,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                         "tuned_for_tta": dict(picker.ckpt.tuned_for_tta)},
         "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo],
         "rescorer_appearance_variants": a.appearance_variants,
+        "rescorer_noise_copies": a.noise_copies,
         "rescorer_moved_picks": a.moved_picks}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(a.out)) as tmp:

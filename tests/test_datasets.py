@@ -72,29 +72,42 @@ def test_unknown_set_is_an_error(tmp_path, capsys):
     assert "unknown set" in capsys.readouterr().err
 
 
-def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str]]:
+def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str], set[str]]:
+    """(projects, runs listed after --runs, runs listed after --exclude)."""
     words = shlex.split(path.read_text(), comments=True)
     projects = {words[i + 1] for i, w in enumerate(words) if w == "--project"}
-    runs = set()
-    if "--runs" in words:
-        for w in words[words.index("--runs") + 1:]:
+
+    def listed(flag: str) -> set[str]:
+        if flag not in words:
+            return set()
+        out = set()
+        for w in words[words.index(flag) + 1:]:
             if w.startswith("--"):
                 break
-            runs.add(w)
-    return projects, runs
+            out.add(w)
+        return out
+
+    return projects, listed("--runs"), listed("--exclude")
 
 
-@pytest.mark.parametrize("args, sets", [
-    ("heldout_21.args", ["heldout_21"]),
-    ("tune_runs_45.args", ["tune_45"]),
-    ("tune_runs_51.args", ["tune_45", "tune_four"]),
+@pytest.mark.parametrize("args, sets, n_runs", [
+    ("heldout_21.args", ["heldout_21"], 21),
+    ("tune_runs_45.args", ["tune_45"], 45),
+    ("tune_runs_51.args", ["tune_45", "tune_four"], 51),
+    # every run of data/mix but the 4 tuning runs there, and every run of data/fresh
+    ("rescore_runs.args", ["train_base", "train_procedural", "train_blurry_clean",
+                           "train_lowsnr_corner", "rescore_fresh", "rescore_fresh2",
+                           "tune_45"], 171),
 ])
-def test_shipped_manifest_makes_what_the_argument_files_read(args, sets):
-    """Every project an argument file names is made by the manifest, and where it lists
-    runs, the manifest makes exactly those."""
+def test_shipped_manifest_makes_what_the_argument_files_read(args, sets, n_runs):
+    """Every project an argument file names is made by the manifest, and the runs it selects
+    (listed, or every run of its projects but the excluded) are the manifest's."""
     manifest = load_manifest(ROOT / "configs/datasets.yaml", ROOT)
     calls = [c for s in sets for c in manifest[s]]
-    projects, runs = _args_projects_and_runs(ROOT / "configs" / args)
-    assert projects == {c.out for c in calls}
-    made = {r for c in calls for r in c.run_names}
-    assert runs == made if runs else len(made) == 21
+    projects, runs, excluded = _args_projects_and_runs(ROOT / "configs" / args)
+    in_projects = [c for c in calls if c.out in projects]
+    assert projects == {c.out for c in in_projects}
+    made = {r for c in in_projects for r in c.run_names}
+    assert excluded <= made
+    selected = runs if runs else made - excluded
+    assert runs <= made and len(selected) == n_runs

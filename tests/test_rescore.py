@@ -17,6 +17,7 @@ from sparse_det.checkpoint import (
     load_checkpoint,
 )
 from sparse_det.rescore import (
+    NOISE_ONLY,
     PROB_SHELLS_VOX,
     R_MAX_VOX,
     RescoreNet,
@@ -97,18 +98,48 @@ def test_labels_by_the_nearest_pick_in_radii(small_project):
     assert labels_for(pts, truth, particles).tolist() == [ribo, apo, 0, 0]
 
 
+def test_a_noise_copy_adds_noise_and_changes_nothing_else():
+    """--noise-copies' draws: deterministic for a seed; the copy of a noiseless volume is
+    the volume (standardised) plus noise of 0.5-1.5 x its robust sigma, with the same
+    centres and no blur (every other parameter is the identity)."""
+    from data_tools.appearance import _robust_sigma, randomise_appearance
+    from sparse_det.data import appearance_ranges
+
+    ranges = appearance_ranges(NOISE_ONLY)
+    draws = [ranges.draw(np.random.default_rng([0, i])) for i in range(20)]
+    assert draws[3] == ranges.draw(np.random.default_rng([0, 3])) and draws[3] != draws[4]
+    assert all(d["band_gain"] == [1.0] * 4 and d["blur_vox"] == 0.0 and d["gamma"] == 1.0
+               for d in draws)
+    assert all(0.5 <= d["noise_rel"] <= 1.5 for d in draws)
+    assert 0 < sum(d["flip"] for d in draws) < 20
+
+    rng = np.random.default_rng(1)
+    vol = rng.standard_normal((24, 48, 48)).astype(np.float32) + ball((24, 48, 48),
+                                                                      (12, 24, 24), 5, -3.0)
+    params = dict(draws[0], flip=False, noise_blur_vox=0.0)
+    med, sigma = _robust_sigma(vol)
+    z = (vol - med) / sigma
+    out = randomise_appearance(vol, 20.0, params)
+    # out = (z + noise) / (its robust sigma): the volume scaled by a, plus noise that is
+    # noise_rel of the volume's own sigma before the scaling
+    a = float((out * z).sum() / (z * z).sum())
+    rel = params["noise_rel"]
+    assert a == pytest.approx(1 / np.sqrt(1 + rel**2), rel=0.05)
+    assert (out - a * z).std() / a == pytest.approx(rel, rel=0.05)
+
+
 @pytest.fixture(scope="module")
 def rescored(small_project, tmp_path_factory):
-    """The default checkpoint with a rescorer fitted by the command line on run 0 and one
-    appearance-randomised copy of it."""
+    """The default checkpoint with a rescorer fitted by the command line on run 0, one
+    appearance-randomised copy of it and one with added noise."""
     out = tmp_path_factory.mktemp("rescore") / "rescored.pt"
     run0 = small_project.runs()[0]
     assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
                  "--runs", run0, "--epochs", "60", "--appearance-variants", "1",
-                 "--out", str(out)]) == 0
+                 "--noise-copies", "1", "--out", str(out)]) == 0
     extra = torch.load(out, weights_only=True)["extra"]
     assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
-    assert extra["rescorer_appearance_variants"] == 1
+    assert extra["rescorer_appearance_variants"] == 1 and extra["rescorer_noise_copies"] == 1
     assert extra["rescorer_moved_picks"] is False and extra[RESCORER]["members"] == 5
     assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
