@@ -98,25 +98,32 @@ NETWORK_TUNED = "network_tuned"
 
 
 def _network_tuned(path: str | Path, tuned: dict | None) -> dict:
-    """Copies of a rescored checkpoint's thresholds, calibration and tuned_for_tta for its
-    network alone (extra[NETWORK_TUNED]); CheckpointError when it has none."""
+    """Copies of a rescored checkpoint's thresholds, calibration, tuned_for_tta and the
+    test-time setting its thresholds are for ("tta") for its network alone
+    (extra[NETWORK_TUNED]); CheckpointError when it has none."""
     if not tuned:
         raise CheckpointError(f"{path}: carries a rescorer but no thresholds for the network "
                               "alone; use it with its rescorer")
+    # The rescorer's own setting may differ (the default's mirrors); rescored checkpoints
+    # from before the network's setting was recorded all read it in one pass.
     return {"thresholds": dict(tuned["thresholds"]),
             "calibration": {k: list(v) for k, v in tuned["calibration"].items()},
-            "tuned_for_tta": dict(tuned.get("tuned_for_tta", {}))}
+            "tuned_for_tta": dict(tuned.get("tuned_for_tta", {})),
+            "tta": str(tuned.get("tta", "none"))}
 
 
 def strip_rescorer(doc: dict, path: str | Path) -> dict:
-    """A checkpoint document without its rescorer, at its network's own tuned set (what
-    Picker.load(rescore=False) reads), for writing a network-only checkpoint."""
+    """A checkpoint document without its rescorer, at its network's own tuned set and
+    test-time setting (what Picker.load(rescore=False) reads), for writing a network-only
+    checkpoint."""
     extra = dict(doc.get("extra", {}))
     if extra.get(RESCORER) is None:
         return doc
     alone = _network_tuned(path, extra.pop(NETWORK_TUNED, None))
     del extra[RESCORER]
-    return doc | alone | {"extra": extra}
+    config = dict(doc["config"])
+    config["postprocess"] = dict(config.get("postprocess", {})) | {"tta": alone.pop("tta")}
+    return doc | alone | {"extra": extra, "config": config}
 
 
 def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
@@ -205,6 +212,7 @@ class LoadedCheckpoint:
         alone = _network_tuned(self.path, self.network_tuned)
         self.thresholds, self.calibration = alone["thresholds"], alone["calibration"]
         self.tuned_for_tta = alone["tuned_for_tta"]
+        self.config.postprocess.tta = alone["tta"]
         self.rescorer = None
 
     def use_tta(self, tta: str) -> bool:

@@ -262,6 +262,33 @@ def test_the_network_alone_keeps_its_own_thresholds(rescored, tmp_path):
         Picker.load(bare, "cpu", rescore=False)
 
 
+def test_the_network_alone_reads_at_its_own_test_time_setting(tmp_path):
+    """The default's rescorer is tuned with the mirrors, its network alone one pass: without
+    the rescorer the network reads one pass at its own thresholds, and with --tta flip at
+    the set its network alone was tuned with for the mirrors — no warning either way —;
+    the network-only checkpoint strip_rescorer writes says so in its config too."""
+    import warnings
+
+    from sparse_det.checkpoint import NETWORK_TUNED, read_checkpoint, strip_rescorer
+    from sparse_det.inference import Picker
+
+    doc = read_checkpoint(DEFAULT_CHECKPOINT)
+    alone_set = doc["extra"][NETWORK_TUNED]
+    assert doc["config"]["postprocess"]["tta"] == "flip" and alone_set.get("tta", "none") == "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one_pass = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False)
+        mirrored = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False, tta="flip")
+    assert one_pass.tta == "none" and one_pass.thresholds == alone_set["thresholds"]
+    assert mirrored.tta == "flip"
+    assert mirrored.thresholds == alone_set["tuned_for_tta"]["flip"]["thresholds"]
+    stripped = tmp_path / "alone.pt"
+    torch.save(strip_rescorer(doc, DEFAULT_CHECKPOINT), stripped)
+    plain = Picker.load(stripped, "cpu")
+    assert plain.ckpt.rescorer is None and plain.tta == "none"
+    assert plain.thresholds == one_pass.thresholds
+
+
 def test_a_soup_drops_the_rescorer(rescored, tmp_path):
     """Averaged weights are another network: the rescorer read the first member's scores."""
     from sparse_det.soup import main as soup_main
