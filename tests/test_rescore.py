@@ -99,9 +99,9 @@ def test_labels_by_the_nearest_pick_in_radii(small_project):
 
 
 def test_a_noise_copy_adds_noise_and_changes_nothing_else():
-    """--noise-copies' draws: deterministic for a seed; the copy of a noiseless volume is
-    the volume (standardised) plus noise of 0.5-1.5 x its robust sigma, with the same
-    centres and no blur (every other parameter is the identity)."""
+    """--noise-copies' draws: deterministic for a seed, every parameter but the noise the
+    identity; on a volume, the copy is the standardised volume (rescaled by the new robust
+    sigma, nothing blurred or re-weighted) plus noise of the draw's size."""
     from data_tools.appearance import _robust_sigma, randomise_appearance
     from sparse_det.data import appearance_ranges
 
