@@ -396,9 +396,10 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
 
 def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
                         device, keep_dense: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray, dict, list[np.ndarray] | None]:
+                        ) -> tuple[np.ndarray, np.ndarray, dict, list | None]:
     """feature_volumes + select in torch on `device` (data_tools/sparsify_torch.py); the
-    first `keep_dense` dense feature volumes brought back as numpy (None for 0)."""
+    first `keep_dense` dense feature volumes as float32 tensors there (None for 0): the
+    rescorer gathers from them where they are, not after a copy of the whole volume."""
     import torch
 
     from data_tools import sparsify_torch as st
@@ -408,7 +409,7 @@ def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: floa
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
     score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what)
     coords, f = st.select(score, feats, cfg, what, voxel_size_A)
-    dense = [v.float().cpu().numpy() for v in feats[:keep_dense]] if keep_dense > 0 else None
+    dense = [v.float() for v in feats[:keep_dense]] if keep_dense > 0 else None
     return coords, f, polarity, dense
 
 
@@ -418,8 +419,9 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
     `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
     None: numpy and scipy on the CPU. `keep_dense` > 0 keeps the first that many dense
-    feature volumes with it (SparseVolume.dense, numpy on the CPU either way: the
-    candidate rescorer reads them instead of filtering the tomogram again)."""
+    feature volumes with it (SparseVolume.dense: numpy arrays from scipy, tensors on
+    `device` from torch; the candidate rescorer reads them there instead of filtering the
+    tomogram again)."""
     dense = None
     what = f"run {run!r}"
     if vol.ndim != 3:
@@ -435,7 +437,7 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         dense = feats[:keep_dense] if keep_dense > 0 else None
         del score, feats
     if cfg.tilt_axis == "auto":
-        axis, ratio = tilt_axis(vol)
+        axis, ratio = tilt_axis(vol, device)
         axis_info = {"tilt_axis": axis, "wedge_ratio": round(ratio, 4), "tilt_axis_by": "auto"}
         how = f"missing-wedge power ratio {ratio:.3g}"
     else:

@@ -29,33 +29,41 @@ SHALLOW = 0.5
 X_AXIS_RATIO = 3.0
 
 
-def _window(n: int) -> np.ndarray:
-    return np.hanning(n + 2)[1:-1].astype(np.float32)
+def _window(n: int, device):
+    import torch
+
+    return torch.hann_window(n + 2, periodic=False, dtype=torch.float64,
+                             device=device)[1:-1].float()
 
 
-def wedge_power_ratio(vol_zyx: np.ndarray) -> float:
+def wedge_power_ratio(vol_zyx: np.ndarray, device=None) -> float:
     """Mean power in the directions a y-axis wedge removes (and an x-axis one keeps) over
     the mean power in those an x-axis wedge removes (and a y-axis one keeps): well under 1
-    for a tomogram tilted about y, well over 1 about x, near 1 with no wedge."""
+    for a tomogram tilted about y, well over 1 about x, near 1 with no wedge. The crop's
+    FFT runs on `device` (default: the CPU); only the crop travels there."""
+    import torch  # here: command lines check their input before torch loads
+
     vol = np.asarray(vol_zyx)
     lo = [max((s - c) // 2, 0) for s, c in zip(vol.shape, CROP_ZYX, strict=True)]
     crop = vol[tuple(slice(a, a + c) for a, c in zip(lo, CROP_ZYX, strict=True))]
-    crop = crop.astype(np.float32) - np.float32(crop.mean())
-    w = (_window(crop.shape[0])[:, None, None] * _window(crop.shape[1])[None, :, None]
-         * _window(crop.shape[2])[None, None, :])
-    power = np.abs(np.fft.rfftn(crop * w)) ** 2
-    kz = np.abs(np.fft.fftfreq(crop.shape[0]))[:, None, None]
-    ky = np.abs(np.fft.fftfreq(crop.shape[1]))[None, :, None]
-    kx = np.abs(np.fft.rfftfreq(crop.shape[2]))[None, None, :]
-    k = np.sqrt(kz**2 + ky**2 + kx**2)
+    x = torch.as_tensor(np.ascontiguousarray(crop, np.float32), device=device)
+    x = x - x.mean()
+    nz, ny, nx = x.shape
+    w = (_window(nz, x.device)[:, None, None] * _window(ny, x.device)[None, :, None]
+         * _window(nx, x.device)[None, None, :])
+    power = torch.fft.rfftn(x * w).abs().square()
+    kz = torch.fft.fftfreq(nz, device=x.device).abs()[:, None, None]
+    ky = torch.fft.fftfreq(ny, device=x.device).abs()[None, :, None]
+    kx = torch.fft.rfftfreq(nx, device=x.device)[None, None, :]
+    k = (kz**2 + ky**2 + kx**2).sqrt()
     band = (k > BAND[0]) & (k < BAND[1])
     only_y_wedge = band & (kz > STEEP * kx) & (kz < SHALLOW * ky)
     only_x_wedge = band & (kz > STEEP * ky) & (kz < SHALLOW * kx)
-    p_y, p_x = power[only_y_wedge].mean(), power[only_x_wedge].mean()
-    return float(p_y / max(p_x, 1e-30))
+    p_y, p_x = power[only_y_wedge].double().mean(), power[only_x_wedge].double().mean()
+    return float(p_y / p_x.clamp(min=1e-30))
 
 
-def tilt_axis(vol_zyx: np.ndarray) -> tuple[str, float]:
+def tilt_axis(vol_zyx: np.ndarray, device=None) -> tuple[str, float]:
     """("y" or "x", wedge_power_ratio): "x" only when the wedge clearly lies about x."""
-    ratio = wedge_power_ratio(vol_zyx)
+    ratio = wedge_power_ratio(vol_zyx, device)
     return ("x" if ratio > X_AXIS_RATIO else "y"), ratio

@@ -215,9 +215,10 @@ def detect_sparse(model: torch.nn.Module, sv: SparseVolume, particles: ParticleT
     return detections_from_outputs(sv, probs, offsets, particles, post)
 
 
-def network_outputs(sv: SparseVolume, probs) -> tuple[np.ndarray, np.ndarray]:
-    """(kept coords_zyx, probabilities [N, K+1]) as numpy, for the rescorer."""
-    return sv.coords_zyx, torch.as_tensor(probs).float().cpu().numpy()
+def network_outputs(sv: SparseVolume, probs) -> tuple[np.ndarray, torch.Tensor]:
+    """(kept coords_zyx, probabilities [N, K+1] float32 where the network made them), for
+    the rescorer, whose probability shells are gathered there."""
+    return sv.coords_zyx, torch.as_tensor(probs).float()
 
 
 @dataclass

@@ -71,62 +71,99 @@ def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
     return off[inside], np.rint(dist[inside]).astype(np.int64)
 
 
-def radial_profiles(channels: list[np.ndarray], centres_zyx_vox: np.ndarray,
-                    r_max: int = R_MAX_VOX, spreads: int = SPREAD_CHANNELS) -> np.ndarray:
+def _neighbour_index(centres: torch.Tensor, off: torch.Tensor, shape: tuple[int, ...]
+                     ) -> torch.Tensor:
+    """[m, S] flat indices of voxels centres [m,3] + offsets [S,3] (zyx), each axis clamped
+    to the volume: beyond an edge, the edge voxel. Axis by axis: 5x cheaper on a CPU than
+    clamping the [m, S, 3] positions."""
+    flat = None
+    for a in range(3):
+        x = (centres[:, a, None] + off[:, a]).clamp_(0, shape[a] - 1)
+        flat = x if flat is None else flat * shape[a] + x
+    return flat
+
+
+def _shell_means(r_max: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets_zyx [S,3], [S, r_max + 1] matrix of 1/|shell| where an offset is in a shell):
+    every centre has the same shells, so a shell mean is one product with it."""
+    off, shell = shell_offsets(r_max)
+    member = np.zeros((len(off), r_max + 1))
+    member[np.arange(len(off)), shell] = 1.0
+    member /= member.sum(0)
+    return torch.from_numpy(off).to(device), torch.from_numpy(member).to(device)
+
+
+def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_MAX_VOX,
+                    spreads: int = SPREAD_CHANNELS) -> np.ndarray:
     """[M, (C + spreads) * (r_max + 1)]: each channel's mean over every shell around each
     centre (rounded to a voxel), then the first `spreads` channels' standard deviations.
-    Voxels beyond the volume's edge repeat the edge voxel."""
-    shape = np.array(channels[0].shape)
-    off, shell = shell_offsets(r_max)
-    n_shells = r_max + 1
-    per_shell = np.bincount(shell, minlength=n_shells).astype(np.float64)
-    centres = np.clip(np.rint(np.asarray(centres_zyx_vox)).astype(np.int64), 0, shape - 1)
-    out = np.zeros((len(centres), len(channels) + spreads, n_shells), np.float32)
-    chunk = 128  # candidates per gather: 128 x 15k voxels stays small
+    Voxels beyond the volume's edge repeat the edge voxel. `channels`: numpy arrays or
+    tensors on one device, where the gathers run (a GPU's stay there)."""
+    vols = [torch.as_tensor(c) for c in channels]
+    dev, shape = vols[0].device, tuple(vols[0].shape)
+    off, member = _shell_means(r_max, dev)
+    # A centre beyond the volume reads as if at its edge.
+    centres = torch.from_numpy(np.clip(np.rint(np.asarray(centres_zyx_vox, np.float64))
+                                       .reshape(-1, 3).astype(np.int64), 0,
+                                       np.array(shape) - 1)).to(dev)
+    out = torch.zeros((len(centres), len(vols) + spreads, r_max + 1), dtype=torch.float64,
+                      device=dev)
+    chunk = 256  # candidates per gather: 256 x 15k voxels x 8 bytes = 31 MB
     for s in range(0, len(centres), chunk):
-        idx = np.clip(centres[s:s + chunk, None, :] + off[None], 0, shape - 1)
-        flat = np.ravel_multi_index((idx[..., 0], idx[..., 1], idx[..., 2]), tuple(shape))
-        m = len(flat)
-        bins = (shell[None, :] + n_shells * np.arange(m)[:, None]).ravel()
-        for j, ch in enumerate(channels):
-            v = ch.ravel()[flat].ravel().astype(np.float64)
-            mean = np.bincount(bins, v, m * n_shells).reshape(m, n_shells) / per_shell
-            out[s:s + m, j] = mean
+        flat = _neighbour_index(centres[s:s + chunk], off, shape)
+        for j, vol in enumerate(vols):
+            # float64: the spread is E[v²] - E[v]², which cancels
+            v = vol.reshape(-1)[flat].double()
+            mean = v @ member
+            out[s:s + chunk, j] = mean
             if j < spreads:
-                sq = np.bincount(bins, v * v, m * n_shells).reshape(m, n_shells) / per_shell
-                out[s:s + m, len(channels) + j] = np.sqrt(np.maximum(sq - mean ** 2, 0.0))
-    return out.reshape(len(centres), -1)
+                sq = (v * v) @ member
+                out[s:s + chunk, len(vols) + j] = (sq - mean ** 2).clamp(min=0).sqrt()
+    return out.reshape(len(centres), -1).float().cpu().numpy()
 
 
-def probability_shells(coords_zyx: np.ndarray, probs: np.ndarray, centres_zyx_vox: np.ndarray,
+def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
                        shells: tuple = PROB_SHELLS_VOX) -> np.ndarray:
     """[M, len(shells) * (C + 1)] for per-voxel probabilities `probs` [N, C] at kept voxels
     `coords_zyx`: per shell around each centre, the kept voxels' mean probability of each
-    column (0 where none is kept) and their count over the shell's volume."""
-    probs = np.asarray(probs, np.float64)
+    column (0 where none is kept) and their count over the shell's volume. `probs` numpy or
+    a tensor, on the device where the gathers run."""
+    probs = torch.as_tensor(probs)
+    dev = probs.device
+    probs = probs.double()
+    coords = torch.as_tensor(np.asarray(coords_zyx, np.int64).reshape(-1, 3), device=dev)
+    centres = torch.as_tensor(np.asarray(centres_zyx_vox, np.float64).reshape(-1, 3),
+                              device=dev)
     n_cols, n_sh = probs.shape[1], len(shells)
-    out = np.zeros((len(centres_zyx_vox), n_sh, n_cols + 1))
-    if len(centres_zyx_vox) == 0 or len(coords_zyx) == 0:
-        return out.reshape(len(centres_zyx_vox), -1).astype(np.float32)
-    pairs = cKDTree(np.asarray(centres_zyx_vox, np.float64)).sparse_distance_matrix(
-        cKDTree(np.asarray(coords_zyx, np.float64)), shells[-1][1], output_type="ndarray")
-    lo = np.array([a for a, _ in shells])
-    hi = np.array([b for _, b in shells])
-    d = pairs["v"]
-    # The first shell whose [lo, hi) holds the distance; n_sh where none does.
-    inside = (d[:, None] >= lo) & (d[:, None] < hi)
-    sh = np.where(inside.any(1), inside.argmax(1), n_sh)
-    keep = sh < n_sh
-    i, j, sh = pairs["i"][keep], pairs["j"][keep], sh[keep]
-    bins = i * n_sh + sh
-    m = len(centres_zyx_vox) * n_sh
-    count = np.bincount(bins, minlength=m)
-    for c in range(n_cols):
-        out[..., c] = (np.bincount(bins, probs[j, c], minlength=m)
-                       / np.maximum(count, 1)).reshape(-1, n_sh)
-    volume = 4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3)
-    out[..., n_cols] = count.reshape(-1, n_sh) / volume
-    return out.reshape(len(centres_zyx_vox), -1).astype(np.float32)
+    lo = torch.tensor([a for a, _ in shells], dtype=torch.float64, device=dev)
+    hi = torch.tensor([b for _, b in shells], dtype=torch.float64, device=dev)
+    out = torch.zeros((len(centres), n_sh, n_cols + 1), dtype=torch.float64, device=dev)
+    if len(centres) and len(coords):
+        # Which kept voxel sits where: an index volume over the kept voxels' box, read at
+        # every voxel of the cube that holds the largest shell around a centre.
+        shape = tuple((coords.max(0).values + 1).tolist())
+        where = torch.full((int(np.prod(shape)),), -1, dtype=torch.int64, device=dev)
+        where[_neighbour_index(coords, torch.zeros((1, 3), dtype=torch.int64, device=dev),
+                               shape)[:, 0]] = torch.arange(len(coords), device=dev)
+        r = int(np.ceil(shells[-1][1] + 0.5 * np.sqrt(3)))
+        off, _ = shell_offsets(r)
+        off_t = torch.from_numpy(off).to(dev)
+        top = torch.tensor(shape, device=dev)
+        for s in range(0, len(centres), 256):
+            c = centres[s:s + 256]
+            base = torch.round(c).long()
+            pos = base[:, None, :] + off_t  # [m, S, 3]
+            inside = ((pos >= 0) & (pos < top)).all(-1)
+            j = torch.where(inside, where[_neighbour_index(base, off_t, shape)], -1)
+            d = (pos.double() - c[:, None, :]).square().sum(-1).sqrt()
+            # one-hot [m, S, shells]: a kept voxel in [lo, hi) of a shell
+            w = ((j >= 0)[..., None] & (d[..., None] >= lo) & (d[..., None] < hi)).double()
+            count = w.sum(1)  # [m, shells]
+            p = probs[j.clamp(min=0)]  # [m, S, C]
+            out[s:s + 256, :, :n_cols] = (torch.einsum("msk,msc->mkc", w, p)
+                                          / count.clamp(min=1)[..., None])
+            out[s:s + 256, :, n_cols] = count / (4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3))
+    return out.reshape(len(centres), -1).float().cpu().numpy()
 
 
 def nearby_scores(dets: Detections, particles: ParticleTable, xyz_A: np.ndarray) -> np.ndarray:
@@ -157,13 +194,14 @@ def candidates(dets: Detections, particles: ParticleTable, voxel_size_A: float,
     return xyz[np.sort(first)]
 
 
-def candidate_features(dets: Detections, channels: list[np.ndarray], voxel_size_A: float,
+def candidate_features(dets: Detections, channels: list, voxel_size_A: float,
                        origin_A: float, particles: ParticleTable, xyz_A: np.ndarray,
-                       outputs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                       outputs: tuple | None = None) -> np.ndarray:
     """[M, F] float32 for points x,y,z Å: radial profiles, then ln(p + SCORE_EPS) and
     whether a cluster is near, per class, then (given the network's `outputs`: kept voxels
     coords_zyx and their probabilities [N, K+1]) probability_shells. `dets` unthresholded,
-    calibrated."""
+    calibrated. The channels and probabilities: numpy, or tensors on the device that made
+    them, where the gathers run; only the [M, F] features leave it."""
     zyx = xyz_A_to_zyx_vox(xyz_A, voxel_size_A, origin_A)
     scores = nearby_scores(dets, particles, xyz_A)
     parts = [radial_profiles(channels, zyx), np.log(scores + SCORE_EPS),
@@ -248,9 +286,9 @@ class RescoreNet(torch.nn.Module):
         return net.eval()
 
 
-def rescore(dets: Detections, net: RescoreNet, channels: list[np.ndarray],
+def rescore(dets: Detections, net: RescoreNet, channels: list,
             voxel_size_A: float, origin_A: float, particles: ParticleTable,
-            outputs: tuple[np.ndarray, np.ndarray] | None = None) -> Detections:
+            outputs: tuple | None = None) -> Detections:
     """Unthresholded vote-mass detections → detections scored p(class | candidate), every
     candidate a candidate of every class (per-class NMS at half a radius), best first.
     `outputs`: the network's (kept coords_zyx, probabilities [N, K+1]) the detections came
@@ -283,12 +321,15 @@ def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarr
     return channels_of(tomo.data, tomo.voxel_size_A, cfg, run), tomo.voxel_size_A, tomo.origin_A
 
 
-def _clipped(volumes: list[np.ndarray]) -> list[np.ndarray]:
-    """The first PROFILE_CHANNELS feature volumes clipped at CHANNEL_CLIP, in place (nothing
-    else reads them afterwards)."""
+def _clipped(volumes: list) -> list:
+    """The first PROFILE_CHANNELS feature volumes (numpy, or tensors on a device) clipped at
+    CHANNEL_CLIP, in place (nothing else reads them afterwards)."""
     channels = list(volumes[:PROFILE_CHANNELS])
     for ch in channels:
-        np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
+        if isinstance(ch, torch.Tensor):
+            ch.clamp_(-CHANNEL_CLIP, CHANNEL_CLIP)
+        else:
+            np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
     return channels
 
 

@@ -84,6 +84,39 @@ def test_probability_shells_by_hand():
     assert not out[1].any()
 
 
+def test_profiles_beyond_the_edge_read_the_edge():
+    """A centre outside the volume reads as the nearest voxel on its edge; numpy volumes
+    and tensors give the same profiles."""
+    vol = np.random.default_rng(3).normal(0, 1, (20, 24, 28)).astype(np.float32)
+    outside = radial_profiles([vol], np.array([[-4.0, 30.0, 13.2]]), r_max=5, spreads=1)
+    edge = radial_profiles([vol], np.array([[0.0, 23.0, 13.0]]), r_max=5, spreads=1)
+    np.testing.assert_array_equal(outside, edge)
+    as_tensor = radial_profiles([torch.from_numpy(vol)], np.array([[0.0, 23.0, 13.0]]),
+                                r_max=5, spreads=1)
+    np.testing.assert_array_equal(as_tensor, edge)
+
+
+def test_probability_shells_equal_every_pair_measured():
+    """Random kept voxels and centres (some off the grid, near and beyond its edges): each
+    shell's mean and count as measured pair by pair."""
+    rng = np.random.default_rng(4)
+    coords = np.unique(rng.integers(0, 30, (900, 3)), axis=0)
+    probs = rng.dirichlet(np.ones(3), len(coords))
+    centres = np.concatenate([rng.uniform(-3, 33, (40, 3)), [[0.0, 0.0, 0.0], [29, 29, 29]]])
+    got = probability_shells(coords, probs, centres).reshape(len(centres), -1, 4)
+    d = np.linalg.norm(centres[:, None] - coords[None], axis=-1)
+    for k, (lo, hi) in enumerate(PROB_SHELLS_VOX):
+        inside = (d >= lo) & (d < hi)
+        count = inside.sum(1)
+        mean = inside @ probs / np.maximum(count, 1)[:, None]
+        np.testing.assert_allclose(got[:, k, :3], mean, atol=1e-6)
+        np.testing.assert_allclose(got[:, k, 3], count / (4 / 3 * np.pi * (hi ** 3 - lo ** 3)),
+                                   rtol=1e-6)
+    assert got[:, :, 3].max() > 0.05  # the shells held voxels
+    tensor = probability_shells(coords, torch.from_numpy(probs), centres)
+    np.testing.assert_array_equal(tensor, got.reshape(len(centres), -1))
+
+
 def test_labels_by_the_nearest_pick_in_radii(small_project):
     """Hit radius = 0.5 radius (apo-ferritin 60 Å → 30 Å, ribosome 150 Å → 75 Å); a point
     within two hit radii takes the class it is nearer to in radii."""
