@@ -52,6 +52,10 @@ TRUTH_JITTER_VOX = 1.5  # extra training positives (--moved-picks): picks moved 
 # (voxels, [lo, hi)), each class's mean probability there and how many of the shell's
 # voxels were kept. What the vote masses summarise away: whether a cluster's voxels agree.
 PROB_SHELLS_VOX = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0))
+# Candidates per gather of the profiles and shells. On the CPU 64 (x 15k voxels x 8 bytes
+# = 8 MB a buffer; 256 cost 0.2 GB more at the peak and was slower); on a device 256,
+# as timed on the H200, where each chunk is a handful of kernel launches.
+GATHER_CHUNK_CPU, GATHER_CHUNK_DEVICE = 64, 256
 # --noise-copies: noise added to a run, nothing else changed (0.5-1.5 x the tomogram's own
 # robust sigma, white to coloured, either polarity): the network's training runs seen at a
 # lower SNR, the corner where its scores rank particles worst. Appearance copies with the
@@ -108,7 +112,7 @@ def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_
                                        np.array(shape) - 1)).to(dev)
     out = torch.zeros((len(centres), len(vols) + spreads, r_max + 1), dtype=torch.float64,
                       device=dev)
-    chunk = 256  # candidates per gather: 256 x 15k voxels x 8 bytes = 31 MB
+    chunk = GATHER_CHUNK_CPU if dev.type == "cpu" else GATHER_CHUNK_DEVICE
     for s in range(0, len(centres), chunk):
         flat = _neighbour_index(centres[s:s + chunk], off, shape)
         for j, vol in enumerate(vols):
@@ -142,27 +146,29 @@ def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
         # Which kept voxel sits where: an index volume over the kept voxels' box, read at
         # every voxel of the cube that holds the largest shell around a centre.
         shape = tuple((coords.max(0).values + 1).tolist())
-        where = torch.full((int(np.prod(shape)),), -1, dtype=torch.int64, device=dev)
+        where = torch.full((int(np.prod(shape)),), -1, dtype=torch.int32, device=dev)
         where[_neighbour_index(coords, torch.zeros((1, 3), dtype=torch.int64, device=dev),
-                               shape)[:, 0]] = torch.arange(len(coords), device=dev)
+                               shape)[:, 0]] = torch.arange(len(coords), dtype=torch.int32,
+                                                            device=dev)
         r = int(np.ceil(shells[-1][1] + 0.5 * np.sqrt(3)))
         off, _ = shell_offsets(r)
         off_t = torch.from_numpy(off).to(dev)
         top = torch.tensor(shape, device=dev)
-        for s in range(0, len(centres), 256):
-            c = centres[s:s + 256]
+        chunk = GATHER_CHUNK_CPU if dev.type == "cpu" else GATHER_CHUNK_DEVICE
+        for s in range(0, len(centres), chunk):
+            c = centres[s:s + chunk]
             base = torch.round(c).long()
             pos = base[:, None, :] + off_t  # [m, S, 3]
             inside = ((pos >= 0) & (pos < top)).all(-1)
-            j = torch.where(inside, where[_neighbour_index(base, off_t, shape)], -1)
+            j = torch.where(inside, where[_neighbour_index(base, off_t, shape)].long(), -1)
             d = (pos.double() - c[:, None, :]).square().sum(-1).sqrt()
             # one-hot [m, S, shells]: a kept voxel in [lo, hi) of a shell
             w = ((j >= 0)[..., None] & (d[..., None] >= lo) & (d[..., None] < hi)).double()
             count = w.sum(1)  # [m, shells]
             p = probs[j.clamp(min=0)]  # [m, S, C]
-            out[s:s + 256, :, :n_cols] = (torch.einsum("msk,msc->mkc", w, p)
+            out[s:s + chunk, :, :n_cols] = (torch.einsum("msk,msc->mkc", w, p)
                                           / count.clamp(min=1)[..., None])
-            out[s:s + 256, :, n_cols] = count / (4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3))
+            out[s:s + chunk, :, n_cols] = count / (4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3))
     return out.reshape(len(centres), -1).float().cpu().numpy()
 
 
