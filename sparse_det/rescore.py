@@ -147,9 +147,9 @@ def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
         # every voxel of the cube that holds the largest shell around a centre.
         shape = tuple((coords.max(0).values + 1).tolist())
         where = torch.full((int(np.prod(shape)),), -1, dtype=torch.int32, device=dev)
-        where[_neighbour_index(coords, torch.zeros((1, 3), dtype=torch.int64, device=dev),
-                               shape)[:, 0]] = torch.arange(len(coords), dtype=torch.int32,
-                                                            device=dev)
+        cz, cy, cx = coords.unbind(1)
+        where[(cz * shape[1] + cy) * shape[2] + cx] = torch.arange(
+            len(coords), dtype=torch.int32, device=dev)
         r = int(np.ceil(shells[-1][1] + 0.5 * np.sqrt(3)))
         off, _ = shell_offsets(r)
         off_t = torch.from_numpy(off).to(dev)
