@@ -413,6 +413,26 @@ def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: floa
     return coords, f, polarity, dense
 
 
+def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device
+                  ) -> tuple[str, dict, str]:
+    """(axis, what the SparseVolume records of it, how it was decided for the log)."""
+    if cfg.tilt_axis != "auto":
+        return cfg.tilt_axis, {"tilt_axis": cfg.tilt_axis, "tilt_axis_by": "setting"}, "as set"
+    axis, ratio = tilt_axis(vol, device)
+    return (axis, {"tilt_axis": axis, "wedge_ratio": round(ratio, 4), "tilt_axis_by": "auto"},
+            f"missing-wedge power ratio {ratio:.3g}")
+
+
+def _in_file_frame(coords: np.ndarray, dense: list | None) -> tuple[np.ndarray, list | None]:
+    """Kept voxels and dense channels computed with y and x swapped, swapped back
+    (contiguous: the rescorer gathers from flat views of them)."""
+    coords = np.ascontiguousarray(coords[:, [0, 2, 1]])
+    if dense is not None:
+        dense = [d.transpose(1, 2).contiguous() if hasattr(d, "contiguous")
+                 else np.ascontiguousarray(d.transpose(0, 2, 1)) for d in dense]
+    return coords, dense
+
+
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
              origin_A: float = 0.0, threads: int | None = None,
              input_info: dict | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
@@ -426,23 +446,24 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
+    axis, axis_info, how = _tilt_axis_of(vol, cfg, device)
+    # A run tilted about x is filtered in the frame the network learnt, y and x swapped,
+    # so that its features are exactly those of the same run tilted about y (whitening's
+    # shell means count the real FFT's kx = 0 plane once, so they are not symmetric in y
+    # and x); its kept voxels and dense channels come back in the file's frame.
+    work = np.ascontiguousarray(vol.transpose(0, 2, 1)) if axis == "x" else vol
     if device is not None:
-        coords, f, polarity, dense = _features_on_device(vol, cfg, voxel_size_A, what,
+        coords, f, polarity, dense = _features_on_device(work, cfg, voxel_size_A, what,
                                                          device, keep_dense)
     else:
         if not np.isfinite(vol).all():
             raise DataError(f"{what}: tomogram has NaN/inf voxels")
-        score, feats, polarity = feature_volumes(vol, cfg, voxel_size_A, what, threads)
+        score, feats, polarity = feature_volumes(work, cfg, voxel_size_A, what, threads)
         coords, f = select(score, feats, cfg, what, voxel_size_A)
         dense = feats[:keep_dense] if keep_dense > 0 else None
         del score, feats
-    if cfg.tilt_axis == "auto":
-        axis, ratio = tilt_axis(vol, device)
-        axis_info = {"tilt_axis": axis, "wedge_ratio": round(ratio, 4), "tilt_axis_by": "auto"}
-        how = f"missing-wedge power ratio {ratio:.3g}"
-    else:
-        axis, how = cfg.tilt_axis, "as set"
-        axis_info = {"tilt_axis": axis, "tilt_axis_by": "setting"}
+    if axis == "x":
+        coords, dense = _in_file_frame(coords, dense)
     info = (input_info or {}) | polarity | axis_info
     if axis != "y":
         log.info("%s: tilted about %s (%s); the network reads it with y and x swapped", what,

@@ -234,5 +234,5 @@ def denoise(vol: np.ndarray, how: str, sigma_vox: float, voxel_A: float = 20.0,
         kx = np.fft.rfftfreq(vol.shape[2])[None, None, :]
         cut = 0.5 / (1 + sigma_vox)  # cycles per voxel
         spec /= 1 + (np.sqrt(kz**2 + ky**2 + kx**2) / cut) ** 8
-        return np.fft.irfftn(spec, s=vol.shape).astype(np.float32)
+        return np.fft.irfftn(spec, s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
     return vol
