@@ -428,8 +428,8 @@ def _in_file_frame(coords: np.ndarray, dense: list | None) -> tuple[np.ndarray, 
     (contiguous: the rescorer gathers from flat views of them)."""
     coords = np.ascontiguousarray(coords[:, [0, 2, 1]])
     if dense is not None:
-        dense = [d.transpose(1, 2).contiguous() if hasattr(d, "contiguous")
-                 else np.ascontiguousarray(d.transpose(0, 2, 1)) for d in dense]
+        dense = [np.ascontiguousarray(d.transpose(0, 2, 1)) if isinstance(d, np.ndarray)
+                 else d.transpose(1, 2).contiguous() for d in dense]
     return coords, dense
 
 

@@ -75,6 +75,11 @@ def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
     return off[inside], np.rint(dist[inside]).astype(np.int64)
 
 
+def _flat(zyx: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Flat indices of in-volume voxels zyx [..., 3] of a volume of `shape`."""
+    return (zyx[..., 0] * shape[1] + zyx[..., 1]) * shape[2] + zyx[..., 2]
+
+
 def _neighbour_index(centres: torch.Tensor, off: torch.Tensor, shape: tuple[int, ...]
                      ) -> torch.Tensor:
     """[m, S] flat indices of voxels centres [m,3] + offsets [S,3] (zyx), each axis clamped
@@ -147,20 +152,20 @@ def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
         # every voxel of the cube that holds the largest shell around a centre.
         shape = tuple((coords.max(0).values + 1).tolist())
         where = torch.full((int(np.prod(shape)),), -1, dtype=torch.int32, device=dev)
-        cz, cy, cx = coords.unbind(1)
-        where[(cz * shape[1] + cy) * shape[2] + cx] = torch.arange(
-            len(coords), dtype=torch.int32, device=dev)
+        where[_flat(coords, shape)] = torch.arange(len(coords), dtype=torch.int32,
+                                                   device=dev)
         r = int(np.ceil(shells[-1][1] + 0.5 * np.sqrt(3)))
         off, _ = shell_offsets(r)
         off_t = torch.from_numpy(off).to(dev)
         top = torch.tensor(shape, device=dev)
+        shell_volume = 4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3)
         chunk = GATHER_CHUNK_CPU if dev.type == "cpu" else GATHER_CHUNK_DEVICE
         for s in range(0, len(centres), chunk):
             c = centres[s:s + chunk]
             base = torch.round(c).long()
             pos = base[:, None, :] + off_t  # [m, S, 3]
             inside = ((pos >= 0) & (pos < top)).all(-1)
-            j = torch.where(inside, where[_neighbour_index(base, off_t, shape)].long(), -1)
+            j = torch.where(inside, where[_flat(pos, shape).where(inside, 0)].long(), -1)
             d = (pos.double() - c[:, None, :]).square().sum(-1).sqrt()
             # one-hot [m, S, shells]: a kept voxel in [lo, hi) of a shell
             w = ((j >= 0)[..., None] & (d[..., None] >= lo) & (d[..., None] < hi)).double()
@@ -168,7 +173,7 @@ def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
             p = probs[j.clamp(min=0)]  # [m, S, C]
             out[s:s + chunk, :, :n_cols] = (torch.einsum("msk,msc->mkc", w, p)
                                           / count.clamp(min=1)[..., None])
-            out[s:s + chunk, :, n_cols] = count / (4.0 / 3.0 * np.pi * (hi ** 3 - lo ** 3))
+            out[s:s + chunk, :, n_cols] = count / shell_volume
     return out.reshape(len(centres), -1).float().cpu().numpy()
 
 
