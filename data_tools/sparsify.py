@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -394,23 +394,32 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
     return coords, f
 
 
-def _features_on_device(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
-                        device, keep_dense: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray, dict, list | None]:
-    """feature_volumes + select in torch on `device` (data_tools/sparsify_torch.py); the
-    first `keep_dense` dense feature volumes as float32 tensors there (None for 0): the
-    rescorer gathers from them where they are, not after a copy of the whole volume."""
+def _feature_volumes_on(work: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
+                        device, threads: int | None) -> tuple:
+    """(selection score, feature volumes, polarity): numpy from scipy where `device` is None,
+    else torch tensors on it (data_tools/sparsify_torch.py)."""
+    if device is None:
+        if not np.isfinite(work).all():
+            raise DataError(f"{what}: tomogram has NaN/inf voxels")
+        return feature_volumes(work, cfg, voxel_size_A, what, threads)
     import torch
 
     from data_tools import sparsify_torch as st
 
-    x = torch.as_tensor(vol).to(device)
+    x = torch.as_tensor(work).to(device)
     if not torch.isfinite(x).all():
         raise DataError(f"{what}: tomogram has NaN/inf voxels")
-    score, feats, polarity = st.feature_volumes(x, cfg, voxel_size_A, what)
-    coords, f = st.select(score, feats, cfg, what, voxel_size_A)
-    dense = [v.float() for v in feats[:keep_dense]] if keep_dense > 0 else None
-    return coords, f, polarity, dense
+    return st.feature_volumes(x, cfg, voxel_size_A, what)
+
+
+def _select_from(score, feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """select, on numpy volumes or on tensors where they are."""
+    if isinstance(score, np.ndarray):
+        return select(score, feats, cfg, what, voxel_size_A)
+    from data_tools import sparsify_torch as st
+
+    return st.select(score, feats, cfg, what, voxel_size_A)
 
 
 def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device
@@ -435,14 +444,14 @@ def _in_file_frame(coords: np.ndarray, dense: list | None) -> tuple[np.ndarray, 
 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
              origin_A: float = 0.0, threads: int | None = None,
-             input_info: dict | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
+             input_info: dict | None = None, device=None, keep_dense: int = 0,
+             reselectable: bool = False) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
     `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
     None: numpy and scipy on the CPU. `keep_dense` > 0 keeps the first that many dense
     feature volumes with it (SparseVolume.dense: numpy arrays from scipy, tensors on
     `device` from torch; the candidate rescorer reads them there instead of filtering the
-    tomogram again)."""
-    dense = None
+    tomogram again). `reselectable`: keep the score and feature volumes too, for reselect."""
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
@@ -452,16 +461,12 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     # shell means count the real FFT's kx = 0 plane once, so they are not symmetric in y
     # and x); its kept voxels and dense channels come back in the file's frame.
     work = np.ascontiguousarray(vol.transpose(0, 2, 1)) if axis == "x" else vol
-    if device is not None:
-        coords, f, polarity, dense = _features_on_device(work, cfg, voxel_size_A, what,
-                                                         device, keep_dense)
-    else:
-        if not np.isfinite(vol).all():
-            raise DataError(f"{what}: tomogram has NaN/inf voxels")
-        score, feats, polarity = feature_volumes(work, cfg, voxel_size_A, what, threads)
-        coords, f = select(score, feats, cfg, what, voxel_size_A)
-        dense = feats[:keep_dense] if keep_dense > 0 else None
-        del score, feats
+    score, feats, polarity = _feature_volumes_on(work, cfg, voxel_size_A, what, device,
+                                                 threads)
+    coords, f = _select_from(score, feats, cfg, what, voxel_size_A)
+    dense = [v if isinstance(v, np.ndarray) else v.float() for v in feats[:keep_dense]] or None
+    selected_from = (score, feats) if reselectable else None
+    del score, feats
     if axis == "x":
         coords, dense = _in_file_frame(coords, dense)
     info = (input_info or {}) | polarity | axis_info
@@ -473,7 +478,22 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
              if "polarity_skew" in info else "", len(coords))
     tomo_type = info.get("type", cfg.tomogram_type)
     return SparseVolume(coords, f, vol.shape, voxel_size_A, run, tomo_type,
-                        cfg.feature_names, cfg.to_dict(), origin_A, info, dense)
+                        cfg.feature_names, cfg.to_dict(), origin_A, info, dense, selected_from)
+
+
+def reselect(sv: SparseVolume, keep_fraction: float) -> SparseVolume:
+    """The run `sv` was sparsified from, kept at `keep_fraction` instead: selected again
+    from the volumes sparsify kept (`reselectable`), exactly what sparsifying the tomogram
+    again at that share gives, without filtering it again."""
+    if sv.selected_from is None:
+        raise ValueError(f"run {sv.run!r}: sparsified without reselectable=True")
+    score, feats = sv.selected_from
+    cfg = replace(SparsifyConfig.from_dict(sv.config), keep_fraction=keep_fraction)
+    coords, f = _select_from(score, feats, cfg, f"run {sv.run!r}", sv.voxel_size_A)
+    if sv.tilted_about_x:
+        coords, _ = _in_file_frame(coords, None)
+    log.info("run %r: %d voxels kept at %.2f %%", sv.run, len(coords), 100 * keep_fraction)
+    return replace(sv, coords_zyx=coords, feats=f, config=cfg.to_dict())
 
 
 def read_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> tuple[Tomogram, dict]:
@@ -509,24 +529,26 @@ def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) ->
 
 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
-                 threads: int | None = None, device=None, keep_dense: int = 0) -> SparseVolume:
+                 threads: int | None = None, device=None, keep_dense: int = 0,
+                 reselectable: bool = False) -> SparseVolume:
     """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task); device,
-    keep_dense: see sparsify."""
+    keep_dense, reselectable: see sparsify."""
     tomo, info = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                    threads=threads, input_info=info, device=device, keep_dense=keep_dense)
+                    threads=threads, input_info=info, device=device, keep_dense=keep_dense,
+                    reselectable=reselectable)
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
                       shards_dir: str | Path | None = None, *, write: bool = False,
-                      threads: int | None = None, device=None, keep_dense: int = 0
-                      ) -> SparseVolume:
+                      threads: int | None = None, device=None, keep_dense: int = 0,
+                      reselectable: bool = False) -> SparseVolume:
     """The run's shard when one made with exactly `cfg` is in `shards_dir`; else the run
     sparsified now (and its shard written when `write`)."""
     path = shard_path(shards_dir, run) if shards_dir else None
     if path is not None and shard_matches(path, cfg.to_dict()):
         return read_shard(path)
-    sv = sparsify_run(project, run, cfg, threads, device, keep_dense)
+    sv = sparsify_run(project, run, cfg, threads, device, keep_dense, reselectable)
     if write and shards_dir:
         write_shard(sv, shards_dir)
     return sv

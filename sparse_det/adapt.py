@@ -93,7 +93,7 @@ def pseudo_labels(picker, project, run: str, shards: Path
 
     def resparsify(share: float):
         grown.append(share)
-        return picker.sparse(project, run, shards, keep_fraction=share)
+        return picker.resparsifier(project, run, shards, sv)(share)
 
     written = picker.detect(sv, resparsify=resparsify)
     plain = picker.detect(sv) if grown else written

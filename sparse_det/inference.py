@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.particles import DataError, ParticleTable
-from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from data_tools.sparsify import SparsifyConfig, reselect, shard_or_sparsify
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import (
     CheckpointError,
@@ -56,13 +57,16 @@ PRECISIONS = ("fp32", "fp16")
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
                 feature_names: list[str], shards_dir: str | Path | None, *,
-                device: torch.device | None = None, keep_dense: int = 0) -> SparseVolume:
+                device: torch.device | None = None, keep_dense: int = 0,
+                reselectable: bool = False) -> SparseVolume:
     """The run's sparse volume as a checkpoint expects it (its shard when one matches),
     sparsified on `device` when it is an accelerator (scipy on the CPU is faster there).
     `keep_dense`: keep that many dense feature volumes with it where it is sparsified here
-    rather than read from a shard (SparseVolume.dense)."""
+    rather than read from a shard (SparseVolume.dense); `reselectable`: keep what
+    data_tools.sparsify.reselect needs to keep the run at another share."""
     on = device if device is not None and device.type != "cpu" else None
-    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense)
+    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense,
+                           reselectable=reselectable)
     if sv.feature_names != feature_names:
         raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
                               f"checkpoint's {feature_names}")
@@ -84,7 +88,7 @@ def mirrored(sv: SparseVolume, axes: tuple[int, ...]) -> SparseVolume:
     coords = sv.coords_zyx.copy()
     ax = list(axes)
     coords[:, ax] = np.asarray(sv.shape_zyx)[ax] - 1 - coords[:, ax]
-    return replace(sv, coords_zyx=coords, dense=None)
+    return replace(sv, coords_zyx=coords, dense=None, selected_from=None)
 
 
 @contextlib.contextmanager
@@ -110,20 +114,12 @@ def tomogram_norm_stats(model: torch.nn.Module, on: bool = True):
 
 
 @torch.no_grad()
-def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
-                   amp: bool, tta: str = "none", norm_stats: str = "training"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order, as
-    float32 tensors on `device` (decoding stays there).
-    `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
-    autocast with fp32 weights, so it is off by default).
-    `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
-    averaged voxel by voxel.
-    `norm_stats`: "tomogram" normalises with each pass's own BatchNorm statistics
-    (PostprocessConfig.norm_stats).
-    A volume tilted about x (SparseVolume.tilted_about_x) is read with y and x swapped and
-    its offsets swapped back."""
-    mirrors = tta_mirrors(tta)
+def predict_passes(model: torch.nn.Module, sv: SparseVolume, device: torch.device,
+                   mirrors: tuple[tuple[int, ...], ...], *, amp: bool,
+                   norm_stats: str = "training") -> tuple[torch.Tensor, torch.Tensor]:
+    """The sums over `mirrors` (each a tuple of axes to mirror) of the network's
+    probabilities [N, K+1] and offsets [N,3] (voxels, mirrored back), in the volume's voxel
+    order, as float32 tensors on `device`; predict_sparse's passes."""
     dtype = next(model.parameters()).dtype  # fp16 weights take fp16 features
     ctx = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
            else contextlib.nullcontext())  # autocast("cuda") warns on a CPU-only torch
@@ -144,6 +140,25 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
             offsets = offsets[:, SWAP_YX]
         probs_sum = probs if probs_sum is None else probs_sum + probs
         offsets_sum = offsets if offsets_sum is None else offsets_sum + offsets
+    return probs_sum, offsets_sum
+
+
+def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.device, *,
+                   amp: bool, tta: str = "none", norm_stats: str = "training"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns probs [N, K+1] and offsets [N,3] (voxels) in the volume's voxel order, as
+    float32 tensors on `device` (decoding stays there).
+    `amp`: fp16 autocast on CUDA (config train.amp; spconv 2.3 has no fp16 kernel under
+    autocast with fp32 weights, so it is off by default).
+    `tta`: a key of TTA_MIRRORS; the passes' probabilities and offsets (mirrored back) are
+    averaged voxel by voxel.
+    `norm_stats`: "tomogram" normalises with each pass's own BatchNorm statistics
+    (PostprocessConfig.norm_stats).
+    A volume tilted about x (SparseVolume.tilted_about_x) is read with y and x swapped and
+    its offsets swapped back."""
+    mirrors = tta_mirrors(tta)
+    probs_sum, offsets_sum = predict_passes(model, sv, device, mirrors, amp=amp,
+                                            norm_stats=norm_stats)
     n = len(mirrors)
     return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
 
@@ -192,12 +207,17 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
     return dets.with_confidence_power(0.0, post.confidence_power, post.confidence_by)
 
 
+def grows_kept_share(post: PostprocessConfig) -> bool:
+    """Whether a crowded run is kept at a larger share (grown_keep_share can say so)."""
+    return post.keep_follow_foreground > 0
+
+
 def grown_keep_share(probs: torch.Tensor, sv: SparseVolume, post: PostprocessConfig
                      ) -> float | None:
     """The larger share of voxels to keep when the predicted foreground crowds the kept
     set (PostprocessConfig.keep_follow_foreground), else None."""
     target = post.keep_follow_foreground
-    if target <= 0 or len(sv) == 0:
+    if not grows_kept_share(post) or len(sv) == 0:
         return None
     foreground = float((probs.argmax(dim=1) != 0).float().mean())
     if foreground < FOREGROUND_SLACK * target:
@@ -277,7 +297,17 @@ class Picker:
             cfg = replace(cfg, keep_fraction=keep_fraction)
         keep = PROFILE_CHANNELS if self.ckpt.rescorer is not None else 0
         return load_sparse(project, run, cfg, self.ckpt.feature_names, shards_dir,
-                           device=self.device, keep_dense=keep)
+                           device=self.device, keep_dense=keep,
+                           reselectable=grows_kept_share(self.ckpt.config.postprocess))
+
+    def resparsifier(self, project: CopickProject, run: str,
+                     shards_dir: str | Path | None, sv: SparseVolume
+                     ) -> Callable[[float], SparseVolume]:
+        """detect's `resparsify` for `sv`, the run's sparse volume: selected again from the
+        volumes it kept where it kept them (sparsify.reselect), else sparsified again."""
+        if sv.selected_from is not None:
+            return partial(reselect, sv)
+        return lambda share: self.sparse(project, run, shards_dir, keep_fraction=share)
 
     def detect(self, sv: SparseVolume, *, calibrated: bool = True,
                resparsify: Callable[[float], SparseVolume] | None = None) -> Detections:
@@ -297,24 +327,42 @@ class Picker:
                              "candidate rescorer's, which reads the dense tomogram: use "
                              "detect_run, or Picker.load(..., rescore=False)")
 
-    def detect_outputs(self, sv: SparseVolume, *,
-                       resparsify: Callable[[float], SparseVolume] | None = None
-                       ) -> tuple[Detections, SparseVolume, torch.Tensor]:
-        """(uncalibrated detections, the sparse volume they came from — `sv` or its
-        resparsified copy —, its per-voxel probabilities [N, K+1]); see detect."""
+    def outputs(self, sv: SparseVolume, *,
+                resparsify: Callable[[float], SparseVolume] | None = None
+                ) -> tuple[SparseVolume, torch.Tensor, torch.Tensor]:
+        """(the sparse volume the network read last — `sv`, or its resparsified copy where
+        it is crowded —, its per-voxel probabilities [N, K+1] and offsets [N,3]); see
+        detect. Crowding is decided from the first of the test-time mirrors alone (their
+        foreground shares differ by under 0.01 on the 66 held-out and tuning runs, and no
+        decision changes), so a crowded run's other mirrors are read on the larger set
+        only, and there only where PostprocessConfig.grown_mirrors says so."""
         cfg = self.ckpt.config
-        probs, offsets = predict_sparse(self.ckpt.model, sv, self.device, amp=cfg.train.amp,
-                                        tta=self.tta, norm_stats=cfg.postprocess.norm_stats)
+        mirrors = tta_mirrors(self.tta)
+        passes = partial(predict_passes, self.ckpt.model, device=self.device,
+                         amp=cfg.train.amp, norm_stats=cfg.postprocess.norm_stats)
+        probs, offsets = passes(sv, mirrors=mirrors[:1])
         share = grown_keep_share(probs, sv, cfg.postprocess) if resparsify else None
         if share is not None:
             log.info("%s: predicted foreground crowds the kept voxels; keeping %.2f %%",
                      sv.run, 100 * share)
             sv = resparsify(share)
-            probs, offsets = predict_sparse(self.ckpt.model, sv, self.device,
-                                            amp=cfg.train.amp, tta=self.tta,
-                                            norm_stats=cfg.postprocess.norm_stats)
-        dets = detections_from_outputs(sv, probs, offsets, self.particles, cfg.postprocess)
-        return dets, sv, probs
+            probs, offsets = passes(sv, mirrors=mirrors[:1])
+            if not cfg.postprocess.grown_mirrors:
+                mirrors = mirrors[:1]
+        if len(mirrors) > 1:
+            more_probs, more_offsets = passes(sv, mirrors=mirrors[1:])
+            probs = (probs + more_probs) / len(mirrors)
+            offsets = (offsets + more_offsets) / len(mirrors)
+        return sv, probs, offsets
+
+    def detect_outputs(self, sv: SparseVolume, *,
+                       resparsify: Callable[[float], SparseVolume] | None = None
+                       ) -> tuple[Detections, SparseVolume, torch.Tensor]:
+        """(uncalibrated detections, the sparse volume they came from — `sv` or its
+        resparsified copy —, its per-voxel probabilities [N, K+1]); see detect."""
+        sv, probs, offsets = self.outputs(sv, resparsify=resparsify)
+        post = self.ckpt.config.postprocess
+        return detections_from_outputs(sv, probs, offsets, self.particles, post), sv, probs
 
     def detect_run(self, project: CopickProject, run: str,
                    shards_dir: str | Path | None = None, *, calibrated: bool = True,
@@ -328,8 +376,7 @@ class Picker:
             self._check_vote_masses_calibrated()
         sv = sv if sv is not None else self.sparse(project, run, shards_dir)
         dets, final, probs = self.detect_outputs(
-            sv, resparsify=lambda share: self.sparse(project, run, shards_dir,
-                                                     keep_fraction=share))
+            sv, resparsify=self.resparsifier(project, run, shards_dir, sv))
         if rescorer is not None:
             # The first sparsification's dense channels: a resparsified copy holds the same.
             channels, voxel_A, origin_A = channels_for(sv, project, run, self.sparsify_config)
@@ -418,7 +465,8 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
 
     def load(run: str) -> SparseVolume:
         return load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir,
-                           device=dev, keep_dense=keep)
+                           device=dev, keep_dense=keep,
+                           reselectable=grows_kept_share(settings.config.postprocess))
 
     # Streaming: the next run is read and sparsified while this one is detected (zarr,
     # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.

@@ -428,9 +428,9 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
     tomo, info = read_input(project, run, cfg)
     vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_picks(run)
     sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
-                  keep_dense=PROFILE_CHANNELS)
-    dets, outputs = _detected(picker, sv, lambda share: picker.sparse(project, run,
-                                                                      keep_fraction=share))
+                  keep_dense=PROFILE_CHANNELS, reselectable=True)
+    dets, outputs = _detected(picker, sv, picker.resparsifier(project, run, None, sv))
+    sv = replace(sv, selected_from=None)  # its volumes are not needed again
     out = [_examples(dets, sv, outputs if read_outputs else None, truth, picker.particles, rng)]
     own = sv.input["polarity"]
     for params in appearances:

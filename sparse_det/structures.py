@@ -44,6 +44,10 @@ class SparseVolume:
     # them (the candidate rescorer reads them; sparse_det/rescore.py). Never in a shard;
     # dropped by every change of frame (mirrored, swap_yx).
     dense: list | None = field(default=None, repr=False, compare=False)
+    # (selection score, every feature volume) in the frame they were computed in, where
+    # sparsify was asked to keep them: data_tools.sparsify.reselect keeps the run at another
+    # share without filtering it again. Never in a shard; dropped by every change of frame.
+    selected_from: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.coords_zyx = np.ascontiguousarray(self.coords_zyx, dtype=np.int32).reshape(-1, 3)
@@ -71,7 +75,7 @@ def swap_yx(sv: SparseVolume) -> SparseVolume:
     """The sparse volume with its y and x axes swapped, voxels in the same order; features
     are scalars and do not change."""
     shape = sv.shape_zyx
-    return replace(sv, coords_zyx=sv.coords_zyx[:, SWAP_YX], dense=None,
+    return replace(sv, coords_zyx=sv.coords_zyx[:, SWAP_YX], dense=None, selected_from=None,
                    shape_zyx=(shape[0], shape[2], shape[1]),
                    input=sv.input | {"tilt_axis": "y" if sv.tilted_about_x else "x"})
 

@@ -21,6 +21,7 @@ projects and runs, such as `configs/tune_runs_45.args`, lives in one file.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -85,11 +86,26 @@ class Retuned(NamedTuple):
         return next(iter(self.tunings.values()))
 
 
+# PostprocessConfig fields that change what the network reads, set by tune's options and
+# stored with the thresholds tuned under them.
+INFERENCE_SETTINGS = ("keep_follow_foreground", "norm_stats", "grown_mirrors")
+
+
+def _set_inference(post, **settings) -> dict:
+    """Sets the INFERENCE_SETTINGS given (None: left as they are); returns them as they were."""
+    was = {k: getattr(post, k) for k in INFERENCE_SETTINGS}
+    for k, v in settings.items():
+        if v is not None:
+            setattr(post, k, v)
+    return was
+
+
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
            norm_stats: str | None = None, confidence_powers: list[float] | None = None,
-           confidence_by: list[str] | None = None, fit_all: bool = False):
+           confidence_by: list[str] | None = None, fit_all: bool = False,
+           grown_mirrors: bool | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
     `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
@@ -110,10 +126,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
-    as_tuned = (post.keep_follow_foreground, post.norm_stats)
-    post.keep_follow_foreground, post.norm_stats = (
-        as_tuned[0] if keep_follow_foreground is None else keep_follow_foreground,
-        as_tuned[1] if norm_stats is None else norm_stats)
+    as_tuned = _set_inference(post, keep_follow_foreground=keep_follow_foreground,
+                              norm_stats=norm_stats, grown_mirrors=grown_mirrors)
     settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
@@ -128,16 +142,16 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     dets = [[d.with_confidence_power(was[1], 0.0, was[0]).with_confidence_power(
         0.0, best[1], best[0]) for d in found] for found in dets]
     # The checkpoint's thresholds are a prior only for detections made as they were.
-    prior = checkpoint_settings(checkpoint).prior if not fit_all and best == was and (
-        post.keep_follow_foreground, post.norm_stats) == as_tuned else lambda tta: None
+    as_made = _set_inference(post) == as_tuned
+    prior = (checkpoint_settings(checkpoint).prior if not fit_all and best == was and as_made
+             else lambda tta: None)
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles, prior(p.tta))
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
     per_run = _by_project(names, tuning.per_run)
     confidence = _by_project(names, [d.confidence for d in dets[0]])
-    stored = {"tta": first, "keep_follow_foreground": post.keep_follow_foreground,
-              "norm_stats": post.norm_stats, "confidence_power": best[1],
-              "confidence_by": best[0]}
+    stored = {"tta": first, "confidence_power": best[1], "confidence_by": best[0]} | {
+        k: getattr(post, k) for k in INFERENCE_SETTINGS}
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects, "tuned_per_run": per_run,
                          "tuned_confidence": confidence}, postprocess=stored,
@@ -234,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
                          "predicted particle (crowded ice), tuned and stored with the "
                          "thresholds; 0: off (default: the checkpoint's)")
+    ap.add_argument("--grown-mirrors", action=argparse.BooleanOptionalAction,
+                    help="read a crowded run's larger kept set with every test-time mirror "
+                         "(or, --no-grown-mirrors, by the identity pass alone: faster); "
+                         "stored with the thresholds (default: the checkpoint's)")
     ap.add_argument("--norm-stats", choices=NORM_STATS,
                     help="BatchNorm statistics at inference: the running ones from training, "
                          "or each tomogram's own; tuned and stored with the thresholds "
@@ -256,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
                      input_overrides=input_overrides(a), tta=a.tta,
                      keep_follow_foreground=a.keep_follow_foreground, norm_stats=a.norm_stats,
+                     grown_mirrors=a.grown_mirrors,
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds)
     try:

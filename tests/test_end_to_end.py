@@ -113,7 +113,7 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     out = tmp_path / "tuned.pt"
     assert tune_main(["--checkpoint", str(best), "--project", str(small_project.path),
                       "--out", str(out), "--device", "cpu", "--tta", "none", "flip",
-                      "--confidence-power", "0", "2"]) == 0
+                      "--confidence-power", "0", "2", "--no-grown-mirrors"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("weighted F4 on 2 run(s)") == 2, printed
     # whether the mirrors are worth their cost, run by run
@@ -129,6 +129,8 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
     assert Picker.load(out, "cpu").thresholds == tuned["thresholds"]
     assert Picker.load(out, "cpu", tta="flip").thresholds == flip_set["thresholds"]
     assert tuned["config"]["postprocess"]["norm_stats"] == "training"
+    assert tuned["config"]["postprocess"]["grown_mirrors"] is False  # as asked
+    assert read_checkpoint(best)["config"]["postprocess"]["grown_mirrors"] is True
     # Both confidence powers scored on the same runs; the stored one is the one marked.
     power_lines = [ln for ln in printed.splitlines() if ln.startswith("--confidence-by")]
     assert len(power_lines) == 2 and "against tomogram 0 run by run" in power_lines[1], printed
