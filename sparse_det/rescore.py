@@ -34,6 +34,7 @@ from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.postprocess import nms
+from sparse_det.rescore_cache import ExampleCache, network_digest
 from sparse_det.structures import Detections
 from sparse_det.thresholds import apply_calibration
 
@@ -487,29 +488,39 @@ def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epo
 
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
                      noise_copies: int = 0, moved_picks: bool = False,
-                     read_outputs: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                     read_outputs: bool = True, cache: ExampleCache | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """run_examples of every (project, run), each also in `appearance_variants` randomised
     copies drawn from the ranges the network was trained with (its config's) and in
-    `noise_copies` copies with added noise only (NOISE_ONLY)."""
+    `noise_copies` copies with added noise only (NOISE_ONLY). `cache`: each run's examples
+    are read from it where it holds them and written to it where it does not (not with
+    `moved_picks`, whose draws run on from one run to the next)."""
     from sparse_det.data import appearance_ranges
 
     ranges = appearance_ranges(picker.ckpt.config.data.appearance)
     noisy = appearance_ranges(NOISE_ONLY)
     rng, t0 = np.random.default_rng(seed), time.time()
+    cache = None if moved_picks else cache
     xs, ys = [], []
     for i, (project, run) in enumerate(todo):
         draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
                  for variant in range(1, 1 + appearance_variants)]
         draws += [noisy.draw(np.random.default_rng([seed, 1000 + copy, i]))
                   for copy in range(noise_copies)]
-        examples = run_examples(picker, project, run, rng if moved_picks else None, draws,
-                                read_outputs)
+        stored = cache.path(project.path, run, draws, read_outputs) if cache else None
+        examples = ExampleCache.read(stored) if stored else None
+        read_back = examples is not None
+        if not read_back:
+            examples = run_examples(picker, project, run, rng if moved_picks else None,
+                                    draws, read_outputs)
+            if stored:
+                ExampleCache.write(stored, examples)
         for variant, (x, y) in enumerate(examples):
             xs.append(x)
             ys.append(y)
-            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s)", i + 1, len(todo), run,
-                     f" (copy {variant})" if variant else "", len(y),
-                     int((y > 0).sum()), time.time() - t0)
+            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s%s)", i + 1, len(todo),
+                     run, f" (copy {variant})" if variant else "", len(y),
+                     int((y > 0).sum()), time.time() - t0, ", read back" if read_back else "")
     return xs, ys
 
 
@@ -540,6 +551,12 @@ def _parser():
                          "their probabilities are averaged (the default's: 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--examples-dir",
+                    help="each run's examples are kept here, so an interrupted fit resumes "
+                         "and a refit with other --members/--epochs reads them back "
+                         "(default: OUT.examples/; see sparse_det/rescore_cache.py)")
+    ap.add_argument("--no-examples-dir", action="store_true",
+                    help="keep no examples on disk")
     return ap
 
 
@@ -559,9 +576,11 @@ def main(argv: list[str] | None = None) -> int:
             if (not a.runs or r in a.runs) and r not in a.exclude]
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
+    folder = a.examples_dir or f"{a.out}.examples"
+    cache = None if a.no_examples_dir else ExampleCache(folder, network_digest(picker))
     xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
                               noise_copies=a.noise_copies, moved_picks=a.moved_picks,
-                              read_outputs=not a.without_network_outputs)
+                              read_outputs=not a.without_network_outputs, cache=cache)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration,
               prob_shells=() if a.without_network_outputs else PROB_SHELLS_VOX,

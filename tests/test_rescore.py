@@ -355,3 +355,49 @@ def test_the_sparsifiers_dense_channels_are_the_ones_read_again(rescored, small_
     for name in with_kept.per_class:
         np.testing.assert_array_equal(with_kept[name][1], without[name][1])
     assert Picker.load(rescored, "cpu", rescore=False).sparse(small_project, run).dense is None
+
+
+def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp_path,
+                                                               monkeypatch):
+    """Each run's examples are written as soon as they are extracted (OUT.examples/): a fit
+    stopped on its second run extracts only that one when run again, and a refit reads
+    both back and fits exactly the same rescorer; another recipe extracts again."""
+    import sparse_det.rescore as rs
+
+    real, calls = rs.run_examples, []
+
+    def counted(picker, project, run, *args, **kw):
+        calls.append(run)
+        if run == stop_at:
+            raise KeyboardInterrupt
+        return real(picker, project, run, *args, **kw)
+
+    monkeypatch.setattr(rs, "run_examples", counted)
+    runs = small_project.runs()[:2]
+    out = tmp_path / "r.pt"
+    args = ["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
+            "--runs", *runs, "--epochs", "2", "--members", "1", "--noise-copies", "0",
+            "--out", str(out)]
+    stop_at = runs[1]
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    folder = tmp_path / "r.pt.examples"
+    assert calls == runs and len(list(folder.glob("*.npz"))) == 1 and not out.exists()
+
+    calls.clear()
+    stop_at = None
+    assert main(args) == 0
+    assert calls == [runs[1]] and len(list(folder.glob("*.npz"))) == 2
+    first = torch.load(out, weights_only=True)["extra"][RESCORER]["weights"]
+
+    calls.clear()
+    assert main([*args[:-1], str(tmp_path / "again.pt"), "--examples-dir", str(folder)]) == 0
+    assert calls == []
+    again = torch.load(tmp_path / "again.pt", weights_only=True)["extra"][RESCORER]["weights"]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+    calls.clear()
+    noisy = [*args[:-1], str(tmp_path / "noisy.pt"), "--examples-dir", str(folder),
+             "--noise-copies", "1"]  # the last --noise-copies counts
+    assert main(noisy) == 0
+    assert calls == runs and len(list(folder.glob("*.npz"))) == 4
