@@ -104,11 +104,13 @@ def _shell_means(r_max: int, device: torch.device) -> tuple[torch.Tensor, torch.
 
 
 def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_MAX_VOX,
-                    spreads: int = SPREAD_CHANNELS) -> np.ndarray:
+                    spreads: int = SPREAD_CHANNELS, clip: float = np.inf) -> np.ndarray:
     """[M, (C + spreads) * (r_max + 1)]: each channel's mean over every shell around each
-    centre (rounded to a voxel), then the first `spreads` channels' standard deviations.
-    Voxels beyond the volume's edge repeat the edge voxel. `channels`: numpy arrays or
-    tensors on one device, where the gathers run (a GPU's stay there)."""
+    centre (rounded to a voxel), then the first `spreads` channels' standard deviations,
+    of the voxel values clipped at ±`clip`. Voxels beyond the volume's edge repeat the edge
+    voxel. `channels`: numpy arrays or tensors on one device, where the gathers run (a
+    GPU's stay there); they are read, never changed (the sparsifier may select from them
+    again: sparsify.reselect)."""
     vols = [torch.as_tensor(c) for c in channels]
     dev, shape = vols[0].device, tuple(vols[0].shape)
     off, member = _shell_means(r_max, dev)
@@ -123,7 +125,7 @@ def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_
         flat = _neighbour_index(centres[s:s + chunk], off, shape)
         for j, vol in enumerate(vols):
             # float64: the spread is E[v²] - E[v]², which cancels
-            v = vol.reshape(-1)[flat].double()
+            v = vol.reshape(-1)[flat].double().clamp(-clip, clip)
             mean = v @ member
             out[s:s + chunk, j] = mean
             if j < spreads:
@@ -216,7 +218,7 @@ def candidate_features(dets: Detections, channels: list, voxel_size_A: float,
     them, where the gathers run; only the [M, F] features leave it."""
     zyx = xyz_A_to_zyx_vox(xyz_A, voxel_size_A, origin_A)
     scores = nearby_scores(dets, particles, xyz_A)
-    parts = [radial_profiles(channels, zyx), np.log(scores + SCORE_EPS),
+    parts = [radial_profiles(channels, zyx, clip=CHANNEL_CLIP), np.log(scores + SCORE_EPS),
              (scores > 0).astype(np.float32)]
     if outputs is not None:
         parts.append(probability_shells(outputs[0], outputs[1], zyx))
@@ -325,31 +327,20 @@ def rescore(dets: Detections, net: RescoreNet, channels: list,
 
 
 def dense_channels(project: CopickProject, run: str, cfg) -> tuple[list[np.ndarray], float, float]:
-    """The checkpoint's first PROFILE_CHANNELS feature volumes of a run, dense, clipped at
-    CHANNEL_CLIP (protein positive, robust unit scale), with the voxel size and origin (Å)."""
+    """The checkpoint's first PROFILE_CHANNELS feature volumes of a run, dense (protein
+    positive, robust unit scale; the profiles clip them at CHANNEL_CLIP), with the voxel
+    size and origin (Å)."""
     from data_tools.sparsify import read_input
 
     tomo, _ = read_input(project, run, cfg)
     return channels_of(tomo.data, tomo.voxel_size_A, cfg, run), tomo.voxel_size_A, tomo.origin_A
 
 
-def _clipped(volumes: list) -> list:
-    """The first PROFILE_CHANNELS feature volumes (numpy, or tensors on a device) clipped at
-    CHANNEL_CLIP, in place (nothing else reads them afterwards)."""
-    channels = list(volumes[:PROFILE_CHANNELS])
-    for ch in channels:
-        if isinstance(ch, torch.Tensor):
-            ch.clamp_(-CHANNEL_CLIP, CHANNEL_CLIP)
-        else:
-            np.clip(ch, -CHANNEL_CLIP, CHANNEL_CLIP, out=ch)
-    return channels
-
-
 def kept_channels(sv) -> list[np.ndarray]:
     """dense_channels from the volumes the sparsifier kept with a SparseVolume."""
     if sv.dense is None or len(sv.dense) < PROFILE_CHANNELS:
         raise ValueError(f"run {sv.run!r}: sparsified without its dense channels")
-    return _clipped(sv.dense)
+    return list(sv.dense[:PROFILE_CHANNELS])
 
 
 def channels_for(sv, project: CopickProject, run: str, cfg
@@ -367,7 +358,7 @@ def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.
 
     if not np.isfinite(vol).all():
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
-    return _clipped(feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1])
+    return feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1][:PROFILE_CHANNELS]
 
 
 def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable

@@ -106,3 +106,21 @@ def test_crowding_is_decided_from_the_first_pass(crowded):
     assert seen == [len(sv), len(final)]
     want = predict_sparse(model, again, picker.device, amp=False, tta="none")
     assert torch.equal(probs, want[0]) and torch.equal(offsets, want[1])
+
+
+def test_a_sparse_volume_detected_twice_gives_the_same_picks(crowded):
+    """tune reads each run's sparse volume once for every test-time setting: the rescorer's
+    profiles must leave the volumes reselect reads unchanged (they were clipped in place,
+    and a second crowded detection selected from clipped features)."""
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    assert picker.ckpt.rescorer is not None
+    run = crowded.runs()[0]
+    sv = picker.sparse(crowded, run)
+    before = [v.copy() for v in sv.selected_from[1]]
+    first = picker.detect_run(crowded, run, sv=sv, calibrated=False)
+    for v, was in zip(sv.selected_from[1], before, strict=True):
+        np.testing.assert_array_equal(v, was)
+    second = picker.detect_run(crowded, run, sv=sv, calibrated=False)
+    for name in first.per_class:
+        np.testing.assert_array_equal(first[name][0], second[name][0])
+        np.testing.assert_array_equal(first[name][1], second[name][1])
