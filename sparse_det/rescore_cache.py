@@ -15,12 +15,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from data_tools.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 EXAMPLES_FORMAT = 1  # bump when candidate_features or labels_for change what they write
 
@@ -57,12 +61,17 @@ class ExampleCache:
 
     @staticmethod
     def read(path: Path) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """The examples stored at `path`, or None where there are none."""
+        """The examples stored at `path`, or None where there are none or the file cannot be
+        read (it is then extracted and written again)."""
         if not path.is_file():
             return None
-        with np.load(path) as z:
-            n = int(z["copies"])
-            return [(z[f"x{i}"], z[f"y{i}"]) for i in range(n)]
+        try:
+            with np.load(path) as z:
+                n = int(z["copies"])
+                return [(z[f"x{i}"], z[f"y{i}"]) for i in range(n)]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("%s: cannot be read (%s); extracting its run again", path, exc)
+            return None
 
     @staticmethod
     def write(path: Path, examples: list[tuple[np.ndarray, np.ndarray]]) -> None:

@@ -396,6 +396,12 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
     again = torch.load(tmp_path / "again.pt", weights_only=True)["extra"][RESCORER]["weights"]
     assert all(torch.equal(first[k], again[k]) for k in first)
 
+    calls.clear()  # a file that cannot be read is extracted again, not a crash
+    broken = sorted(folder.glob("*.npz"))[0]
+    broken.write_bytes(b"not a zip")
+    assert main([*args[:-1], str(tmp_path / "mended.pt"), "--examples-dir", str(folder)]) == 0
+    assert len(calls) == 1 and np.load(broken)["copies"] == 1
+
     calls.clear()
     noisy = [*args[:-1], str(tmp_path / "noisy.pt"), "--examples-dir", str(folder),
              "--noise-copies", "1"]  # the last --noise-copies counts
