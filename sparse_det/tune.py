@@ -34,7 +34,7 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
-from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
+from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS, PostprocessConfig
 from sparse_det.thresholds import paired_difference
 
 
@@ -88,28 +88,38 @@ class Retuned(NamedTuple):
 
 # PostprocessConfig fields that change what the network reads, set by tune's options and
 # stored with the thresholds tuned under them.
-INFERENCE_SETTINGS = ("keep_follow_foreground", "norm_stats", "grown_mirrors")
+INFERENCE_SETTINGS = ("keep_follow_foreground", "keep_growth_max", "grown_mirrors",
+                      "norm_stats")
 
 
-def _set_inference(post, **settings) -> dict:
-    """Sets the INFERENCE_SETTINGS given (None: left as they are); returns them as they were."""
+def _set_inference(post, settings: dict | None = None) -> dict:
+    """Sets the INFERENCE_SETTINGS given (None: left as they are); returns them as they were.
+    Raises ValueError for a crowding share outside [0, 1) or a growth under 1."""
     was = {k: getattr(post, k) for k in INFERENCE_SETTINGS}
-    for k, v in settings.items():
-        if v is not None:
-            setattr(post, k, v)
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    if set(given) - set(INFERENCE_SETTINGS):
+        raise ValueError(f"not inference settings: {sorted(set(given) - set(was))}")
+    if not 0 <= given.get("keep_follow_foreground", 0) < 1:
+        raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
+                         f"{given['keep_follow_foreground']}")
+    if given.get("keep_growth_max", 1) < 1:
+        raise ValueError(f"--keep-growth-max must be at least 1, got "
+                         f"{given['keep_growth_max']}")
+    for k, v in given.items():
+        setattr(post, k, v)
     return was
 
 
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
-           tta: str | list[str] | None = None, keep_follow_foreground: float | None = None,
-           norm_stats: str | None = None, confidence_powers: list[float] | None = None,
-           confidence_by: list[str] | None = None, fit_all: bool = False,
-           grown_mirrors: bool | None = None):
+           tta: str | list[str] | None = None, inference: dict | None = None,
+           confidence_powers: list[float] | None = None,
+           confidence_by: list[str] | None = None, fit_all: bool = False):
     """Detections of every selected run → score calibration and thresholds over all of
     them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
     `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
     checkpoint's default, each other gets its own set, tuned on the same runs.
+    `inference`: INFERENCE_SETTINGS to tune with and store (None values: the checkpoint's).
     `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
     every `confidence_by`; the first pair is stored unless another leads it on these runs
     by more than two standard errors run by run."""
@@ -119,15 +129,12 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.inference import Picker, tta_mirrors
     from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
-    if keep_follow_foreground is not None and not 0 <= keep_follow_foreground < 1:
-        raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
-                         f"{keep_follow_foreground}")
+    _set_inference(PostprocessConfig(), inference)  # bad settings fail before any work
     # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
-    as_tuned = _set_inference(post, keep_follow_foreground=keep_follow_foreground,
-                              norm_stats=norm_stats, grown_mirrors=grown_mirrors)
+    as_tuned = _set_inference(post, inference)
     settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
@@ -248,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
                          "predicted particle (crowded ice), tuned and stored with the "
                          "thresholds; 0: off (default: the checkpoint's)")
+    ap.add_argument("--keep-growth-max", type=float, metavar="FACTOR",
+                    help="a crowded run keeps at most FACTOR times the share it kept; "
+                         "stored with the thresholds (default: the checkpoint's)")
     ap.add_argument("--grown-mirrors", action=argparse.BooleanOptionalAction,
                     help="read a crowded run's larger kept set with every test-time mirror "
                          "(or, --no-grown-mirrors, by the identity pass alone: faster); "
@@ -273,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
                      input_overrides=input_overrides(a), tta=a.tta,
-                     keep_follow_foreground=a.keep_follow_foreground, norm_stats=a.norm_stats,
-                     grown_mirrors=a.grown_mirrors,
+                     inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds)
     try:
