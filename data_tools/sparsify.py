@@ -39,7 +39,7 @@ from data_tools.tomo_input import (
     with_overrides,
 )
 from data_tools.wedge import tilt_axis
-from sparse_det.structures import SparseVolume
+from sparse_det.structures import SWAP_YX, SparseVolume
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +435,7 @@ def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device
 def _in_file_frame(coords: np.ndarray, dense: list | None) -> tuple[np.ndarray, list | None]:
     """Kept voxels and dense channels computed with y and x swapped, swapped back
     (contiguous: the rescorer gathers from flat views of them)."""
-    coords = np.ascontiguousarray(coords[:, [0, 2, 1]])
+    coords = np.ascontiguousarray(coords[:, SWAP_YX])
     if dense is not None:
         dense = [np.ascontiguousarray(d.transpose(0, 2, 1)) if isinstance(d, np.ndarray)
                  else d.transpose(1, 2).contiguous() for d in dense]

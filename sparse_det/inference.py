@@ -296,9 +296,10 @@ class Picker:
         if keep_fraction is not None:
             cfg = replace(cfg, keep_fraction=keep_fraction)
         keep = PROFILE_CHANNELS if self.ckpt.rescorer is not None else 0
+        # Only the share sparsify sets can grow; a grown copy is not selected from again.
+        grows = keep_fraction is None and grows_kept_share(self.ckpt.config.postprocess)
         return load_sparse(project, run, cfg, self.ckpt.feature_names, shards_dir,
-                           device=self.device, keep_dense=keep,
-                           reselectable=grows_kept_share(self.ckpt.config.postprocess))
+                           device=self.device, keep_dense=keep, reselectable=grows)
 
     def resparsifier(self, project: CopickProject, run: str,
                      shards_dir: str | Path | None, sv: SparseVolume

@@ -34,7 +34,7 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
-from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS, PostprocessConfig
+from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
 
@@ -92,20 +92,31 @@ INFERENCE_SETTINGS = ("keep_follow_foreground", "keep_growth_max", "grown_mirror
                       "norm_stats")
 
 
-def _set_inference(post, settings: dict | None = None) -> dict:
-    """Sets the INFERENCE_SETTINGS given (None: left as they are); returns them as they were.
-    Raises ValueError for a crowding share outside [0, 1) or a growth under 1."""
-    was = {k: getattr(post, k) for k in INFERENCE_SETTINGS}
+def _inference_of(post) -> dict:
+    """The INFERENCE_SETTINGS of a PostprocessConfig."""
+    return {k: getattr(post, k) for k in INFERENCE_SETTINGS}
+
+
+def _check_inference(settings: dict | None) -> dict:
+    """The settings given (None values dropped); ValueError for a name that is not one of
+    INFERENCE_SETTINGS, a crowding share outside [0, 1) or a growth under 1."""
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     if set(given) - set(INFERENCE_SETTINGS):
-        raise ValueError(f"not inference settings: {sorted(set(given) - set(was))}")
+        raise ValueError(f"not inference settings: {sorted(set(given) - set(INFERENCE_SETTINGS))}")
     if not 0 <= given.get("keep_follow_foreground", 0) < 1:
         raise ValueError(f"--keep-follow-foreground must be in [0, 1), got "
                          f"{given['keep_follow_foreground']}")
     if given.get("keep_growth_max", 1) < 1:
         raise ValueError(f"--keep-growth-max must be at least 1, got "
                          f"{given['keep_growth_max']}")
-    for k, v in given.items():
+    return given
+
+
+def _set_inference(post, settings: dict | None = None) -> dict:
+    """Sets the INFERENCE_SETTINGS given (None: left as they are; checked first, so nothing
+    is half-set); returns them as they were."""
+    was = _inference_of(post)
+    for k, v in _check_inference(settings).items():
         setattr(post, k, v)
     return was
 
@@ -129,7 +140,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.inference import Picker, tta_mirrors
     from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
-    _set_inference(PostprocessConfig(), inference)  # bad settings fail before any work
+    _check_inference(inference)  # bad settings fail before any work
     # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
@@ -149,7 +160,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     dets = [[d.with_confidence_power(was[1], 0.0, was[0]).with_confidence_power(
         0.0, best[1], best[0]) for d in found] for found in dets]
     # The checkpoint's thresholds are a prior only for detections made as they were.
-    as_made = _set_inference(post) == as_tuned
+    as_made = _inference_of(post) == as_tuned
     prior = (checkpoint_settings(checkpoint).prior if not fit_all and best == was and as_made
              else lambda tta: None)
     tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles, prior(p.tta))
@@ -157,8 +168,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     first, (tuning, calibration) = next(iter(tuned.items()))
     per_run = _by_project(names, tuning.per_run)
     confidence = _by_project(names, [d.confidence for d in dets[0]])
-    stored = {"tta": first, "confidence_power": best[1], "confidence_by": best[0]} | {
-        k: getattr(post, k) for k in INFERENCE_SETTINGS}
+    stored = {"tta": first, "confidence_power": best[1],
+              "confidence_by": best[0]} | _inference_of(post)
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects, "tuned_per_run": per_run,
                          "tuned_confidence": confidence}, postprocess=stored,
