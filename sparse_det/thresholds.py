@@ -97,16 +97,23 @@ def tune_thresholds(dets: list[Detections], truths: list[dict[str, np.ndarray]],
     Args: dets[i] and truths[i] (particle name -> reference centres x,y,z Å) are one run."""
     if len(dets) != len(truths):
         raise ValueError(f"{len(dets)} runs of detections but {len(truths)} of truth")
-    thresholds, per_class = {}, {}
+    thresholds = {}
     for p in particles:
         hit = p.radius_A * DISTANCE_MULTIPLIER
         units = [(*d[p.name], t.get(p.name, np.zeros((0, 3))))
                  for d, t in zip(dets, truths, strict=True)]
         thr, _ = best_threshold(units, hit)
         thresholds[p.name] = thr if np.isfinite(thr) else default
-        per_class[p.name] = sum(_counts_per_run(dets, truths, p, thresholds[p.name]),
-                                ClassScore(0, 0, 0))
-    return Tuning(thresholds, per_class, weighted_score(per_class, particles))
+    return score_at(dets, truths, particles, thresholds)
+
+
+def score_at(dets: list[Detections], truths: list[dict[str, np.ndarray]],
+             particles: ParticleTable, thresholds: dict[str, float]) -> Tuning:
+    """What the metric says of several runs together at given thresholds (micro, as the
+    metric counts)."""
+    per_class = {p.name: sum(_counts_per_run(dets, truths, p, thresholds[p.name]),
+                             ClassScore(0, 0, 0)) for p in particles}
+    return Tuning(dict(thresholds), per_class, weighted_score(per_class, particles))
 
 
 def _counts_per_run(dets: list[Detections], truths: list[dict[str, np.ndarray]], p,
@@ -370,7 +377,4 @@ def keep_prior_unless_beaten(tuning: Tuning, dets: list[Detections],
             kept.append(p.name)
     if not kept:
         return tuning
-    per_class = {p.name: sum(_counts_per_run(dets, truths, p, thresholds[p.name]),
-                             ClassScore(0, 0, 0)) for p in particles}
-    return Tuning(thresholds, per_class, weighted_score(per_class, particles),
-                  kept_prior=tuple(kept))
+    return replace(score_at(dets, truths, particles, thresholds), kept_prior=tuple(kept))
