@@ -14,17 +14,13 @@ means (and the first two channels' shell spreads) out to R_MAX_VOX voxels: rotat
 invariant by construction, so the classifier cannot learn our particles' orientations, and
 cheap (one gather per candidate). The network's own probabilities around a candidate say
 whether a cluster's voxels agree on a class, which its vote mass sums away. Fitted by
-`python -m sparse_det.rescore` on annotated runs the network's checkpoint did not tune on;
+`python -m sparse_det.rescore` on annotated runs the network's checkpoint did not tune on
+(the fitting lives in sparse_det/rescore_fit.py; this module is what inference reads);
 it travels in the checkpoint (extra["rescorer"]), and `sparse_det.tune` then fits
 thresholds and calibration on its scores.
 """
 
 from __future__ import annotations
-
-import logging
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,11 +30,8 @@ from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.postprocess import nms
-from sparse_det.rescore_cache import ExampleCache, network_digest
 from sparse_det.structures import Detections
 from sparse_det.thresholds import apply_calibration
-
-log = logging.getLogger(__name__)
 
 R_MAX_VOX = 15  # at the 20 Å working grid: twice the largest radius (150 Å), its context
 PROFILE_CHANNELS = 4  # norm, smooth, dog30A, dog60A of the checkpoint's features
@@ -47,8 +40,6 @@ CHANNEL_CLIP = 6.0  # robust sigmas: a gold bead must not dominate a shell mean
 SCORE_EPS = 1e-4  # ln(p + SCORE_EPS): a class with no cluster nearby reads as ln(1e-4)
 SCORE_FLOOR = 1e-4  # candidates: clusters the network's calibration puts at p >= this
 MAX_PER_CLASS = 600  # at most the heaviest clusters of each class
-TRUTH_JITTER_VOX = 1.5  # extra training positives (--moved-picks): picks moved as far as
-# clusters land
 # The network's own per-voxel outputs around a candidate: its kept voxels within each shell
 # (voxels, [lo, hi)), each class's mean probability there and how many of the shell's
 # voxels were kept. What the vote masses summarise away: whether a cluster's voxels agree.
@@ -57,13 +48,6 @@ PROB_SHELLS_VOX = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0))
 # = 8 MB a buffer; 256 cost 0.2 GB more at the peak and was slower); on a device 256,
 # as timed on the H200, where each chunk is a handful of kernel launches.
 GATHER_CHUNK_CPU, GATHER_CHUNK_DEVICE = 64, 256
-# --noise-copies: noise added to a run, nothing else changed (0.5-1.5 x the tomogram's own
-# robust sigma, white to coloured, either polarity): the network's training runs seen at a
-# lower SNR, the corner where its scores rank particles worst. Appearance copies with the
-# network's whole training ranges (--appearance-variants) also reshape bands and gamma,
-# and cost the tilt families more than they gave (docs/experiments.md).
-NOISE_ONLY = {"band_gain": (1.0, 1.0), "blur_vox": (0.0, 0.0), "noise_rel": (0.5, 1.5),
-              "noise_blur_vox": (0.0, 1.5), "gamma": (1.0, 1.0), "flip_probability": 0.5}
 
 
 def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +241,11 @@ class RescoreNet(torch.nn.Module):
                                            for _ in range(members))
         self.hidden, self.n_classes = hidden, n_classes
 
+    def add_member(self) -> int:
+        """Appends an MLP with fresh weights (from torch's current seed); its index."""
+        self.members.append(_mlp(int(self.mean.numel()), self.hidden, self.n_classes + 1))
+        return len(self.members) - 1
+
     def forward(self, x: torch.Tensor, member: int = 0) -> torch.Tensor:
         """One member's logits."""
         return self.members[member]((x - self.mean) / self.std)
@@ -361,241 +350,7 @@ def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.
     return feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1][:PROFILE_CHANNELS]
 
 
-def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable
-               ) -> np.ndarray:
-    """0 (background) or k + 1: the class of the pick nearest within its hit radius,
-    nearest measured in radii."""
-    best = np.full(len(xyz_A), np.inf)
-    labels = np.zeros(len(xyz_A), np.int64)
-    for k, p in enumerate(particles):
-        t = truth.get(p.name)
-        if t is None or len(t) == 0 or len(xyz_A) == 0:
-            continue
-        d, _ = cKDTree(t).query(xyz_A)
-        rel = d / (p.radius_A * DISTANCE_MULTIPLIER)
-        better = (rel <= 1.0) & (rel < best)
-        best[better], labels[better] = rel[better], k + 1
-    return labels
+if __name__ == "__main__":  # `python -m sparse_det.rescore`: the fitting command
+    from sparse_det.rescore_fit import main
 
-
-def _examples(dets: Detections, sv, outputs, truth: dict[str, np.ndarray],
-              particles: ParticleTable, rng: np.random.Generator | None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of one sparse volume's candidates (`outputs`: the network's, or
-    None for a rescorer that does not read them); with `rng`, also of every pick moved by
-    TRUTH_JITTER_VOX, so that the particles the network misses are examples too."""
-    vs, origin = sv.voxel_size_A, sv.origin_A
-    xyz = candidates(dets, particles, vs, origin)
-    picks = [truth[p.name] for p in particles if len(truth.get(p.name, ()))]
-    if picks and rng is not None:
-        moved = np.concatenate(picks)
-        moved = moved + rng.normal(0.0, TRUTH_JITTER_VOX * vs, moved.shape)
-        xyz = np.concatenate([xyz, moved])
-    return (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz, outputs),
-            labels_for(xyz, truth, particles))
-
-
-def _detected(picker, sv, resparsify=None) -> tuple[Detections, tuple]:
-    """(calibrated detections, network outputs) of the network alone."""
-    from sparse_det.inference import network_outputs
-
-    dets, final, probs = picker.detect_outputs(sv, resparsify=resparsify)
-    return picker.calibrate(dets), network_outputs(final, probs)
-
-
-def run_examples(picker, project: CopickProject, run: str, rng: np.random.Generator | None,
-                 appearances: list[dict] = (), read_outputs: bool = True
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(features, labels) of one annotated run, then of a randomised copy of it per entry of
-    `appearances` (randomise_appearance's parameters; read at the run's own polarity,
-    flipped where the draw flipped it, as training does). The tomogram is read once. `rng`:
-    moved picks as examples too (see _examples); `read_outputs`: features include the
-    network's per-voxel probabilities."""
-    from dataclasses import replace
-
-    from data_tools.appearance import randomise_appearance
-    from data_tools.sparsify import read_input, sparsify
-
-    cfg = picker.sparsify_config
-    tomo, info = read_input(project, run, cfg)
-    vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_picks(run)
-    sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
-                  keep_dense=PROFILE_CHANNELS, reselectable=True)
-    dets, outputs = _detected(picker, sv, picker.resparsifier(project, run, None, sv))
-    sv = replace(sv, selected_from=None)  # its volumes are not needed again
-    out = [_examples(dets, sv, outputs if read_outputs else None, truth, picker.particles, rng)]
-    own = sv.input["polarity"]
-    for params in appearances:
-        polarity = {"dark": "bright", "bright": "dark"}[own] if params["flip"] else own
-        copy = sparsify(randomise_appearance(tomo.data, vs, params), vs,
-                        replace(cfg, polarity=polarity), run, origin_A=origin,
-                        input_info=info, keep_dense=PROFILE_CHANNELS)
-        dets, outputs = _detected(picker, copy)
-        out.append(_examples(dets, copy, outputs if read_outputs else None, truth,
-                             picker.particles, rng))
-    return out
-
-
-def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed: int = 0,
-        batch: int = 512, calibration: dict[str, list[float]] | None = None,
-        prob_shells: tuple = PROB_SHELLS_VOX, members: int = 1) -> RescoreNet:
-    """A RescoreNet whose `members` are each fitted by cross-entropy (AdamW, one-cycle
-    schedule) from seeds seed, seed + 1, ...; `prob_shells`: the network-output shells the
-    features hold (none: profiles and scores only)."""
-    if len(x) == 0:
-        raise DataError("no training examples: the runs have no candidates and no picks")
-    net = RescoreNet(x.shape[1], n_classes, calibration=calibration, prob_shells=prob_shells,
-                     members=0)
-    net.mean.copy_(torch.as_tensor(x.mean(0)))
-    net.std.copy_(torch.as_tensor(x.std(0) + 1e-6))
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    for m in range(members):
-        torch.manual_seed(seed + m)  # each member's initial weights from its own seed
-        net.members.append(_mlp(x.shape[1], net.hidden, n_classes + 1))
-        _fit_member(net, m, xt, yt, epochs, seed + m, batch)
-    return net.eval()
-
-
-def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epochs: int,
-                seed: int, batch: int) -> None:
-    opt = torch.optim.AdamW(net.members[m].parameters(), 1e-3, weight_decay=1e-3)
-    steps = epochs * ((len(xt) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for epoch in range(epochs):
-        perm, total = torch.randperm(len(xt), generator=gen), 0.0
-        for i in range(0, len(xt), batch):
-            b = perm[i:i + batch]
-            loss = torch.nn.functional.cross_entropy(net(xt[b], m), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(b)
-        log.info("rescorer member %d, epoch %d/%d: loss %.4f", m + 1, epoch + 1, epochs,
-                 total / len(xt))
-
-
-def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
-                     noise_copies: int = 0, moved_picks: bool = False,
-                     read_outputs: bool = True, cache: ExampleCache | None = None
-                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """run_examples of every (project, run), each also in `appearance_variants` randomised
-    copies drawn from the ranges the network was trained with (its config's) and in
-    `noise_copies` copies with added noise only (NOISE_ONLY). `cache`: each run's examples
-    are read from it where it holds them and written to it where it does not (not with
-    `moved_picks`, whose draws run on from one run to the next)."""
-    from sparse_det.data import appearance_ranges
-
-    ranges = appearance_ranges(picker.ckpt.config.data.appearance)
-    noisy = appearance_ranges(NOISE_ONLY)
-    rng, t0 = np.random.default_rng(seed), time.time()
-    cache = None if moved_picks else cache
-    xs, ys = [], []
-    for i, (project, run) in enumerate(todo):
-        draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
-                 for variant in range(1, 1 + appearance_variants)]
-        draws += [noisy.draw(np.random.default_rng([seed, 1000 + copy, i]))
-                  for copy in range(noise_copies)]
-        stored = cache.path(project.path, run, draws, read_outputs) if cache else None
-        examples = ExampleCache.read(stored) if stored else None
-        read_back = examples is not None
-        if not read_back:
-            examples = run_examples(picker, project, run, rng if moved_picks else None,
-                                    draws, read_outputs)
-            if stored:
-                ExampleCache.write(stored, examples)
-        for variant, (x, y) in enumerate(examples):
-            xs.append(x)
-            ys.append(y)
-            log.info("[%d/%d] %s%s: %d examples, %d particles (%.0f s%s)", i + 1, len(todo),
-                     run, f" (copy {variant})" if variant else "", len(y),
-                     int((y > 0).sum()), time.time() - t0, ", read back" if read_back else "")
-    return xs, ys
-
-
-def _parser():
-    from sparse_det.argfile import ArgumentFileParser
-
-    ap = ArgumentFileParser(description="Fit the candidate rescorer on annotated runs and "
-                            "write a checkpoint that carries it (tune it next)")
-    ap.add_argument("--checkpoint", required=True, help="the network's checkpoint")
-    ap.add_argument("--project", action="append", required=True)
-    ap.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
-    ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--appearance-variants", type=int, default=0,
-                    help="also N appearance-randomised copies of each run (the ranges "
-                         "the network was trained with, from its checkpoint's config)")
-    ap.add_argument("--noise-copies", type=int, default=1,
-                    help="also N copies of each run with added noise only (0.5-1.5x its "
-                         "own; the default's: 1; 0: none)")
-    ap.add_argument("--moved-picks", action="store_true",
-                    help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "
-                         "(the first rescorer's recipe)")
-    ap.add_argument("--without-network-outputs", action="store_true",
-                    help="features without the network's per-voxel probabilities around "
-                         "each candidate (the first rescorer's)")
-    ap.add_argument("--members", type=int, default=5,
-                    help="MLPs fitted from seeds seed, seed + 1, ... on the same examples; "
-                         "their probabilities are averaged (the default's: 5)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--examples-dir",
-                    help="each run's examples are kept here, so an interrupted fit resumes "
-                         "and a refit with other --members/--epochs reads them back "
-                         "(default: OUT.examples/; see sparse_det/rescore_cache.py)")
-    ap.add_argument("--no-examples-dir", action="store_true",
-                    help="keep no examples on disk")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    from data_tools.atomic import atomic_path
-    from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
-    from sparse_det.inference import Picker
-
-    ap = _parser()
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # The network alone, at the thresholds and calibration tuned for its vote masses (a
-    # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
-    picker = Picker.load(a.checkpoint, "cpu", rescore=False)
-    projects = [CopickProject(p) for p in a.project]
-    todo = [(pr, r) for pr in projects for r in pr.runs()
-            if (not a.runs or r in a.runs) and r not in a.exclude]
-    if not todo:
-        raise SystemExit(f"no runs selected in {', '.join(a.project)}")
-    folder = a.examples_dir or f"{a.out}.examples"
-    cache = None if a.no_examples_dir else ExampleCache(folder, network_digest(picker))
-    xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
-                              noise_copies=a.noise_copies, moved_picks=a.moved_picks,
-                              read_outputs=not a.without_network_outputs, cache=cache)
-    net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
-              seed=a.seed, calibration=picker.ckpt.calibration,
-              prob_shells=() if a.without_network_outputs else PROB_SHELLS_VOX,
-              members=a.members)
-    doc = read_checkpoint(a.checkpoint)
-    doc.pop("optimizer", None)
-    doc["extra"] = dict(doc.get("extra", {})) | {
-        RESCORER: net.to_state(), THRESHOLDS_STALE: True,
-        NETWORK_TUNED: {"thresholds": dict(picker.ckpt.thresholds),
-                        "calibration": dict(picker.ckpt.calibration),
-                        "tuned_for_tta": dict(picker.ckpt.tuned_for_tta),
-                        "tta": picker.tta},
-        "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo],
-        "rescorer_appearance_variants": a.appearance_variants,
-        "rescorer_noise_copies": a.noise_copies,
-        "rescorer_moved_picks": a.moved_picks}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(Path(a.out)) as tmp:
-        torch.save(doc, tmp)
-    print(f"wrote {a.out}: rescorer fitted on {len(todo)} runs "
-          f"({sum(len(y) for y in ys)} examples); its thresholds are stale: "
-          f"python -m sparse_det.tune --checkpoint {a.out} ... next")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

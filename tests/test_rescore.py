@@ -1,6 +1,7 @@
-"""The candidate rescorer (sparse_det/rescore.py): its radial profiles on volumes with known
-answers, its labels on a hand-made case, and the real path — fitted by its command line on
-one simulated run, carried in a checkpoint, used by Picker and refused when incompatible."""
+"""The candidate rescorer (sparse_det/rescore.py, fitted by rescore_fit.py): its radial
+profiles on volumes with known answers, its labels on a hand-made case, and the real path —
+fitted by its command line on one simulated run, carried in a checkpoint, used by Picker and
+refused when incompatible."""
 
 from __future__ import annotations
 
@@ -17,16 +18,14 @@ from sparse_det.checkpoint import (
     load_checkpoint,
 )
 from sparse_det.rescore import (
-    NOISE_ONLY,
     PROB_SHELLS_VOX,
     R_MAX_VOX,
     RescoreNet,
-    labels_for,
-    main,
     n_features,
     probability_shells,
     radial_profiles,
 )
+from sparse_det.rescore_fit import NOISE_ONLY, labels_for, main
 
 N_SHELLS = R_MAX_VOX + 1
 
@@ -248,7 +247,7 @@ def test_members_average_their_probabilities():
     """Three members fitted from seeds 0, 1, 2 on a separable toy set: the ensemble's
     probabilities are the mean of its members' softmaxes, member 0 is the one-member fit of
     seed 0, and every member learns the rule (x0 > 0 → class 1)."""
-    from sparse_det.rescore import fit
+    from sparse_det.rescore_fit import fit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 4)).astype(np.float32)
@@ -362,7 +361,7 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
     """Each run's examples are written as soon as they are extracted (OUT.examples/): a fit
     stopped on its second run extracts only that one when run again, and a refit reads
     both back and fits exactly the same rescorer; another recipe extracts again."""
-    import sparse_det.rescore as rs
+    import sparse_det.rescore_fit as rs
 
     real, calls = rs.run_examples, []
 
