@@ -205,16 +205,17 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     for i, deg in enumerate(angles):
         th = np.radians(deg)
         # Thicker ice along the tilted beam: fewer elastically scattered electrons.
-        img = project(density, th) * np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
+        attenuation = np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
+        img = project(density, th) * attenuation
         on_signal, common, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t, astig_rad,
                                                      rng)
-        weights[i] = _signal_weight(th, i, voxel_A, ice_A, p, t)
+        weights[i] = attenuation * _dose_envelope(i, voxel_A, p, t)
         s = np.fft.irfft2(np.fft.rfft2(img) * on_signal * common, s=img.shape)
         n = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(img.shape)) * common, s=img.shape)
         sig += back_project(s, th, shape)
         noi += back_project(n, th, shape)
         if extra is not None:
-            e = project(extra, th) * np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
+            e = project(extra, th) * attenuation
             e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
             extra_sig += back_project(e, th, shape)
     sigma = float(sig.std()) / (p["snr"] * max(float(noi.std()), 1e-30))
@@ -226,14 +227,13 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     return vol
 
 
-def _signal_weight(theta: float, i: int, voxel_A: float, ice_A: float, p: dict, t: dict
-                   ) -> float:
-    """How much tilt i contributes to a particle's reconstructed density: its ice
-    attenuation times its B-factor envelope at a particle's scale (4 voxels), so the frame
-    the residuals are removed in is the one the densities — and so the picks — sit in."""
+def _dose_envelope(i: int, voxel_A: float, p: dict, t: dict) -> float:
+    """Tilt i's B-factor envelope at a particle's scale (4 voxels). Times its ice
+    attenuation, how much the tilt contributes to a particle's reconstructed density: the
+    weight that puts the frame the residuals are removed in where the densities — and so
+    the picks — sit."""
     k2 = (1.0 / (4 * voxel_A)) ** 2
-    envelope = np.exp(-(p["bfactor_A2"] + i * t["dose_bfactor_A2"]) * k2 / 4)
-    return float(np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(theta))) * envelope)
+    return float(np.exp(-(p["bfactor_A2"] + i * t["dose_bfactor_A2"]) * k2 / 4))
 
 
 def _translated(vol: np.ndarray, shift_zyx: np.ndarray) -> np.ndarray:

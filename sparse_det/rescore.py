@@ -237,9 +237,10 @@ class RescoreNet(torch.nn.Module):
         self.prob_shells = tuple((float(a), float(b)) for a, b in prob_shells)
         self.register_buffer("mean", torch.zeros(n_in))
         self.register_buffer("std", torch.ones(n_in))
-        self.members = torch.nn.ModuleList(_mlp(n_in, hidden, n_classes + 1)
-                                           for _ in range(members))
         self.hidden, self.n_classes = hidden, n_classes
+        self.members = torch.nn.ModuleList()
+        for _ in range(members):
+            self.add_member()
 
     def add_member(self) -> int:
         """Appends an MLP with fresh weights (from torch's current seed); its index."""

@@ -32,14 +32,14 @@ def test_dose_symmetric_order():
     np.testing.assert_allclose(dose_symmetric_angles(9, 3), [0, 3, -3, 6, -6, 9, -9])
 
 
-def _centroid_errors_vox(tilt: TiltRanges, seed: list[int]) -> list[float]:
-    """Per particle not cut by the edge: the distance (voxels at 20 Å) from its pick to its
-    protein density's centroid in a noise-free simulated run."""
+def test_particles_are_reconstructed_at_their_picks():
+    """Noise-free, perfectly aligned: each particle's protein density (dark) has its
+    centroid within half a voxel of its pick."""
     table = ParticleTable.competition()
-    tomos, picks, _ = simulate_tilt_run("r", (96, 160, 160), table, QUIET, tilt, seed)
+    tomos, picks, _ = simulate_tilt_run("r", (96, 160, 160), table, QUIET, STILL, [3, 0])
     vol = -tomos["wbp"]  # protein positive
     grid = np.indices(vol.shape).reshape(3, -1).T
-    errors = []
+    checked = 0
     for name, pts in picks.items():
         r_vox = table[name].radius_A / (2 * VOXEL_SIZE_A)
         for c in xyz_A_to_zyx_vox(pts, 2 * VOXEL_SIZE_A, BIN2_ORIGIN_A):
@@ -50,20 +50,13 @@ def _centroid_errors_vox(tilt: TiltRanges, seed: list[int]) -> list[float]:
                 continue  # cut by the volume's edge, or too small to centre at 20 Å
             w = np.clip(vol.ravel()[inside] - np.median(vol.ravel()[shell]), 0, None)
             centroid = (grid[inside] * w[:, None]).sum(0) / w.sum()
-            errors.append(float(np.linalg.norm(centroid - c)))
-    assert len(errors) >= 3, f"only {len(errors)} particles checked"
-    return errors
-
-
-def test_particles_are_reconstructed_at_their_picks():
-    """Noise-free, perfectly aligned: each particle's protein density (dark) has its
-    centroid within half a voxel of its pick."""
-    assert max(_centroid_errors_vox(STILL, [3, 0])) < 0.5
+            assert np.linalg.norm(centroid - c) < 0.5, f"{name}: centroid {centroid} vs {c}"
+            checked += 1
+    assert checked >= 3, f"only {checked} particles checked"
 
 
 def test_shared_translation_is_what_a_moved_specimen_gives():
-    """Shifts made by moving the specimen by t (plus residuals with no shared part) give t
-    back."""
+    """The detector shifts a specimen moved by t makes give t back exactly."""
     theta = np.radians(dose_symmetric_angles(60, 3))
     t_zyx = np.array([0.7, -0.4, 1.1])
     shifts = np.stack([np.full_like(theta, t_zyx[1]),
