@@ -347,12 +347,9 @@ def shared_scale_source(n_channels: int, group_size: int) -> np.ndarray:
     return np.where(pos == 0, i, i - pos + 1)
 
 
-def standardise_kept(feats: np.ndarray, shared_bands: bool = False,
-                     group_size: int | None = None) -> np.ndarray:
-    """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
-    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one).
-    `shared_bands`: within each group of `group_size` channels (default: all), channels
-    1.. (smooth, band-passes) take channel 1's scale (shared_scale_source)."""
+def kept_affine(feats: np.ndarray, shared_bands: bool = False,
+                group_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(centre [C], scale [C]) that standardise_kept applies to these kept voxels."""
     med = np.median(feats, axis=0)
     mad = 1.4826 * np.median(np.abs(feats - med), axis=0)
     std = feats.std(axis=0)
@@ -360,6 +357,16 @@ def standardise_kept(feats: np.ndarray, shared_bands: bool = False,
     scale[scale <= 1e-6] = 1.0
     if shared_bands and len(scale) > 1:
         scale = scale[shared_scale_source(len(scale), group_size or len(scale))]
+    return med.astype(np.float32), scale.astype(np.float32)
+
+
+def standardise_kept(feats: np.ndarray, shared_bands: bool = False,
+                     group_size: int | None = None) -> np.ndarray:
+    """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
+    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one).
+    `shared_bands`: within each group of `group_size` channels (default: all), channels
+    1.. (smooth, band-passes) take channel 1's scale (shared_scale_source)."""
+    med, scale = kept_affine(feats, shared_bands, group_size)
     return ((feats - med) / scale).astype(np.float32)
 
 

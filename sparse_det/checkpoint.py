@@ -133,16 +133,20 @@ def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]
 
 def write_retuned(src: str | Path, dest: str | Path, *, thresholds: dict[str, float],
                   calibration: dict[str, list[float]], extra: dict,
-                  postprocess: dict | None = None, other_tta: dict | None = None) -> Path:
+                  postprocess: dict | None = None, other_tta: dict | None = None,
+                  sparsify: dict | None = None) -> Path:
     """`src` with new thresholds and score calibration, written atomically to `dest` for
     inference: its optimiser state dropped, `extra` added to its record, `postprocess`
     fields (the settings the thresholds were tuned with, e.g. tta) set in its config.
     `other_tta`: {tta: (thresholds, calibration)} tuned on the same runs for other
     test-time settings, used when infer is asked for one of them; sets from an earlier
-    tuning are dropped, as they were tuned on other runs."""
+    tuning are dropped, as they were tuned on other runs. `sparsify`: fields of its
+    sparsify config the thresholds were tuned with (keep_fraction)."""
     doc = read_checkpoint(src)
     if postprocess:
         doc["config"].setdefault("postprocess", {}).update(postprocess)
+    if sparsify:
+        doc["config"].setdefault("sparsify", {}).update(sparsify)
     doc.update(_tuned_set(thresholds, calibration))
     doc["tuned_for_tta"] = {k: _tuned_set(*v) for k, v in (other_tta or {}).items()}
     kept = {k: v for k, v in doc.get("extra", {}).items()

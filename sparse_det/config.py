@@ -95,6 +95,10 @@ class TrainConfig:
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
     patience: int = 0  # stop after this many epochs without a better val F4 (0: never)
     init_checkpoint: str = ""  # start from these weights (fine-tuning), e.g. the shipped one
+    # [lo, hi]: each crop reads its run kept at a share drawn from lo..hi instead of
+    # sparsify.keep_fraction (sparse_det/share_levels.py), so the network reads larger kept
+    # sets as well; validation and the checkpoint keep sparsify's. Empty: off.
+    keep_share_range: list[float] = field(default_factory=list)
 
 
 # Test-time augmentation: the axes (0=z, 1=y, 2=x) each pass mirrors. The missing wedge (tilt
@@ -257,7 +261,20 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     if cfg.postprocess.confidence_by not in CONFIDENCE_BY:
         raise ConfigError(f"postprocess.confidence_by: {cfg.postprocess.confidence_by!r}, "
                           f"expected one of {CONFIDENCE_BY}")
+    _check_keep_share_range(cfg)
     return cfg
+
+
+def _check_keep_share_range(cfg: Config) -> None:
+    shares = cfg.train.keep_share_range
+    if not shares:
+        return
+    if len(shares) != 2 or not 0 < shares[0] <= shares[1] < 0.5:
+        raise ConfigError(f"train.keep_share_range: {shares}, expected [lo, hi] with "
+                          "0 < lo <= hi < 0.5")
+    if cfg.sparsify.feature_norm == "volume":
+        raise ConfigError("train.keep_share_range needs sparsify.feature_norm 'kept' or "
+                          "'kept_bands' (each share is standardised over its kept voxels)")
 
 
 def read_config_file(path: str | Path, root: str | Path | None = None) -> tuple[dict, Path]:

@@ -22,6 +22,7 @@ from data_tools.sparsify import (
     sparsify,
 )
 from sparse_det.config import Config, ConfigError, TrainConfig
+from sparse_det.share_levels import ShareLevels, share_levels, wide_config, wide_shards_dir
 from sparse_det.structures import SWAP_YX, SparseBatch, SparseVolume, swap_yx
 from sparse_det.targets import make_targets
 
@@ -40,6 +41,9 @@ class RunSample:
     centers_zyx: np.ndarray  # [M,3] ground-truth centres, working voxels
     center_class: np.ndarray  # [M] 1..K
     truth_xyz_A: dict[str, np.ndarray]
+    # Set where training reads the run at several kept shares (train.keep_share_range): sv
+    # then holds the largest share's unstandardised features.
+    levels: ShareLevels | None = None
 
 
 def in_network_frame(r: RunSample) -> RunSample:
@@ -118,14 +122,22 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
 
 
 def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
-                 variants: int = 0) -> list[RunSample]:
+                 variants: int = 0, share_range: tuple[float, float] | None = None
+                 ) -> list[RunSample]:
     """Each run's sample, and `variants` appearance-randomised copies of each (drawn from
-    cfg.data.appearance's ranges)."""
+    cfg.data.appearance's ranges). `share_range` (lo, hi): each is read at several kept
+    shares (sparse_det/share_levels.py)."""
     ranges = appearance_ranges(cfg.data.appearance)
-    return [load_run_sample(project, cfg.data.shards, cfg.sparsify, r,
-                            cfg.targets.radius_fraction, variant=v, seed=cfg.train.seed,
-                            ranges=ranges)
-            for r in runs for v in range(variants + 1)]
+    sp, shards = cfg.sparsify, cfg.data.shards
+    if share_range:
+        sp, shards = wide_config(sp, share_range), wide_shards_dir(shards, share_range)
+    samples = [load_run_sample(project, shards, sp, r, cfg.targets.radius_fraction,
+                               variant=v, seed=cfg.train.seed, ranges=ranges)
+               for r in runs for v in range(variants + 1)]
+    if share_range:
+        samples = [replace(s, levels=share_levels(s.sv, cfg.sparsify, share_range))
+                   for s in samples]
+    return samples
 
 
 def appearance_ranges(overrides: dict) -> AppearanceRanges:
@@ -173,8 +185,12 @@ class CropSampler:
         crop = np.minimum(self.crop, r.sv.shape_zyx)
         o = self._origin(r, crop)
         inside = np.all((r.sv.coords_zyx >= o) & (r.sv.coords_zyx < o + crop), axis=1)
+        if r.levels is not None:
+            level = self.rng.integers(len(r.levels.counts))
+            inside, feats = r.levels.read(r.sv.feats, inside, level)
+        else:
+            feats = r.sv.feats[inside].copy()
         coords = r.sv.coords_zyx[inside] - o
-        feats = r.sv.feats[inside].copy()
         labels, offsets = r.labels[inside], r.offsets[inside].copy()
         axes = ((1, 2) if self.flip_xy else ()) + ((0,) if self.flip_z else ())
         for ax in axes:

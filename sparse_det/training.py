@@ -272,7 +272,8 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
     project = CopickProject(cfg.data.project)
     train_runs, val_runs = split_runs(cfg, project)
     train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True),
-                           variants=cfg.data.appearance_variants)
+                           variants=cfg.data.appearance_variants,
+                           share_range=tuple(cfg.train.keep_share_range) or None)
     val_s = load_samples(cfg, project, share(val_runs, hooks.rank, hooks.world))
     state = build_state(cfg, train_s[0].sv.feature_names, project.particles, device)
     if hooks.rank == 0:

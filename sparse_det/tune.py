@@ -121,11 +121,21 @@ def _set_inference(post, settings: dict | None = None) -> dict:
     return was
 
 
+def _with_share(input_overrides: dict | None, keep_fraction: float | None) -> dict | None:
+    """The input overrides with the kept share tune was given (checked first)."""
+    if keep_fraction is None:
+        return input_overrides
+    if not 0 < keep_fraction < 0.5:
+        raise ValueError(f"--keep-fraction must be in (0, 0.5), got {keep_fraction}")
+    return (input_overrides or {}) | {"keep_fraction": keep_fraction}
+
+
 def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: str,
            device: str, input_overrides: dict | None = None,
            tta: str | list[str] | None = None, inference: dict | None = None,
            confidence_powers: list[float] | None = None,
-           confidence_by: list[str] | None = None, fit_all: bool = False):
+           confidence_by: list[str] | None = None, fit_all: bool = False,
+           keep_fraction: float | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
     `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
@@ -133,7 +143,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     `inference`: INFERENCE_SETTINGS to tune with and store (None values: the checkpoint's).
     `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
     every `confidence_by`; the first pair is stored unless another leads it on these runs
-    by more than two standard errors run by run."""
+    by more than two standard errors run by run. `keep_fraction`: every run kept at this
+    share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction)."""
     from dataclasses import replace
 
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
@@ -141,6 +152,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
     _check_inference(inference)  # bad settings fail before any work
+    input_overrides = _with_share(input_overrides, keep_fraction)
     # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
     # is what this tunes, not something to warn about.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
@@ -173,6 +185,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"tuned_on": projects, "tuned_per_run": per_run,
                          "tuned_confidence": confidence}, postprocess=stored,
+                  sparsify=None if keep_fraction is None else {"keep_fraction": keep_fraction},
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return Retuned(picker.thresholds, bool(picker.ckpt.calibration),
                    {k: t for k, (t, _) in tuned.items()}, len(truths), best, by_power,
@@ -249,6 +262,21 @@ def _print_tuning(result: Retuned) -> None:
               f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
 
 
+def _add_share_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that set how much of each tomogram is kept."""
+    ap.add_argument("--keep-fraction", type=float, metavar="SHARE",
+                    help="keep this share of each tomogram's voxels instead of the "
+                         "checkpoint's, tuned and stored with the thresholds (a network "
+                         "trained with train.keep_share_range reads larger shares)")
+    ap.add_argument("--keep-follow-foreground", type=float, metavar="SHARE",
+                    help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
+                         "predicted particle (crowded ice), tuned and stored with the "
+                         "thresholds; 0: off (default: the checkpoint's)")
+    ap.add_argument("--keep-growth-max", type=float, metavar="FACTOR",
+                    help="a crowded run keeps at most FACTOR times the share it kept; "
+                         "stored with the thresholds (default: the checkpoint's)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, nargs="+",
@@ -262,13 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="tune with these test-time mirrors (default: the checkpoint's); "
                          "several: the first becomes the default, and each other gets its "
                          "own thresholds, used when infer is given that --tta")
-    ap.add_argument("--keep-follow-foreground", type=float, metavar="SHARE",
-                    help="keep more voxels where more than 1.5 × SHARE of the kept ones are "
-                         "predicted particle (crowded ice), tuned and stored with the "
-                         "thresholds; 0: off (default: the checkpoint's)")
-    ap.add_argument("--keep-growth-max", type=float, metavar="FACTOR",
-                    help="a crowded run keeps at most FACTOR times the share it kept; "
-                         "stored with the thresholds (default: the checkpoint's)")
+    _add_share_arguments(ap)
     ap.add_argument("--grown-mirrors", action=argparse.BooleanOptionalAction,
                     help="read a crowded run's larger kept set with every test-time mirror "
                          "(or, --no-grown-mirrors, by the identity pass alone: faster); "
@@ -296,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                      input_overrides=input_overrides(a), tta=a.tta,
                      inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
-                     fit_all=a.fit_all_thresholds)
+                     fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
         chosen, results = choose_checkpoint(a.checkpoint, a.out, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:

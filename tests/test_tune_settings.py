@@ -36,3 +36,34 @@ def test_the_command_line_refuses_a_growth_under_one(tmp_path, capsys):
     assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
                  "--out", str(tmp_path / "t.pt"), "--keep-growth-max", "0.5"]) == 2
     assert "--keep-growth-max must be at least 1" in capsys.readouterr().err
+
+
+def test_the_command_line_refuses_a_share_out_of_range(tmp_path, capsys):
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
+                 "--out", str(tmp_path / "t.pt"), "--keep-fraction", "0.7"]) == 2
+    assert "--keep-fraction must be in (0, 0.5)" in capsys.readouterr().err
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_a_tuned_share_is_the_share_the_checkpoint_then_keeps(tmp_path):
+    """tune --keep-fraction reads every run at that share and stores it: the tuned
+    checkpoint sparsifies a run at it (a 48-slice slab keeps 4.2 % by its depth rule, so
+    6 % is the share's doing)."""
+    import numpy as np
+
+    from data_tools.simulate import SimRanges, simulate_project
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+    from sparse_det.inference import Picker
+
+    project = simulate_project(tmp_path / "p", 1, 5, (96, 192, 192),
+                               ranges=SimRanges(snr=(1.5, 2.0)), progress=False)
+    out = tmp_path / "t.pt"
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(project.path),
+                 "--out", str(out), "--tta", "none", "--keep-fraction", "0.06"]) == 0
+    assert read_checkpoint(out)["config"]["sparsify"]["keep_fraction"] == 0.06
+    run = project.runs()[0]
+    for ck, share in ((DEFAULT_CHECKPOINT, 40 / (48 * 20)), (out, 0.06)):
+        sv = Picker.load(ck, "cpu").sparse(project, run)
+        assert len(sv) / np.prod(sv.shape_zyx) == pytest.approx(share, rel=0.1), ck
