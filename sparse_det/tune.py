@@ -153,8 +153,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
 
     _check_inference(inference)  # bad settings fail before any work
     input_overrides = _with_share(input_overrides, keep_fraction)
-    # Loaded as it is, then run with each setting: a setting it has no thresholds for yet
-    # is what this tunes, not something to warn about.
+    fit_all = fit_all or keep_fraction is not None  # another share's thresholds: no prior
+    # Loaded as it is: a setting it has no thresholds for yet is what this tunes.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     post = picker.ckpt.config.postprocess
     as_tuned = _set_inference(post, inference)
