@@ -281,6 +281,12 @@ def numpy_ops(threads: int | None = None) -> FeatureOps:
                                                            threads))
 
 
+def selection_score(smooth, fine, cfg: SparsifyConfig):
+    """What ranks voxels for keeping (cfg.select_mode), from the smooth channel and the
+    finest band: volumes, or the kept voxels' unstandardised columns."""
+    return smooth + fine if cfg.select_mode == "smooth+fine" else smooth
+
+
 def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A: float,
                          what: str) -> tuple[object, list, dict]:
     """Returns (selection score, [feature volumes], polarity info) for a tomogram, in the
@@ -299,7 +305,7 @@ def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A
             second = (x, cfg.raw_clip_sigma) if cfg.raw_channels else None
             x = white
     feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
-    score = feats[1] + feats[2] if cfg.select_mode == "smooth+fine" else feats[1]
+    score = selection_score(feats[1], feats[2], cfg)
     if second is not None:
         feats += ops.bands(*second, sign, cfg, voxel_size_A, what)
     return score, feats, info

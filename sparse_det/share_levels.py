@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.sparsify import SparsifyConfig, keep_share, kept_affine
+from data_tools.sparsify import SparsifyConfig, keep_share, kept_affine, selection_score
 from sparse_det.structures import SparseVolume
 
 N_LEVELS = 8  # shares drawn from, spaced geometrically over the range
@@ -52,12 +52,6 @@ def wide_shards_dir(shards_dir: str | Path, share_range: tuple[float, float]) ->
     return Path(shards_dir) / f"wide_keep{max(share_range):g}"
 
 
-def selection_score(raw_feats: np.ndarray, cfg: SparsifyConfig) -> np.ndarray:
-    """The score sparsify ranked the voxels by, from their unstandardised features."""
-    score = raw_feats[:, 1].astype(np.float64)
-    return score + raw_feats[:, 2] if cfg.select_mode == "smooth+fine" else score
-
-
 def share_levels(sv: SparseVolume, cfg: SparsifyConfig, share_range: tuple[float, float],
                  n_levels: int = N_LEVELS) -> ShareLevels:
     """The levels of `sv`, sparsified with wide_config(cfg, share_range); `cfg` is the
@@ -66,7 +60,9 @@ def share_levels(sv: SparseVolume, cfg: SparsifyConfig, share_range: tuple[float
         raise ValueError(f"run {sv.run!r}: share levels need unstandardised features "
                          f"(feature_norm 'volume'), got {sv.config.get('feature_norm')!r}")
     lo, hi = share_range
-    order = np.argsort(-selection_score(sv.feats, cfg), kind="stable")
+    # The score sparsify ranked them by, from their unstandardised features.
+    score = selection_score(sv.feats[:, 1].astype(np.float64), sv.feats[:, 2], cfg)
+    order = np.argsort(-score, kind="stable")
     rank = np.empty(len(order), np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
     depth, n_voxels = sv.shape_zyx[0], int(np.prod(sv.shape_zyx))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from data_tools.sparsify import SparsifyConfig, sparsify, standardise_kept
+from data_tools.sparsify import SparsifyConfig, selection_score, sparsify, standardise_kept
 from sparse_det.config import ConfigError, TrainConfig, config_from_dict
 from sparse_det.data import CropSampler, RunSample
-from sparse_det.share_levels import selection_score, share_levels, wide_config
+from sparse_det.share_levels import share_levels, wide_config
 from sparse_det.targets import make_targets
 
 SHARES = (0.025, 0.06)
@@ -41,7 +41,8 @@ def test_a_level_is_the_run_sparsified_at_its_share():
     for share in (0.025, 0.04):
         direct = sparsify(vol, 20.0, replace(cfg, keep_fraction=share), "syn")
         # Its voxels are the wide set's best by the selection score, exactly...
-        order = np.argsort(-selection_score(wide.feats, cfg), kind="stable")
+        score = selection_score(wide.feats[:, 1].astype(np.float64), wide.feats[:, 2], cfg)
+        order = np.argsort(-score, kind="stable")
         top = order[:len(direct)]
         assert ({tuple(c) for c in wide.coords_zyx[top]}
                 == {tuple(c) for c in direct.coords_zyx})
