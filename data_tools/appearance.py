@@ -3,9 +3,15 @@
 A detector trained on one simulator learns that simulator's look: its noise colour, its
 band balance, its contrast. Real tomograms differ in all of them (the microscope's CTF and
 dose, the reconstruction's filter, the denoiser people chose). Each variant here re-weights
-the frequency bands, blurs, adds white or coloured noise, bends the grey levels with a
-sign-preserving gamma and may flip the polarity — all drawn from one seed, so a variant is
-reproducible. Particle positions never move: the ground truth stays valid.
+the frequency bands, blurs, adds white or coloured noise, may median-filter the noisy result
+as an edge-preserving denoiser would, bends the grey levels with a sign-preserving gamma and
+may flip the polarity — all drawn from one seed, so a variant is reproducible. Particle
+positions never move: the ground truth stays valid.
+
+A network that reads whitened tomograms (sparsify.whiten_sigma_A) sees little of the band
+gains and the blur: whitening divides each frequency shell by the tomogram's own amplitude,
+which nearly cancels any isotropic linear filter (docs/experiments.md, *Why denoising `wbp`
+hardly matters*). The noise, the median, the gamma and the polarity are what reach it.
 """
 
 from __future__ import annotations
@@ -27,15 +33,24 @@ class AppearanceRanges:
     noise_blur_vox: tuple[float, float] = (0.0, 1.5)  # 0: white noise; else coloured by this
     gamma: tuple[float, float] = (0.7, 1.4)  # sign(x)|x|^gamma on the normalised volume
     flip_probability: float = 0.5  # protein bright instead of dark
+    # A median filter after the noise, as an edge-preserving denoiser runs on a noisy
+    # reconstruction: this share of the variants, each with one of MEDIAN_FOOTPRINTS.
+    # 0 draws nothing, so ranges made before it existed draw and name what they did.
+    median_probability: float = 0.0
 
     def key(self) -> str:
         """A short name for these ranges (shard folders of variants carry it)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not self.median_probability:
+            del d["median_probability"]
+        text = json.dumps(d, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:8]
 
     def draw(self, rng: np.random.Generator) -> dict:
         p = {}
         for f in fields(self):
+            if f.name == "median_probability":
+                continue  # drawn last: the draws before it stay what they were
             if f.name == "flip_probability":
                 p["flip"] = bool(rng.random() < self.flip_probability)
             elif f.name == "band_gain":
@@ -44,7 +59,21 @@ class AppearanceRanges:
             else:
                 p[f.name] = float(rng.uniform(*getattr(self, f.name)))
         p["noise_seed"] = int(rng.integers(2**31))
+        if self.median_probability:
+            on = rng.random() < self.median_probability
+            p["median"] = str(rng.choice(sorted(MEDIAN_FOOTPRINTS))) if on else "none"
         return p
+
+
+def _cross() -> np.ndarray:
+    f = np.zeros((3, 3, 3), bool)
+    f[1, 1, :] = f[1, :, 1] = f[:, 1, 1] = True
+    return f
+
+
+# The median filters drawn from, on the working grid (20 Å): the centre and its 6 face
+# neighbours (mild), or the 3³ cube (the simulator's `median` denoiser, tilt_series.denoise).
+MEDIAN_FOOTPRINTS = {"cross": _cross(), "cube": np.ones((3, 3, 3), bool)}
 
 
 # Band edges (Å, wavelength) for the gains, finest first: under 60 Å (noise and fine detail;
@@ -95,6 +124,8 @@ def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> 
         noise = ndimage.gaussian_filter(noise, params["noise_blur_vox"], truncate=3.0)
     noise *= params["noise_rel"] * s / max(float(noise.std()), 1e-12)
     x += noise
+    if params.get("median", "none") != "none":
+        x = ndimage.median_filter(x, footprint=MEDIAN_FOOTPRINTS[params["median"]])
     _, s = _robust_sigma(x)
     x = np.sign(x) * (np.abs(x) / s) ** params["gamma"]
     if params["flip"]:

@@ -146,7 +146,11 @@ def appearance_ranges(overrides: dict) -> AppearanceRanges:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"data.appearance: unknown fields {unknown} (known: {sorted(known)})")
-    return AppearanceRanges(**{k: v if k == "flip_probability" else tuple(v)
+    bad = {k: v for k, v in overrides.items()
+           if k.endswith("_probability") and not 0 <= v <= 1}
+    if bad:
+        raise ConfigError(f"data.appearance: probabilities must lie in [0, 1], got {bad}")
+    return AppearanceRanges(**{k: v if k.endswith("_probability") else tuple(v)
                                for k, v in overrides.items()})
 
 

@@ -153,3 +153,48 @@ def test_config_ranges_override_the_defaults_and_unknown_names_are_refused():
     assert max(draws) > 1.5, "the wider noise range must be drawn from"
     with pytest.raises(ConfigError, match="noise_level"):
         appearance_ranges({"noise_level": [0, 1]})
+
+
+def test_ranges_without_a_median_keep_their_draws_and_shard_names():
+    """The median option draws nothing at probability 0: the training configs' ranges keep
+    the shard folder their variants were written to (appearance_bfe53c8d_*) and the same
+    draws; at probability 1 every draw names a footprint and the draws before it stay."""
+    from sparse_det.data import appearance_ranges
+
+    shipped = {"band_gain": [0.4, 2.5], "blur_vox": [0.0, 2.0], "noise_rel": [0.0, 2.5],
+               "noise_blur_vox": [0.0, 2.0], "gamma": [0.6, 1.6]}
+    plain = appearance_ranges(shipped)
+    assert plain.key() == "bfe53c8d"
+    assert "median" not in plain.draw(np.random.default_rng(5))
+    median = appearance_ranges(shipped | {"median_probability": 1.0})
+    assert median.key() != plain.key()
+    draws = [median.draw(np.random.default_rng(i)) for i in range(20)]
+    assert {d["median"] for d in draws} == {"cross", "cube"}
+    assert draws[3] == median.draw(np.random.default_rng(3))
+    before = plain.draw(np.random.default_rng(3))
+    assert {k: v for k, v in draws[3].items() if k != "median"} == before
+    from sparse_det.config import ConfigError
+    with pytest.raises(ConfigError, match="probabilities must lie in"):
+        appearance_ranges({"median_probability": 1.5})
+
+
+def test_median_removes_a_spike_and_keeps_a_particle():
+    """Noise, one voxel 60σ bright and a dark ball 3σ deep and 9 voxels across: either
+    footprint puts the spike back into the noise and leaves the ball's centre dark; without
+    a median the spike stays."""
+    rng = np.random.default_rng(0)
+    shape = (24, 48, 48)
+    vol = rng.standard_normal(shape).astype(np.float32)
+    grid = np.indices(shape)
+    ball = sum((grid[i] - c) ** 2 for i, c in enumerate((12, 24, 24))) <= 4**2
+    vol[ball] -= 3.0
+    vol[6, 10, 10] = 60.0
+    base = {"band_gain": [1.0] * 4, "blur_vox": 0.0, "noise_rel": 0.0, "noise_blur_vox": 0.0,
+            "gamma": 1.0, "flip": False, "noise_seed": 0}
+    none = randomise_appearance(vol, SPACING_A, base)
+    assert none[6, 10, 10] > 30
+    for footprint in ("cross", "cube"):
+        out = randomise_appearance(vol, SPACING_A, base | {"median": footprint})
+        assert abs(out[6, 10, 10]) < 3, footprint
+        assert out[12, 24, 24] < -2, footprint
+        assert not np.allclose(out, none)
