@@ -147,7 +147,8 @@ def appearance_ranges(overrides: dict) -> AppearanceRanges:
     if unknown:
         raise ConfigError(f"data.appearance: unknown fields {unknown} (known: {sorted(known)})")
     bad = {k: v for k, v in overrides.items()
-           if k.endswith("_probability") and not 0 <= v <= 1}
+           if k.endswith("_probability")
+           and not (isinstance(v, (int, float)) and 0 <= v <= 1)}
     if bad:
         raise ConfigError(f"data.appearance: probabilities must lie in [0, 1], got {bad}")
     return AppearanceRanges(**{k: v if k.endswith("_probability") else tuple(v)
