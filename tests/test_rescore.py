@@ -25,7 +25,7 @@ from sparse_det.rescore import (
     probability_shells,
     radial_profiles,
 )
-from sparse_det.rescore_fit import NOISE_ONLY, labels_for, main
+from sparse_det.rescore_fit import MEDIAN_AFTER_NOISE, NOISE_ONLY, labels_for, main
 
 N_SHELLS = R_MAX_VOX + 1
 
@@ -160,18 +160,44 @@ def test_a_noise_copy_adds_noise_and_changes_nothing_else():
     assert (out - a * z).std() / a == pytest.approx(rel, rel=0.05)
 
 
+def test_a_median_copy_is_the_noise_copy_median_filtered():
+    """--median-copies' draws: NOISE_ONLY's parameters with a footprint always drawn; on a
+    volume, the copy is closer to the clean particle than its twin (the same draw without
+    the filter)."""
+    from data_tools.appearance import MEDIAN_FOOTPRINTS, randomise_appearance
+    from sparse_det.data import appearance_ranges
+
+    ranges = appearance_ranges(MEDIAN_AFTER_NOISE)
+    draws = [ranges.draw(np.random.default_rng([0, 2000, i])) for i in range(20)]
+    assert {d["median"] for d in draws} == set(MEDIAN_FOOTPRINTS)
+    assert all(d["band_gain"] == [1.0] * 4 and d["gamma"] == 1.0 for d in draws)
+
+    # a dark ball in weak noise, then the draw's noise (1.5x) with and without the cube
+    clean = ball((24, 48, 48), (12, 24, 24), 5, -3.0).astype(np.float32)
+    vol = clean + 0.3 * np.random.default_rng(1).standard_normal(clean.shape, np.float32)
+    params = dict(draws[0], flip=False, noise_blur_vox=0.0, noise_rel=1.5, median="cube")
+    filtered = randomise_appearance(vol, 20.0, params)
+    noisy = randomise_appearance(vol, 20.0, dict(params, median="none"))
+
+    def corr(a):
+        return float(np.corrcoef(a.ravel(), clean.ravel())[0, 1])
+
+    assert corr(filtered) > corr(noisy) + 0.1 and corr(noisy) > 0.2
+
+
 @pytest.fixture(scope="module")
 def rescored(small_project, tmp_path_factory):
     """The default checkpoint with a rescorer fitted by the command line on run 0, one
-    appearance-randomised copy of it and one with added noise."""
+    appearance-randomised copy of it, one with added noise and one median-filtered."""
     out = tmp_path_factory.mktemp("rescore") / "rescored.pt"
     run0 = small_project.runs()[0]
     assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
                  "--runs", run0, "--epochs", "60", "--appearance-variants", "1",
-                 "--noise-copies", "1", "--out", str(out)]) == 0
+                 "--noise-copies", "1", "--median-copies", "1", "--out", str(out)]) == 0
     extra = torch.load(out, weights_only=True)["extra"]
     assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
     assert extra["rescorer_appearance_variants"] == 1 and extra["rescorer_noise_copies"] == 1
+    assert extra["rescorer_median_copies"] == 1
     assert extra["rescorer_moved_picks"] is False and extra[RESCORER]["members"] == 5
     assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
