@@ -1,0 +1,135 @@
+"""The held-out runs denoised the ways people denoise tomograms, then picked: prints a markdown
+table of weighted F4 per project and denoiser, and (--json) each run's score for
+`bench/compare.py`.
+
+    python bench/denoisers.py @configs/heldout_21.args [--checkpoint PT]
+        [--denoisers none median diffusion] [--work /tmp/denoisers] [--json OUT.json]
+
+Each run's raw back-projection (`wbp`) is denoised where the run has one, as users denoise
+their reconstructions; otherwise its `denoised` tomogram is (a second pass). The filters are
+`data_tools.tilt_series.denoise`'s at `--sigma` (in 20 Å voxels; scaled to the tomogram's
+own voxels): `none` (the source as it is), `gaussian`, `lowpass`, `median` (3 voxels at 20 Å,
+5 at 10 Å) and `diffusion` (Perona-Malik). Whitening cancels most of a linear filter
+(docs/experiments.md, *Why denoising `wbp` hardly matters*); the non-linear ones, median and
+diffusion, are the test. Each copy of a project has only its tomograms rewritten, and stays
+under --work for the next checkpoint (remove --work when done).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_tools.copick_io import CopickProject  # noqa: E402
+from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
+
+SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
+          "virus-like-particle"]
+WORKING_A = 20.0  # the simulator denoises at 20 Å; --sigma is in those voxels
+
+
+def denoise_at(vol: np.ndarray, how: str, sigma_20: float, voxel_A: float) -> np.ndarray:
+    """`denoise` with its strength kept in Å on a grid of `voxel_A`."""
+    from scipy import ndimage
+
+    f = max(1, round(WORKING_A / voxel_A))
+    if how == "median" and f > 1:
+        return ndimage.median_filter(vol, size=2 * f + 1).astype(np.float32)
+    if how == "diffusion":  # diffusion spreads as the square root of its steps
+        return denoise(vol, how, sigma_20 * f * f)
+    return denoise(vol, how, sigma_20 * f, voxel_A)
+
+
+def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> CopickProject:
+    """The copy, made unless a finished one is there (comparing checkpoints reuses it)."""
+    done = dest / ".denoised"
+    if done.exists():
+        return CopickProject(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src.path, dest, ignore=shutil.ignore_patterns("static"))
+    (dest / "static").mkdir()
+    project = CopickProject(dest)
+    for run in src.runs():
+        spacing_A = src.voxel_spacings(run)[0]
+        kind = "wbp" if "wbp" in src.tomogram_types(run, spacing_A) else "denoised"
+        t = src.read_tomogram(run, spacing_A, kind)
+        project.write_tomogram(run, denoise_at(np.asarray(t.data, np.float32), how, sigma_20,
+                                               t.voxel_size_A),
+                               voxel_size_A=t.voxel_size_A, voxel_spacing_A=spacing_A)
+    done.touch()
+    return project
+
+
+def score(project: CopickProject, checkpoint: str) -> dict:
+    from sparse_det.inference import infer_project
+    from sparse_det.metric import score_tables
+    from sparse_det.writers import project_solution, to_submission
+
+    t0 = time.perf_counter()
+    sub = to_submission(infer_project(project, checkpoint, device="cpu"))
+    seconds = time.perf_counter() - t0
+    solution = project_solution(project)
+    s = score_tables(solution, sub, project.particles)
+    # score_tables keeps only the solution's experiments: one run's solution scores that run
+    per_run = {run: score_tables(solution[solution["experiment"] == run], sub,
+                                 project.particles).score for run in project.runs()}
+    return {"score": s.score, "per_class": {k: s.per_class[k].fbeta for k in SCORED},
+            "per_run": per_run, "seconds": seconds}
+
+
+def _parser():
+    from sparse_det.argfile import ArgumentFileParser
+
+    ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", action="append", required=True)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--denoisers", nargs="+", default=["none", "median", "diffusion"],
+                    choices=["none", *sorted(set(ALL_DENOISERS) - {"none", "deconv"})])
+    ap.add_argument("--sigma", type=float, default=1.0,
+                    help="denoising strength in 20 Å voxels (the simulator's 0.5-1.5)")
+    ap.add_argument("--work", default="/tmp/denoisers")
+    ap.add_argument("--json", help="also write the results here: one entry per project and "
+                                   "denoiser, as bench/detector.py --json writes them")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+
+    a = _parser().parse_args(argv)
+    checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)
+    results = []
+    for path in a.project:
+        src = CopickProject(path)
+        for how in a.denoisers:
+            copy = denoised_copy(src, Path(a.work) / f"{how}_{a.sigma:g}" / src.path.name, how,
+                                 a.sigma)
+            r = {"project": f"{src.path.name}+{how}", "denoiser": how} | score(copy, checkpoint)
+            results.append(r)
+            print(f"{r['project']}: {r['score']:.4f} ({r['seconds']:.0f} s)", flush=True)
+    print(f"\ncheckpoint {checkpoint}, strength {a.sigma} (20 Å voxels)\n")
+    print("| project | denoiser | " + " | ".join(SCORED) + " | weighted F4 |")
+    print("|---|---|" + "---|" * (len(SCORED) + 1))
+    for r in results:
+        print(f"| {r['project'].split('+')[0]} | {r['denoiser']} | "
+              + " | ".join(f"{r['per_class'][k]:.3f}" for k in SCORED)
+              + f" | **{r['score']:.3f}** |")
+    if a.json:
+        from data_tools.atomic import atomic_path
+
+        with atomic_path(Path(a.json)) as tmp:
+            Path(tmp).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
