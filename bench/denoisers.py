@@ -69,13 +69,13 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> 
     return project
 
 
-def score(project: CopickProject, checkpoint: str) -> dict:
+def score(project: CopickProject, checkpoint: str, rescore: bool = True) -> dict:
     from sparse_det.inference import infer_project
     from sparse_det.metric import score_tables
     from sparse_det.writers import project_solution, to_submission
 
     t0 = time.perf_counter()
-    sub = to_submission(infer_project(project, checkpoint, device="cpu"))
+    sub = to_submission(infer_project(project, checkpoint, device="cpu", rescore=rescore))
     seconds = time.perf_counter() - t0
     solution = project_solution(project)
     s = score_tables(solution, sub, project.particles)
@@ -96,6 +96,8 @@ def _parser():
                     choices=["none", *sorted(set(ALL_DENOISERS) - {"none", "deconv"})])
     ap.add_argument("--sigma", type=float, default=1.0,
                     help="denoising strength in 20 Å voxels (the simulator's 0.5-1.5)")
+    ap.add_argument("--no-rescore", action="store_true",
+                    help="the network alone (a checkpoint's rescorer left out)")
     ap.add_argument("--work", default="/tmp/denoisers")
     ap.add_argument("--json", help="also write the results here: one entry per project and "
                                    "denoiser, as bench/detector.py --json writes them")
@@ -113,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         for how in a.denoisers:
             copy = denoised_copy(src, Path(a.work) / f"{how}_{a.sigma:g}" / src.path.name, how,
                                  a.sigma)
-            r = {"project": f"{src.path.name}+{how}", "denoiser": how} | score(copy, checkpoint)
+            scores = score(copy, checkpoint, rescore=not a.no_rescore)
+            r = {"project": f"{src.path.name}+{how}", "denoiser": how} | scores
             results.append(r)
             print(f"{r['project']}: {r['score']:.4f} ({r['seconds']:.0f} s)", flush=True)
-    print(f"\ncheckpoint {checkpoint}, strength {a.sigma} (20 Å voxels)\n")
+    alone = ", the network alone" if a.no_rescore else ""
+    print(f"\ncheckpoint {checkpoint}{alone}, strength {a.sigma} (20 Å voxels)\n")
     print("| project | denoiser | " + " | ".join(SCORED) + " | weighted F4 |")
     print("|---|---|" + "---|" * (len(SCORED) + 1))
     for r in results:
