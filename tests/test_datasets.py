@@ -92,6 +92,7 @@ def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str], set[str]]:
 
 @pytest.mark.parametrize("args, sets, n_runs", [
     ("heldout_21.args", ["heldout_21"], 21),
+    ("heldout_denoisers.args", ["heldout_21"], 12),
     ("tune_runs_45.args", ["tune_45"], 45),
     ("tune_runs_51.args", ["tune_45", "tune_four"], 51),
     # every run of data/mix but the 4 tuning runs there, and every run of data/fresh
