@@ -18,7 +18,6 @@ under --work for the next checkpoint (remove --work when done).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_tools.copick_io import CopickProject  # noqa: E402
+from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
@@ -53,11 +52,7 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> 
     done = dest / ".denoised"
     if done.exists():
         return CopickProject(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src.path, dest, ignore=shutil.ignore_patterns("static"))
-    (dest / "static").mkdir()
-    project = CopickProject(dest)
+    project = copy_without_tomograms(src, dest)
     for run in src.runs():
         spacing_A = src.voxel_spacings(run)[0]
         kind = "wbp" if "wbp" in src.tomogram_types(run, spacing_A) else "denoised"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_tools.copick_io import CopickProject  # noqa: E402
+from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]
@@ -42,11 +41,7 @@ def resampled(vol: np.ndarray, voxel_A: float, new_A: float) -> np.ndarray:
 
 
 def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src.path, dest, ignore=shutil.ignore_patterns("static"))
-    (dest / "static").mkdir()
-    project = CopickProject(dest)
+    project = copy_without_tomograms(src, dest)
     for run in src.runs():
         t = src.read_tomogram(run)
         vol, vs = t.data, t.voxel_size_A

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,6 +251,18 @@ class CopickProject:
         atomic_write_text(path, json.dumps(copick_config(
             name, self.particles, self.static_root, self.overlay_root), indent=2))
         return path
+
+
+def copy_without_tomograms(src: CopickProject, dest: Path) -> CopickProject:
+    """`src` copied to `dest` (replacing it) but for its tomograms: the config, picks and
+    overlay, with an empty static tree to write rewritten tomograms into (a project's
+    variants, as the benches make them). For projects whose static tree is `static/`."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src.path, dest, ignore=shutil.ignore_patterns("static"))
+    (dest / "static").mkdir()
+    return CopickProject(dest)
 
 
 def copick_config(name: str, particles: ParticleTable, static_root: Path,
