@@ -40,3 +40,20 @@ def test_a_copy_is_denoised_once_and_keeps_the_picks(small_project, tmp_path):
     again = bench_denoisers.denoised_copy(small_project, dest, "diffusion", 1.0)
     assert (dest / ".denoised").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(again.read_tomogram(run).data, out)
+
+
+def test_input_variants_rewrite_only_what_they_name(small_project, tmp_path):
+    """bench/input_variants.py's copies: protein bright is the tomogram negated; tilted
+    about x swaps y and x in the tomogram and in every pick (Å)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_input_variants", Path(__file__).resolve().parents[1] / "bench" / "input_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    run = small_project.runs()[0]
+    src = small_project.read_tomogram(run).data
+    bright = variants.write_variant(small_project, tmp_path / "b", "bright protein")
+    np.testing.assert_array_equal(bright.read_tomogram(run).data, -src)
+    tilted = variants.write_variant(small_project, tmp_path / "t", "tilted about x")
+    np.testing.assert_array_equal(tilted.read_tomogram(run).data, src.transpose(0, 2, 1))
+    for name, pts in small_project.read_picks(run).items():
+        np.testing.assert_array_equal(tilted.read_picks(run)[name], pts[:, [1, 0, 2]])
