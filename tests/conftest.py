@@ -3,11 +3,26 @@ a base checkpoint that is wrong by construction."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 
 from data_tools.simulate import SimRanges, simulate_project
 
 SMALL_SHAPE = (64, 192, 192)
+# A full run writes about 1.1 GB of simulated tomograms and checkpoints under the temp
+# folder; with less free, dozens of tests fail with ENOSPC deep inside zarr.
+NEEDS_FREE_GB = 1.5
+
+
+def pytest_sessionstart(session):
+    free_gb = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if free_gb < NEEDS_FREE_GB and reporter is not None:
+        reporter.write_line(f"WARNING: only {free_gb:.1f} GB free in {tempfile.gettempdir()}; "
+                            f"the tests write about {NEEDS_FREE_GB} GB there and will fail "
+                            f"with 'No space left on device'", yellow=True, bold=True)
 
 
 def pytest_collection_modifyitems(config, items):
