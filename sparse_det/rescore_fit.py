@@ -43,9 +43,10 @@ TRUTH_JITTER_VOX = 1.5  # extra training positives (--moved-picks): picks moved 
 NOISE_ONLY = {"band_gain": (1.0, 1.0), "blur_vox": (0.0, 0.0), "noise_rel": (0.5, 1.5),
               "noise_blur_vox": (0.0, 1.5), "gamma": (1.0, 1.0), "flip_probability": 0.5}
 # --median-copies: the same noise, then a median filter (the cross or the 3³ cube at the
-# working spacing), as an edge-preserving denoiser leaves a noisy reconstruction. The
-# rescorer reads radial profiles of the dense tomogram, and those are what such a filter
-# reshapes (the shipped one lost tilt 0.850 -> 0.764 on median-filtered copies).
+# working spacing), as an edge-preserving denoiser leaves a noisy reconstruction: the
+# rescorer reads radial profiles of the dense tomogram, which such a filter reshapes.
+# Measured with one copy: level with the default, on median-filtered runs too
+# (docs/experiments.md, *Denoisers*), so the default fits none.
 MEDIAN_AFTER_NOISE = NOISE_ONLY | {"median_probability": 1.0}
 
 
