@@ -1,6 +1,6 @@
 """The held-out runs denoised the ways people denoise tomograms, then picked: prints a markdown
-table of weighted F4 per project and denoiser, and (--json) each run's score for
-`bench/compare.py`.
+table of weighted F4 per project and denoiser, and (--json) what bench/detector.py's
+bench_project measures of each copy (each run's score for `bench/compare.py`).
 
     python bench/denoisers.py @configs/heldout_21.args [--checkpoint PT]
         [--denoisers none median diffusion] [--work /tmp/denoisers] [--json OUT.json]
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
 
@@ -64,23 +64,6 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> 
     return project
 
 
-def score(project: CopickProject, checkpoint: str, rescore: bool = True) -> dict:
-    from sparse_det.inference import infer_project
-    from sparse_det.metric import score_tables
-    from sparse_det.writers import project_solution, to_submission
-
-    t0 = time.perf_counter()
-    sub = to_submission(infer_project(project, checkpoint, device="cpu", rescore=rescore))
-    seconds = time.perf_counter() - t0
-    solution = project_solution(project)
-    s = score_tables(solution, sub, project.particles)
-    # score_tables keeps only the solution's experiments: one run's solution scores that run
-    per_run = {run: score_tables(solution[solution["experiment"] == run], sub,
-                                 project.particles).score for run in project.runs()}
-    return {"score": s.score, "per_class": {k: s.per_class[k].fbeta for k in SCORED},
-            "per_run": per_run, "seconds": seconds}
-
-
 def _parser():
     from sparse_det.argfile import ArgumentFileParser
 
@@ -110,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for how in a.denoisers:
             copy = denoised_copy(src, Path(a.work) / f"{how}_{a.sigma:g}" / src.path.name, how,
                                  a.sigma)
-            scores = score(copy, checkpoint, rescore=not a.no_rescore)
-            r = {"project": f"{src.path.name}+{how}", "denoiser": how} | scores
+            scores = bench_project(str(copy.path), checkpoint, "cpu", rescore=not a.no_rescore)
+            r = scores | {"project": f"{src.path.name}+{how}", "denoiser": how}
             results.append(r)
-            print(f"{r['project']}: {r['score']:.4f} ({r['seconds']:.0f} s)", flush=True)
+            print(f"{r['project']}: {r['score']:.4f} ({r['infer_s_per_tomogram']:.1f} s per "
+                  "tomogram)", flush=True)
     alone = ", the network alone" if a.no_rescore else ""
     print(f"\ncheckpoint {checkpoint}{alone}, strength {a.sigma} (20 Å voxels)\n")
     print("| project | denoiser | " + " | ".join(SCORED) + " | weighted F4 |")
