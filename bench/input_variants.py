@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
@@ -64,18 +64,6 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     return project
 
 
-def score_variant(project: CopickProject, checkpoint: str) -> dict:
-    from sparse_det.inference import infer_project
-    from sparse_det.metric import score_tables
-    from sparse_det.writers import project_solution, to_submission
-
-    t0 = time.perf_counter()
-    rows = infer_project(project, checkpoint, device="cpu")
-    s = score_tables(project_solution(project), to_submission(rows), project.particles)
-    return {"score": s.score, "per_class": {k: s.per_class[k].fbeta for k in SCORED},
-            "seconds": time.perf_counter() - t0}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", required=True)
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
                  "bright protein", "int8", "tilted about x"):
         project = write_variant(src, Path(a.work) / name.replace(" ", "_"), name)
-        results[name] = score_variant(project, checkpoint)
+        results[name] = bench_project(str(project.path), checkpoint, "cpu")
         print(f"{name}: {results[name]['score']:.4f}", flush=True)
     base = results["unchanged"]["score"]
     print(f"\n{len(src.runs())} run(s) of {a.project}, checkpoint {checkpoint}\n")

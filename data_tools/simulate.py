@@ -263,6 +263,7 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
                       tilt: TiltRanges, seed: list[int]) -> tuple[dict, dict, dict]:
     """The scene of simulate_run, imaged as a tilt series at 2× binning (20.024 Å) and
     reconstructed (data_tools/tilt_series.py). Returns ({"wbp": vol, "denoised": vol},
+    "sirt" instead of "wbp" where the tilt ranges ask for a SIRT-like reconstruction),
     picks x,y,z Å, drawn parameters); the volumes' voxel 0 centre is at BIN2_ORIGIN_A."""
     rng = np.random.default_rng(seed)
     p = draw_run_params(ranges, rng, seed)
@@ -275,9 +276,10 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng, extra)
     std = float(wbp.std()) or 1.0
     wbp = (wbp / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
-    tomos = {"wbp": wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
-                                             2 * VOXEL_SIZE_A, p["defocus_um"],
-                                             t["amp_contrast"])}
+    raw_kind = "sirt" if t.get("sirt_iterations", 0) else "wbp"
+    tomos = {raw_kind: wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
+                                                2 * VOXEL_SIZE_A, p["defocus_um"],
+                                                t["amp_contrast"])}
     picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), VOXEL_SIZE_A)
                for k, v in picks.items()}
     return tomos, picks_A, p | {"tilt": t}

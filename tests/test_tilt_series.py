@@ -235,3 +235,75 @@ def test_simulate_cli_takes_tilt_ranges(tmp_path):
     bad.write_text(json.dumps({"denoisers": ["bm3d"]}))
     assert main(["--out", str(tmp_path / "q"), "--physics", "tilt", "--tilt-ranges",
                  str(bad)]) == 2
+
+
+def _sirt_against_filter(iterations: int, thickness: int) -> tuple[float, float]:
+    """Real SIRT (row- and column-normalised Landweber from zero, this module's projector)
+    of a 2-D (z, x) scene of blobs, correlated with the SIRT-like filtered back-projection
+    and with plain WBP of the same tilts."""
+    from data_tools.tilt_series import back_project, project, radial_weight
+
+    rng = np.random.default_rng(0)
+    shape = (thickness, 1, 160)
+    zz, xx = np.mgrid[0:thickness, 0:160]
+    vol = np.zeros(shape, np.float32)
+    for _ in range(25):
+        cz, cx, r = rng.uniform(8, thickness - 8), rng.uniform(10, 150), rng.uniform(2, 6)
+        vol[:, 0] += ((zz - cz) ** 2 + (xx - cx) ** 2 < r * r) * rng.uniform(0.5, 1.0)
+    vol[:, 0] += rng.normal(0, 0.3, (thickness, 160)).astype(np.float32)
+    angles = np.radians(dose_symmetric_angles(60, 3))
+    data = [project(vol, a) for a in angles]
+
+    def back(images):
+        return sum(back_project(im, a, shape) for im, a in zip(images, angles, strict=True))
+
+    rows = [np.maximum(project(np.ones(shape, np.float32), a), 1e-6) for a in angles]
+    cols = np.maximum(back([np.ones_like(d) for d in data]), 1e-6)
+    sirt = np.zeros(shape, np.float32)
+    for _ in range(iterations):
+        residuals = [(d - project(sirt, a)) / r
+                     for d, a, r in zip(data, angles, rows, strict=True)]
+        sirt += back(residuals) / cols
+
+    def fbp(n):
+        w = radial_weight((1, 160), 20.0, n, thickness, float(angles.max() - angles.min()))
+        return back([np.fft.irfft(np.fft.rfft(d, axis=1) * w, n=160, axis=1) for d in data])
+
+    def corr(a, b):  # away from the x edges, where a finite detector truncates
+        return float(np.corrcoef(a[:, 0, 20:-20].ravel(), b[:, 0, 20:-20].ravel())[0, 1])
+
+    return corr(sirt, fbp(iterations)), corr(sirt, fbp(0))
+
+
+@pytest.mark.parametrize("iterations,thickness", [(5, 40), (10, 80)])
+def test_sirt_like_filter_is_what_sirt_reconstructs(iterations, thickness):
+    """The SIRT-like filter reproduces real SIRT of as many iterations (correlation 0.98 at
+    both slab thicknesses) with a third of plain WBP's misfit (WBP: 0.935)."""
+    like, wbp = _sirt_against_filter(iterations, thickness)
+    assert like > 0.97 and (1 - like) < 0.5 * (1 - wbp), (like, wbp)
+
+
+def test_sirt_ranges_are_opt_in_and_written_as_sirt():
+    """Off by default, the draw is the old one to the bit; on, the other values stay the
+    same for the seed, the run is smoother than its WBP (roughness 0.65 of it at 3
+    iterations) and its raw product is `sirt`."""
+    old = TiltRanges().draw(np.random.default_rng([701, 0, 7]))
+    on = TiltRanges(sirt_iterations=(10, 20)).draw(np.random.default_rng([701, 0, 7]))
+    assert old["sirt_iterations"] == 0 and 10 <= on["sirt_iterations"] <= 20
+    assert {k: v for k, v in on.items() if k != "sirt_iterations"} == \
+        {k: v for k, v in old.items() if k != "sirt_iterations"}
+    with pytest.raises(ValueError, match="sirt_iterations"):
+        TiltRanges(sirt_iterations=(-1, 5))
+    table = ParticleTable.competition()
+    still = TiltRanges(align_sigma_vox=(0.0, 0.0), defocus_err_um=(0.0, 0.0),
+                       sirt_iterations=(3, 3))  # a thin test slab needs few to show
+    sirt, picks_s, _ = simulate_tilt_run("r", (32, 64, 64), table, QUIET, still, [3, 0])
+    wbp, picks_w, _ = simulate_tilt_run("r", (32, 64, 64), table, QUIET, STILL, [3, 0])
+    assert set(sirt) == {"sirt", "denoised"} and set(wbp) == {"wbp", "denoised"}
+    assert all(np.array_equal(picks_s[k], picks_w[k]) for k in picks_w)
+
+    def roughness(v):  # neighbour differences against the spread: high for fine detail
+        return float(np.abs(np.diff(v, axis=2)).mean() / v.std())
+
+    assert roughness(sirt["sirt"]) < 0.8 * roughness(wbp["wbp"]), \
+        (roughness(sirt["sirt"]), roughness(wbp["wbp"]))
