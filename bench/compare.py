@@ -5,6 +5,11 @@ thresholds it chose, under extra["tuned_per_run"]).
 
     python bench/compare.py REFERENCE.json OTHER.json [OTHER.json ...]
     python bench/compare.py REFERENCE_tuned.pt OTHER_tuned.pt [...]
+    python bench/compare.py --match-runs REFERENCE.json OTHER.json  # same runs, other copies
+
+`--match-runs` pairs runs by name across differently named projects: the same scenes written
+another way (heldout_tilt_sirt's runs against heldout_tilt's, a denoised copy against its
+original).
 
 Prints, per project and pooled over every run, the mean of OTHER − REFERENCE and its
 standard error: a family of 2–4 runs moves by a few hundredths between checkpoints that
@@ -57,16 +62,32 @@ def compare(ref: dict, other: dict) -> list[tuple[str, int, float, float]]:
     return rows
 
 
+def match_runs(ref: dict, other: dict) -> dict[str, dict[str, float]]:
+    """`ref` regrouped under `other`'s project names, each run found by its name in
+    whichever reference project holds it."""
+    by_run: dict[str, float] = {}
+    for runs in ref.values():
+        for run, f4 in runs.items():
+            if run in by_run:
+                raise SystemExit(f"run {run} is in two reference projects; cannot match by name")
+            by_run[run] = f4
+    return {name: {r: by_run[r] for r in runs if r in by_run} for name, runs in other.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reference")
     ap.add_argument("other", nargs="+")
+    ap.add_argument("--match-runs", action="store_true",
+                    help="pair runs by name whatever project holds them")
     a = ap.parse_args()
     ref = per_run(a.reference)
     for path in a.other:
+        other = per_run(path)
         print(f"\n{Path(path).name} − {Path(a.reference).name} (mean ± standard error)")
         print("| project | runs | difference |\n|---|---|---|")
-        for name, n, mean, se in compare(ref, per_run(path)):
+        for name, n, mean, se in compare(match_runs(ref, other) if a.match_runs else ref,
+                                         other):
             print(f"| {name} | {n} | {mean:+.3f} ± {se:.3f} |")
     return 0
 

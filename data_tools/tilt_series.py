@@ -194,10 +194,9 @@ def _shift_phase(shape_yx, voxel_A: float, dy: float, dx: float) -> np.ndarray:
 
 
 def _tilt_filters(shape_yx, voxel_A: float, i: int, p: dict, t: dict, astig_rad: float,
-                  rng: np.random.Generator, weight: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(on the signal, on signal and noise alike, the residual shift (dy, dx) in voxels)
-    for tilt i in acquisition order."""
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(on the signal, on signal and noise alike but for the reconstruction's weighting,
+    the residual shift (dy, dx) in voxels) for tilt i in acquisition order."""
     ky, kx = _freqs(shape_yx, voxel_A)
     k2 = ky**2 + kx**2
     defocus = p["defocus_um"] + rng.normal(0, 0.05)  # focus drifts a little per tilt
@@ -208,7 +207,7 @@ def _tilt_filters(shape_yx, voxel_A: float, i: int, p: dict, t: dict, astig_rad:
     # Phase flipping keeps the sign convention of the images: protein stays dark.
     flip = -np.sign(estimate)
     dy, dx = rng.normal(0, t["align_sigma_vox"], 2)
-    common = flip * _shift_phase(shape_yx, voxel_A, dy, dx) * weight
+    common = flip * _shift_phase(shape_yx, voxel_A, dy, dx)
     return ctf * envelope, common, np.array([dy, dx])
 
 
@@ -230,7 +229,10 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     (z,y,x, protein positive), noise set so the reconstruction's signal-to-noise ratio is
     p["snr"]. p: the run's physics (tilt_max_deg, defocus_um, bfactor_A2, ice_fraction,
     snr); t: TiltRanges.draw(). `extra` (hard negatives) is imaged through the same tilts
-    and filters but left out of the SNR: the dose, not the specimen, sets the noise."""
+    and filters but left out of the SNR: the dose, not the specimen, sets the noise.
+    With t["sirt_iterations"] > 0 the SIRT-like reconstruction of the same tilt series:
+    the noise is still the one that gives its WBP p["snr"] (the same dose), so the
+    iterations' smoothing shows as the higher SNR it is."""
     shape = density.shape
     angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
     astig_rad = rng.uniform(0, np.pi)
@@ -241,23 +243,34 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     shifts, weights = np.zeros((len(angles), 2)), np.zeros(len(angles))
     weight = radial_weight((shape[1], shape[2]), voxel_A, t.get("sirt_iterations", 0),
                            shape[0], np.radians(angles.max() - angles.min()))
+    wbp_weight = ramp((shape[1], shape[2]), voxel_A) if t.get("sirt_iterations", 0) else None
+    if wbp_weight is not None:  # the WBP twin, for its signal-to-noise ratio only
+        sig_wbp, noi_wbp = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for i, deg in enumerate(angles):
         th = np.radians(deg)
         # Thicker ice along the tilted beam: fewer elastically scattered electrons.
         attenuation = np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
         img = project(density, th) * attenuation
-        on_signal, common, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t, astig_rad,
-                                                     rng, weight)
+        on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
+                                                         astig_rad, rng)
+        common = unweighted * weight
         weights[i] = attenuation * _dose_envelope(i, voxel_A, p, t)
-        s = np.fft.irfft2(np.fft.rfft2(img) * on_signal * common, s=img.shape)
-        n = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(img.shape)) * common, s=img.shape)
+        img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
+            rng.standard_normal(img.shape))
+        s = np.fft.irfft2(img_ft * common, s=img.shape)
+        n = np.fft.irfft2(noise_ft * common, s=img.shape)
         sig += back_project(s, th, shape)
         noi += back_project(n, th, shape)
+        if wbp_weight is not None:
+            twin = unweighted * wbp_weight
+            sig_wbp += back_project(np.fft.irfft2(img_ft * twin, s=img.shape), th, shape)
+            noi_wbp += back_project(np.fft.irfft2(noise_ft * twin, s=img.shape), th, shape)
         if extra is not None:
             e = project(extra, th) * attenuation
             e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
             extra_sig += back_project(e, th, shape)
-    sigma = float(sig.std()) / (p["snr"] * max(float(noi.std()), 1e-30))
+    sig_ref, noi_ref = (sig, noi) if wbp_weight is None else (sig_wbp, noi_wbp)
+    sigma = float(sig_ref.std()) / (p["snr"] * max(float(noi_ref.std()), 1e-30))
     if extra is not None:
         sig += extra_sig
     vol = (sig + np.float32(sigma) * noi).astype(np.float32)

@@ -72,3 +72,19 @@ def test_tuned_checkpoints_compare_on_their_tuning_runs(tmp_path):
     torch.save({"format": "sparse-det-checkpoint-v1", "extra": {}}, tmp_path / "old.pt")
     with pytest.raises(SystemExit, match="tune it again"):
         per_run(str(tmp_path / "old.pt"))
+
+
+def test_runs_matched_by_name_across_projects(tmp_path):
+    """The same scenes written another way (another project name) pair run by run."""
+    ref = per_run(_bench(tmp_path, "a.json", {"tilt": {"r1": 0.5, "r2": 0.7},
+                                             "wide": {"w1": 0.9}}))
+    new = per_run(_bench(tmp_path, "b.json", {"tilt_sirt": {"r1": 0.4, "r2": 0.5},
+                                             "wide_sirt": {"w1": 0.6, "w9": 1.0}}))
+    assert compare(ref, new)[-1][1] == 0  # by project name nothing pairs
+    rows = {n: (k, m) for n, k, m, _ in compare(bench_compare.match_runs(ref, new), new)}
+    assert rows["tilt_sirt"] == (2, pytest.approx(-0.15))
+    assert rows["wide_sirt"] == (1, pytest.approx(-0.3))  # w9 has no reference
+    assert rows["all"] == (3, pytest.approx(-0.2))
+    twice = {"a": {"r1": 0.5}, "b": {"r1": 0.6}}
+    with pytest.raises(SystemExit, match="r1 is in two"):
+        bench_compare.match_runs(twice, new)

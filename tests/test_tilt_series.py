@@ -307,3 +307,28 @@ def test_sirt_ranges_are_opt_in_and_written_as_sirt():
 
     assert roughness(sirt["sirt"]) < 0.8 * roughness(wbp["wbp"]), \
         (roughness(sirt["sirt"]), roughness(wbp["wbp"]))
+
+
+def test_sirt_keeps_the_dose_of_its_wbp_twin():
+    """The noise is the dose's, set by the WBP of the same tilt series: WBP reconstructs at
+    exactly the drawn SNR, the SIRT-like reconstruction higher (1.9 at 3 iterations, 1.05 at
+    30, on a thin smooth specimen). Signal and noise are separated by reconstructing at SNR
+    1 and 2 with the same draws: vol = signal + noise / snr."""
+    from scipy import ndimage
+
+    density = ndimage.gaussian_filter(
+        np.random.default_rng(0).standard_normal((24, 16, 64)), 2).astype(np.float32)
+
+    def measured_snr(iterations):
+        vols = []
+        for snr in (1.0, 2.0):
+            p = {"tilt_max_deg": 60, "defocus_um": 3.0, "bfactor_A2": 100.0,
+                 "ice_fraction": 0.3, "snr": snr}
+            t = TiltRanges(sirt_iterations=(iterations, iterations)).draw(
+                np.random.default_rng(3))
+            vols.append(reconstruct(density, 20.0, p, t, np.random.default_rng(5)))
+        signal = 2 * vols[1] - vols[0]
+        return float(signal.std() / (vols[0] - signal).std())
+
+    assert measured_snr(0) == pytest.approx(1.0, rel=1e-3)
+    assert measured_snr(3) > 1.5 and measured_snr(30) < measured_snr(3)
