@@ -28,7 +28,9 @@ DIFFUSION_ITERS_PER_SIGMA = 8  # `diffusion`'s strength: steps per voxel of deno
 DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differences
 
 
-NOT_DRAWN = ("denoisers", "align_recentre", "sirt_iterations")  # not drawn by the loop
+# Not drawn by draw()'s loop: a choice, a flag, and the opt-in ranges drawn after it.
+NOT_DRAWN = ("denoisers", "align_recentre", "sirt_iterations", "axis_error_deg",
+             "rotation_jitter_deg")
 
 
 @dataclass
@@ -57,6 +59,13 @@ class TiltRanges:
     # written as `sirt` instead of `wbp`. Opt-in and drawn last, so that runs simulated
     # before it existed come out the same per seed.
     sirt_iterations: tuple[float, float] = (0.0, 0.0)
+    # (lo, hi) > 0: the tilt axis the reconstruction assumes is off the true one by this many
+    # degrees in the detector plane (either sign), and each tilt's image is rotated by a
+    # further residual of rotation_jitter_deg (standard deviation): alignment that fixed
+    # the shifts but not the axis angle. Points blur in proportion to their distance from
+    # the centre. Opt-in and drawn after sirt_iterations, like it.
+    axis_error_deg: tuple[float, float] = (0.0, 0.0)
+    rotation_jitter_deg: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self):
         self.denoisers = tuple(self.denoisers)
@@ -65,13 +74,14 @@ class TiltRanges:
         if unknown or not self.denoisers:
             raise ValueError(f"denoisers {unknown or '[]'}: choose from {list(ALL_DENOISERS)}")
         for f in fields(self):
-            if f.name not in NOT_DRAWN[:2]:
+            if f.name not in NOT_DRAWN[:2]:  # the opt-in ranges are checked alike
                 lo, hi = getattr(self, f.name)
                 if not lo <= hi:
                     raise ValueError(f"{f.name}: low {lo} above high {hi}")
                 setattr(self, f.name, (float(lo), float(hi)))
-        if self.sirt_iterations[0] < 0:
-            raise ValueError(f"sirt_iterations {self.sirt_iterations}: must be >= 0")
+        for name in NOT_DRAWN[2:]:
+            if getattr(self, name)[0] < 0:
+                raise ValueError(f"{name} {getattr(self, name)}: must be >= 0")
 
     def draw(self, rng: np.random.Generator) -> dict:
         v = {f.name: float(rng.uniform(*getattr(self, f.name))) for f in fields(self)
@@ -80,6 +90,11 @@ class TiltRanges:
         v["align_recentre"] = self.align_recentre
         lo, hi = self.sirt_iterations
         v["sirt_iterations"] = round(rng.uniform(lo, hi)) if hi > 0 else 0
+        if self.axis_error_deg[1] > 0 or self.rotation_jitter_deg[1] > 0:
+            v["axis_error_deg"] = float(rng.uniform(*self.axis_error_deg)
+                                        * rng.choice([-1.0, 1.0]))
+            v["rotation_jitter_deg"] = float(rng.uniform(*self.rotation_jitter_deg))
+            v["rotation_seed"] = int(rng.integers(2**31))  # the per-tilt residuals' stream
         return v
 
     def to_dict(self) -> dict:
@@ -244,13 +259,14 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     weight = radial_weight((shape[1], shape[2]), voxel_A, t.get("sirt_iterations", 0),
                            shape[0], np.radians(angles.max() - angles.min()))
     wbp_weight = ramp((shape[1], shape[2]), voxel_A) if t.get("sirt_iterations", 0) else None
+    rotation_deg = tilt_rotations_deg(t, len(angles))
     if wbp_weight is not None:  # the WBP twin, for its signal-to-noise ratio only
         sig_wbp, noi_wbp = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for i, deg in enumerate(angles):
         th = np.radians(deg)
         # Thicker ice along the tilted beam: fewer elastically scattered electrons.
         attenuation = np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
-        img = project(density, th) * attenuation
+        img = _rotated(project(density, th), rotation_deg[i]) * attenuation
         on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
                                                          astig_rad, rng)
         common = unweighted * weight
@@ -266,7 +282,7 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
             sig_wbp += back_project(np.fft.irfft2(img_ft * twin, s=img.shape), th, shape)
             noi_wbp += back_project(np.fft.irfft2(noise_ft * twin, s=img.shape), th, shape)
         if extra is not None:
-            e = project(extra, th) * attenuation
+            e = _rotated(project(extra, th), rotation_deg[i]) * attenuation
             e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
             extra_sig += back_project(e, th, shape)
     sig_ref, noi_ref = (sig, noi) if wbp_weight is None else (sig_wbp, noi_wbp)
@@ -277,6 +293,25 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     if t.get("align_recentre", False):
         vol = _translated(vol, -shared_translation(np.radians(angles), shifts, weights))
     return vol
+
+
+def tilt_rotations_deg(t: dict, n_tilts: int) -> np.ndarray:
+    """Each tilt's in-plane rotation (degrees, acquisition order) between the true tilt axis
+    and the one the reconstruction assumes: the axis error plus its residual; zeros unless
+    the tilt ranges ask for them (TiltRanges.axis_error_deg)."""
+    if "rotation_seed" not in t:
+        return np.zeros(n_tilts)
+    jitter = np.random.default_rng(t["rotation_seed"]).normal(0, 1, n_tilts)
+    return t["axis_error_deg"] + t["rotation_jitter_deg"] * jitter
+
+
+def _rotated(image_yx: np.ndarray, angle_deg: float) -> np.ndarray:
+    """The image rotated about its centre (cubic spline; edges continued)."""
+    if angle_deg == 0:
+        return image_yx
+    from scipy import ndimage
+
+    return ndimage.rotate(image_yx, angle_deg, reshape=False, order=3, mode="nearest")
 
 
 def _dose_envelope(i: int, voxel_A: float, p: dict, t: dict) -> float:

@@ -332,3 +332,36 @@ def test_sirt_keeps_the_dose_of_its_wbp_twin():
 
     assert measured_snr(0) == pytest.approx(1.0, rel=1e-3)
     assert measured_snr(3) > 1.5 and measured_snr(30) < measured_snr(3)
+
+
+def test_a_tilt_axis_error_blurs_with_distance_from_the_centre():
+    """Noise-free blobs: with the assumed axis 2° off, the one at the centre reconstructs as
+    before (peak within 0.5 %), the one 112 voxels off along x loses a tenth of its peak
+    (measured 11 %) and the one 42 off along y a little; off by default, draws unchanged."""
+    from scipy import ndimage
+
+    from data_tools.tilt_series import tilt_rotations_deg
+
+    density = np.zeros((32, 96, 256), np.float32)
+    for zyx in [(16, 48, 128), (16, 48, 240), (16, 90, 128)]:
+        density[zyx] = 1.0
+    density = ndimage.gaussian_filter(density, 1.5)
+    p = {"tilt_max_deg": 60, "defocus_um": 1.0, "bfactor_A2": 0.0, "ice_fraction": 0.0,
+         "snr": 1e6}
+    peaks = []
+    for err in (0.0, 2.0):
+        t = TiltRanges(align_sigma_vox=(0.0, 0.0), defocus_err_um=(0.0, 0.0),
+                       axis_error_deg=(err, err)).draw(np.random.default_rng(1))
+        t |= {"step_deg": 2.0, "dose_bfactor_A2": 0.0}
+        vol = -reconstruct(density, 20.0, p, t, np.random.default_rng(2))
+        peaks.append([vol[z - 3:z + 4, y - 3:y + 4, x - 3:x + 4].max()
+                      for z, y, x in [(16, 48, 128), (16, 48, 240), (16, 90, 128)]])
+    (centre, far_x, far_y), (centre_e, far_x_e, far_y_e) = peaks
+    assert centre_e == pytest.approx(centre, rel=0.005)
+    assert far_x_e < 0.93 * far_x and far_y_e < 0.99 * far_y, (peaks,)
+    t = TiltRanges(axis_error_deg=(1.0, 1.0), rotation_jitter_deg=(0.2, 0.2)).draw(
+        np.random.default_rng(4))
+    rot = tilt_rotations_deg(t, 41)
+    assert abs(abs(t["axis_error_deg"]) - 1.0) < 1e-12 and rot.std() == pytest.approx(0.2, 0.3)
+    np.testing.assert_array_equal(rot, tilt_rotations_deg(t, 41))  # deterministic per seed
+    assert not np.any(tilt_rotations_deg(TiltRanges().draw(np.random.default_rng(4)), 41))
