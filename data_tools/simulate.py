@@ -45,7 +45,7 @@ from data_tools.shapes import (
 )
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
-from data_tools.tilt_series import TiltRanges, denoise, reconstruct
+from data_tools.tilt_series import TiltRanges, denoise, reconstruct, reconstructed_at
 from data_tools.tomo_input import bin_mean
 
 FULL_SHAPE_ZYX = (184, 630, 630)
@@ -280,7 +280,11 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     tomos = {raw_kind: wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
                                                 2 * VOXEL_SIZE_A, p["defocus_um"],
                                                 t["amp_contrast"])}
-    picks_A = {k: zyx_vox_to_xyz_A(np.array(v).reshape(-1, 3), VOXEL_SIZE_A)
+    # A rotated tilt axis moves where each particle reconstructs; picks follow the density.
+    centre = (np.array(shape_zyx, np.float64) - 1) / 2
+    picks_A = {k: zyx_vox_to_xyz_A(reconstructed_at(np.array(v).reshape(-1, 3), centre,
+                                                    2 * VOXEL_SIZE_A, binned.shape[0], p, t),
+                                   VOXEL_SIZE_A)
                for k, v in picks.items()}
     return tomos, picks_A, p | {"tilt": t}
 

@@ -270,7 +270,7 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
         on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
                                                          astig_rad, rng)
         common = unweighted * weight
-        weights[i] = attenuation * _dose_envelope(i, voxel_A, p, t)
+        weights[i] = attenuation * _dose_envelope(i, voxel_A, p, t)  # = tilt_weights()
         img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
             rng.standard_normal(img.shape))
         s = np.fft.irfft2(img_ft * common, s=img.shape)
@@ -293,6 +293,42 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     if t.get("align_recentre", False):
         vol = _translated(vol, -shared_translation(np.radians(angles), shifts, weights))
     return vol
+
+
+def tilt_weights(angles_deg: np.ndarray, voxel_A: float, depth_vox: int, p: dict, t: dict
+                 ) -> np.ndarray:
+    """Each tilt's share in a particle's reconstructed density, as reconstruct weighs the
+    alignment residuals: ice attenuation times the dose envelope."""
+    ice_A = p["ice_fraction"] * depth_vox * voxel_A
+    return np.array([np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(np.radians(deg))))
+                     * _dose_envelope(i, voxel_A, p, t) for i, deg in enumerate(angles_deg)])
+
+
+def reconstructed_at(points_zyx: np.ndarray, centre_zyx: np.ndarray, voxel_A: float,
+                     depth_vox: int, p: dict, t: dict) -> np.ndarray:
+    """Where points (z, y, x; any unit, about the volume's centre) reconstruct when the
+    tilts are rotated in the detector plane (tilt_rotations_deg): the 3-D point that best
+    explains their rotated detector positions, tilts weighted as tilt_weights. Annotators
+    pick the density where it reconstructs, and a rotated axis moves it by up to a few
+    voxels at the edges (mostly a rotation of the whole field about z). voxel_A and
+    depth_vox are reconstruct's (the weights). Unchanged without rotations."""
+    points = np.asarray(points_zyx, np.float64).reshape(-1, 3)
+    angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
+    alpha = np.radians(tilt_rotations_deg(t, len(angles)))
+    if not alpha.any() or not len(points):
+        return points.copy()
+    theta = np.radians(angles)
+    weights = tilt_weights(angles, voxel_A, depth_vox, p, t)
+    rel = points - centre_zyx
+    out = points.copy()
+    for k, (z, y, x) in enumerate(rel):
+        u = x * np.cos(theta) - z * np.sin(theta)
+        # scipy's rotation by α (as _rotated applies it) maps (u, v) to
+        # (u cos α + v sin α, v cos α − u sin α)
+        du = u * (np.cos(alpha) - 1) + y * np.sin(alpha)
+        dv = y * (np.cos(alpha) - 1) - u * np.sin(alpha)
+        out[k] += shared_translation(theta, np.stack([dv, du], axis=1), weights)
+    return out
 
 
 def tilt_rotations_deg(t: dict, n_tilts: int) -> np.ndarray:
