@@ -255,7 +255,7 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     sig = np.zeros(shape, np.float32)
     noi = np.zeros(shape, np.float32)
     extra_sig = np.zeros(shape, np.float32) if extra is not None else None
-    shifts, weights = np.zeros((len(angles), 2)), np.zeros(len(angles))
+    shifts = np.zeros((len(angles), 2))
     weight = radial_weight((shape[1], shape[2]), voxel_A, t.get("sirt_iterations", 0),
                            shape[0], np.radians(angles.max() - angles.min()))
     wbp_weight = ramp((shape[1], shape[2]), voxel_A) if t.get("sirt_iterations", 0) else None
@@ -264,13 +264,11 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
         sig_wbp, noi_wbp = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for i, deg in enumerate(angles):
         th = np.radians(deg)
-        # Thicker ice along the tilted beam: fewer elastically scattered electrons.
-        attenuation = np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(th)))
+        attenuation = _ice_attenuation(deg, ice_A, t)
         img = _rotated(project(density, th), rotation_deg[i]) * attenuation
         on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
                                                          astig_rad, rng)
         common = unweighted * weight
-        weights[i] = attenuation * _dose_envelope(i, voxel_A, p, t)  # = tilt_weights()
         img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
             rng.standard_normal(img.shape))
         s = np.fft.irfft2(img_ft * common, s=img.shape)
@@ -291,6 +289,7 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
         sig += extra_sig
     vol = (sig + np.float32(sigma) * noi).astype(np.float32)
     if t.get("align_recentre", False):
+        weights = tilt_weights(angles, voxel_A, shape[0], p, t)
         vol = _translated(vol, -shared_translation(np.radians(angles), shifts, weights))
     return vol
 
@@ -300,8 +299,13 @@ def tilt_weights(angles_deg: np.ndarray, voxel_A: float, depth_vox: int, p: dict
     """Each tilt's share in a particle's reconstructed density, as reconstruct weighs the
     alignment residuals: ice attenuation times the dose envelope."""
     ice_A = p["ice_fraction"] * depth_vox * voxel_A
-    return np.array([np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(np.radians(deg))))
-                     * _dose_envelope(i, voxel_A, p, t) for i, deg in enumerate(angles_deg)])
+    return np.array([_ice_attenuation(deg, ice_A, t) * _dose_envelope(i, voxel_A, p, t)
+                     for i, deg in enumerate(angles_deg)])
+
+
+def _ice_attenuation(deg: float, ice_A: float, t: dict) -> float:
+    """Thicker ice along the tilted beam: fewer elastically scattered electrons."""
+    return np.exp(-ice_A / (t["mean_free_path_A"] * np.cos(np.radians(deg))))
 
 
 def reconstructed_at(points_zyx: np.ndarray, centre_zyx: np.ndarray, voxel_A: float,
