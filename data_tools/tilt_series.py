@@ -28,9 +28,11 @@ DIFFUSION_ITERS_PER_SIGMA = 8  # `diffusion`'s strength: steps per voxel of deno
 DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differences
 
 
-# Not drawn by draw()'s loop: a choice, a flag, and the opt-in ranges drawn after it.
-NOT_DRAWN = ("denoisers", "align_recentre", "sirt_iterations", "axis_error_deg",
-             "rotation_jitter_deg")
+# TiltRanges fields that are not (low, high) ranges: a choice and a flag.
+NOT_RANGES = ("denoisers", "align_recentre")
+# Opt-in (low, high) ranges, drawn after every other field so that old seeds draw as before.
+OPT_IN = ("sirt_iterations", "axis_error_deg", "rotation_jitter_deg")
+NOT_DRAWN = NOT_RANGES + OPT_IN  # by draw()'s loop
 
 
 @dataclass
@@ -74,12 +76,12 @@ class TiltRanges:
         if unknown or not self.denoisers:
             raise ValueError(f"denoisers {unknown or '[]'}: choose from {list(ALL_DENOISERS)}")
         for f in fields(self):
-            if f.name not in NOT_DRAWN[:2]:  # the opt-in ranges are checked alike
+            if f.name not in NOT_RANGES:
                 lo, hi = getattr(self, f.name)
                 if not lo <= hi:
                     raise ValueError(f"{f.name}: low {lo} above high {hi}")
                 setattr(self, f.name, (float(lo), float(hi)))
-        for name in NOT_DRAWN[2:]:
+        for name in OPT_IN:
             if getattr(self, name)[0] < 0:
                 raise ValueError(f"{name} {getattr(self, name)}: must be >= 0")
 
@@ -256,9 +258,10 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     noi = np.zeros(shape, np.float32)
     extra_sig = np.zeros(shape, np.float32) if extra is not None else None
     shifts = np.zeros((len(angles), 2))
-    weight = radial_weight((shape[1], shape[2]), voxel_A, t.get("sirt_iterations", 0),
-                           shape[0], np.radians(angles.max() - angles.min()))
-    wbp_weight = ramp((shape[1], shape[2]), voxel_A) if t.get("sirt_iterations", 0) else None
+    sirt_n = t.get("sirt_iterations", 0)
+    weight = radial_weight((shape[1], shape[2]), voxel_A, sirt_n, shape[0],
+                           np.radians(angles.max() - angles.min()))
+    wbp_weight = ramp((shape[1], shape[2]), voxel_A) if sirt_n else None
     rotation_deg = tilt_rotations_deg(t, len(angles))
     if wbp_weight is not None:  # the WBP twin, for its signal-to-noise ratio only
         sig_wbp, noi_wbp = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
