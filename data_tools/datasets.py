@@ -133,7 +133,10 @@ def make_sets(names: list[str], sets: dict[str, list[SimCall]], root: Path,
         todo.append(call)
     for k, call in enumerate(todo, 1):
         log(f"[{k}/{len(todo)}] {call.out}: {', '.join(call.run_names)} ({call.physics})")
-        if not dry_run:
+        # Asked again: another `make` of an overlapping set may have recorded it meanwhile.
+        if not dry_run and set(call.run_names) <= recorded_runs(root / call.out):
+            log("        already made (by another make)")
+        elif not dry_run:
             t0 = time.perf_counter()
             run_call(call, root)
             log(f"        {time.perf_counter() - t0:.0f} s")
