@@ -29,7 +29,6 @@ to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -189,14 +188,13 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     judged (sparse_det.soup.blend), so every candidate stays that close to the start."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
+    from sparse_det.finetune import work_dir
     from sparse_det.soup import blend as soup_blend
     from sparse_det.soup import check_blend
 
     check_blend(blend)
     out = Path(out)
-    work = Path(work) if work else out.with_suffix(".work")
-    if fresh and work.exists():
-        shutil.rmtree(work)
+    work = work_dir(out, work, fresh)
     project = CopickProject(project_path)
     settings = checkpoint_settings(base)
     runs = runs or project.runs()

@@ -99,6 +99,15 @@ def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
     return cfg
 
 
+def work_dir(out: Path, work: str | Path | None, fresh: bool) -> Path:
+    """Where a fine-tune or an adaptation keeps its shards and trainings: `work`, else next
+    to `out`; emptied first when `fresh`, else what is there is resumed from."""
+    work = Path(work) if work else out.with_suffix(".work")
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    return work
+
+
 def _fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, device: str):
     from sparse_det.inference import Picker
 
@@ -127,9 +136,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     if not lr > 0:
         raise ValueError(f"--lr must be positive, got {lr}")
     out = Path(out)
-    work = Path(work) if work else out.with_suffix(".work")
-    if fresh and work.exists():
-        shutil.rmtree(work)
+    work = work_dir(out, work, fresh)
     project = CopickProject(project_path)
     settings = checkpoint_settings(base)
     runs = annotated_runs(project, runs)
