@@ -118,6 +118,10 @@ def run_call(call: SimCall, root: Path) -> None:
                      tilt=tilt, indices=list(call.indices))
 
 
+def _made(call: SimCall, root: Path) -> bool:
+    return set(call.run_names) <= recorded_runs(root / call.out)
+
+
 def make_sets(names: list[str], sets: dict[str, list[SimCall]], root: Path,
               dry_run: bool = False, log=print) -> list[SimCall]:
     """Runs every call of the named sets whose runs are not all recorded yet; returns them."""
@@ -127,19 +131,20 @@ def make_sets(names: list[str], sets: dict[str, list[SimCall]], root: Path,
     todo, seen = [], set()
     for call in (c for n in names for c in sets[n]):
         key = (call.out, tuple(call.run_names))
-        if key in seen or set(call.run_names) <= recorded_runs(root / call.out):
+        if key in seen or _made(call, root):
             continue
         seen.add(key)
         todo.append(call)
     for k, call in enumerate(todo, 1):
         log(f"[{k}/{len(todo)}] {call.out}: {', '.join(call.run_names)} ({call.physics})")
-        # Asked again: another `make` of an overlapping set may have recorded it meanwhile.
-        if not dry_run and set(call.run_names) <= recorded_runs(root / call.out):
+        if dry_run:
+            continue
+        if _made(call, root):  # another `make` of an overlapping set recorded it meanwhile
             log("        already made (by another make)")
-        elif not dry_run:
-            t0 = time.perf_counter()
-            run_call(call, root)
-            log(f"        {time.perf_counter() - t0:.0f} s")
+            continue
+        t0 = time.perf_counter()
+        run_call(call, root)
+        log(f"        {time.perf_counter() - t0:.0f} s")
     if not todo:
         log("every run of " + ", ".join(names) + " is already there")
     return todo
