@@ -8,7 +8,9 @@ Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weight
 seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS; then
 per-stage seconds (read, sparsify, network, decode, rescore; on the given device, synced) and
 the streaming throughput of one infer_project call over every run (the next run is read
-while the current one is detected).
+while the current one is detected). Each result also stores `host_reference_s`
+(bench/host.py: the host's seconds for a fixed filter and network workload), since the
+same picker's seconds differ twofold between hosts of the same kind.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.host import host_reference
 from data_tools.copick_io import CopickProject
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
@@ -172,6 +175,7 @@ def main() -> int:
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    host = host_reference(a.device)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
     results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta, a.precision,
                              a.rescore)
@@ -179,8 +183,10 @@ def main() -> int:
     for r in results:  # what was read and how it was picked
         r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
               "checkpoint": a.checkpoint, "device": a.device, "precision": a.precision,
-              "rescore": a.rescore}
+              "rescore": a.rescore, "host_reference_s": host}
     print(markdown(results))
+    print(f"\nhost reference (bench/host.py): filters {host['filters']:.3f} s, sparse network "
+          f"{host['sparse_network']:.3f} s")
     if a.no_stages:
         return _save(results, a.json)
     stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta, a.precision, a.rescore)
