@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.host import host_reference
+from bench.host import host_reference, sync
 from data_tools.copick_io import CopickProject
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
@@ -69,11 +69,6 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
             "precision": {k: v.precision for k, v in score.per_class.items()},
             "infer_s_per_tomogram": sum(times) / len(times),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 class _Timed:
@@ -121,11 +116,11 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
         # The passes as infer runs them: a crowded run's are read on its larger kept set.
         grow = _Timed(picker.resparsifier(project, run, None, sv))
         final, probs, offsets = picker.outputs(sv, resparsify=grow)
-        _sync(device)
+        sync(device)
         t4 = time.perf_counter()
         dets = detections_from_outputs(final, probs, offsets, picker.particles,
                                        picker.ckpt.config.postprocess)
-        _sync(device)
+        sync(device)
         t5 = time.perf_counter()
         if picker.ckpt.rescorer is not None:  # the dense channels, profiles and MLP
             channels, voxel_A, origin_A = channels_for(sv, project, run, cfg)

@@ -46,6 +46,12 @@ def clustered_coords(seed: int = 0) -> np.ndarray:
     return np.unique(coords, axis=0).astype(np.int32)
 
 
+def sync(device: str | torch.device) -> None:
+    """Waits for a GPU's queued work, so that what is timed has run (no-op on the CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _median_seconds(fn) -> float:
     fn()  # warm-up: allocator, spconv's first index build
     times = []
@@ -78,8 +84,7 @@ def host_reference(device: str = "cpu") -> dict[str, float]:
     def forward():
         with torch.inference_mode():
             model(batch)
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
 
     return {"filters": filters, "sparse_network": _median_seconds(forward),
             "voxels": len(coords)}
