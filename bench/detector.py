@@ -181,7 +181,8 @@ def main() -> int:
               "rescore": a.rescore, "host_reference_s": host}
     print(markdown(results))
     print(f"\nhost reference (bench/host.py): filters {host['filters']:.3f} s, sparse network "
-          f"{host['sparse_network']:.3f} s")
+          f"{host['sparse_network']:.3f} s (the picker's path "
+          f"{host['sparse_network_picker']:.3f} s)")
     if a.no_stages:
         return _save(results, a.json)
     stages = stage_seconds(a.project[0], a.checkpoint, a.device, a.tta, a.precision, a.rescore)

@@ -10,7 +10,11 @@ host as about the picker. `bench/detector.py` stores these reference seconds bes
 The workload never changes with the project: Gaussian filters of a seeded 92x315x315 volume
 at the sparsifier's four scales (scipy, what sparsifying costs), and one forward pass of the
 shipped architecture (channels 16/32/64/64, fixed seed, untrained) over a seeded set of
-about 220k voxels clustered in blobs as a kept set is (spconv, what the network costs).
+about 220k voxels clustered in blobs as a kept set is, through spconv's own CPU path (what the
+network cost before 2026-12-01's gather + GEMM path, kept as the reference so that the
+reference never moves with the project). `sparse_network_picker` is the same pass as the
+picker runs it now (sparse_det/model/cpu_conv.py on the CPU): the ratio of the two is that
+path's speed-up on this host.
 """
 
 from __future__ import annotations
@@ -63,11 +67,12 @@ def _median_seconds(fn) -> float:
 
 
 def host_reference(device: str = "cpu") -> dict[str, float]:
-    """{"filters": s, "sparse_network": s, "voxels": n}: median seconds of the fixed
-    workloads above (the filters on the CPU always; the network on `device`)."""
+    """{"filters": s, "sparse_network": s, "sparse_network_picker": s, "voxels": n}: median
+    seconds of the fixed workloads above (the filters on the CPU always; the network on
+    `device`, through spconv's own path, then through the picker's)."""
     from scipy import ndimage
 
-    from sparse_det.model import build_model
+    from sparse_det.model import build_model, spconv_compat
     from sparse_det.structures import SparseBatch
 
     vol = np.random.default_rng(0).standard_normal(SHAPE_ZYX, dtype=np.float32)
@@ -86,8 +91,14 @@ def host_reference(device: str = "cpu") -> dict[str, float]:
             model(batch)
         sync(device)
 
-    return {"filters": filters, "sparse_network": _median_seconds(forward),
-            "voxels": len(coords)}
+    picker_path = spconv_compat.CPU_GATHER_GEMM
+    spconv_compat.CPU_GATHER_GEMM = False
+    try:
+        reference = _median_seconds(forward)
+    finally:
+        spconv_compat.CPU_GATHER_GEMM = picker_path
+    return {"filters": filters, "sparse_network": reference,
+            "sparse_network_picker": _median_seconds(forward), "voxels": len(coords)}
 
 
 def main() -> int:
@@ -98,7 +109,8 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     ref = host_reference(a.device)
     print(f"host reference ({a.threads} threads, {a.device}): filters {ref['filters']:.3f} s, "
-          f"sparse network {ref['sparse_network']:.3f} s on {ref['voxels']} voxels")
+          f"sparse network {ref['sparse_network']:.3f} s on {ref['voxels']} voxels "
+          f"(the picker's path: {ref['sparse_network_picker']:.3f} s)")
     return 0
 
 

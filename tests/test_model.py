@@ -47,7 +47,10 @@ def test_fortran_ordered_indices_give_the_same_result():
     torch.testing.assert_close(a, b, msg="F-ordered indices changed the output")
 
 
-def test_submanifold_conv_matches_dense_conv():
+@pytest.mark.parametrize("gather_gemm", [True, False], ids=["gather-gemm", "spconv"])
+def test_submanifold_conv_matches_dense_conv(gather_gemm, monkeypatch):
+    """Inference on the CPU runs cpu_conv's path, training spconv's: both against dense."""
+    monkeypatch.setattr(sc, "CPU_GATHER_GEMM", gather_gemm)
     torch.manual_seed(0)
     shape = (10, 12, 14)
     coords, feats = random_sparse(n=400, shape=shape, c=4)
@@ -64,6 +67,54 @@ def test_submanifold_conv_matches_dense_conv():
     expected = dense_out[0, :, idx[:, 1], idx[:, 2], idx[:, 3]].T
     torch.testing.assert_close(out.features, expected, atol=1e-4, rtol=1e-4,
                                msg="submanifold conv differs from dense conv at active sites")
+
+
+def test_neighbour_table_finds_neighbours_without_wrapping_rows():
+    from sparse_det.model import cpu_conv
+
+    shape = (3, 4, 5)
+    # b, z, y, x: two face neighbours, a voxel at the row's end and one at the next row's
+    # start (adjacent in a linear index, not in space), and the same place in batch 1.
+    coords = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 2], [0, 0, 0, 4], [0, 0, 1, 0],
+                           [1, 1, 1, 1]])
+    for cells in (cpu_conv.DENSE_LOOKUP_MAX_CELLS, 0):  # dense volume, then sorted search
+        cpu_conv.DENSE_LOOKUP_MAX_CELLS, saved = cells, cpu_conv.DENSE_LOOKUP_MAX_CELLS
+        try:
+            table = cpu_conv.neighbour_table(coords, shape, 2)
+        finally:
+            cpu_conv.DENSE_LOOKUP_MAX_CELLS = saved
+        centre, plus_x, minus_x = 13, 14, 12  # offsets (0,0,0), (0,0,+1), (0,0,-1)
+        assert table[:, centre].tolist() == [0, 1, 2, 3, 4]
+        assert table[0, plus_x] == 1 and table[1, minus_x] == 0
+        assert table[2, plus_x] == 5 and table[3, minus_x] == 5, "wrapped onto the next row"
+        assert (table[4] == 5).sum() == 26, "batch 1 saw batch 0's voxel"
+        # Itself, plus: voxels 1 and 3 (diagonal); 0; none; 0.
+        assert (table[:4] < 5).sum(1).tolist() == [3, 2, 1, 2]
+
+
+@pytest.mark.parametrize("dense_cells", [None, 0], ids=["dense-lookup", "sorted-search"])
+def test_gather_gemm_inference_matches_spconv(dense_cells, monkeypatch):
+    """The whole model, two tomograms in a batch, trained-looking BatchNorm: the CPU inference
+    path gives spconv's numbers."""
+    from sparse_det.model import cpu_conv
+
+    if dense_cells is not None:
+        monkeypatch.setattr(cpu_conv, "DENSE_LOOKUP_MAX_CELLS", dense_cells)
+    monkeypatch.setattr(cpu_conv, "BLOCK_ROWS", 700)  # blocks that do not divide N
+    torch.manual_seed(0)
+    coords, feats = random_sparse(n=3000)
+    model = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16),
+                        blocks_per_level=1, device="cpu").eval()
+    _randomise_bn(model, 3)
+    b = SparseBatch.from_numpy([coords, coords[:900]], [feats, -feats[:900]], (24, 40, 40))
+    outs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(sc, "CPU_GATHER_GEMM", flag)
+        with torch.no_grad():
+            outs[flag] = model(b)
+    for key in ("cls_logits", "offsets"):
+        torch.testing.assert_close(outs[True][key], outs[False][key], atol=1e-5, rtol=1e-5)
+    assert outs[True]["cls_logits"].std() > 0.1, "a constant output would match trivially"
 
 
 def test_coords_outside_shape_are_rejected():

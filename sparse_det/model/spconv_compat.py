@@ -1,7 +1,9 @@
 """The one module that imports spconv. Everything else imports without it.
 
 On a CPU-only torch, spconv's default algorithm asserts "Torch not compiled with CUDA enabled";
-the native algorithm runs on the CPU, so the algorithm is chosen from the device.
+the native algorithm runs on the CPU, so the algorithm is chosen from the device. Submanifold
+convs on the CPU without autograd (inference, validation) run as gather + one product per block
+of rows (cpu_conv); training and CUDA keep spconv's own path.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import warnings
 
 import torch
+
+from sparse_det.model import cpu_conv
 
 # spconv's import trips a torch.fx deprecation notice on every start; it is not ours to fix.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
@@ -25,6 +29,40 @@ except ImportError as exc:  # pragma: no cover - exercised only where spconv is 
     spconv = None
     ConvAlgo = None
     SPCONV_ERROR = exc
+
+
+# Off: every conv runs spconv's own path (bench/host.py --spconv-only compares the two).
+CPU_GATHER_GEMM = True
+_NEIGHBOURS = "cpu_conv.neighbours"  # not a string spconv would use as an indice key
+
+
+def _uses_gather_gemm(conv, x) -> bool:
+    return (CPU_GATHER_GEMM and not torch.is_grad_enabled() and not x.features.is_cuda
+            and not conv.conv1x1 and conv.groups == 1
+            and all(d == 1 for d in conv.dilation)
+            and len(set(conv.kernel_size)) == 1 and conv.kernel_size[0] % 2 == 1)
+
+
+if spconv is not None:
+    class SubMConv3d(spconv.SubMConv3d):
+        """spconv's SubMConv3d, the same weights; see cpu_conv for its CPU inference path."""
+
+        def forward(self, x, add_input=None):
+            if add_input is not None or not _uses_gather_gemm(self, x):
+                return super().forward(x, add_input)
+            # One table per level and kernel, kept in the tensor's indice dict, which every
+            # tensor of the level shares (spconv copies the dict only where the level changes).
+            key = (_NEIGHBOURS, self.indice_key, self.kernel_size[0])
+            table = x.indice_dict.get(key) if self.indice_key is not None else None
+            if table is None:
+                table = cpu_conv.neighbour_table(x.indices, x.spatial_shape, x.batch_size,
+                                                 self.kernel_size[0])
+                if self.indice_key is not None:
+                    x.indice_dict[key] = table
+            return x.replace_feature(cpu_conv.subm_conv(x.features, table, self.weight,
+                                                        self.bias))
+else:  # pragma: no cover
+    SubMConv3d = None
 
 
 def require_spconv():
@@ -50,8 +88,8 @@ def sparse_tensor(feats: torch.Tensor, coords_bzyx: torch.Tensor, spatial_shape_
 
 def subm(cin: int, cout: int, key: str, algo, k: int = 3):
     kw = {"algo": algo} if algo is not None else {}
-    return require_spconv().SubMConv3d(cin, cout, k, padding=k // 2, bias=False,
-                                       indice_key=key, **kw)
+    require_spconv()
+    return SubMConv3d(cin, cout, k, padding=k // 2, bias=False, indice_key=key, **kw)
 
 
 def down(cin: int, cout: int, key: str, algo):
