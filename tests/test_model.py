@@ -117,6 +117,30 @@ def test_gather_gemm_inference_matches_spconv(dense_cells, monkeypatch):
     assert outs[True]["cls_logits"].std() > 0.1, "a constant output would match trivially"
 
 
+def test_gather_gemm_training_gradients_match_spconv(monkeypatch):
+    """A training step (BatchNorm on batch statistics) gives spconv's loss and gradients."""
+    torch.manual_seed(0)
+    coords, feats = random_sparse(n=3000)
+    model = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16),
+                        blocks_per_level=1, device="cpu").train()
+    b = SparseBatch.from_numpy([coords, coords[:900]], [feats, -feats[:900]], (24, 40, 40))
+    grads, losses = {}, {}
+    for flag in (False, True):
+        monkeypatch.setattr(sc, "CPU_GATHER_GEMM", flag)
+        model.zero_grad()
+        out = model(b)
+        loss = out["cls_logits"].logsumexp(1).mean() + out["offsets"].pow(2).mean()
+        loss.backward()
+        losses[flag] = loss.item()
+        grads[flag] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    scale = max(g.abs().max().item() for g in grads[False].values())
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, atol=1e-4 * scale, rtol=1e-3,
+                                   msg=f"{name}: gradients differ")
+    assert grads[True]["stem.weight"].abs().max() > 1e-3 * scale, "no gradient reached the stem"
+
+
 def test_coords_outside_shape_are_rejected():
     with pytest.raises(ValueError, match="outside spatial shape"):
         SparseBatch.from_numpy([np.array([[0, 0, 50]], np.int32)], [np.zeros((1, 5))],

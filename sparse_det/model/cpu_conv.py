@@ -1,4 +1,4 @@
-"""Submanifold 3-D convolution on the CPU as gather + one matrix product (no autograd).
+"""Submanifold 3-D convolution on the CPU as gather + one matrix product per block of rows.
 
 spconv's native CPU path loops over the kernel's 27 offsets, gathering the rows that have a
 neighbour there, multiplying them by that offset's [C, O] slice and scatter-adding the result:
@@ -7,8 +7,8 @@ products run far below the BLAS's speed. Here each level builds one neighbour ta
 row numbers with N (a zero row) where a neighbour is missing, and every block of rows is
 gathered into [rows, 27 * C] and multiplied by the whole kernel at once, which keeps the block
 in cache and gives the BLAS a product it is fast at. Same sums as spconv to float rounding
-(tests/test_model.py), so checkpoints need nothing new; training keeps spconv's path, whose
-backward it has.
+(tests/test_model.py), so checkpoints need nothing new. Its backward is the same kind of
+product (see _SubmConv), so CPU training runs it too.
 """
 
 from __future__ import annotations
@@ -54,25 +54,66 @@ def neighbour_table(coords_bzyx: torch.Tensor, spatial_shape_zyx, batch_size: in
     return torch.where(found, order[pos], torch.full_like(pos, n))
 
 
-def subm_conv(feats: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tensor,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
-    """[N, O]: out[i] = sum over offsets k of weight[:, k, :] @ feats[neighbours[i, k]].
-
-    feats [N, C]; neighbours [N, K] from neighbour_table (N = no neighbour); weight as spconv
-    stores it, [O, kz, ky, kx, C] with kz * ky * kx = K."""
+def _gather_gemm(feats: torch.Tensor, neighbours: torch.Tensor,
+                 kernel_flat: torch.Tensor) -> torch.Tensor:
+    """[N, O] = for each block of rows, feats gathered by neighbours [rows, K * C] @
+    kernel_flat [K * C, O]; row N of the gather is zeros (a missing neighbour)."""
     n, c = feats.shape
-    o = weight.shape[0]
     k = neighbours.shape[1]
-    if weight[0, ..., 0].numel() != k or weight.shape[-1] != c:
-        raise ValueError(f"weight {tuple(weight.shape)} does not fit {c} features and "
-                         f"{k} neighbours")
-    kernel_flat = weight.reshape(o, k * c).t()
     padded = torch.cat([feats, feats.new_zeros(1, c)])
-    out = feats.new_empty(n, o)
+    out = feats.new_empty(n, kernel_flat.shape[1])
     for start in range(0, n, BLOCK_ROWS):
         rows = neighbours[start:start + BLOCK_ROWS]
         block = padded.index_select(0, rows.reshape(-1)).view(-1, k * c)
         torch.mm(block, kernel_flat, out=out[start:start + BLOCK_ROWS])
-    if bias is not None:
-        out += bias
     return out
+
+
+class _SubmConv(torch.autograd.Function):
+    """Gather + GEMM forward; its backward is two more of the same kind, no scatter: a
+    submanifold table is symmetric (j is i's neighbour at offset k exactly when i is j's at
+    the opposite offset K-1-k), so the features' gradient is the output gradient convolved
+    with the kernel flipped and transposed."""
+
+    @staticmethod
+    def forward(ctx, feats, weight, neighbours):
+        o, c = weight.shape[0], weight.shape[-1]
+        k = neighbours.shape[1]
+        ctx.save_for_backward(feats, weight, neighbours)
+        return _gather_gemm(feats, neighbours, weight.reshape(o, k * c).t())
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        feats, weight, neighbours = ctx.saved_tensors
+        o, c = weight.shape[0], weight.shape[-1]
+        k = neighbours.shape[1]
+        grad_out = grad_out.contiguous()
+        grad_feats = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.reshape(o, k, c).flip(1).permute(1, 0, 2)  # [K, O, C]
+            grad_feats = _gather_gemm(grad_out, neighbours, flipped.reshape(k * o, c))
+        if ctx.needs_input_grad[1]:
+            padded = torch.cat([feats, feats.new_zeros(1, c)])
+            grad_flat = feats.new_zeros(k * c, o)
+            for start in range(0, feats.shape[0], BLOCK_ROWS):
+                rows = neighbours[start:start + BLOCK_ROWS]
+                block = padded.index_select(0, rows.reshape(-1)).view(-1, k * c)
+                grad_flat.addmm_(block.t(), grad_out[start:start + BLOCK_ROWS])
+            grad_weight = grad_flat.t().reshape(weight.shape)
+        return grad_feats, grad_weight, None
+
+
+def subm_conv(feats: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, O]: out[i] = sum over offsets k of weight[:, k, :] @ feats[neighbours[i, k]],
+    differentiable in feats and weight.
+
+    feats [N, C]; neighbours [N, K] from neighbour_table (N = no neighbour); weight as spconv
+    stores it, [O, kz, ky, kx, C] with kz * ky * kx = K."""
+    c = feats.shape[1]
+    k = neighbours.shape[1]
+    if weight[0, ..., 0].numel() != k or weight.shape[-1] != c:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit {c} features and "
+                         f"{k} neighbours")
+    out = _SubmConv.apply(feats.contiguous(), weight, neighbours)
+    return out if bias is None else out + bias

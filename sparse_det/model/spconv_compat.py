@@ -2,8 +2,8 @@
 
 On a CPU-only torch, spconv's default algorithm asserts "Torch not compiled with CUDA enabled";
 the native algorithm runs on the CPU, so the algorithm is chosen from the device. Submanifold
-convs on the CPU without autograd (inference, validation) run as gather + one product per block
-of rows (cpu_conv); training and CUDA keep spconv's own path.
+convs on the CPU run as gather + one product per block of rows (cpu_conv), forward and
+backward; strided and inverse convs, and everything on CUDA, keep spconv's own path.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _NEIGHBOURS = "cpu_conv.neighbours"  # not a string spconv would use as an indic
 
 
 def _uses_gather_gemm(conv, x) -> bool:
-    return (CPU_GATHER_GEMM and not torch.is_grad_enabled() and not x.features.is_cuda
+    return (CPU_GATHER_GEMM and not x.features.is_cuda
             and not conv.conv1x1 and conv.groups == 1
             and all(d == 1 for d in conv.dilation)
             and len(set(conv.kernel_size)) == 1 and conv.kernel_size[0] % 2 == 1)
