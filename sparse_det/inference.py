@@ -52,7 +52,7 @@ from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibratio
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
@@ -259,7 +259,9 @@ class Picker:
              tta: str | None = None, rescore: bool = True) -> Picker:
         """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides).
         `precision` "fp16": weights and features in half precision (spconv needs both in
-        one dtype, which autocast does not give it; bf16 has no spconv kernel).
+        one dtype, which autocast does not give it; bf16 has no spconv kernel). "bf16" (the
+        CPU only): the submanifold convs' products in bfloat16 (cpu_conv), everything else
+        in fp32 — for CPUs with bf16 instructions (AVX512-BF16, AMX); elsewhere slower.
         `tta`: test-time mirrors (TTA_MIRRORS); None takes the checkpoint's, the setting
         its thresholds were tuned with. `rescore` False: the network alone, at the
         thresholds tuned for its vote masses, where the checkpoint carries a rescorer."""
@@ -268,11 +270,18 @@ class Picker:
         if tta is not None:
             tta_mirrors(tta)  # an unknown setting fails before the model loads
         dev = resolve_device(device)
+        if precision == "bf16" and dev.type != "cpu":
+            raise ValueError(f"precision bf16 is for the CPU's convs, not {dev.type}: use "
+                             "fp16 there")
         ckpt = load_checkpoint(checkpoint, dev)
         if not rescore:
             ckpt.without_rescorer()
         if precision == "fp16":
             ckpt.model.half()
+        elif precision == "bf16":
+            from sparse_det.model.spconv_compat import set_product_dtype
+
+            set_product_dtype(ckpt.model, torch.bfloat16)
         tuned_for = ckpt.config.postprocess.tta
         if tta is not None and not ckpt.use_tta(tta):
             warnings.warn(f"{checkpoint}: its thresholds were tuned with --tta {tuned_for}, "

@@ -1,14 +1,17 @@
 """Half precision (`--precision fp16`): spconv takes fp16 only with weights and features in
-the same dtype, so the picker casts both. The picks must stay those of fp32."""
+the same dtype, so the picker casts both; `--precision bf16`: the CPU's conv products in
+bfloat16. The picks must stay those of fp32."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.inference import Picker
+from sparse_det.structures import SparseBatch
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +20,20 @@ def small_run(tmp_path_factory):
                             progress=False)
 
 
-def test_fp16_picks_match_fp32(small_run):
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_picks_match_fp32(small_run, precision):
     run = small_run.runs()[0]
     full = Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False)
-    half = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="fp16", rescore=False)
-    assert next(half.ckpt.model.parameters()).dtype.itemsize == 2
+    half = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision=precision, rescore=False)
     sv = full.sparse(small_run, run)
+    if precision == "fp16":
+        assert next(half.ckpt.model.parameters()).dtype.itemsize == 2
+    else:  # fp32 weights; the conv products in bf16, so the logits move a little
+        assert next(half.ckpt.model.parameters()).dtype == torch.float32
+        b = SparseBatch.from_numpy([sv.coords_zyx], [sv.feats], sv.shape_zyx)
+        with torch.no_grad():
+            pf, ph = full.ckpt.model(b)["cls_logits"], half.ckpt.model(b)["cls_logits"]
+        assert 0 < (pf - ph).abs().max() < 0.1 * pf.abs().max(), "bf16 did not run, or broke"
     a, b = full.pick(full.detect(sv)), half.pick(half.detect(sv))
     n = 0
     for p in full.particles:
@@ -37,4 +48,4 @@ def test_fp16_picks_match_fp32(small_run):
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
-        Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="bf16")
+        Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="int8")

@@ -45,7 +45,10 @@ def _uses_gather_gemm(conv, x) -> bool:
 
 if spconv is not None:
     class SubMConv3d(spconv.SubMConv3d):
-        """spconv's SubMConv3d, the same weights; see cpu_conv for its CPU inference path."""
+        """spconv's SubMConv3d, the same weights; see cpu_conv for its CPU path.
+        `product_dtype`: that path's product type (set_product_dtype)."""
+
+        product_dtype: torch.dtype | None = None
 
         def forward(self, x, add_input=None):
             if add_input is not None or not _uses_gather_gemm(self, x):
@@ -60,9 +63,18 @@ if spconv is not None:
                 if self.indice_key is not None:
                     x.indice_dict[key] = table
             return x.replace_feature(cpu_conv.subm_conv(x.features, table, self.weight,
-                                                        self.bias))
+                                                        self.bias, self.product_dtype))
 else:  # pragma: no cover
     SubMConv3d = None
+
+
+def set_product_dtype(model: torch.nn.Module, dtype: torch.dtype | None) -> int:
+    """Every submanifold conv of `model` multiplies in `dtype` on the CPU path (None: in its
+    features' type). Returns how many convs were set."""
+    convs = [m for m in model.modules() if SubMConv3d is not None and isinstance(m, SubMConv3d)]
+    for m in convs:
+        m.product_dtype = dtype
+    return len(convs)
 
 
 def require_spconv():
