@@ -90,6 +90,8 @@ def test_neighbour_table_finds_neighbours_without_wrapping_rows():
         assert (table[4] == 5).sum() == 26, "batch 1 saw batch 0's voxel"
         # Itself, plus: voxels 1 and 3 (diagonal); 0; none; 0.
         assert (table[:4] < 5).sum(1).tolist() == [3, 2, 1, 2]
+        empty = cpu_conv.neighbour_table(coords[:0], shape, 2)
+        assert empty.shape == (0, 27)
 
 
 @pytest.mark.parametrize("dense_cells", [None, 0], ids=["dense-lookup", "sorted-search"])

@@ -34,6 +34,8 @@ def neighbour_table(coords_bzyx: torch.Tensor, spatial_shape_zyx, batch_size: in
     that voxel is not in the set. Coordinates are b, z, y, x on a grid of spatial_shape_zyx."""
     coords = coords_bzyx.long()
     n = coords.shape[0]
+    if n == 0:
+        return torch.empty((0, kernel ** 3), dtype=torch.int64, device=coords.device)
     pad = kernel // 2
     padded = [int(s) + 2 * pad for s in spatial_shape_zyx]
     # Padding every axis makes out-of-grid neighbours land in empty cells instead of wrapping
