@@ -69,7 +69,7 @@ def test_submanifold_conv_matches_dense_conv(gather_gemm, monkeypatch):
                                msg="submanifold conv differs from dense conv at active sites")
 
 
-def test_neighbour_table_finds_neighbours_without_wrapping_rows():
+def test_neighbour_table_finds_neighbours_without_wrapping_rows(monkeypatch):
     from sparse_det.model import cpu_conv
 
     shape = (3, 4, 5)
@@ -78,11 +78,8 @@ def test_neighbour_table_finds_neighbours_without_wrapping_rows():
     coords = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 2], [0, 0, 0, 4], [0, 0, 1, 0],
                            [1, 1, 1, 1]])
     for cells in (cpu_conv.DENSE_LOOKUP_MAX_CELLS, 0):  # dense volume, then sorted search
-        cpu_conv.DENSE_LOOKUP_MAX_CELLS, saved = cells, cpu_conv.DENSE_LOOKUP_MAX_CELLS
-        try:
-            table = cpu_conv.neighbour_table(coords, shape, 2)
-        finally:
-            cpu_conv.DENSE_LOOKUP_MAX_CELLS = saved
+        monkeypatch.setattr(cpu_conv, "DENSE_LOOKUP_MAX_CELLS", cells)
+        table = cpu_conv.neighbour_table(coords, shape, 2)
         centre, plus_x, minus_x = 13, 14, 12  # offsets (0,0,0), (0,0,+1), (0,0,-1)
         assert table[:, centre].tolist() == [0, 1, 2, 3, 4]
         assert table[0, plus_x] == 1 and table[1, minus_x] == 0

@@ -51,23 +51,28 @@ def neighbour_table(coords_bzyx: torch.Tensor, spatial_shape_zyx, batch_size: in
         volume[lin] = torch.arange(n, dtype=torch.int32, device=coords.device)
         return volume[query].long()
     keys, order = torch.sort(lin)
-    pos = torch.searchsorted(keys, query).clamp_(max=max(n - 1, 0))
+    pos = torch.searchsorted(keys, query).clamp_(max=n - 1)
     found = keys[pos] == query
     return torch.where(found, order[pos], torch.full_like(pos, n))
 
 
-def _gather_gemm(feats: torch.Tensor, neighbours: torch.Tensor,
-                 kernel_flat: torch.Tensor) -> torch.Tensor:
-    """[N, O] = for each block of rows, feats gathered by neighbours [rows, K * C] @
-    kernel_flat [K * C, O]; row N of the gather is zeros (a missing neighbour)."""
-    n, c = feats.shape
+def _gathered_blocks(feats: torch.Tensor, neighbours: torch.Tensor):
+    """Yields (first row, [rows, K * C] block): each block of rows' neighbours' features side
+    by side; row N of the gather is zeros (a missing neighbour)."""
+    c = feats.shape[1]
     k = neighbours.shape[1]
     padded = torch.cat([feats, feats.new_zeros(1, c)])
-    out = feats.new_empty(n, kernel_flat.shape[1])
-    for start in range(0, n, BLOCK_ROWS):
+    for start in range(0, neighbours.shape[0], BLOCK_ROWS):
         rows = neighbours[start:start + BLOCK_ROWS]
-        block = padded.index_select(0, rows.reshape(-1)).view(-1, k * c)
-        torch.mm(block, kernel_flat, out=out[start:start + BLOCK_ROWS])
+        yield start, padded.index_select(0, rows.reshape(-1)).view(-1, k * c)
+
+
+def _gather_gemm(feats: torch.Tensor, neighbours: torch.Tensor,
+                 kernel_flat: torch.Tensor) -> torch.Tensor:
+    """[N, O]: each gathered block [rows, K * C] @ kernel_flat [K * C, O]."""
+    out = feats.new_empty(neighbours.shape[0], kernel_flat.shape[1])
+    for start, block in _gathered_blocks(feats, neighbours):
+        torch.mm(block, kernel_flat, out=out[start:start + len(block)])
     return out
 
 
@@ -95,12 +100,9 @@ class _SubmConv(torch.autograd.Function):
             flipped = weight.reshape(o, k, c).flip(1).permute(1, 0, 2)  # [K, O, C]
             grad_feats = _gather_gemm(grad_out, neighbours, flipped.reshape(k * o, c))
         if ctx.needs_input_grad[1]:
-            padded = torch.cat([feats, feats.new_zeros(1, c)])
             grad_flat = feats.new_zeros(k * c, o)
-            for start in range(0, feats.shape[0], BLOCK_ROWS):
-                rows = neighbours[start:start + BLOCK_ROWS]
-                block = padded.index_select(0, rows.reshape(-1)).view(-1, k * c)
-                grad_flat.addmm_(block.t(), grad_out[start:start + BLOCK_ROWS])
+            for start, block in _gathered_blocks(feats, neighbours):
+                grad_flat.addmm_(block.t(), grad_out[start:start + len(block)])
             grad_weight = grad_flat.t().reshape(weight.shape)
         return grad_feats, grad_weight, None
 
@@ -120,9 +122,7 @@ def subm_conv(feats: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tenso
     if weight[0, ..., 0].numel() != k or weight.shape[-1] != c:
         raise ValueError(f"weight {tuple(weight.shape)} does not fit {c} features and "
                          f"{k} neighbours")
-    if product_dtype is not None and product_dtype != feats.dtype:
-        out = _SubmConv.apply(feats.to(product_dtype).contiguous(), weight.to(product_dtype),
-                              neighbours).to(feats.dtype)
-    else:
-        out = _SubmConv.apply(feats.contiguous(), weight, neighbours)
+    dtype = product_dtype or feats.dtype  # .to() of the same type returns the tensor itself
+    out = _SubmConv.apply(feats.to(dtype).contiguous(), weight.to(dtype), neighbours)
+    out = out.to(feats.dtype)
     return out if bias is None else out + bias

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only where spconv is 
     SPCONV_ERROR = exc
 
 
-# Off: every conv runs spconv's own path (bench/host.py --spconv-only compares the two).
+# Off: every conv runs spconv's own path (how bench/host.py and bench/cpu_conv.py compare).
 CPU_GATHER_GEMM = True
 _NEIGHBOURS = "cpu_conv.neighbours"  # not a string spconv would use as an indice key
 
