@@ -206,10 +206,13 @@ def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> n
         mad = float(vol.std())
         if mad <= 1e-12 * max(1.0, abs(med)):
             raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
-    if in_place and vol.dtype == np.float32:
-        vol -= np.float32(med)
-        vol /= np.float32(mad)
-        return vol
+    if vol.dtype == np.float32:
+        # The same float32 arithmetic either way; a copy only where the caller keeps `vol`.
+        out = vol if in_place else np.subtract(vol, np.float32(med))
+        if in_place:
+            out -= np.float32(med)
+        out /= np.float32(mad)
+        return out
     return ((vol - np.float32(med)) / np.float32(mad)).astype(np.float32)
 
 
@@ -256,8 +259,9 @@ def clipped_projection(x: np.ndarray) -> np.ndarray:
     """Mean over z of the normalised tomogram clipped at POLARITY_CLIP_SIGMA, a slice at a
     time (no clipped copy of the volume)."""
     acc = np.zeros(x.shape[1:], np.float64)
+    buf = np.empty(x.shape[1:], x.dtype)
     for sl in x:
-        acc += np.clip(sl, -POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA)
+        acc += np.clip(sl, -POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA, out=buf)
     return (acc / max(len(x), 1)).astype(np.float32)
 
 

@@ -16,6 +16,8 @@ volume is (scipy here, torch in data_tools/sparsify_torch.py).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 N_SHELLS = 64  # frequency shells from 0 to Nyquist; the corner beyond it is one more
@@ -40,14 +42,26 @@ def rfft_frequency(shape: tuple[int, int, int]) -> np.ndarray:
     return np.sqrt(fz**2 + fy**2 + fx**2)
 
 
+@lru_cache(maxsize=4)
+def _shells(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(shell index of each rfftn coefficient, uint8, read-only; coefficients per shell) of
+    `shape`. Cached: every tomogram of a project has the same shape, and building the index
+    (a square root and a cast over millions of coefficients) cost more than the FFT."""
+    shell = shell_of(rfft_frequency(shape)).astype(np.uint8 if N_SHELLS < 256 else np.int64)
+    shell.flags.writeable = False
+    counts = np.bincount(shell.ravel(), minlength=N_SHELLS + 1)
+    counts.flags.writeable = False
+    return shell, counts
+
+
 def power_by_shell(spec: np.ndarray, shape: tuple[int, int, int]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(shell index of each coefficient, summed power per shell, coefficients per shell) of
-    the rfftn `spec` of a volume of `shape`."""
-    shell = shell_of(rfft_frequency(shape))
+    the rfftn `spec` of a volume of `shape`. The index and the counts are shared, read-only."""
+    shell, counts = _shells(tuple(int(n) for n in shape))
     power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
                             minlength=N_SHELLS + 1)
-    return shell, power_sum, np.bincount(shell.ravel(), minlength=N_SHELLS + 1)
+    return shell, power_sum, counts
 
 
 def shell_gain(power_sum: np.ndarray, counts: np.ndarray, sigma_ref_vox: float,
@@ -76,7 +90,7 @@ def whiten(vol: np.ndarray, sigma_ref_vox: float, workers: int | None = None,
     shell, power_sum, counts = power_by_shell(spec, vol.shape)
     gain = shell_gain(power_sum, counts, sigma_ref_vox, power).astype(np.float32)
     spec *= gain[shell]
-    return fft.irfftn(spec, s=vol.shape, workers=workers).astype(np.float32)
+    return fft.irfftn(spec, s=vol.shape, workers=workers).astype(np.float32, copy=False)
 
 
 def shell_amplitude(vol: np.ndarray, workers: int | None = None) -> np.ndarray:

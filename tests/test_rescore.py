@@ -52,6 +52,39 @@ def test_profiles_of_a_ball_are_its_radius():
     assert prof[1, 0].max() == 0.0  # the corner is far from the ball
 
 
+def _profiles_by_loop(vol, centre, r_max, clip):
+    """Shell means and spreads of one centre, one offset at a time: the definition."""
+    shape = np.array(vol.shape)
+    c = np.clip(np.rint(centre).astype(int), 0, shape - 1)
+    values = [[] for _ in range(r_max + 1)]
+    for dz in range(-r_max, r_max + 1):
+        for dy in range(-r_max, r_max + 1):
+            for dx in range(-r_max, r_max + 1):
+                d = np.sqrt(dz * dz + dy * dy + dx * dx)
+                if d <= r_max + 0.5:
+                    z, y, x = np.clip(c + np.array([dz, dy, dx]), 0, shape - 1)
+                    values[int(np.rint(d))].append(np.clip(float(vol[z, y, x]), -clip, clip))
+    return (np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values]))
+
+
+def test_profiles_equal_a_loop_inside_and_at_the_edges():
+    """Centres far from every edge (indices by one addition) and centres near or beyond an
+    edge (clamped per axis), in one call and across gather chunks: each profile is the loop's,
+    clipped values included."""
+    rng = np.random.default_rng(5)
+    shape, r_max = (30, 34, 38), 6
+    vol = (3.0 * rng.standard_normal(shape)).astype(np.float32)
+    inside = rng.uniform(r_max, np.array(shape) - r_max - 1, size=(70, 3))
+    edges = rng.uniform(-3, np.array(shape) + 2, size=(70, 3))
+    centres = np.concatenate([inside, edges])[rng.permutation(140)]
+    prof = radial_profiles([vol], centres, r_max=r_max, spreads=1, clip=4.0)
+    prof = prof.reshape(len(centres), 2, r_max + 1)
+    for i in range(0, len(centres), 7):
+        mean, spread = _profiles_by_loop(vol, centres[i], r_max, 4.0)
+        np.testing.assert_allclose(prof[i, 0], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(prof[i, 1], spread, rtol=1e-4, atol=1e-5)
+
+
 def test_profiles_do_not_see_orientation():
     """An elongated, off-centre object and its axis-permuted, mirrored copy give the same
     profiles about corresponding centres: the features cannot learn orientations."""

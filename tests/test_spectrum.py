@@ -9,8 +9,8 @@ import torch
 from scipy import ndimage
 
 from data_tools import sparsify_torch as st
-from data_tools.sparsify import SparsifyConfig
-from data_tools.spectrum import N_SHELLS, rfft_frequency, shell_of, whiten
+from data_tools.sparsify import SparsifyConfig, robust_normalise
+from data_tools.spectrum import N_SHELLS, power_by_shell, rfft_frequency, shell_of, whiten
 
 
 def _spheres(shape=(48, 96, 96), radius=4.0, n=40, seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -138,3 +138,34 @@ def test_shell_amplitude_profile_is_gain_free_and_sees_blur():
     ratio = (blurred[s] / blurred[2]) / (a[s] / a[2])
     expected = np.exp(-2 * np.pi**2 * q**2) / np.exp(-2 * np.pi**2 * (2.5 / 128) ** 2)
     assert abs(ratio / expected - 1) < 0.1
+
+
+def test_shell_index_is_shared_read_only_and_the_same():
+    """The cached shell index of a shape is the one computed afresh, read-only, and powers
+    summed with it are the coefficients' powers by shell."""
+    shape = (12, 20, 18)
+    spec = np.fft.rfftn(np.random.default_rng(1).standard_normal(shape)).astype(np.complex64)
+    shell, power_sum, counts = power_by_shell(spec, shape)
+    fresh = shell_of(rfft_frequency(shape))
+    np.testing.assert_array_equal(shell, fresh)
+    assert not shell.flags.writeable and power_by_shell(spec, shape)[0] is shell
+    np.testing.assert_array_equal(counts, np.bincount(fresh.ravel(), minlength=N_SHELLS + 1))
+    want = [float((np.abs(spec[fresh == k]).astype(np.float64) ** 2).sum())
+            for k in range(N_SHELLS + 1)]
+    np.testing.assert_allclose(power_sum, want, rtol=1e-5)
+
+
+def test_robust_normalise_copies_unless_told():
+    """The same numbers in place or not; not in place leaves the input as it was."""
+    x = (5.0 + 2.0 * np.random.default_rng(2).standard_normal((8, 9, 10))).astype(np.float32)
+    kept = x.copy()
+    out = robust_normalise(x, "vol")
+    np.testing.assert_array_equal(x, kept)
+    assert out is not x and out.dtype == np.float32
+    same = robust_normalise(x, "vol", in_place=True)
+    assert same is x
+    np.testing.assert_array_equal(same, out)
+    sample = kept[::2, ::3, ::3].ravel()  # the subsample the statistics come from
+    med = np.median(sample)
+    mad = 1.4826 * np.median(np.abs(sample - med))
+    np.testing.assert_allclose(out, (kept - med) / mad, rtol=1e-5, atol=1e-5)
