@@ -34,7 +34,7 @@ from data_tools.hard_negatives import (
     draw_hard_negatives,
     render_hard_negatives,
 )
-from data_tools.particles import ParticleTable
+from data_tools.particles import DataError, ParticleTable
 from data_tools.shapes import (
     distractor_components,
     gold_components,
@@ -424,6 +424,43 @@ def ensure_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHAPE
     return CopickProject(out)
 
 
+def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | None, str, tuple]:
+    """(ranges, tilt ranges or None, physics, shape) that draw runs with exactly the
+    parameters `run` of a simulated project was drawn with (its simulation.json): every
+    range pinned to the run's value, so new runs differ from it only in what the seed
+    places (particles, orientations, noise, hard negatives' geometry). What
+    bench/ceiling.py trains on to ask whether a run's score is the picker's ceiling."""
+    path = Path(project) / "simulation.json"
+    try:
+        record = json.loads(path.read_text())
+        params = record["runs"][run]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    except KeyError:
+        raise DataError(f"{path}: no simulated run {run!r}") from None
+    pinned = {}
+    for f in fields(SimRanges):
+        if f.name == "contrast_scale_log10":
+            v = float(np.log10(params["contrast_scale"]))
+        elif f.name in HARD_NEGATIVE_FIELDS:
+            drawn = params.get("hard_negatives", {})
+            v = len(drawn.get("carbon" if f.name == "carbon_edges" else f.name, []))
+        else:
+            v = params.get(f.name, 0.0)  # a shape share absent: none drawn
+        pinned[f.name] = (v, v)
+    tilt = None
+    if record.get("physics") == "tilt":
+        t = params["tilt"]
+        tilt = TiltRanges.from_dict({
+            **{f.name: (t[f.name], t[f.name]) for f in fields(TiltRanges)
+               if f.name in t and f.name not in ("align_recentre", "axis_error_deg")},
+            # the axis error's sign is drawn per run; its size is the parameter
+            "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
+            "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"]})
+    return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
+            tuple(record["shape_zyx"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -439,8 +476,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--physics", choices=PHYSICS, default="fast",
                     help="fast: 3-D Fourier imaging model at 10 Å; tilt: tilt series, CTF per "
                          "tilt, WBP, written as wbp and denoised at 20 Å")
+    ap.add_argument("--like", nargs=2, metavar=("PROJECT", "RUN"),
+                    help="draw every parameter as this simulated run was (its project's "
+                         "simulation.json): new placements and noise, the same physics, "
+                         "shape and image formation; --ranges, --tilt-ranges, --snr, "
+                         "--physics and --shape are then not read")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    if a.like:
+        try:
+            ranges, tilt, physics, shape = like_run(*a.like)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        simulate_project(a.out, a.runs, a.seed, shape, ranges, a.prefix,
+                         progress=not a.quiet and sys.stderr.isatty(), physics=physics,
+                         tilt=tilt)
+        print(f"wrote {a.runs} run(s) like {a.like[1]} to {a.out} in "
+              f"{time.perf_counter() - t0:.1f} s")
+        return 0
     try:
         overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
         if a.snr:

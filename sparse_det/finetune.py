@@ -164,6 +164,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     summary = {"base": str(base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
+               "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
     # compares each tomogram's confidence with theirs (inference.warn_if_unsure): the

@@ -316,3 +316,53 @@ def test_compact_procedural_models_keep_real_elongation():
             break
     else:
         raise AssertionError("no plain beta-galactosidase draw within the bound in 20 seeds")
+
+
+def _same_params(a: dict, b: dict) -> None:
+    """Every drawn number of one run equals the other's; seeds of own streams aside."""
+    for key, v in a.items():
+        if key.endswith("_seed") or key in ("rotation_seed", "hard_negatives"):
+            continue
+        if isinstance(v, dict):
+            _same_params(v, b[key])
+        elif isinstance(v, float):
+            assert b[key] == pytest.approx(v, rel=1e-9, abs=1e-12), key
+        else:
+            assert b[key] == v, key
+
+
+@pytest.mark.parametrize("physics", ["fast", "tilt"])
+def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
+    """Runs simulated --like a recorded run: every parameter as it was drawn (the axis
+    error's size, the hard negatives' counts, a shape share), other placements; an unknown
+    run is refused by name."""
+    import json
+
+    from data_tools.particles import DataError
+    from data_tools.simulate import like_run, main, simulate_project
+    from data_tools.tilt_series import TiltRanges
+
+    ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
+                       procedural_shape_share=(0.2, 0.6))
+    tilt = TiltRanges(axis_error_deg=(0.5, 1.5), sirt_iterations=(2, 6))
+    simulate_project(tmp_path / "src", 2, 11, (32, 64, 64), ranges, progress=False,
+                     physics=physics, tilt=tilt)
+    src = json.loads((tmp_path / "src" / "simulation.json").read_text())
+    run = "TS_sim_11_001"
+    assert main(["--out", str(tmp_path / "like"), "--runs", "1", "--seed", "12",
+                 "--like", str(tmp_path / "src"), run, "--quiet"]) == 0
+    like = json.loads((tmp_path / "like" / "simulation.json").read_text())
+    assert like["physics"] == physics and like["shape_zyx"] == [32, 64, 64]
+    want, got = src["runs"][run], like["runs"]["TS_sim_12_000"]
+    _same_params(want, got)
+    for kind in ("carbon", "contamination"):
+        assert len(got["hard_negatives"][kind]) == len(want["hard_negatives"][kind])
+    assert got["hard_negatives"] != want["hard_negatives"]  # its own geometry
+    if physics == "tilt":
+        assert abs(got["tilt"]["axis_error_deg"]) == pytest.approx(
+            abs(want["tilt"]["axis_error_deg"]))
+    picks = [CopickProject(tmp_path / p).read_picks(r)["ribosome"]
+             for p, r in (("src", run), ("like", "TS_sim_12_000"))]
+    assert len(picks[0]) != len(picks[1]) or not np.allclose(picks[0], picks[1])
+    with pytest.raises(DataError, match="TS_nope"):
+        like_run(tmp_path / "src", "TS_nope")
