@@ -7,12 +7,16 @@ Simulates --runs new runs with exactly the parameters the run was drawn with (it
 project's simulation.json, `python -m data_tools.simulate --like`: the same physics, SNR,
 blur, defocus, denoiser; other placements and noise), fine-tunes the checkpoint on them
 (`sparse_det.finetune`: cross-validated, every run detected out of fold) and prints three
-numbers side by side: the checkpoint's F4 on the run itself, its out-of-fold F4 on the runs
-like it, and the fine-tune's. Where training on the run's own distribution lifts the score
-little, no wider training distribution will either: the particles are lost in the data
-(noise, blur, the kept share), and the next step is the input or the model. Where it lifts
-a lot — the independent simulator of issue 12: 0.77 -> 0.95 in 300 steps — the training
-distribution misses that kind of tomogram, and the next step is to cover it.
+scores side by side: the checkpoint's on the run itself (its rescorer, its thresholds), its
+own on the runs like it with thresholds tuned there out of fold, and the fine-tune's there
+(the network alone: a fine-tune carries no rescorer) — what `sparse_det.finetune` weighs
+for a user. A few minutes of fine-tuning is a lower bound on what matched training
+teaches, so read it one way only: where it lifts the score a lot — the independent
+simulator of issue 12: 0.77 -> 0.95 in 300 steps — the training distribution misses that
+kind of tomogram and covering it is the next step; where training on the run's own
+distribution lifts nothing and its validation F4 does not rise from epoch to epoch, a
+wider distribution is unlikely to do better, and the loss is in the data as the picker
+reads it (noise, blur, the kept share): the next step is the input or the model.
 """
 
 from __future__ import annotations
@@ -70,10 +74,11 @@ def ceiling(project: str, run: str, *, checkpoint: str, n_runs: int, seed: int,
 
 def table(r: dict) -> str:
     names = list(r["on_the_run"]["per_class"])
-    rows = [("the checkpoint on " + r["run"], r["on_the_run"]),
-            (f"the checkpoint on {r['like_runs']} runs like it (out of fold)",
-             r["out_of_fold"]["base"]),
-            ("fine-tuned on them (out of fold)", r["out_of_fold"]["fine-tune"])]
+    rows = [(f"the checkpoint on {r['run']}, its thresholds", r["on_the_run"]),
+            (f"the checkpoint on {r['like_runs']} runs like it, thresholds tuned on them "
+             "(out of fold)", r["out_of_fold"]["base"]),
+            ("fine-tuned on them, the network alone (out of fold)",
+             r["out_of_fold"]["fine-tune"])]
     out = ["| | " + " | ".join(n[:12] for n in names) + " | weighted F4 |",
            "|---|" + "---|" * (len(names) + 1)]
     for label, s in rows:
