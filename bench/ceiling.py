@@ -33,9 +33,9 @@ from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
 from data_tools.simulate import like_run, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.finetune import finetune
+from sparse_det.finetune import FINETUNE_STEPS, finetune
 from sparse_det.inference import infer_project
-from sparse_det.metric import fbeta, score_tables
+from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution
 
 
@@ -44,14 +44,14 @@ def score_on_run(project: CopickProject, run: str, checkpoint: str, device: str)
     picks = infer_project(project, checkpoint, runs=[run], device=device)
     s = score_tables(project_solution(project, [run]), picks, project.particles)
     return {"score": s.score,
-            "per_class": {k: fbeta(v.tp, v.fp, v.fn) for k, v in s.per_class.items()}}
+            "per_class": {k: v.fbeta for k, v in s.per_class.items()}}
 
 
 def ceiling(project: str, run: str, *, checkpoint: str, n_runs: int, seed: int,
-            minutes: float, work: Path, device: str = "auto", steps: int | None = None
-            ) -> dict:
-    """Simulates runs like `run`, fine-tunes `checkpoint` on them (`steps` per training:
-    finetune's default where None) and returns the three scores (module doc)."""
+            minutes: float, work: Path, device: str = "auto",
+            steps: int = FINETUNE_STEPS) -> dict:
+    """Simulates runs like `run`, fine-tunes `checkpoint` on them (at most `steps` per
+    training) and returns the three scores (module doc)."""
     ranges, tilt, physics, shape = like_run(project, run)
     t0 = time.perf_counter()
     like = work / "like"
@@ -61,8 +61,7 @@ def ceiling(project: str, run: str, *, checkpoint: str, n_runs: int, seed: int,
     own = score_on_run(CopickProject(project), run, checkpoint, device)
     t0 = time.perf_counter()
     summary = finetune(str(like), work / "finetuned.pt", base=checkpoint, minutes=minutes,
-                       device=device, work=work / "finetune",
-                       **({} if steps is None else {"steps": steps}))
+                       device=device, work=work / "finetune", steps=steps)
     return {"project": project, "run": run, "checkpoint": checkpoint, "like_runs": n_runs,
             "seed": seed, "minutes": minutes, "simulate_s": sim_s,
             "finetune_s": time.perf_counter() - t0, "on_the_run": own,

@@ -461,6 +461,26 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
             tuple(record["shape_zyx"]))
 
 
+def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges] | None:
+    """The ranges --ranges, --snr and --tilt-ranges set; None (the error printed) where a
+    file is unreadable or wrong."""
+    try:
+        overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
+        if a.snr:
+            overrides["snr"] = a.snr
+        ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: {a.ranges or '--snr'}: {exc}", file=sys.stderr)
+        return None
+    try:
+        tilt = TiltRanges.from_dict(json.loads(Path(a.tilt_ranges).read_text())
+                                    if a.tilt_ranges else {})
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: {a.tilt_ranges}: {exc}", file=sys.stderr)
+        return None
+    return ranges, tilt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -489,34 +509,18 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        t0 = time.perf_counter()
-        simulate_project(a.out, a.runs, a.seed, shape, ranges, a.prefix,
-                         progress=not a.quiet and sys.stderr.isatty(), physics=physics,
-                         tilt=tilt)
-        print(f"wrote {a.runs} run(s) like {a.like[1]} to {a.out} in "
-              f"{time.perf_counter() - t0:.1f} s")
-        return 0
-    try:
-        overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
-        if a.snr:
-            overrides["snr"] = a.snr
-        ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {a.ranges or '--snr'}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        tilt = TiltRanges.from_dict(json.loads(Path(a.tilt_ranges).read_text())
-                                    if a.tilt_ranges else {})
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {a.tilt_ranges}: {exc}", file=sys.stderr)
-        return 2
+    else:
+        parsed = _ranges_from_arguments(a)
+        if parsed is None:
+            return 2
+        (ranges, tilt), physics, shape = parsed, a.physics, tuple(a.shape)
     t0 = time.perf_counter()
-    simulate_project(a.out, a.runs, a.seed, tuple(a.shape), ranges, a.prefix,
-                     progress=not a.quiet and sys.stderr.isatty(), physics=a.physics,
+    simulate_project(a.out, a.runs, a.seed, shape, ranges, a.prefix,
+                     progress=not a.quiet and sys.stderr.isatty(), physics=physics,
                      tilt=tilt)
-    print(f"wrote {a.runs} run(s) to {a.out} in {time.perf_counter() - t0:.1f} s")
+    like = f" like {a.like[1]}" if a.like else ""
+    print(f"wrote {a.runs} run(s){like} to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

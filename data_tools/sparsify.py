@@ -208,9 +208,7 @@ def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> n
             raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
     if vol.dtype == np.float32:
         # The same float32 arithmetic either way; a copy only where the caller keeps `vol`.
-        out = vol if in_place else np.subtract(vol, np.float32(med))
-        if in_place:
-            out -= np.float32(med)
+        out = np.subtract(vol, np.float32(med), out=vol if in_place else None)
         out /= np.float32(mad)
         return out
     return ((vol - np.float32(med)) / np.float32(mad)).astype(np.float32)
