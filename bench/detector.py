@@ -31,15 +31,16 @@ from bench.host import host_reference, sync
 from data_tools.copick_io import CopickProject
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.config import TTA_MIRRORS
-from sparse_det.inference import PRECISIONS, infer_project
+from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
+from sparse_det.device import resolve_device
+from sparse_det.inference import infer_project, resolve_precision
 from sparse_det.metric import score_tables
 from sparse_det.writers import project_solution, to_submission
 
 
 def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None,
-                  tta: str | None = None, precision: str = "fp32", rescore: bool = True
-                  ) -> dict:
+                  tta: str | None = None, precision: str = INFER_PRECISION,
+                  rescore: bool = True) -> dict:
     project = CopickProject(path)
     runs = project.runs()
     kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision,
@@ -66,7 +67,7 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
     return {"project": path, "runs": len(runs), "score": score.score, "per_run": per_run,
             "per_class": {k: v.fbeta for k, v in score.per_class.items()},
             "recall": {k: v.recall for k, v in score.per_class.items()},
-            "precision": {k: v.precision for k, v in score.per_class.items()},
+            "class_precision": {k: v.precision for k, v in score.per_class.items()},
             "infer_s_per_tomogram": sum(times) / len(times),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -85,7 +86,7 @@ class _Timed:
 
 
 def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None,
-                  precision: str = "fp32", rescore: bool = True) -> dict:
+                  precision: str = INFER_PRECISION, rescore: bool = True) -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
     from data_tools.sparsify import read_input, sparsify
     from sparse_det.inference import (
@@ -161,7 +162,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
-    ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,
+                    help="as infer's (default auto: bf16 on a CPU with bf16 instructions)")
     ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
@@ -177,7 +179,8 @@ def main() -> int:
                for p in a.project]
     for r in results:  # what was read and how it was picked
         r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
-              "checkpoint": a.checkpoint, "device": a.device, "precision": a.precision,
+              "checkpoint": a.checkpoint, "device": a.device,
+              "precision": resolve_precision(a.precision, resolve_device(a.device)),
               "rescore": a.rescore, "host_reference_s": host}
     print(markdown(results))
     print(f"\nhost reference (bench/host.py): filters {host['filters']:.3f} s, sparse network "

@@ -10,6 +10,7 @@ import pandas as pd
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from sparse_det.config import INFER_PRECISION
 
 
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
@@ -29,7 +30,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       runs: list[str] | None = None, device: str = "auto",
                       shards_dir: str | Path | None = None, address: str | None = None,
                       progress: bool = False, input_overrides: dict | None = None,
-                      precision: str = "fp32", tta: str | None = None, rescore: bool = True
+                      precision: str = INFER_PRECISION, tta: str | None = None, rescore: bool = True
                       ) -> pd.DataFrame:
     import ray
     from tqdm import tqdm

@@ -25,7 +25,7 @@ from data_tools.copick_io import GT_USER, CopickProject
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
-from sparse_det.config import TTA_MIRRORS
+from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
 
 if TYPE_CHECKING:
     from data_tools.sparsify import SparsifyConfig
@@ -95,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="*")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+    ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,
                     help="network weights and features (fp16: for GPUs); bf16: the CPU's "
                          "conv products in bfloat16, faster where the CPU has bf16 "
-                         "instructions")
+                         "instructions; auto (default): bf16 on such a CPU, else fp32; "
+                         "fp32: exact sums, the same picks on every host")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="test-time mirrors averaged per voxel (flip: y and x, 2 passes; "
                          "flip4: 4 passes); default: the checkpoint's")

@@ -36,7 +36,13 @@ from sparse_det.checkpoint import (
     checkpoint_settings,
     load_checkpoint,
 )
-from sparse_det.config import FOREGROUND_SLACK, TTA_MIRRORS, PostprocessConfig
+from sparse_det.config import (
+    FOREGROUND_SLACK,
+    INFER_PRECISION,
+    PRECISIONS,
+    TTA_MIRRORS,
+    PostprocessConfig,
+)
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
 from sparse_det.rescore import PROFILE_CHANNELS, channels_for, rescore
@@ -52,7 +58,23 @@ from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibratio
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch
+    emulates bf16 products, slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, dev: torch.device) -> str:
+    """The precision a Picker runs at: `precision`, with "auto" made bf16 on a CPU with
+    bf16 instructions and fp32 elsewhere (CUDA: spconv's fp32 kernels)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if dev.type == "cpu" and cpu_multiplies_bf16() else "fp32"
 
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
@@ -249,6 +271,7 @@ class Picker:
     device: torch.device
     sparsify_config: SparsifyConfig  # the checkpoint's, with the user's input choices
     tta: str = "none"  # a key of TTA_MIRRORS
+    precision: str = "fp32"  # as resolved: never "auto"
     # Candidates are scored with the checkpoint's rescorer (sparse_det/rescore.py) where it
     # has one: its thresholds were tuned on those scores. Picker.load(rescore=False) drops
     # it from the checkpoint and takes the thresholds tuned for the network alone.
@@ -258,18 +281,21 @@ class Picker:
              input_overrides: dict | None = None, precision: str = "fp32",
              tta: str | None = None, rescore: bool = True) -> Picker:
         """`input_overrides`: sparsify fields the user set (tomo_input.input_overrides).
-        `precision` "fp16": weights and features in half precision (spconv needs both in
-        one dtype, which autocast does not give it; bf16 has no spconv kernel). "bf16" (the
-        CPU only): the submanifold convs' products in bfloat16 (cpu_conv), everything else
-        in fp32 — for CPUs with bf16 instructions (AVX512-BF16, AMX); elsewhere slower.
+        `precision` "auto": bf16 or fp32 (resolve_precision). "fp16": weights and features
+        in half precision (spconv needs both in one dtype, which autocast does not give it;
+        bf16 has no spconv kernel). "bf16" (the CPU only): the submanifold convs' products
+        in bfloat16 (cpu_conv), everything else in fp32 — for CPUs with bf16 instructions
+        (AVX512-BF16, AMX); elsewhere slower.
         `tta`: test-time mirrors (TTA_MIRRORS); None takes the checkpoint's, the setting
         its thresholds were tuned with. `rescore` False: the network alone, at the
         thresholds tuned for its vote masses, where the checkpoint carries a rescorer."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if tta is not None:
             tta_mirrors(tta)  # an unknown setting fails before the model loads
         dev = resolve_device(device)
+        asked, precision = precision, resolve_precision(precision, dev)
+        if asked == "auto":
+            log.info("network products in %s on %s (--precision auto; fp32 gives the same "
+                     "picks on every host)", precision, dev.type)
         if precision == "bf16" and dev.type != "cpu":
             raise ValueError(f"precision bf16 is for the CPU's convs, not {dev.type}: use "
                              "fp16 there")
@@ -288,7 +314,7 @@ class Picker:
                           f"not {tta}; `python -m sparse_det.tune --tta {tta}` tunes a set "
                           "for it", stacklevel=2)
         return cls(ckpt, dev, with_overrides(ckpt.config.sparsify, input_overrides),
-                   tta or tuned_for)
+                   tta or tuned_for, precision)
 
     @property
     def particles(self) -> ParticleTable:
@@ -454,10 +480,11 @@ def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | Non
 def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
-                  input_overrides: dict | None = None, precision: str = "fp32",
+                  input_overrides: dict | None = None, precision: str = INFER_PRECISION,
                   tta: str | None = None, rescore: bool = True) -> pd.DataFrame:
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
-    `tta` None: the checkpoint's test-time mirrors; `rescore`: see Picker.load."""
+    `tta` None: the checkpoint's test-time mirrors; `precision`, `rescore`: see
+    Picker.load."""
     from tqdm import tqdm
 
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it

@@ -102,7 +102,9 @@ def test_adapt_counts_the_picks_infer_writes_on_a_crowded_run(crowded, tmp_path)
     assert picker.ckpt.config.postprocess.keep_follow_foreground > 0
     run = crowded.runs()[0]
     _, counts = pseudo_labels(picker, crowded, run, tmp_path / "shards")
-    written = to_submission(infer_project(crowded, UNWHITENED_CHECKPOINT, device="cpu"))
+    # adapt reads the network at fp32; infer's default may take bf16 products on this CPU
+    written = to_submission(infer_project(crowded, UNWHITENED_CHECKPOINT, device="cpu",
+                                          precision="fp32"))
     assert counts == {p.name: int((written.particle_type == p.name).sum())
                       for p in picker.particles}
     base_set = picker.pick(picker.detect(picker.sparse(crowded, run, tmp_path / "shards")))

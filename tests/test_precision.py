@@ -49,3 +49,28 @@ def test_half_precision_picks_match_fp32(small_run, precision):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="int8")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it(monkeypatch):
+    """infer's default: bf16 products on a CPU with bf16 instructions, fp32 elsewhere (a
+    CPU without them would emulate bf16, slower; CUDA keeps spconv's fp32 kernels); an
+    explicit precision is taken as given, and the Picker says what it runs at."""
+    from sparse_det import inference
+    from sparse_det.config import INFER_PRECISION
+
+    assert INFER_PRECISION == "auto"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    native = inference.cpu_multiplies_bf16()
+    assert inference.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert inference.resolve_precision("auto", cuda) == "fp32"
+    for explicit in ("fp32", "fp16", "bf16"):
+        assert inference.resolve_precision(explicit, cpu) == explicit
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="auto", rescore=False)
+    assert picker.precision == ("bf16" if native else "fp32")
+    monkeypatch.setattr(inference, "cpu_multiplies_bf16", lambda: False)
+    assert inference.resolve_precision("auto", cpu) == "fp32"
+    assert Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False).precision == "fp32"
+    monkeypatch.setattr(inference, "cpu_multiplies_bf16", lambda: True)
+    assert inference.resolve_precision("auto", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference.resolve_precision("int8", cpu)
