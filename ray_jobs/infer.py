@@ -15,7 +15,8 @@ from sparse_det.config import INFER_PRECISION
 
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
                shards_dir: str | None, input_overrides: dict | None,
-               precision: str, tta: str | None, rescore: bool = True) -> pd.DataFrame:
+               precision: str, tta: str | None, rescore: bool = True,
+               parts_dir: str | None = None) -> pd.DataFrame:
     import torch
 
     from sparse_det.inference import infer_project
@@ -23,14 +24,15 @@ def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
     torch.set_num_threads(1)  # a task holds one CPU
     return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,
                          shards_dir=shards_dir, input_overrides=input_overrides,
-                         precision=precision, tta=tta, rescore=rescore)
+                         precision=precision, tta=tta, rescore=rescore, parts_dir=parts_dir)
 
 
 def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       runs: list[str] | None = None, device: str = "auto",
                       shards_dir: str | Path | None = None, address: str | None = None,
                       progress: bool = False, input_overrides: dict | None = None,
-                      precision: str = INFER_PRECISION, tta: str | None = None, rescore: bool = True
+                      precision: str = INFER_PRECISION, tta: str | None = None,
+                      rescore: bool = True, parts_dir: str | Path | None = None
                       ) -> pd.DataFrame:
     import ray
     from tqdm import tqdm
@@ -45,8 +47,12 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     init_ray(address)
     task = ray.remote(num_cpus=1, max_retries=1)(_infer_one)
     shards = str(Path(shards_dir).resolve()) if shards_dir else None
+    # Each task keeps its run's picks there itself (infer_project's parts_dir): storage every
+    # node sees, like the project's.
+    parts = str(Path(parts_dir).resolve()) if parts_dir else None
     refs = {task.remote(str(Path(project.path).resolve()), str(Path(checkpoint).resolve()),
-                        run, device, shards, input_overrides, precision, tta, rescore): run
+                        run, device, shards, input_overrides, precision, tta, rescore,
+                        parts): run
             for run in runs}
     tables, pending = {}, list(refs)
     with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:
@@ -60,6 +66,6 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                     ray.cancel(ref)
                 raise DataError(f"run {run!r}: {exc.cause or exc}") from exc
             bar.update(1)
-    parts = [tables[r] for r in runs if len(tables[r])]
-    return (pd.concat(parts, ignore_index=True) if parts
+    picked = [tables[r] for r in runs if len(tables[r])]
+    return (pd.concat(picked, ignore_index=True) if picked
             else pd.DataFrame(columns=DETECTION_COLUMNS))

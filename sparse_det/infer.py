@@ -3,18 +3,22 @@
     python -m sparse_det.infer [--project DIR] [--runs RUN ...] [--checkpoint PATH]
                                [--device auto|cpu|cuda] [--out submissions/submission.csv]
                                [--picks-out PROJECT [--user-id U --session-id S]]
-                               [--star-out DIR] [--ray [--address ADDR]] [--quiet]
+                               [--star-out DIR] [--ray [--address ADDR]] [--fresh] [--quiet]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
 `--picks-out` writes copick picks (with scores) into a project's overlay, `--star-out` one
 RELION-style STAR file per run (sparse_det/writers.py). `--ray` fans the runs out as Ray tasks
 (a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the same CSV.
+Each run's picks are kept in OUT.parts/ as they are made and removed once the CSV is
+written: after an interruption the same command picks only the runs not done (made with the
+same checkpoint and settings; `--fresh` picks them all again).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
+from sparse_det.run_parts import parts_dir_for
 
 if TYPE_CHECKING:
     from data_tools.sparsify import SparsifyConfig
@@ -89,7 +94,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     return project, runs, sparsify
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", default=DEFAULT_PROJECT)
     ap.add_argument("--runs", nargs="*")
@@ -118,17 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
                                       "private local Ray)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--fresh", action="store_true",
+                    help="pick every run again, not reading the picks an interrupted call "
+                         "kept in OUT.parts/")
     add_input_arguments(ap)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
+    parts = parts_dir_for(a.out)
     try:
         project, runs, sparsify = preflight(a)
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
+        if a.fresh:
+            shutil.rmtree(parts, ignore_errors=True)
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
               "input_overrides": input_overrides(a), "precision": a.precision,
-              "tta": a.tta, "rescore": a.rescore}
+              "tta": a.tta, "rescore": a.rescore, "parts_dir": parts}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 
@@ -140,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(a, project, rows, runs, sparsify)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if parts.is_dir() and any(parts.glob("*.json")):
+            print(f"the runs picked so far are kept in {parts}; the same command picks only "
+                  "the others", file=sys.stderr)
         return 2
+    shutil.rmtree(parts, ignore_errors=True)  # the CSV holds them now
     n_runs = rows["experiment"].nunique() if len(rows) else 0
     log.info("wrote %d particles from %d run(s) to %s in %.1f s", len(rows), n_runs, a.out,
              time.perf_counter() - t0)

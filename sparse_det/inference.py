@@ -47,11 +47,11 @@ from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
 from sparse_det.rescore import PROFILE_CHANNELS, channels_for, rescore
 from sparse_det.structures import (
+    DETECTION_COLUMNS,
     SWAP_YX,
     Detections,
     SparseBatch,
     SparseVolume,
-    detections_table,
     swap_yx,
 )
 from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibration
@@ -481,10 +481,13 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   runs: list[str] | None = None, device: str = "auto",
                   shards_dir: str | Path | None = None, progress: bool = False,
                   input_overrides: dict | None = None, precision: str = INFER_PRECISION,
-                  tta: str | None = None, rescore: bool = True) -> pd.DataFrame:
+                  tta: str | None = None, rescore: bool = True,
+                  parts_dir: str | Path | None = None) -> pd.DataFrame:
     """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
     `tta` None: the checkpoint's test-time mirrors; `precision`, `rescore`: see
-    Picker.load."""
+    Picker.load. `parts_dir`: each run's picks are kept there as they are made, and runs
+    whose picks are there from the same checkpoint and settings are read instead of picked
+    again (sparse_det/run_parts.py): an interrupted call resumes."""
     from tqdm import tqdm
 
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
@@ -494,9 +497,18 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                         "project")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     dev = resolve_device(device)
-    loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta, rescore)
-    picked = []
     runs = runs or project.runs()
+    parts = None
+    if parts_dir is not None:
+        from sparse_det.run_parts import RunParts, parts_key
+
+        parts = RunParts(parts_dir, parts_key(
+            checkpoint, resolve_precision(precision, dev), tta or settings.config.postprocess.tta,
+            rescore and settings.has_rescorer, input_overrides))
+    rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
+    todo = [run for run in runs if run not in rows]
+    if todo:
+        loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta, rescore)
 
     keep = PROFILE_CHANNELS if rescore and settings.has_rescorer else 0
 
@@ -508,16 +520,19 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     # Streaming: the next run is read and sparsified while this one is detected (zarr,
     # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
     with ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = reader.submit(load, runs[0]) if runs else None
-        for i, run in enumerate(tqdm(runs, desc="infer", unit="tomogram",
+        ahead = reader.submit(load, todo[0]) if todo else None
+        for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram",
                                      disable=not progress)):
             t0 = time.perf_counter()
             sv = ahead.result()
-            ahead = reader.submit(load, runs[i + 1]) if i + 1 < len(runs) else None
+            ahead = reader.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
             picker = loading.result()  # waits for the model on the first run only
             dets = picker.detect_run(project, run, shards_dir, sv=sv)
             warn_if_unsure(dets, settings.tuned_confidence)
-            picked.append(picker.pick(dets))
-            log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked[-1]),
+            picked = picker.pick(dets)
+            rows[run] = picked.rows()
+            if parts is not None:
+                parts.put(run, rows[run])
+            log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
                      time.perf_counter() - t0)
-    return detections_table(picked)
+    return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)

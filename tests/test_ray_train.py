@@ -254,9 +254,14 @@ def test_ray_inference_matches_single_process(small_project, tmp_path):
     local = infer_project(small_project, DEFAULT_CHECKPOINT)
     import ray
 
+    parts = tmp_path / "parts"
     try:
-        fanned = infer_project_ray(small_project, DEFAULT_CHECKPOINT)
+        fanned = infer_project_ray(small_project, DEFAULT_CHECKPOINT, parts_dir=parts)
     finally:
         ray.shutdown()
     assert len(local) > 20, local
     pd.testing.assert_frame_equal(local, fanned)
+    # each task kept its run's picks where a resumed call (Ray's or not) reads them
+    assert sorted(p.stem for p in parts.glob("*.json")) == sorted(small_project.runs())
+    pd.testing.assert_frame_equal(local, infer_project(small_project, DEFAULT_CHECKPOINT,
+                                                       parts_dir=parts))
