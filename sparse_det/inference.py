@@ -59,7 +59,6 @@ from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibratio
 log = logging.getLogger(__name__)
 
 
-
 def cpu_multiplies_bf16() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch
     emulates bf16 products, slower than fp32."""
