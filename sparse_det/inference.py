@@ -499,11 +499,12 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     runs = runs or project.runs()
     parts = None
     if parts_dir is not None:
-        from sparse_det.run_parts import RunParts, parts_key
+        from sparse_det.run_parts import RunParts, parts_key, tomogram_stamp
 
         parts = RunParts(parts_dir, parts_key(
             checkpoint, resolve_precision(precision, dev), tta or settings.config.postprocess.tta,
-            rescore and settings.has_rescorer, input_overrides))
+            rescore and settings.has_rescorer, input_overrides),
+            lambda run: tomogram_stamp(project, run, sparsify_cfg))
     rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
     todo = [run for run in runs if run not in rows]
     if todo:

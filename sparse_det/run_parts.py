@@ -3,11 +3,12 @@
 A project of hundreds of tomograms takes an hour or more on a CPU; a crash, a full disk or a
 lost session at run 300 should not cost the first 299. `infer_project(parts_dir=...)`
 writes every run's detections to DIR/RUN.json (atomically) with a key of what made them:
-the checkpoint's bytes, the precision it ran at, the test-time mirrors, the rescorer and
-the user's input choices. Run again, it reads the runs whose file carries the same key and
-picks only the others; a file made any other way, or unreadable, is picked again and
-overwritten. `python -m sparse_det.infer` keeps them beside its CSV (OUT.parts/) and
-removes them once the CSV is written.
+the checkpoint's bytes, the precision it ran at, the test-time mirrors, the rescorer, the
+user's input choices and the tomogram read (its level's folder, file count and newest
+mtime). Run again, it reads the runs whose file carries the same key and picks only the
+others; a file made any other way, or unreadable, is picked again and overwritten.
+`python -m sparse_det.infer` keeps them beside its CSV (OUT.parts/) and removes them once
+the CSV is written.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_tools.atomic import atomic_write_text, writable_dir
 from data_tools.copick_io import validate_run_name
+from data_tools.particles import DataError
 from sparse_det.structures import DETECTION_COLUMNS
+
+if TYPE_CHECKING:
+    from data_tools.copick_io import CopickProject
+    from data_tools.sparsify import SparsifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +61,37 @@ def parts_dir_for(out_csv: str | Path) -> Path:
     return out.with_name(out.name + PARTS_SUFFIX)
 
 
-class RunParts:
-    """DIR/RUN.json per run: {"key": parts_key, "rows": [[experiment, type, x, y, z, score],
-    ...]} (Å, DETECTION_COLUMNS)."""
+def tomogram_stamp(project: CopickProject, run: str, cfg: SparsifyConfig) -> dict | None:
+    """Which tomogram level a run's picks were read from and when its files last changed
+    (the newest mtime under that level's folder, and how many files): a tomogram written
+    again after an interrupted call is picked again. None where the run has no tomogram
+    (picked from shards alone)."""
+    from data_tools.sparsify import plan_input
 
-    def __init__(self, folder: str | Path, key: dict):
+    try:
+        source = plan_input(project, run, cfg).source
+        level = project.tomogram_path(run, source.folder_spacing_A, source.tomo_type)
+    except DataError:
+        return None
+    files = [p for p in (level / str(source.level)).rglob("*") if p.is_file()]
+    files += [p for p in level.glob(".z*") if p.is_file()]  # metadata: scale, origin
+    return {"path": str(level.resolve()), "level": source.level, "files": len(files),
+            "mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
+
+
+class RunParts:
+    """DIR/RUN.json per run: {"key": parts_key plus the run's tomogram stamp, "rows":
+    [[experiment, type, x, y, z, score], ...]} (Å, DETECTION_COLUMNS). `stamp(run)`: what
+    identifies the run's input (tomogram_stamp), or None."""
+
+    def __init__(self, folder: str | Path, key: dict,
+                 stamp: Callable[[str], dict | None] | None = None):
         self.folder = writable_dir(folder)
         self.key = key
+        self.stamp = stamp or (lambda run: None)
+
+    def key_for(self, run: str) -> dict:
+        return self.key | {"tomogram": self.stamp(run)}
 
     def path(self, run: str) -> Path:
         return self.folder / f"{validate_run_name(run)}.json"
@@ -72,8 +104,8 @@ class RunParts:
         try:
             doc = json.loads(path.read_text())
             rows = [tuple(r) for r in doc["rows"]]
-            ok = doc["key"] == self.key and all(len(r) == len(DETECTION_COLUMNS) and r[0] == run
-                                                for r in rows)
+            ok = doc["key"] == self.key_for(run) and all(
+                len(r) == len(DETECTION_COLUMNS) and r[0] == run for r in rows)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: unreadable (%s); picking run %r again", path, exc, run)
             return None
@@ -92,4 +124,5 @@ class RunParts:
         return rows
 
     def put(self, run: str, rows: list[tuple]) -> None:
-        atomic_write_text(self.path(run), json.dumps({"key": self.key, "rows": rows}))
+        atomic_write_text(self.path(run), json.dumps({"key": self.key_for(run),
+                                                      "rows": rows}))

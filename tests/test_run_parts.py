@@ -78,22 +78,36 @@ def test_picks_made_another_way_are_made_again(two_runs, tmp_path, caplog):
     doc = json.loads((parts / f"{first}.json").read_text())
     marked = [[r[0], r[1], r[2] + 1000.0, *r[3:]] for r in doc["rows"]]
     key = parts_key(DEFAULT_CHECKPOINT, "fp32", "flip", True, None)
+    stamp = doc["key"].pop("tomogram")
     assert doc["key"] == key
+    assert stamp["path"].endswith(".zarr") and stamp["files"] > 1 and stamp["mtime_ns"] > 0
     # other mirrors, another precision, another input choice: each its own key
     for other in (parts_key(DEFAULT_CHECKPOINT, "fp32", "none", True, None),
                   parts_key(DEFAULT_CHECKPOINT, "bf16", "flip", True, None),
                   parts_key(DEFAULT_CHECKPOINT, "fp32", "flip", True, {"polarity": "dark"})):
         assert other != key
-    (parts / f"{first}.json").write_text(json.dumps({"key": doc["key"] | {"tta": "none"},
-                                                     "rows": marked}))
+    (parts / f"{first}.json").write_text(json.dumps(
+        {"key": doc["key"] | {"tta": "none", "tomogram": stamp}, "rows": marked}))
     with caplog.at_level(logging.INFO, logger="sparse_det.run_parts"):
         again = infer_project(two_runs, DEFAULT_CHECKPOINT, runs=[first], device="cpu",
                               precision="fp32", parts_dir=parts)
     assert "made with another checkpoint or settings" in caplog.text
     assert np.allclose(again.x, [r[2] for r in doc["rows"]])  # picked again, not the mark
-    assert json.loads((parts / f"{first}.json").read_text())["key"] == key  # overwritten
+    assert json.loads((parts / f"{first}.json").read_text())["key"] == key | {
+        "tomogram": stamp}  # overwritten
+    # the same settings, but the tomogram written again since: picked again
+    (parts / f"{first}.json").write_text(json.dumps(
+        {"key": key | {"tomogram": stamp}, "rows": marked}))
+    read_back = infer_project(two_runs, DEFAULT_CHECKPOINT, runs=[first], device="cpu",
+                              precision="fp32", parts_dir=parts)
+    assert np.allclose(read_back.x, [r[2] for r in marked])
+    two_runs.write_tomogram(first, two_runs.read_tomogram(first).data.copy())
+    again = infer_project(two_runs, DEFAULT_CHECKPOINT, runs=[first], device="cpu",
+                          precision="fp32", parts_dir=parts)
+    assert np.allclose(again.x, [r[2] for r in doc["rows"]])
     (parts / f"{first}.json").write_text('{"key": ')  # a file cut short by a crash
     assert RunParts(parts, key).get(first) is None
+    assert "unreadable" in caplog.text
 
 
 def test_infer_command_resumes_and_cleans_up(two_runs, tmp_path, capsys):
