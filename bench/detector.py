@@ -2,10 +2,12 @@
 
     python bench/detector.py --project data/heldout_ood [--project ...] [--checkpoint PT]
     python bench/detector.py --no-stages @configs/heldout_21.args   # the 7 held-out families
-                             [--json bench/detector.json]
+                             [--stream] [--json bench/detector.json]
 
 Prints a markdown table: per-class F4 (with the checkpoint's thresholds), weighted F4,
-seconds per tomogram (read + sparsify + network + voting + clustering) and peak RSS; then
+seconds per tomogram (read + sparsify + network + voting + clustering; each run picked by a
+call of its own), with `--stream` the seconds per tomogram of one call over each project's
+runs as users pick a project (the picks must be the same), and peak RSS; then
 per-stage seconds (read, sparsify, network, decode, rescore; on the given device, synced) and
 the streaming throughput of one infer_project call over every run (the next run is read
 while the current one is detected). Each result also stores `host_reference_s`
@@ -40,7 +42,10 @@ from sparse_det.writers import project_solution, to_submission
 
 def bench_project(path: str, checkpoint: str, device: str, overrides: dict | None = None,
                   tta: str | None = None, precision: str = INFER_PRECISION,
-                  rescore: bool = True) -> dict:
+                  rescore: bool = True, stream: bool = False) -> dict:
+    """F4 and seconds of each run picked alone (one infer_project call each); `stream`: also
+    the seconds per tomogram of one call over all the project's runs, as a user's project is
+    picked (the next run read and sparsified while this one is picked)."""
     project = CopickProject(path)
     runs = project.runs()
     kw = {"device": device, "input_overrides": overrides, "tta": tta, "precision": precision,
@@ -58,6 +63,7 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
         t0 = time.perf_counter()
         rows.append(infer_project(project, checkpoint, runs=[run], **kw))
         times.append(time.perf_counter() - t0)
+    streamed = _streamed(project, checkpoint, runs, kw, pd.concat(rows)) if stream else {}
     sub = to_submission(pd.concat(rows))
     solution = project_solution(project)
     score = score_tables(solution, sub, project.particles)
@@ -69,7 +75,17 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
             "recall": {k: v.recall for k, v in score.per_class.items()},
             "class_precision": {k: v.precision for k, v in score.per_class.items()},
             "infer_s_per_tomogram": sum(times) / len(times),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            **streamed}
+
+
+def _streamed(project, checkpoint, runs, kw, alone: pd.DataFrame) -> dict:
+    t0 = time.perf_counter()
+    picks = infer_project(project, checkpoint, runs=runs, **kw)
+    seconds = (time.perf_counter() - t0) / len(runs)
+    same = len(picks) == len(alone) and bool(
+        (picks.reset_index(drop=True) == alone.reset_index(drop=True)).all().all())
+    return {"stream_s_per_tomogram": seconds, "stream_same_picks": same}
 
 
 class _Timed:
@@ -146,12 +162,17 @@ def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = Non
 
 def markdown(results: list[dict]) -> str:
     names = list(results[0]["per_class"])
-    head = "| project | " + " | ".join(n for n in names) + " | weighted F4 | s/tomogram | peak GB |"
-    lines = [head, "|" + "---|" * (len(names) + 4)]
+    stream = "stream_s_per_tomogram" in results[0]
+    head = ("| project | " + " | ".join(n for n in names) + " | weighted F4 | s/tomogram | "
+            + ("streamed s/tomogram | " if stream else "") + "peak GB |")
+    lines = [head, "|" + "---|" * (len(names) + 4 + stream)]
     for r in results:
         cells = " | ".join(f"{r['per_class'][n]:.3f} (R {r['recall'][n]:.2f})" for n in names)
+        streamed = (f"{r['stream_s_per_tomogram']:.2f}"
+                    + ("" if r["stream_same_picks"] else " (other picks!)") + " | "
+                    if stream else "")
         lines.append(f"| {Path(r['project']).name} | {cells} | **{r['score']:.3f}** | "
-                     f"{r['infer_s_per_tomogram']:.2f} | {r['peak_rss_gb']:.2f} |")
+                     f"{r['infer_s_per_tomogram']:.2f} | {streamed}{r['peak_rss_gb']:.2f} |")
     return "\n".join(lines)
 
 
@@ -166,6 +187,8 @@ def main() -> int:
                     help="as infer's (default auto: bf16 on a CPU with bf16 instructions)")
     ap.add_argument("--tomo-type", help="read this tomogram type (e.g. wbp)")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage timing")
+    ap.add_argument("--stream", action="store_true",
+                    help="also time one call over each project's runs (streamed)")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS),
                     help="test-time mirrors (default: the checkpoint's)")
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
@@ -175,7 +198,7 @@ def main() -> int:
     host = host_reference(a.device)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None
     results = [bench_project(p, a.checkpoint, a.device, overrides, a.tta, a.precision,
-                             a.rescore)
+                             a.rescore, a.stream)
                for p in a.project]
     for r in results:  # what was read and how it was picked
         r |= {"tomo_type": a.tomo_type or "denoised", "tta": a.tta or "the checkpoint's",
