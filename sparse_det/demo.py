@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     write_submission(to_submission(rows), sub)
     seconds, n_runs = time.perf_counter() - t1, len(project.runs())
     print(f"      {len(rows)} particles -> {sub} ({seconds:.1f} s for {n_runs} tomogram(s) "
-          "from shards, the model's loading included: importing spconv takes seconds)")
+          "from shards, the model's loading included)")
     print("[4/4] evaluating against the simulated ground truth")
     print(evaluate(project_dir, sub).table())
     run = project.runs()[0]

@@ -430,10 +430,11 @@ class Picker:
 
 
 class _LoadingPicker:
-    """Picker.load in a daemon thread. Building the model first imports spconv, whose kernel
-    tables take about 3 s of pure Python here; meanwhile the first tomogram is read and
-    sparsified (zarr and scipy release the GIL), which hides most of that first-tomogram
-    penalty. A daemon thread: an error on the first tomogram exits at once."""
+    """Picker.load in a daemon thread. Building the model first imports spconv (about 1 s
+    of pure Python without a GPU, several with one: spconv_compat); meanwhile the first
+    tomogram is read and sparsified (zarr and scipy release the GIL), which hides part of
+    that first-tomogram penalty. A daemon thread: an error on the first tomogram exits at
+    once."""
 
     def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None,
                  precision: str, tta: str | None, rescore: bool = True):

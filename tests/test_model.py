@@ -229,3 +229,24 @@ def test_widened_input_computes_what_the_narrow_model_did_then_learns():
     assert float(wide.stem.weight.grad[..., 5:].abs().sum()) > 0  # the new channels learn
     with pytest.raises(ValueError, match="more than"):
         widen_input(wide.state_dict(), 5)
+
+
+def test_without_a_gpu_spconv_imports_without_its_cuda_kernel_table():
+    """spconv_compat skips spconv.algo's CUDA implicit-GEMM descriptors where torch sees no
+    GPU (seconds of Python per process); spconv's own parameter list is left as it was, and
+    every conv of the model (submanifold, strided, inverse) runs forward and backward on the
+    CPU without them (test_forward_backward_cpu, the picks tests)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\n"
+            "import sparse_det.model.spconv_compat as sc\n"
+            "import spconv.algo, spconv.core\n"
+            "print(torch.cuda.is_available(), len(spconv.algo.CONV.all_desps), "
+            "len(spconv.core.ALL_IMPGEMM_PARAMS) > 0)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cuda, table, params = res.stdout.split()
+    assert params == "True"  # spconv's own list untouched
+    assert int(table) == 0 if cuda == "False" else int(table) > 0

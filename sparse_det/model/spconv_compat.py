@@ -9,6 +9,7 @@ backward; strided and inverse convs, and everything on CUDA, keep spconv's own p
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 import torch
@@ -21,8 +22,31 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 # own modules, not catch_warnings(): the import may run in a loader thread, and
 # catch_warnings is not thread-safe.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv(\.|$)")
+
+
+def _import_spconv():
+    """spconv.pytorch, imported without its CUDA implicit-GEMM kernel table where torch sees
+    no GPU: spconv.algo builds a Python descriptor for each of those ~650 kernels twice at
+    import (~5 of its ~6 s on a 2-core CPU, every process: each command line, each Ray
+    worker), and only its CUDA convs read them. The CPU's convs (native, and cpu_conv's) never
+    do; with a GPU the table is built as spconv builds it."""
+    import spconv.core as core
+
+    if torch.cuda.is_available() or "spconv.algo" in sys.modules:
+        import spconv.pytorch as module
+
+        return module
+    saved = core.ALL_IMPGEMM_PARAMS
+    core.ALL_IMPGEMM_PARAMS = []
+    try:
+        import spconv.pytorch as module
+    finally:
+        core.ALL_IMPGEMM_PARAMS = saved
+    return module
+
+
 try:
-    import spconv.pytorch as spconv
+    spconv = _import_spconv()
     from spconv.core import ConvAlgo
     SPCONV_ERROR: Exception | None = None
 except ImportError as exc:  # pragma: no cover - exercised only where spconv is absent
