@@ -77,6 +77,8 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     runs = a.runs or project.runs()
     for run in runs:
         project.run_dir(run)  # an unknown or unsafe run name fails before any work
+    if not Path(a.out).name or Path(a.out).is_dir():
+        raise DataError(f"--out {a.out}: a folder, not a CSV file's path")
     writable_dir(Path(a.out).parent)  # an unwritable output fails before any work too
     if a.star_out:
         writable_dir(a.star_out)
@@ -134,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
-    parts = parts_dir_for(a.out)
+    parts = None
     try:
         project, runs, sparsify = preflight(a)
+        parts = parts_dir_for(a.out)
         t0 = time.perf_counter()
         progress = not a.quiet and sys.stderr.isatty()
         if a.fresh:
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(a, project, rows, runs, sparsify)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if parts.is_dir() and any(parts.glob("*.json")):
+        if parts is not None and parts.is_dir() and any(parts.glob("*.json")):
             print(f"the runs picked so far are kept in {parts}; the same command picks only "
                   "the others", file=sys.stderr)
         return 2

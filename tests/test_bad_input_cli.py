@@ -71,6 +71,10 @@ def _unwritable_out(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--out", str(tmp / "out" / "a_file" / "sub.csv")]
 
 
+def _out_is_a_folder(proj: Path, run: str, tmp: Path) -> list[str]:
+    return ["--out", str(tmp / "out")]
+
+
 def _gt_user(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--picks-out", str(tmp / "out" / "picks"), "--user-id", "curation"]
 
@@ -87,6 +91,7 @@ CASES = {
     "foreign checkpoint": (_foreign_checkpoint, "foreign.pt: not a sparse-det checkpoint"),
     "run name with ../": (_unsafe_run, "invalid run name '../../etc'"),
     "unwritable output": (_unwritable_out, "a_file: cannot create output folder"),
+    "output is a folder": (_out_is_a_folder, "a folder, not a CSV file's path"),
     "ground-truth user id": (_gt_user, "--user-id 'curation' is the ground-truth user"),
 }
 
@@ -111,8 +116,8 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("error: ") and expected in err, err
     assert set(_files(tmp_path / "out")) == before, "partial output left behind"
     if case != "run name with ../":
-        assert run in err or "checkpoint" in case or case in ("unwritable output",
-                                                               "ground-truth user id"), err
+        assert run in err or "checkpoint" in case or case in (
+            "unwritable output", "output is a folder", "ground-truth user id"), err
 
 
 def test_empty_sparse_set(tmp_path, capsys):
