@@ -63,8 +63,9 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
         t0 = time.perf_counter()
         rows.append(infer_project(project, checkpoint, runs=[run], **kw))
         times.append(time.perf_counter() - t0)
-    streamed = _streamed(project, checkpoint, runs, kw, pd.concat(rows)) if stream else {}
-    sub = to_submission(pd.concat(rows))
+    alone = pd.concat(rows)
+    streamed = _streamed(project, checkpoint, runs, kw, alone) if stream else {}
+    sub = to_submission(alone)
     solution = project_solution(project)
     score = score_tables(solution, sub, project.particles)
     # score_tables keeps only the solution's experiments: one run's solution scores that run
@@ -83,8 +84,7 @@ def _streamed(project, checkpoint, runs, kw, alone: pd.DataFrame) -> dict:
     t0 = time.perf_counter()
     picks = infer_project(project, checkpoint, runs=runs, **kw)
     seconds = (time.perf_counter() - t0) / len(runs)
-    same = len(picks) == len(alone) and bool(
-        (picks.reset_index(drop=True) == alone.reset_index(drop=True)).all().all())
+    same = picks.reset_index(drop=True).equals(alone.reset_index(drop=True))
     return {"stream_s_per_tomogram": seconds, "stream_same_picks": same}
 
 

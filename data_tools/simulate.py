@@ -522,5 +522,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {a.runs} run(s){like} to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -69,7 +69,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it(monkeypatch):
     assert picker.precision == ("bf16" if native else "fp32")
     monkeypatch.setattr(inference, "cpu_multiplies_bf16", lambda: False)
     assert inference.resolve_precision("auto", cpu) == "fp32"
-    assert Picker.load(DEFAULT_CHECKPOINT, "cpu", rescore=False).precision == "fp32"
+    assert Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="auto",
+                       rescore=False).precision == "fp32"
     monkeypatch.setattr(inference, "cpu_multiplies_bf16", lambda: True)
     assert inference.resolve_precision("auto", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):

@@ -128,10 +128,18 @@ def test_infer_command_resumes_and_cleans_up(two_runs, tmp_path, capsys):
     written = pd.read_csv(out)
     assert set(written.experiment) == {first, second}
     assert not parts.exists()  # the CSV holds them now
-    # --fresh ignores kept picks: a marked file is not read back
-    parts.mkdir()
-    key = parts_key(DEFAULT_CHECKPOINT, "fp32", "flip", True, None)
-    (parts / f"{first}.json").write_text(json.dumps({"key": key, "rows": []}))
+    # A kept file made as this command makes it, its picks emptied: read back without
+    # --fresh, picked again with it.
+    def keep_emptied() -> None:
+        infer_project(two_runs, DEFAULT_CHECKPOINT, runs=[first], device="cpu",
+                      precision="fp32", parts_dir=parts)
+        doc = json.loads((parts / f"{first}.json").read_text())
+        (parts / f"{first}.json").write_text(json.dumps({"key": doc["key"], "rows": []}))
+
+    keep_emptied()
+    assert infer.main(args) == 0
+    assert (pd.read_csv(out).experiment == first).sum() == 0
+    keep_emptied()
     assert infer.main([*args, "--fresh"]) == 0
     again = pd.read_csv(out)
     assert (again.experiment == first).sum() == (written.experiment == first).sum() > 0

@@ -32,12 +32,9 @@ def _import_spconv():
     do; with a GPU the table is built as spconv builds it."""
     import spconv.core as core
 
-    if torch.cuda.is_available() or "spconv.algo" in sys.modules:
-        import spconv.pytorch as module
-
-        return module
     saved = core.ALL_IMPGEMM_PARAMS
-    core.ALL_IMPGEMM_PARAMS = []
+    if not torch.cuda.is_available() and "spconv.algo" not in sys.modules:
+        core.ALL_IMPGEMM_PARAMS = []
     try:
         import spconv.pytorch as module
     finally:
