@@ -1,5 +1,6 @@
 """Large dense objects that real tomograms hold and particles are not: the edge of the
-carbon support film and ice contamination on the surfaces of the slab.
+carbon support film, ice contamination on the surfaces of the slab, and cytoskeletal
+filaments in it (data_tools/filaments.py).
 
 Both are far denser or far larger than any particle, so they test what a top-fraction
 sparsifier does when a few objects own most of the tomogram's strongest voxels. They are
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_tools.filaments import draw_filaments, render_filament
 from data_tools.shapes import EDGE_A, Ellipsoid, _sigmoid, random_rotation, render
 
 HARD_NEGATIVE_STREAM = 11
@@ -30,9 +32,11 @@ EDGE_SOFTNESS_A = 8.0
 def draw_hard_negatives(counts: dict[str, tuple[int, int]], rng: np.random.Generator
                         ) -> dict:
     """The hard negatives of one run, as plain numbers (they go to simulation.json).
-    `counts`: {"carbon_edges": (lo, hi), "contamination": (lo, hi)}, each count drawn
-    uniformly from lo..hi. Geometry is relative to the field and the ice slab, so it does
-    not depend on the tomogram's shape."""
+    `counts`: {"carbon_edges": (lo, hi), "contamination": (lo, hi), "filaments": (lo, hi)}
+    (filaments optional), each count drawn uniformly from lo..hi. Geometry is relative to
+    the field and the ice slab, so it does not depend on the tomogram's shape. Filaments
+    are drawn last, so runs drawn before they existed keep their carbon and
+    contamination."""
     n_carbon = int(rng.integers(counts["carbon_edges"][0], counts["carbon_edges"][1] + 1))
     n_contam = int(rng.integers(counts["contamination"][0], counts["contamination"][1] + 1))
     carbon = [{"angle_rad": float(rng.uniform(0, 2 * np.pi)),
@@ -46,7 +50,11 @@ def draw_hard_negatives(counts: dict[str, tuple[int, int]], rng: np.random.Gener
                       "lobes": int(rng.integers(1, 4)),
                       "density": float(rng.uniform(*CONTAMINATION_DENSITY)),
                       "seed": int(rng.integers(2**31))} for _ in range(n_contam)]
-    return {"carbon": carbon, "contamination": contamination}
+    drawn = {"carbon": carbon, "contamination": contamination}
+    lo, hi = counts.get("filaments", (0, 0))
+    if hi > 0:
+        drawn["filaments"] = draw_filaments(int(rng.integers(lo, hi + 1)), rng)
+    return drawn
 
 
 def render_carbon(density: np.ndarray, slab_z: tuple[float, float], spec: dict,
@@ -102,6 +110,9 @@ def render_contamination(density: np.ndarray, slab_z: tuple[float, float], spec:
 
 def render_hard_negatives(density: np.ndarray, slab_z: tuple[float, float], drawn: dict,
                           voxel_size_A: float) -> None:
+    # Filaments first, by the maximum into the still empty volume; the others add.
+    for spec in drawn.get("filaments", []):
+        render_filament(density, slab_z, spec, voxel_size_A)
     for spec in drawn.get("carbon", []):
         render_carbon(density, slab_z, spec, voxel_size_A)
     for spec in drawn.get("contamination", []):

@@ -56,7 +56,7 @@ PHYSICS = ("fast", "tilt")
 MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
-HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination")
+HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination", "filaments")
 SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15,
                  "compact_procedural_shape": 16}
 # Each family's model, and the density cap its renders need (None: overlaps add up).
@@ -89,6 +89,7 @@ class SimRanges:
     # random stream, so (0, 0) leaves every earlier seed's run as it was.
     carbon_edges: tuple[int, int] = (0, 0)
     contamination: tuple[int, int] = (0, 0)
+    filaments: tuple[int, int] = (0, 0)  # microtubules and actin (data_tools/filaments.py)
     # Share of particles drawn from the second shape family (data_tools/shapes_alt.py), from
     # its own stream too: (0, 0) leaves every earlier seed's run as it was.
     alt_shape_share: tuple[float, float] = (0.0, 0.0)
