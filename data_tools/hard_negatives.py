@@ -27,6 +27,9 @@ CARBON_AREA_SHARE = (0.1, 0.6)  # of the field of view covered by the film
 CONTAMINATION_RADIUS_A = (150.0, 600.0)
 CONTAMINATION_DENSITY = (1.8, 3.0)
 EDGE_SOFTNESS_A = 8.0
+# Where the other objects' density reaches this (protein is about 1), a filament is absent:
+# it passes around a ribosome, not through it (added density would hide the particle).
+OCCUPIED_DENSITY = 0.3
 
 
 def draw_hard_negatives(counts: dict[str, tuple[int, int]], rng: np.random.Generator
@@ -109,10 +112,15 @@ def render_contamination(density: np.ndarray, slab_z: tuple[float, float], spec:
 
 
 def render_hard_negatives(density: np.ndarray, slab_z: tuple[float, float], drawn: dict,
-                          voxel_size_A: float) -> None:
+                          voxel_size_A: float, occupied: np.ndarray | None = None) -> None:
+    """Into `density` (empty). `occupied`: the specimen's other objects (particles,
+    distractors, vesicles), which filaments pass around, not through."""
     # Filaments first, by the maximum into the still empty volume; the others add.
     for spec in drawn.get("filaments", []):
         render_filament(density, slab_z, spec, voxel_size_A)
+    if drawn.get("filaments") and occupied is not None:
+        for z in range(len(density)):  # a slice at a time: no second full-size volume
+            density[z] *= np.clip(1.0 - occupied[z] / OCCUPIED_DENSITY, 0.0, 1.0)
     for spec in drawn.get("carbon", []):
         render_carbon(density, slab_z, spec, voxel_size_A)
     for spec in drawn.get("contamination", []):

@@ -222,7 +222,7 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
     extra = None
     if p.get("hard_negatives"):
         extra = np.zeros_like(density)
-        render_hard_negatives(extra, slab, p["hard_negatives"], voxel_size_A)
+        render_hard_negatives(extra, slab, p["hard_negatives"], voxel_size_A, density)
     # Ice: protein is denser than ice, ice denser than the vacuum around the slab.
     zs = np.arange(Z)
     ice = 0.5 * (np.tanh(zs - slab[0]) - np.tanh(zs - slab[1])) * 2.2

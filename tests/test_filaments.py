@@ -88,3 +88,23 @@ def test_filaments_are_drawn_last_from_the_hard_negatives_stream():
     assert len(b[2]["hard_negatives"]["filaments"]) == 3
     assert not np.allclose(a[0], b[0]), "the filaments left no trace"
     np.testing.assert_array_equal(b[0], c[0])
+
+
+def test_filaments_pass_around_the_other_objects():
+    """Where a particle is, a filament is absent (not protein on protein); elsewhere it is
+    as rendered alone, and carbon is added as before."""
+    from data_tools.hard_negatives import render_hard_negatives
+
+    shape = (40, 80, 100)
+    slab = (0.0, 39.0)
+    drawn = {"carbon": [], "contamination": [], "filaments": [_straight("actin")]}
+    alone = np.zeros(shape, np.float32)
+    render_hard_negatives(alone, slab, drawn, 10.0)
+    occupied = np.zeros(shape, np.float32)
+    zz, yy, xx = np.indices(shape)
+    ball = (zz - 19.5) ** 2 + (yy - 39.5) ** 2 + (xx - 50) ** 2 <= 36  # on the rod's axis
+    occupied[ball] = 1.0
+    around = np.zeros(shape, np.float32)
+    render_hard_negatives(around, slab, drawn, 10.0, occupied)
+    assert alone[ball].max() > 0.9 and around[ball].max() == 0.0
+    np.testing.assert_array_equal(around[occupied == 0], alone[occupied == 0])
