@@ -2,8 +2,9 @@
 carbon support film, ice contamination on the surfaces of the slab, and cytoskeletal
 filaments in it (data_tools/filaments.py).
 
-Both are far denser or far larger than any particle, so they test what a top-fraction
-sparsifier does when a few objects own most of the tomogram's strongest voxels. They are
+Carbon and contamination are far denser or far larger than any particle, so they test
+what a top-fraction sparsifier does when a few objects own most of the tomogram's strongest
+voxels; filaments are as dense as protein, and only their length sets them apart. They are
 drawn from their own random stream (simulate.py passes `[*seed, HARD_NEGATIVE_STREAM]`), so
 a run drawn with them holds exactly the particles, noise and physics of the same seed
 drawn without: the two are a paired comparison.
