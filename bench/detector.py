@@ -101,61 +101,56 @@ class _Timed:
         return out
 
 
+def run_stage_seconds(picker, project: CopickProject, run: str, device: str) -> dict:
+    """Seconds of each stage of one run, as infer runs them (a crowded run's passes are
+    read on its larger kept set: "reselect" is that selection)."""
+    from data_tools.sparsify import read_input, sparsify
+    from sparse_det.inference import detections_from_outputs, grows_kept_share, network_outputs
+    from sparse_det.rescore import PROFILE_CHANNELS, channels_for
+    from sparse_det.rescore import rescore as rescore_detections
+
+    cfg, dev = picker.sparsify_config, picker.device
+    t0 = time.perf_counter()
+    tomo, info = read_input(project, run, cfg)
+    t1 = time.perf_counter()
+    keep = PROFILE_CHANNELS if picker.ckpt.rescorer is not None else 0
+    sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
+                  input_info=info, device=dev if dev.type != "cpu" else None,
+                  keep_dense=keep, reselectable=grows_kept_share(picker.ckpt.config.postprocess))
+    t2 = time.perf_counter()
+    grow = _Timed(picker.resparsifier(project, run, None, sv))
+    final, probs, offsets = picker.outputs(sv, resparsify=grow)
+    sync(device)
+    t4 = time.perf_counter()
+    dets = detections_from_outputs(final, probs, offsets, picker.particles,
+                                   picker.ckpt.config.postprocess)
+    sync(device)
+    t5 = time.perf_counter()
+    if picker.ckpt.rescorer is not None:  # the dense channels, profiles and MLP
+        channels, voxel_A, origin_A = channels_for(sv, project, run, cfg)
+        rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
+                           picker.particles, network_outputs(final, probs))
+    t6 = time.perf_counter()
+    return {"read": t1 - t0, "sparsify": t2 - t1, "reselect": grow.seconds,
+            "network": t4 - t2 - grow.seconds, "decode": t5 - t4, "rescore": t6 - t5}
+
+
 def stage_seconds(path: str, checkpoint: str, device: str, tta: str | None = None,
                   precision: str = INFER_PRECISION, rescore: bool = True) -> dict:
     """Mean seconds per run of each stage, and tomograms/s streaming over all runs."""
-    from data_tools.sparsify import read_input, sparsify
-    from sparse_det.inference import (
-        Picker,
-        detections_from_outputs,
-        grows_kept_share,
-        network_outputs,
-    )
-    from sparse_det.rescore import PROFILE_CHANNELS, channels_for
-    from sparse_det.rescore import rescore as rescore_detections
+    from sparse_det.inference import Picker
 
     project = CopickProject(path)
     runs = project.runs()
     picker = Picker.load(checkpoint, device, tta=tta, precision=precision, rescore=rescore)
-    cfg, dev = picker.sparsify_config, picker.device
-    on = dev if dev.type != "cpu" else None
-    t = {"read": [], "sparsify": [], "reselect": [], "network": [], "decode": [],
-         "rescore": []}
-    for run in runs:
-        t0 = time.perf_counter()
-        tomo, info = read_input(project, run, cfg)
-        t1 = time.perf_counter()
-        keep = PROFILE_CHANNELS if picker.ckpt.rescorer is not None else 0
-        sv = sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
-                      input_info=info, device=on, keep_dense=keep,
-                      reselectable=grows_kept_share(picker.ckpt.config.postprocess))
-        t2 = time.perf_counter()
-        # The passes as infer runs them: a crowded run's are read on its larger kept set.
-        grow = _Timed(picker.resparsifier(project, run, None, sv))
-        final, probs, offsets = picker.outputs(sv, resparsify=grow)
-        sync(device)
-        t4 = time.perf_counter()
-        dets = detections_from_outputs(final, probs, offsets, picker.particles,
-                                       picker.ckpt.config.postprocess)
-        sync(device)
-        t5 = time.perf_counter()
-        if picker.ckpt.rescorer is not None:  # the dense channels, profiles and MLP
-            channels, voxel_A, origin_A = channels_for(sv, project, run, cfg)
-            rescore_detections(dets, picker.ckpt.rescorer, channels, voxel_A, origin_A,
-                               picker.particles, network_outputs(final, probs))
-        t6 = time.perf_counter()
-        t["reselect"].append(grow.seconds)
-        t["network"].append(t4 - t2 - grow.seconds)
-        for k, a, b in (("read", t0, t1), ("sparsify", t1, t2), ("decode", t4, t5),
-                        ("rescore", t5, t6)):
-            t[k].append(b - a)
+    per_run = [run_stage_seconds(picker, project, run, device) for run in runs]
     t0 = time.perf_counter()
     infer_project(project, checkpoint, runs=runs, device=device, tta=tta, precision=precision,
                   rescore=rescore)
     stream = time.perf_counter() - t0
     gpu_gb = (torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda")
               else None)
-    return {k: sum(v) / len(v) for k, v in t.items()} | {
+    return {k: sum(r[k] for r in per_run) / len(per_run) for k in per_run[0]} | {
         "stream_tomograms_per_s": len(runs) / stream, "stream_runs": len(runs),
         "gpu_peak_gb": gpu_gb}
 

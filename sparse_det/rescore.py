@@ -22,6 +22,8 @@ thresholds and calibration on its scores.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -48,6 +50,7 @@ PROB_SHELLS_VOX = ((0.0, 2.0), (2.0, 4.0), (4.0, 7.0))
 # = 8 MB a buffer; 256 cost 0.2 GB more at the peak and was slower); on a device 256,
 # as timed on the H200, where each chunk is a handful of kernel launches.
 GATHER_CHUNK_CPU, GATHER_CHUNK_DEVICE = 64, 256
+INTERLEAVE_FROM = 0.8  # candidates x shell voxels, as a share of the volume's voxels
 
 
 def shell_offsets(r_max: int = R_MAX_VOX) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +80,24 @@ def _neighbour_index(centres: torch.Tensor, off: torch.Tensor, shape: tuple[int,
     return flat
 
 
-def _shell_means(r_max: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offsets_zyx [S,3], [S, r_max + 1] matrix of 1/|shell| where an offset is in a shell):
-    every centre has the same shells, so a shell mean is one product with it."""
+def _shells_sorted(r_max: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """(offsets_zyx [S,3] ordered by shell, bounds [r_max + 2]): shell r's offsets are
+    rows bounds[r]:bounds[r + 1], so its sum over a gather is one slice's."""
     off, shell = shell_offsets(r_max)
-    member = np.zeros((len(off), r_max + 1))
-    member[np.arange(len(off)), shell] = 1.0
-    member /= member.sum(0)
-    return torch.from_numpy(off).to(device), torch.from_numpy(member).to(device)
+    order = np.argsort(shell, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(shell, minlength=r_max + 1))])
+    return torch.from_numpy(off[order]).to(device), bounds.tolist()
+
+
+def _interleaved(vols: list[torch.Tensor], clip: float) -> torch.Tensor:
+    """[voxels, C]: the channels side by side, clipped at ±clip, so that one gather reads
+    every channel of a voxel: 2.6x faster on a CPU than a gather per channel, for the price
+    of writing the volume once (radial_profiles decides when that pays)."""
+    out = torch.empty((vols[0].numel(), len(vols)), dtype=vols[0].dtype,
+                      device=vols[0].device)
+    for i, v in enumerate(vols):
+        torch.clamp(v.reshape(-1), -clip, clip, out=out[:, i])
+    return out
 
 
 def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_MAX_VOX,
@@ -97,8 +110,12 @@ def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_
     again: sparsify.reselect)."""
     vols = [torch.as_tensor(c) for c in channels]
     dev, shape = vols[0].device, tuple(vols[0].shape)
-    flat_vols = [v.reshape(-1) for v in vols]
-    off, member = _shell_means(r_max, dev)
+    off, bounds = _shells_sorted(r_max, dev)
+    # Interleaving writes the volume once (~0.08 s for a full tomogram on 2 cores) and
+    # halves every gather after it: it pays where the candidates' balls hold more voxels
+    # than ~0.8 of the volume (~500 candidates on a full tomogram; measured crossing).
+    values = (_interleaved(vols, clip) if len(centres_zyx_vox) * len(off)
+              > INTERLEAVE_FROM * vols[0].numel() else None)
     # A centre beyond the volume reads as if at its edge.
     centres = torch.from_numpy(np.clip(np.rint(np.asarray(centres_zyx_vox, np.float64))
                                        .reshape(-1, 3).astype(np.int64), 0,
@@ -111,6 +128,8 @@ def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_
     n_ch = len(vols)
     out = torch.zeros((len(centres), n_ch + spreads, r_max + 1), dtype=torch.float64,
                       device=dev)
+    counts = torch.tensor(np.diff(bounds), dtype=torch.float64, device=dev)
+    shells = list(pairwise(bounds))
     chunk = GATHER_CHUNK_CPU if dev.type == "cpu" else GATHER_CHUNK_DEVICE
     for s in range(0, len(centres), chunk):
         m = min(chunk, len(centres) - s)
@@ -119,14 +138,17 @@ def radial_profiles(channels: list, centres_zyx_vox: np.ndarray, r_max: int = R_
         if len(edge):
             flat[edge] = _neighbour_index(centres[s:s + m][edge], off, shape)
         flat = flat.reshape(-1)
-        # Clamped in float32 (±clip and every float32 are exact in float64, so the same
-        # values), then float64: the spread is E[v²] - E[v]², which cancels.
-        v = torch.stack([fv.index_select(0, flat) for fv in flat_vols]).clamp_(-clip, clip)
-        v = v.double().view(n_ch, m, -1)
-        mean = (v.view(n_ch * m, -1) @ member).view(n_ch, m, -1)
-        sq = (v[:spreads].square().view(spreads * m, -1) @ member).view(spreads, m, -1)
-        out[s:s + m, :n_ch] = mean.transpose(0, 1)
-        out[s:s + m, n_ch:] = (sq - mean[:spreads] ** 2).clamp(min=0).sqrt().transpose(0, 1)
+        v = (values.index_select(0, flat) if values is not None else
+             torch.stack([fv.reshape(-1).index_select(0, flat) for fv in vols], 1)
+             .clamp_(-clip, clip))
+        # In float64 (the spread is E[v²] - E[v]², which cancels); each shell's sum is one
+        # slice's, a sixteenth of the work of a product with a shell-membership matrix.
+        v = v.view(m, -1, n_ch).double()
+        sq = v[..., :spreads] * v[..., :spreads]
+        mean = torch.stack([v[:, a:b].sum(1) for a, b in shells], 2) / counts
+        mean_sq = torch.stack([sq[:, a:b].sum(1) for a, b in shells], 2) / counts
+        out[s:s + m, :n_ch] = mean
+        out[s:s + m, n_ch:] = (mean_sq - mean[:, :spreads] ** 2).clamp(min=0).sqrt()
     return out.reshape(len(centres), -1).float().cpu().numpy()
 
 
@@ -161,18 +183,25 @@ def probability_shells(coords_zyx, probs, centres_zyx_vox: np.ndarray,
         chunk = GATHER_CHUNK_CPU if dev.type == "cpu" else GATHER_CHUNK_DEVICE
         for s in range(0, len(centres), chunk):
             c = centres[s:s + chunk]
-            base = torch.round(c).long()
-            pos = base[:, None, :] + off_t  # [m, S, 3]
+            pos = torch.round(c).long()[:, None, :] + off_t  # [m, S, 3]
             inside = ((pos >= 0) & (pos < top)).all(-1)
-            j = torch.where(inside, where[_flat(pos, shape).where(inside, 0)].long(), -1)
-            d = (pos.double() - c[:, None, :]).square().sum(-1).sqrt()
-            # one-hot [m, S, shells]: a kept voxel in [lo, hi) of a shell
-            w = ((j >= 0)[..., None] & (d[..., None] >= lo) & (d[..., None] < hi)).double()
-            count = w.sum(1)  # [m, shells]
-            p = probs[j.clamp(min=0)]  # [m, S, C]
-            out[s:s + chunk, :, :n_cols] = (torch.einsum("msk,msc->mkc", w, p)
-                                          / count.clamp(min=1)[..., None])
-            out[s:s + chunk, :, n_cols] = count / shell_volume
+            j = torch.where(inside, where[_flat(pos, shape).where(inside, 0)], -1)
+            # Only the kept voxels' pairs from here on: a few percent of the cube's.
+            i_pair, s_pair = (j >= 0).nonzero(as_tuple=True)
+            j_pair = j[i_pair, s_pair].long()
+            d = (pos[i_pair, s_pair].double() - c[i_pair]).square().sum(-1).sqrt()
+            shell = torch.full_like(i_pair, -1)
+            for k in range(n_sh):
+                shell[(d >= lo[k]) & (d < hi[k])] = k
+            used = shell >= 0
+            cell = i_pair[used] * n_sh + shell[used]
+            m = len(c)
+            count = torch.zeros(m * n_sh, dtype=torch.float64, device=dev).index_add_(
+                0, cell, torch.ones(len(cell), dtype=torch.float64, device=dev))
+            total = torch.zeros((m * n_sh, n_cols), dtype=torch.float64,
+                                device=dev).index_add_(0, cell, probs[j_pair[used]])
+            out[s:s + m, :, :n_cols] = (total / count.clamp(min=1)[:, None]).view(m, n_sh, -1)
+            out[s:s + m, :, n_cols] = count.view(m, n_sh) / shell_volume
     return out.reshape(len(centres), -1).float().cpu().numpy()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data_tools.particles import DataError
+from sparse_det import rescore as rescore_module
 from sparse_det.checkpoint import (
     DEFAULT_CHECKPOINT,
     RESCORER,
@@ -67,10 +68,13 @@ def _profiles_by_loop(vol, centre, r_max, clip):
     return (np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values]))
 
 
-def test_profiles_equal_a_loop_inside_and_at_the_edges():
+@pytest.mark.parametrize("interleave_from", [0.0, np.inf])
+def test_profiles_equal_a_loop_inside_and_at_the_edges(monkeypatch, interleave_from):
     """Centres far from every edge (indices by one addition) and centres near or beyond an
     edge (clamped per axis), in one call and across gather chunks: each profile is the loop's,
-    clipped values included."""
+    clipped values included, whether the channels are gathered interleaved or one by one
+    (the two give the same bits)."""
+    monkeypatch.setattr(rescore_module, "INTERLEAVE_FROM", interleave_from)
     rng = np.random.default_rng(5)
     shape, r_max = (30, 34, 38), 6
     vol = (3.0 * rng.standard_normal(shape)).astype(np.float32)
@@ -83,6 +87,10 @@ def test_profiles_equal_a_loop_inside_and_at_the_edges():
         mean, spread = _profiles_by_loop(vol, centres[i], r_max, 4.0)
         np.testing.assert_allclose(prof[i, 0], mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(prof[i, 1], spread, rtol=1e-4, atol=1e-5)
+    other = np.inf if interleave_from == 0.0 else 0.0
+    monkeypatch.setattr(rescore_module, "INTERLEAVE_FROM", other)
+    again = radial_profiles([vol], centres, r_max=r_max, spreads=1, clip=4.0)
+    np.testing.assert_array_equal(again.reshape(prof.shape), prof)
 
 
 def test_profiles_do_not_see_orientation():
