@@ -114,10 +114,14 @@ def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str], set[str]]:
     ("heldout_denoisers.args", ["heldout_21"], 12),
     ("tune_runs_45.args", ["tune_45"], 45),
     ("tune_runs_51.args", ["tune_45", "tune_four"], 51),
-    # every run of data/mix but the 4 tuning runs there, and every run of data/fresh
+    # every run of data/mix but the 4 tuning runs there and the filament copies, and every
+    # run of data/fresh; then the same with the filament copies
     ("rescore_runs.args", ["train_base", "train_procedural", "train_blurry_clean",
                            "train_lowsnr_corner", "rescore_fresh", "rescore_fresh2",
-                           "tune_45"], 171),
+                           "tune_45", "train_filaments"], 171),
+    ("rescore_runs_filaments.args", ["train_base", "train_procedural", "train_blurry_clean",
+                                     "train_lowsnr_corner", "rescore_fresh", "rescore_fresh2",
+                                     "tune_45", "train_filaments"], 191),
 ])
 def test_shipped_manifest_makes_what_the_argument_files_read(args, sets, n_runs):
     """Every project an argument file names is made by the manifest, and the runs it selects
