@@ -8,6 +8,7 @@ runs main(); `sparse_det.tune` fits the thresholds next.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -165,6 +166,14 @@ def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epo
                  total / len(xt))
 
 
+def run_key(run: str) -> int:
+    """A run's copies are drawn from (seed, copy, this): its name's, not its place in the
+    list, so adding or leaving out runs changes no other run's copies (nor its cached
+    examples). Until 2026-12-02 the place was used: 20 runs added in front of 100 others
+    made all 100 extract again."""
+    return int.from_bytes(hashlib.sha256(run.encode()).digest()[:8], "little")
+
+
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
                      noise_copies: int = 0, median_copies: int = 0, moved_picks: bool = False,
                      read_outputs: bool = True, cache: ExampleCache | None = None
@@ -184,11 +193,12 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
     cache = None if moved_picks else cache
     xs, ys = [], []
     for i, (project, run) in enumerate(todo):
-        draws = [ranges.draw(np.random.default_rng([seed, variant, i]))
+        key = run_key(run)
+        draws = [ranges.draw(np.random.default_rng([seed, variant, key]))
                  for variant in range(1, 1 + appearance_variants)]
-        draws += [noisy.draw(np.random.default_rng([seed, 1000 + copy, i]))
+        draws += [noisy.draw(np.random.default_rng([seed, 1000 + copy, key]))
                   for copy in range(noise_copies)]
-        draws += [filtered.draw(np.random.default_rng([seed, 2000 + copy, i]))
+        draws += [filtered.draw(np.random.default_rng([seed, 2000 + copy, key]))
                   for copy in range(median_copies)]
         stored = cache.path(project.path, run, draws, read_outputs) if cache else None
         examples = ExampleCache.read(stored) if stored else None

@@ -427,7 +427,8 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
                                                                monkeypatch):
     """Each run's examples are written as soon as they are extracted (OUT.examples/): a fit
     stopped on its second run extracts only that one when run again, and a refit reads
-    both back and fits exactly the same rescorer; another recipe extracts again."""
+    both back and fits exactly the same rescorer; another recipe extracts again, and a run
+    fitted without the runs before it reads its examples back."""
     import sparse_det.rescore_fit as rs
 
     real, calls = rs.run_examples, []
@@ -473,3 +474,8 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
              "--noise-copies", "1"]  # the last --noise-copies counts
     assert main(noisy) == 0
     assert calls == runs and len(list(folder.glob("*.npz"))) == 4
+
+    calls.clear()  # a run's noisy copy is drawn by its name: fitted alone, it is read back
+    alone = [*noisy, "--runs", runs[1], "--out", str(tmp_path / "alone.pt")]
+    assert main(alone) == 0
+    assert calls == [] and len(list(folder.glob("*.npz"))) == 4
