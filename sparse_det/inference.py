@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -520,20 +520,40 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
 
     # Streaming: the next run is read and sparsified while this one is detected (zarr,
     # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        ahead = reader.submit(load, todo[0]) if todo else None
-        for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram",
-                                     disable=not progress)):
-            t0 = time.perf_counter()
-            sv = ahead.result()
-            ahead = reader.submit(load, todo[i + 1]) if i + 1 < len(todo) else None
-            picker = loading.result()  # waits for the model on the first run only
-            dets = picker.detect_run(project, run, shards_dir, sv=sv)
-            warn_if_unsure(dets, settings.tuned_confidence)
-            picked = picker.pick(dets)
-            rows[run] = picked.rows()
-            if parts is not None:
-                parts.put(run, rows[run])
-            log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
-                     time.perf_counter() - t0)
+    ahead = in_own_thread(load, todo[0]) if todo else None
+    for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram", disable=not progress)):
+        t0 = time.perf_counter()
+        sv = ahead.result()
+        ahead = in_own_thread(load, todo[i + 1]) if i + 1 < len(todo) else None
+        picker = loading.result()  # waits for the model on the first run only
+        dets = picker.detect_run(project, run, shards_dir, sv=sv)
+        warn_if_unsure(dets, settings.tuned_confidence)
+        picked = picker.pick(dets)
+        rows[run] = picked.rows()
+        if parts is not None:
+            parts.put(run, rows[run])
+        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
+                 time.perf_counter() - t0)
     return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
+
+
+READER_THREAD = "sparse_det-reader"
+
+
+def in_own_thread(fn: Callable, *args) -> Future:
+    """fn(*args) in a daemon thread that ends with it. Not a pool: a thread that has run
+    torch's parallel ops (the tilt-axis check's FFT) keeps an OpenMP team alive while it
+    lives, and an idle pool thread then slowed the network's passes on the main thread by
+    0.3-0.9 s a run (40-60 %; bench/threads.py); a thread that ends takes its team along."""
+    future: Future = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller by result()
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=READER_THREAD, daemon=True).start()
+    return future
