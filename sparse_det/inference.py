@@ -429,34 +429,29 @@ class Picker:
         return dets.threshold(self.thresholds, default)
 
 
-class _LoadingPicker:
-    """Picker.load in a daemon thread. Building the model first imports spconv (about 1 s
-    of pure Python without a GPU, several with one: spconv_compat); meanwhile the first
-    tomogram is read and sparsified (zarr and scipy release the GIL), which hides part of
-    that first-tomogram penalty. A daemon thread: an error on the first tomogram exits at
-    once."""
+READER_THREAD = "sparse_det-reader"  # the thread that reads the next run
+LOADER_THREAD = "sparse_det-loader"  # the thread that builds the model
 
-    def __init__(self, checkpoint: str | Path, device: str, input_overrides: dict | None,
-                 precision: str, tta: str | None, rescore: bool = True):
-        self._picker: Picker | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._load, daemon=True,
-            args=(checkpoint, device, input_overrides, precision, tta, rescore))
-        self._thread.start()
 
-    def _load(self, checkpoint, device, input_overrides, precision, tta, rescore) -> None:
+def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
+    """fn(*args) in a daemon thread that ends with it; its value or error comes from
+    result(). Not a pool: a thread that has run torch's parallel ops (the tilt-axis
+    check's FFT) keeps an OpenMP team alive while it lives, and an idle pool thread then
+    slowed the network's passes on the main thread by 0.3-0.9 s a run (40-60 %;
+    bench/threads.py); a thread that ends takes its team along. Daemon: an error on the
+    main thread exits at once."""
+    future: Future = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
         try:
-            self._picker = Picker.load(checkpoint, device, input_overrides=input_overrides,
-                                       precision=precision, tta=tta, rescore=rescore)
+            future.set_result(fn(*args))
         except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
+            future.set_exception(exc)
 
-    def result(self) -> Picker:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._picker
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future
 
 
 # A tomogram read with less confidence than every tuning run, by more than this, is unlike
@@ -508,8 +503,10 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
             lambda run: tomogram_stamp(project, run, sparsify_cfg))
     rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
     todo = [run for run in runs if run not in rows]
-    if todo:
-        loading = _LoadingPicker(checkpoint, device, input_overrides, precision, tta, rescore)
+    # The model is built (spconv's import: ~1 s without a GPU) while the first run is read.
+    loading = in_own_thread(partial(Picker.load, checkpoint, device, tta=tta,
+                                    input_overrides=input_overrides, precision=precision,
+                                    rescore=rescore), name=LOADER_THREAD) if todo else None
 
     keep = PROFILE_CHANNELS if rescore and settings.has_rescorer else 0
 
@@ -535,25 +532,3 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
         log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
                  time.perf_counter() - t0)
     return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
-
-
-READER_THREAD = "sparse_det-reader"
-
-
-def in_own_thread(fn: Callable, *args) -> Future:
-    """fn(*args) in a daemon thread that ends with it. Not a pool: a thread that has run
-    torch's parallel ops (the tilt-axis check's FFT) keeps an OpenMP team alive while it
-    lives, and an idle pool thread then slowed the network's passes on the main thread by
-    0.3-0.9 s a run (40-60 %; bench/threads.py); a thread that ends takes its team along."""
-    future: Future = Future()
-
-    def work() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # handed to the caller by result()
-            future.set_exception(exc)
-
-    threading.Thread(target=work, name=READER_THREAD, daemon=True).start()
-    return future
