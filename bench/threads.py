@@ -1,6 +1,8 @@
-"""The network's passes on the main thread beside a reader thread, three ways: no other
+"""The network's passes on the main thread beside a reader thread, four ways: no other
 thread; an idle pool thread that has run one torch op (how infer read the next run until
-2026-12-02); a thread that ran it and ended (how it reads now, `inference.in_own_thread`).
+2026-12-02); a thread that ran it and ended (how it reads now, `inference.in_own_thread`);
+an idle pool thread that has read and sparsified the run on the CPU (whether the reading
+itself still runs a torch op: its tilt-axis check did until the thirty-first session).
 
     python bench/threads.py [--project data/heldout_in] [--repeat 3] [--json F]
 
@@ -29,7 +31,7 @@ from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.inference import Picker, infer_project
 
-WAYS = ("alone", "idle pool thread", "ended thread")
+WAYS = ("alone", "idle pool thread", "ended thread", "idle pool thread that read")
 
 
 def torch_op() -> float:
@@ -37,16 +39,17 @@ def torch_op() -> float:
     return torch.randn(4_000_000).mul(2.0).sum().item()
 
 
-def network_seconds(picker: Picker, sv, way: str) -> float:
-    """Seconds of the picker's passes over `sv` with the other thread as `way` says."""
+def network_seconds(picker: Picker, sv, way: str, read=None) -> float:
+    """Seconds of the picker's passes over `sv` with the other thread as `way` says
+    (`read`: what the last way's thread runs)."""
     def passes() -> float:
         t0 = time.perf_counter()
         picker.outputs(sv)
         return time.perf_counter() - t0
 
-    if way == "idle pool thread":
+    if way in ("idle pool thread", "idle pool thread that read"):
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(torch_op).result()
+            pool.submit(torch_op if way == "idle pool thread" else read).result()
             return passes()
     if way == "ended thread":
         thread = threading.Thread(target=torch_op)
@@ -64,7 +67,8 @@ def bench(project_path: str, checkpoint: str, repeat: int) -> dict:
     times: dict[str, list[float]] = {w: [] for w in (*WAYS, "infer_project call")}
     for _ in range(repeat):
         for way in WAYS:
-            times[way].append(network_seconds(picker, sv, way))
+            times[way].append(network_seconds(picker, sv, way,
+                                              read=lambda: picker.sparse(project, run)))
         t0 = time.perf_counter()
         infer_project(project, checkpoint, runs=[run], device="cpu")
         times["infer_project call"].append(time.perf_counter() - t0)
