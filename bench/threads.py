@@ -1,8 +1,8 @@
 """The network's passes on the main thread beside a reader thread, four ways: no other
 thread; an idle pool thread that has run one torch op (how infer read the next run until
-2026-12-02); a thread that ran it and ended (how it reads now, `inference.in_own_thread`);
-an idle pool thread that has read and sparsified the run on the CPU (whether the reading
-itself still runs a torch op: its tilt-axis check did until the thirty-first session).
+2026-12-02); a thread that ran it and ended (how it reads now, `stream.in_own_thread`);
+an idle pool thread that has read and sparsified the run on the CPU (the reading runs one
+torch op, the tilt-axis check's FFT: README *The reader thread* says why it stays torch's).
 
     python bench/threads.py [--project data/heldout_in] [--repeat 3] [--json F]
 
@@ -29,7 +29,8 @@ import torch
 
 from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.inference import Picker, infer_project
+from sparse_det.inference import Picker
+from sparse_det.stream import infer_project
 
 WAYS = ("alone", "idle pool thread", "ended thread", "idle pool thread that read")
 

@@ -29,52 +29,38 @@ SHALLOW = 0.5
 X_AXIS_RATIO = 3.0
 
 
-def _window(n: int) -> np.ndarray:
-    return np.hanning(n + 2)[1:-1].astype(np.float32)
+def _window(n: int, device):
+    import torch
 
-
-def _power_numpy(x: np.ndarray) -> np.ndarray:
-    import scipy.fft
-
-    # One worker: the reader runs this beside the network's pass on the main thread.
-    return np.square(np.abs(scipy.fft.rfftn(x, workers=1)))
-
-
-def _power_torch(x: np.ndarray, device) -> np.ndarray:
-    import torch  # here: command lines check their input before torch loads
-
-    t = torch.as_tensor(x, device=device)
-    return torch.fft.rfftn(t).abs().square().cpu().numpy()
+    return torch.hann_window(n + 2, periodic=False, dtype=torch.float64,
+                             device=device)[1:-1].float()
 
 
 def wedge_power_ratio(vol_zyx: np.ndarray, device=None) -> float:
     """Mean power in the directions a y-axis wedge removes (and an x-axis one keeps) over
     the mean power in those an x-axis wedge removes (and a y-axis one keeps): well under 1
     for a tomogram tilted about y, well over 1 about x, near 1 with no wedge. The crop's
-    FFT runs with numpy on the CPU (`device` None or "cpu"), else with torch on `device`
-    (only the crop travels there). numpy on the CPU because the reader thread runs this:
-    a thread that has run a parallel torch op slows the network's passes on the main
-    thread while it lives (README, *The reader thread*)."""
+    FFT runs on `device` (default: the CPU); only the crop travels there."""
+    import torch  # here: command lines check their input before torch loads
+
     vol = np.asarray(vol_zyx)
     lo = [max((s - c) // 2, 0) for s, c in zip(vol.shape, CROP_ZYX, strict=True)]
     crop = vol[tuple(slice(a, a + c) for a, c in zip(lo, CROP_ZYX, strict=True))]
-    x = crop.astype(np.float32)
-    x -= x.mean(dtype=np.float64)
+    x = torch.as_tensor(np.ascontiguousarray(crop, np.float32), device=device)
+    x = x - x.mean()
     nz, ny, nx = x.shape
-    x *= (_window(nz)[:, None, None] * _window(ny)[None, :, None]
-          * _window(nx)[None, None, :])
-    on_cpu = device is None or str(device) == "cpu"
-    power = _power_numpy(x) if on_cpu else _power_torch(x, device)
-    kz = np.abs(np.fft.fftfreq(nz))[:, None, None]
-    ky = np.abs(np.fft.fftfreq(ny))[None, :, None]
-    kx = np.fft.rfftfreq(nx)[None, None, :]
-    k = np.sqrt(kz**2 + ky**2 + kx**2)
+    w = (_window(nz, x.device)[:, None, None] * _window(ny, x.device)[None, :, None]
+         * _window(nx, x.device)[None, None, :])
+    power = torch.fft.rfftn(x * w).abs().square()
+    kz = torch.fft.fftfreq(nz, device=x.device).abs()[:, None, None]
+    ky = torch.fft.fftfreq(ny, device=x.device).abs()[None, :, None]
+    kx = torch.fft.rfftfreq(nx, device=x.device)[None, None, :]
+    k = (kz**2 + ky**2 + kx**2).sqrt()
     band = (k > BAND[0]) & (k < BAND[1])
     only_y_wedge = band & (kz > STEEP * kx) & (kz < SHALLOW * ky)
     only_x_wedge = band & (kz > STEEP * ky) & (kz < SHALLOW * kx)
-    p_y = power[only_y_wedge].mean(dtype=np.float64)
-    p_x = power[only_x_wedge].mean(dtype=np.float64)
-    return float(p_y / max(p_x, 1e-30))
+    p_y, p_x = power[only_y_wedge].double().mean(), power[only_x_wedge].double().mean()
+    return float(p_y / p_x.clamp(min=1e-30))
 
 
 def tilt_axis(vol_zyx: np.ndarray, device=None) -> tuple[str, float]:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools import wedge
 from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.simulate import SimRanges, simulate_project, simulate_tilt_run
@@ -35,24 +34,6 @@ def test_tilt_axis_is_read_from_the_wedge():
     # No wedge at all (isotropic noise): no axis to swap to.
     axis, ratio = tilt_axis(np.random.default_rng(0).standard_normal((48, 96, 96)))
     assert axis == "y" and 0.7 < ratio < 1.4, ratio
-
-
-def test_the_wedge_power_is_the_same_with_numpy_and_with_torch(monkeypatch):
-    """The CPU computes it with numpy (the reader thread stays free of torch's OpenMP team);
-    a device with torch. Both read the same power, so the same axis."""
-    # Noise with the wedge of a ±60° tilt about y removed: a ratio far from 1.
-    spec = np.fft.fftn(np.random.default_rng(3).standard_normal((60, 100, 120)))
-    kz = np.abs(np.fft.fftfreq(60))[:, None, None]
-    kx = np.abs(np.fft.fftfreq(120))[None, None, :]
-    spec[np.broadcast_to(kz > np.tan(np.radians(60)) * kx, spec.shape)] = 0
-    vol = np.fft.ifftn(spec).real.astype(np.float32)
-    crop = vol - vol.mean()
-    np.testing.assert_allclose(wedge._power_numpy(crop), wedge._power_torch(crop, "cpu"),
-                               rtol=1e-4, atol=1e-3)
-    by_numpy = wedge.wedge_power_ratio(vol)
-    monkeypatch.setattr(wedge, "_power_numpy", lambda x: wedge._power_torch(x, "cpu"))
-    assert wedge.wedge_power_ratio(vol) == pytest.approx(by_numpy, rel=1e-5)
-    assert by_numpy < 0.1, by_numpy
 
 
 @pytest.fixture(scope="module")
