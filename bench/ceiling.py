@@ -34,8 +34,8 @@ from data_tools.copick_io import CopickProject
 from data_tools.simulate import like_run, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.finetune import FINETUNE_STEPS, finetune
-from sparse_det.inference import infer_project
 from sparse_det.metric import score_tables
+from sparse_det.stream import infer_project
 from sparse_det.writers import project_solution
 
 

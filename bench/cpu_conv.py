@@ -30,9 +30,9 @@ from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.inference import infer_project
 from sparse_det.metric import score_tables
 from sparse_det.model import spconv_compat
+from sparse_det.stream import infer_project
 from sparse_det.writers import project_solution, to_submission
 
 # name -> (spconv_compat.CPU_GATHER_GEMM, precision)

@@ -35,8 +35,9 @@ from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
 from sparse_det.device import resolve_device
-from sparse_det.inference import infer_project, resolve_precision
+from sparse_det.inference import resolve_precision
 from sparse_det.metric import score_tables
+from sparse_det.stream import infer_project
 from sparse_det.writers import project_solution, to_submission
 
 
@@ -105,7 +106,8 @@ def run_stage_seconds(picker, project: CopickProject, run: str, device: str) -> 
     """Seconds of each stage of one run, as infer runs them (a crowded run's passes are
     read on its larger kept set: "reselect" is that selection)."""
     from data_tools.sparsify import read_input, sparsify
-    from sparse_det.inference import detections_from_outputs, grows_kept_share, network_outputs
+    from sparse_det.config import grows_kept_share
+    from sparse_det.inference import detections_from_outputs, network_outputs
     from sparse_det.rescore import PROFILE_CHANNELS, channels_for
     from sparse_det.rescore import rescore as rescore_detections
 

@@ -49,7 +49,7 @@ def _eval_sparse(project_path: str, checkpoint: str, threads: int, device: str) 
     import torch
 
     from data_tools.copick_io import CopickProject
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
 
     torch.set_num_threads(threads)
     project = CopickProject(project_path)

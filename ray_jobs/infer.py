@@ -1,5 +1,5 @@
 """Ray-parallel inference: one task per run, gathered into one table in run order, identical
-to sparse_det.inference.infer_project's. Workers read the tomograms and the checkpoint
+to sparse_det.stream.infer_project's. Workers read the tomograms and the checkpoint
 themselves, so the project and checkpoint must be on storage every node sees."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
                parts_dir: str | None = None) -> pd.DataFrame:
     import torch
 
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
 
     torch.set_num_threads(1)  # a task holds one CPU
     return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,

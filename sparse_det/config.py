@@ -121,6 +121,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 INFER_PRECISION = "auto"
 
 
+# The dense feature channels a sparse volume keeps for the rescorer's radial profiles (norm,
+# smooth, dog30A, dog60A of the checkpoint's features; sparse_det/rescore.py).
+PROFILE_CHANNELS = 4
 FOREGROUND_SLACK = 1.5  # runs up to 1.5× the typical foreground share keep keep_fraction
 
 
@@ -161,6 +164,12 @@ class PostprocessConfig:
     # top class it is: in a hard tilt series beta-galactosidase's falls 0.57 -> 0.36-0.39
     # while the ribosome's stays at 0.97).
     confidence_by: str = "tomogram"
+
+
+def grows_kept_share(post: PostprocessConfig) -> bool:
+    """Whether a crowded run is kept at a larger share (inference.grown_keep_share can say
+    so)."""
+    return post.keep_follow_foreground > 0
 
 
 NORM_STATS = ("training", "tomogram")  # PostprocessConfig.norm_stats

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     from sparse_det.evaluate import evaluate
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
     from sparse_det.visualize import visualize_run
     from sparse_det.writers import to_submission, write_submission
 

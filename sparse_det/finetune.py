@@ -167,7 +167,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
-    # compares each tomogram's confidence with theirs (inference.warn_if_unsure): the
+    # compares each tomogram's confidence with theirs (stream.warn_if_unsure): the
     # written model's.
     confidence = {project.path.name: {d.run: d.confidence for d in base_dets or dets}}
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,

@@ -17,6 +17,7 @@ same checkpoint and settings; `--fresh` picks them all again).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import shutil
 import sys
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
             rows = infer_project_ray(project, a.checkpoint, address=a.address, **kw)
         else:
-            from sparse_det.inference import infer_project
+            from sparse_det.stream import infer_project
 
             rows = infer_project(project, a.checkpoint, **kw)
         write_outputs(a, project, rows, runs, sparsify)
@@ -170,4 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # Frozen, torch's hundreds of thousands of objects are not walked by the interpreter's
+    # closing collections: the process ends in ~0.2 s instead of 0.7-0.9 s (a tenth of a
+    # one-tomogram call). Every file is written and closed by now; atexit still runs.
+    gc.freeze()
+    raise SystemExit(code)

@@ -5,49 +5,44 @@ validation, pictures and Ray tasks alike.
         ──postprocess.detect──► centres (voxels) ──► Detections (centres Å, scores)
         ──threshold──► rows (DETECTION_COLUMNS)
 
-`Picker` holds a loaded checkpoint and runs these steps for one run; `infer_project` runs
-them over a project.
+`Picker` holds a loaded checkpoint and runs these steps for one run; `stream.infer_project`
+runs them over a project.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
-from data_tools.particles import DataError, ParticleTable
-from data_tools.sparsify import SparsifyConfig, reselect, shard_or_sparsify
+from data_tools.particles import ParticleTable
+from data_tools.sparsify import SparsifyConfig, reselect
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import (
-    CheckpointError,
     LoadedCheckpoint,
-    checkpoint_settings,
     load_checkpoint,
 )
 from sparse_det.config import (
     FOREGROUND_SLACK,
-    INFER_PRECISION,
     PRECISIONS,
+    PROFILE_CHANNELS,
     TTA_MIRRORS,
     PostprocessConfig,
+    grows_kept_share,
 )
 from sparse_det.device import resolve_device
 from sparse_det.postprocess import detect
-from sparse_det.rescore import PROFILE_CHANNELS, channels_for, rescore
+from sparse_det.rescore import channels_for, rescore
+from sparse_det.stream import load_sparse
 from sparse_det.structures import (
-    DETECTION_COLUMNS,
     SWAP_YX,
     Detections,
     SparseBatch,
@@ -74,24 +69,6 @@ def resolve_precision(precision: str, dev: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if dev.type == "cpu" and cpu_multiplies_bf16() else "fp32"
-
-
-def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
-                feature_names: list[str], shards_dir: str | Path | None, *,
-                device: torch.device | None = None, keep_dense: int = 0,
-                reselectable: bool = False) -> SparseVolume:
-    """The run's sparse volume as a checkpoint expects it (its shard when one matches),
-    sparsified on `device` when it is an accelerator (scipy on the CPU is faster there).
-    `keep_dense`: keep that many dense feature volumes with it where it is sparsified here
-    rather than read from a shard (SparseVolume.dense); `reselectable`: keep what
-    data_tools.sparsify.reselect needs to keep the run at another share."""
-    on = device if device is not None and device.type != "cpu" else None
-    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense,
-                           reselectable=reselectable)
-    if sv.feature_names != feature_names:
-        raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
-                              f"checkpoint's {feature_names}")
-    return sv
 
 
 def tta_mirrors(tta: str) -> tuple[tuple[int, ...], ...]:
@@ -226,11 +203,6 @@ def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: Particl
         for p, (c, s) in zip(particles, per_class, strict=True)},
         *confidences(probs, [p.name for p in particles]))
     return dets.with_confidence_power(0.0, post.confidence_power, post.confidence_by)
-
-
-def grows_kept_share(post: PostprocessConfig) -> bool:
-    """Whether a crowded run is kept at a larger share (grown_keep_share can say so)."""
-    return post.keep_follow_foreground > 0
 
 
 def grown_keep_share(probs: torch.Tensor, sv: SparseVolume, post: PostprocessConfig
@@ -427,108 +399,3 @@ class Picker:
         default = (CALIBRATED_DEFAULT_THRESHOLD if self.ckpt.calibration
                    else self.ckpt.config.postprocess.default_threshold)
         return dets.threshold(self.thresholds, default)
-
-
-READER_THREAD = "sparse_det-reader"  # the thread that reads the next run
-LOADER_THREAD = "sparse_det-loader"  # the thread that builds the model
-
-
-def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
-    """fn(*args) in a daemon thread that ends with it; its value or error comes from
-    result(). Not a pool: a thread that has run torch's parallel ops (the tilt-axis
-    check's FFT) keeps an OpenMP team alive while it lives, and an idle pool thread then
-    slowed the network's passes on the main thread by 0.3-0.9 s a run (40-60 %;
-    bench/threads.py); a thread that ends takes its team along. Daemon: an error on the
-    main thread exits at once."""
-    future: Future = Future()
-
-    def work() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # handed to the caller by result()
-            future.set_exception(exc)
-
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return future
-
-
-# A tomogram read with less confidence than every tuning run, by more than this, is unlike
-# them. Measured with the default checkpoint: the 3 held-out runs with every parameter beyond
-# its range at 0.65-0.75 (weighted F4 0.16), the other 18 held-out runs at 0.81-0.92, the 27
-# tuning runs at 0.83-0.92.
-UNSURE_MARGIN = 0.05
-
-
-def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | None) -> None:
-    """Warns when a run's confidence is below the tuning runs' by more than UNSURE_MARGIN:
-    its picks come at thresholds set on tomograms unlike it."""
-    if tuned_confidence is None or dets.confidence >= tuned_confidence[0] - UNSURE_MARGIN:
-        return
-    log.warning("%s: the network is unsure of this tomogram (confidence %.2f; the runs its "
-                "thresholds were tuned on: %.2f-%.2f), so its picks may be far off; check "
-                "them, or fine-tune on a few annotated runs (python -m sparse_det.finetune)",
-                dets.run, dets.confidence, *tuned_confidence)
-
-
-def infer_project(project: CopickProject, checkpoint: str | Path, *,
-                  runs: list[str] | None = None, device: str = "auto",
-                  shards_dir: str | Path | None = None, progress: bool = False,
-                  input_overrides: dict | None = None, precision: str = INFER_PRECISION,
-                  tta: str | None = None, rescore: bool = True,
-                  parts_dir: str | Path | None = None) -> pd.DataFrame:
-    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
-    `tta` None: the checkpoint's test-time mirrors; `precision`, `rescore`: see
-    Picker.load. `parts_dir`: each run's picks are kept there as they are made, and runs
-    whose picks are there from the same checkpoint and settings are read instead of picked
-    again (sparse_det/run_parts.py): an interrupted call resumes."""
-    from tqdm import tqdm
-
-    settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
-    unknown = sorted(set(settings.particles.names) - set(project.particles.names))
-    if unknown:
-        raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
-                        "project")
-    sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
-    dev = resolve_device(device)
-    runs = runs or project.runs()
-    parts = None
-    if parts_dir is not None:
-        from sparse_det.run_parts import RunParts, parts_key, tomogram_stamp
-
-        parts = RunParts(parts_dir, parts_key(
-            checkpoint, resolve_precision(precision, dev), tta or settings.config.postprocess.tta,
-            rescore and settings.has_rescorer, input_overrides),
-            lambda run: tomogram_stamp(project, run, sparsify_cfg))
-    rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
-    todo = [run for run in runs if run not in rows]
-    # The model is built (spconv's import: ~1 s without a GPU) while the first run is read.
-    loading = in_own_thread(partial(Picker.load, checkpoint, device, tta=tta,
-                                    input_overrides=input_overrides, precision=precision,
-                                    rescore=rescore), name=LOADER_THREAD) if todo else None
-
-    keep = PROFILE_CHANNELS if rescore and settings.has_rescorer else 0
-
-    def load(run: str) -> SparseVolume:
-        return load_sparse(project, run, sparsify_cfg, settings.feature_names, shards_dir,
-                           device=dev, keep_dense=keep,
-                           reselectable=grows_kept_share(settings.config.postprocess))
-
-    # Streaming: the next run is read and sparsified while this one is detected (zarr,
-    # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
-    ahead = in_own_thread(load, todo[0]) if todo else None
-    for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram", disable=not progress)):
-        t0 = time.perf_counter()
-        sv = ahead.result()
-        ahead = in_own_thread(load, todo[i + 1]) if i + 1 < len(todo) else None
-        picker = loading.result()  # waits for the model on the first run only
-        dets = picker.detect_run(project, run, shards_dir, sv=sv)
-        warn_if_unsure(dets, settings.tuned_confidence)
-        picked = picker.pick(dets)
-        rows[run] = picked.rows()
-        if parts is not None:
-            parts.put(run, rows[run])
-        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
-                 time.perf_counter() - t0)
-    return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)

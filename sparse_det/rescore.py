@@ -30,13 +30,13 @@ from scipy.spatial import cKDTree
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
+from sparse_det.config import PROFILE_CHANNELS
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.postprocess import nms
 from sparse_det.structures import Detections
 from sparse_det.thresholds import apply_calibration
 
 R_MAX_VOX = 15  # at the 20 Å working grid: twice the largest radius (150 Å), its context
-PROFILE_CHANNELS = 4  # norm, smooth, dog30A, dog60A of the checkpoint's features
 SPREAD_CHANNELS = 2  # shell standard deviations of the first two
 CHANNEL_CLIP = 6.0  # robust sigmas: a gold bead must not dominate a shell mean
 SCORE_EPS = 1e-4  # ln(p + SCORE_EPS): a class with no cluster nearby reads as ln(1e-4)

@@ -55,6 +55,11 @@ def parts_key(checkpoint: str | Path, precision: str, tta: str, rescore: bool,
             "input_overrides": json.loads(json.dumps(overrides, sort_keys=True, default=str))}
 
 
+def part_path(folder: str | Path, run: str) -> Path:
+    """Where a run's picks are kept under `folder`."""
+    return Path(folder) / f"{validate_run_name(run)}.json"
+
+
 def parts_dir_for(out_csv: str | Path) -> Path:
     """Where infer keeps the runs' picks while it writes `out_csv`."""
     out = Path(out_csv)
@@ -94,7 +99,7 @@ class RunParts:
         return self.key | {"tomogram": self.stamp(run)}
 
     def path(self, run: str) -> Path:
-        return self.folder / f"{validate_run_name(run)}.json"
+        return part_path(self.folder, run)
 
     def get(self, run: str) -> list[tuple] | None:
         """The run's rows if its file was made with this key, else None."""

@@ -82,8 +82,8 @@ def test_adapt_does_not_lower_f4_where_the_start_is_right(tmp_path):
     rounds of self-training on them, unlabelled, do not lower weighted F4 (at the shipped
     thresholds), and the summary says which model was kept and why."""
     from data_tools.copick_io import CopickProject
-    from sparse_det.inference import infer_project
     from sparse_det.metric import score_tables
+    from sparse_det.stream import infer_project
     from sparse_det.writers import project_solution, to_submission
 
     project = simulate_project(tmp_path / "p", 2, 11, (96, 384, 384),

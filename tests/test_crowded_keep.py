@@ -95,7 +95,7 @@ def test_adapt_counts_the_picks_infer_writes_on_a_crowded_run(crowded, tmp_path)
     """sparse_det.adapt's class-balance safeguard watches what infer writes: on a crowded
     run that is the larger kept set's picks, not the base set's its labels come from."""
     from sparse_det.adapt import pseudo_labels
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
     from sparse_det.writers import to_submission
 
     picker = Picker.load(UNWHITENED_CHECKPOINT, "cpu")

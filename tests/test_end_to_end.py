@@ -11,7 +11,8 @@ from data_tools.copick_io import CopickProject
 from sparse_det.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from sparse_det.config import config_from_dict
 from sparse_det.evaluate import evaluate
-from sparse_det.inference import Picker, infer_project
+from sparse_det.inference import Picker
+from sparse_det.stream import infer_project
 from sparse_det.training import train
 from sparse_det.writers import to_submission, write_submission
 

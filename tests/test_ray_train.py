@@ -249,7 +249,7 @@ def test_bad_config_is_one_line(tmp_path, capsys):
 
 def test_ray_inference_matches_single_process(small_project, tmp_path):
     from ray_jobs.infer import infer_project_ray
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
 
     local = infer_project(small_project, DEFAULT_CHECKPOINT)
     import ray

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from sparse_det.inference import READER_THREAD, in_own_thread
+from sparse_det.stream import READER_THREAD, in_own_thread
 
 
 def _readers() -> list[threading.Thread]:
@@ -40,7 +40,7 @@ def test_the_reader_hands_its_error_to_the_caller_and_ends():
 def test_one_reader_at_a_time_in_a_streamed_project(small_project, monkeypatch):
     """Over a project's runs no reader outlives its run: at most the one reading ahead."""
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-    from sparse_det.inference import infer_project
+    from sparse_det.stream import infer_project
 
     seen = []
     real = threading.Thread.start

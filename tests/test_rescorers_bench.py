@@ -25,8 +25,9 @@ def rescorers():
 
 def test_each_rescorer_scores_a_run_as_infer_does(rescorers, small_project):
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-    from sparse_det.inference import Picker, infer_project
+    from sparse_det.inference import Picker
     from sparse_det.metric import score_tables
+    from sparse_det.stream import infer_project
     from sparse_det.writers import project_solution, to_submission
 
     pickers = [Picker.load(DEFAULT_CHECKPOINT, "cpu", precision="fp32") for _ in range(2)]

@@ -17,8 +17,8 @@ from data_tools.particles import DataError
 from data_tools.simulate import simulate_project
 from sparse_det import infer
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.inference import infer_project
 from sparse_det.run_parts import RunParts, parts_dir_for, parts_key
+from sparse_det.stream import infer_project
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_a_tomogram_unlike_the_tuning_runs_is_flagged(small_project, tmp_path, c
 
     from data_tools.simulate import SimRanges, simulate_project
     from sparse_det.checkpoint import checkpoint_settings
-    from sparse_det.inference import UNSURE_MARGIN, infer_project
+    from sparse_det.stream import UNSURE_MARGIN, infer_project
 
     low, high = checkpoint_settings(DEFAULT_CHECKPOINT).tuned_confidence
     assert 0.8 < low < high < 0.95 and UNSURE_MARGIN == 0.05
@@ -51,7 +51,7 @@ def test_a_tomogram_unlike_the_tuning_runs_is_flagged(small_project, tmp_path, c
     shifted = simulate_project(tmp_path / "shifted", 1, 900, (96, 384, 384),
                                SimRanges(**{k: tuple(v) for k, v in ranges.items()}),
                                progress=False)
-    with caplog.at_level(logging.WARNING, logger="sparse_det.inference"):
+    with caplog.at_level(logging.WARNING, logger="sparse_det.stream"):
         infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu")
         assert not caplog.records, [r.getMessage() for r in caplog.records]
         picks = infer_project(shifted, DEFAULT_CHECKPOINT, device="cpu")

@@ -17,7 +17,7 @@ from data_tools.simulate import SimRanges, simulate_project
 from data_tools.sparsify import SparsifyConfig, read_input
 from data_tools.tomo_input import Source, plan_source, resample
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.inference import infer_project
+from sparse_det.stream import infer_project
 
 WORKING_A = 20.0
 

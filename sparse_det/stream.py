@@ -1,0 +1,211 @@
+"""A project picked run after run (`infer_project`): each run read and sparsified in a thread
+of its own while the run before it is picked, the model built while the first is read.
+
+This module imports no torch: where the runs are surely read on the CPU (`--device cpu`, or
+"auto" with a torch build that has no CUDA or ROCm), the first run's reading starts before
+torch, spconv and the network's code are imported, which takes 2-3 s of a fresh process
+(`python -m sparse_det.infer` on one tomogram). Elsewhere torch decides the device first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError
+from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from data_tools.tomo_input import with_overrides
+from sparse_det.checkpoint import CheckpointError, checkpoint_settings
+from sparse_det.config import INFER_PRECISION, PROFILE_CHANNELS, grows_kept_share
+from sparse_det.run_parts import part_path
+from sparse_det.structures import DETECTION_COLUMNS, Detections, SparseVolume
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+log = logging.getLogger(__name__)
+
+READER_THREAD = "sparse_det-reader"  # the thread that reads the next run
+LOADER_THREAD = "sparse_det-loader"  # the thread that builds the model
+
+
+def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
+    """fn(*args) in a daemon thread that ends with it; its value or error comes from
+    result(). Not a pool: a thread that has run torch's parallel ops keeps an OpenMP team
+    alive while it lives, and an idle pool thread then slowed the network's passes on the
+    main thread by 0.3-0.9 s a run (40-60 %; bench/threads.py); a thread that ends takes
+    its team along. Daemon: an error on the main thread exits at once."""
+    future: Future = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller by result()
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future
+
+
+def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
+                feature_names: list[str], shards_dir: str | Path | None, *,
+                device: torch.device | None = None, keep_dense: int = 0,
+                reselectable: bool = False) -> SparseVolume:
+    """The run's sparse volume as a checkpoint expects it (its shard when one matches),
+    sparsified on `device` when it is an accelerator (scipy on the CPU is faster there).
+    `keep_dense`: keep that many dense feature volumes with it where it is sparsified here
+    rather than read from a shard (SparseVolume.dense); `reselectable`: keep what
+    data_tools.sparsify.reselect needs to keep the run at another share."""
+    on = device if device is not None and device.type != "cpu" else None
+    sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense,
+                           reselectable=reselectable)
+    if sv.feature_names != feature_names:
+        raise CheckpointError(f"run {run!r}: features {sv.feature_names} do not match the "
+                              f"checkpoint's {feature_names}")
+    return sv
+
+
+def surely_cpu(device: str) -> bool:
+    """Whether `device` resolves to the CPU (sparse_det.device.resolve_device), told without
+    importing torch: "cpu", or "auto" where the installed torch was built without CUDA and
+    ROCm (its torch/version.py says `cuda = None` and `hip = None`). False when unsure."""
+    if str(device) == "cpu":
+        return True
+    if str(device) != "auto":
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return False
+    try:
+        text = Path(spec.origin).with_name("version.py").read_text()
+    except OSError:
+        return False
+    return all(re.search(rf"^{name}\b[^=\n]*=\s*None\s*$", text, re.M)
+               for name in ("cuda", "hip"))
+
+
+# A tomogram read with less confidence than every tuning run, by more than this, is unlike
+# them. Measured with the default checkpoint: the 3 held-out runs with every parameter beyond
+# its range at 0.65-0.75 (weighted F4 0.16), the other 18 held-out runs at 0.81-0.92, the 27
+# tuning runs at 0.83-0.92.
+UNSURE_MARGIN = 0.05
+
+
+def warn_if_unsure(dets: Detections, tuned_confidence: tuple[float, float] | None) -> None:
+    """Warns when a run's confidence is below the tuning runs' by more than UNSURE_MARGIN:
+    its picks come at thresholds set on tomograms unlike it."""
+    if tuned_confidence is None or dets.confidence >= tuned_confidence[0] - UNSURE_MARGIN:
+        return
+    log.warning("%s: the network is unsure of this tomogram (confidence %.2f; the runs its "
+                "thresholds were tuned on: %.2f-%.2f), so its picks may be far off; check "
+                "them, or fine-tune on a few annotated runs (python -m sparse_det.finetune)",
+                dets.run, dets.confidence, *tuned_confidence)
+
+
+def _run_parts(project: CopickProject, checkpoint: str | Path, parts_dir: str | Path, dev,
+               precision: str, tta: str, rescore: bool, input_overrides: dict | None,
+               sparsify_cfg: SparsifyConfig):
+    """The RunParts that keep each run's picks under `parts_dir` (sparse_det/run_parts.py)."""
+    from sparse_det.inference import resolve_precision
+    from sparse_det.run_parts import RunParts, parts_key, tomogram_stamp
+
+    key = parts_key(checkpoint, resolve_precision(precision, dev), tta, rescore,
+                    input_overrides)
+    return RunParts(parts_dir, key, lambda run: tomogram_stamp(project, run, sparsify_cfg))
+
+
+def infer_project(project: CopickProject, checkpoint: str | Path, *,
+                  runs: list[str] | None = None, device: str = "auto",
+                  shards_dir: str | Path | None = None, progress: bool = False,
+                  input_overrides: dict | None = None, precision: str = INFER_PRECISION,
+                  tta: str | None = None, rescore: bool = True,
+                  parts_dir: str | Path | None = None) -> pd.DataFrame:
+    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
+    `tta` None: the checkpoint's test-time mirrors; `precision`, `rescore`: see
+    Picker.load. `parts_dir`: each run's picks are kept there as they are made, and runs
+    whose picks are there from the same checkpoint and settings are read instead of picked
+    again (sparse_det/run_parts.py): an interrupted call resumes."""
+    settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
+    unknown = sorted(set(settings.particles.names) - set(project.particles.names))
+    if unknown:
+        raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
+                        "project")
+    sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
+    runs = runs or project.runs()
+    load = partial(load_sparse, project, cfg=sparsify_cfg,
+                   feature_names=settings.feature_names, shards_dir=shards_dir,
+                   keep_dense=PROFILE_CHANNELS if rescore and settings.has_rescorer else 0,
+                   reselectable=grows_kept_share(settings.config.postprocess))
+    # Started before torch is imported where that cannot change where it runs: the first
+    # run with no picks kept from an earlier call, read on the CPU; and the model, whose
+    # thread imports torch and spconv while the run is read.
+    first = next((r for r in runs if parts_dir is None or not part_path(parts_dir, r).is_file()),
+                 None) if surely_cpu(device) else None
+    early = in_own_thread(load, first) if first is not None else None
+    loading = in_own_thread(_picker_loader(checkpoint, device, tta, input_overrides,
+                                           precision, rescore), name=LOADER_THREAD
+                            ) if first is not None else None
+    from sparse_det.device import resolve_device  # torch: the loader may be importing it
+
+    dev = resolve_device(device)
+    parts = None if parts_dir is None else _run_parts(
+        project, checkpoint, parts_dir, dev, precision, tta or settings.config.postprocess.tta,
+        rescore and settings.has_rescorer, input_overrides, sparsify_cfg)
+    rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
+    todo = sorted((run for run in runs if run not in rows), key=lambda run: run != first)
+    if todo and loading is None:
+        loading = in_own_thread(_picker_loader(checkpoint, device, tta, input_overrides,
+                                               precision, rescore), name=LOADER_THREAD)
+    _pick_runs(project, todo, loading, early if todo[:1] == [first] else None,
+               partial(load, device=dev), settings.tuned_confidence, rows, parts, shards_dir,
+               progress)
+    import pandas as pd
+
+    return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
+
+
+def _picker_loader(checkpoint, device, tta, input_overrides, precision, rescore) -> Callable:
+    def load():
+        from sparse_det.inference import Picker
+
+        return Picker.load(checkpoint, device, tta=tta, input_overrides=input_overrides,
+                           precision=precision, rescore=rescore)
+
+    return load
+
+
+def _pick_runs(project: CopickProject, todo: list[str], loading: Future | None,
+               early: Future | None, load: Callable, tuned_confidence, rows: dict,
+               parts, shards_dir, progress: bool) -> None:
+    """Picks `todo` in order into `rows` (and `parts`), reading the next run in its own
+    thread while one is picked; `early`: the first run's read, already started."""
+    from tqdm import tqdm
+
+    # Streaming: the next run is read and sparsified while this one is detected (zarr,
+    # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
+    ahead = early or (in_own_thread(load, todo[0]) if todo else None)
+    for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram", disable=not progress)):
+        t0 = time.perf_counter()
+        sv = ahead.result()
+        ahead = in_own_thread(load, todo[i + 1]) if i + 1 < len(todo) else None
+        picker = loading.result()  # waits for the model on the first run only
+        dets = picker.detect_run(project, run, shards_dir, sv=sv)
+        warn_if_unsure(dets, tuned_confidence)
+        picked = picker.pick(dets)
+        rows[run] = picked.rows()
+        if parts is not None:
+            parts.put(run, rows[run])
+        log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
+                 time.perf_counter() - t0)

@@ -1,0 +1,90 @@
+"""infer_project (sparse_det/stream.py) starts reading the first run before torch is imported
+where the device is surely the CPU, and picks the same as the run-by-run path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.stream import surely_cpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# In a fresh interpreter: is torch absent after importing the streaming module, which run
+# each thread was started for and whether torch was loaded then, and the picks.
+CHILD = """
+import json, sys
+import sparse_det.stream as stream
+from data_tools.copick_io import CopickProject
+torch_at_import = "torch" in sys.modules
+started = []
+real = stream.in_own_thread
+def spy(fn, *args, name=stream.READER_THREAD):
+    started.append([name, list(map(str, args)), "torch" in sys.modules])
+    return real(fn, *args, name=name)
+stream.in_own_thread = spy
+kw = json.loads(sys.argv[2])
+rows = stream.infer_project(CopickProject(sys.argv[1]), sys.argv[3], device="auto",
+                            precision="fp32", **kw)
+print(json.dumps({"torch_at_import": torch_at_import, "started": started,
+                  "rows": rows.round(3).values.tolist()}))
+"""
+
+
+def _child(project: Path, **kw) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(project), json.dumps(kw),
+                          str(DEFAULT_CHECKPOINT)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_surely_cpu_agrees_with_the_installed_torch():
+    assert surely_cpu("cpu") and not surely_cpu("cuda") and not surely_cpu("cuda:0")
+    built_for_cpu = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+    assert surely_cpu("auto") == built_for_cpu
+
+
+@pytest.mark.skipif(not surely_cpu("auto"), reason="a torch build with CUDA or ROCm: "
+                    "the device is decided by torch first")
+def test_the_first_run_is_read_before_torch_loads(small_project, tmp_path):
+    from sparse_det.stream import infer_project
+
+    runs = small_project.runs()
+    got = _child(small_project.path)
+    assert not got["torch_at_import"], "sparse_det.stream must not import torch"
+    first = got["started"][0]
+    assert first[0] == "sparse_det-reader" and first[1] == [runs[0]] and not first[2], first
+    assert got["started"][1][0] == "sparse_det-loader"
+    # Every run read once, in order, and the same picks as a call in this process.
+    readers = [s[1][0] for s in got["started"] if s[0] == "sparse_det-reader"]
+    assert readers == runs
+    here = infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu", precision="fp32")
+    assert got["rows"] == here.round(3).values.tolist() and len(here) > 0
+
+    # With the first run's picks kept from an earlier call, the early read is the second's.
+    parts = tmp_path / "parts"
+    infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu", precision="fp32",
+                  runs=runs[:1], parts_dir=parts)
+    got = _child(small_project.path, parts_dir=str(parts))
+    readers = [s for s in got["started"] if s[0] == "sparse_det-reader"]
+    assert [r[1] for r in readers] == [[runs[1]]] and not readers[0][2], readers
+    assert got["rows"] == here.round(3).values.tolist()
+
+
+def test_the_cold_call_bench_times_fresh_processes(small_project, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench.cold_call import main
+
+    out = tmp_path / "cold.json"
+    # This checkout against itself: the same CSV, two timings each.
+    assert main(["--project", str(small_project.path), "--repeat", "2", "--against",
+                 str(ROOT), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["run"] == small_project.runs()[0] and got["same_csv"] is True
+    assert all(len(v) == 2 and min(v) > 0 for v in got["seconds"].values())
