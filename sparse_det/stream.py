@@ -2,7 +2,8 @@
 of its own while the run before it is picked, the model built while the first is read.
 
 This module imports no torch: where the runs are surely read on the CPU (`--device cpu`, or
-"auto" with a torch build that has no CUDA or ROCm), the first run's reading starts before
+"auto" with a torch build that has no CUDA or ROCm, or a CUDA build on a Linux without the
+NVIDIA driver's device files: surely_cpu), the first run's reading starts before
 torch, spconv and the network's code are imported, which takes 2-3 s of a fresh process
 (`python -m sparse_det.infer` on one tomogram). Elsewhere torch decides the device first.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,23 +79,38 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sv
 
 
-def surely_cpu(device: str) -> bool:
+def torch_builds_for() -> dict[str, bool] | None:
+    """{"cuda": ..., "hip": ...}: which GPU runtimes the installed torch was built for, read
+    from its torch/version.py without importing it; None where that cannot be read."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        text = Path(spec.origin).with_name("version.py").read_text()
+    except OSError:
+        return None
+    return {name: not re.search(rf"^{name}\b[^=\n]*=\s*None\s*$", text, re.M)
+            for name in ("cuda", "hip")}
+
+
+def surely_cpu(device: str, builds: dict[str, bool] | None = None,
+               platform: str = sys.platform, dev_dir: Path = Path("/dev")) -> bool:
     """Whether `device` resolves to the CPU (sparse_det.device.resolve_device), told without
-    importing torch: "cpu", or "auto" where the installed torch was built without CUDA and
-    ROCm (its torch/version.py says `cuda = None` and `hip = None`). False when unsure."""
+    importing torch: "cpu"; or "auto" where torch was built without CUDA and ROCm
+    (`builds`: torch_builds_for()), or is a CUDA build on a Linux without the NVIDIA
+    driver's device files (/dev/nvidia0..., or /dev/dxg under WSL2), through which alone
+    CUDA reaches a GPU there. False when unsure."""
     if str(device) == "cpu":
         return True
     if str(device) != "auto":
         return False
-    spec = importlib.util.find_spec("torch")
-    if spec is None or spec.origin is None:
+    builds = torch_builds_for() if builds is None else builds
+    if builds is None:
         return False
-    try:
-        text = Path(spec.origin).with_name("version.py").read_text()
-    except OSError:
-        return False
-    return all(re.search(rf"^{name}\b[^=\n]*=\s*None\s*$", text, re.M)
-               for name in ("cuda", "hip"))
+    if not any(builds.values()):
+        return True
+    return (platform.startswith("linux") and not builds["hip"]
+            and not any(dev_dir.glob("nvidia[0-9]*")) and not (dev_dir / "dxg").exists())
 
 
 # A tomogram read with less confidence than every tuning run, by more than this, is unlike

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
-from sparse_det.stream import surely_cpu
+from sparse_det.stream import surely_cpu, torch_builds_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,30 @@ def _child(project: Path, **kw) -> dict:
 
 def test_surely_cpu_agrees_with_the_installed_torch():
     assert surely_cpu("cpu") and not surely_cpu("cuda") and not surely_cpu("cuda:0")
-    built_for_cpu = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
-    assert surely_cpu("auto") == built_for_cpu
+    hip = getattr(torch.version, "hip", None)
+    assert torch_builds_for() == {"cuda": torch.version.cuda is not None, "hip": hip is not None}
+    if torch.version.cuda is None and hip is None:
+        assert surely_cpu("auto")
+    if torch.cuda.is_available():
+        assert not surely_cpu("auto")
+
+
+def test_a_cuda_build_is_surely_on_the_cpu_only_without_the_drivers_devices(tmp_path):
+    cuda = {"cuda": True, "hip": False}
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "null").touch()
+    assert surely_cpu("auto", cuda, "linux", dev)
+    assert not surely_cpu("auto", cuda, "win32", dev)  # no device files to tell by
+    assert not surely_cpu("auto", {"cuda": False, "hip": True}, "linux", dev)
+    assert surely_cpu("auto", {"cuda": False, "hip": False}, "win32", dev)
+    (dev / "dxg").touch()  # WSL2's GPU
+    assert not surely_cpu("auto", cuda, "linux", dev)
+    (dev / "dxg").unlink()
+    (dev / "nvidiactl").touch()  # the control file alone: no GPU behind it
+    assert surely_cpu("auto", cuda, "linux", dev)
+    (dev / "nvidia0").touch()
+    assert not surely_cpu("auto", cuda, "linux", dev)
 
 
 @pytest.mark.skipif(not surely_cpu("auto"), reason="a torch build with CUDA or ROCm: "
