@@ -171,9 +171,10 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     first = next((r for r in runs if parts_dir is None or not part_path(parts_dir, r).is_file()),
                  None) if surely_cpu(device) else None
     early = in_own_thread(load, first) if first is not None else None
-    loading = in_own_thread(_picker_loader(checkpoint, device, tta, input_overrides,
-                                           precision, rescore), name=LOADER_THREAD
-                            ) if first is not None else None
+    start_loading = partial(in_own_thread, partial(_load_picker, checkpoint, device, tta,
+                                                   input_overrides, precision, rescore),
+                            name=LOADER_THREAD)
+    loading = start_loading() if first is not None else None
     from sparse_det.device import resolve_device  # torch: the loader may be importing it
 
     dev = resolve_device(device)
@@ -183,8 +184,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
     todo = sorted((run for run in runs if run not in rows), key=lambda run: run != first)
     if todo and loading is None:
-        loading = in_own_thread(_picker_loader(checkpoint, device, tta, input_overrides,
-                                               precision, rescore), name=LOADER_THREAD)
+        loading = start_loading()
     _pick_runs(project, todo, loading, early if todo[:1] == [first] else None,
                partial(load, device=dev), settings.tuned_confidence, rows, parts, shards_dir,
                progress)
@@ -193,14 +193,12 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
 
 
-def _picker_loader(checkpoint, device, tta, input_overrides, precision, rescore) -> Callable:
-    def load():
-        from sparse_det.inference import Picker
+def _load_picker(checkpoint, device, tta, input_overrides, precision, rescore):
+    """Picker.load, importing torch and the network's code on first use."""
+    from sparse_det.inference import Picker
 
-        return Picker.load(checkpoint, device, tta=tta, input_overrides=input_overrides,
-                           precision=precision, rescore=rescore)
-
-    return load
+    return Picker.load(checkpoint, device, tta=tta, input_overrides=input_overrides,
+                       precision=precision, rescore=rescore)
 
 
 def _pick_runs(project: CopickProject, todo: list[str], loading: Future | None,
