@@ -182,10 +182,11 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
         project, checkpoint, parts_dir, dev, precision, tta or settings.config.postprocess.tta,
         rescore and settings.has_rescorer, input_overrides, sparsify_cfg)
     rows: dict[str, list[tuple]] = parts.read(runs) if parts is not None else {}
+    # `first` has no kept picks, so it is to do: it goes first, as its read has begun.
     todo = sorted((run for run in runs if run not in rows), key=lambda run: run != first)
     if todo and loading is None:
         loading = start_loading()
-    _pick_runs(project, todo, loading, early if todo[:1] == [first] else None,
+    _pick_runs(project, todo, loading, early,
                partial(load, device=dev), settings.tuned_confidence, rows, parts, shards_dir,
                progress)
     import pandas as pd
