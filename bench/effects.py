@@ -2,6 +2,7 @@
 noise (the same seeds) with and without the effect, so the difference is the effect's alone.
 
     python bench/effects.py [--work data/effects] [--checkpoint PT] [--json bench/effects.json]
+        [--only EFFECT ...] [--no-rescore]
 
 Base: 4 fast-simulator runs (seed 960) and 2 tilt series (seed 961), in the training ranges.
 Effects: carbon film edges and ice contamination (configs/sim_hard_negatives.json; both
@@ -38,6 +39,11 @@ SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]
 FAST_SEED, TILT_SEED = 960, 961
 HARD_NEGATIVES = ROOT / "configs" / "sim_hard_negatives.json"
+# Each effect's project folder under --work.
+EFFECTS = {"carbon and contamination": "hard_negatives", "no missing wedge": "no_wedge",
+           "tilted about x": "about_x", "other particle shapes": "alt_shapes",
+           "lumps of the right size and mass": "blob_shapes",
+           "procedural particle models": "procedural_shapes"}
 
 
 def simulate(dest: Path, ranges: SimRanges, tilt: bool = True) -> None:
@@ -94,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="data/effects")
     ap.add_argument("--checkpoint")
     ap.add_argument("--json")
+    ap.add_argument("--only", nargs="+", choices=list(EFFECTS.values()), metavar="FOLDER",
+                    help="simulate and bench only these effects, by folder (alt_shapes, "
+                         "blob_shapes, ...; the base is always benched)")
+    ap.add_argument("--no-rescore", dest="rescore", action="store_false",
+                    help="the network alone with its own thresholds (the checkpoint's "
+                         "candidate rescorer skipped)")
     a = ap.parse_args(argv)
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
@@ -101,26 +113,29 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     hard = SimRanges.from_dict(json.loads(HARD_NEGATIVES.read_text()))
-    projects = {"base": work / "base", "carbon and contamination": work / "hard_negatives",
-                "no missing wedge": work / "no_wedge", "tilted about x": work / "about_x",
-                "other particle shapes": work / "alt_shapes",
-                "lumps of the right size and mass": work / "blob_shapes",
-                "procedural particle models": work / "procedural_shapes"}
+    projects = {"base": work / "base"} | {name: work / folder for name, folder in EFFECTS.items()
+                                         if not a.only or folder in a.only}
+    makers = {
+        "carbon and contamination": lambda d: simulate(d, hard),
+        "no missing wedge": lambda d: simulate(d, SimRanges(tilt_max_deg=(88.0, 90.0)),
+                                               tilt=False),
+        "tilted about x": lambda d: swapped(projects["base"], d),
+        "other particle shapes": lambda d: simulate(d, SimRanges(alt_shape_share=(1.0, 1.0))),
+        "lumps of the right size and mass": lambda d: simulate(
+            d, SimRanges(blob_shape_share=(1.0, 1.0))),
+        "procedural particle models": lambda d: simulate(
+            d, SimRanges(procedural_shape_share=(1.0, 1.0))),
+    }
     simulate(projects["base"], SimRanges())
-    simulate(projects["carbon and contamination"], hard)
-    simulate(projects["no missing wedge"], SimRanges(tilt_max_deg=(88.0, 90.0)), tilt=False)
-    swapped(projects["base"], projects["tilted about x"])
-    simulate(projects["other particle shapes"], SimRanges(alt_shape_share=(1.0, 1.0)))
-    simulate(projects["lumps of the right size and mass"],
-             SimRanges(blob_shape_share=(1.0, 1.0)))
-    simulate(projects["procedural particle models"],
-             SimRanges(procedural_shape_share=(1.0, 1.0)))
+    for name, path in projects.items():
+        if name != "base":
+            makers[name](path)
     results = {}
     for name, path in projects.items():
-        results[name] = bench_project(str(path), checkpoint, "cpu")
+        results[name] = bench_project(str(path), checkpoint, "cpu", rescore=a.rescore)
         print(f"{name}: {results[name]['score']:.4f}", flush=True)
     base = results["base"]
-    print(f"\ncheckpoint {checkpoint}\n")
+    print(f"\ncheckpoint {checkpoint}{'' if a.rescore else ', network alone'}\n")
     print("| runs | " + " | ".join(SCORED) + " | weighted F4 | change, run by run |")
     print("|---|" + "---|" * (len(SCORED) + 2))
     for name, r in results.items():

@@ -24,6 +24,8 @@ from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.rescore import (
     PROB_SHELLS_VOX,
     PROFILE_CHANNELS,
+    R_MAX_VOX,
+    SPREAD_CHANNELS,
     RescoreNet,
     candidate_features,
     candidates,
@@ -49,6 +51,46 @@ NOISE_ONLY = {"band_gain": (1.0, 1.0), "blur_vox": (0.0, 0.0), "noise_rel": (0.5
 # Measured with one copy: level with the default, on median-filtered runs too
 # (docs/experiments.md, *Denoisers*), so the default fits none.
 MEDIAN_AFTER_NOISE = NOISE_ONLY | {"median_probability": 1.0}
+
+
+# --profile-jitter: each example's radial profiles redrawn in every batch as another
+# particle of its class could give them — the same complex a little larger or smaller than
+# its table radius (the profile read at r x SCALE), its internal structure less sharp
+# (mixed with a 1-2-1 smoothing along r) and more or less dense (each channel's means times
+# a log-normal gain) — so that the MLPs learn sizes and masses rather than the exact
+# profiles of the simulator's particle models (fitted without it, the default's rescorer
+# costs F4 on shape families it never saw: docs/experiments.md).
+PROFILE_SCALE = (0.9, 1.1)
+PROFILE_GAIN_SIGMA = 0.15
+
+
+def draw_profile_jitter(n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """(scale [n], smoothing weight [n], gain [n, PROFILE_CHANNELS]) for n examples."""
+    scale = torch.empty(n).uniform_(*PROFILE_SCALE, generator=gen)
+    smooth = torch.rand(n, generator=gen)
+    gain = torch.exp(PROFILE_GAIN_SIGMA * torch.randn(n, PROFILE_CHANNELS, generator=gen))
+    return scale, smooth, gain
+
+
+def jitter_profiles(x: torch.Tensor, scale: torch.Tensor, smooth: torch.Tensor,
+                    gain: torch.Tensor) -> torch.Tensor:
+    """Features [n, F] with their radial profiles (the first (PROFILE_CHANNELS +
+    SPREAD_CHANNELS) x (R_MAX_VOX + 1) columns: per row, shells r = 0..R_MAX_VOX) read at
+    r x scale (linear, the last shell beyond it), mixed with their 1-2-1 smoothing along r
+    by `smooth`, the channel means times `gain`; the other features as they are."""
+    rows, n_r = PROFILE_CHANNELS + SPREAD_CHANNELS, R_MAX_VOX + 1
+    prof = x[:, :rows * n_r].reshape(-1, rows, n_r)
+    r = (torch.arange(n_r, dtype=x.dtype) * scale[:, None]).clamp(max=n_r - 1)
+    lo = r.floor().long()
+    hi, w = (lo + 1).clamp(max=n_r - 1), (r - lo)[:, None, :]
+    prof = (prof.gather(2, lo[:, None, :].expand(-1, rows, -1)) * (1 - w)
+            + prof.gather(2, hi[:, None, :].expand(-1, rows, -1)) * w)
+    padded = torch.cat([prof[..., :1], prof, prof[..., -1:]], 2)
+    smoothed = 0.25 * padded[..., :-2] + 0.5 * padded[..., 1:-1] + 0.25 * padded[..., 2:]
+    prof = torch.lerp(prof, smoothed, smooth[:, None, None])
+    prof = torch.cat([prof[:, :PROFILE_CHANNELS] * gain[:, :, None],
+                      prof[:, PROFILE_CHANNELS:]], 1)
+    return torch.cat([prof.reshape(len(x), -1), x[:, rows * n_r:]], 1)
 
 
 def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: ParticleTable
@@ -128,10 +170,12 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed: int = 0,
         batch: int = 512, calibration: dict[str, list[float]] | None = None,
-        prob_shells: tuple = PROB_SHELLS_VOX, members: int = 1) -> RescoreNet:
+        prob_shells: tuple = PROB_SHELLS_VOX, members: int = 1,
+        profile_jitter: bool = False) -> RescoreNet:
     """A RescoreNet whose `members` are each fitted by cross-entropy (AdamW, one-cycle
     schedule) from seeds seed, seed + 1, ...; `prob_shells`: the network-output shells the
-    features hold (none: profiles and scores only)."""
+    features hold (none: profiles and scores only); `profile_jitter`: every batch's
+    profiles redrawn (jitter_profiles)."""
     if len(x) == 0:
         raise DataError("no training examples: the runs have no candidates and no picks")
     net = RescoreNet(x.shape[1], n_classes, calibration=calibration, prob_shells=prob_shells,
@@ -141,12 +185,12 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 25, seed:
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     for m in range(members):
         torch.manual_seed(seed + m)  # each member's initial weights from its own seed
-        _fit_member(net, net.add_member(), xt, yt, epochs, seed + m, batch)
+        _fit_member(net, net.add_member(), xt, yt, epochs, seed + m, batch, profile_jitter)
     return net.eval()
 
 
 def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epochs: int,
-                seed: int, batch: int) -> None:
+                seed: int, batch: int, profile_jitter: bool = False) -> None:
     opt = torch.optim.AdamW(net.members[m].parameters(), 1e-3, weight_decay=1e-3)
     steps = epochs * ((len(xt) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -156,7 +200,9 @@ def _fit_member(net: RescoreNet, m: int, xt: torch.Tensor, yt: torch.Tensor, epo
         perm, total = torch.randperm(len(xt), generator=gen), 0.0
         for i in range(0, len(xt), batch):
             b = perm[i:i + batch]
-            loss = torch.nn.functional.cross_entropy(net(xt[b], m), yt[b])
+            xb = (jitter_profiles(xt[b], *draw_profile_jitter(len(b), gen)) if profile_jitter
+                  else xt[b])
+            loss = torch.nn.functional.cross_entropy(net(xb, m), yt[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -245,6 +291,10 @@ def _parser():
     ap.add_argument("--members", type=int, default=5,
                     help="MLPs fitted from seeds seed, seed + 1, ... on the same examples; "
                          "their probabilities are averaged (the default's: 5)")
+    ap.add_argument("--profile-jitter", action="store_true",
+                    help="redraw each example's radial profiles in every batch (size "
+                         "x0.9-1.1, smoothing along r, density gain): the MLPs learn sizes "
+                         "and masses, not the simulator's particle models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--examples-dir",
@@ -281,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration,
               prob_shells=() if a.without_network_outputs else PROB_SHELLS_VOX,
-              members=a.members)
+              members=a.members, profile_jitter=a.profile_jitter)
     doc = read_checkpoint(a.checkpoint)
     doc.pop("optimizer", None)
     doc["extra"] = dict(doc.get("extra", {})) | {
@@ -294,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         "rescorer_appearance_variants": a.appearance_variants,
         "rescorer_noise_copies": a.noise_copies,
         "rescorer_median_copies": a.median_copies,
-        "rescorer_moved_picks": a.moved_picks}
+        "rescorer_moved_picks": a.moved_picks,
+        "rescorer_profile_jitter": a.profile_jitter}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(a.out)) as tmp:
         torch.save(doc, tmp)

@@ -209,35 +209,62 @@ def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float])
               f"{t.score:.4f}{vs}{'  <- stored' if (by, k) == best else ''}")
 
 
-def choose_checkpoint(checkpoints: list[str], out: str, **tune_args) -> tuple[int, list[Retuned]]:
+NETWORK_ALONE = " (network alone)"  # the label of a rescored checkpoint's network alone
+
+
+def write_network_alone(checkpoint: str, dest: Path) -> bool:
+    """Writes `checkpoint`'s network alone, at its own tuned thresholds, to `dest` if it
+    carries a candidate rescorer; whether it did."""
+    import torch
+
+    from sparse_det.checkpoint import RESCORER, read_checkpoint, strip_rescorer
+
+    doc = read_checkpoint(checkpoint)
+    if doc.get("extra", {}).get(RESCORER) is None:
+        return False
+    torch.save(strip_rescorer(doc, checkpoint), dest)
+    return True
+
+
+def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = False,
+                      **tune_args) -> tuple[int, list[Retuned], list[str]]:
     """retune() of each checkpoint on the same runs; `out` gets the first unless another
     leads it run by run by more than two standard errors (keep_first_unless_beaten on each
-    one's default setting). Returns (the chosen index, each checkpoint's retune result)."""
+    one's default setting). `network_alone`: a checkpoint with a candidate rescorer is
+    followed by its network alone, which competes by the same rule (the rescorer was fitted
+    on the simulator's particle shapes; on shapes it never saw it can cost more than it
+    gives). Returns (the chosen index, each candidate's retune result, each one's label)."""
     from sparse_det.thresholds import keep_first_unless_beaten
 
-    results, candidates = [], []
+    labelled, results, candidates, scratch = [], [], [], []
     try:
         for checkpoint in checkpoints:
-            candidates.append(str(tmp_sibling(Path(out))))
-            results.append(retune(checkpoint, out=candidates[-1], **tune_args))
+            labelled.append((checkpoint, checkpoint))
+            if network_alone:
+                scratch.append(tmp_sibling(Path(out)))
+                if write_network_alone(checkpoint, scratch[-1]):
+                    labelled.append((checkpoint + NETWORK_ALONE, str(scratch[-1])))
+        for _, checkpoint in labelled:
+            candidates.append(tmp_sibling(Path(out)))
+            results.append(retune(checkpoint, out=str(candidates[-1]), **tune_args))
         chosen = keep_first_unless_beaten({i: r.default for i, r in enumerate(results)})
         os.replace(candidates[chosen], out)
     finally:
-        for c in candidates:
-            Path(c).unlink(missing_ok=True)
-    return chosen, results
+        for c in candidates + scratch:
+            c.unlink(missing_ok=True)
+    return chosen, results, [label for label, _ in labelled]
 
 
-def _print_choice(checkpoints: list[str], results: list[Retuned], chosen: int) -> None:
+def _print_choice(labels: list[str], results: list[Retuned], chosen: int) -> None:
     base = results[0].default
     print(f"checkpoints, each at its own thresholds on the same {results[0].n_runs} run(s):")
-    for i, (checkpoint, r) in enumerate(zip(checkpoints, results, strict=True)):
+    for i, (label, r) in enumerate(zip(labels, results, strict=True)):
         t = r.default
         vs = ""
         if i:
             mean, se = paired_difference(t.per_run, base.per_run)
             vs = f"   against the first, run by run: {mean:+.4f} ± {se:.4f}"
-        print(f"  {checkpoint}: weighted F4 {t.score:.4f}{vs}"
+        print(f"  {label}: weighted F4 {t.score:.4f}{vs}"
               f"{'  <- chosen' if i == chosen else ''}")
 
 
@@ -312,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="set every class's threshold from these runs alone (default: a "
                          "class keeps the checkpoint's own unless these runs' best leads it "
                          "by more than 2 standard errors run by run)")
+    ap.add_argument("--network-alone", action="store_true",
+                    help="a checkpoint with a candidate rescorer (the default) competes with "
+                         "its network alone too, by the same rule: the rescorer was fitted "
+                         "on the simulator's particle shapes")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
@@ -320,13 +351,14 @@ def main(argv: list[str] | None = None) -> int:
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
-        chosen, results = choose_checkpoint(a.checkpoint, a.out, **tune_args)
+        chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
+                                                    **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_tuning(results[chosen])
-    if len(a.checkpoint) > 1:
-        _print_choice(a.checkpoint, results, chosen)
+    if len(labels) > 1:
+        _print_choice(labels, results, chosen)
     print(f"-> {a.out}")
     return 0
 
