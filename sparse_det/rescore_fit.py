@@ -77,8 +77,10 @@ def jitter_profiles(x: torch.Tensor, scale: torch.Tensor, smooth: torch.Tensor,
     """Features [n, F] with their radial profiles (the first (PROFILE_CHANNELS +
     SPREAD_CHANNELS) x (R_MAX_VOX + 1) columns: per row, shells r = 0..R_MAX_VOX) read at
     r x scale (linear, the last shell beyond it), mixed with their 1-2-1 smoothing along r
-    by `smooth`, the channel means times `gain`; the other features as they are."""
+    (shell 0, the centre voxel, kept) by `smooth`, the channel means times `gain`; the
+    other features as they are."""
     rows, n_r = PROFILE_CHANNELS + SPREAD_CHANNELS, R_MAX_VOX + 1
+    scale, smooth, gain = (t.to(x.dtype) for t in (scale, smooth, gain))
     prof = x[:, :rows * n_r].reshape(-1, rows, n_r)
     r = (torch.arange(n_r, dtype=x.dtype) * scale[:, None]).clamp(max=n_r - 1)
     lo = r.floor().long()
@@ -87,6 +89,9 @@ def jitter_profiles(x: torch.Tensor, scale: torch.Tensor, smooth: torch.Tensor,
             + prof.gather(2, hi[:, None, :].expand(-1, rows, -1)) * w)
     padded = torch.cat([prof[..., :1], prof, prof[..., -1:]], 2)
     smoothed = 0.25 * padded[..., :-2] + 0.5 * padded[..., 1:-1] + 0.25 * padded[..., 2:]
+    # Shell 0 is the centre voxel alone: its spread is always 0 (a feature of zero variance,
+    # which standardising would blow up from any value mixed in), and no shell lies within it.
+    smoothed[..., 0] = prof[..., 0]
     prof = torch.lerp(prof, smoothed, smooth[:, None, None])
     prof = torch.cat([prof[:, :PROFILE_CHANNELS] * gain[:, :, None],
                       prof[:, PROFILE_CHANNELS:]], 1)

@@ -3,6 +3,7 @@ example the competition's 7 training tomograms) and writes a new checkpoint.
 
     python -m sparse_det.tune --checkpoint PT [PT ...] --project DIR [--project DIR ...]
                               [--runs ...] --out NEW.pt [--device auto|cpu|cuda]
+                              [--network-alone]
                               [--tta none [flip ...]] [@ARGS_FILE ...]
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
@@ -13,7 +14,8 @@ request, each with its own); the others are printed against the first, run by ru
 Several `--checkpoint`s (for example the shipped default and an alternative trained for
 another kind of data): each is tuned on the same runs, and `--out` gets the first unless
 another leads it run by run by more than two standard errors — your own annotated runs
-choose which network reads your tomograms.
+choose which network reads your tomograms. `--network-alone`: a checkpoint with a candidate
+rescorer (the shipped default) competes with its network alone too, by the same rule.
 
 `@FILE` reads more arguments from FILE (shell words, `#` comments): a fixed list of tuning
 projects and runs, such as `configs/tune_runs_45.args`, lives in one file.

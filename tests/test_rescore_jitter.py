@@ -46,13 +46,24 @@ def test_a_larger_scale_moves_the_edge_in_and_gain_scales_the_means_only():
 
 
 def test_full_smoothing_is_the_one_two_one_average():
-    """At the step (shells 9 | 10: 1 | 0) the 1-2-1 average reads 0.75 and 0.25; the first
-    and last shells repeat themselves."""
+    """At the step (shells 9 | 10: 1 | 0) the 1-2-1 average reads 0.75 and 0.25; the last
+    shell repeats itself."""
     x = _features(n=1)
     out = _rows(jitter_profiles(x, torch.ones(1, dtype=x.dtype), torch.ones(1, dtype=x.dtype),
                                 torch.ones(1, PROFILE_CHANNELS, dtype=x.dtype)))[0, 0]
-    assert out[0] == 1.0 and out[8] == 1.0 and out[-1] == 0.0, out
+    assert out[1] == 1.0 and out[8] == 1.0 and out[-1] == 0.0, out
     assert float(out[9]) == 0.75 and float(out[10]) == 0.25, out
+
+
+def test_the_centre_shell_is_never_mixed():
+    """Shell 0 is one voxel: its spread is 0 in every example (zero variance), so nothing
+    may be smoothed into it, whatever the draw."""
+    x = _features(n=50, edge=1)  # 1 at the centre only: smoothing would pull shell 1 in
+    x[:, :ROWS * N_R].reshape(50, ROWS, N_R)[:, PROFILE_CHANNELS:, 0] = 0.0
+    out = _rows(jitter_profiles(x, *draw_profile_jitter(50, torch.Generator().manual_seed(1))))
+    torch.testing.assert_close(out[:, PROFILE_CHANNELS:, 0], torch.zeros(50, SPREAD_CHANNELS,
+                                                                       dtype=x.dtype))
+    assert torch.all(out[:, :PROFILE_CHANNELS, 0] > 0), "the centre's means only take the gain"
 
 
 def test_draws_are_deterministic_for_a_seed_and_in_range():
