@@ -115,21 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     hard = SimRanges.from_dict(json.loads(HARD_NEGATIVES.read_text()))
     projects = {"base": work / "base"} | {name: work / folder for name, folder in EFFECTS.items()
                                          if not a.only or folder in a.only}
+    # How each effect's project is made, by its folder (EFFECTS names them).
     makers = {
-        "carbon and contamination": lambda d: simulate(d, hard),
-        "no missing wedge": lambda d: simulate(d, SimRanges(tilt_max_deg=(88.0, 90.0)),
-                                               tilt=False),
-        "tilted about x": lambda d: swapped(projects["base"], d),
-        "other particle shapes": lambda d: simulate(d, SimRanges(alt_shape_share=(1.0, 1.0))),
-        "lumps of the right size and mass": lambda d: simulate(
-            d, SimRanges(blob_shape_share=(1.0, 1.0))),
-        "procedural particle models": lambda d: simulate(
+        "hard_negatives": lambda d: simulate(d, hard),
+        "no_wedge": lambda d: simulate(d, SimRanges(tilt_max_deg=(88.0, 90.0)), tilt=False),
+        "about_x": lambda d: swapped(projects["base"], d),
+        "alt_shapes": lambda d: simulate(d, SimRanges(alt_shape_share=(1.0, 1.0))),
+        "blob_shapes": lambda d: simulate(d, SimRanges(blob_shape_share=(1.0, 1.0))),
+        "procedural_shapes": lambda d: simulate(
             d, SimRanges(procedural_shape_share=(1.0, 1.0))),
     }
     simulate(projects["base"], SimRanges())
     for name, path in projects.items():
         if name != "base":
-            makers[name](path)
+            makers[path.name](path)
     results = {}
     for name, path in projects.items():
         results[name] = bench_project(str(path), checkpoint, "cpu", rescore=a.rescore)
