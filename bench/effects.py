@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     simulate(projects["base"], SimRanges())
     for name, path in projects.items():
         if name != "base":
-            makers[path.name](path)
+            makers[EFFECTS[name]](path)
     results = {}
     for name, path in projects.items():
         results[name] = bench_project(str(path), checkpoint, "cpu", rescore=a.rescore)

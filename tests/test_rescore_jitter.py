@@ -58,12 +58,15 @@ def test_full_smoothing_is_the_one_two_one_average():
 def test_the_centre_shell_is_never_mixed():
     """Shell 0 is one voxel: its spread is 0 in every example (zero variance), so nothing
     may be smoothed into it, whatever the draw."""
-    x = _features(n=50, edge=1)  # 1 at the centre only: smoothing would pull shell 1 in
+    x = _features(n=50)  # as in real examples: the centre's spread 0, shell 1's not
     x[:, :ROWS * N_R].reshape(50, ROWS, N_R)[:, PROFILE_CHANNELS:, 0] = 0.0
-    out = _rows(jitter_profiles(x, *draw_profile_jitter(50, torch.Generator().manual_seed(1))))
+    scale, smooth, gain = draw_profile_jitter(50, torch.Generator().manual_seed(1))
+    assert torch.all(smooth > 0), "every draw smooths: shell 1 would be mixed in"
+    out = _rows(jitter_profiles(x, scale, smooth, gain))
     torch.testing.assert_close(out[:, PROFILE_CHANNELS:, 0], torch.zeros(50, SPREAD_CHANNELS,
                                                                        dtype=x.dtype))
-    assert torch.all(out[:, :PROFILE_CHANNELS, 0] > 0), "the centre's means only take the gain"
+    torch.testing.assert_close(out[:, :PROFILE_CHANNELS, 0], gain.to(x.dtype),
+                               msg="the centre's means (1) only take the gain")
 
 
 def test_draws_are_deterministic_for_a_seed_and_in_range():
