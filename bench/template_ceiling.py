@@ -73,7 +73,7 @@ def local_maxima(score: np.ndarray, radius_vox: int, n_max: int
 
 
 class RunData:
-    """One run read once: its normalised volume, picks and, per class, the profiles."""
+    """One run read once: its normalised, clipped volume and its picks; profiles on demand."""
 
     def __init__(self, project: CopickProject, run: str, tomo_type: str, working_A: float,
                  seed: int):

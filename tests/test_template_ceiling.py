@@ -41,7 +41,7 @@ def test_local_maxima_are_the_planted_peaks_strongest_first():
 
 
 def test_easy_project_large_classes_found(small_project):
-    project = small_project
+    project = small_project  # a CopickProject of real zarr files
     for template in ("family", "own"):
         res = template_ceiling.project_scores(project, template, "denoised", 20.0)
         pc = res["per_class"]
