@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from data_tools.hard_negatives import (
 )
 from data_tools.particles import DataError, ParticleTable
 from data_tools.shapes import (
+    Component,
     distractor_components,
     gold_components,
     particle_components,
@@ -65,7 +66,10 @@ SHAPE_FAMILIES = {"alt_shape": (particle_components_alt, None),
                   "procedural_shape": (particle_components_procedural, procedural_cap),
                   "compact_procedural_shape": (partial(particle_components_procedural,
                                                        compact=True), procedural_cap)}
-OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS))
+# The per-class mass factors' stream (SimRanges.class_mass_log2).
+CLASS_MASS_STREAM = 17
+OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS),
+                     "class_mass_log2")
 
 
 @dataclass
@@ -102,6 +106,12 @@ class SimRanges:
     # ...and from it with each class's elongation kept to what real complexes show
     # (ClassPlan.max_elongation).
     compact_procedural_shape_share: tuple[float, float] = (0.0, 0.0)
+    # log2 of a density factor drawn per run and class (its own stream; (0, 0): none): every
+    # particle of the class is that much lighter or heavier. The hand-built models' masses
+    # are guesses (their apo-ferritin, ribosome and capsid are 1.3-2x the second family's),
+    # and a buffer's density moves every class's contrast apart; without it the network
+    # learns each class's contrast as part of its look.
+    class_mass_log2: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -140,7 +150,19 @@ def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
             g = np.random.default_rng([*seed, stream])
             v[f"{family}_share"] = float(g.uniform(*share))
             v[f"{family}_seed"] = int(g.integers(2**31))
+    lo, hi = ranges.class_mass_log2
+    if (lo, hi) != (0.0, 0.0):
+        if seed is None:
+            raise ValueError("class_mass_log2 needs the run's seed for its own stream")
+        g = np.random.default_rng([*seed, CLASS_MASS_STREAM])
+        v["class_mass_scale"] = {name: float(2.0 ** g.uniform(lo, hi))
+                                 for name in sorted(MEAN_COUNTS)}
     return v
+
+
+def scaled_density(comps: list[Component], factor: float) -> list[Component]:
+    """`comps` with every density times `factor` (a lighter or heavier particle)."""
+    return [replace(c, density=c.density * factor) for c in comps]
 
 
 def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
@@ -190,6 +212,7 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
     objs = []  # (name or None, components, bound radius Å, density cap or None)
     shares = {f: p.get(f"{f}_share", 0.0) for f in SHAPE_STREAMS}
     draws = {f: np.random.default_rng(p[f"{f}_seed"]) for f, s in shares.items() if s > 0}
+    mass_scale = p.get("class_mass_scale", {})
     for pt in particles:
         n = rng.poisson(MEAN_COUNTS.get(pt.name, 20.0) * area * p["crowding"])
         for _ in range(n):
@@ -200,6 +223,9 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
                     model, cap_of = SHAPE_FAMILIES[family]
                     comps = model(pt.name, pt.radius_A, g)
                     cap = cap_of(comps) if cap_of else None
+            k = mass_scale.get(pt.name, 1.0)
+            if k != 1.0:
+                comps, cap = scaled_density(comps, k), (cap * k if cap else None)
             objs.append((pt.name, comps, pt.radius_A * 1.05, cap))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
     objs += [(None, *distractor_components(rng), None) for _ in range(n_distr)]
@@ -447,7 +473,9 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
             drawn = params.get("hard_negatives", {})
             v = len(drawn.get("carbon" if f.name == "carbon_edges" else f.name, []))
         else:
-            v = params.get(f.name, 0.0)  # a shape share absent: none drawn
+            # a shape share absent: none drawn; the per-class mass factors are a draw of
+            # their own stream, not a range, so a copy is drawn without them
+            v = params.get(f.name, 0.0)
         pinned[f.name] = (v, v)
     tilt = None
     if record.get("physics") == "tilt":

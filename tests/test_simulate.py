@@ -366,3 +366,37 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     assert len(picks[0]) != len(picks[1]) or not np.allclose(picks[0], picks[1])
     with pytest.raises(DataError, match="TS_nope"):
         like_run(tmp_path / "src", "TS_nope")
+
+
+def test_class_mass_factors_scale_each_class_and_keep_the_rest_of_the_run():
+    """SimRanges.class_mass_log2 draws one density factor per class from its own stream
+    (deterministic for a seed, inside the range): the run's other parameters, its picks and
+    its distractors stay the seed's, and each class's particles carry exactly its factor
+    times the density they had (measured on the rendered density, one class at a time)."""
+    from data_tools.simulate import draw_run_params, render_scene
+
+    seed, shape = [7, 0], (40, 96, 96)
+    plain = draw_run_params(SimRanges(crowding=(2, 2)), np.random.default_rng(seed), seed)
+    ranges = SimRanges(crowding=(2, 2), class_mass_log2=(-1.0, 0.3))
+    p = draw_run_params(ranges, np.random.default_rng(seed), seed)
+    assert p == draw_run_params(ranges, np.random.default_rng(seed), seed)
+    factors = p.pop("class_mass_scale")
+    assert p == plain
+    assert set(factors) >= set(TABLE.names)
+    assert all(2**-1.0 <= k <= 2**0.3 for k in factors.values())
+    assert len({round(k, 6) for k in factors.values()}) == len(factors)
+
+    def particle_mass(params: dict, name: str) -> tuple[float, dict]:
+        one = ParticleTable([TABLE[name]])
+        rng = np.random.default_rng(seed)
+        draw_run_params(SimRanges(crowding=(2, 2)), rng, seed)  # the same stream position
+        density, picks, _ = render_scene(shape, one, {**params, "membranes": 0, "gold": 0,
+                                                      "distractors_per_particle": 0.0}, rng)
+        return float((density - density.min(axis=(1, 2), keepdims=True)).sum()), picks
+
+    for name in ("apo-ferritin", "ribosome"):
+        m0, picks0 = particle_mass(plain, name)
+        m1, picks1 = particle_mass({**plain, "class_mass_scale": factors}, name)
+        assert len(picks0[name]) > 0
+        np.testing.assert_array_equal(np.array(picks0[name]), np.array(picks1[name]))
+        assert m1 / m0 == pytest.approx(factors[name], rel=1e-3)
