@@ -1,0 +1,108 @@
+"""Seconds and memory of one tomogram larger than the competition's, with known answers.
+
+Cellular tomograms are often several times the competition's 184 x 630 x 630 voxels at
+10 Å. This tiles one annotated run (level 0, its picks moved with each copy) into larger
+runs, picks each with `python -m sparse_det.infer` in a fresh process, and prints its wall
+seconds (the process's start and model load included), peak RSS and weighted F4 — the
+same particles repeated, so F4 should hold while time and memory grow with the volume.
+
+    python bench/large_tomogram.py [--project data/heldout_in] [--run TS_sim_2024_000]
+        [--reps 1,1,1 1,2,2 2,2,2] [--work data/large] [--json bench/large_tomogram.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_tools.copick_io import CopickProject  # noqa: E402
+
+
+def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
+                  dest: Path) -> str:
+    """`run`'s level-0 tomogram tiled `reps_zyx` times into a one-run project at `dest`
+    (made once), every pick copied into each tile; returns the new run's name."""
+    name = f"{run}_x{''.join(map(str, reps_zyx))}"
+    if (dest / "copick_config.json").is_file():
+        return name
+    tomo = src.read_tomogram(run, 10.0, "denoised", scale=0)
+    (dest / "static").mkdir(parents=True, exist_ok=True)
+    (dest / "overlay").mkdir(exist_ok=True)
+    out = CopickProject(dest, src.particles)
+    out.write_tomogram(name, np.tile(tomo.data, reps_zyx), tomo.voxel_size_A,
+                       origin_A=tomo.origin_A)
+    step_xyz_A = np.array(tomo.data.shape[::-1]) * tomo.voxel_size_A
+    rz, ry, rx = reps_zyx
+    shifts = np.array([[ix, iy, iz] for iz in range(rz) for iy in range(ry)
+                       for ix in range(rx)]) * step_xyz_A
+    for particle, pts in src.read_picks(run).items():
+        out.write_picks(name, particle, (pts[None] + shifts[:, None]).reshape(-1, 3))
+    out.write_config(f"bench/large_tomogram.py: {run} x {reps_zyx}")  # last: marks it made
+    return name
+
+
+def pick_and_score(project: Path, out_csv: Path, checkpoint: str | None) -> dict:
+    """One infer call in a fresh process: wall seconds, its peak RSS, weighted F4."""
+    cmd = [sys.executable, "-m", "sparse_det.infer", "--project", str(project), "--out",
+           str(out_csv), "--fresh", "--quiet"]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    from sparse_det.metric import score_tables
+    from sparse_det.writers import project_solution, read_submission
+
+    proj = CopickProject(project)
+    score = score_tables(project_solution(proj), read_submission(out_csv), proj.particles)
+    return {"seconds": seconds, "peak_rss_gb": max(peak, before) / 2**20,
+            "peak_is_this_call": peak > before, "weighted_f4": score.score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", default="data/heldout_in")
+    ap.add_argument("--run", default="TS_sim_2024_000")
+    ap.add_argument("--reps", nargs="+", default=["1,1,1", "1,2,2", "2,2,2"],
+                    help="copies along z,y,x, smallest first (RSS is a high-water mark)")
+    ap.add_argument("--work", type=Path, default=Path("data/large"))
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    src = CopickProject(a.project)
+    rows = []
+    print("| copies z,y,x | voxels at 10 Å | s (process) | peak GB | weighted F4 |")
+    print("|---|---|---|---|---|")
+    for text in a.reps:
+        reps = tuple(int(v) for v in text.split(","))
+        if len(reps) != 3 or min(reps) < 1:
+            ap.error(f"--reps {text!r}: three positive integers z,y,x")
+        dest = a.work / f"{a.run}_x{''.join(map(str, reps))}"
+        tiled_project(src, a.run, reps, dest)
+        res = pick_and_score(dest, a.work / f"{dest.name}.csv", a.checkpoint)
+        shape = CopickProject(dest).tomogram_scales(CopickProject(dest).runs()[0])[0][2]
+        rows.append({"reps_zyx": reps, "shape_zyx": list(shape), **res})
+        gb = f"{res['peak_rss_gb']:.2f}" + ("" if res["peak_is_this_call"] else " (≤)")
+        print(f"| {text} | {'×'.join(map(str, shape))} | {res['seconds']:.1f} | {gb} | "
+              f"{res['weighted_f4']:.3f} |", flush=True)
+    if a.json:
+        tmp = a.json.with_suffix(a.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
