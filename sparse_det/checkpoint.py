@@ -126,6 +126,24 @@ def strip_rescorer(doc: dict, path: str | Path) -> dict:
     return doc | alone | {"extra": extra, "config": config}
 
 
+def with_network_classes(doc: dict, path: str | Path, classes: list[str]) -> dict:
+    """A rescored checkpoint document whose rescorer leaves `classes` at the network's own
+    scores (RescoreNet.network_classes); its thresholds are marked stale, to be tuned for
+    the new scores. CheckpointError without a rescorer or for a class it does not have."""
+    extra = dict(doc.get("extra", {}))
+    state = extra.get(RESCORER)
+    if state is None:
+        raise CheckpointError(f"{path}: has no candidate rescorer to leave classes to the "
+                              "network")
+    names = [p["name"] for p in doc["particles"]]
+    unknown = sorted(set(classes) - set(names))
+    if unknown:
+        raise CheckpointError(f"{path}: no class {unknown} (its classes: {names})")
+    extra[RESCORER] = dict(state) | {"network_classes": list(dict.fromkeys(classes))}
+    extra[THRESHOLDS_STALE] = True
+    return doc | {"extra": extra}
+
+
 def _tuned_set(thresholds: dict[str, float], calibration: dict[str, list[float]]) -> dict:
     return {"thresholds": {k: float(v) for k, v in thresholds.items()},
             "calibration": {k: [float(a), float(b)] for k, (a, b) in calibration.items()}}

@@ -267,13 +267,18 @@ class RescoreNet(torch.nn.Module):
     members' softmaxes (MLPs fitted alike from different seeds; one costs ~0.1 ms per 1000
     candidates, the features are shared). `calibration`: the network's score calibration it
     was fitted with (thresholds.apply_calibration), kept with it so that re-tuning the
-    checkpoint's own cannot move its inputs."""
+    checkpoint's own cannot move its inputs. `network_classes`: classes whose detections
+    keep the network's own (calibrated) scores instead of the MLPs' — where the MLPs, fitted
+    on the simulator's particle models, read a class's particles no fit drew worse than the
+    network does."""
 
     def __init__(self, n_in: int, n_classes: int, hidden: int = 128,
                  calibration: dict[str, list[float]] | None = None,
-                 prob_shells: tuple = (), members: int = 1):
+                 prob_shells: tuple = (), members: int = 1,
+                 network_classes: tuple[str, ...] = ()):
         super().__init__()
         self.calibration = {k: [float(a), float(b)] for k, (a, b) in (calibration or {}).items()}
+        self.network_classes = tuple(network_classes)
         # The network-output shells it reads (PROB_SHELLS_VOX, or none: fitted before them).
         self.prob_shells = tuple((float(a), float(b)) for a, b in prob_shells)
         self.register_buffer("mean", torch.zeros(n_in))
@@ -304,6 +309,7 @@ class RescoreNet(torch.nn.Module):
                 "calibration": self.calibration,
                 "prob_shells_vox": [list(s) for s in self.prob_shells],
                 "members": len(self.members),
+                "network_classes": list(self.network_classes),
                 "weights": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
 
     @classmethod
@@ -323,7 +329,7 @@ class RescoreNet(torch.nn.Module):
         if "members" not in state:  # the first rescorer: one MLP, stored as "mlp"
             weights = {k.replace("mlp.", "members.0.", 1): v for k, v in weights.items()}
         net = cls(n_in, k, int(state["hidden"]), state.get("calibration"), shells,
-                  int(state.get("members", 1)))
+                  int(state.get("members", 1)), tuple(state.get("network_classes", ())))
         try:
             net.load_state_dict(weights)
         except RuntimeError as exc:
@@ -335,9 +341,10 @@ def rescore(dets: Detections, net: RescoreNet, channels: list,
             voxel_size_A: float, origin_A: float, particles: ParticleTable,
             outputs: tuple | None = None) -> Detections:
     """Unthresholded vote-mass detections → detections scored p(class | candidate), every
-    candidate a candidate of every class (per-class NMS at half a radius), best first.
-    `outputs`: the network's (kept coords_zyx, probabilities [N, K+1]) the detections came
-    from; required by a rescorer that reads them."""
+    candidate a candidate of every class (per-class NMS at half a radius), best first; a
+    class of `net.network_classes` keeps the network's detections at their calibrated
+    vote-mass scores. `outputs`: the network's (kept coords_zyx, probabilities [N, K+1])
+    the detections came from; required by a rescorer that reads them."""
     if net.prob_shells and outputs is None:
         raise ValueError("this rescorer reads the network's per-voxel probabilities: pass "
                          "`outputs`")
@@ -349,6 +356,9 @@ def rescore(dets: Detections, net: RescoreNet, channels: list,
              else np.zeros((0, len(particles) + 1), np.float32))
     per_class = {}
     for k, p in enumerate(particles):
+        if p.name in net.network_classes:
+            per_class[p.name] = dets[p.name]
+            continue
         s = probs[:, k + 1]
         order = np.argsort(-s, kind="stable")
         c, s = xyz[order], s[order]

@@ -228,24 +228,42 @@ def write_network_alone(checkpoint: str, dest: Path) -> bool:
     return True
 
 
+def write_network_classes(checkpoint: str, dest: Path, classes: list[str]) -> None:
+    """`checkpoint` with its rescorer leaving `classes` to the network's own scores
+    (checkpoint.with_network_classes), written to `dest` for tuning."""
+    import torch
+
+    from sparse_det.checkpoint import read_checkpoint, with_network_classes
+
+    torch.save(with_network_classes(read_checkpoint(checkpoint), checkpoint, classes), dest)
+
+
 def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = False,
+                      network_classes: list[str] | None = None,
                       **tune_args) -> tuple[int, list[Retuned], list[str]]:
     """retune() of each checkpoint on the same runs; `out` gets the first unless another
     leads it run by run by more than two standard errors (keep_first_unless_beaten on each
     one's default setting). `network_alone`: a checkpoint with a candidate rescorer is
     followed by its network alone, which competes by the same rule (the rescorer was fitted
     on the simulator's particle shapes; on shapes it never saw it can cost more than it
-    gives). Returns (the chosen index, each candidate's retune result, each one's label)."""
+    gives). `network_classes`: each checkpoint is tuned with its rescorer leaving these
+    classes to the network's own scores (write_network_classes), and so written. Returns
+    (the chosen index, each candidate's retune result, each one's label)."""
     from sparse_det.thresholds import keep_first_unless_beaten
 
     labelled, results, candidates, scratch = [], [], [], []
     try:
         for checkpoint in checkpoints:
-            labelled.append((checkpoint, checkpoint))
+            given = checkpoint
+            if network_classes:
+                scratch.append(tmp_sibling(Path(out)))
+                write_network_classes(checkpoint, scratch[-1], network_classes)
+                checkpoint = str(scratch[-1])
+            labelled.append((given, checkpoint))
             if network_alone:
                 scratch.append(tmp_sibling(Path(out)))
                 if write_network_alone(checkpoint, scratch[-1]):
-                    labelled.append((checkpoint + NETWORK_ALONE, str(scratch[-1])))
+                    labelled.append((given + NETWORK_ALONE, str(scratch[-1])))
         for _, checkpoint in labelled:
             candidates.append(tmp_sibling(Path(out)))
             results.append(retune(checkpoint, out=str(candidates[-1]), **tune_args))
@@ -345,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a checkpoint with a candidate rescorer (the default) competes with "
                          "its network alone too, by the same rule: the rescorer was fitted "
                          "on the simulator's particle shapes")
+    ap.add_argument("--rescore-network-classes", nargs="+", metavar="CLASS",
+                    help="these classes keep the network's own scores, not the candidate "
+                         "rescorer's (each checkpoint must carry one); tuned and stored so")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
@@ -354,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
         chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
-                                                    **tune_args)
+                                                    a.rescore_network_classes, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

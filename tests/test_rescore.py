@@ -479,3 +479,56 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
     alone = [*noisy, "--runs", runs[1], "--out", str(tmp_path / "alone.pt")]
     assert main(alone) == 0
     assert calls == [] and len(list(folder.glob("*.npz"))) == 4
+
+
+def test_network_classes_keep_the_networks_scores_and_the_rest_the_rescorers(
+        rescored, small_project, tmp_path):
+    """A rescorer told to leave a class to the network (tune --rescore-network-classes)
+    gives that class the network's own detections at their calibrated vote masses, and
+    every other class exactly the rescorer's; the setting travels in the checkpoint, marks
+    its thresholds stale, and a class the checkpoint lacks or a checkpoint without a
+    rescorer is refused by name."""
+    from sparse_det.inference import Picker
+    from sparse_det.thresholds import apply_calibration
+    from sparse_det.tune import write_network_classes
+
+    out = tmp_path / "ribosome_alone.pt"
+    write_network_classes(str(rescored), out, ["ribosome"])
+    assert checkpoint_settings(out).thresholds_stale
+    both, split = Picker.load(rescored, "cpu"), Picker.load(out, "cpu")
+    assert split.ckpt.rescorer.network_classes == ("ribosome",)
+    run1 = small_project.runs()[1]
+    rescored_dets = both.detect_run(small_project, run1, calibrated=False)
+    split_dets = split.detect_run(small_project, run1, calibrated=False)
+    network = apply_calibration(
+        both.detect_run(small_project, run1, calibrated=False, rescored=False),
+        both.ckpt.rescorer.calibration)
+    for name in both.particles.names:
+        want = network[name] if name == "ribosome" else rescored_dets[name]
+        np.testing.assert_array_equal(split_dets[name][0], want[0], err_msg=name)
+        np.testing.assert_array_equal(split_dets[name][1], want[1], err_msg=name)
+    assert len(split_dets["ribosome"][1]) != len(rescored_dets["ribosome"][1])
+    with pytest.raises(CheckpointError, match=r"no class \['ribosomes'\]"):
+        write_network_classes(str(rescored), tmp_path / "x.pt", ["ribosomes"])
+    doc = torch.load(rescored, weights_only=True)
+    del doc["extra"][RESCORER]
+    plain = tmp_path / "plain.pt"
+    torch.save(doc, plain)
+    with pytest.raises(CheckpointError, match="plain.pt: has no candidate rescorer"):
+        write_network_classes(str(plain), tmp_path / "y.pt", ["ribosome"])
+
+
+def test_tune_writes_the_network_classes_it_tuned_with(rescored, small_project, tmp_path):
+    """`tune --rescore-network-classes` tunes the checkpoint with the class left to the
+    network and writes that setting with its thresholds (no longer stale), leaving no
+    scratch file behind."""
+    from sparse_det.tune import main as tune_main
+
+    out = tmp_path / "tuned" / "t.pt"
+    out.parent.mkdir()
+    assert tune_main(["--checkpoint", str(rescored), "--project", str(small_project.path),
+                      "--out", str(out), "--fit-all-thresholds",
+                      "--rescore-network-classes", "ribosome"]) == 0
+    assert load_checkpoint(out).rescorer.network_classes == ("ribosome",)
+    assert not checkpoint_settings(out).thresholds_stale
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.pt"]
