@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data_tools.atomic import atomic_write_text  # noqa: E402
 from data_tools.copick_io import CopickProject  # noqa: E402
 
 
@@ -57,6 +58,7 @@ def pick_and_score(project: Path, out_csv: Path, checkpoint: str | None) -> dict
            str(out_csv), "--fresh", "--quiet"]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
+    # RUSAGE_CHILDREN's maximum is over every child so far: this call's own only if it rose
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -67,7 +69,7 @@ def pick_and_score(project: Path, out_csv: Path, checkpoint: str | None) -> dict
 
     proj = CopickProject(project)
     score = score_tables(project_solution(proj), read_submission(out_csv), proj.particles)
-    return {"seconds": seconds, "peak_rss_gb": max(peak, before) / 2**20,
+    return {"seconds": seconds, "peak_rss_gb": peak / 2**20,
             "peak_is_this_call": peak > before, "weighted_f4": score.score}
 
 
@@ -90,17 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         if len(reps) != 3 or min(reps) < 1:
             ap.error(f"--reps {text!r}: three positive integers z,y,x")
         dest = a.work / f"{a.run}_x{''.join(map(str, reps))}"
-        tiled_project(src, a.run, reps, dest)
-        res = pick_and_score(dest, a.work / f"{dest.name}.csv", a.checkpoint)
-        shape = CopickProject(dest).tomogram_scales(CopickProject(dest).runs()[0])[0][2]
+        name = tiled_project(src, a.run, reps, dest)
+        res = pick_and_score(dest, a.work / f"{name}.csv", a.checkpoint)
+        shape = CopickProject(dest).tomogram_scales(name)[0][2]
         rows.append({"reps_zyx": reps, "shape_zyx": list(shape), **res})
         gb = f"{res['peak_rss_gb']:.2f}" + ("" if res["peak_is_this_call"] else " (≤)")
         print(f"| {text} | {'×'.join(map(str, shape))} | {res['seconds']:.1f} | {gb} | "
               f"{res['weighted_f4']:.3f} |", flush=True)
     if a.json:
-        tmp = a.json.with_suffix(a.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        tmp.replace(a.json)
+        atomic_write_text(a.json, json.dumps(rows, indent=1))
     return 0
 
 

@@ -32,6 +32,7 @@ from scipy import fft, ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.visibility import N_BACKGROUND, radial_profiles, shell_radii
+from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
 from data_tools.sparsify import robust_normalise
 from data_tools.tomo_input import read_working
@@ -163,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {path} | {len(res['runs'])} | " + " | ".join(cells)
               + f" | **{res['weighted_f4']:.3f}** |", flush=True)
     if a.json:
-        tmp = a.json.with_suffix(a.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        tmp.replace(a.json)
+        atomic_write_text(a.json, json.dumps(out, indent=1))
     return 0
 
 
