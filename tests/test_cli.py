@@ -71,6 +71,10 @@ def test_argument_files_expand_with_comments_and_hold_the_shipped_lists(tmp_path
     with_51 = ap.parse_args([f"@{configs / 'tune_runs_51.args'}"])
     assert len(with_51.project) == 7 and len(set(with_51.runs)) == len(with_51.runs) == 51
     assert set(earlier.runs) < set(with_39.runs) < set(tuning.runs) < set(with_51.runs)
+    with_63 = ap.parse_args([f"@{configs / 'tune_runs_63.args'}"])
+    assert len(with_63.project) == 7 and len(set(with_63.runs)) == len(with_63.runs) == 63
+    assert set(tuning.runs) < set(with_63.runs)
     held_out = ap.parse_args([f"@{configs / 'heldout_21.args'}"])
     assert len(held_out.project) == 7 and held_out.runs is None
-    assert not set(held_out.project) & set(with_51.project), "held-out runs never tune"
+    assert not set(held_out.project) & (set(with_51.project) | set(with_63.project)), \
+        "held-out runs never tune"

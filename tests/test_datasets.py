@@ -114,6 +114,7 @@ def _args_projects_and_runs(path: Path) -> tuple[set[str], set[str], set[str]]:
     ("heldout_denoisers.args", ["heldout_21"], 12),
     ("tune_runs_45.args", ["tune_45"], 45),
     ("tune_runs_51.args", ["tune_45", "tune_four"], 51),
+    ("tune_runs_63.args", ["tune_45", "tune_alt"], 63),
     # every run of data/mix but the 4 tuning runs there and the filament copies, and every
     # run of data/fresh; then the same with the filament copies
     ("rescore_runs.args", ["train_base", "train_procedural", "train_blurry_clean",
