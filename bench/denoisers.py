@@ -11,8 +11,12 @@ their reconstructions; otherwise its `denoised` tomogram is (a second pass). The
 own voxels): `none` (the source as it is), `gaussian`, `lowpass`, `median` (3 voxels at 20 Å,
 5 at 10 Å) and `diffusion` (Perona-Malik). Whitening cancels most of a linear filter
 (docs/experiments.md, *Why denoising `wbp` hardly matters*); the non-linear ones, median and
-diffusion, are the test. Each copy of a project has only its tomograms rewritten, and stays
-under --work for the next checkpoint (remove --work when done).
+diffusion, are the test. `n2n` is cryoCARE's way (data_tools/n2n.py): a U-Net trained per
+run on its frame-split halves (`wbp-even`, `wbp-odd`: simulated with TiltRanges.halves,
+configs/datasets.yaml's heldout_halves), applied to both and averaged; --sigma does not
+apply to it, --n2n-steps sets its training (about 0.5 s a step on 2 cores). Each copy of a
+project has only its tomograms rewritten, and stays under --work for the next checkpoint
+(remove --work when done).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
+from data_tools.particles import DataError  # noqa: E402
 from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
@@ -47,7 +52,23 @@ def denoise_at(vol: np.ndarray, how: str, sigma_20: float, voxel_A: float) -> np
     return denoise(vol, how, sigma_20 * f, voxel_A)
 
 
-def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> CopickProject:
+def n2n_denoised(src: CopickProject, run: str, spacing_A: float, steps: int):
+    """(the run's halves denoised cryoCARE's way, their voxel size in Å)."""
+    from data_tools.n2n import N2NConfig, denoise_n2n
+
+    types = src.tomogram_types(run, spacing_A)
+    if not {"wbp-even", "wbp-odd"} <= set(types):
+        raise DataError(f"{src.path}: run {run} has no frame-split halves (wbp-even, wbp-odd; "
+                        f"it has {sorted(types)}): simulate it with tilt_ranges halves: true")
+    even, odd = (src.read_tomogram(run, spacing_A, k) for k in ("wbp-even", "wbp-odd"))
+    print(f"{run}: training the n2n denoiser on its halves {even.data.shape}", flush=True)
+    vol = denoise_n2n(np.asarray(even.data, np.float32), np.asarray(odd.data, np.float32),
+                      N2NConfig(steps=steps), log=lambda m: print(f"  {m}", flush=True))
+    return vol, even.voxel_size_A
+
+
+def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,
+                  n2n_steps: int = 500) -> CopickProject:
     """The copy, made unless a finished one is there (comparing checkpoints reuses it)."""
     done = dest / ".denoised"
     if done.exists():
@@ -55,11 +76,14 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float) -> 
     project = copy_without_tomograms(src, dest)
     for run in src.runs():
         spacing_A = src.voxel_spacings(run)[0]
-        kind = "wbp" if "wbp" in src.tomogram_types(run, spacing_A) else "denoised"
-        t = src.read_tomogram(run, spacing_A, kind)
-        project.write_tomogram(run, denoise_at(np.asarray(t.data, np.float32), how, sigma_20,
-                                               t.voxel_size_A),
-                               voxel_size_A=t.voxel_size_A, voxel_spacing_A=spacing_A)
+        if how == "n2n":
+            vol, voxel_A = n2n_denoised(src, run, spacing_A, n2n_steps)
+        else:
+            kind = "wbp" if "wbp" in src.tomogram_types(run, spacing_A) else "denoised"
+            t = src.read_tomogram(run, spacing_A, kind)
+            vol = denoise_at(np.asarray(t.data, np.float32), how, sigma_20, t.voxel_size_A)
+            voxel_A = t.voxel_size_A
+        project.write_tomogram(run, vol, voxel_size_A=voxel_A, voxel_spacing_A=spacing_A)
     done.touch()
     return project
 
@@ -71,7 +95,10 @@ def _parser():
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--checkpoint")
     ap.add_argument("--denoisers", nargs="+", default=["none", "median", "diffusion"],
-                    choices=["none", *sorted(set(ALL_DENOISERS) - {"none", "deconv"})])
+                    choices=["none", "n2n",
+                             *sorted(set(ALL_DENOISERS) - {"none", "deconv"})])
+    ap.add_argument("--n2n-steps", type=int, default=500,
+                    help="training steps of the n2n denoiser, per run")
     ap.add_argument("--sigma", type=float, default=1.0,
                     help="denoising strength in 20 Å voxels (the simulator's 0.5-1.5)")
     ap.add_argument("--no-rescore", action="store_true",
@@ -91,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.project:
         src = CopickProject(path)
         for how in a.denoisers:
-            copy = denoised_copy(src, Path(a.work) / f"{how}_{a.sigma:g}" / src.path.name, how,
-                                 a.sigma)
+            tag = f"n2n_{a.n2n_steps}" if how == "n2n" else f"{how}_{a.sigma:g}"
+            copy = denoised_copy(src, Path(a.work) / tag / src.path.name, how, a.sigma,
+                                 a.n2n_steps)
             scores = bench_project(str(copy.path), checkpoint, "cpu", rescore=not a.no_rescore)
             r = scores | {"project": f"{src.path.name}+{how}", "denoiser": how}
             results.append(r)

@@ -46,7 +46,12 @@ from data_tools.shapes import (
 )
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
-from data_tools.tilt_series import TiltRanges, denoise, reconstruct, reconstructed_at
+from data_tools.tilt_series import (
+    TiltRanges,
+    denoise,
+    reconstruct_with_halves,
+    reconstructed_at,
+)
 from data_tools.tomo_input import bin_mean
 
 FULL_SHAPE_ZYX = (184, 630, 630)
@@ -270,11 +275,12 @@ def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRange
 
 def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict, t: dict,
                                    rng: np.random.Generator,
-                                   extra: np.ndarray | None = None) -> np.ndarray:
+                                   extra: np.ndarray | None = None
+                                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
     """A specimen is far wider than the field: rays tilted through the volume's x edges
     cross ice outside it. The density is padded in x with its own ice profile far enough
     for the largest tilt, reconstructed, and cropped back; else the edges of the WBP carry
-    bands that no real tomogram has."""
+    bands that no real tomogram has. Returns reconstruct_with_halves' (volume, halves)."""
     Z, Y, X = density.shape
     margin = int(min(X, np.ceil(Z * np.tan(np.radians(p["tilt_max_deg"])))))
     ice = np.median(density[:, ::4, ::4], axis=(1, 2)).astype(np.float32)
@@ -282,8 +288,12 @@ def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict,
     padded = np.concatenate([side, density, side], axis=2)
     if extra is not None:
         extra = np.pad(extra, ((0, 0), (0, 0), (margin, margin)))
-    return np.ascontiguousarray(
-        reconstruct(padded, voxel_A, p, t, rng, extra)[:, :, margin:margin + X])
+    vol, halves = reconstruct_with_halves(padded, voxel_A, p, t, rng, extra)
+
+    def crop(v):
+        return np.ascontiguousarray(v[:, :, margin:margin + X])
+
+    return crop(vol), (tuple(crop(h) for h in halves) if halves is not None else None)
 
 
 def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
@@ -300,13 +310,19 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     del density
     if extra is not None:
         extra = bin_mean(extra, 2)
-    wbp = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng, extra)
+    wbp, halves = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng, extra)
     std = float(wbp.std()) or 1.0
-    wbp = (wbp / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
+
+    def contrast(v):
+        return (v / std + np.float32(p["contrast_offset"])) * np.float32(p["contrast_scale"])
+
+    wbp = contrast(wbp)
     raw_kind = "sirt" if t.get("sirt_iterations", 0) else "wbp"
     tomos = {raw_kind: wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
                                                 2 * VOXEL_SIZE_A, p["defocus_um"],
                                                 t["amp_contrast"])}
+    if halves is not None:
+        tomos |= {f"{raw_kind}-even": contrast(halves[0]), f"{raw_kind}-odd": contrast(halves[1])}
     # A rotated tilt axis moves where each particle reconstructs; picks follow the density.
     centre = (np.array(shape_zyx, np.float64) - 1) / 2
     picks_A = {k: zyx_vox_to_xyz_A(reconstructed_at(np.array(v).reshape(-1, 3), centre,

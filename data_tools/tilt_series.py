@@ -29,7 +29,7 @@ DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differ
 
 
 # TiltRanges fields that are not (low, high) ranges: a choice and a flag.
-NOT_RANGES = ("denoisers", "align_recentre")
+NOT_RANGES = ("denoisers", "align_recentre", "halves")
 # Opt-in (low, high) ranges, drawn after every other field so that old seeds draw as before.
 OPT_IN = ("sirt_iterations", "axis_error_deg", "rotation_jitter_deg")
 NOT_DRAWN = NOT_RANGES + OPT_IN  # by draw()'s loop
@@ -56,6 +56,10 @@ class TiltRanges:
     # share (least squares over the tilts) from the reconstruction. Opt-in, so that runs
     # simulated before it existed come out the same per seed.
     align_recentre: bool = False
+    # True: also write the frame-split half reconstructions (`wbp-even`, `wbp-odd`; every
+    # tilt at half the dose) that cryoCARE-like denoisers train on. Their noise is drawn
+    # from a stream of its own, so the other tomograms are the same per seed either way.
+    halves: bool = False
     # (lo, hi) > 0: reconstruct with IMOD's "SIRT-like filter" (tilt's FakeSIRTiterations,
     # the look of SIRT/SART reconstructions) of that many iterations instead of plain WBP,
     # written as `sirt` instead of `wbp`. Opt-in and drawn last, so that runs simulated
@@ -72,6 +76,7 @@ class TiltRanges:
     def __post_init__(self):
         self.denoisers = tuple(self.denoisers)
         self.align_recentre = bool(self.align_recentre)
+        self.halves = bool(self.halves)
         unknown = sorted(set(self.denoisers) - set(ALL_DENOISERS))
         if unknown or not self.denoisers:
             raise ValueError(f"denoisers {unknown or '[]'}: choose from {list(ALL_DENOISERS)}")
@@ -97,6 +102,8 @@ class TiltRanges:
                                         * rng.choice([-1.0, 1.0]))
             v["rotation_jitter_deg"] = float(rng.uniform(*self.rotation_jitter_deg))
             v["rotation_seed"] = int(rng.integers(2**31))  # the per-tilt residuals' stream
+        if self.halves:
+            v["halves_seed"] = int(rng.integers(2**31))
         return v
 
     def to_dict(self) -> dict:
@@ -250,6 +257,17 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     With t["sirt_iterations"] > 0 the SIRT-like reconstruction of the same tilt series:
     the noise is still the one that gives its WBP p["snr"] (the same dose), so the
     iterations' smoothing shows as the higher SNR it is."""
+    return reconstruct_with_halves(density, voxel_A, p, t, rng, extra)[0]
+
+
+def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dict,
+                            rng: np.random.Generator, extra: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """`reconstruct`'s volume and, where t["halves_seed"] is set (TiltRanges.halves), the
+    two frame-split half reconstructions that cryoCARE-like denoisers train on: every tilt
+    at half the dose, so each half has the full one's signal and independent noise of
+    twice its variance, and their mean is the full reconstruction. The halves' extra noise
+    comes from a stream of its own: the full volume is the same per seed with or without."""
     shape = density.shape
     angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
     astig_rad = rng.uniform(0, np.pi)
@@ -257,6 +275,9 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
     sig = np.zeros(shape, np.float32)
     noi = np.zeros(shape, np.float32)
     extra_sig = np.zeros(shape, np.float32) if extra is not None else None
+    halves_rng = (np.random.default_rng(t["halves_seed"]) if t.get("halves_seed") is not None
+                  else None)
+    noi_half = np.zeros(shape, np.float32) if halves_rng is not None else None
     shifts = np.zeros((len(angles), 2))
     sirt_n = t.get("sirt_iterations", 0)
     weight = radial_weight((shape[1], shape[2]), voxel_A, sirt_n, shape[0],
@@ -274,10 +295,11 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
         common = unweighted * weight
         img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
             rng.standard_normal(img.shape))
-        s = np.fft.irfft2(img_ft * common, s=img.shape)
-        n = np.fft.irfft2(noise_ft * common, s=img.shape)
-        sig += back_project(s, th, shape)
-        noi += back_project(n, th, shape)
+        sig += back_project(np.fft.irfft2(img_ft * common, s=img.shape), th, shape)
+        noi += back_project(np.fft.irfft2(noise_ft * common, s=img.shape), th, shape)
+        if halves_rng is not None:
+            noi_half += back_project(np.fft.irfft2(np.fft.rfft2(halves_rng.standard_normal(
+                img.shape)) * common, s=img.shape), th, shape)
         if wbp_weight is not None:
             twin = unweighted * wbp_weight
             sig_wbp += back_project(np.fft.irfft2(img_ft * twin, s=img.shape), th, shape)
@@ -287,14 +309,27 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
             e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
             extra_sig += back_project(e, th, shape)
     sig_ref, noi_ref = (sig, noi) if wbp_weight is None else (sig_wbp, noi_wbp)
-    sigma = float(sig_ref.std()) / (p["snr"] * max(float(noi_ref.std()), 1e-30))
+    sigma = np.float32(float(sig_ref.std()) / (p["snr"] * max(float(noi_ref.std()), 1e-30)))
     if extra is not None:
         sig += extra_sig
-    vol = (sig + np.float32(sigma) * noi).astype(np.float32)
+    return _noisy_volumes(sig, noi, noi_half, sigma, angles, shifts, voxel_A, p, t)
+
+
+def _noisy_volumes(sig: np.ndarray, noi: np.ndarray, noi_half: np.ndarray | None,
+                   sigma: np.float32, angles: np.ndarray, shifts: np.ndarray, voxel_A: float,
+                   p: dict, t: dict):
+    """reconstruct_with_halves' volumes from its signal and noise back-projections."""
+    # Two independent unit noises n, m give independent (n ± m)/√2 of the same variance,
+    # so the halves sig + σ(n ± m) are frame-split halves whose mean is sig + σn.
+    vols = [sig + sigma * noi]
+    if noi_half is not None:
+        vols += [sig + sigma * (noi + noi_half), sig + sigma * (noi - noi_half)]
     if t.get("align_recentre", False):
-        weights = tilt_weights(angles, voxel_A, shape[0], p, t)
-        vol = _translated(vol, -shared_translation(np.radians(angles), shifts, weights))
-    return vol
+        move = -shared_translation(np.radians(angles), shifts,
+                                   tilt_weights(angles, voxel_A, sig.shape[0], p, t))
+        vols = [_translated(v, move) for v in vols]
+    vols = [v.astype(np.float32) for v in vols]
+    return vols[0], (tuple(vols[1:]) if len(vols) == 3 else None)
 
 
 def tilt_weights(angles_deg: np.ndarray, voxel_A: float, depth_vox: int, p: dict, t: dict

@@ -3,6 +3,8 @@ missing wedge where the tilt range says, and the same tomogram for the same seed
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -379,3 +381,36 @@ def test_a_tilt_axis_error_blurs_with_distance_from_the_centre():
     assert abs(abs(t["axis_error_deg"]) - 1.0) < 1e-12 and rot.std() == pytest.approx(0.2, 0.3)
     np.testing.assert_array_equal(rot, tilt_rotations_deg(t, 41))  # deterministic per seed
     assert not np.any(tilt_rotations_deg(TiltRanges().draw(np.random.default_rng(4)), 41))
+
+
+def test_frame_split_halves_average_to_the_full_tomogram():
+    """TiltRanges(halves=True) adds `wbp-even` and `wbp-odd`: their mean is the `wbp`, which
+    is the one the same seed gives without halves; each half holds the same signal with
+    independent noise of twice the variance (what Noise2Noise denoisers assume)."""
+    table = ParticleTable.competition()
+    noisy = SimRanges(snr=(0.5, 0.5), crowding=(0.6, 0.6), membranes=(0, 0), gold=(0, 0),
+                      tilt_max_deg=(60.0, 60.0))
+    halved = TiltRanges(halves=True, denoisers=("gaussian",))
+    tomos, picks, params = simulate_tilt_run("r", (64, 128, 128), table, noisy, halved, [4, 0])
+    plain, picks0, _ = simulate_tilt_run("r", (64, 128, 128), table, noisy,
+                                         TiltRanges(denoisers=("gaussian",)), [4, 0])
+    assert sorted(tomos) == ["denoised", "wbp", "wbp-even", "wbp-odd"]
+    assert sorted(plain) == ["denoised", "wbp"]
+    np.testing.assert_array_equal(tomos["wbp"], plain["wbp"])
+    np.testing.assert_array_equal(tomos["denoised"], plain["denoised"])
+    assert all(np.array_equal(picks[k], picks0[k]) for k in picks)
+    assert isinstance(params["tilt"]["halves_seed"], int)
+    even, odd = tomos["wbp-even"], tomos["wbp-odd"]
+    np.testing.assert_allclose((even + odd) / 2, tomos["wbp"], atol=1e-4)
+    # The same seed at SNR 10⁶ gives the signal (the scene and filters are drawn alike);
+    # what each tomogram holds beyond its share of it is its noise.
+    clean = simulate_tilt_run("r", (64, 128, 128), table, replace(noisy, snr=(1e6, 1e6)),
+                              halved, [4, 0])[0]["wbp"].ravel()
+    clean = clean - clean.mean()
+    noise = {}
+    for k in ("wbp", "wbp-even", "wbp-odd"):
+        v = tomos[k].ravel() - tomos[k].mean()
+        noise[k] = v - (v @ clean) / (clean @ clean) * clean
+    for k in ("wbp-even", "wbp-odd"):
+        assert 1.8 < noise[k].var() / noise["wbp"].var() < 2.2, k
+    assert abs(np.corrcoef(noise["wbp-even"], noise["wbp-odd"])[0, 1]) < 0.1
