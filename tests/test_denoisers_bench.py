@@ -57,3 +57,29 @@ def test_input_variants_rewrite_only_what_they_name(small_project, tmp_path):
     np.testing.assert_array_equal(tilted.read_tomogram(run).data, src.transpose(0, 2, 1))
     for name, pts in small_project.read_picks(run).items():
         np.testing.assert_array_equal(tilted.read_picks(run)[name], pts[:, [1, 0, 2]])
+
+
+def test_n2n_trains_on_the_halves_and_names_a_run_without_them(small_project, tmp_path):
+    """--denoisers n2n: a tilt-series run simulated with its frame-split halves is denoised
+    from them alone (the copy's tomogram is smoother than either half, and follows their
+    mean); a run without halves is refused by name, before anything is written."""
+    import pytest
+
+    from data_tools.particles import DataError
+    from data_tools.simulate import simulate_project
+    from data_tools.tilt_series import TiltRanges
+
+    with pytest.raises(DataError, match=f"{small_project.runs()[0]} has no frame-split halves"):
+        bench_denoisers.denoised_copy(small_project, tmp_path / "refused", "n2n", 1.0, 5)
+    assert not (tmp_path / "refused" / ".denoised").exists()
+    src = simulate_project(tmp_path / "halves", n_runs=1, seed=3, shape_zyx=(64, 96, 96),
+                           physics="tilt", tilt=TiltRanges(halves=True), progress=False)
+    run = src.runs()[0]
+    spacing_A = src.voxel_spacings(run)[0]
+    even, odd = (src.read_tomogram(run, spacing_A, k).data for k in ("wbp-even", "wbp-odd"))
+    out = bench_denoisers.denoised_copy(src, tmp_path / "n2n", "n2n", 1.0, 40)
+    den = out.read_tomogram(run, spacing_A).data
+    assert den.shape == even.shape
+    rough = lambda v: np.abs(np.diff(v, axis=2)).mean() / v.std()  # noqa: E731
+    assert rough(den) < 0.5 * rough(even)
+    assert np.corrcoef(den.ravel(), ((even + odd) / 2).ravel())[0, 1] > 0.3
