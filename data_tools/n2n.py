@@ -1,7 +1,7 @@
 """A cryoCARE-like denoiser (Noise2Noise; Buchholz et al. 2019): a small 3-D U-Net trained on
 one tomogram's two frame-split half reconstructions to predict each from the other, then
-applied to both and averaged. Many labs' and the data portal's `denoised` tomograms are made
-this way; the simulator writes the halves (TiltRanges.halves) so that the picker can be
+applied to both and averaged. Many labs' `denoised` tomograms are made this way (cryoCARE
+and its kin); the simulator writes the halves (TiltRanges.halves) so that the picker can be
 judged on such tomograms (bench/denoisers.py --denoisers n2n).
 
 The halves carry the same signal and independent noise, so the network's least-squares
