@@ -57,10 +57,11 @@ def n2n_denoised(src: CopickProject, run: str, spacing_A: float, steps: int):
     from data_tools.n2n import N2NConfig, denoise_n2n
 
     types = src.tomogram_types(run, spacing_A)
-    if not {"wbp-even", "wbp-odd"} <= set(types):
+    raw = next((k for k in ("wbp", "sirt") if {f"{k}-even", f"{k}-odd"} <= set(types)), None)
+    if raw is None:
         raise DataError(f"{src.path}: run {run} has no frame-split halves (wbp-even, wbp-odd; "
                         f"it has {sorted(types)}): simulate it with tilt_ranges halves: true")
-    even, odd = (src.read_tomogram(run, spacing_A, k) for k in ("wbp-even", "wbp-odd"))
+    even, odd = (src.read_tomogram(run, spacing_A, f"{raw}-{k}") for k in ("even", "odd"))
     print(f"{run}: training the n2n denoiser on its halves {even.data.shape}", flush=True)
     vol = denoise_n2n(np.asarray(even.data, np.float32), np.asarray(odd.data, np.float32),
                       N2NConfig(steps=steps), log=lambda m: print(f"  {m}", flush=True))

@@ -501,7 +501,8 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
                if f.name in t and f.name not in ("align_recentre", "axis_error_deg")},
             # the axis error's sign is drawn per run; its size is the parameter
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
-            "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"]})
+            "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],
+            "halves": "halves_seed" in t})
     return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
             tuple(record["shape_zyx"]))
 

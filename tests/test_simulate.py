@@ -344,7 +344,7 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
 
     ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
                        procedural_shape_share=(0.2, 0.6))
-    tilt = TiltRanges(axis_error_deg=(0.5, 1.5), sirt_iterations=(2, 6))
+    tilt = TiltRanges(axis_error_deg=(0.5, 1.5), sirt_iterations=(2, 6), halves=True)
     simulate_project(tmp_path / "src", 2, 11, (32, 64, 64), ranges, progress=False,
                      physics=physics, tilt=tilt)
     src = json.loads((tmp_path / "src" / "simulation.json").read_text())
@@ -361,6 +361,10 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     if physics == "tilt":
         assert abs(got["tilt"]["axis_error_deg"]) == pytest.approx(
             abs(want["tilt"]["axis_error_deg"]))
+        # halves are kept (the raw reconstruction is `sirt` here), with noise of their own
+        types = CopickProject(tmp_path / "like").tomogram_types("TS_sim_12_000", 20.024)
+        assert {"sirt-even", "sirt-odd"} <= set(types), types
+        assert got["tilt"]["halves_seed"] != want["tilt"]["halves_seed"]
     picks = [CopickProject(tmp_path / p).read_picks(r)["ribosome"]
              for p, r in (("src", run), ("like", "TS_sim_12_000"))]
     assert len(picks[0]) != len(picks[1]) or not np.allclose(picks[0], picks[1])
