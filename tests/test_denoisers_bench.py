@@ -62,7 +62,8 @@ def test_input_variants_rewrite_only_what_they_name(small_project, tmp_path):
 def test_n2n_trains_on_the_halves_and_names_a_run_without_them(small_project, tmp_path):
     """--denoisers n2n: a tilt-series run simulated with its frame-split halves is denoised
     from them alone (the copy's tomogram is smoother than either half, and follows their
-    mean); a run without halves is refused by name, before anything is written."""
+    mean); a run without halves is refused by name, and the copy is never marked done (so
+    the next call makes it again instead of reading a half-made copy)."""
     import pytest
 
     from data_tools.particles import DataError
