@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
-from data_tools.particles import DataError  # noqa: E402
 from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
@@ -54,18 +53,12 @@ def denoise_at(vol: np.ndarray, how: str, sigma_20: float, voxel_A: float) -> np
 
 def n2n_denoised(src: CopickProject, run: str, spacing_A: float, steps: int):
     """(the run's halves denoised cryoCARE's way, their voxel size in Å)."""
-    from data_tools.n2n import N2NConfig, denoise_n2n
+    from data_tools.n2n import N2NConfig, denoise_n2n, halves_of
 
-    types = src.tomogram_types(run, spacing_A)
-    raw = next((k for k in ("wbp", "sirt") if {f"{k}-even", f"{k}-odd"} <= set(types)), None)
-    if raw is None:
-        raise DataError(f"{src.path}: run {run} has no frame-split halves (wbp-even, wbp-odd; "
-                        f"it has {sorted(types)}): simulate it with tilt_ranges halves: true")
-    even, odd = (src.read_tomogram(run, spacing_A, f"{raw}-{k}") for k in ("even", "odd"))
-    print(f"{run}: training the n2n denoiser on its halves {even.data.shape}", flush=True)
-    vol = denoise_n2n(np.asarray(even.data, np.float32), np.asarray(odd.data, np.float32),
-                      N2NConfig(steps=steps), log=lambda m: print(f"  {m}", flush=True))
-    return vol, even.voxel_size_A
+    even, odd, voxel_A = halves_of(src, run)
+    print(f"{run}: training the n2n denoiser on its halves {even.shape}", flush=True)
+    vol = denoise_n2n(even, odd, N2NConfig(steps=steps), log=lambda m: print(f"  {m}", flush=True))
+    return vol, voxel_A
 
 
 def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,

@@ -5,7 +5,9 @@ band balance, its contrast. Real tomograms differ in all of them (the microscope
 dose, the reconstruction's filter, the denoiser people chose). Each variant here re-weights
 the frequency bands, blurs, adds white or coloured noise, may median-filter the noisy result
 as an edge-preserving denoiser would, bends the grey levels with a sign-preserving gamma and
-may flip the polarity — all drawn from one seed, so a variant is reproducible. Particle
+may flip the polarity — all drawn from one seed, so a variant is reproducible. A share of
+the copies may instead go through a learnt denoiser (a general Noise2Noise network,
+data_tools/n2n.py): the look of cryoCARE's or Topaz-Denoise's output, which no filter has. Particle
 positions never move: the ground truth stays valid.
 
 A network that reads whitened tomograms (sparsify.whiten_sigma_A) sees little of the band
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -37,20 +40,28 @@ class AppearanceRanges:
     # reconstruction: this share of the variants, each with one of MEDIAN_FOOTPRINTS.
     # 0 draws nothing, so ranges made before it existed draw and name what they did.
     median_probability: float = 0.0
+    # A learnt denoiser after the noise instead of the median, as cryoCARE or Topaz-Denoise
+    # run on a reconstruction: this share of the variants goes through the general
+    # Noise2Noise network saved at `learnt_denoiser` (data_tools/n2n.py; made by `python -m
+    # data_tools.n2n`). 0 draws nothing, as for the median.
+    learnt_denoiser_probability: float = 0.0
+    learnt_denoiser: str = ""
 
     def key(self) -> str:
         """A short name for these ranges (shard folders of variants carry it)."""
         d = asdict(self)
         if not self.median_probability:
             del d["median_probability"]
+        if not self.learnt_denoiser_probability:
+            del d["learnt_denoiser_probability"], d["learnt_denoiser"]
         text = json.dumps(d, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:8]
 
     def draw(self, rng: np.random.Generator) -> dict:
         p = {}
         for f in fields(self):
-            if f.name == "median_probability":
-                continue  # drawn last: the draws before it stay what they were
+            if f.name in OPT_IN:
+                continue  # drawn last: the draws before them stay what they were
             if f.name == "flip_probability":
                 p["flip"] = bool(rng.random() < self.flip_probability)
             elif f.name == "band_gain":
@@ -62,7 +73,16 @@ class AppearanceRanges:
         if self.median_probability:
             on = rng.random() < self.median_probability
             p["median"] = str(rng.choice(sorted(MEDIAN_FOOTPRINTS))) if on else "none"
+        if self.learnt_denoiser_probability:
+            on = rng.random() < self.learnt_denoiser_probability
+            p["learnt_denoiser"] = self.learnt_denoiser if on else ""
+            if on:
+                p["median"] = "none"  # one denoiser per copy
         return p
+
+
+# Fields drawn after the others, in this order, only when their probability is set.
+OPT_IN = ("median_probability", "learnt_denoiser_probability", "learnt_denoiser")
 
 
 def _cross() -> np.ndarray:
@@ -126,8 +146,23 @@ def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> 
     x += noise
     if params.get("median", "none") != "none":
         x = ndimage.median_filter(x, footprint=MEDIAN_FOOTPRINTS[params["median"]])
+    if params.get("learnt_denoiser"):
+        x = _learnt_denoiser_output(x, voxel_size_A, params["learnt_denoiser"])
     _, s = _robust_sigma(x)
     x = np.sign(x) * (np.abs(x) / s) ** params["gamma"]
     if params["flip"]:
         np.negative(x, out=x)
     return x.astype(np.float32)
+
+
+@lru_cache(maxsize=2)
+def _general_denoiser(path: str):
+    from data_tools.n2n import load_general
+
+    return load_general(path)
+
+
+def _learnt_denoiser_output(x: np.ndarray, voxel_size_A: float, path: str) -> np.ndarray:
+    from data_tools.n2n import denoise_general
+
+    return denoise_general(_general_denoiser(path), x, voxel_size_A)

@@ -198,3 +198,55 @@ def test_median_removes_a_spike_and_keeps_a_particle():
         assert abs(out[6, 10, 10]) < 3, footprint
         assert out[12, 24, 24] < -2, footprint
         assert not np.allclose(out, none)
+
+
+def test_a_learnt_denoiser_draws_last_and_cleans_the_copy(tmp_path):
+    """learnt_denoiser_probability draws after every other field (the draws before it and
+    the median's stay), names the network only for the copies it picks (and then no median),
+    and the copy it picks is cleaner: the added noise mostly gone, the particles kept. A
+    missing path is a ConfigError naming it."""
+    import torch
+
+    from data_tools.n2n import N2NConfig, save_general, train_general_n2n
+    from sparse_det.config import ConfigError
+    from sparse_det.data import appearance_ranges
+
+    clean, centres = _blobs()
+    rng = np.random.default_rng(1)
+    pairs = [(clean + rng.normal(0, 0.3, clean.shape).astype(np.float32),
+              clean + rng.normal(0, 0.3, clean.shape).astype(np.float32))]
+    torch.manual_seed(0)
+    net = train_general_n2n(pairs, N2NConfig(steps=80, patch_vox=16, batch=4, channels=8,
+                                             lr=2e-3, seed=1))
+    path = tmp_path / "general.pt"
+    save_general(net, path, N2NConfig(channels=8), ["blobs"])
+    shipped = {"band_gain": [0.4, 2.5], "noise_rel": [0.0, 2.5], "median_probability": 0.5}
+    plain = appearance_ranges(shipped)
+    learnt = appearance_ranges(shipped | {"learnt_denoiser_probability": 0.5,
+                                          "learnt_denoiser": str(path)})
+    assert learnt.key() != plain.key()
+    draws = [learnt.draw(np.random.default_rng(i)) for i in range(30)]
+    for i, d in enumerate(draws):
+        before = plain.draw(np.random.default_rng(i))
+        assert {k: v for k, v in d.items() if k not in ("learnt_denoiser", "median")} == {
+            k: v for k, v in before.items() if k != "median"}
+        assert d["median"] == ("none" if d["learnt_denoiser"] else before["median"])
+    assert {d["learnt_denoiser"] for d in draws} == {"", str(path)}
+    # A tomogram with noise of its own (so its robust sigma is the noise's), and as much
+    # again added by the copy.
+    vol = clean + np.random.default_rng(2).normal(0, 0.3, clean.shape).astype(np.float32)
+    base = {"band_gain": [1.0] * 4, "blur_vox": 0.0, "noise_rel": 1.0, "noise_blur_vox": 0.0,
+            "gamma": 1.0, "flip": False, "noise_seed": 4}
+    noisy = randomise_appearance(vol, SPACING_A, base)
+    denoised = randomise_appearance(vol, SPACING_A, base | {"learnt_denoiser": str(path)})
+
+    def error(v):  # against the clean volume, both scaled to unit std
+        return float(np.mean((v / v.std() - clean / clean.std()) ** 2))
+
+    assert error(denoised) < 0.5 * error(noisy), (error(denoised), error(noisy))
+    at = tuple(np.round(centres[0]).astype(int))
+    assert denoised[at] < -1.0  # the first particle is still dark
+    with pytest.raises(ConfigError, match="nowhere.pt: no such file"):
+        appearance_ranges({"learnt_denoiser_probability": 0.5, "learnt_denoiser": "nowhere.pt"})
+    with pytest.raises(ConfigError, match="needs learnt_denoiser"):
+        appearance_ranges({"learnt_denoiser_probability": 0.5})
