@@ -14,7 +14,9 @@ own voxels): `none` (the source as it is), `gaussian`, `lowpass`, `median` (3 vo
 diffusion, are the test. `n2n` is cryoCARE's way (data_tools/n2n.py): a U-Net trained per
 run on its frame-split halves (`wbp-even`, `wbp-odd`: simulated with TiltRanges.halves,
 configs/datasets.yaml's heldout_halves), applied to both and averaged; --sigma does not
-apply to it, --n2n-steps sets its training (about 0.5 s a step on 2 cores). Each copy of a
+apply to it, --n2n-steps sets its training (about 0.5 s a step on 2 cores). `general` is
+one network trained across other runs' halves (`python -m data_tools.n2n`, Topaz-Denoise's
+way; `--general PATH`), applied to each run's `wbp`. Each copy of a
 project has only its tomograms rewritten, and stays under --work for the next checkpoint
 (remove --work when done).
 """
@@ -62,8 +64,9 @@ def n2n_denoised(src: CopickProject, run: str, spacing_A: float, steps: int):
 
 
 def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,
-                  n2n_steps: int = 500) -> CopickProject:
-    """The copy, made unless a finished one is there (comparing checkpoints reuses it)."""
+                  n2n_steps: int = 500, general: str | None = None) -> CopickProject:
+    """The copy, made unless a finished one is there (comparing checkpoints reuses it).
+    how == "general": the general denoiser saved at `general` (data_tools.n2n)."""
     done = dest / ".denoised"
     if done.exists():
         return CopickProject(dest)
@@ -75,8 +78,13 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,
         else:
             kind = "wbp" if "wbp" in src.tomogram_types(run, spacing_A) else "denoised"
             t = src.read_tomogram(run, spacing_A, kind)
-            vol = denoise_at(np.asarray(t.data, np.float32), how, sigma_20, t.voxel_size_A)
-            voxel_A = t.voxel_size_A
+            vol, voxel_A = np.asarray(t.data, np.float32), t.voxel_size_A
+            if how == "general":
+                from data_tools.n2n import denoise_general, load_general
+
+                vol = denoise_general(load_general(general), vol, voxel_A)
+            else:
+                vol = denoise_at(vol, how, sigma_20, voxel_A)
         project.write_tomogram(run, vol, voxel_size_A=voxel_A, voxel_spacing_A=spacing_A)
     done.touch()
     return project
@@ -89,8 +97,10 @@ def _parser():
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--checkpoint")
     ap.add_argument("--denoisers", nargs="+", default=["none", "median", "diffusion"],
-                    choices=["none", "n2n",
+                    choices=["none", "n2n", "general",
                              *sorted(set(ALL_DENOISERS) - {"none", "deconv"})])
+    ap.add_argument("--general", help="`general`: a general denoiser's weights (python -m "
+                                      "data_tools.n2n), applied to each run's wbp")
     ap.add_argument("--n2n-steps", type=int, default=500,
                     help="training steps of the n2n denoiser, per run")
     ap.add_argument("--sigma", type=float, default=1.0,
@@ -106,15 +116,20 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
-    a = _parser().parse_args(argv)
+    ap = _parser()
+    a = ap.parse_args(argv)
+    if "general" in a.denoisers and not a.general:
+        ap.error("--denoisers general needs --general PATH")
     checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)
     results = []
     for path in a.project:
         src = CopickProject(path)
         for how in a.denoisers:
-            tag = f"n2n_{a.n2n_steps}" if how == "n2n" else f"{how}_{a.sigma:g}"
+            tag = {"n2n": f"n2n_{a.n2n_steps}",
+                   "general": f"general_{Path(a.general or '').stem}"}.get(how,
+                                                                          f"{how}_{a.sigma:g}")
             copy = denoised_copy(src, Path(a.work) / tag / src.path.name, how, a.sigma,
-                                 a.n2n_steps)
+                                 a.n2n_steps, a.general)
             scores = bench_project(str(copy.path), checkpoint, "cpu", rescore=not a.no_rescore)
             r = scores | {"project": f"{src.path.name}+{how}", "denoiser": how}
             results.append(r)

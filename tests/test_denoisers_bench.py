@@ -84,3 +84,20 @@ def test_n2n_trains_on_the_halves_and_names_a_run_without_them(small_project, tm
     rough = lambda v: np.abs(np.diff(v, axis=2)).mean() / v.std()  # noqa: E731
     assert rough(den) < 0.5 * rough(even)
     assert np.corrcoef(den.ravel(), ((even + odd) / 2).ravel())[0, 1] > 0.3
+
+    # --denoisers general: one network trained across runs' halves, applied to each run's
+    # wbp; the copy holds exactly its output, and asking for it without weights is refused.
+    from data_tools.n2n import denoise_general, load_general
+    from data_tools.n2n import main as train_general
+
+    weights = tmp_path / "general.pt"
+    assert train_general(["--project", str(src.path), "--out", str(weights), "--steps", "2"]) == 0
+    out = bench_denoisers.denoised_copy(src, tmp_path / "general", "general", 1.0,
+                                        general=str(weights))
+    wbp = src.read_tomogram(run, spacing_A, "wbp")
+    np.testing.assert_allclose(
+        out.read_tomogram(run, spacing_A).data,
+        denoise_general(load_general(weights), np.asarray(wbp.data), wbp.voxel_size_A),
+        rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit):
+        bench_denoisers.main(["--project", str(src.path), "--denoisers", "general"])
