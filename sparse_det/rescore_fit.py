@@ -53,6 +53,14 @@ NOISE_ONLY = {"band_gain": (1.0, 1.0), "blur_vox": (0.0, 0.0), "noise_rel": (0.5
 MEDIAN_AFTER_NOISE = NOISE_ONLY | {"median_probability": 1.0}
 
 
+def learnt_after_noise(denoiser: str) -> dict:
+    """--learnt-copies' ranges: the same noise, then the general Noise2Noise network at
+    `denoiser` (data_tools/n2n.py), as cryoCARE or Topaz-Denoise leave a reconstruction:
+    on learnt-denoised tomograms the default's rescorer turned its lift into a loss
+    (docs/experiments.md, *Half of the gap is the rescorer*)."""
+    return NOISE_ONLY | {"learnt_denoiser_probability": 1.0, "learnt_denoiser": denoiser}
+
+
 # --profile-jitter: each example's radial profiles redrawn in every batch as another
 # particle of its class could give them — the same complex a little larger or smaller than
 # its table radius (the profile read at r x SCALE), its internal structure less sharp
@@ -226,13 +234,15 @@ def run_key(run: str) -> int:
 
 
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
-                     noise_copies: int = 0, median_copies: int = 0, moved_picks: bool = False,
+                     noise_copies: int = 0, median_copies: int = 0, learnt_copies: int = 0,
+                     learnt_denoiser: str = "", moved_picks: bool = False,
                      read_outputs: bool = True, cache: ExampleCache | None = None
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """run_examples of every (project, run), each also in `appearance_variants` randomised
     copies drawn from the ranges the network was trained with (its config's) and in
-    `noise_copies` copies with added noise only (NOISE_ONLY) and `median_copies` with that
-    noise median-filtered (MEDIAN_AFTER_NOISE). `cache`: each run's examples
+    `noise_copies` copies with added noise only (NOISE_ONLY), `median_copies` with that
+    noise median-filtered (MEDIAN_AFTER_NOISE) and `learnt_copies` with it passed through
+    the general denoiser at `learnt_denoiser` (learnt_after_noise). `cache`: each run's examples
     are read from it where it holds them and written to it where it does not (not with
     `moved_picks`, whose draws run on from one run to the next)."""
     from sparse_det.data import appearance_ranges
@@ -240,6 +250,7 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
     ranges = appearance_ranges(picker.ckpt.config.data.appearance)
     noisy = appearance_ranges(NOISE_ONLY)
     filtered = appearance_ranges(MEDIAN_AFTER_NOISE)
+    learnt = appearance_ranges(learnt_after_noise(learnt_denoiser)) if learnt_copies else None
     rng, t0 = np.random.default_rng(seed), time.time()
     cache = None if moved_picks else cache
     xs, ys = [], []
@@ -251,6 +262,8 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
                   for copy in range(noise_copies)]
         draws += [filtered.draw(np.random.default_rng([seed, 2000 + copy, key]))
                   for copy in range(median_copies)]
+        draws += [learnt.draw(np.random.default_rng([seed, 3000 + copy, key]))
+                  for copy in range(learnt_copies)]
         stored = cache.path(project.path, run, draws, read_outputs) if cache else None
         examples = ExampleCache.read(stored) if stored else None
         read_back = examples is not None
@@ -287,6 +300,11 @@ def _parser():
     ap.add_argument("--median-copies", type=int, default=0,
                     help="also N copies with that noise, then median-filtered (the cross "
                          "or the 3^3 cube at the working spacing; the default's: 0)")
+    ap.add_argument("--learnt-copies", type=int, default=0,
+                    help="also N copies with that noise, then the general Noise2Noise "
+                         "denoiser of --learnt-denoiser (the default's: 0)")
+    ap.add_argument("--learnt-denoiser", default="",
+                    help="--learnt-copies' network (python -m data_tools.n2n)")
     ap.add_argument("--moved-picks", action="store_true",
                     help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "
                          "(the first rescorer's recipe)")
@@ -318,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = _parser()
     a = ap.parse_args(argv)
+    if a.learnt_copies and not a.learnt_denoiser:
+        ap.error("--learnt-copies needs --learnt-denoiser PATH (python -m data_tools.n2n)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
@@ -331,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = None if a.no_examples_dir else ExampleCache(folder, network_digest(picker))
     xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
                               noise_copies=a.noise_copies, median_copies=a.median_copies,
-                              moved_picks=a.moved_picks,
+                              learnt_copies=a.learnt_copies,
+                              learnt_denoiser=a.learnt_denoiser, moved_picks=a.moved_picks,
                               read_outputs=not a.without_network_outputs, cache=cache)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration,
@@ -349,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         "rescorer_appearance_variants": a.appearance_variants,
         "rescorer_noise_copies": a.noise_copies,
         "rescorer_median_copies": a.median_copies,
+        "rescorer_learnt_copies": a.learnt_copies,
+        "rescorer_learnt_denoiser": a.learnt_denoiser,
         "rescorer_moved_picks": a.moved_picks,
         "rescorer_profile_jitter": a.profile_jitter}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

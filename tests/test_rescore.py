@@ -226,19 +226,46 @@ def test_a_median_copy_is_the_noise_copy_median_filtered():
     assert corr(filtered) > corr(noisy) + 0.1 and corr(noisy) > 0.2
 
 
+def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path):
+    """--learnt-copies' draws: NOISE_ONLY's parameters, the network always named and no
+    median; without --learnt-denoiser the command refuses before reading anything."""
+    from sparse_det.data import appearance_ranges
+    from sparse_det.rescore_fit import learnt_after_noise
+
+    path = tmp_path / "g.pt"
+    path.write_bytes(b"")  # only its existence is checked when the ranges are made
+    ranges = appearance_ranges(learnt_after_noise(str(path)))
+    draws = [ranges.draw(np.random.default_rng([0, 3000, i])) for i in range(10)]
+    assert all(d["learnt_denoiser"] == str(path) and d["median"] == "none" for d in draws)
+    assert all(d["band_gain"] == [1.0] * 4 and d["gamma"] == 1.0 for d in draws)
+    assert all(0.5 <= d["noise_rel"] <= 1.5 for d in draws)
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
+              "--learnt-copies", "1", "--out", str(tmp_path / "x.pt")])
+
+
 @pytest.fixture(scope="module")
 def rescored(small_project, tmp_path_factory):
     """The default checkpoint with a rescorer fitted by the command line on run 0, one
-    appearance-randomised copy of it, one with added noise and one median-filtered."""
-    out = tmp_path_factory.mktemp("rescore") / "rescored.pt"
+    appearance-randomised copy of it, one with added noise, one median-filtered and one
+    through a (small, briefly trained) general Noise2Noise denoiser."""
+    from data_tools.n2n import N2NConfig, save_general, train_general_n2n
+
+    folder = tmp_path_factory.mktemp("rescore")
+    out, denoiser = folder / "rescored.pt", folder / "general.pt"
+    halves = np.random.default_rng(0).standard_normal((2, 20, 40, 40)).astype(np.float32)
+    small = N2NConfig(steps=3, patch_vox=16, batch=2, channels=4)
+    save_general(train_general_n2n([tuple(halves)], small), denoiser, small, ["noise"])
     run0 = small_project.runs()[0]
     assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
                  "--runs", run0, "--epochs", "60", "--appearance-variants", "1",
-                 "--noise-copies", "1", "--median-copies", "1", "--out", str(out)]) == 0
+                 "--noise-copies", "1", "--median-copies", "1", "--learnt-copies", "1",
+                 "--learnt-denoiser", str(denoiser), "--out", str(out)]) == 0
     extra = torch.load(out, weights_only=True)["extra"]
     assert extra["rescorer_runs"] == [f"{small_project.path.name}/{run0}"]
     assert extra["rescorer_appearance_variants"] == 1 and extra["rescorer_noise_copies"] == 1
-    assert extra["rescorer_median_copies"] == 1
+    assert extra["rescorer_median_copies"] == 1 and extra["rescorer_learnt_copies"] == 1
+    assert extra["rescorer_learnt_denoiser"] == str(denoiser)
     assert extra["rescorer_moved_picks"] is False and extra[RESCORER]["members"] == 5
     assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
