@@ -7,8 +7,8 @@ the frequency bands, blurs, adds white or coloured noise, may median-filter the 
 as an edge-preserving denoiser would, bends the grey levels with a sign-preserving gamma and
 may flip the polarity — all drawn from one seed, so a variant is reproducible. A share of
 the copies may instead go through a learnt denoiser (a general Noise2Noise network,
-data_tools/n2n.py): the look of cryoCARE's or Topaz-Denoise's output, which no filter has. Particle
-positions never move: the ground truth stays valid.
+data_tools/n2n.py): the look of cryoCARE's or Topaz-Denoise's output, which no filter
+has. Particle positions never move: the ground truth stays valid.
 
 A network that reads whitened tomograms (sparsify.whiten_sigma_A) sees little of the band
 gains and the blur: whitening divides each frequency shell by the tomogram's own amplitude,
@@ -54,6 +54,8 @@ class AppearanceRanges:
             del d["median_probability"]
         if not self.learnt_denoiser_probability:
             del d["learnt_denoiser_probability"], d["learnt_denoiser"]
+        else:  # retrained weights at the same path must not reuse the old copies' shards
+            d["learnt_denoiser"] += "@" + file_digest(self.learnt_denoiser)
         text = json.dumps(d, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -78,6 +80,7 @@ class AppearanceRanges:
             p["learnt_denoiser"] = self.learnt_denoiser if on else ""
             if on:
                 p["median"] = "none"  # one denoiser per copy
+                p["learnt_denoiser_digest"] = file_digest(self.learnt_denoiser)
         return p
 
 
@@ -153,6 +156,21 @@ def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> 
     if params["flip"]:
         np.negative(x, out=x)
     return x.astype(np.float32)
+
+
+def file_digest(path: str) -> str:
+    """The first 12 hex digits of the file's SHA-1 ('missing' when there is none)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    return _digest(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size)
+
+
+@lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha1(open(path, "rb").read()).hexdigest()[:12]
 
 
 @lru_cache(maxsize=2)

@@ -228,10 +228,18 @@ def test_a_learnt_denoiser_draws_last_and_cleans_the_copy(tmp_path):
     draws = [learnt.draw(np.random.default_rng(i)) for i in range(30)]
     for i, d in enumerate(draws):
         before = plain.draw(np.random.default_rng(i))
-        assert {k: v for k, v in d.items() if k not in ("learnt_denoiser", "median")} == {
+        new = ("learnt_denoiser", "learnt_denoiser_digest", "median")
+        assert {k: v for k, v in d.items() if k not in new} == {
             k: v for k, v in before.items() if k != "median"}
         assert d["median"] == ("none" if d["learnt_denoiser"] else before["median"])
     assert {d["learnt_denoiser"] for d in draws} == {"", str(path)}
+    # Weights retrained at the same path: another shard folder and other draws' digests.
+    digest = next(d for d in draws if d["learnt_denoiser"])["learnt_denoiser_digest"]
+    key = learnt.key()
+    save_general(net, path, N2NConfig(channels=8), ["blobs", "again"])
+    assert learnt.key() != key
+    assert learnt.draw(np.random.default_rng(draws.index(next(
+        d for d in draws if d["learnt_denoiser"]))))["learnt_denoiser_digest"] != digest
     # A tomogram with noise of its own (so its robust sigma is the noise's), and as much
     # again added by the copy.
     vol = clean + np.random.default_rng(2).normal(0, 0.3, clean.shape).astype(np.float32)
