@@ -170,7 +170,9 @@ def file_digest(path: str) -> str:
 
 @lru_cache(maxsize=8)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha1(open(path, "rb").read()).hexdigest()[:12]
+    from pathlib import Path
+
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
 
 
 @lru_cache(maxsize=2)
