@@ -71,6 +71,10 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,
     if done.exists():
         return CopickProject(dest)
     project = copy_without_tomograms(src, dest)
+    if how == "general":
+        from data_tools.n2n import denoise_general, load_general
+
+        net = load_general(general)
     for run in src.runs():
         spacing_A = src.voxel_spacings(run)[0]
         if how == "n2n":
@@ -80,9 +84,7 @@ def denoised_copy(src: CopickProject, dest: Path, how: str, sigma_20: float,
             t = src.read_tomogram(run, spacing_A, kind)
             vol, voxel_A = np.asarray(t.data, np.float32), t.voxel_size_A
             if how == "general":
-                from data_tools.n2n import denoise_general, load_general
-
-                vol = denoise_general(load_general(general), vol, voxel_A)
+                vol = denoise_general(net, vol, voxel_A)
             else:
                 vol = denoise_at(vol, how, sigma_20, voxel_A)
         project.write_tomogram(run, vol, voxel_size_A=voxel_A, voxel_spacing_A=spacing_A)
@@ -125,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.project:
         src = CopickProject(path)
         for how in a.denoisers:
-            tag = {"n2n": f"n2n_{a.n2n_steps}",
-                   "general": f"general_{Path(a.general or '').stem}"}.get(how,
-                                                                          f"{how}_{a.sigma:g}")
+            tag = f"{how}_{a.sigma:g}"
+            if how == "n2n":
+                tag = f"n2n_{a.n2n_steps}"
+            elif how == "general":
+                tag = f"general_{Path(a.general).stem}"
             copy = denoised_copy(src, Path(a.work) / tag / src.path.name, how, a.sigma,
                                  a.n2n_steps, a.general)
             scores = bench_project(str(copy.path), checkpoint, "cpu", rescore=not a.no_rescore)

@@ -105,7 +105,9 @@ MEDIAN_FOOTPRINTS = {"cross": _cross(), "cube": np.ones((3, 3, 3), bool)}
 BANDS_A = (60.0, 120.0, 240.0, np.inf)
 
 
-def _robust_sigma(vol: np.ndarray) -> tuple[float, float]:
+def robust_sigma(vol: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 × median absolute deviation) of a subsample: a scale that particles
+    and gold barely move."""
     sample = vol[::2, ::3, ::3].ravel()
     med = float(np.median(sample))
     return med, max(1.4826 * float(np.median(np.abs(sample - med))), 1e-12)
@@ -135,12 +137,12 @@ def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> 
     """A new look for the tomogram (z,y,x) from `params` (AppearanceRanges.draw)."""
     from scipy import ndimage
 
-    med, sigma = _robust_sigma(vol)
+    med, sigma = robust_sigma(vol)
     x = ((vol - med) / sigma).astype(np.float32)
     x = reweight_bands(x, params["band_gain"], voxel_size_A)
     if params["blur_vox"] > 0.05:
         x = ndimage.gaussian_filter(x, params["blur_vox"], truncate=3.0)
-    _, s = _robust_sigma(x)
+    _, s = robust_sigma(x)
     noise = np.random.default_rng(params["noise_seed"]).standard_normal(x.shape,
                                                                         dtype=np.float32)
     if params["noise_blur_vox"] > 0.05:
@@ -151,7 +153,7 @@ def randomise_appearance(vol: np.ndarray, voxel_size_A: float, params: dict) -> 
         x = ndimage.median_filter(x, footprint=MEDIAN_FOOTPRINTS[params["median"]])
     if params.get("learnt_denoiser"):
         x = _learnt_denoiser_output(x, voxel_size_A, params["learnt_denoiser"])
-    _, s = _robust_sigma(x)
+    _, s = robust_sigma(x)
     x = np.sign(x) * (np.abs(x) / s) ** params["gamma"]
     if params["flip"]:
         np.negative(x, out=x)
@@ -165,7 +167,8 @@ def file_digest(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         return "missing"
-    return _digest(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size)
+    stat = p.stat()
+    return _digest(str(p.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=8)

@@ -151,22 +151,15 @@ def denoise_n2n(even: np.ndarray, odd: np.ndarray, cfg: N2NConfig = N2NConfig(),
 GENERAL_VOXEL_A = 20.0  # the grid it is trained and applied on
 
 
-def robust_standardise(vol: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(standardised volume, median, robust sigma): the same scale for every tomogram, so a
-    network trained on some reads any."""
-    sample = np.asarray(vol[::2, ::3, ::3], np.float32).ravel()
-    med = float(np.median(sample))
-    sigma = max(1.4826 * float(np.median(np.abs(sample - med))), 1e-12)
-    return ((np.asarray(vol, np.float32) - med) / sigma).astype(np.float32), med, sigma
-
-
 def train_general_n2n(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: N2NConfig = N2NConfig(),
                       device: str | torch.device = "cpu", log=None) -> UNet3d:
     """One network trained on several runs' halves, each pair standardised by the robust
     statistics of its mean (the full reconstruction that users will denoise)."""
+    from data_tools.appearance import robust_sigma
+
     scaled = []
     for even, odd in pairs:
-        _, med, sigma = robust_standardise((np.asarray(even) + np.asarray(odd)) / 2)
+        med, sigma = robust_sigma((np.asarray(even) + np.asarray(odd)) / 2)
         scaled.append(tuple(((np.asarray(h, np.float32) - med) / sigma).astype(np.float32)
                             for h in (even, odd)))
     return _fit(scaled, cfg, device, log)
@@ -209,7 +202,11 @@ def denoise_general(net: UNet3d, vol: np.ndarray, voxel_A: float,
     returned at the input's median and robust sigma."""
     from scipy import ndimage
 
-    x, med, sigma = robust_standardise(vol)
+    from data_tools.appearance import robust_sigma
+
+    # the same scale for every tomogram, so a network trained on some reads any
+    med, sigma = robust_sigma(vol)
+    x = ((np.asarray(vol, np.float32) - med) / sigma).astype(np.float32)
     f = max(1, round(GENERAL_VOXEL_A / voxel_A))
     if f > 1:
         crop = tuple(slice(0, n - n % f) for n in x.shape)

@@ -151,13 +151,15 @@ def appearance_ranges(overrides: dict) -> AppearanceRanges:
            and not (isinstance(v, (int, float)) and 0 <= v <= 1)}
     if bad:
         raise ConfigError(f"data.appearance: probabilities must lie in [0, 1], got {bad}")
-    if overrides.get("learnt_denoiser_probability") and not overrides.get("learnt_denoiser"):
-        raise ConfigError("data.appearance: learnt_denoiser_probability needs learnt_denoiser "
-                          "(a general denoiser's weights: python -m data_tools.n2n)")
-    if overrides.get("learnt_denoiser_probability") and not Path(
-            overrides["learnt_denoiser"]).is_file():
-        raise ConfigError(f"data.appearance.learnt_denoiser {overrides['learnt_denoiser']}: no "
-                          f"such file (make it: python -m data_tools.n2n --project P --out it)")
+    if overrides.get("learnt_denoiser_probability"):
+        weights = overrides.get("learnt_denoiser")
+        if not weights:
+            raise ConfigError("data.appearance: learnt_denoiser_probability needs "
+                              "learnt_denoiser (a general denoiser's weights: python -m "
+                              "data_tools.n2n)")
+        if not Path(weights).is_file():
+            raise ConfigError(f"data.appearance.learnt_denoiser {weights}: no such file "
+                              f"(make it: python -m data_tools.n2n --project P --out it)")
     return AppearanceRanges(**{k: v if k.endswith("_probability") or k == "learnt_denoiser"
                                else tuple(v) for k, v in overrides.items()})
 

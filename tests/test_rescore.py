@@ -175,7 +175,7 @@ def test_a_noise_copy_adds_noise_and_changes_nothing_else():
     """--noise-copies' draws: deterministic for a seed, every parameter but the noise the
     identity; on a volume, the copy is the standardised volume (rescaled by the new robust
     sigma, nothing blurred or re-weighted) plus noise of the draw's size."""
-    from data_tools.appearance import _robust_sigma, randomise_appearance
+    from data_tools.appearance import randomise_appearance, robust_sigma
     from sparse_det.data import appearance_ranges
 
     ranges = appearance_ranges(NOISE_ONLY)
@@ -190,7 +190,7 @@ def test_a_noise_copy_adds_noise_and_changes_nothing_else():
     vol = rng.standard_normal((24, 48, 48)).astype(np.float32) + ball((24, 48, 48),
                                                                       (12, 24, 24), 5, -3.0)
     params = dict(draws[0], flip=False, noise_blur_vox=0.0)
-    med, sigma = _robust_sigma(vol)
+    med, sigma = robust_sigma(vol)
     z = (vol - med) / sigma
     out = randomise_appearance(vol, 20.0, params)
     # out = (z + noise) / (its robust sigma): the volume scaled by a, plus noise that is
