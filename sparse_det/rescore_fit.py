@@ -233,16 +233,27 @@ def run_key(run: str) -> int:
     return int.from_bytes(hashlib.sha256(run.encode()).digest()[:8], "little")
 
 
+def learnt_run(run: str, share: float) -> bool:
+    """Whether `run` gets --learnt-copies under --learnt-share `share`: decided by its name
+    alone (a hash apart from run_key's draws), so a run's examples, and their cache file, do
+    not depend on which other runs are fitted; a run left out has exactly the draws, and
+    reads back the examples, of a fit without learnt copies."""
+    digest = hashlib.sha256(f"learnt:{run}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") < share * 2 ** 32
+
+
 def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
                      noise_copies: int = 0, median_copies: int = 0, learnt_copies: int = 0,
-                     learnt_denoiser: str = "", moved_picks: bool = False,
+                     learnt_denoiser: str = "", learnt_share: float = 1.0,
+                     moved_picks: bool = False,
                      read_outputs: bool = True, cache: ExampleCache | None = None
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """run_examples of every (project, run), each also in `appearance_variants` randomised
     copies drawn from the ranges the network was trained with (its config's) and in
     `noise_copies` copies with added noise only (NOISE_ONLY), `median_copies` with that
     noise median-filtered (MEDIAN_AFTER_NOISE) and `learnt_copies` with it passed through
-    the general denoiser at `learnt_denoiser` (learnt_after_noise). `cache`: each run's examples
+    the general denoiser at `learnt_denoiser` (learnt_after_noise) — only on the runs that
+    learnt_run picks for `learnt_share`, as each costs a denoiser pass. `cache`: each run's examples
     are read from it where it holds them and written to it where it does not (not with
     `moved_picks`, whose draws run on from one run to the next)."""
     from sparse_det.data import appearance_ranges
@@ -263,7 +274,7 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
         draws += [filtered.draw(np.random.default_rng([seed, 2000 + copy, key]))
                   for copy in range(median_copies)]
         draws += [learnt.draw(np.random.default_rng([seed, 3000 + copy, key]))
-                  for copy in range(learnt_copies)]
+                  for copy in range(learnt_copies if learnt_run(run, learnt_share) else 0)]
         stored = cache.path(project.path, run, draws, read_outputs) if cache else None
         examples = ExampleCache.read(stored) if stored else None
         read_back = examples is not None
@@ -305,6 +316,10 @@ def _parser():
                          "denoiser of --learnt-denoiser (the default's: 0)")
     ap.add_argument("--learnt-denoiser", default="",
                     help="--learnt-copies' network (python -m data_tools.n2n)")
+    ap.add_argument("--learnt-share", type=float, default=1.0,
+                    help="only this share of the runs, drawn by name, get --learnt-copies "
+                         "(each costs a denoiser pass, ~1 min a full tomogram on 2 cores; "
+                         "default: every run)")
     ap.add_argument("--moved-picks", action="store_true",
                     help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "
                          "(the first rescorer's recipe)")
@@ -338,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.learnt_copies and not a.learnt_denoiser:
         ap.error("--learnt-copies needs --learnt-denoiser PATH (python -m data_tools.n2n)")
+    if not 0.0 <= a.learnt_share <= 1.0:
+        ap.error(f"--learnt-share {a.learnt_share}: a share of the runs, 0 to 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
@@ -352,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
                               noise_copies=a.noise_copies, median_copies=a.median_copies,
                               learnt_copies=a.learnt_copies,
-                              learnt_denoiser=a.learnt_denoiser, moved_picks=a.moved_picks,
+                              learnt_denoiser=a.learnt_denoiser,
+                              learnt_share=a.learnt_share, moved_picks=a.moved_picks,
                               read_outputs=not a.without_network_outputs, cache=cache)
     net = fit(np.concatenate(xs), np.concatenate(ys), len(picker.particles), epochs=a.epochs,
               seed=a.seed, calibration=picker.ckpt.calibration,
@@ -372,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         "rescorer_median_copies": a.median_copies,
         "rescorer_learnt_copies": a.learnt_copies,
         "rescorer_learnt_denoiser": a.learnt_denoiser,
+        "rescorer_learnt_share": a.learnt_share,
         "rescorer_moved_picks": a.moved_picks,
         "rescorer_profile_jitter": a.profile_jitter}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -244,6 +244,23 @@ def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path):
               "--learnt-copies", "1", "--out", str(tmp_path / "x.pt")])
 
 
+def test_learnt_share_picks_runs_by_name_alone(tmp_path):
+    """--learnt-share: about that share of many runs get learnt copies, each run's choice is
+    the same whatever else is fitted, the shares nest, and a share outside 0-1 is refused."""
+    from sparse_det.rescore_fit import learnt_run
+
+    runs = [f"TS_x_{i:04d}" for i in range(2000)]
+    third = [r for r in runs if learnt_run(r, 1 / 3)]
+    assert 0.30 < len(third) / len(runs) < 0.37
+    assert set(third) <= {r for r in runs if learnt_run(r, 0.5)}
+    assert all(learnt_run(r, 1.0) for r in runs) and not any(learnt_run(r, 0.0) for r in runs)
+    assert [learnt_run(r, 1 / 3) for r in reversed(runs)] == [r in third for r in reversed(runs)]
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
+              "--learnt-copies", "1", "--learnt-denoiser", "g.pt", "--learnt-share", "1.5",
+              "--out", str(tmp_path / "x.pt")])
+
+
 @pytest.fixture(scope="module")
 def rescored(small_project, tmp_path_factory):
     """The default checkpoint with a rescorer fitted by the command line on run 0, one
@@ -266,6 +283,7 @@ def rescored(small_project, tmp_path_factory):
     assert extra["rescorer_appearance_variants"] == 1 and extra["rescorer_noise_copies"] == 1
     assert extra["rescorer_median_copies"] == 1 and extra["rescorer_learnt_copies"] == 1
     assert extra["rescorer_learnt_denoiser"] == str(denoiser)
+    assert extra["rescorer_learnt_share"] == 1.0
     assert extra["rescorer_moved_picks"] is False and extra[RESCORER]["members"] == 5
     assert extra[RESCORER]["prob_shells_vox"] == [list(s) for s in PROB_SHELLS_VOX]
     return out
