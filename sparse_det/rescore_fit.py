@@ -320,7 +320,7 @@ def _parser():
                     help="--learnt-copies' network (python -m data_tools.n2n)")
     ap.add_argument("--learnt-share", type=float, default=1.0,
                     help="only this share of the runs, drawn by name, get --learnt-copies "
-                         "(each costs a denoiser pass, ~1 min a full tomogram on 2 cores; "
+                         "(each costs a denoiser pass, 40-60 s a run on 2 cores; "
                          "default: every run)")
     ap.add_argument("--moved-picks", action="store_true",
                     help=f"also every pick moved by {TRUTH_JITTER_VOX} voxels as an example "

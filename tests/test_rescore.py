@@ -245,8 +245,9 @@ def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path):
 
 
 def test_learnt_share_picks_runs_by_name_alone(tmp_path):
-    """--learnt-share: about that share of many runs get learnt copies, each run's choice is
-    the same whatever else is fitted, the shares nest, and a share outside 0-1 is refused."""
+    """--learnt-share: about that share of many runs get learnt copies, the shares nest (a
+    larger share only adds runs, whose smaller-share examples stay valid), 0 and 1 are
+    exact, and a share outside 0-1 is refused."""
     from sparse_det.rescore_fit import learnt_run
 
     runs = [f"TS_x_{i:04d}" for i in range(2000)]
@@ -254,7 +255,6 @@ def test_learnt_share_picks_runs_by_name_alone(tmp_path):
     assert 0.30 < len(third) / len(runs) < 0.37
     assert set(third) <= {r for r in runs if learnt_run(r, 0.5)}
     assert all(learnt_run(r, 1.0) for r in runs) and not any(learnt_run(r, 0.0) for r in runs)
-    assert [learnt_run(r, 1 / 3) for r in reversed(runs)] == [r in third for r in reversed(runs)]
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
               "--learnt-copies", "1", "--learnt-denoiser", "g.pt", "--learnt-share", "1.5",
