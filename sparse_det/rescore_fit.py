@@ -58,8 +58,9 @@ def learnt_after_noise(denoiser: str) -> dict:
     `denoiser` (data_tools/n2n.py), as cryoCARE or Topaz-Denoise leave a reconstruction:
     on learnt-denoised tomograms a rescorer fitted without them turned its lift into a loss
     (docs/experiments.md, *Half of the gap is the rescorer*). The default's since
-    2026-12-04: one copy for a third of the runs (--learnt-share 0.33), +0.038 on per-run
-    n2n copies, a denoiser no fit drew (*The rescorer fitted with learnt-denoised copies*)."""
+    2026-12-04: one copy for half of the runs (--learnt-share 0.5; a third the day before),
+    +0.044 on per-run n2n copies, a denoiser no fit drew (*The rescorer fitted with
+    learnt-denoised copies*)."""
     return NOISE_ONLY | {"learnt_denoiser_probability": 1.0, "learnt_denoiser": denoiser}
 
 
