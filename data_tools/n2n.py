@@ -15,6 +15,7 @@ the tomogram itself, with no clean target. The picker never runs it.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,7 +188,10 @@ def load_general(path) -> UNet3d:
     if not path.is_file():
         raise DataError(f"{path}: no general denoiser there (make one: python -m "
                         f"data_tools.n2n --project P --out {path})")
-    doc = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise DataError(f"{path}: not a torch file ({exc})") from exc
     if not isinstance(doc, dict) or "model" not in doc or "config" not in doc:
         raise DataError(f"{path}: not a general denoiser (no model and config)")
     net = UNet3d(int(doc["config"]["channels"]))

@@ -226,9 +226,10 @@ def test_a_median_copy_is_the_noise_copy_median_filtered():
     assert corr(filtered) > corr(noisy) + 0.1 and corr(noisy) > 0.2
 
 
-def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path):
+def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path, capsys):
     """--learnt-copies' draws: NOISE_ONLY's parameters, the network always named and no
-    median; without --learnt-denoiser the command refuses before reading anything."""
+    median; without --learnt-denoiser, or with one that is not a denoiser, the command
+    refuses before reading anything."""
     from sparse_det.data import appearance_ranges
     from sparse_det.rescore_fit import learnt_after_noise
 
@@ -242,6 +243,13 @@ def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
               "--learnt-copies", "1", "--out", str(tmp_path / "x.pt")])
+    # A denoiser that is missing or no denoiser is named before any run is read.
+    for bad in (tmp_path / "missing.pt", path):
+        with pytest.raises(SystemExit):
+            main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(tmp_path),
+                  "--learnt-copies", "1", "--learnt-denoiser", str(bad),
+                  "--out", str(tmp_path / "x.pt")])
+        assert str(bad) in capsys.readouterr().err
 
 
 def test_learnt_share_picks_runs_by_name_alone(tmp_path):
