@@ -347,6 +347,20 @@ def _parser():
     return ap
 
 
+def _check_learnt(ap, a) -> None:
+    """--learnt-* refused now, not at the first learnt copy after minutes of extraction."""
+    if a.learnt_copies and not a.learnt_denoiser:
+        ap.error("--learnt-copies needs --learnt-denoiser PATH (python -m data_tools.n2n)")
+    if not 0.0 <= a.learnt_share <= 1.0:
+        ap.error(f"--learnt-share {a.learnt_share}: a share of the runs, 0 to 1")
+    if a.learnt_copies:
+        from data_tools.n2n import load_general
+        try:
+            load_general(a.learnt_denoiser)
+        except DataError as exc:
+            ap.error(f"--learnt-denoiser: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_tools.atomic import atomic_path
     from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
@@ -354,16 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = _parser()
     a = ap.parse_args(argv)
-    if a.learnt_copies and not a.learnt_denoiser:
-        ap.error("--learnt-copies needs --learnt-denoiser PATH (python -m data_tools.n2n)")
-    if not 0.0 <= a.learnt_share <= 1.0:
-        ap.error(f"--learnt-share {a.learnt_share}: a share of the runs, 0 to 1")
-    if a.learnt_copies:
-        from data_tools.n2n import load_general
-        try:  # now, not at the first learnt copy after minutes of extraction
-            load_general(a.learnt_denoiser)
-        except DataError as exc:
-            ap.error(f"--learnt-denoiser: {exc}")
+    _check_learnt(ap, a)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
