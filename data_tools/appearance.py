@@ -179,7 +179,8 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 @lru_cache(maxsize=2)
-def _general_denoiser(path: str):
+def general_denoiser(path: str):
+    """The general denoiser at `path`, loaded once per process (every copy reuses it)."""
     from data_tools.n2n import load_general
 
     return load_general(path)
@@ -188,4 +189,4 @@ def _general_denoiser(path: str):
 def _learnt_denoiser_output(x: np.ndarray, voxel_size_A: float, path: str) -> np.ndarray:
     from data_tools.n2n import denoise_general
 
-    return denoise_general(_general_denoiser(path), x, voxel_size_A)
+    return denoise_general(general_denoiser(path), x, voxel_size_A)

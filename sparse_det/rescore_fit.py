@@ -354,9 +354,9 @@ def _check_learnt(ap, a) -> None:
     if not 0.0 <= a.learnt_share <= 1.0:
         ap.error(f"--learnt-share {a.learnt_share}: a share of the runs, 0 to 1")
     if a.learnt_copies:
-        from data_tools.n2n import load_general
-        try:
-            load_general(a.learnt_denoiser)
+        from data_tools.appearance import general_denoiser
+        try:  # the cached load every learnt copy then reuses
+            general_denoiser(a.learnt_denoiser)
         except DataError as exc:
             ap.error(f"--learnt-denoiser: {exc}")
 
