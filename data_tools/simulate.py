@@ -275,12 +275,13 @@ def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRange
 
 def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict, t: dict,
                                    rng: np.random.Generator,
-                                   extra: np.ndarray | None = None
+                                   extra: np.ndarray | None = None, snr_bin: int = 1
                                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
     """A specimen is far wider than the field: rays tilted through the volume's x edges
     cross ice outside it. The density is padded in x with its own ice profile far enough
     for the largest tilt, reconstructed, and cropped back; else the edges of the WBP carry
-    bands that no real tomogram has. Returns reconstruct_with_halves' (volume, halves)."""
+    bands that no real tomogram has. Returns reconstruct_with_halves' (volume, halves);
+    `snr_bin` is its."""
     Z, Y, X = density.shape
     margin = int(min(X, np.ceil(Z * np.tan(np.radians(p["tilt_max_deg"])))))
     ice = np.median(density[:, ::4, ::4], axis=(1, 2)).astype(np.float32)
@@ -288,7 +289,7 @@ def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict,
     padded = np.concatenate([side, density, side], axis=2)
     if extra is not None:
         extra = np.pad(extra, ((0, 0), (0, 0), (margin, margin)))
-    vol, halves = reconstruct_with_halves(padded, voxel_A, p, t, rng, extra)
+    vol, halves = reconstruct_with_halves(padded, voxel_A, p, t, rng, extra, snr_bin)
 
     def crop(v):
         return np.ascontiguousarray(v[:, :, margin:margin + X])
@@ -298,19 +299,23 @@ def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict,
 
 def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
                       tilt: TiltRanges, seed: list[int]) -> tuple[dict, dict, dict]:
-    """The scene of simulate_run, imaged as a tilt series at 2× binning (20.024 Å) and
-    reconstructed (data_tools/tilt_series.py). Returns ({"wbp": vol, "denoised": vol},
-    "sirt" instead of "wbp" where the tilt ranges ask for a SIRT-like reconstruction),
-    picks x,y,z Å, drawn parameters); the volumes' voxel 0 centre is at BIN2_ORIGIN_A."""
+    """The scene of simulate_run, imaged as a tilt series at 2× binning (20.024 Å; or on
+    the full grid, TiltRanges.form_bin) and reconstructed (data_tools/tilt_series.py).
+    Returns ({"wbp": vol, "denoised": vol}, "sirt" instead of "wbp" where the tilt ranges
+    ask for a SIRT-like reconstruction), picks x,y,z Å, drawn parameters); at 2× binning
+    the volumes' voxel 0 centre is at BIN2_ORIGIN_A."""
     rng = np.random.default_rng(seed)
     p = draw_run_params(ranges, rng, seed)
     density, picks, extra = render_scene(shape_zyx, particles, p, rng)
     t = tilt.draw(np.random.default_rng([*seed, 7]))
-    binned = bin_mean(density, 2)
+    b = t.get("form_bin", 2)
+    t_grid = _on_grid(t, b)
+    binned = bin_mean(density, b) if b > 1 else density
     del density
-    if extra is not None:
-        extra = bin_mean(extra, 2)
-    wbp, halves = reconstruct_laterally_infinite(binned, 2 * VOXEL_SIZE_A, p, t, rng, extra)
+    if extra is not None and b > 1:
+        extra = bin_mean(extra, b)
+    wbp, halves = reconstruct_laterally_infinite(binned, b * VOXEL_SIZE_A, p, t_grid, rng,
+                                                 extra, snr_bin=2 // b)
     std = float(wbp.std()) or 1.0
 
     def contrast(v):
@@ -318,18 +323,30 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
 
     wbp = contrast(wbp)
     raw_kind = "sirt" if t.get("sirt_iterations", 0) else "wbp"
-    tomos = {raw_kind: wbp, "denoised": denoise(wbp, t["denoiser"], t["denoise_sigma_vox"],
-                                                2 * VOXEL_SIZE_A, p["defocus_um"],
+    tomos = {raw_kind: wbp, "denoised": denoise(wbp, t["denoiser"], t_grid["denoise_sigma_vox"],
+                                                b * VOXEL_SIZE_A, p["defocus_um"],
                                                 t["amp_contrast"])}
     if halves is not None:
         tomos |= {f"{raw_kind}-even": contrast(halves[0]), f"{raw_kind}-odd": contrast(halves[1])}
     # A rotated tilt axis moves where each particle reconstructs; picks follow the density.
     centre = (np.array(shape_zyx, np.float64) - 1) / 2
     picks_A = {k: zyx_vox_to_xyz_A(reconstructed_at(np.array(v).reshape(-1, 3), centre,
-                                                    2 * VOXEL_SIZE_A, binned.shape[0], p, t),
-                                   VOXEL_SIZE_A)
+                                                    b * VOXEL_SIZE_A, binned.shape[0], p,
+                                                    t_grid), VOXEL_SIZE_A)
                for k, v in picks.items()}
     return tomos, picks_A, p | {"tilt": t}
+
+
+def _on_grid(t: dict, b: int) -> dict:
+    """TiltRanges.draw()'s values with those in voxels (stated on the 20 Å grid) on a grid
+    binned `b`x: the same Å. The median's 3³ and the other denoisers' strengths are not
+    widths and stay."""
+    if b == 2:
+        return t
+    out = dict(t, align_sigma_vox=t["align_sigma_vox"] * 2 / b)
+    if t["denoiser"] in ("gaussian", "lowpass"):
+        out["denoise_sigma_vox"] = t["denoise_sigma_vox"] * 2 / b
+    return out
 
 
 def image(density: np.ndarray, p: dict, voxel_size_A: float,
@@ -391,7 +408,8 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
     """Writes a complete copick project with picks, copick_config.json, solution.csv and
     simulation.json (every run's drawn parameters). physics "fast": the 3-D Fourier imaging
     model, 10 Å with a 3-level pyramid; "tilt": a tilt series reconstructed by WBP
-    (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels.
+    (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels
+    (with TiltRanges.form_bin 1: at 10.012 Å, 3 levels, as "fast" is).
     Run i draws from its own stream [seed, i], so `indices` (default 0..n_runs-1) makes any
     subset of a seed's runs exactly as the whole batch would."""
     from tqdm import tqdm
@@ -418,8 +436,11 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
             tomos, picks, params = simulate_tilt_run(run, shape_zyx, particles, ranges, tilt,
                                                      [seed, i])
             for kind, vol in tomos.items():
-                project.write_tomogram(run, vol, 2 * VOXEL_SIZE_A, kind, 2 * VOXEL_SIZE_A,
-                                       n_levels=2, origin_A=BIN2_ORIGIN_A)
+                if tilt.form_bin == 1:  # the full grid: written as the fast physics is
+                    project.write_tomogram(run, vol, VOXEL_SIZE_A, kind)
+                else:
+                    project.write_tomogram(run, vol, 2 * VOXEL_SIZE_A, kind, 2 * VOXEL_SIZE_A,
+                                           n_levels=2, origin_A=BIN2_ORIGIN_A)
         else:
             tomo, picks, params = simulate_run(run, shape_zyx, particles, ranges, [seed, i])
             project.write_tomogram(run, tomo, VOXEL_SIZE_A)
@@ -498,11 +519,12 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
         t = params["tilt"]
         tilt = TiltRanges.from_dict({
             **{f.name: (t[f.name], t[f.name]) for f in fields(TiltRanges)
-               if f.name in t and f.name not in ("align_recentre", "axis_error_deg")},
+               if f.name in t
+               and f.name not in ("align_recentre", "axis_error_deg", "form_bin")},
             # the axis error's sign is drawn per run; its size is the parameter
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
             "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],
-            "halves": "halves_seed" in t})
+            "halves": "halves_seed" in t, "form_bin": t.get("form_bin", 2)})
     return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
             tuple(record["shape_zyx"]))
 
