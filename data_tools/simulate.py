@@ -275,13 +275,14 @@ def simulate_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRange
 
 def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict, t: dict,
                                    rng: np.random.Generator,
-                                   extra: np.ndarray | None = None, snr_bin: int = 1
-                                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+                                   extra: np.ndarray | None = None,
+                                   noise_sigma: float | None = None
+                                   ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, float]:
     """A specimen is far wider than the field: rays tilted through the volume's x edges
     cross ice outside it. The density is padded in x with its own ice profile far enough
     for the largest tilt, reconstructed, and cropped back; else the edges of the WBP carry
-    bands that no real tomogram has. Returns reconstruct_with_halves' (volume, halves);
-    `snr_bin` is its."""
+    bands that no real tomogram has. Returns reconstruct_with_halves' (volume, halves,
+    noise scale); `noise_sigma` is its."""
     Z, Y, X = density.shape
     margin = int(min(X, np.ceil(Z * np.tan(np.radians(p["tilt_max_deg"])))))
     ice = np.median(density[:, ::4, ::4], axis=(1, 2)).astype(np.float32)
@@ -289,12 +290,13 @@ def reconstruct_laterally_infinite(density: np.ndarray, voxel_A: float, p: dict,
     padded = np.concatenate([side, density, side], axis=2)
     if extra is not None:
         extra = np.pad(extra, ((0, 0), (0, 0), (margin, margin)))
-    vol, halves = reconstruct_with_halves(padded, voxel_A, p, t, rng, extra, snr_bin)
+    vol, halves, sigma = reconstruct_with_halves(padded, voxel_A, p, t, rng, extra,
+                                                 noise_sigma)
 
     def crop(v):
         return np.ascontiguousarray(v[:, :, margin:margin + X])
 
-    return crop(vol), (tuple(crop(h) for h in halves) if halves is not None else None)
+    return crop(vol), (tuple(crop(h) for h in halves) if halves is not None else None), sigma
 
 
 def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: SimRanges,
@@ -310,12 +312,13 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     t = tilt.draw(np.random.default_rng([*seed, 7]))
     b = t.get("form_bin", 2)
     t_grid = _on_grid(t, b)
+    noise_sigma = _twin_dose(density, extra, p, t, rng) if b == 1 else None
     binned = bin_mean(density, b) if b > 1 else density
     del density
     if extra is not None and b > 1:
         extra = bin_mean(extra, b)
-    wbp, halves = reconstruct_laterally_infinite(binned, b * VOXEL_SIZE_A, p, t_grid, rng,
-                                                 extra, snr_bin=2 // b)
+    wbp, halves, _ = reconstruct_laterally_infinite(binned, b * VOXEL_SIZE_A, p, t_grid, rng,
+                                                    extra, noise_sigma)
     std = float(wbp.std()) or 1.0
 
     def contrast(v):
@@ -335,6 +338,26 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
                                                     t_grid), VOXEL_SIZE_A)
                for k, v in picks.items()}
     return tomos, picks_A, p | {"tilt": t}
+
+
+# A 10 Å detector pixel gets a quarter of a 20 Å one's electrons, so twice its noise; and a
+# ray through the 10 Å grid sums twice the voxels, so twice the signal: the same dose is
+# four times the 20 Å noise scale in the simulator's units (tests/test_tilt_series.py
+# checks the low band's S/N of the two grids agree).
+FULL_GRID_NOISE_PER_20A = 4.0
+
+
+def _twin_dose(density: np.ndarray, extra: np.ndarray | None, p: dict, t: dict,
+               rng: np.random.Generator) -> float:
+    """The noise scale for the full 10 Å grid at the dose of the run's 20 Å twin (the one
+    form_bin 2 draws from the same seed, whose noise p["snr"] sets): the run's SNR means
+    the same microscope session on either grid, not the same number on each."""
+    import copy
+
+    twin_extra = bin_mean(extra, 2) if extra is not None else None
+    *_, sigma_20 = reconstruct_laterally_infinite(bin_mean(density, 2), 2 * VOXEL_SIZE_A, p,
+                                                  t, copy.deepcopy(rng), twin_extra)
+    return FULL_GRID_NOISE_PER_20A * sigma_20
 
 
 def _on_grid(t: dict, b: int) -> dict:

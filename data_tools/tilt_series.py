@@ -75,9 +75,10 @@ class TiltRanges:
     # The grid the tilt series is imaged and reconstructed on, in binnings of the scene's
     # 10.012 Å: 2 (20.024 Å; seconds a run; every family before 2026-12-04) or 1 (the full
     # grid the competition's tomograms are reconstructed on, with the CTF's oscillations
-    # past 20 Å's Nyquist that the picker's own 2x binning then meets; ~8x the time). The
-    # voxel-unit ranges above and the SNR are stated on the 20 Å grid either way
-    # (data_tools.simulate.simulate_tilt_run), so the two compare scene for scene.
+    # past 20 Å's Nyquist and the noise that the picker's own 2x binning then folds down;
+    # ~8x the time). The voxel-unit ranges above are stated on the 20 Å grid either way,
+    # and a full-grid run gets the dose of its 20 Å twin (the noise p["snr"] sets there;
+    # data_tools.simulate.simulate_tilt_run), so the two compare scene for scene.
     form_bin: int = 2
 
     def __post_init__(self):
@@ -274,15 +275,15 @@ def reconstruct(density: np.ndarray, voxel_A: float, p: dict, t: dict,
 
 def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dict,
                             rng: np.random.Generator, extra: np.ndarray | None = None,
-                            snr_bin: int = 1
-                            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+                            noise_sigma: float | None = None
+                            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, float]:
     """`reconstruct`'s volume and, where t["halves_seed"] is set (TiltRanges.halves), the
     two frame-split half reconstructions that cryoCARE-like denoisers train on: every tilt
     at half the dose, so each half has the full one's signal and independent noise of
     twice its variance, and their mean is the full reconstruction. The halves' extra noise
     comes from a stream of its own: the full volume is the same per seed with or without.
-    `snr_bin` > 1: p["snr"] is the reconstruction's after that much mean binning (the grid
-    the SNR is stated on, where it is coarser than the one reconstructed on)."""
+    The third value is the noise's scale per detector pixel: the one that gives p["snr"],
+    or `noise_sigma` where given (a dose carried over from another grid)."""
     shape = density.shape
     angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
     astig_rad = rng.uniform(0, np.pi)
@@ -324,14 +325,12 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
             e = np.fft.irfft2(np.fft.rfft2(e) * on_signal * common, s=e.shape)
             extra_sig += back_project(e, th, shape)
     sig_ref, noi_ref = (sig, noi) if wbp_weight is None else (sig_wbp, noi_wbp)
-    if snr_bin > 1:
-        from data_tools.tomo_input import bin_mean
-
-        sig_ref, noi_ref = bin_mean(sig_ref, snr_bin), bin_mean(noi_ref, snr_bin)
-    sigma = np.float32(float(sig_ref.std()) / (p["snr"] * max(float(noi_ref.std()), 1e-30)))
+    sigma = np.float32(noise_sigma if noise_sigma is not None else float(sig_ref.std())
+                       / (p["snr"] * max(float(noi_ref.std()), 1e-30)))
     if extra is not None:
         sig += extra_sig
-    return _noisy_volumes(sig, noi, noi_half, sigma, angles, shifts, voxel_A, p, t)
+    return (*_noisy_volumes(sig, noi, noi_half, sigma, angles, shifts, voxel_A, p, t),
+            float(sigma))
 
 
 def _noisy_volumes(sig: np.ndarray, noi: np.ndarray, noi_half: np.ndarray | None,

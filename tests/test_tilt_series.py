@@ -452,25 +452,37 @@ def test_full_grid_tilt_series_reconstructs_at_the_picks_and_reads_at_10_A(tmp_p
         TiltRanges(form_bin=4)
 
 
-def test_full_grid_snr_is_stated_on_the_20_A_grid():
-    """snr_bin 2: the 2x mean-binned reconstruction has exactly the drawn SNR (signal and
-    noise separated by reconstructing at SNR 1 and 2 with the same draws), and the
-    full-grid one a lower SNR (WBP's noise is strongest at the frequencies binning drops)."""
+def test_full_grid_is_formed_at_its_20_A_twins_dose():
+    """The same density imaged on the 20 Å grid and, at FULL_GRID_NOISE_PER_20A times its
+    noise scale, on the 10 Å grid (then mean-binned 2x, as the picker reads it): one dose,
+    so the lowest band's S/N agrees within 10 %; a wrong factor (2 or 8) misses it by 30 %
+    or more. Signal and noise separated by reconstructing at two noise scales with the
+    same draws."""
     from scipy import ndimage
 
+    from data_tools.simulate import FULL_GRID_NOISE_PER_20A
+    from data_tools.spectrum import shell_amplitude
     from data_tools.tomo_input import bin_mean
 
-    density = ndimage.gaussian_filter(
-        np.random.default_rng(0).standard_normal((24, 16, 64)), 2).astype(np.float32)
-    vols = []
-    for snr in (1.0, 2.0):
-        p = {"tilt_max_deg": 60, "defocus_um": 3.0, "bfactor_A2": 100.0,
-             "ice_fraction": 0.3, "snr": snr}
-        t = TiltRanges().draw(np.random.default_rng(3))
-        vols.append(reconstruct_with_halves(density, 10.0, p, t, np.random.default_rng(5),
-                                            snr_bin=2)[0])
-    signal = 2 * vols[1] - vols[0]
-    noise = vols[0] - signal
-    assert float(bin_mean(signal, 2).std() / bin_mean(noise, 2).std()) == pytest.approx(
-        1.0, rel=1e-3)
-    assert float(signal.std() / noise.std()) < 0.8
+    fine = ndimage.gaussian_filter(
+        np.random.default_rng(0).standard_normal((48, 32, 128)), 3).astype(np.float32)
+    p = {"tilt_max_deg": 60, "defocus_um": 3.0, "bfactor_A2": 100.0, "ice_fraction": 0.3,
+         "snr": 1.0}
+    t = TiltRanges().draw(np.random.default_rng(3))
+
+    def low_band_snr(vols):
+        signal = 2 * vols[1] - vols[0]
+        s, n = shell_amplitude(signal)[2:10], shell_amplitude(vols[0] - signal)[2:10]
+        return float(s.mean() / n.mean())
+
+    coarse = [reconstruct_with_halves(bin_mean(fine, 2), 20.0, p | {"snr": snr}, t,
+                                      np.random.default_rng(5)) for snr in (1.0, 2.0)]
+    sigma_20 = coarse[0][2]
+    ratios = {}
+    for factor in (2.0, FULL_GRID_NOISE_PER_20A, 8.0):
+        vols = [bin_mean(reconstruct_with_halves(fine, 10.0, p, t, np.random.default_rng(5),
+                                                 noise_sigma=factor * sigma_20 / k)[0], 2)
+                for k in (1.0, 2.0)]
+        ratios[factor] = low_band_snr(vols) / low_band_snr([v[0] for v in coarse])
+    assert ratios[FULL_GRID_NOISE_PER_20A] == pytest.approx(1.0, abs=0.1), ratios
+    assert ratios[2.0] > 1.3 and ratios[8.0] < 0.7, ratios
