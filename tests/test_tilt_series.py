@@ -35,27 +35,33 @@ def test_dose_symmetric_order():
     np.testing.assert_allclose(dose_symmetric_angles(9, 3), [0, 3, -3, 6, -6, 9, -9])
 
 
-def test_particles_are_reconstructed_at_their_picks():
-    """Noise-free, perfectly aligned: each particle's protein density (dark) has its
-    centroid within half a voxel of its pick."""
-    table = ParticleTable.competition()
-    tomos, picks, _ = simulate_tilt_run("r", (96, 160, 160), table, QUIET, STILL, [3, 0])
-    vol = -tomos["wbp"]  # protein positive
+def assert_centred_on_picks(vol, picks, table, voxel_A, origin_A=0.0, min_r_vox=0.0):
+    """Each particle's protein density (`vol` protein positive) has its centroid within
+    half a voxel of its pick; at least 3 particles away from the volume's edge checked."""
     grid = np.indices(vol.shape).reshape(3, -1).T
     checked = 0
     for name, pts in picks.items():
-        r_vox = table[name].radius_A / (2 * VOXEL_SIZE_A)
-        for c in xyz_A_to_zyx_vox(pts, 2 * VOXEL_SIZE_A, BIN2_ORIGIN_A):
+        r_vox = table[name].radius_A / voxel_A
+        for c in xyz_A_to_zyx_vox(pts, voxel_A, origin_A):
+            if (np.any(c < r_vox + 2) or np.any(c > np.array(vol.shape) - r_vox - 3)
+                    or r_vox < min_r_vox):
+                continue  # cut by the volume's edge, or too small to centre on this grid
             near = np.linalg.norm(grid - c, axis=1)
             inside, shell = near <= r_vox, (near > r_vox) & (near <= r_vox + 2)
-            if (np.any(c < r_vox + 2) or np.any(c > np.array(vol.shape) - r_vox - 3)
-                    or r_vox < 2.5):
-                continue  # cut by the volume's edge, or too small to centre at 20 Å
             w = np.clip(vol.ravel()[inside] - np.median(vol.ravel()[shell]), 0, None)
             centroid = (grid[inside] * w[:, None]).sum(0) / w.sum()
             assert np.linalg.norm(centroid - c) < 0.5, f"{name}: centroid {centroid} vs {c}"
             checked += 1
     assert checked >= 3, f"only {checked} particles checked"
+
+
+def test_particles_are_reconstructed_at_their_picks():
+    """Noise-free, perfectly aligned: each particle's protein density (dark) has its
+    centroid within half a voxel of its pick."""
+    table = ParticleTable.competition()
+    tomos, picks, _ = simulate_tilt_run("r", (96, 160, 160), table, QUIET, STILL, [3, 0])
+    assert_centred_on_picks(-tomos["wbp"], picks, table, 2 * VOXEL_SIZE_A, BIN2_ORIGIN_A,
+                            min_r_vox=2.5)
 
 
 def test_shared_translation_is_what_a_moved_specimen_gives():
@@ -427,21 +433,7 @@ def test_full_grid_tilt_series_reconstructs_at_the_picks_and_reads_at_10_A(tmp_p
     fine = replace(STILL, form_bin=1)
     tomos, picks, params = simulate_tilt_run("r", (64, 128, 128), table, QUIET, fine, [3, 0])
     assert params["tilt"]["form_bin"] == 1 and tomos["wbp"].shape == (64, 128, 128)
-    vol = -tomos["wbp"]
-    grid = np.indices(vol.shape).reshape(3, -1).T
-    checked = 0
-    for name, pts in picks.items():
-        r_vox = table[name].radius_A / VOXEL_SIZE_A
-        for c in xyz_A_to_zyx_vox(pts, VOXEL_SIZE_A):
-            if np.any(c < r_vox + 2) or np.any(c > np.array(vol.shape) - r_vox - 3):
-                continue  # cut by the volume's edge
-            near = np.linalg.norm(grid - c, axis=1)
-            inside, shell = near <= r_vox, (near > r_vox) & (near <= r_vox + 2)
-            w = np.clip(vol.ravel()[inside] - np.median(vol.ravel()[shell]), 0, None)
-            centroid = (grid[inside] * w[:, None]).sum(0) / w.sum()
-            assert np.linalg.norm(centroid - c) < 0.5, f"{name}: centroid {centroid} vs {c}"
-            checked += 1
-    assert checked >= 3, f"only {checked} particles checked"
+    assert_centred_on_picks(-tomos["wbp"], picks, table, VOXEL_SIZE_A)
 
     project = simulate_project(tmp_path / "p", 1, 4, (32, 96, 96), progress=False,
                                physics="tilt", tilt=TiltRanges(form_bin=1))
