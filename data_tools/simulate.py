@@ -312,7 +312,7 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
     t = tilt.draw(np.random.default_rng([*seed, 7]))
     b = t.get("form_bin", 2)
     t_grid = _on_grid(t, b)
-    noise_sigma = _twin_dose(density, extra, p, t, rng) if b == 1 else None
+    noise_sigma = _twin_dose(density, p, t, rng) if b == 1 else None
     binned = bin_mean(density, b) if b > 1 else density
     del density
     if extra is not None and b > 1:
@@ -347,16 +347,17 @@ def simulate_tilt_run(run: str, shape_zyx, particles: ParticleTable, ranges: Sim
 FULL_GRID_NOISE_PER_20A = 4.0
 
 
-def _twin_dose(density: np.ndarray, extra: np.ndarray | None, p: dict, t: dict,
-               rng: np.random.Generator) -> float:
+def _twin_dose(density: np.ndarray, p: dict, t: dict, rng: np.random.Generator) -> float:
     """The noise scale for the full 10 Å grid at the dose of the run's 20 Å twin (the one
     form_bin 2 draws from the same seed, whose noise p["snr"] sets): the run's SNR means
-    the same microscope session on either grid, not the same number on each."""
+    the same microscope session on either grid, not the same number on each. The hard
+    negatives and the halves are left out: neither enters the noise scale nor draws from
+    `rng`, so the scale is the twin's without their back-projections."""
     import copy
 
-    twin_extra = bin_mean(extra, 2) if extra is not None else None
+    plain = {k: v for k, v in t.items() if k != "halves_seed"}
     *_, sigma_20 = reconstruct_laterally_infinite(bin_mean(density, 2), 2 * VOXEL_SIZE_A, p,
-                                                  t, copy.deepcopy(rng), twin_extra)
+                                                  plain, copy.deepcopy(rng))
     return FULL_GRID_NOISE_PER_20A * sigma_20
 
 
