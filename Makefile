@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install.sh 2>/dev/null | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_data
 
-.PHONY: install demo test test-fast lint bench bench-reconstructions bench-compare ray-up ray-down ray-train clean
+.PHONY: install demo test test-fast lint bench bench-families bench-reconstructions bench-compare ray-up ray-down ray-train clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ lint: install
 bench: install
 	$(PY) -m data_tools.datasets make heldout_21
 	$(PY) bench/detector.py --no-stages @configs/heldout_21.args --json bench/detector.json
+
+# heldout_21 and its second draw (44 runs, ~10 min to make where missing, ~4 to bench), then
+# each family pooled over both draws with a bootstrap interval over its runs.
+bench-families: install
+	$(PY) -m data_tools.datasets make heldout_21 heldout_second
+	$(PY) bench/detector.py --no-stages @configs/heldout_44.args --json bench/heldout_44.json
+	$(PY) bench/families.py bench/heldout_44.json @configs/families_44.args \
+		--json bench/families_44.json
 
 # The two held-out tilt families made another way (SIRT-like, the tilt axis 0.5-1.5 and
 # 0.1-0.4 degrees off), benched and compared run by run with the originals (~30 min).

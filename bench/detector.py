@@ -70,9 +70,13 @@ def bench_project(path: str, checkpoint: str, device: str, overrides: dict | Non
     solution = project_solution(project)
     score = score_tables(solution, sub, project.particles)
     # score_tables keeps only the solution's experiments: one run's solution scores that run
-    per_run = {run: score_tables(solution[solution["experiment"] == run], sub,
-                                 project.particles).score for run in runs}
-    return {"project": path, "runs": len(runs), "score": score.score, "per_run": per_run,
+    by_run = {run: score_tables(solution[solution["experiment"] == run], sub, project.particles)
+              for run in runs}
+    return {"project": path, "runs": len(runs), "score": score.score,
+            "per_run": {run: s.score for run, s in by_run.items()},
+            # bench/families.py pools these over a family's runs, and resamples them
+            "per_run_counts": {run: {k: [c.tp, c.fp, c.fn] for k, c in s.per_class.items()}
+                               for run, s in by_run.items()},
             "per_class": {k: v.fbeta for k, v in score.per_class.items()},
             "recall": {k: v.recall for k, v in score.per_class.items()},
             "class_precision": {k: v.precision for k, v in score.per_class.items()},
