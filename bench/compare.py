@@ -9,7 +9,9 @@ thresholds it chose, under extra["tuned_per_run"]).
 
 `--match-runs` pairs runs by name across differently named projects: the same scenes written
 another way (heldout_tilt_sirt's runs against heldout_tilt's, a denoised copy against its
-original).
+original). `--family LABEL PROJECT [PROJECT ...]` (or `@configs/families_44.args`) pools the
+runs of several projects into one row, as bench/families.py does: a held-out family's two
+draws.
 
 Prints, per project and pooled over every run, the mean of OTHER − REFERENCE and its
 standard error: a family of 2–4 runs moves by a few hundredths between checkpoints that
@@ -19,13 +21,14 @@ beyond its standard error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.families import families
+from sparse_det.argfile import ArgumentFileParser
 from sparse_det.thresholds import paired_difference
 
 
@@ -74,20 +77,37 @@ def match_runs(ref: dict, other: dict) -> dict[str, dict[str, float]]:
     return {name: {r: by_run[r] for r in runs if r in by_run} for name, runs in other.items()}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def regroup(per_project: dict, groups: list[list[str]]) -> dict[str, dict[str, float]]:
+    """{family label: {run: F4}}: each --family group's projects as one, every other project
+    as it is."""
+    out = {}
+    for label, projects in families(per_project, groups).items():
+        runs = [r for p in projects for r in per_project[p].items()]
+        if len({r for r, _ in runs}) < len(runs):
+            raise SystemExit(f"--family {label}: a run name is in two of {projects}")
+        out[label] = dict(runs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reference")
     ap.add_argument("other", nargs="+")
     ap.add_argument("--match-runs", action="store_true",
                     help="pair runs by name whatever project holds them")
-    a = ap.parse_args()
+    ap.add_argument("--family", nargs="+", action="append", default=[],
+                    metavar=("LABEL", "PROJECT"), help="pool these projects' runs in one row")
+    a = ap.parse_args(argv)
+    if any(len(g) < 2 for g in a.family):
+        ap.error("--family needs a label and at least one project")
     ref = per_run(a.reference)
     for path in a.other:
         other = per_run(path)
+        ref_rows = regroup(match_runs(ref, other) if a.match_runs else ref, a.family)
+        other = regroup(other, a.family)
         print(f"\n{Path(path).name} − {Path(a.reference).name} (mean ± standard error)")
         print("| project | runs | difference |\n|---|---|---|")
-        for name, n, mean, se in compare(match_runs(ref, other) if a.match_runs else ref,
-                                         other):
+        for name, n, mean, se in compare(ref_rows, other):
             print(f"| {name} | {n} | {mean:+.3f} ± {se:.3f} |")
     return 0
 

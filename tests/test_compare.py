@@ -88,3 +88,20 @@ def test_runs_matched_by_name_across_projects(tmp_path):
     twice = {"a": {"r1": 0.5}, "b": {"r1": 0.6}}
     with pytest.raises(SystemExit, match="r1 is in two"):
         bench_compare.match_runs(twice, new)
+
+
+def test_family_rows_pool_both_draws(tmp_path, capsys):
+    """`--family` pools the runs of a family's projects (its two draws) into one row."""
+    ref = _bench(tmp_path, "a.json", {"tilt": {"r1": 0.5, "r2": 0.7}, "tilt2": {"s1": 0.4},
+                                      "lowsnr": {"l1": 0.6}})
+    new = _bench(tmp_path, "b.json", {"tilt": {"r1": 0.6, "r2": 0.7}, "tilt2": {"s1": 0.7},
+                                      "lowsnr": {"l1": 0.5}})
+    assert bench_compare.main([ref, new, "--family", "tilt series", "tilt", "tilt2"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    # differences 0.1, 0.0, 0.3: mean 0.133, sd 0.1528, se 0.088
+    assert rows["tilt series"] == [" 3 ", " +0.133 ± 0.088 "]
+    assert rows["lowsnr"][0] == " 1 " and "tilt" not in rows and "tilt2" not in rows
+    assert rows["all"][1] == " +0.075 ± 0.085 "  # 0.1, 0, 0.3, -0.1
+    with pytest.raises(SystemExit, match="no results for"):
+        bench_compare.main([ref, new, "--family", "x", "tilt", "nope"])
