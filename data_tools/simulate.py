@@ -73,8 +73,13 @@ SHAPE_FAMILIES = {"alt_shape": (particle_components_alt, None),
                                                        compact=True), procedural_cap)}
 # The per-class mass factors' stream (SimRanges.class_mass_log2).
 CLASS_MASS_STREAM = 17
+# The air-water interfaces' stream (SimRanges.interface_share).
+INTERFACE_STREAM = 18
+# An adsorbed particle's centre lies this many of its radii inside the slab's surface: it
+# touches the interface (the slab margin every particle keeps is 0.8 radii).
+ADSORBED_DEPTH_RADII = (0.8, 1.0)
 OWN_STREAM_FIELDS = (*HARD_NEGATIVE_FIELDS, *(f"{f}_share" for f in SHAPE_STREAMS),
-                     "class_mass_log2")
+                     "class_mass_log2", "interface_share")
 
 
 @dataclass
@@ -117,6 +122,11 @@ class SimRanges:
     # and a buffer's density moves every class's contrast apart; without it the network
     # learns each class's contrast as part of its look.
     class_mass_log2: tuple[float, float] = (0.0, 0.0)
+    # Share of the proteins (labelled particles and unlabelled distractors) adsorbed at the
+    # ice slab's two surfaces, the air-water interfaces, where thin ice of purified samples
+    # gathers most of them; the others anywhere in the slab, as always. Its own stream:
+    # (0, 0) leaves every earlier seed's run as it was.
+    interface_share: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
@@ -162,6 +172,12 @@ def draw_run_params(ranges: SimRanges, rng: np.random.Generator,
         g = np.random.default_rng([*seed, CLASS_MASS_STREAM])
         v["class_mass_scale"] = {name: float(2.0 ** g.uniform(lo, hi))
                                  for name in sorted(MEAN_COUNTS)}
+    if ranges.interface_share[1] > 0:
+        if seed is None:
+            raise ValueError("interface_share needs the run's seed for its own stream")
+        g = np.random.default_rng([*seed, INTERFACE_STREAM])
+        v["interface_share"] = float(g.uniform(*ranges.interface_share))
+        v["interface_seed"] = int(g.integers(2**31))
     return v
 
 
@@ -172,10 +188,14 @@ def scaled_density(comps: list[Component], factor: float) -> list[Component]:
 
 def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
                   voxel_size_A: float, rng: np.random.Generator,
-                  tries: int = 60) -> np.ndarray:
+                  tries: int = 60, surface: np.ndarray | None = None,
+                  surface_rng: np.random.Generator | None = None) -> np.ndarray:
     """Random centres (z,y,x voxels, sub-voxel) without overlap, inside the ice slab.
 
     Objects are placed largest first; one that finds no room after `tries` draws gets NaN.
+    `surface` [n] (-1 / +1: adsorbed at the slab's lower / upper surface, 0: anywhere) puts
+    an object's centre ADSORBED_DEPTH_RADII of its radius inside that surface, the depth
+    drawn from `surface_rng`; `rng` draws as it would without, so y, x keep their stream.
     """
     order = np.argsort(-radii_A)
     centers = np.full((len(radii_A), 3), np.nan)
@@ -186,9 +206,13 @@ def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
         zlo, zhi = z0 + r_vox * 0.8, z1 - r_vox * 0.8
         if zhi <= zlo:
             zlo = zhi = (z0 + z1) / 2
+        side = 0 if surface is None else int(surface[i])
         for _ in range(tries):
             c = np.array([rng.uniform(zlo, zhi), rng.uniform(2, shape_zyx[1] - 3),
                           rng.uniform(2, shape_zyx[2] - 3)])
+            if side:
+                depth = r_vox * surface_rng.uniform(*ADSORBED_DEPTH_RADII)
+                c[0] = min(max(z0 + depth if side < 0 else z1 - depth, z0), z1)
             if len(placed_c):
                 d = np.linalg.norm(placed_c - c, axis=1) * voxel_size_A
                 if np.any(d < 0.95 * (placed_r + radii_A[i])):
@@ -198,6 +222,20 @@ def place_objects(radii_A: np.ndarray, shape_zyx, slab_zyx: tuple[float, float],
             placed_r = np.append(placed_r, radii_A[i])
             break
     return centers
+
+
+def _adsorbed(p: dict, n_protein: int, n_objects: int) -> dict:
+    """place_objects' `surface` and `surface_rng` for a run with `interface_share`: each of
+    the first `n_protein` objects (particles, distractors; not gold) adsorbed with that
+    probability, at either surface alike."""
+    if not p.get("interface_share"):
+        return {}
+    g = np.random.default_rng(p["interface_seed"])
+    on = g.random(n_protein) < p["interface_share"]
+    side = np.where(g.random(n_protein) < 0.5, -1, 1)
+    surface = np.zeros(n_objects, np.int8)
+    surface[:n_protein] = np.where(on, side, 0)
+    return {"surface": surface, "surface_rng": g}
 
 
 def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Generator,
@@ -234,9 +272,10 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
             objs.append((pt.name, comps, pt.radius_A * 1.05, cap))
     n_distr = rng.poisson(len(objs) * p["distractors_per_particle"])
     objs += [(None, *distractor_components(rng), None) for _ in range(n_distr)]
+    adsorbed = _adsorbed(p, len(objs), len(objs) + p["gold"])
     objs += [(None, *gold_components(rng), None) for _ in range(p["gold"])]
     radii = np.array([o[2] for o in objs])
-    centers = place_objects(radii, shape_zyx, slab, voxel_size_A, rng)
+    centers = place_objects(radii, shape_zyx, slab, voxel_size_A, rng, **adsorbed)
 
     picks = {pt.name: [] for pt in particles}
     for (name, comps, bound, cap), c in zip(objs, centers, strict=True):

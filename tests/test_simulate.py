@@ -404,3 +404,46 @@ def test_class_mass_factors_scale_each_class_and_keep_the_rest_of_the_run():
         assert len(picks0[name]) > 0
         np.testing.assert_array_equal(np.array(picks0[name]), np.array(picks1[name]))
         assert m1 / m0 == pytest.approx(factors[name], rel=1e-3)
+
+
+def test_adsorbed_proteins_touch_the_slab_surfaces_and_keep_the_rest_of_the_run():
+    """SimRanges.interface_share is drawn from its own stream (deterministic; the run's other
+    parameters stay the seed's); at share 1 every particle's centre lies 0.8-1 of its radius
+    inside one of the ice slab's two surfaces, both surfaces used; place_objects keeps the
+    y, x draws of the same objects placed anywhere in the slab."""
+    from data_tools.simulate import draw_run_params, place_objects, render_scene
+
+    seed, shape, voxel_A = [7, 0], (64, 128, 128), 10.0
+    plain = draw_run_params(SimRanges(), np.random.default_rng(seed), seed)
+    ranges = SimRanges(interface_share=(0.5, 0.9))
+    p = draw_run_params(ranges, np.random.default_rng(seed), seed)
+    assert p == draw_run_params(ranges, np.random.default_rng(seed), seed)
+    share = p.pop("interface_share")
+    p.pop("interface_seed")
+    assert p == plain and 0.5 <= share <= 0.9
+
+    ranges = SimRanges(interface_share=(1.0, 1.0), ice_fraction=(0.7, 0.7), crowding=(3, 3))
+    rng = np.random.default_rng(seed)
+    p = draw_run_params(ranges, rng, seed) | {"gold": 0, "membranes": 0}
+    state = rng.bit_generator.state
+    z0 = rng.uniform(0, shape[0] - 0.7 * shape[0])  # render_scene's first draw: the slab
+    rng.bit_generator.state = state
+    z1 = z0 + 0.7 * shape[0]
+    _, picks, _ = render_scene(shape, TABLE, p, rng, voxel_A)
+    sides = []
+    for name, centres in picks.items():
+        r_vox = TABLE[name].radius_A * 1.05 / voxel_A  # the bound radius placement uses
+        for z in np.array(centres).reshape(-1, 3)[:, 0]:
+            low, high = (z - z0) / r_vox, (z1 - z) / r_vox
+            assert 0.8 - 1e-9 <= min(low, high) <= 1.0 + 1e-9, (name, z, z0, z1)
+            sides.append(low < high)
+    assert len(sides) > 10 and 0 < sum(sides) < len(sides)
+
+    radii = np.array([60.0, 90.0, 130.0, 150.0, 60.0, 90.0])
+    surface = np.array([-1, 1, -1, 1, 0, 0])
+    args = (radii, (92, 2000, 2000), (10.0, 70.0), 20.0)
+    anywhere = place_objects(*args, np.random.default_rng(3))
+    placed = place_objects(*args, np.random.default_rng(3), surface=surface,
+                           surface_rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(placed[:, 1:], anywhere[:, 1:])
+    np.testing.assert_array_equal(placed[4:], anywhere[4:])
