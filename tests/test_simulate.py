@@ -334,8 +334,8 @@ def _same_params(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("physics", ["fast", "tilt"])
 def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     """Runs simulated --like a recorded run: every parameter as it was drawn (the axis
-    error's size, the hard negatives' counts, a shape share), other placements; an unknown
-    run is refused by name."""
+    error's size, the hard negatives' counts, a shape share, the adsorbed share), other
+    placements; an unknown run is refused by name."""
     import json
 
     from data_tools.particles import DataError
@@ -343,7 +343,7 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     from data_tools.tilt_series import TiltRanges
 
     ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
-                       procedural_shape_share=(0.2, 0.6))
+                       procedural_shape_share=(0.2, 0.6), interface_share=(0.5, 0.9))
     tilt = TiltRanges(axis_error_deg=(0.5, 1.5), sirt_iterations=(2, 6), halves=True)
     simulate_project(tmp_path / "src", 2, 11, (32, 64, 64), ranges, progress=False,
                      physics=physics, tilt=tilt)
@@ -355,6 +355,7 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     assert like["physics"] == physics and like["shape_zyx"] == [32, 64, 64]
     want, got = src["runs"][run], like["runs"]["TS_sim_12_000"]
     _same_params(want, got)
+    assert 0.5 <= got["interface_share"] <= 0.9
     for kind in ("carbon", "contamination"):
         assert len(got["hard_negatives"][kind]) == len(want["hard_negatives"][kind])
     assert got["hard_negatives"] != want["hard_negatives"]  # its own geometry
