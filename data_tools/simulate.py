@@ -583,11 +583,12 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
         tilt = TiltRanges.from_dict({
             **{f.name: (t[f.name], t[f.name]) for f in fields(TiltRanges)
                if f.name in t
-               and f.name not in ("align_recentre", "axis_error_deg", "form_bin")},
+               and f.name not in ("align_recentre", "axis_error_deg", "form_bin", "scheme")},
             # the axis error's sign is drawn per run; its size is the parameter
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
             "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],
-            "halves": "halves_seed" in t, "form_bin": t.get("form_bin", 2)})
+            "halves": "halves_seed" in t, "form_bin": t.get("form_bin", 2),
+            "scheme": t.get("scheme", "dose_symmetric")})
     return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
             tuple(record["shape_zyx"]))
 

@@ -29,7 +29,9 @@ DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differ
 
 
 # TiltRanges fields that are not (low, high) ranges: a choice and a flag.
-NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin")
+NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin", "scheme")
+# The orders a tilt series is taken in (TiltRanges.scheme).
+SCHEMES = ("dose_symmetric", "bidirectional")
 # Opt-in (low, high) ranges, drawn after every other field so that old seeds draw as before.
 OPT_IN = ("sirt_iterations", "axis_error_deg", "rotation_jitter_deg")
 NOT_DRAWN = NOT_RANGES + OPT_IN  # by draw()'s loop
@@ -80,6 +82,12 @@ class TiltRanges:
     # and a full-grid run gets the dose of its 20 Å twin (the noise p["snr"] sets there;
     # data_tools.simulate.simulate_tilt_run), so the two compare scene for scene.
     form_bin: int = 2
+    # The order the tilts are taken in, so the dose each has had before it: "dose_symmetric"
+    # (Hagen's scheme: 0, then ± alternating outwards) or "bidirectional" (0 up to +max,
+    # then -step down to -max: the scheme before it, still in much archived data, where the
+    # whole negative half carries the positive half's dose). Not drawn; recorded only where
+    # not the default, like form_bin.
+    scheme: str = "dose_symmetric"
 
     def __post_init__(self):
         self.denoisers = tuple(self.denoisers)
@@ -88,6 +96,8 @@ class TiltRanges:
         if self.form_bin not in (1, 2):
             raise ValueError(f"form_bin {self.form_bin!r}: 1 (10 Å) or 2 (20 Å)")
         self.form_bin = int(self.form_bin)
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme {self.scheme!r}: choose from {list(SCHEMES)}")
         unknown = sorted(set(self.denoisers) - set(ALL_DENOISERS))
         if unknown or not self.denoisers:
             raise ValueError(f"denoisers {unknown or '[]'}: choose from {list(ALL_DENOISERS)}")
@@ -117,6 +127,8 @@ class TiltRanges:
             v["halves_seed"] = int(rng.integers(2**31))
         if self.form_bin != 2:  # recorded only where asked, like the opt-in draws
             v["form_bin"] = self.form_bin
+        if self.scheme != SCHEMES[0]:
+            v["scheme"] = self.scheme
         return v
 
     def to_dict(self) -> dict:
@@ -138,6 +150,19 @@ def dose_symmetric_angles(max_deg: float, step_deg: float) -> np.ndarray:
     for i in range(1, n + 1):
         order += [i * step_deg, -i * step_deg]
     return np.array(order)
+
+
+def acquisition_angles(max_deg: float, step_deg: float, scheme: str = SCHEMES[0]
+                       ) -> np.ndarray:
+    """Tilt angles in the order `scheme` takes them (TiltRanges.scheme): the i-th has had i
+    tilts' dose before it."""
+    if scheme == "dose_symmetric":
+        return dose_symmetric_angles(max_deg, step_deg)
+    if scheme != "bidirectional":
+        raise ValueError(f"scheme {scheme!r}: choose from {list(SCHEMES)}")
+    n = int(np.floor(max_deg / step_deg + 1e-9))
+    return np.array([i * step_deg for i in range(n + 1)]
+                    + [-i * step_deg for i in range(1, n + 1)])
 
 
 def _detector_coords(shape_zyx, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +310,7 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
     The third value is the noise's scale per detector pixel: the one that gives p["snr"],
     or `noise_sigma` where given (a dose carried over from another grid)."""
     shape = density.shape
-    angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
+    angles = acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
     astig_rad = rng.uniform(0, np.pi)
     ice_A = p["ice_fraction"] * shape[0] * voxel_A
     sig = np.zeros(shape, np.float32)
@@ -373,7 +398,7 @@ def reconstructed_at(points_zyx: np.ndarray, centre_zyx: np.ndarray, voxel_A: fl
     voxels at the edges (mostly a rotation of the whole field about z). voxel_A and
     depth_vox are reconstruct's (the weights). Unchanged without rotations."""
     points = np.asarray(points_zyx, np.float64).reshape(-1, 3)
-    angles = dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
+    angles = acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
     alpha = np.radians(tilt_rotations_deg(t, len(angles)))
     if not alpha.any() or not len(points):
         return points.copy()

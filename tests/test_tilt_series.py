@@ -19,6 +19,7 @@ from data_tools.simulate import (
 )
 from data_tools.tilt_series import (
     TiltRanges,
+    acquisition_angles,
     dose_symmetric_angles,
     reconstruct,
     reconstruct_with_halves,
@@ -33,6 +34,49 @@ STILL = TiltRanges(align_sigma_vox=(0.0, 0.0), defocus_err_um=(0.0, 0.0))
 
 def test_dose_symmetric_order():
     np.testing.assert_allclose(dose_symmetric_angles(9, 3), [0, 3, -3, 6, -6, 9, -9])
+
+
+def test_bidirectional_order_is_recorded_and_leaves_the_draws():
+    np.testing.assert_allclose(acquisition_angles(9, 3, "bidirectional"),
+                               [0, 3, 6, 9, -3, -6, -9])
+    np.testing.assert_allclose(acquisition_angles(9, 3), dose_symmetric_angles(9, 3))
+    with pytest.raises(ValueError, match="scheme"):
+        TiltRanges(scheme="spiral")
+    plain = TiltRanges().draw(np.random.default_rng(1))
+    bidir = TiltRanges(scheme="bidirectional").draw(np.random.default_rng(1))
+    assert "scheme" not in plain and bidir.pop("scheme") == "bidirectional"
+    assert bidir == plain
+
+
+def _sector_log_ratio(vol: np.ndarray) -> float:
+    """ln of the high-frequency power in the (kz, kx) sections of the negative tilts over
+    the positive ones' (a tilt θ's section is the line at -θ; 15-55° either side, 0.2-0.5
+    cycles per voxel), summed over y."""
+    power = (np.abs(np.fft.fftshift(np.fft.fftn(vol - vol.mean()))) ** 2).sum(axis=1)
+    Z, X = power.shape
+    kz, kx = np.meshgrid((np.arange(Z) - Z // 2) / Z, (np.arange(X) - X // 2) / X,
+                         indexing="ij")
+    phi = (np.degrees(np.arctan2(kz, kx)) + 90) % 180 - 90
+    band = (np.hypot(kz, kx) > 0.2) & (np.hypot(kz, kx) < 0.5)
+    negative = power[band & (phi > 15) & (phi < 55)].sum()
+    positive = power[band & (phi < -15) & (phi > -55)].sum()
+    return float(np.log(negative / positive))
+
+
+def test_bidirectional_series_damps_the_half_taken_last():
+    """Taken bidirectionally (0 up to +60°, then down to -60°), the negative tilts come with
+    the positive ones' dose: their sections of the reconstruction lose high frequencies
+    that the dose-symmetric order of the same scene keeps."""
+    ranges = replace(QUIET, crowding=(1.5, 1.5), bfactor_A2=(50.0, 50.0))
+    ratios = {}
+    for scheme in ("dose_symmetric", "bidirectional"):
+        tilt = replace(STILL, dose_bfactor_A2=(200.0, 200.0), step_deg=(3.0, 3.0),
+                       denoisers=("none",), scheme=scheme)
+        vols, _, params = simulate_tilt_run("x", (64, 128, 128), ParticleTable.competition(),
+                                            ranges, tilt, [5, 0])
+        assert params["tilt"].get("scheme", "dose_symmetric") == scheme
+        ratios[scheme] = _sector_log_ratio(np.asarray(vols["wbp"], np.float64))
+    assert ratios["bidirectional"] < ratios["dose_symmetric"] - 0.3, ratios
 
 
 def assert_centred_on_picks(vol, picks, table, voxel_A, origin_A=0.0, min_r_vox=0.0):
