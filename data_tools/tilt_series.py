@@ -28,7 +28,7 @@ DIFFUSION_ITERS_PER_SIGMA = 8  # `diffusion`'s strength: steps per voxel of deno
 DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differences
 
 
-# TiltRanges fields that are not (low, high) ranges: a choice and a flag.
+# TiltRanges fields that are not (low, high) ranges: choices and flags.
 NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin", "scheme")
 # The orders a tilt series is taken in (TiltRanges.scheme).
 SCHEMES = ("dose_symmetric", "bidirectional")
