@@ -56,6 +56,8 @@ def f4_of(counts: np.ndarray) -> np.ndarray:
 def family_table(runs: list[dict[str, list[int]]], particles: ParticleTable, draws: int,
                  seed: int = SEED) -> dict:
     """Pooled per-class and weighted F4 of a family's runs, each with its bootstrap interval."""
+    if not runs:
+        raise ValueError("a family needs at least one benched run")
     names = [p.name for p in particles.scored]
     weights = np.array([p.weight for p in particles.scored], np.float64)
     counts = np.array([[r.get(n, [0, 0, 0]) for n in names] for r in runs], np.int64)  # R,C,3
@@ -116,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--family needs a label and at least one project")
     counts = run_counts(a.results)
     particles = ParticleTable.competition()
-    tables = {label: family_table([run for p in projects for run in counts[p].values()],
-                                  particles, a.draws)
-              for label, projects in families(counts, a.family).items()}
+    tables = {}
+    for label, projects in families(counts, a.family).items():
+        runs = [run for p in projects for run in counts[p].values()]
+        if not runs:
+            raise SystemExit(f"--family {label}: {projects} hold no benched runs")
+        tables[label] = family_table(runs, particles, a.draws)
     print(markdown(tables))
     print("\n(pooled F4; in brackets the 2.5-97.5 % range over the family's runs resampled "
           f"{a.draws} times, and each class's particles)")

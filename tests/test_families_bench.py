@@ -45,6 +45,8 @@ def test_unknown_family_projects_are_named():
         families({"heldout_in": {}}, [["in range", "heldout_in", "heldout2_in"]])
     assert families({"a": {}, "b": {}, "c": {}}, [["ab", "a", "b"]]) == {"ab": ["a", "b"],
                                                                          "c": ["c"]}
+    with pytest.raises(ValueError, match="at least one"):
+        family_table([], PARTICLES, draws=10)
 
 
 @pytest.mark.slow
