@@ -47,6 +47,7 @@ from data_tools.shapes import (
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
 from data_tools.tilt_series import (
+    NOT_RANGES,
     TiltRanges,
     denoise,
     reconstruct_with_halves,
@@ -583,7 +584,7 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
         tilt = TiltRanges.from_dict({
             **{f.name: (t[f.name], t[f.name]) for f in fields(TiltRanges)
                if f.name in t
-               and f.name not in ("align_recentre", "axis_error_deg", "form_bin", "scheme")},
+               and f.name not in (*NOT_RANGES, "axis_error_deg")},
             # the axis error's sign is drawn per run; its size is the parameter
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
             "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],

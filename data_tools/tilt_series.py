@@ -165,6 +165,11 @@ def acquisition_angles(max_deg: float, step_deg: float, scheme: str = SCHEMES[0]
                     + [-i * step_deg for i in range(1, n + 1)])
 
 
+def series_angles(p: dict, t: dict) -> np.ndarray:
+    """A drawn run's tilt angles in acquisition order (p: its physics, t: TiltRanges.draw())."""
+    return acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
+
+
 def _detector_coords(shape_zyx, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """Per (z, x): the lower detector bin and the linear weight of the upper one."""
     Z, _, X = shape_zyx
@@ -310,7 +315,7 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
     The third value is the noise's scale per detector pixel: the one that gives p["snr"],
     or `noise_sigma` where given (a dose carried over from another grid)."""
     shape = density.shape
-    angles = acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
+    angles = series_angles(p, t)
     astig_rad = rng.uniform(0, np.pi)
     ice_A = p["ice_fraction"] * shape[0] * voxel_A
     sig = np.zeros(shape, np.float32)
@@ -398,7 +403,7 @@ def reconstructed_at(points_zyx: np.ndarray, centre_zyx: np.ndarray, voxel_A: fl
     voxels at the edges (mostly a rotation of the whole field about z). voxel_A and
     depth_vox are reconstruct's (the weights). Unchanged without rotations."""
     points = np.asarray(points_zyx, np.float64).reshape(-1, 3)
-    angles = acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
+    angles = series_angles(p, t)
     alpha = np.radians(tilt_rotations_deg(t, len(angles)))
     if not alpha.any() or not len(points):
         return points.copy()
