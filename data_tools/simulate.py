@@ -589,7 +589,8 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
             "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],
             "halves": "halves_seed" in t, "form_bin": t.get("form_bin", 2),
-            "scheme": t.get("scheme", "dose_symmetric")})
+            "scheme": t.get("scheme", "dose_symmetric"),
+            "dose_weighting": t.get("dose_weighting", False)})
     return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
             tuple(record["shape_zyx"]))
 

@@ -29,7 +29,7 @@ DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differ
 
 
 # TiltRanges fields that are not (low, high) ranges: choices and flags.
-NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin", "scheme")
+NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin", "scheme", "dose_weighting")
 # The orders a tilt series is taken in (TiltRanges.scheme).
 SCHEMES = ("dose_symmetric", "bidirectional")
 # Opt-in (low, high) ranges, drawn after every other field so that old seeds draw as before.
@@ -88,11 +88,19 @@ class TiltRanges:
     # whole negative half carries the positive half's dose). Not drawn; recorded only where
     # not the default, like form_bin.
     scheme: str = "dose_symmetric"
+    # True: each tilt is filtered by its exposure before the back-projection (the dose
+    # weighting of Grant & Grigorieff 2015 that Warp, RELION and IMOD's mtffilter apply):
+    # tilt i's high frequencies, which i tilts' dose has already damaged, are weighed down
+    # by the B-factor that dose put on them, so later tilts add less noise where they carry
+    # little signal. The noise is the one that gives the unweighted WBP p["snr"] (the same
+    # dose). Not drawn; recorded only where not the default, like scheme.
+    dose_weighting: bool = False
 
     def __post_init__(self):
         self.denoisers = tuple(self.denoisers)
         self.align_recentre = bool(self.align_recentre)
         self.halves = bool(self.halves)
+        self.dose_weighting = bool(self.dose_weighting)
         if self.form_bin not in (1, 2):
             raise ValueError(f"form_bin {self.form_bin!r}: 1 (10 Å) or 2 (20 Å)")
         self.form_bin = int(self.form_bin)
@@ -129,6 +137,8 @@ class TiltRanges:
             v["form_bin"] = self.form_bin
         if self.scheme != SCHEMES[0]:
             v["scheme"] = self.scheme
+        if self.dose_weighting:
+            v["dose_weighting"] = True
         return v
 
     def to_dict(self) -> dict:
@@ -278,6 +288,15 @@ def _tilt_filters(shape_yx, voxel_A: float, i: int, p: dict, t: dict, astig_rad:
     return ctf * envelope, common, np.array([dy, dx])
 
 
+def exposure_filter(shape_yx, voxel_A: float, i: int, t: dict) -> np.ndarray | float:
+    """The reconstruction's weight on tilt i's frequencies (TiltRanges.dose_weighting):
+    the envelope of the dose the i tilts before it left, 1 without dose weighting."""
+    if not t.get("dose_weighting", False):
+        return 1.0
+    ky, kx = _freqs(shape_yx, voxel_A)
+    return np.exp(-i * t["dose_bfactor_A2"] * (ky**2 + kx**2) / 4)
+
+
 def shared_translation(angles_rad: np.ndarray, shifts_yx: np.ndarray,
                        weights: np.ndarray | None = None) -> np.ndarray:
     """The 3-D translation (z, y, x) in voxels that best explains per-tilt detector shifts
@@ -328,7 +347,9 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
     sirt_n = t.get("sirt_iterations", 0)
     weight = radial_weight((shape[1], shape[2]), voxel_A, sirt_n, shape[0],
                            np.radians(angles.max() - angles.min()))
-    wbp_weight = ramp((shape[1], shape[2]), voxel_A) if sirt_n else None
+    # The unweighted WBP twin sets the noise where the weighting is not WBP's own.
+    twin_weighted = sirt_n or t.get("dose_weighting", False)
+    wbp_weight = ramp((shape[1], shape[2]), voxel_A) if twin_weighted else None
     rotation_deg = tilt_rotations_deg(t, len(angles))
     if wbp_weight is not None:  # the WBP twin, for its signal-to-noise ratio only
         sig_wbp, noi_wbp = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
@@ -338,7 +359,7 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
         img = _rotated(project(density, th), rotation_deg[i]) * attenuation
         on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
                                                          astig_rad, rng)
-        common = unweighted * weight
+        common = unweighted * weight * exposure_filter(img.shape, voxel_A, i, t)
         img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
             rng.standard_normal(img.shape))
         sig += back_project(np.fft.irfft2(img_ft * common, s=img.shape), th, shape)
@@ -446,7 +467,8 @@ def _dose_envelope(i: int, voxel_A: float, p: dict, t: dict) -> float:
     weight that puts the frame the residuals are removed in where the densities — and so
     the picks — sit."""
     k2 = (1.0 / (4 * voxel_A)) ** 2
-    return float(np.exp(-(p["bfactor_A2"] + i * t["dose_bfactor_A2"]) * k2 / 4))
+    dose_B = i * t["dose_bfactor_A2"] * (2 if t.get("dose_weighting", False) else 1)
+    return float(np.exp(-(p["bfactor_A2"] + dose_B) * k2 / 4))
 
 
 def _translated(vol: np.ndarray, shift_zyx: np.ndarray) -> np.ndarray:

@@ -345,7 +345,7 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
                        procedural_shape_share=(0.2, 0.6), interface_share=(0.5, 0.9))
     tilt = TiltRanges(axis_error_deg=(0.5, 1.5), sirt_iterations=(2, 6), halves=True,
-                      scheme="bidirectional")
+                      scheme="bidirectional", dose_weighting=True)
     simulate_project(tmp_path / "src", 2, 11, (32, 64, 64), ranges, progress=False,
                      physics=physics, tilt=tilt)
     src = json.loads((tmp_path / "src" / "simulation.json").read_text())
