@@ -176,8 +176,18 @@ def acquisition_angles(max_deg: float, step_deg: float, scheme: str = SCHEMES[0]
 
 
 def series_angles(p: dict, t: dict) -> np.ndarray:
-    """A drawn run's tilt angles in acquisition order (p: its physics, t: TiltRanges.draw())."""
-    return acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
+    """A drawn run's tilt angles in the order their per-tilt draws are made (noise, focus
+    drift, alignment residual, rotation): the dose-symmetric order whatever the scheme, so
+    that a series taken in another order is the same series with other doses, not another
+    draw of the noise (p: the run's physics, t: TiltRanges.draw())."""
+    return dose_symmetric_angles(p["tilt_max_deg"], t["step_deg"])
+
+
+def dose_index(p: dict, t: dict) -> np.ndarray:
+    """For each of series_angles' tilts, how many tilts the scheme took before it."""
+    taken = acquisition_angles(p["tilt_max_deg"], t["step_deg"], t.get("scheme", SCHEMES[0]))
+    position = {round(float(a), 6): k for k, a in enumerate(taken)}
+    return np.array([position[round(float(a), 6)] for a in series_angles(p, t)])
 
 
 def _detector_coords(shape_zyx, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +283,8 @@ def _shift_phase(shape_yx, voxel_A: float, dy: float, dx: float) -> np.ndarray:
 def _tilt_filters(shape_yx, voxel_A: float, i: int, p: dict, t: dict, astig_rad: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(on the signal, on signal and noise alike but for the reconstruction's weighting,
-    the residual shift (dy, dx) in voxels) for tilt i in acquisition order."""
+    the residual shift (dy, dx) in voxels) for a tilt that i tilts were taken before (its
+    dose index)."""
     ky, kx = _freqs(shape_yx, voxel_A)
     k2 = ky**2 + kx**2
     defocus = p["defocus_um"] + rng.normal(0, 0.05)  # focus drifts a little per tilt
@@ -334,7 +345,7 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
     The third value is the noise's scale per detector pixel: the one that gives p["snr"],
     or `noise_sigma` where given (a dose carried over from another grid)."""
     shape = density.shape
-    angles = series_angles(p, t)
+    angles, dose = series_angles(p, t), dose_index(p, t)
     astig_rad = rng.uniform(0, np.pi)
     ice_A = p["ice_fraction"] * shape[0] * voxel_A
     sig = np.zeros(shape, np.float32)
@@ -357,9 +368,9 @@ def reconstruct_with_halves(density: np.ndarray, voxel_A: float, p: dict, t: dic
         th = np.radians(deg)
         attenuation = _ice_attenuation(deg, ice_A, t)
         img = _rotated(project(density, th), rotation_deg[i]) * attenuation
-        on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, i, p, t,
+        on_signal, unweighted, shifts[i] = _tilt_filters(img.shape, voxel_A, dose[i], p, t,
                                                          astig_rad, rng)
-        common = unweighted * weight * exposure_filter(img.shape, voxel_A, i, t)
+        common = unweighted * weight * exposure_filter(img.shape, voxel_A, dose[i], t)
         img_ft, noise_ft = np.fft.rfft2(img) * on_signal, np.fft.rfft2(
             rng.standard_normal(img.shape))
         sig += back_project(np.fft.irfft2(img_ft * common, s=img.shape), th, shape)
@@ -403,11 +414,11 @@ def _noisy_volumes(sig: np.ndarray, noi: np.ndarray, noi_half: np.ndarray | None
 
 def tilt_weights(angles_deg: np.ndarray, voxel_A: float, depth_vox: int, p: dict, t: dict
                  ) -> np.ndarray:
-    """Each tilt's share in a particle's reconstructed density, as reconstruct weighs the
-    alignment residuals: ice attenuation times the dose envelope."""
+    """Each of series_angles' tilts' share in a particle's reconstructed density, as
+    reconstruct weighs the alignment residuals: ice attenuation times the dose envelope."""
     ice_A = p["ice_fraction"] * depth_vox * voxel_A
     return np.array([_ice_attenuation(deg, ice_A, t) * _dose_envelope(i, voxel_A, p, t)
-                     for i, deg in enumerate(angles_deg)])
+                     for i, deg in zip(dose_index(p, t), angles_deg, strict=True)])
 
 
 def _ice_attenuation(deg: float, ice_A: float, t: dict) -> float:
