@@ -52,6 +52,7 @@ from data_tools.tilt_series import (
     denoise,
     reconstruct_with_halves,
     reconstructed_at,
+    recorded_choices,
 )
 from data_tools.tomo_input import bin_mean
 
@@ -588,9 +589,7 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
             # the axis error's sign is drawn per run; its size is the parameter
             "axis_error_deg": (abs(t.get("axis_error_deg", 0.0)),) * 2,
             "denoisers": (t["denoiser"],), "align_recentre": t["align_recentre"],
-            "halves": "halves_seed" in t, "form_bin": t.get("form_bin", 2),
-            "scheme": t.get("scheme", "dose_symmetric"),
-            "dose_weighting": t.get("dose_weighting", False)})
+            "halves": "halves_seed" in t, **recorded_choices(t)})
     return (SimRanges.from_dict(pinned), tilt, record.get("physics", "fast"),
             tuple(record["shape_zyx"]))
 

@@ -32,6 +32,9 @@ DIFFUSION_EDGE_REL = 1.5  # its edge scale, in robust sigmas of neighbour differ
 NOT_RANGES = ("denoisers", "align_recentre", "halves", "form_bin", "scheme", "dose_weighting")
 # The orders a tilt series is taken in (TiltRanges.scheme).
 SCHEMES = ("dose_symmetric", "bidirectional")
+# Choices a run's draw records only where they are not their default, so that records of
+# runs made before a choice existed read as its default (recorded_choices).
+RECORDED_IF_SET = ("form_bin", "scheme", "dose_weighting")
 # Opt-in (low, high) ranges, drawn after every other field so that old seeds draw as before.
 OPT_IN = ("sirt_iterations", "axis_error_deg", "rotation_jitter_deg")
 NOT_DRAWN = NOT_RANGES + OPT_IN  # by draw()'s loop
@@ -133,12 +136,9 @@ class TiltRanges:
             v["rotation_seed"] = int(rng.integers(2**31))  # the per-tilt residuals' stream
         if self.halves:
             v["halves_seed"] = int(rng.integers(2**31))
-        if self.form_bin != 2:  # recorded only where asked, like the opt-in draws
-            v["form_bin"] = self.form_bin
-        if self.scheme != SCHEMES[0]:
-            v["scheme"] = self.scheme
-        if self.dose_weighting:
-            v["dose_weighting"] = True
+        for f in fields(self):
+            if f.name in RECORDED_IF_SET and getattr(self, f.name) != f.default:
+                v[f.name] = getattr(self, f.name)
         return v
 
     def to_dict(self) -> dict:
@@ -150,6 +150,12 @@ class TiltRanges:
         if unknown := sorted(set(d) - known):
             raise ValueError(f"unknown tilt-series fields {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+
+def recorded_choices(t: dict) -> dict:
+    """RECORDED_IF_SET's choices of a drawn run `t` (TiltRanges.draw()), defaults filled in."""
+    return {f.name: t.get(f.name, f.default) for f in fields(TiltRanges)
+            if f.name in RECORDED_IF_SET}
 
 
 def dose_symmetric_angles(max_deg: float, step_deg: float) -> np.ndarray:
@@ -478,6 +484,7 @@ def _dose_envelope(i: int, voxel_A: float, p: dict, t: dict) -> float:
     weight that puts the frame the residuals are removed in where the densities — and so
     the picks — sit."""
     k2 = (1.0 / (4 * voxel_A)) ** 2
+    # dose weighting multiplies the same envelope in once more (exposure_filter)
     dose_B = i * t["dose_bfactor_A2"] * (2 if t.get("dose_weighting", False) else 1)
     return float(np.exp(-(p["bfactor_A2"] + dose_B) * k2 / 4))
 
