@@ -41,17 +41,29 @@ class SimCall:
         return [f"{self.prefix}_{self.seed}_{i:03d}" for i in self.indices]
 
 
-def _overrides(value, where: str, root: Path) -> dict:
-    """Ranges inline (a mapping) or as a JSON file relative to `root`."""
+def layered_ranges(value, where: str, root: Path) -> dict:
+    """Ranges inline (a mapping), as a JSON file relative to `root`, or a list of those
+    layered in order (a later layer's keys win), so a variant of a ranges file names only
+    what it changes: `[configs/tilt_ranges_wide.json, {dose_weighting: true}]`."""
     if value is None:
         return {}
+    if isinstance(value, list):
+        merged = {}
+        for k, layer in enumerate(value):
+            if isinstance(layer, list):
+                raise DataError(f"{where}: ranges layer {k} is a list; layers do not nest")
+            merged.update(layered_ranges(layer, f"{where} (ranges layer {k})", root))
+        return merged
     if isinstance(value, dict):
         return dict(value)
     path = root / value
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{where}: cannot read ranges file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"{where}: ranges file {path} must hold a JSON object")
+    return doc
 
 
 def _parse_call(entry, where: str, root: Path) -> SimCall:
@@ -69,8 +81,8 @@ def _parse_call(entry, where: str, root: Path) -> SimCall:
     return SimCall(out=str(entry["out"]), seed=int(entry["seed"]), indices=indices,
                    physics=str(entry.get("physics", "fast")),
                    prefix=str(entry.get("prefix", "TS_sim")),
-                   ranges=_overrides(entry.get("ranges"), where, root),
-                   tilt_ranges=_overrides(entry.get("tilt_ranges"), where, root),
+                   ranges=layered_ranges(entry.get("ranges"), where, root),
+                   tilt_ranges=layered_ranges(entry.get("tilt_ranges"), where, root),
                    shape_zyx=(tuple(int(n) for n in entry["shape_zyx"])
                               if "shape_zyx" in entry else None))
 

@@ -1,8 +1,8 @@
 """Synthetic cryo-ET projects in the competition layout, with ground truth.
 
     python -m data_tools.simulate --out DIR --runs N --seed S [--shape Z Y X] [--snr LO HI]
-                                  [--ranges JSON] [--physics fast|tilt]
-                                  [--tilt-ranges JSON]
+                                  [--ranges JSON...] [--physics fast|tilt]
+                                  [--tilt-ranges JSON...]
 
 Each run draws its own physics from wide ranges (SNR, defocus, B-factor, blur, ice thickness,
 crowding, membranes, gold, tilt range, contrast scale and offset; on request carbon film edges
@@ -29,6 +29,7 @@ import scipy.fft
 
 from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.datasets import layered_ranges
 from data_tools.hard_negatives import (
     HARD_NEGATIVE_STREAM,
     draw_hard_negatives,
@@ -594,22 +595,33 @@ def like_run(project: str | Path, run: str) -> tuple[SimRanges, TiltRanges | Non
             tuple(record["shape_zyx"]))
 
 
+def _layers(values: list[str] | None) -> list:
+    """Command-line ranges layers: an inline JSON object where one starts with "{", else a
+    JSON file's path."""
+    layers = []
+    for v in values or []:
+        if not v.lstrip().startswith("{"):
+            layers.append(v)
+            continue
+        try:
+            layers.append(json.loads(v))
+        except ValueError as exc:
+            raise DataError(f"inline ranges {v!r} are not JSON: {exc}") from exc
+    return layers
+
+
 def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges] | None:
     """The ranges --ranges, --snr and --tilt-ranges set; None (the error printed) where a
-    file is unreadable or wrong."""
+    layer is unreadable or wrong."""
     try:
-        overrides = json.loads(Path(a.ranges).read_text()) if a.ranges else {}
+        overrides = layered_ranges(_layers(a.ranges), "--ranges", Path("."))
         if a.snr:
             overrides["snr"] = a.snr
         ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {a.ranges or '--snr'}: {exc}", file=sys.stderr)
-        return None
-    try:
-        tilt = TiltRanges.from_dict(json.loads(Path(a.tilt_ranges).read_text())
-                                    if a.tilt_ranges else {})
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {a.tilt_ranges}: {exc}", file=sys.stderr)
+        tilt = TiltRanges.from_dict(layered_ranges(_layers(a.tilt_ranges), "--tilt-ranges",
+                                                   Path(".")))
+    except (DataError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return None
     return ranges, tilt
 
@@ -621,10 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX, metavar=("Z", "Y", "X"))
     ap.add_argument("--snr", type=float, nargs=2, metavar=("LO", "HI"))
-    ap.add_argument("--ranges", help="JSON file overriding SimRanges fields, e.g. "
-                    '{"snr": [0.3, 0.5], "bfactor_A2": [1500, 2500]}')
-    ap.add_argument("--tilt-ranges", help="JSON file overriding TiltRanges fields (tilt "
-                    'physics), e.g. {"step_deg": [1, 4], "denoisers": ["gaussian", "deconv"]}')
+    ap.add_argument("--ranges", nargs="+", metavar="JSON",
+                    help="JSON files or inline objects overriding SimRanges fields, layered "
+                    'in order, e.g. bench/heldout_lowsnr.json \'{"bfactor_A2": [1500, 2500]}\'')
+    ap.add_argument("--tilt-ranges", nargs="+", metavar="JSON",
+                    help="the same for TiltRanges fields (tilt physics), e.g. "
+                    'configs/tilt_ranges_wide.json \'{"dose_weighting": true}\'')
     ap.add_argument("--prefix", default="TS_sim")
     ap.add_argument("--physics", choices=PHYSICS, default="fast",
                     help="fast: 3-D Fourier imaging model at 10 Å; tilt: tilt series, CTF per "

@@ -42,6 +42,26 @@ def test_make_is_resumable_and_indices_remake_a_batch_run(tmp_path):
     assert make_sets(["small"], sets, tmp_path, log=lambda s: None) == []
 
 
+def test_ranges_layer_in_order_and_a_bad_layer_is_named(tmp_path):
+    """A list of ranges layers merges in order (a later layer's keys win); a nested list,
+    a file holding no JSON object and a missing file are refused naming the entry."""
+    (tmp_path / "wide.json").write_text('{"step_deg": [1.0, 4.0], "halves": false}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "m.yaml").write_text(
+        "s:\n  - {out: data/a, seed: 1, runs: 1,\n"
+        "     tilt_ranges: [wide.json, {halves: true}, {step_deg: [2.0, 3.0]}]}\n")
+    (call,) = load_manifest(tmp_path / "m.yaml", tmp_path)["s"]
+    assert call.tilt_ranges == {"step_deg": [2.0, 3.0], "halves": True}
+    for layers, problem in (("[wide.json, [{halves: true}]]", "layers do not nest"),
+                            ("[wide.json, list.json]", "must hold a JSON object"),
+                            ("[gone.json]", "cannot read ranges file")):
+        (tmp_path / "m.yaml").write_text(f"s:\n  - {{out: a, seed: 1, runs: 1, "
+                                         f"tilt_ranges: {layers}}}\n")
+        with pytest.raises(DataError, match=problem) as err:
+            load_manifest(tmp_path / "m.yaml", tmp_path)
+        assert "s[0]" in str(err.value)
+
+
 def test_a_call_another_make_recorded_meanwhile_is_not_made_again(tmp_path):
     """Two `make`s of overlapping sets run side by side: the one that planned a call first
     skips it when the other has recorded it by then (it used to simulate it again)."""

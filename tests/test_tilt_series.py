@@ -335,17 +335,19 @@ def test_tilt_ranges_keep_old_draws_and_check_input():
 
 
 def test_simulate_cli_takes_tilt_ranges(tmp_path):
-    """`--tilt-ranges` reaches the draw: a deconvolved `denoised` next to its `wbp`."""
+    """`--tilt-ranges` reaches the draw: a deconvolved `denoised` next to its `wbp`; a
+    file and an inline object layer in order (the later's steps win, the file's denoiser
+    stays)."""
     import json
 
     from data_tools.copick_io import CopickProject
     from data_tools.simulate import main
 
     spec = tmp_path / "tilt.json"
-    spec.write_text(json.dumps({"denoisers": ["deconv"], "step_deg": [1.0, 1.5]}))
+    spec.write_text(json.dumps({"denoisers": ["deconv"], "step_deg": [3.0, 4.0]}))
     assert main(["--out", str(tmp_path / "p"), "--runs", "1", "--seed", "3", "--shape",
                  "32", "64", "64", "--physics", "tilt", "--tilt-ranges", str(spec),
-                 "--quiet"]) == 0
+                 '{"step_deg": [1.0, 1.5]}', "--quiet"]) == 0
     record = json.loads((tmp_path / "p" / "simulation.json").read_text())
     (params,) = record["runs"].values()
     assert params["tilt"]["denoiser"] == "deconv" and 1.0 <= params["tilt"]["step_deg"] <= 1.5
@@ -358,6 +360,9 @@ def test_simulate_cli_takes_tilt_ranges(tmp_path):
     bad.write_text(json.dumps({"denoisers": ["bm3d"]}))
     assert main(["--out", str(tmp_path / "q"), "--physics", "tilt", "--tilt-ranges",
                  str(bad)]) == 2
+    assert main(["--out", str(tmp_path / "q"), "--physics", "tilt", "--tilt-ranges",
+                 str(spec), '{"step_deg": [1.0, }']) == 2
+    assert not (tmp_path / "q").exists()
 
 
 def _sirt_against_filter(iterations: int, thickness: int) -> tuple[float, float]:
