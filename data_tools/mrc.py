@@ -22,6 +22,9 @@ HEADER_BYTES = 1024
 # a picker reads.
 MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
 _DTYPE_MODES = {np.dtype(v): k for k, v in MODE_DTYPES.items()}
+# IMOD stamps its files (word 39) and flags its bytes as signed (word 40, bit 0); its mode-0
+# files without that flag, the older ones and many trimvol outputs, hold unsigned bytes.
+IMOD_STAMP = 1146047817
 _AXIS_LETTERS = {1: "x", 2: "y", 3: "z"}
 
 
@@ -38,7 +41,8 @@ def _header(raw: bytes, order: str) -> dict:
     return {"n_xyz": tuple(int(v) for v in ints[0:3]), "mode": int(ints[3]),
             "m_xyz": tuple(int(v) for v in ints[7:10]),
             "cell_xyz_A": tuple(float(v) for v in floats[10:13]),
-            "map_crs": tuple(int(v) for v in ints[16:19]), "nsymbt": int(ints[23])}
+            "map_crs": tuple(int(v) for v in ints[16:19]), "nsymbt": int(ints[23]),
+            "imod_unsigned_bytes": bool(ints[38] == IMOD_STAMP and not ints[39] & 1)}
 
 
 def _byte_order(raw: bytes, path: Path) -> str:
@@ -74,7 +78,8 @@ def read_mrc(path: str | Path) -> MrcVolume:
     n_x, n_y, n_z = h["n_xyz"]
     if min(h["n_xyz"]) <= 0:
         raise DataError(f"{path}: MRC dimensions {h['n_xyz']} are not positive")
-    dtype = np.dtype(MODE_DTYPES[h["mode"]]).newbyteorder(order)
+    dtype = np.dtype(np.uint8 if h["mode"] == 0 and h["imod_unsigned_bytes"]
+                     else MODE_DTYPES[h["mode"]]).newbyteorder(order)
     offset = HEADER_BYTES + max(h["nsymbt"], 0)
     need = offset + n_x * n_y * n_z * dtype.itemsize
     size = path.stat().st_size

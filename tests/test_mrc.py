@@ -15,7 +15,7 @@ from tests.test_device_picks import assert_same_picks
 
 
 def _hand_made(path, n_crs, mode_dtype, voxels, order="<", stamp=True, crs=(1, 2, 3),
-               cell=None, mode=2, nsymbt=0):
+               cell=None, mode=2, nsymbt=0, imod_flags=None):
     """An MRC file built field by field, independent of write_mrc."""
     ints = np.zeros(256, dtype=f"{order}i4")
     ints[0:3] = n_crs
@@ -23,6 +23,8 @@ def _hand_made(path, n_crs, mode_dtype, voxels, order="<", stamp=True, crs=(1, 2
     ints[7:10] = n_crs
     ints[16:19] = crs
     ints[23] = nsymbt
+    if imod_flags is not None:
+        ints[38:40] = 1146047817, imod_flags
     floats = ints.view(f"{order}f4")
     floats[10:13] = cell if cell is not None else [n * 5.0 for n in n_crs]
     header = bytearray(ints.tobytes())
@@ -43,6 +45,15 @@ def test_a_hand_made_file_reads_as_z_y_x_in_either_byte_order(tmp_path, order, s
                               stamp, nsymbt=96))
     np.testing.assert_array_equal(vol.data_zyx, value)
     assert vol.voxel_size_A == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("imod_flags,expected", [(None, -56), (1, -56), (0, 200)])
+def test_bytes_are_signed_unless_imod_says_otherwise(tmp_path, imod_flags, expected):
+    """Byte 0xC8: -56 as MRC2014's signed mode 0, 200 where IMOD stamps the file without
+    its signed-bytes flag."""
+    vol = read_mrc(_hand_made(tmp_path / "b.mrc", (2, 1, 1), "u1", [0xC8, 3], mode=0,
+                              imod_flags=imod_flags))
+    assert vol.data_zyx[0, 0, 0] == expected and vol.data_zyx[0, 0, 1] == 3
 
 
 def test_permuted_axes_are_put_back_as_z_y_x(tmp_path):
