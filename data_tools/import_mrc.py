@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.bin_factor < 1:
         ap.error("--bin must be 1 or more")
+    if a.voxel_size is not None and not a.voxel_size > 0:
+        ap.error("--voxel-size must be positive")
     try:
         import_mrc(a.mrc, a.out, a.tomo_type, a.voxel_size, a.bin_factor, a.thin_axis)
     except DataError as exc:

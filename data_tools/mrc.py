@@ -123,9 +123,8 @@ def write_mrc(path: str | Path, data_zyx: np.ndarray, voxel_size_A: float) -> No
     floats = ints.view("<f4")
     floats[10:13] = n_x * voxel_size_A, n_y * voxel_size_A, n_z * voxel_size_A
     floats[13:16] = 90.0
-    as_float = vol.astype(np.float64)
-    floats[19:22] = as_float.min(), as_float.max(), as_float.mean()
-    floats[54] = as_float.std()
+    floats[19:22] = vol.min(), vol.max(), vol.mean(dtype=np.float64)
+    floats[54] = vol.std(dtype=np.float64)
     header = bytearray(ints.tobytes())
     header[208:212] = b"MAP "
     header[212:216] = b"\x44\x44\x00\x00"

@@ -131,6 +131,12 @@ class SimRanges:
     # (0, 0) leaves every earlier seed's run as it was.
     interface_share: tuple[float, float] = (0.0, 0.0)
 
+    def __post_init__(self):
+        for f in fields(self):
+            pair = getattr(self, f.name)
+            if len(pair) != 2 or not pair[0] <= pair[1]:
+                raise ValueError(f"{f.name} {list(pair)}: give [low, high] with low <= high")
+
     @classmethod
     def from_dict(cls, d: dict) -> SimRanges:
         known = {f.name for f in fields(cls)}
@@ -611,17 +617,22 @@ def _layers(values: list[str] | None) -> list:
 
 
 def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges] | None:
-    """The ranges --ranges, --snr and --tilt-ranges set; None (the error printed) where a
-    layer is unreadable or wrong."""
+    """The ranges --ranges, --snr and --tilt-ranges set; None (the error printed, naming
+    the option and its layers) where a layer is unreadable or wrong."""
+    option = "--ranges"
     try:
-        overrides = layered_ranges(_layers(a.ranges), "--ranges", Path("."))
+        overrides = layered_ranges(_layers(a.ranges), option, Path("."))
         if a.snr:
             overrides["snr"] = a.snr
         ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
-        tilt = TiltRanges.from_dict(layered_ranges(_layers(a.tilt_ranges), "--tilt-ranges",
-                                                   Path(".")))
-    except (DataError, ValueError, TypeError) as exc:
+        option = "--tilt-ranges"
+        tilt = TiltRanges.from_dict(layered_ranges(_layers(a.tilt_ranges), option, Path(".")))
+    except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+    except (ValueError, TypeError) as exc:
+        given = " ".join((a.ranges if option == "--ranges" else a.tilt_ranges) or [])
+        print(f"error: {option} {given or '(--snr)'}: {exc}", file=sys.stderr)
         return None
     return ranges, tilt
 

@@ -111,6 +111,24 @@ def test_a_second_call_adds_runs_and_keeps_the_records(tmp_path):
     assert [b["seed"] for b in rec["batches"]] == [1, 2] and rec["seed"] == 2
 
 
+def test_reversed_or_malformed_ranges_are_refused_before_anything_is_written(tmp_path):
+    """A range with low above high used to crash deep in the first run's draw; now the
+    simulator and its CLI refuse it naming the field, and nothing is written."""
+    import json
+
+    from data_tools.simulate import SimRanges, main
+
+    with pytest.raises(ValueError, match=r"snr \[3.0, 1.0\]"):
+        SimRanges(snr=(3.0, 1.0))
+    with pytest.raises(ValueError, match="gold"):
+        SimRanges.from_dict({"gold": [1, 2, 3]})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"bfactor_A2": [900, 100]}))
+    assert main(["--out", str(tmp_path / "p"), "--ranges", str(bad)]) == 2
+    assert main(["--out", str(tmp_path / "p"), "--snr", "2", "1"]) == 2
+    assert not (tmp_path / "p").exists()
+
+
 def test_the_ice_slab_does_not_set_the_noise_without_a_wedge():
     """Without a missing wedge (tilt range near 90°, the look of wedge-filled tomograms) the
     flat ice slab is imaged too; the noise must still be the one the particles alone get,
