@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.copick_io import RUNS_DIR, CopickProject, validate_run_name
-from data_tools.mrc import read_mrc
+from data_tools.mrc import MrcVolume, read_mrc
 from data_tools.particles import DataError
 
 THIN_RATIO = 1.5
@@ -40,18 +40,18 @@ def run_name(path: Path) -> str:
     return validate_run_name(name)
 
 
-def binned(data_zyx: np.ndarray, factor: int) -> np.ndarray:
-    """factor³ mean binning (a trailing remainder dropped), read `factor` sections at a time
-    so a memory-mapped volume is never loaded whole."""
+def binned(vol: MrcVolume, factor: int) -> np.ndarray:
+    """factor³ mean binning (a trailing remainder dropped), read from the file `factor`
+    sections at a time, so a volume is never in memory whole."""
+    shape = vol.data_zyx.shape
     if factor == 1:
-        return np.asarray(data_zyx, dtype=np.float32)
-    n_z, n_y, n_x = (n // factor for n in data_zyx.shape)
+        return vol.read_z(0, shape[0])
+    n_z, n_y, n_x = (n // factor for n in shape)
     if min(n_z, n_y, n_x) == 0:
-        raise DataError(f"a {data_zyx.shape} volume cannot be binned by {factor}")
+        raise DataError(f"{vol.path}: a {shape} volume cannot be binned by {factor}")
     out = np.empty((n_z, n_y, n_x), dtype=np.float32)
     for k in range(n_z):
-        slab = np.asarray(data_zyx[k * factor:(k + 1) * factor, :n_y * factor, :n_x * factor],
-                          dtype=np.float32)
+        slab = vol.read_z(k * factor, (k + 1) * factor)[:, :n_y * factor, :n_x * factor]
         out[k] = slab.reshape(factor, n_y, factor, n_x, factor).mean(axis=(0, 2, 4))
     return out
 
@@ -89,7 +89,7 @@ def import_mrc(paths: list[Path], out: Path, tomo_type: str = "wbp",
         project.write_config(out.name)
     for run, vol in zip(runs, vols, strict=True):
         size_A = (voxel_size_A or vol.voxel_size_A) * bin_factor
-        data = binned(vol.data_zyx, bin_factor)
+        data = binned(vol, bin_factor)
         if not np.isfinite(data).all():
             raise DataError(f"{vol.path}: {int((~np.isfinite(data)).sum())} NaN/inf voxels")
         how = ""

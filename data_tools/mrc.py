@@ -33,6 +33,21 @@ class MrcVolume:
     data_zyx: np.ndarray  # a read-only memory map of the file's voxels, axes z, y, x
     voxel_size_A: float | None  # None where the header's cell is 0 (some writers leave it)
     path: Path
+    offset: int = HEADER_BYTES  # where the voxels start
+    sections_are_z: bool = True  # stored as z sections of y rows of x columns (MAPC 1 2 3)
+
+    def read_z(self, start: int, stop: int) -> np.ndarray:
+        """Sections start..stop-1 as float32 (z, y, x), read from the file rather than the
+        memory map: a mapped page stays resident while the map lives, so a volume larger
+        than memory is read a slab at a time this way."""
+        if not self.sections_are_z:
+            return np.asarray(self.data_zyx[start:stop], dtype=np.float32)
+        n_y, n_x = self.data_zyx.shape[1:]
+        dtype = self.data_zyx.dtype
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * n_y * n_x * dtype.itemsize)
+            flat = np.fromfile(f, dtype=dtype, count=(stop - start) * n_y * n_x)
+        return flat.reshape(stop - start, n_y, n_x).astype(np.float32)
 
 
 def _header(raw: bytes, order: str) -> dict:
@@ -93,7 +108,8 @@ def read_mrc(path: str | Path) -> MrcVolume:
                        shape=(h["n_xyz"][2], h["n_xyz"][1], h["n_xyz"][0]))
     letters = [_AXIS_LETTERS[crs[2]], _AXIS_LETTERS[crs[1]], _AXIS_LETTERS[crs[0]]]
     data_zyx = stored.transpose([letters.index(a) for a in "zyx"])
-    return MrcVolume(data_zyx=data_zyx, voxel_size_A=_voxel_size(h, path), path=path)
+    return MrcVolume(data_zyx=data_zyx, voxel_size_A=_voxel_size(h, path), path=path,
+                     offset=offset, sections_are_z=tuple(crs) == (1, 2, 3))
 
 
 def _voxel_size(h: dict, path: Path) -> float | None:

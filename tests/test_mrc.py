@@ -44,6 +44,7 @@ def test_a_hand_made_file_reads_as_z_y_x_in_either_byte_order(tmp_path, order, s
     vol = read_mrc(_hand_made(tmp_path / "a.mrc", (4, 3, 2), "f4", value.ravel(), order,
                               stamp, nsymbt=96))
     np.testing.assert_array_equal(vol.data_zyx, value)
+    np.testing.assert_array_equal(vol.read_z(1, 2), value[1:])  # past the extended header
     assert vol.voxel_size_A == pytest.approx(5.0)
 
 
@@ -68,6 +69,7 @@ def test_permuted_axes_are_put_back_as_z_y_x(tmp_path):
                               crs=(3, 1, 2)))
     assert vol.data_zyx.shape == (n_z, n_y, n_x)
     assert vol.data_zyx[1, 2, 3] == 123 and vol.data_zyx[0, 1, 2] == 12
+    assert not vol.sections_are_z and vol.read_z(1, 2)[0, 2, 3] == 123
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8, np.int16, np.uint16])
@@ -100,11 +102,13 @@ def test_bad_files_are_refused_naming_the_file_and_the_problem(tmp_path):
         assert name in str(err.value)
 
 
-def test_binning_a_memory_map_by_slabs_equals_binning_it_whole(tmp_path):
+def test_binning_by_slabs_read_from_the_file_equals_binning_it_whole(tmp_path):
     data = np.random.default_rng(1).normal(size=(9, 10, 12)).astype(np.float32)
     write_mrc(tmp_path / "b.mrc", data, 2.5)
-    np.testing.assert_allclose(binned(read_mrc(tmp_path / "b.mrc").data_zyx, 2), bin2(data),
-                               rtol=1e-6)
+    vol = read_mrc(tmp_path / "b.mrc")
+    np.testing.assert_allclose(binned(vol, 2), bin2(data), rtol=1e-6)
+    np.testing.assert_array_equal(binned(vol, 1), data)
+    np.testing.assert_array_equal(vol.read_z(3, 5), data[3:5])
 
 
 def test_rotation_about_x_is_imods_and_keeps_handedness():
