@@ -3,19 +3,27 @@ markdown table of weighted F4 (and per class) against the unchanged runs.
 
     python bench/input_variants.py --project demo_data/project [--checkpoint PT]
                                    [--work /tmp/variants] [--json bench/input_variants.json]
+                                   [--only VARIANT ...]
 
 Variants: the portal's `VoxelSpacing10.012` folder, resampled to 13.48 Å and 7.84 Å (an
 independent map_coordinates resampling, as another lab's pipeline would make), pyramid level
-0 only, protein bright (×−1), int8, and tilted about x (y and x swapped: the missing wedge
-about x; its picks swapped alike). Each is a copy of the project with only the tomograms
-rewritten; picks are unchanged (Å) but for the swap.
+0 only, protein bright (×−1), int8, tilted about x (y and x swapped: the missing wedge
+about x; its picks swapped alike), and two MRC files brought in by `data_tools.import_mrc`
+with no flag: standardised float16 as IMOD's `tilt` writes a reconstruction (thin along y, before
+`trimvol -rx`), and float32 at half the voxel size (each voxel 2×2×2; `--bin 2`, the
+import's seconds and peak memory measured in a child process); and a fifth of x blank at
+the volume's mean (a reconstruction's area outside the tilt series' footprint; the
+particles it touches dropped from the truth). Each is a copy of the project with only the
+tomograms rewritten; picks are unchanged (Å) but for the swap and the blank.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
+from data_tools.mrc import write_mrc  # noqa: E402
+
+MRC_VARIANTS = ("MRC float16, IMOD's orientation", "MRC at half the voxel size, --bin 2")
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]
@@ -40,28 +51,91 @@ def resampled(vol: np.ndarray, voxel_A: float, new_A: float) -> np.ndarray:
     return ndimage.map_coordinates(src, grid, order=1, mode="nearest").astype(np.float32)
 
 
+def imported_mrc_variant(src: CopickProject, dest: Path, name: str) -> tuple[CopickProject, dict]:
+    """The runs written as MRC files and imported by `python -m data_tools.import_mrc` with
+    no flag but --bin; its seconds and peak resident memory (a child process's)."""
+    project = copy_without_tomograms(src, dest)
+    mrc_dir = dest.with_name(dest.name + "_files")
+    mrc_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for run in src.runs():
+        t = src.read_tomogram(run)
+        vol = np.asarray(t.data, dtype=np.float32)
+        if name == MRC_VARIANTS[0]:  # the inverse of trimvol -rx; standardised, as float16
+            z = (vol - vol.mean()) / vol.std()  # writers keep within its range
+            write_mrc(mrc_dir / f"{run}.rec", np.swapaxes(z[::-1], 0, 1).astype(np.float16),
+                      t.voxel_size_A)
+        else:
+            fine = vol.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+            write_mrc(mrc_dir / f"{run}.mrc", fine, t.voxel_size_A / 2)
+            del fine
+        files.append(str(next(mrc_dir.glob(f"{run}.*"))))
+    extra = [] if name == MRC_VARIANTS[0] else ["--bin", "2"]
+    # A child of its own, its peak the kernel's high-water mark of its own memory (VmHWM;
+    # ru_maxrss would carry over the parent's at fork through exec).
+    probe = ("import re, sys; from data_tools.import_mrc import main; rc = main(sys.argv[1:]); "
+             "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()); "
+             "print('peak_kB', hwm.group(1)); sys.exit(rc)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", probe, *files, "--out", str(dest), *extra],
+                         check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    peak_kB = int(out.split("peak_kB")[-1])
+    cost = {"import_s": time.perf_counter() - t0, "import_peak_GB": peak_kB / 2**20,
+            "files_GB": sum(Path(f).stat().st_size for f in files) / 1e9}
+    return CopickProject(project.path), cost
+
+
+BLANK_SHARE = 5  # 1/5 of x
+BLANK = "a fifth blank (the mean)"
+BLANK_ZERO = "a fifth blank (zeros)"
+
+
+def blanked(vol: np.ndarray, value: float) -> np.ndarray:
+    """The first fifth along x set to `value`, as a reconstruction's area outside the tilt
+    series' footprint is filled (with the mean, or with zeros whatever the data's level)."""
+    out = np.array(vol, dtype=np.float32)
+    out[:, :, :vol.shape[2] // BLANK_SHARE] = value
+    return out
+
+
+# write_tomogram's arguments for each rewritten variant, from (volume, voxel size), made
+# only for the variant asked for.
+VARIANT_ARGUMENTS = {
+    "unchanged": lambda vol, vs: {},
+    "VoxelSpacing10.012": lambda vol, vs: {"voxel_spacing_A": 10.012},
+    "13.48 Å": lambda vol, vs: {"data_zyx": resampled(vol, vs, 13.48), "voxel_size_A": 13.48,
+                                "voxel_spacing_A": 13.48},
+    "7.84 Å": lambda vol, vs: {"data_zyx": resampled(vol, vs, 7.84), "voxel_size_A": 7.84,
+                               "voxel_spacing_A": 7.84},
+    "level 0 only": lambda vol, vs: {"n_levels": 1},
+    "bright protein": lambda vol, vs: {"data_zyx": -vol},
+    "int8": lambda vol, vs: {"data_zyx": (vol - vol.mean()) / vol.std() * 20, "dtype": np.int8},
+    "tilted about x": lambda vol, vs: {"data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
+    BLANK: lambda vol, vs: {"data_zyx": blanked(vol, vol.mean())},
+    BLANK_ZERO: lambda vol, vs: {"data_zyx": blanked(vol, 0.0)},
+}
+
+
 def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     project = copy_without_tomograms(src, dest)
     for run in src.runs():
         t = src.read_tomogram(run)
         vol, vs = t.data, t.voxel_size_A
-        z = (vol - vol.mean()) / vol.std()
-        kw = {"unchanged": {},
-              "VoxelSpacing10.012": {"voxel_spacing_A": 10.012},
-              "13.48 Å": {"data_zyx": resampled(vol, vs, 13.48), "voxel_size_A": 13.48,
-                          "voxel_spacing_A": 13.48},
-              "7.84 Å": {"data_zyx": resampled(vol, vs, 7.84), "voxel_size_A": 7.84,
-                         "voxel_spacing_A": 7.84},
-              "level 0 only": {"n_levels": 1},
-              "bright protein": {"data_zyx": -vol},
-              "int8": {"data_zyx": z * 20, "dtype": np.int8},
-              "tilted about x": {"data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
-              }[name]
+        kw = VARIANT_ARGUMENTS[name](vol, vs)
         project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs} | kw))
         if name == "tilted about x":
             for particle, pts in src.read_picks(run).items():
                 project.write_picks(run, particle, pts[:, [1, 0, 2]])
+        if name in (BLANK, BLANK_ZERO):  # a particle the blank touches is not there to find
+            edge_A = vol.shape[2] // BLANK_SHARE * vs
+            for particle, pts in src.read_picks(run).items():
+                keep = pts[:, 0] > edge_A + src.particles[particle].radius_A
+                project.write_picks(run, particle, pts[keep])
     return project
+
+
+VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
+            "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,17 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint")
     ap.add_argument("--work", default="/tmp/input_variants")
     ap.add_argument("--json")
+    ap.add_argument("--only", nargs="+", choices=VARIANTS,
+                    help="these variants (and the unchanged runs) only")
     a = ap.parse_args(argv)
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
     checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)
     src = CopickProject(a.project)
     results = {}
-    for name in ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
-                 "bright protein", "int8", "tilted about x"):
-        project = write_variant(src, Path(a.work) / name.replace(" ", "_"), name)
-        results[name] = bench_project(str(project.path), checkpoint, "cpu")
-        print(f"{name}: {results[name]['score']:.4f}", flush=True)
+    for name in [n for n in VARIANTS if a.only is None or n == "unchanged" or n in a.only]:
+        dest = Path(a.work) / "".join(c if c.isalnum() else "_" for c in name)
+        cost = {}
+        if name in MRC_VARIANTS:
+            project, cost = imported_mrc_variant(src, dest, name)
+        else:
+            project = write_variant(src, dest, name)
+        results[name] = bench_project(str(project.path), checkpoint, "cpu") | cost
+        print(f"{name}: {results[name]['score']:.4f} {cost or ''}", flush=True)
     base = results["unchanged"]["score"]
     print(f"\n{len(src.runs())} run(s) of {a.project}, checkpoint {checkpoint}\n")
     print("| variant | " + " | ".join(SCORED) + " | weighted F4 | Δ |")

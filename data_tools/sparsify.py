@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.blank import blank_mask, filled
 from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
@@ -390,9 +391,10 @@ def keep_share(cfg: SparsifyConfig, depth_vox: int, voxel_size_A: float) -> floa
 
 
 def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what: str,
-           voxel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
-    """(coords [N,3] int32, features [N,C] float32) of the top keep_share voxels."""
-    share = keep_share(cfg, score.shape[0], voxel_size_A)
+           voxel_size_A: float, data_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(coords [N,3] int32, features [N,C] float32) of the top keep_share voxels of those
+    that hold data (`data_share` of them; blank ones score -inf: data_tools/blank.py)."""
+    share = keep_share(cfg, score.shape[0], voxel_size_A) * data_share
     thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - share))  # a sample: fast
     mask = score > thr
     if cfg.dilate_vox > 0:
@@ -434,14 +436,36 @@ def _feature_volumes_on(work: np.ndarray, cfg: SparsifyConfig, voxel_size_A: flo
     return st.feature_volumes(x, cfg, voxel_size_A, what)
 
 
-def _select_from(score, feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _select_from(score, feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: float,
+                 data_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """select, on numpy volumes or on tensors where they are."""
     if isinstance(score, np.ndarray):
-        return select(score, feats, cfg, what, voxel_size_A)
+        return select(score, feats, cfg, what, voxel_size_A, data_share)
     from data_tools import sparsify_torch as st
 
-    return st.select(score, feats, cfg, what, voxel_size_A)
+    return st.select(score, feats, cfg, what, voxel_size_A, data_share)
+
+
+def _without_blank(work: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(the volume with its blank regions at the data's median, the blank mask or None,
+    what the SparseVolume records): data_tools/blank.py."""
+    blank = blank_mask(work)
+    if blank is None:
+        return work, None, {}
+    share = float(blank.mean())
+    log.warning("%s: %.1f %% of the volume is blank (one value: no data there); it is set "
+                "to the data's median and the kept share counts the rest", what, 100 * share)
+    return filled(work, blank), blank, {"blank_share": round(share, 4)}
+
+
+def _blank_out(score, blank: np.ndarray):
+    """The selection score with blank voxels at -inf, so they are never kept."""
+    # a new array: with select_mode "smooth" the score is the smooth feature volume itself
+    if isinstance(score, np.ndarray):
+        return np.where(blank, np.float32(-np.inf), score)
+    import torch
+
+    return score.masked_fill(torch.as_tensor(blank, device=score.device), float("-inf"))
 
 
 def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device
@@ -477,21 +501,27 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
-    axis, axis_info, how = _tilt_axis_of(vol, cfg, device)
+    data, blank, blank_info = _without_blank(vol, what)
+    axis, axis_info, how = _tilt_axis_of(data, cfg, device)
     # A run tilted about x is filtered in the frame the network learnt, y and x swapped,
     # so that its features are exactly those of the same run tilted about y (whitening's
     # shell means count the real FFT's kx = 0 plane once, so they are not symmetric in y
     # and x); its kept voxels and dense channels come back in the file's frame.
-    work = np.ascontiguousarray(vol.transpose(0, 2, 1)) if axis == "x" else vol
+    work = np.ascontiguousarray(data.transpose(0, 2, 1)) if axis == "x" else data
+    if blank is not None and axis == "x":
+        blank = blank.transpose(0, 2, 1)
     score, feats, polarity = _feature_volumes_on(work, cfg, voxel_size_A, what, device,
                                                  threads)
-    coords, f = _select_from(score, feats, cfg, what, voxel_size_A)
+    data_share = 1.0 - blank_info.get("blank_share", 0.0)
+    if blank is not None:
+        score = _blank_out(score, blank)
+    coords, f = _select_from(score, feats, cfg, what, voxel_size_A, data_share)
     dense = [v if isinstance(v, np.ndarray) else v.float() for v in feats[:keep_dense]] or None
     selected_from = (score, feats) if reselectable else None
     del score, feats
     if axis == "x":
         coords, dense = _in_file_frame(coords, dense)
-    info = (input_info or {}) | polarity | axis_info
+    info = (input_info or {}) | polarity | axis_info | blank_info
     if axis != "y":
         log.info("%s: tilted about %s (%s); the network reads it with y and x swapped", what,
                  axis, how)
@@ -511,7 +541,8 @@ def reselect(sv: SparseVolume, keep_fraction: float) -> SparseVolume:
         raise ValueError(f"run {sv.run!r}: sparsified without reselectable=True")
     score, feats = sv.selected_from
     cfg = replace(SparsifyConfig.from_dict(sv.config), keep_fraction=keep_fraction)
-    coords, f = _select_from(score, feats, cfg, f"run {sv.run!r}", sv.voxel_size_A)
+    coords, f = _select_from(score, feats, cfg, f"run {sv.run!r}", sv.voxel_size_A,
+                             1.0 - sv.input.get("blank_share", 0.0))
     if sv.tilted_about_x:
         coords, _ = _in_file_frame(coords, None)
     log.info("run %r: %d voxels kept at %.2f %%", sv.run, len(coords), 100 * keep_fraction)

@@ -131,9 +131,9 @@ def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
 
 
 def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
-           voxel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
+           voxel_size_A: float, data_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(coords [N,3] int32, features [N,C] float32) of the kept voxels, as numpy arrays."""
-    share = keep_share(cfg, score.shape[0], voxel_size_A)
+    share = keep_share(cfg, score.shape[0], voxel_size_A) * data_share
     thr = float(torch.quantile(score[::2, ::2, ::2].reshape(-1).double(), 1.0 - share))
     mask = score > thr
     if cfg.dilate_vox > 0:

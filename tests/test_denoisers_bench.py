@@ -44,7 +44,9 @@ def test_a_copy_is_denoised_once_and_keeps_the_picks(small_project, tmp_path):
 
 def test_input_variants_rewrite_only_what_they_name(small_project, tmp_path):
     """bench/input_variants.py's copies: protein bright is the tomogram negated; tilted
-    about x swaps y and x in the tomogram and in every pick (Å)."""
+    about x swaps y and x in the tomogram and in every pick (Å); the blank fifth is the
+    mean there, the rest untouched, and drops exactly the picks it touches; the IMOD-oriented
+    MRC comes back through import_mrc as the tomogram standardised (float16's rounding)."""
     spec = importlib.util.spec_from_file_location(
         "bench_input_variants", Path(__file__).resolve().parents[1] / "bench" / "input_variants.py")
     variants = importlib.util.module_from_spec(spec)
@@ -57,6 +59,23 @@ def test_input_variants_rewrite_only_what_they_name(small_project, tmp_path):
     np.testing.assert_array_equal(tilted.read_tomogram(run).data, src.transpose(0, 2, 1))
     for name, pts in small_project.read_picks(run).items():
         np.testing.assert_array_equal(tilted.read_picks(run)[name], pts[:, [1, 0, 2]])
+    blank = variants.write_variant(small_project, tmp_path / "z", variants.BLANK)
+    vol, edge = blank.read_tomogram(run).data, src.shape[2] // 5
+    np.testing.assert_allclose(vol[:, :, :edge], src.mean(), rtol=1e-5)
+    np.testing.assert_array_equal(vol[:, :, edge:], src[:, :, edge:])
+    voxel_A = small_project.read_tomogram(run).voxel_size_A
+    dropped = 0
+    for name, pts in small_project.read_picks(run).items():
+        inside = pts[:, 0] <= edge * voxel_A + small_project.particles[name].radius_A
+        np.testing.assert_array_equal(blank.read_picks(run).get(name, pts[:0]), pts[~inside])
+        dropped += inside.sum()
+    assert dropped > 0
+    imported, cost = variants.imported_mrc_variant(small_project, tmp_path / "m",
+                                                   variants.MRC_VARIANTS[0])
+    back = imported.read_tomogram(run, round(voxel_A, 3), "wbp").data
+    z = (src - src.mean()) / src.std()
+    np.testing.assert_allclose(back, z, atol=1e-3 * np.abs(z).max())
+    assert cost["import_peak_GB"] > 0 and cost["files_GB"] > 0
 
 
 def test_n2n_trains_on_the_halves_and_names_a_run_without_them(small_project, tmp_path):
