@@ -446,16 +446,16 @@ def _select_from(score, feats: list, cfg: SparsifyConfig, what: str, voxel_size_
     return st.select(score, feats, cfg, what, voxel_size_A, data_share)
 
 
-def _without_blank(work: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(the volume with its blank regions at the data's median, the blank mask or None,
-    what the SparseVolume records): data_tools/blank.py."""
-    blank = blank_mask(work)
+def without_blank(vol: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(the volume with its blank areas at the data's median, the blank mask or None, what
+    the SparseVolume records): data_tools/blank.py. What every reader of a run's feature
+    volumes starts from, so that the rescorer's channels are the sparsifier's."""
+    blank = blank_mask(vol)
     if blank is None:
-        return work, None, {}
-    share = float(blank.mean())
-    log.warning("%s: %.1f %% of the volume is blank (one value: no data there); it is set "
-                "to the data's median and the kept share counts the rest", what, 100 * share)
-    return filled(work, blank), blank, {"blank_share": round(share, 4)}
+        return vol, None, {}
+    if blank.all():
+        raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    return filled(vol, blank), blank, {"blank_share": round(float(blank.mean()), 4)}
 
 
 def _blank_out(score, blank: np.ndarray):
@@ -501,7 +501,11 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
-    data, blank, blank_info = _without_blank(vol, what)
+    data, blank, blank_info = without_blank(vol, what)
+    if blank is not None:
+        log.warning("%s: %.1f %% of the volume is blank (one value through the depth: no "
+                    "data there); set to the data's median, and the kept share counts the "
+                    "rest", what, 100 * blank_info["blank_share"])
     axis, axis_info, how = _tilt_axis_of(data, cfg, device)
     # A run tilted about x is filtered in the frame the network learnt, y and x swapped,
     # so that its features are exactly those of the same run tilted about y (whitening's

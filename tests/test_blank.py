@@ -78,6 +78,19 @@ def test_the_kept_share_counts_the_voxels_that_hold_data_and_none_blank_is_kept(
     assert len(on_torch) == pytest.approx(len(sv), rel=0.01)
 
 
+def test_the_rescorers_channels_of_a_blanked_tomogram_are_the_sparsifiers():
+    """Read again from a shard's run, the dense channels see the blank filled as the
+    sparsifier did, not the raw fill."""
+    from sparse_det.rescore import PROFILE_CHANNELS, channels_of
+
+    cfg = SparsifyConfig()
+    vol = _dark_blobs()
+    vol[:, :20, :] = 0.0
+    sv = sparsify(vol, 20.0, cfg, "b", keep_dense=PROFILE_CHANNELS)
+    for kept, again in zip(sv.dense, channels_of(vol, 20.0, cfg, "b"), strict=True):
+        np.testing.assert_array_equal(kept, again)
+
+
 def test_a_run_with_a_fifth_blank_far_from_its_level_is_picked_as_the_original(
         small_project, tmp_path):
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
