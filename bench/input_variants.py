@@ -8,13 +8,13 @@ markdown table of weighted F4 (and per class) against the unchanged runs.
 Variants: the portal's `VoxelSpacing10.012` folder, resampled to 13.48 Å and 7.84 Å (an
 independent map_coordinates resampling, as another lab's pipeline would make), pyramid level
 0 only, protein bright (×−1), int8, tilted about x (y and x swapped: the missing wedge
-about x; its picks swapped alike), and two MRC files brought in by `data_tools.import_mrc`
-with no flag: standardised float16 as IMOD's `tilt` writes a reconstruction (thin along y, before
-`trimvol -rx`), and float32 at half the voxel size (each voxel 2×2×2; `--bin 2`, the
-import's seconds and peak memory measured in a child process); and a fifth of x blank at
-the volume's mean (a reconstruction's area outside the tilt series' footprint; the
-particles it touches dropped from the truth). Each is a copy of the project with only the
-tomograms rewritten; picks are unchanged (Å) but for the swap and the blank.
+about x; its picks swapped alike), two MRC files brought in by `data_tools.import_mrc`
+with no flag (standardised float16, thin along y as IMOD's `tilt` writes a reconstruction
+before `trimvol -rx`) or with `--bin 2` (float32 at half the voxel size, each voxel 2×2×2),
+the import's seconds and peak memory measured in a child process; and a fifth of x blank
+at the volume's mean or at zero (a reconstruction's area outside the tilt series'
+footprint; the particles it touches dropped from the truth). Each is a copy of the project
+with only the tomograms rewritten; picks are unchanged (Å) but for the swap and the blank.
 """
 
 from __future__ import annotations
