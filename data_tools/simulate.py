@@ -616,23 +616,26 @@ def _layers(values: list[str] | None) -> list:
     return layers
 
 
+def _from_layers(option: str, values: list[str] | None, build):
+    """build(the merged layers of `option`); an error names the option and its layers."""
+    try:
+        return build(layered_ranges(_layers(values), option, Path(".")))
+    except DataError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{option} {' '.join(values or []) or '(--snr)'}: {exc}") from exc
+
+
 def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges] | None:
     """The ranges --ranges, --snr and --tilt-ranges set; None (the error printed, naming
     the option and its layers) where a layer is unreadable or wrong."""
-    option = "--ranges"
+    snr = {"snr": a.snr} if a.snr else {}
     try:
-        overrides = layered_ranges(_layers(a.ranges), option, Path("."))
-        if a.snr:
-            overrides["snr"] = a.snr
-        ranges = SimRanges.from_dict({**asdict(SimRanges()), **overrides})
-        option = "--tilt-ranges"
-        tilt = TiltRanges.from_dict(layered_ranges(_layers(a.tilt_ranges), option, Path(".")))
+        ranges = _from_layers("--ranges", a.ranges, lambda layered: SimRanges.from_dict(
+            {**asdict(SimRanges()), **layered, **snr}))
+        tilt = _from_layers("--tilt-ranges", a.tilt_ranges, TiltRanges.from_dict)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return None
-    except (ValueError, TypeError) as exc:
-        given = " ".join((a.ranges if option == "--ranges" else a.tilt_ranges) or [])
-        print(f"error: {option} {given or '(--snr)'}: {exc}", file=sys.stderr)
         return None
     return ranges, tilt
 
