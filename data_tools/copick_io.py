@@ -226,13 +226,14 @@ class CopickProject:
     # -- writing ------------------------------------------------------------------------
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,
                        tomo_type: str = "denoised", voxel_spacing_A: float = 10.0, *,
-                       n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0) -> Path:
+                       n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
+                       extra_attrs: dict | None = None) -> Path:
         d = self.static_root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(
             voxel_spacing_A)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{tomo_type}.zarr"
         with atomic_path(path) as tmp:
-            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype, origin_A)
+            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype, origin_A, extra_attrs)
         return path
 
     def write_picks(self, run: str, particle: str, points_xyz_A: np.ndarray,
@@ -353,10 +354,12 @@ def _isotropic(path: Path, level: str, what: str, values, tol: float) -> float:
 
 
 def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
-                   n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0) -> None:
+                   n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
+                   extra_attrs: dict | None = None) -> None:
     """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
     stored as `dtype` (integers rounded and clipped to their range); level 0's voxel 0 is
-    centred at origin_A."""
+    centred at origin_A. `extra_attrs`: more top-level keys for `.zattrs` (OME-Zarr
+    readers ignore keys they do not know)."""
     import numcodecs
     import zarr
 
@@ -372,11 +375,11 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
             {"type": "scale", "scale": [s, s, s]}, {"type": "translation",
                                                     "translation": [t, t, t]}]})
         level = bin2(level)
-    g.attrs["multiscales"] = [{
+    g.attrs.update({**(extra_attrs or {}), "multiscales": [{
         "version": "0.4", "name": "/",
         "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
         "datasets": datasets,
-    }]
+    }]})
 
 
 def _as_dtype(vol: np.ndarray, dtype) -> np.ndarray:

@@ -6,7 +6,9 @@
 Each file becomes a run named after it (`TS_01.mrc` → run `TS_01`) with one OME-Zarr of
 `--tomo-type` in its `VoxelSpacing{A}` folder, three pyramid levels, float32; then
 `python -m sparse_det.infer --project PROJECT --out picks.csv` picks it and the picks come
-back in Å in the imported volume's frame (x, y, z as the file's columns, rows, sections).
+back in Å in the imported volume's frame; `--star-out DIR` writes them in pixels of the
+original file (what the import did is kept in the tomogram's `.zattrs` and undone:
+data_tools/source_frame.py).
 
 - `--bin N` mean-bins N×N×N on import, a slab of sections at a time, so an unbinned
   tomogram of tens of GB imports in the memory of its binned copy.
@@ -27,6 +29,7 @@ import numpy as np
 from data_tools.copick_io import RUNS_DIR, CopickProject, validate_run_name
 from data_tools.mrc import MrcVolume, read_mrc
 from data_tools.particles import DataError
+from data_tools.source_frame import IMPORT_KEY, SourceFrame
 
 THIN_RATIO = 1.5
 SUFFIXES = {".mrc", ".rec", ".map", ".st"}
@@ -90,16 +93,21 @@ def import_mrc(paths: list[Path], out: Path, tomo_type: str = "wbp",
     for run, vol in zip(runs, vols, strict=True):
         size_A = (voxel_size_A or vol.voxel_size_A) * bin_factor
         data = binned(vol, bin_factor)
+        frame = SourceFrame(file=str(Path(vol.path).resolve()),
+                            shape_zyx=tuple(vol.data_zyx.shape),
+                            pixel_size_A=size_A / bin_factor, bin=bin_factor,
+                            rotated_about_x=needs_rotation(data.shape, thin_axis))
         if not np.isfinite(data).all():
             raise DataError(f"{vol.path}: {int((~np.isfinite(data)).sum())} NaN/inf voxels")
         how = ""
-        if needs_rotation(data.shape, thin_axis):
+        if frame.rotated_about_x:
             data, how = rotated_about_x(data), ", rotated -90° about x (trimvol -rx)"
         elif data.shape[0] > min(data.shape[1:]):
             log(f"warning: {vol.path}: z ({data.shape[0]}) is not the thinnest axis of "
                 f"{data.shape}; the network expects the beam along z (--thin-axis)")
         project.write_tomogram(run, data, voxel_size_A=size_A, tomo_type=tomo_type,
-                               voxel_spacing_A=round(size_A, 3))
+                               voxel_spacing_A=round(size_A, 3),
+                               extra_attrs={IMPORT_KEY: frame.as_attrs()})
         log(f"{vol.path} -> {run}: {tomo_type} {'x'.join(map(str, data.shape))} (z, y, x) "
             f"at {size_A:.3f} Å{how}")
     return project
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"next: python -m sparse_det.infer --project {a.out} --out picks.csv")
+    print(f"next: python -m sparse_det.infer --project {a.out} --out picks.csv "
+          "[--star-out DIR: picks in pixels of these files]")
     return 0
 
 

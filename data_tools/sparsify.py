@@ -580,11 +580,6 @@ def read_full_resolution(project: CopickProject, run: str, cfg: SparsifyConfig) 
     return project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
 
 
-def input_pixel_size_A(project: CopickProject, run: str, cfg: SparsifyConfig) -> float:
-    """Full-resolution voxel size (Å) of the tomogram `cfg` reads, from its `.zattrs`."""
-    return full_resolution_source(project, run, cfg).voxel_size_A
-
-
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
                  threads: int | None = None, device=None, keep_dense: int = 0,
                  reselectable: bool = False) -> SparseVolume:

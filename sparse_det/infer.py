@@ -3,11 +3,13 @@
     python -m sparse_det.infer [--project DIR] [--runs RUN ...] [--checkpoint PATH]
                                [--device auto|cpu|cuda] [--out submissions/submission.csv]
                                [--picks-out PROJECT [--user-id U --session-id S]]
-                               [--star-out DIR] [--ray [--address ADDR]] [--fresh] [--quiet]
+                               [--star-out DIR [--star-frame source|project]]
+                               [--ray [--address ADDR]] [--fresh] [--quiet]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
 `--picks-out` writes copick picks (with scores) into a project's overlay, `--star-out` one
-RELION-style STAR file per run (sparse_det/writers.py). `--ray` fans the runs out as Ray tasks
+RELION-style STAR file per run (sparse_det/writers.py), in pixels of the MRC file a run was
+imported from where `data_tools.import_mrc` made it. `--ray` fans the runs out as Ray tasks
 (a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the same CSV.
 Each run's picks are kept in OUT.parts/ as they are made and removed once the CSV is
 written: after an interruption the same command picks only the runs not done (made with the
@@ -46,6 +48,7 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
     """The CSV, and the copick picks and STAR files when asked for (`sparsify`: the
     checkpoint's settings with the user's input choices, for the STAR pixel size)."""
     from sparse_det.writers import (
+        run_pixel_frame,
         to_submission,
         write_copick_picks,
         write_star_files,
@@ -58,10 +61,9 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
                                    session_id=a.session_id)
         log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
     if a.star_out:
-        from data_tools.sparsify import input_pixel_size_A
-
-        sizes = {r: input_pixel_size_A(project, r, sparsify) for r in runs}
-        paths = write_star_files(a.star_out, rows, runs=runs, pixel_sizes_A=sizes,
+        frames = {r: run_pixel_frame(project, r, sparsify, a.star_frame == "source")
+                  for r in runs}
+        paths = write_star_files(a.star_out, rows, runs=runs, frames=frames,
                                  particles=project.particles)
         log.info("wrote %d STAR files to %s", len(paths), a.star_out)
 
@@ -92,8 +94,12 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     sparsify = with_overrides(checkpoint_settings(a.checkpoint).config.sparsify,
                               input_overrides(a))
     if not a.shards:  # with shards, a run's tomogram may not be needed at all
+        from sparse_det.writers import run_pixel_frame
+
         for run in runs:
             plan_input(project, run, sparsify)
+            if a.star_out:  # a malformed import record fails now, not after the picking
+                run_pixel_frame(project, run, sparsify, a.star_frame == "source")
     return project, runs, sparsify
 
 
@@ -122,6 +128,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--user-id", default="sparse-det", help="copick user id of the picks")
     ap.add_argument("--session-id", default="0", help="copick session id of the picks")
     ap.add_argument("--star-out", metavar="DIR", help="write RUN.star files (RELION, Warp)")
+    ap.add_argument("--star-frame", choices=["source", "project"], default="source",
+                    help="STAR coordinates in pixels of the MRC file a run was imported "
+                    "from (source, default; data_tools.import_mrc records it) or of the "
+                    "project's tomogram (project); the same for runs not imported")
     ap.add_argument("--ray", action="store_true", help="one Ray task per run")
     ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
                                       "private local Ray)")

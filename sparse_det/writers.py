@@ -6,10 +6,11 @@
 - RELION-style STAR files, one per run, block `data_particles`: _rlnTomoName and
   _rlnMicrographName (the run; RELION 5 reads the first, Warp/M the second),
   _rlnCoordinateX/Y/Z in pixels of the tomogram's voxel size (x_Å / pixel size, copick's
-  convention), _rlnDetectorPixelSize (Å), _rlnClassNumber (1-based index into the particle
-  table, listed in the header comment), _rlnAutopickFigureOfMerit (the detector's score) and
-  _sparseDetParticleType (the class name; RELION warns about and ignores labels it does not
-  know).
+  convention) or, for a run imported from an MRC file, of that file (PixelFrame; see
+  data_tools/source_frame.py), _rlnDetectorPixelSize (Å), _rlnClassNumber (1-based index
+  into the particle table, listed in the header comment), _rlnAutopickFigureOfMerit (the
+  detector's score) and _sparseDetParticleType (the class name; RELION warns about and
+  ignores labels it does not know).
 
 Tables passed in have DETECTION_COLUMNS (sparse_det/structures.py).
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,30 +83,71 @@ STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordin
                "rlnAutopickFigureOfMerit", "sparseDetParticleType"]
 
 
-def star_text(run: str, rows: pd.DataFrame, pixel_size_A: float,
+@dataclass(frozen=True)
+class PixelFrame:
+    """The pixels a run's STAR coordinates are in: `pixel_size_A`, `to_px` ((N, 3) x, y, z
+    in Å → pixels) and a note for the header saying whose pixels they are."""
+
+    pixel_size_A: float
+    to_px: Callable[[np.ndarray], np.ndarray]
+    note: str
+
+    @classmethod
+    def of_project(cls, pixel_size_A: float) -> PixelFrame:
+        return cls(pixel_size_A, lambda xyz_A: np.asarray(xyz_A, dtype=float) / pixel_size_A,
+                   f"pixels of {pixel_size_A:.4f} Å of the project's tomogram")
+
+
+def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = True
+                    ) -> PixelFrame:
+    """The pixels a run's STAR file uses: those of the file the tomogram the picker reads
+    was imported from (its `.zattrs` record, when `source` and there is one), else those
+    of that tomogram's finest level. `sparsify`: the settings it is read with."""
+    from data_tools.source_frame import read_source_frame
+    from data_tools.sparsify import full_resolution_source
+
+    s = full_resolution_source(project, run, sparsify)
+    imported = read_source_frame(project.tomogram_path(run, s.folder_spacing_A, s.tomo_type))
+    if not (source and imported):
+        return PixelFrame.of_project(s.voxel_size_A)
+    how = [f"binned {imported.bin}x"] * (imported.bin > 1) + (
+        ["rotated -90 deg about x"] if imported.rotated_about_x else [])
+    return PixelFrame(
+        imported.pixel_size_A,
+        lambda xyz_A: imported.to_source_px(xyz_A, s.voxel_size_A, s.origin_A),
+        f"pixels of {imported.pixel_size_A:.4f} Å of {imported.file}"
+        + (f" (the import {' and '.join(how)}, undone)" if how else ""))
+
+
+def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame | float,
               particles: ParticleTable) -> str:
-    """One run's picks (rows with particle_type, x, y, z in Å, score) as a STAR file."""
+    """One run's picks (rows with particle_type, x, y, z in Å, score) as a STAR file, in
+    `frame`'s pixels (a number: pixels of that many Å of the project's tomogram)."""
+    if not isinstance(frame, PixelFrame):
+        frame = PixelFrame.of_project(float(frame))
     classes = "  ".join(f"{i + 1}={p.name}" for i, p in enumerate(particles))
-    lines = ["# written by sparse-det; coordinates in pixels of "
-             f"{pixel_size_A:.4f} Å; classes: {classes}", "", "data_particles", "", "loop_"]
+    lines = [f"# written by sparse-det; coordinates in {frame.note}; classes: {classes}", "",
+             "data_particles", "", "loop_"]
     lines += [f"_{label} #{i + 1}" for i, label in enumerate(STAR_LABELS)]
-    for r in rows.itertuples(index=False):
-        x, y, z = (np.array([r.x, r.y, r.z], dtype=float) / pixel_size_A)
-        lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{pixel_size_A:.4f}\t"
+    px_xyz = frame.to_px(rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3))
+    for r, (x, y, z) in zip(rows.itertuples(index=False), px_xyz, strict=True):
+        lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{frame.pixel_size_A:.4f}\t"
                      f"{particles.class_index(r.particle_type)}\t{float(r.score):.5f}\t"
                      f"{r.particle_type}")
     return "\n".join(lines) + "\n"
 
 
 def write_star_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
-                     pixel_sizes_A: dict[str, float], particles: ParticleTable) -> list[Path]:
-    """`<out_dir>/<run>.star` for every run, an empty loop where nothing was found."""
+                     frames: dict[str, PixelFrame | float],
+                     particles: ParticleTable) -> list[Path]:
+    """`<out_dir>/<run>.star` for every run, an empty loop where nothing was found;
+    `frames`: each run's PixelFrame, or its project pixel size in Å."""
     out_dir = writable_dir(out_dir)
     paths = []
     for run in runs:
         path = out_dir / f"{run}.star"
         atomic_write_text(path, star_text(run, rows[rows["experiment"] == run],
-                                          pixel_sizes_A[run], particles))
+                                          frames[run], particles))
         paths.append(path)
     return paths
 

@@ -50,6 +50,14 @@ def _wrong_spacing(proj: Path, run: str, tmp: Path) -> list[str]:
     return []
 
 
+def _bad_import_record(proj: Path, run: str, tmp: Path) -> list[str]:
+    attrs_file = proj / ZARR.format(run=run) / ".zattrs"
+    attrs = json.loads(attrs_file.read_text())
+    attrs["sparse_det_import"] = {"file": "TS.mrc", "shape_zyx": [1, 2], "bin": 1}
+    attrs_file.write_text(json.dumps(attrs))
+    return []
+
+
 def _truncated_checkpoint(proj: Path, run: str, tmp: Path) -> list[str]:
     bad = tmp / "trunc.pt"
     bad.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:4000])
@@ -87,6 +95,8 @@ CASES = {
     "NaN voxels": (_bad_voxels(np.nan), "NaN/inf voxels"),
     "inf voxels": (_bad_voxels(np.inf), "NaN/inf voxels"),
     "wrong voxel spacing": (_wrong_spacing, "wrong voxel spacing"),
+    "malformed import record": (_bad_import_record, ".zattrs: 'sparse_det_import' in "
+                                                    ".zattrs is malformed"),
     "truncated checkpoint": (_truncated_checkpoint, "trunc.pt: not a readable checkpoint"),
     "foreign checkpoint": (_foreign_checkpoint, "foreign.pt: not a sparse-det checkpoint"),
     "run name with ../": (_unsafe_run, "invalid run name '../../etc'"),

@@ -1,0 +1,123 @@
+"""Picks go back to the user's own MRC file: the import's binning and IMOD rotation are
+recorded in the tomogram's `.zattrs` and undone, checked on bright marks at known pixels
+and through `sparse_det.infer --star-out` on an IMOD-oriented run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_tools.copick_io import CopickProject
+from data_tools.import_mrc import main as import_main
+from data_tools.mrc import write_mrc
+from data_tools.particles import DataError
+from data_tools.source_frame import IMPORT_KEY, read_source_frame
+from sparse_det.infer import main as infer_main
+from tests.test_outputs import read_star_loop
+
+
+def _marked(shape_zyx, marks_zyx, size):
+    """A noise-free volume, 0 except a size³ block of value k + 1 at each mark's corner."""
+    vol = np.zeros(shape_zyx, dtype=np.float32)
+    for k, (z, y, x) in enumerate(marks_zyx):
+        vol[z:z + size, y:y + size, x:x + size] = k + 1
+    return vol
+
+
+@pytest.mark.parametrize("bin_factor,thin_axis", [(1, "auto"), (2, "auto"), (2, "z"),
+                                                  (3, "y")])
+def test_a_mark_imported_is_found_again_at_its_pixels_in_the_file(tmp_path, bin_factor,
+                                                                   thin_axis):
+    # y thin (IMOD's `tilt` output) and 9 rows, so binning by 2 drops a remainder row
+    shape_zyx = (36, 9, 42) if thin_axis != "z" else (9, 36, 42)
+    marks_zyx = [(6, 0, 12), (24, 6, 30), (0, 3, 0)] if thin_axis != "z" else [
+        (0, 6, 12), (6, 24, 30), (3, 0, 0)]
+    marks_zyx = [tuple(c - c % bin_factor for c in m) for m in marks_zyx]
+    path = tmp_path / "TS_9.mrc"
+    write_mrc(path, _marked(shape_zyx, marks_zyx, bin_factor), 7.5)
+    assert import_main([str(path), "--out", str(tmp_path / "p"), "--bin", str(bin_factor),
+                        "--thin-axis", thin_axis]) == 0
+    project = CopickProject(tmp_path / "p")
+    size_A = 7.5 * bin_factor
+    zarr_path = project.tomogram_path("TS_9", round(size_A, 3), "wbp")
+    frame = read_source_frame(zarr_path)
+    assert frame.file == str(path.resolve()) and frame.shape_zyx == shape_zyx
+    assert frame.pixel_size_A == pytest.approx(7.5) and frame.bin == bin_factor
+    assert frame.rotated_about_x == (thin_axis != "z")
+    tomo = project.read_tomogram("TS_9", round(size_A, 3), "wbp")
+    for k, mark_zyx in enumerate(marks_zyx):
+        at_zyx = np.argwhere(tomo.data == k + 1)
+        assert len(at_zyx) == 1, (k, at_zyx)  # the bin³ block is one imported voxel
+        xyz_A = at_zyx[0, ::-1] * size_A + tomo.origin_A
+        px_xyz = frame.to_source_px(xyz_A, tomo.voxel_size_A, tomo.origin_A)
+        expected_xyz = np.array(mark_zyx[::-1]) + (bin_factor - 1) / 2  # the block's centre
+        np.testing.assert_allclose(px_xyz[0], expected_xyz, atol=1e-9)
+
+
+def test_a_tomogram_not_imported_has_no_record_and_a_bad_record_is_named(tmp_path):
+    path = tmp_path / "TS_1.mrc"
+    write_mrc(path, np.zeros((4, 12, 12), np.float32), 10.0)
+    assert import_main([str(path), "--out", str(tmp_path / "p")]) == 0
+    zarr_path = CopickProject(tmp_path / "p").tomogram_path("TS_1", 10.0, "wbp")
+    attrs_file = zarr_path / ".zattrs"
+    attrs = json.loads(attrs_file.read_text())
+    assert read_source_frame(zarr_path).rotated_about_x is False
+    attrs_file.write_text(json.dumps({"multiscales": attrs["multiscales"]}))
+    assert read_source_frame(zarr_path) is None
+    attrs_file.write_text(json.dumps({**attrs, IMPORT_KEY: {"file": "x", "bin": 2}}))
+    with pytest.raises(DataError, match=r"\.zattrs.*sparse_det_import.*malformed"):
+        read_source_frame(zarr_path)
+
+
+def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_project, tmp_path):
+    """The run written as IMOD leaves it (thin along y), imported and picked: with
+    --star-frame source each pick's STAR pixel holds in the file the value the imported
+    tomogram holds at the pick, and the picks that hit the ground truth in Å hit it carried
+    into the file's frame by hand; with --star-frame project they are x_Å / voxel size."""
+    src = CopickProject(small_project.path)
+    run = src.runs()[0]
+    tomo = src.read_tomogram(run, 10.0, "denoised")
+    imod = np.swapaxes(np.asarray(tomo.data)[::-1], 0, 1)  # the inverse of trimvol -rx
+    n_z = tomo.data.shape[0]
+    write_mrc(tmp_path / f"{run}.rec.mrc", imod, tomo.voxel_size_A)
+    assert import_main([str(tmp_path / f"{run}.rec.mrc"), "--out", str(tmp_path / "p")]) == 0
+    out = tmp_path / "out"
+    common = ["--project", str(tmp_path / "p"), "--out", str(out / "sub.csv"), "--quiet"]
+    assert infer_main([*common, "--star-out", str(out / "source")]) == 0
+    assert infer_main([*common, "--star-out", str(out / "project"), "--star-frame",
+                       "project"]) == 0
+
+    def star_xyz(folder):
+        text = (out / folder / f"{run}.star").read_text()
+        labels, body = read_star_loop(text)
+        cols = [labels.index(f"rlnCoordinate{a}") for a in "XYZ"]
+        names = [r[labels.index("sparseDetParticleType")] for r in body]
+        return text, np.array([[float(r[c]) for c in cols] for r in body]), names
+
+    text, src_xyz, names = star_xyz("source")
+    assert f"{tmp_path / run}.rec.mrc" in text.splitlines()[0] and "rotated" in text
+    _, proj_xyz, _ = star_xyz("project")
+    sub = pd.read_csv(out / "sub.csv")
+    assert len(src_xyz) == len(proj_xyz) == len(sub) > 10
+    np.testing.assert_allclose(proj_xyz * tomo.voxel_size_A, sub[["x", "y", "z"]], atol=0.01)
+    imported = CopickProject(tmp_path / "p").read_tomogram(run, round(tomo.voxel_size_A, 3),
+                                                           "wbp").data
+    near = np.floor(proj_xyz + 0.5).astype(int)
+    near_src = np.floor(src_xyz + 0.5).astype(int)
+    np.testing.assert_array_equal(imod[near_src[:, 2], near_src[:, 1], near_src[:, 0]],
+                                  imported[near[:, 2], near[:, 1], near[:, 0]])
+    # ground truth (x, y, z) of the original lies in the file at (x, n_z - 1 - z, y)
+    truth = src.read_picks(run)
+    hits = 0
+    for name, (x, y, z) in zip(names, src_xyz, strict=True):
+        gt_xyz_A = truth[name]
+        gt_src = np.stack([gt_xyz_A[:, 0], (n_z - 1) * tomo.voxel_size_A - gt_xyz_A[:, 2],
+                           gt_xyz_A[:, 1]], axis=1) / tomo.voxel_size_A
+        radius_px = src.particles[name].radius_A / tomo.voxel_size_A
+        hits += np.linalg.norm(gt_src - [x, y, z], axis=1).min() < 0.5 * radius_px
+    hits_A = sum(np.linalg.norm(truth[r.particle_type] - [r.x, r.y, r.z], axis=1).min()
+                 < 0.5 * src.particles[r.particle_type].radius_A for r in sub.itertuples())
+    assert hits == hits_A > 0.5 * len(names), (hits, hits_A, len(names))
