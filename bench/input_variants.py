@@ -98,6 +98,51 @@ def blanked(vol: np.ndarray, value: float) -> np.ndarray:
     return out
 
 
+THICKER = "1.5x as thick, the run's own vacuum above and below"
+THICKER_NOISE = "1.5x as thick, noise with the whole volume's spectrum above and below"
+PAD_SHARE = 4  # a quarter of the depth more on each side
+
+
+def free_slices(src: CopickProject, run: str, n_z: int, voxel_A: float) -> np.ndarray:
+    """Which z slices no particle of the truth reaches (its centre ± radius)."""
+    free = np.ones(n_z, dtype=bool)
+    for particle, pts in src.read_picks(run).items():
+        r_A = src.particles[particle].radius_A
+        for z_A in pts[:, 2]:
+            free[max(0, int((z_A - r_A) / voxel_A)):int((z_A + r_A) / voxel_A) + 1] = False
+    return free
+
+
+def with_own_vacuum(vol: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """depth // PAD_SHARE slices more above and below, made of the run's own slices outside
+    the ice (those no particle reaches, next to each face), mirrored back and forth as far
+    as needed: a reconstruction made thicker than the ice, with nothing new in it."""
+    pad = vol.shape[0] // PAD_SHARE
+    below = int(np.argmin(free)) if not free.all() else len(free)
+    above = int(np.argmin(free[::-1])) if not free.all() else len(free)
+    if min(below, above) < 2:
+        raise ValueError("no particle-free slab at a face to pad with")
+
+    def mirrored(slab: np.ndarray) -> np.ndarray:  # the face's side first: no seam there
+        reps = -(-pad // len(slab))
+        return np.concatenate([slab if k % 2 == 0 else slab[::-1] for k in range(reps)])[:pad]
+
+    return np.concatenate([mirrored(vol[:below])[::-1], vol, mirrored(vol[-above:][::-1])])
+
+
+def thicker(vol: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The volume with depth // PAD_SHARE slices more above and below, as a reconstruction
+    made thicker than the ice: noise with the volume's own power spectrum (its Fourier
+    amplitudes under random phases), so no particle is there and nothing is constant."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.abs(np.fft.rfftn(vol - vol.mean()))
+    noise = np.fft.irfftn(spectrum * np.exp(2j * np.pi * rng.random(spectrum.shape)),
+                          s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
+    noise = noise / noise.std() * vol.std() + vol.mean()
+    pad = vol.shape[0] // PAD_SHARE
+    return np.concatenate([noise[:pad], vol, noise[-pad:]])
+
+
 # write_tomogram's arguments for each rewritten variant, from (volume, voxel size), made
 # only for the variant asked for.
 VARIANT_ARGUMENTS = {
@@ -113,6 +158,7 @@ VARIANT_ARGUMENTS = {
     "tilted about x": lambda vol, vs: {"data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
     BLANK: lambda vol, vs: {"data_zyx": blanked(vol, vol.mean())},
     BLANK_ZERO: lambda vol, vs: {"data_zyx": blanked(vol, 0.0)},
+    THICKER_NOISE: lambda vol, vs: {"data_zyx": thicker(vol)},
 }
 
 
@@ -121,7 +167,8 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     for run in src.runs():
         t = src.read_tomogram(run)
         vol, vs = t.data, t.voxel_size_A
-        kw = VARIANT_ARGUMENTS[name](vol, vs)
+        kw = ({"data_zyx": with_own_vacuum(vol, free_slices(src, run, vol.shape[0], vs))}
+              if name == THICKER else VARIANT_ARGUMENTS[name](vol, vs))
         project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs} | kw))
         if name == "tilted about x":
             for particle, pts in src.read_picks(run).items():
@@ -131,11 +178,16 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
             for particle, pts in src.read_picks(run).items():
                 keep = pts[:, 0] > edge_A + src.particles[particle].radius_A
                 project.write_picks(run, particle, pts[keep])
+        if name in (THICKER, THICKER_NOISE):  # the same particles, deeper by the slices added above
+            shift_xyz_A = np.array([0.0, 0.0, vol.shape[0] // PAD_SHARE * vs])
+            for particle, pts in src.read_picks(run).items():
+                project.write_picks(run, particle, pts + shift_xyz_A)
     return project
 
 
 VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
-            "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO)
+            "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO, THICKER,
+            THICKER_NOISE)
 
 
 def main(argv: list[str] | None = None) -> int:
