@@ -13,8 +13,11 @@ with no flag (standardised float16, thin along y as IMOD's `tilt` writes a recon
 before `trimvol -rx`) or with `--bin 2` (float32 at half the voxel size, each voxel 2×2×2),
 the import's seconds and peak memory measured in a child process; and a fifth of x blank
 at the volume's mean or at zero (a reconstruction's area outside the tilt series'
-footprint; the particles it touches dropped from the truth). Each is a copy of the project
-with only the tomograms rewritten; picks are unchanged (Å) but for the swap and the blank.
+footprint; the particles it touches dropped from the truth); and reconstructed 1.5× as
+thick (a quarter of the depth more above and below: the run's own particle-free slices
+mirrored out, or noise with the whole volume's spectrum; the truth moved down with them).
+Each is a copy of the project with only the tomograms rewritten; picks are unchanged (Å)
+but for the swap, the blank and the added depth.
 """
 
 from __future__ import annotations
