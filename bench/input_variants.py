@@ -146,6 +146,47 @@ def thicker(vol: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.concatenate([noise[:pad], vol, noise[-pad:]])
 
 
+INCLINED = "inclined 10° about the tilt axis (a lamella's pretilt)"
+INCLINE_DEG = 10.0
+
+
+def inclined_zx(angle_deg: float, shape_zyx) -> tuple[np.ndarray, np.ndarray]:
+    """(R, centre): a rotation by `angle_deg` in the (z, x) plane about the volume's centre,
+    acting on (z, x) voxel coordinates: a point p goes to R (p - centre) + centre."""
+    t = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return rot, (np.array([shape_zyx[0], shape_zyx[2]], dtype=float) - 1) / 2
+
+
+def inclined(vol: np.ndarray, angle_deg: float = INCLINE_DEG) -> np.ndarray:
+    """The whole reconstruction turned about y, the tilt axis: what a specimen pretilted
+    by that angle gives when its tilt series is centred on it and reconstructed in the
+    beam's frame (the missing wedge turns with the ice). Corners from outside read the
+    volume's mean, as rotating programs fill them."""
+    rot, c = inclined_zx(angle_deg, vol.shape)
+    inv = rot.T  # output (z, x) reads input rot.T (o - c) + c
+    matrix = np.eye(3)
+    matrix[np.ix_([0, 2], [0, 2])] = inv
+    offset = np.zeros(3)
+    offset[[0, 2]] = c - inv @ c
+    return ndimage.affine_transform(np.asarray(vol, dtype=np.float32), matrix, offset,
+                                    order=1, mode="constant", cval=float(vol.mean()))
+
+
+def inclined_picks(pts_xyz_A: np.ndarray, shape_zyx, voxel_A: float, radius_A: float,
+                   angle_deg: float = INCLINE_DEG) -> np.ndarray:
+    """The picks turned with the volume; those whose centre leaves it (or comes within half
+    a radius of its z faces) are dropped."""
+    rot, c = inclined_zx(angle_deg, shape_zyx)
+    zx = pts_xyz_A[:, [2, 0]] / voxel_A
+    zx = (zx - c) @ rot.T + c
+    out = np.stack([zx[:, 1], pts_xyz_A[:, 1] / voxel_A, zx[:, 0]], axis=1) * voxel_A
+    margin = 0.5 * radius_A / voxel_A
+    keep = ((zx[:, 0] >= margin) & (zx[:, 0] <= shape_zyx[0] - 1 - margin)
+            & (zx[:, 1] >= 0) & (zx[:, 1] <= shape_zyx[2] - 1))
+    return out[keep]
+
+
 # write_tomogram's arguments for each rewritten variant, from (volume, voxel size), made
 # only for the variant asked for.
 VARIANT_ARGUMENTS = {
@@ -162,6 +203,7 @@ VARIANT_ARGUMENTS = {
     BLANK: lambda vol, vs: {"data_zyx": blanked(vol, vol.mean())},
     BLANK_ZERO: lambda vol, vs: {"data_zyx": blanked(vol, 0.0)},
     THICKER_NOISE: lambda vol, vs: {"data_zyx": thicker(vol)},
+    INCLINED: lambda vol, vs: {"data_zyx": inclined(vol)},
 }
 
 
@@ -181,6 +223,10 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
             for particle, pts in src.read_picks(run).items():
                 keep = pts[:, 0] > edge_A + src.particles[particle].radius_A
                 project.write_picks(run, particle, pts[keep])
+        if name == INCLINED:
+            for particle, pts in src.read_picks(run).items():
+                project.write_picks(run, particle, inclined_picks(
+                    pts, vol.shape, vs, src.particles[particle].radius_A))
         if name in (THICKER, THICKER_NOISE):  # the same particles, deeper by the slices added above
             shift_xyz_A = np.array([0.0, 0.0, vol.shape[0] // PAD_SHARE * vs])
             for particle, pts in src.read_picks(run).items():
@@ -190,7 +236,7 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
 
 VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
             "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO, THICKER,
-            THICKER_NOISE)
+            THICKER_NOISE, INCLINED)
 
 
 def main(argv: list[str] | None = None) -> int:
