@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.detector import bench_project
+from bench.effects import paired_change
 from bench.input_variants import inclined, inclined_picks
 from data_tools.copick_io import CopickProject, copy_without_tomograms
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
@@ -70,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} {name}: {results[path][name]['score']:.3f}", flush=True)
     print("\n| setting | " + " | ".join(a.projects) + " | run by run against unchanged |")
     print("|---|" + "---|" * (len(a.projects) + 1))
+    def pooled(name: str) -> dict:  # every project's runs as one table's
+        return {"per_run": {run: f for r in results.values()
+                            for run, f in r[name]["per_run"].items()}}
+
     for name in settings:
-        diffs = np.array([r[name]["per_run"][run] - r["unchanged"]["per_run"][run]
-                          for r in results.values() for run in r["unchanged"]["per_run"]])
-        se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+        m, se, n = paired_change(pooled("unchanged"), pooled(name))
         print(f"| {name} | " + " | ".join(f"{results[p][name]['score']:.3f}"
                                           for p in a.projects)
-              + f" | {diffs.mean():+.3f} ± {se:.3f} ({len(diffs)} runs) |")
+              + f" | {m:+.3f} ± {se:.3f} ({n} runs) |")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     return 0
