@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.detector import bench_project
 from bench.effects import paired_change
-from bench.input_variants import inclined, inclined_picks
+from bench.input_variants import inclined, inclined_picks, inclined_turn
 from data_tools.copick_io import CopickProject, copy_without_tomograms
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
@@ -41,8 +41,7 @@ def written(src: CopickProject, dest: Path, turn, angle_deg: float, kept_by_deg:
             if angle_deg:
                 pts = inclined_picks(pts, vol.shape, voxel_A, radius_A, angle_deg)
             else:
-                pts = pts[[len(inclined_picks(p[None], vol.shape, voxel_A, radius_A,
-                                              kept_by_deg)) == 1 for p in pts]]
+                pts = pts[inclined_turn(pts, vol.shape, voxel_A, radius_A, kept_by_deg)[1]]
             project.write_picks(run, particle, pts)
     return project
 

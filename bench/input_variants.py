@@ -173,37 +173,48 @@ def inclined(vol: np.ndarray, angle_deg: float = INCLINE_DEG) -> np.ndarray:
                                     order=1, mode="constant", cval=float(vol.mean()))
 
 
-def inclined_picks(pts_xyz_A: np.ndarray, shape_zyx, voxel_A: float, radius_A: float,
-                   angle_deg: float = INCLINE_DEG) -> np.ndarray:
-    """The picks turned with the volume; those whose centre leaves it (or comes within half
-    a radius of its z faces) are dropped."""
+def inclined_turn(pts_xyz_A: np.ndarray, shape_zyx, voxel_A: float, radius_A: float,
+                   angle_deg: float = INCLINE_DEG) -> tuple[np.ndarray, np.ndarray]:
+    """The picks turned with the volume (x, y, z Å) and which stay: those whose centre
+    neither leaves it nor comes within half a radius of its z faces."""
     rot, c = inclined_zx(angle_deg, shape_zyx)
     zx = pts_xyz_A[:, [2, 0]] / voxel_A
     zx = (zx - c) @ rot.T + c
     out = np.stack([zx[:, 1], pts_xyz_A[:, 1] / voxel_A, zx[:, 0]], axis=1) * voxel_A
     margin = 0.5 * radius_A / voxel_A
-    keep = ((zx[:, 0] >= margin) & (zx[:, 0] <= shape_zyx[0] - 1 - margin)
+    stay = ((zx[:, 0] >= margin) & (zx[:, 0] <= shape_zyx[0] - 1 - margin)
             & (zx[:, 1] >= 0) & (zx[:, 1] <= shape_zyx[2] - 1))
-    return out[keep]
+    return out, stay
 
 
-# write_tomogram's arguments for each rewritten variant, from (volume, voxel size), made
-# only for the variant asked for.
+def inclined_picks(pts_xyz_A: np.ndarray, shape_zyx, voxel_A: float, radius_A: float,
+                   angle_deg: float = INCLINE_DEG) -> np.ndarray:
+    """The picks turned with the volume, those that leave it dropped (inclined_turn)."""
+    out, stay = inclined_turn(pts_xyz_A, shape_zyx, voxel_A, radius_A, angle_deg)
+    return out[stay]
+
+
+# write_tomogram's arguments for each rewritten variant, from (volume, voxel size, (source
+# project, run) for the variants that read the truth), made only for the variant asked for.
 VARIANT_ARGUMENTS = {
-    "unchanged": lambda vol, vs: {},
-    "VoxelSpacing10.012": lambda vol, vs: {"voxel_spacing_A": 10.012},
-    "13.48 Å": lambda vol, vs: {"data_zyx": resampled(vol, vs, 13.48), "voxel_size_A": 13.48,
-                                "voxel_spacing_A": 13.48},
-    "7.84 Å": lambda vol, vs: {"data_zyx": resampled(vol, vs, 7.84), "voxel_size_A": 7.84,
-                               "voxel_spacing_A": 7.84},
-    "level 0 only": lambda vol, vs: {"n_levels": 1},
-    "bright protein": lambda vol, vs: {"data_zyx": -vol},
-    "int8": lambda vol, vs: {"data_zyx": (vol - vol.mean()) / vol.std() * 20, "dtype": np.int8},
-    "tilted about x": lambda vol, vs: {"data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
-    BLANK: lambda vol, vs: {"data_zyx": blanked(vol, vol.mean())},
-    BLANK_ZERO: lambda vol, vs: {"data_zyx": blanked(vol, 0.0)},
-    THICKER_NOISE: lambda vol, vs: {"data_zyx": thicker(vol)},
-    INCLINED: lambda vol, vs: {"data_zyx": inclined(vol)},
+    "unchanged": lambda vol, vs, _: {},
+    "VoxelSpacing10.012": lambda vol, vs, _: {"voxel_spacing_A": 10.012},
+    "13.48 Å": lambda vol, vs, _: {"data_zyx": resampled(vol, vs, 13.48),
+                                   "voxel_size_A": 13.48, "voxel_spacing_A": 13.48},
+    "7.84 Å": lambda vol, vs, _: {"data_zyx": resampled(vol, vs, 7.84), "voxel_size_A": 7.84,
+                                  "voxel_spacing_A": 7.84},
+    "level 0 only": lambda vol, vs, _: {"n_levels": 1},
+    "bright protein": lambda vol, vs, _: {"data_zyx": -vol},
+    "int8": lambda vol, vs, _: {"data_zyx": (vol - vol.mean()) / vol.std() * 20,
+                                "dtype": np.int8},
+    "tilted about x": lambda vol, vs, _: {
+        "data_zyx": np.ascontiguousarray(vol.transpose(0, 2, 1))},
+    BLANK: lambda vol, vs, _: {"data_zyx": blanked(vol, vol.mean())},
+    BLANK_ZERO: lambda vol, vs, _: {"data_zyx": blanked(vol, 0.0)},
+    THICKER: lambda vol, vs, truth: {
+        "data_zyx": with_own_vacuum(vol, free_slices(*truth, vol.shape[0], vs))},
+    THICKER_NOISE: lambda vol, vs, _: {"data_zyx": thicker(vol)},
+    INCLINED: lambda vol, vs, _: {"data_zyx": inclined(vol)},
 }
 
 
@@ -212,8 +223,7 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     for run in src.runs():
         t = src.read_tomogram(run)
         vol, vs = t.data, t.voxel_size_A
-        kw = ({"data_zyx": with_own_vacuum(vol, free_slices(src, run, vol.shape[0], vs))}
-              if name == THICKER else VARIANT_ARGUMENTS[name](vol, vs))
+        kw = VARIANT_ARGUMENTS[name](vol, vs, (src, run))
         project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs} | kw))
         if name == "tilted about x":
             for particle, pts in src.read_picks(run).items():
