@@ -221,10 +221,13 @@ VARIANT_ARGUMENTS = {
 def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     project = copy_without_tomograms(src, dest)
     for run in src.runs():
-        t = src.read_tomogram(run)
+        folder_A = src.voxel_spacings(run)[0]  # 10.000 here; the tilt series' 20.024
+        t = src.read_tomogram(run, folder_A)
         vol, vs = t.data, t.voxel_size_A
         kw = VARIANT_ARGUMENTS[name](vol, vs, (src, run))
-        project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs} | kw))
+        project.write_tomogram(run, **({"data_zyx": vol, "voxel_size_A": vs,
+                                        "voxel_spacing_A": folder_A,
+                                        "origin_A": t.origin_A} | kw))
         if name == "tilted about x":
             for particle, pts in src.read_picks(run).items():
                 project.write_picks(run, particle, pts[:, [1, 0, 2]])

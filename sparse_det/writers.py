@@ -5,9 +5,14 @@
 - copick picks in a project's overlay, one `USER_SESSION_PARTICLE.json` per run and class;
 - RELION-style STAR files, one per run, block `data_particles`: _rlnTomoName and
   _rlnMicrographName (the run; RELION 5 reads the first, Warp/M the second),
-  _rlnCoordinateX/Y/Z in pixels of the tomogram's voxel size (x_Å / pixel size, copick's
-  convention) or, for a run imported from an MRC file, of that file (PixelFrame; see
-  data_tools/source_frame.py), _rlnDetectorPixelSize (Å), _rlnClassNumber (1-based index
+  _rlnCoordinateX/Y/Z in pixels of the tomogram's finest level (0 at the centre of voxel
+  0, copick's convention) or, for a run imported from an MRC file, of that file
+  (PixelFrame; see data_tools/source_frame.py), _rlnCenteredCoordinateX/Y/ZAngst (RELION
+  5's coordinates, which it reads where both are present: Å from the centre of the
+  tomogram the picker read, (pixel − size / 2) × voxel size as RELION 5 turns them back
+  into pixels; in that tomogram's axes, z along the beam, also for a run imported from
+  IMOD's thin-in-y file, since RELION's tomograms are so), _rlnDetectorPixelSize (Å),
+  _rlnClassNumber (1-based index
   into the particle table, listed in the header comment), _rlnAutopickFigureOfMerit (the
   detector's score) and _sparseDetParticleType (the class name; RELION warns about and
   ignores labels it does not know).
@@ -79,23 +84,40 @@ def project_solution(project: CopickProject, runs: list[str] | None = None) -> p
 
 
 STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
-               "rlnCoordinateZ", "rlnDetectorPixelSize", "rlnClassNumber",
+               "rlnCoordinateZ", "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+               "rlnCenteredCoordinateZAngst", "rlnDetectorPixelSize", "rlnClassNumber",
                "rlnAutopickFigureOfMerit", "sparseDetParticleType"]
 
 
 @dataclass(frozen=True)
 class PixelFrame:
     """The pixels a run's STAR coordinates are in: `pixel_size_A`, `to_px` ((N, 3) x, y, z
-    in Å → pixels) and a note for the header saying whose pixels they are."""
+    in Å → pixels), a note for the header saying whose pixels they are, and `centre_xyz_A`,
+    the Å position RELION 5's centred coordinates are taken from (see tomogram_centre_A)."""
 
     pixel_size_A: float
     to_px: Callable[[np.ndarray], np.ndarray]
     note: str
+    centre_xyz_A: tuple[float, float, float]
 
     @classmethod
-    def of_project(cls, pixel_size_A: float) -> PixelFrame:
-        return cls(pixel_size_A, lambda xyz_A: np.asarray(xyz_A, dtype=float) / pixel_size_A,
-                   f"pixels of {pixel_size_A:.4f} Å of the project's tomogram")
+    def of_project(cls, pixel_size_A: float, shape_zyx: tuple[int, ...],
+                   origin_A: float = 0.0) -> PixelFrame:
+        return cls(pixel_size_A,
+                   lambda xyz_A: (np.asarray(xyz_A, dtype=float) - origin_A) / pixel_size_A,
+                   f"pixels of {pixel_size_A:.4f} Å of the project's tomogram",
+                   tomogram_centre_A(pixel_size_A, shape_zyx, origin_A))
+
+    def centred_A(self, xyz_A: np.ndarray) -> np.ndarray:
+        return np.asarray(xyz_A, dtype=float) - np.asarray(self.centre_xyz_A)
+
+
+def tomogram_centre_A(voxel_A: float, shape_zyx: tuple[int, ...], origin_A: float = 0.0
+                      ) -> tuple[float, float, float]:
+    """Where RELION 5 puts a tomogram's centre, in the Å of our picks: size × voxel size / 2
+    along each axis from voxel 0's centre (its getParticleCoordDecenteredPixel: pixel =
+    centred Å / pixel size + size / 2, pixel 0 at the first voxel's centre)."""
+    return tuple(origin_A + n * voxel_A / 2 for n in shape_zyx[::-1])
 
 
 def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = True
@@ -109,39 +131,41 @@ def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = T
     s = full_resolution_source(project, run, sparsify)
     imported = read_source_frame(project.tomogram_path(run, s.folder_spacing_A, s.tomo_type))
     if not (source and imported):
-        return PixelFrame.of_project(s.voxel_size_A)
+        return PixelFrame.of_project(s.voxel_size_A, s.shape_zyx, s.origin_A)
     how = [f"binned {imported.bin}x"] * (imported.bin > 1) + (
         ["rotated -90 deg about x"] if imported.rotated_about_x else [])
     return PixelFrame(
         imported.pixel_size_A,
         lambda xyz_A: imported.to_source_px(xyz_A, s.voxel_size_A, s.origin_A),
         f"pixels of {imported.pixel_size_A:.4f} Å of {imported.file}"
-        + (f" (the import {' and '.join(how)}, undone)" if how else ""))
+        + (f" (the import {' and '.join(how)}, undone)" if how else ""),
+        tomogram_centre_A(s.voxel_size_A, s.shape_zyx, s.origin_A))
 
 
-def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame | float,
-              particles: ParticleTable) -> str:
+def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame, particles: ParticleTable
+              ) -> str:
     """One run's picks (rows with particle_type, x, y, z in Å, score) as a STAR file, in
-    `frame`'s pixels (a number: pixels of that many Å of the project's tomogram)."""
-    if not isinstance(frame, PixelFrame):
-        frame = PixelFrame.of_project(float(frame))
+    `frame`'s pixels."""
     classes = "  ".join(f"{i + 1}={p.name}" for i, p in enumerate(particles))
     lines = [f"# written by sparse-det; coordinates in {frame.note}; classes: {classes}", "",
              "data_particles", "", "loop_"]
     lines += [f"_{label} #{i + 1}" for i, label in enumerate(STAR_LABELS)]
     px_xyz = frame.to_px(rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3))
-    for r, (x, y, z) in zip(rows.itertuples(index=False), px_xyz, strict=True):
-        lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{frame.pixel_size_A:.4f}\t"
+    centred_xyz_A = frame.centred_A(rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3))
+    for r, (x, y, z), (cx, cy, cz) in zip(rows.itertuples(index=False), px_xyz, centred_xyz_A,
+                                          strict=True):
+        lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.2f}\t{cy:.2f}\t{cz:.2f}\t"
+                     f"{frame.pixel_size_A:.4f}\t"
                      f"{particles.class_index(r.particle_type)}\t{float(r.score):.5f}\t"
                      f"{r.particle_type}")
     return "\n".join(lines) + "\n"
 
 
 def write_star_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
-                     frames: dict[str, PixelFrame | float],
+                     frames: dict[str, PixelFrame],
                      particles: ParticleTable) -> list[Path]:
     """`<out_dir>/<run>.star` for every run, an empty loop where nothing was found;
-    `frames`: each run's PixelFrame, or its project pixel size in Å."""
+    `frames`: each run's PixelFrame (run_pixel_frame)."""
     out_dir = writable_dir(out_dir)
     paths = []
     for run in runs:

@@ -43,3 +43,25 @@ def test_a_thicker_copy_is_the_runs_own_vacuum_mirrored():
     np.testing.assert_array_equal(thick[-pad:, 0, 0], [19, 18, 17, 17, 18])
     with pytest.raises(ValueError, match="particle-free"):
         with_own_vacuum(vol, np.zeros(20, bool))
+
+
+def test_a_variant_keeps_the_runs_folder_and_origin(tmp_path):
+    """A tilt-series project's tomograms sit in VoxelSpacing20.024 with voxel 0's centre at
+    5.006 Å (2x binned from 10 Å): a rewritten copy keeps both, so its picks stay where
+    they were (without the origin every pick moved 5 Å and two runs lost 0.01-0.02)."""
+    from bench.input_variants import THICKER_NOISE, write_variant
+    from data_tools.copick_io import copy_without_tomograms
+    from data_tools.simulate import simulate_project
+
+    sim = simulate_project(tmp_path / "sim", 1, 3, (16, 24, 24), progress=False)
+    run = sim.runs()[0]
+    vol = np.asarray(sim.read_tomogram(run).data)
+    src = copy_without_tomograms(sim, tmp_path / "src20")
+    src.write_tomogram(run, vol, 20.024, voxel_spacing_A=20.024, n_levels=2, origin_A=5.006)
+    for name, depth in (("unchanged", 16), (THICKER_NOISE, 16 + 2 * (16 // PAD_SHARE))):
+        out = write_variant(src, tmp_path / name.split()[0], name)
+        assert out.voxel_spacings(run) == [20.024]
+        t = out.read_tomogram(run, 20.024)
+        assert (t.voxel_size_A, t.origin_A, t.data.shape[0]) == (20.024, 5.006, depth)
+    np.testing.assert_array_equal(np.asarray(
+        write_variant(src, tmp_path / "again", "unchanged").read_tomogram(run, 20.024).data), vol)

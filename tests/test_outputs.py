@@ -14,7 +14,7 @@ from data_tools.particles import ParticleTable
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.infer import main as infer_main
 from sparse_det.visualize import main as visualize_main
-from sparse_det.writers import STAR_LABELS, star_text
+from sparse_det.writers import STAR_LABELS, PixelFrame, star_text
 
 
 def read_star_loop(text: str) -> tuple[list[str], list[list[str]]]:
@@ -34,7 +34,8 @@ def test_star_text_known_values():
     rows = pd.DataFrame({"particle_type": ["ribosome", "apo-ferritin"],
                          "x": [1001.2, 50.0], "y": [500.6, 60.0], "z": [100.12, 70.0],
                          "score": [12.5, 0.75]})
-    text = star_text("TS_5_4", rows, 10.012, particles)
+    # the competition's full-size tomogram: 630 x 630 x 184 voxels of 10.012 Å
+    text = star_text("TS_5_4", rows, PixelFrame.of_project(10.012, (184, 630, 630)), particles)
     assert "\ndata_particles\n" in text
     labels, body = read_star_loop(text)
     assert labels == STAR_LABELS
@@ -44,12 +45,20 @@ def test_star_text_known_values():
     assert float(r["rlnCoordinateX"]) == pytest.approx(100.0, abs=1e-3)  # 1001.2 Å / 10.012
     assert float(r["rlnCoordinateY"]) == pytest.approx(50.0, abs=1e-3)
     assert float(r["rlnCoordinateZ"]) == pytest.approx(10.0, abs=1e-3)
+    # RELION 5: Å from the centre, 315 and 92 voxels from voxel 0 (1001.2 - 3153.78 Å ...)
+    assert float(r["rlnCenteredCoordinateXAngst"]) == pytest.approx(-2152.58, abs=0.01)
+    assert float(r["rlnCenteredCoordinateYAngst"]) == pytest.approx(-2653.18, abs=0.01)
+    assert float(r["rlnCenteredCoordinateZAngst"]) == pytest.approx(-820.98, abs=0.01)
+    # ... which RELION 5 turns back into these pixels: centred / pixel size + size / 2
+    for axis, size in zip("XYZ", (630, 630, 184), strict=True):
+        assert float(r[f"rlnCenteredCoordinate{axis}Angst"]) / 10.012 + size / 2 == (
+            pytest.approx(float(r[f"rlnCoordinate{axis}"]), abs=1e-3))
     assert float(r["rlnDetectorPixelSize"]) == pytest.approx(10.012)
     assert int(r["rlnClassNumber"]) == particles.class_index("ribosome")
     assert float(r["rlnAutopickFigureOfMerit"]) == 12.5
     assert r["sparseDetParticleType"] == "ribosome"
     # An empty run is still a valid file: the header and no rows.
-    empty = star_text("TS_0", rows.iloc[:0], 10.0, particles)
+    empty = star_text("TS_0", rows.iloc[:0], PixelFrame.of_project(10.0, (8, 8, 8)), particles)
     assert read_star_loop(empty) == (STAR_LABELS, [])
 
 
@@ -59,7 +68,8 @@ def test_star_read_by_starfile_package(tmp_path):
     rows = pd.DataFrame({"particle_type": ["thyroglobulin"], "x": [200.24], "y": [300.36],
                          "z": [400.48], "score": [3.0]})
     p = tmp_path / "TS.star"
-    p.write_text(star_text("TS", rows, 10.012, particles))
+    p.write_text(star_text("TS", rows, PixelFrame.of_project(10.012, (184, 630, 630)),
+                           particles))
     df = starfile.read(p)
     assert list(df.columns) == STAR_LABELS
     assert df["rlnCoordinateX"].iloc[0] == pytest.approx(20.0, abs=1e-3)

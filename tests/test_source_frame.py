@@ -90,10 +90,10 @@ def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_projec
     assert infer_main([*common, "--star-out", str(out / "project"), "--star-frame",
                        "project"]) == 0
 
-    def star_xyz(folder):
+    def star_xyz(folder, label="rlnCoordinate{}"):
         text = (out / folder / f"{run}.star").read_text()
         labels, body = read_star_loop(text)
-        cols = [labels.index(f"rlnCoordinate{a}") for a in "XYZ"]
+        cols = [labels.index(label.format(a)) for a in "XYZ"]
         names = [r[labels.index("sparseDetParticleType")] for r in body]
         return text, np.array([[float(r[c]) for c in cols] for r in body]), names
 
@@ -103,6 +103,14 @@ def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_projec
     sub = pd.read_csv(out / "sub.csv")
     assert len(src_xyz) == len(proj_xyz) == len(sub) > 10
     np.testing.assert_allclose(proj_xyz * tomo.voxel_size_A, sub[["x", "y", "z"]], atol=0.01)
+    # RELION 5's centred Å: from the middle of the z-thin tomogram RELION would reconstruct,
+    # in its axes, whichever frame the pixels are in
+    _, centred_src, _ = star_xyz("source", "rlnCenteredCoordinate{}Angst")
+    _, centred_proj, _ = star_xyz("project", "rlnCenteredCoordinate{}Angst")
+    np.testing.assert_array_equal(centred_src, centred_proj)
+    size_xyz = np.array(tomo.data.shape[::-1])
+    np.testing.assert_allclose(centred_proj, sub[["x", "y", "z"]] - size_xyz * tomo.voxel_size_A
+                               / 2, atol=0.01)
     imported = CopickProject(tmp_path / "p").read_tomogram(run, round(tomo.voxel_size_A, 3),
                                                            "wbp").data
     near = np.floor(proj_xyz + 0.5).astype(int)
