@@ -150,10 +150,9 @@ def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame, particles: Partic
     lines = [f"# written by sparse-det; coordinates in {frame.note}; classes: {classes}", "",
              "data_particles", "", "loop_"]
     lines += [f"_{label} #{i + 1}" for i, label in enumerate(STAR_LABELS)]
-    px_xyz = frame.to_px(rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3))
-    centred_xyz_A = frame.centred_A(rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3))
-    for r, (x, y, z), (cx, cy, cz) in zip(rows.itertuples(index=False), px_xyz, centred_xyz_A,
-                                          strict=True):
+    xyz_A = rows[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3)
+    for r, (x, y, z), (cx, cy, cz) in zip(rows.itertuples(index=False), frame.to_px(xyz_A),
+                                          frame.centred_A(xyz_A), strict=True):
         lines.append(f"{run}\t{run}\t{x:.3f}\t{y:.3f}\t{z:.3f}\t{cx:.2f}\t{cy:.2f}\t{cz:.2f}\t"
                      f"{frame.pixel_size_A:.4f}\t"
                      f"{particles.class_index(r.particle_type)}\t{float(r.score):.5f}\t"
