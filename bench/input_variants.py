@@ -6,7 +6,9 @@ markdown table of weighted F4 (and per class) against the unchanged runs.
                                    [--only VARIANT ...]
 
 Variants: the portal's `VoxelSpacing10.012` folder, resampled to 13.48 Å and 7.84 Å (an
-independent map_coordinates resampling, as another lab's pipeline would make), pyramid level
+independent map_coordinates resampling, as another lab's pipeline would make) and to voxels
+4.8 % larger or smaller (resampled to the grid; `--spacing-tolerance 0.05` reads them as they
+are), pyramid level
 0 only, protein bright (×−1), int8, tilted about x (y and x swapped: the missing wedge
 about x; its picks swapped alike), two MRC files brought in by `data_tools.import_mrc`
 with no flag (standardised float16, thin along y as IMOD's `tilt` writes a reconstruction
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
+from data_tools import tomo_input  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 from data_tools.mrc import write_mrc  # noqa: E402
 
@@ -52,6 +55,19 @@ def resampled(vol: np.ndarray, voxel_A: float, new_A: float) -> np.ndarray:
     shape = [int(n * voxel_A / new_A) for n in vol.shape]
     grid = np.meshgrid(*[np.arange(n) * new_A / voxel_A for n in shape], indexing="ij")
     return ndimage.map_coordinates(src, grid, order=1, mode="nearest").astype(np.float32)
+
+
+# Read as they are (within a --spacing-tolerance of 0.05), these runs' particles reach the
+# network 4.8 % smaller or larger than training drew them; by default they are resampled.
+SCALE_OFF = 0.048
+SCALE_LARGER = "voxels 4.8 % larger"
+SCALE_SMALLER = "voxels 4.8 % smaller"
+
+
+def scaled(vol: np.ndarray, voxel_A: float, factor: float) -> dict:
+    new_A = voxel_A * factor
+    return {"data_zyx": resampled(vol, voxel_A, new_A), "voxel_size_A": new_A,
+            "voxel_spacing_A": round(new_A, 3)}
 
 
 def imported_mrc_variant(src: CopickProject, dest: Path, name: str) -> tuple[CopickProject, dict]:
@@ -204,6 +220,8 @@ VARIANT_ARGUMENTS = {
     "7.84 Å": lambda vol, vs, _: {"data_zyx": resampled(vol, vs, 7.84), "voxel_size_A": 7.84,
                                   "voxel_spacing_A": 7.84},
     "level 0 only": lambda vol, vs, _: {"n_levels": 1},
+    SCALE_LARGER: lambda vol, vs, _: scaled(vol, vs, 1 + SCALE_OFF),
+    SCALE_SMALLER: lambda vol, vs, _: scaled(vol, vs, 1 - SCALE_OFF),
     "bright protein": lambda vol, vs, _: {"data_zyx": -vol},
     "int8": lambda vol, vs, _: {"data_zyx": (vol - vol.mean()) / vol.std() * 20,
                                 "dtype": np.int8},
@@ -247,7 +265,8 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
     return project
 
 
-VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", "level 0 only",
+VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", SCALE_LARGER, SCALE_SMALLER,
+            "level 0 only",
             "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO, THICKER,
             THICKER_NOISE, INCLINED)
 
@@ -260,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     ap.add_argument("--only", nargs="+", choices=VARIANTS,
                     help="these variants (and the unchanged runs) only")
+    ap.add_argument("--spacing-tolerance", type=float,
+                    help="read a level as it is within this share of the working grid "
+                         f"(default {tomo_input.SPACING_TOLERANCE}), else resample it")
     a = ap.parse_args(argv)
+    if a.spacing_tolerance is not None:
+        tomo_input.SPACING_TOLERANCE = a.spacing_tolerance
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
     checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)

@@ -181,16 +181,29 @@ def test_plan_rules():
     plan = plan_source([src(7.84), src(15.68, 1), src(31.36, 2)], WORKING_A)
     assert plan.how == "resample" and plan.source.level == 1, plan
     assert plan_source([src(40.0)], WORKING_A).how == "resample"
+    # within 1 % as is; further off the particles would reach the network off scale
+    assert plan_source([src(10.1), src(20.15, 1)], WORKING_A).how == "as is"
+    plan = plan_source([src(9.52), src(19.04, 1)], WORKING_A)
+    assert plan.how == "resample" and plan.source.level == 1, plan
+    # a level up to 10 % coarser is resampled from itself, not from one twice as fine
+    plan = plan_source([src(10.48), src(20.96, 1)], WORKING_A)
+    assert plan.how == "resample" and plan.source.level == 1, plan
+    plan = plan_source([src(11.0), src(22.4, 1)], WORKING_A)
+    assert plan.how == "resample" and plan.source.level == 0, plan
+    assert plan_source([src(10.15)], WORKING_A).how == "resample"  # 1.5 % off bin 2
 
 
-def test_resample_keeps_physical_positions():
-    """A point-like blob at a known position in Å stays there after resampling."""
-    voxel, origin = 13.48, 6.74
-    pos_A = np.array([301.0, 455.5, 612.25])  # z, y, x
-    idx = np.indices((48, 64, 80)).reshape(3, -1).T * voxel + origin
-    blob = np.exp(-np.sum((idx - pos_A) ** 2, axis=1) / (2 * 30.0**2)).reshape(48, 64, 80)
+@pytest.mark.parametrize("voxel, shape_in, shape_out, pos_A", [
+    (13.48, (48, 64, 80), (32, 43, 53), (301.0, 455.5, 612.25)),  # shrinking, anti-aliased
+    (20.96, (40, 50, 60), (41, 52, 62), (401.0, 655.5, 812.25)),  # 4.8 % coarser: upsampling
+])
+def test_resample_keeps_physical_positions(voxel, shape_in, shape_out, pos_A):
+    """A point-like blob at a known position in Å (z, y, x) stays there after resampling."""
+    origin, pos_A = voxel / 2, np.array(pos_A)
+    idx = np.indices(shape_in).reshape(3, -1).T * voxel + origin
+    blob = np.exp(-np.sum((idx - pos_A) ** 2, axis=1) / (2 * 40.0**2)).reshape(shape_in)
     out, new_origin = resample(blob.astype(np.float32), voxel, origin, WORKING_A)
-    assert out.shape == (32, 43, 53), out.shape
+    assert out.shape == shape_out, out.shape
     peak = np.array(ndimage.center_of_mass(out ** 4))
     np.testing.assert_allclose(peak * WORKING_A + new_origin, pos_A, atol=0.1 * WORKING_A,
                                err_msg="resampling moved the blob")
