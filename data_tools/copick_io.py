@@ -1,7 +1,8 @@
 """The one data-access module for the copick filesystem layout. Nobody else globs paths.
 
 Layout (as the competition ships it; docs/formats.md):
-    <static>/ExperimentRuns/<run>/VoxelSpacing10.000/<type>.zarr    OME-Zarr v2 multiscale, z,y,x
+    <static>/ExperimentRuns/<run>/VoxelSpacing10.000/<type>.zarr    OME-Zarr multiscale, z,y,x
+        (0.4 in zarr v2 as shipped; 0.5 in zarr v3 is read too)
     <overlay>/ExperimentRuns/<run>/Picks/<particle>.json             competition naming
     <overlay>/ExperimentRuns/<run>/Picks/<user>_<session>_<particle>.json   copick naming
 Pick locations are x,y,z in Å; arrays are z,y,x. `picks_to_zyx_vox` / `zyx_vox_to_xyz_A`
@@ -170,6 +171,8 @@ class CopickProject:
                               dtype=np.float32)
         except Exception as exc:  # zarr raises many types for a damaged store
             raise DataError(f"{path / array_path}: cannot read array ({exc})") from exc
+        while data.ndim > 3 and data.shape[0] == 1:  # OME-Zarr's t, c axes of one each
+            data = data[0]
         if data.ndim != 3:
             raise DataError(f"{path / array_path}: expected a 3-D (z,y,x) array, got {data.shape}")
         if check_finite and not np.isfinite(data).all():
@@ -309,36 +312,86 @@ def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
     return doc.get("pickable_object_name"), pts
 
 
-def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
-    attrs_file = path / ".zattrs"
-    try:
-        attrs = json.loads(attrs_file.read_text())
-        datasets = attrs["multiscales"][0]["datasets"]
-    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+# Å per unit of the OME-Zarr axis units a tomogram may carry; no unit means copick's Å.
+_UNIT_A = {None: 1.0, "angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4}
+
+
+def _zarr_metadata(path: Path, v2_name: str) -> tuple[Path, dict] | None:
+    """A node's metadata document: zarr v3's `zarr.json` (group attributes under
+    "attributes"), else zarr v2's `v2_name` (`.zattrs` of a group, `.zarray` of an array).
+    None when the node has neither."""
+    for name in ("zarr.json", v2_name):
+        f = path / name
+        if f.is_file():
+            try:
+                return f, json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DataError(f"{f}: unreadable zarr metadata ({type(exc).__name__}: "
+                                f"{exc})") from exc
+    return None
+
+
+def _multiscales(path: Path) -> list:
+    """The OME-Zarr `multiscales` of a group: 0.4 in zarr v2 (`.zattrs`), 0.5 in zarr v3
+    (`zarr.json`, under attributes.ome) or 0.4-style attributes in a v3 group."""
+    meta = _zarr_metadata(path, ".zattrs")
+    if meta is None:
+        raise DataError(f"{path}: not an OME-Zarr multiscale (no .zattrs or zarr.json group "
+                        f"metadata)")
+    f, doc = meta
+    attrs = doc.get("attributes", {}) if f.name == "zarr.json" else doc
+    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if not isinstance(found, list) or not found or "datasets" not in found[0]:
         raise DataError(f"{path}: not an OME-Zarr multiscale (no readable multiscales in "
-                        f".zattrs: {type(exc).__name__}: {exc})") from exc
+                        f"{f.name})")
+    return found
+
+
+def _array_shape(path: Path) -> tuple[int, ...] | None:
+    meta = _zarr_metadata(path, ".zarray")
+    if meta is None or (meta[0].name == "zarr.json" and meta[1].get("node_type") != "array"):
+        return None
+    return tuple(meta[1]["shape"]) if "shape" in meta[1] else None
+
+
+def _axes_to_A(path: Path, multiscale: dict) -> float:
+    """Å per unit of the spatial axes (one unit for z, y, x; OME-Zarr allows per-axis)."""
+    axes = multiscale.get("axes") or []
+    units = {a.get("unit") if isinstance(a, dict) else None for a in axes[-3:]}
+    if len(units) > 1 or not units <= set(_UNIT_A):
+        raise DataError(f"{path}: axis units {sorted(map(str, units))} are not one of "
+                        f"{[u for u in _UNIT_A if u]}")
+    return _UNIT_A[units.pop() if units else None]
+
+
+def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
+    multiscale = _multiscales(path)[0]
+    datasets, to_A = multiscale["datasets"], _axes_to_A(path, multiscale)
     levels = []
     for ds in datasets:
         scale = [t for t in ds.get("coordinateTransformations", []) if t.get("type") == "scale"]
         if not scale:
             raise DataError(f"{path}: dataset {ds.get('path')!r} has no scale transformation")
-        zarray = path / ds["path"] / ".zarray"
         try:
-            shape = tuple(json.loads(zarray.read_text())["shape"])
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
-            raise DataError(f"{zarray}: level {ds['path']!r} is listed in .zattrs but its array "
-                            f"metadata is missing or unreadable ({exc})") from exc
+            shape = _array_shape(path / ds["path"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{path / str(ds.get('path'))}: unreadable array metadata "
+                            f"({exc})") from exc
+        if shape is None:
+            raise DataError(f"{path / ds['path']}: level {ds['path']!r} is listed in the "
+                            f"multiscales but its array metadata (.zarray or zarr.json) is "
+                            f"missing")
         shift = [t for t in ds.get("coordinateTransformations", [])
                  if t.get("type") == "translation"]
-        voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2)
+        voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2) * to_A
         origin = (_isotropic(path, ds["path"], "translation", shift[0]["translation"],
-                             1e-3 * voxel) if shift else 0.0)
-        levels.append((ds["path"], voxel, shape, origin))
+                             1e-3 * voxel / to_A) * to_A if shift else 0.0)
+        levels.append((ds["path"], voxel, shape[-3:], origin))
     listed = {str(ds["path"]) for ds in datasets}
     unlisted = sorted(p.name for p in path.iterdir()
-                      if (p / ".zarray").is_file() and p.name not in listed)
+                      if p.is_dir() and p.name not in listed and _array_shape(p) is not None)
     if unlisted:
-        raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in .zattrs "
+        raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in its "
                         f"multiscales (listed: {sorted(listed)})")
     return levels
 

@@ -1,6 +1,7 @@
 """The copick layout: round trips, the competition's own files, both picks namings, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -67,6 +68,53 @@ def write_competition_run(root, run="TS_5_4", spacing_scale=10.012):
            "trust_orientation": True}
     (picks / "ribosome.json").write_text(json.dumps(doc))
     return vol
+
+
+def write_ome_zarr_v05(path, vol, voxel_A, origin_A=0.0, unit="nanometer", n_levels=3):
+    """OME-Zarr 0.5 as ome-zarr-py and zarr-python 3 write it by default: a zarr v3 group
+    (`zarr.json`, metadata under attributes.ome), 5-D t,c,z,y,x arrays of one time point and
+    one channel, scales in `unit`; written with plain zarr calls, not the project's writer."""
+    per_A = {"nanometer": 0.1, "angstrom": 1.0, "micrometer": 1e-4}[unit]
+    g = zarr.open_group(str(path), mode="w", zarr_format=3)
+    datasets, level = [], np.asarray(vol, dtype=np.float32)
+    for i in range(n_levels):
+        k = 2**i
+        g.create_array(str(i), data=level[None, None], chunks=(1, 1, 32, 64, 64))
+        z, y, x = (n // 2 for n in level.shape)
+        level = level[:2 * z, :2 * y, :2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
+        s, t = voxel_A * k * per_A, (origin_A + voxel_A * (k - 1) / 2) * per_A
+        datasets.append({"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 1.0, s, s, s]},
+            {"type": "translation", "translation": [0.0, 0.0, t, t, t]}]})
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": unit} for a in "zyx"]
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+
+
+def test_reads_ome_zarr_05_in_zarr_v3(tmp_path):
+    """A tomogram in OME-Zarr 0.5 (zarr v3, 5-D, nanometres) reads as its 0.4 twin: voxel size
+    and origin in Å, the z, y, x volume; a unit it does not know is an error naming it."""
+    write_competition_run(tmp_path)
+    d = tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000"
+    shutil.rmtree(d / "denoised.zarr")
+    vol = np.arange(8 * 12 * 16, dtype=np.float32).reshape(8, 12, 16)
+    write_ome_zarr_v05(d / "denoised.zarr", vol, 10.012, origin_A=5.006)
+    assert (d / "denoised.zarr/zarr.json").is_file() and not (d / "denoised.zarr/.zattrs").exists()
+    proj = CopickProject(tmp_path)
+    scales = proj.tomogram_scales("TS_5_4")
+    assert [(p, shape) for p, _, shape, _ in scales] == [
+        ("0", (8, 12, 16)), ("1", (4, 6, 8)), ("2", (2, 3, 4))], scales
+    np.testing.assert_allclose([v for _, v, _, _ in scales], [10.012, 20.024, 40.048])
+    np.testing.assert_allclose([o for *_, o in scales], [5.006, 10.012, 20.024])
+    tomo = proj.read_tomogram("TS_5_4", scale=1)
+    np.testing.assert_allclose(tomo.data, vol.reshape(4, 2, 6, 2, 8, 2).mean(axis=(1, 3, 5)))
+    assert tomo.voxel_size_A == pytest.approx(20.024) and tomo.origin_A == pytest.approx(10.012)
+    meta = json.loads((d / "denoised.zarr/zarr.json").read_text())
+    for axis in meta["attributes"]["ome"]["multiscales"][0]["axes"][2:]:
+        axis["unit"] = "parsec"
+    (d / "denoised.zarr/zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"denoised.zarr: axis units \['parsec'\] are not one of"):
+        proj.read_tomogram("TS_5_4")
 
 
 def test_reads_competition_layout_written_by_plain_zarr(tmp_path):
@@ -138,9 +186,13 @@ def test_not_an_ome_zarr(comp):
 
 
 def test_corrupt_array_metadata(comp):
-    (comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/0/.zarray").unlink()
-    with pytest.raises(DataError, match=r"0/.zarray: level '0' is listed in .zattrs but its "
-                                        r"array metadata is missing or unreadable"):
+    level0 = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/0"
+    (level0 / ".zarray").write_text("{not json")
+    with pytest.raises(DataError, match=r"denoised.zarr/0/.zarray: unreadable zarr metadata"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+    (level0 / ".zarray").unlink()
+    with pytest.raises(DataError, match=r"denoised.zarr/0: level '0' is listed in the "
+                                        r"multiscales but its array metadata"):
         CopickProject(comp).read_tomogram("TS_5_4")
 
 
@@ -150,7 +202,7 @@ def test_array_on_disk_but_not_listed(comp):
     attrs["multiscales"][0]["datasets"] = attrs["multiscales"][0]["datasets"][:2]
     (zarr_dir / ".zattrs").write_text(json.dumps(attrs))
     with pytest.raises(DataError, match=r"denoised.zarr: arrays \['2'\] are on disk but not "
-                                        r"listed in .zattrs"):
+                                        r"listed in its multiscales"):
         CopickProject(comp).read_tomogram("TS_5_4")
 
 
