@@ -22,6 +22,8 @@ import numpy as np
 from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
 from data_tools.particles import DataError, ParticleTable
 
+# copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
+FEATURES = "_features.zarr"
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -124,7 +126,8 @@ class CopickProject:
             for vs in spacings:
                 d = root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(vs)
                 if d.is_dir():
-                    types.update(p.name[:-5] for p in d.glob("*.zarr") if TMP_MARK not in p.name)
+                    types.update(p.name[:-5] for p in d.glob("*.zarr")
+                                 if TMP_MARK not in p.name and not p.name.endswith(FEATURES))
         return sorted(types)
 
     def tomogram_path(self, run: str, voxel_spacing_A: float = 10.0,

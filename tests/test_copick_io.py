@@ -167,6 +167,18 @@ def test_missing_tomogram_type(comp):
         CopickProject(comp).read_tomogram("TS_5_4", tomo_type="wbp")
 
 
+def test_feature_maps_beside_a_tomogram_are_not_tomograms(comp):
+    """copick writes a tomogram's feature maps as <type>_<feature>_features.zarr in the same
+    folder (4-D, one channel per feature); they are neither listed nor chosen."""
+    d = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000"
+    shutil.copytree(d / "denoised.zarr", d / "denoised_dino_features.zarr")
+    (d / "denoised.zarr").rename(d / "sart.zarr")
+    proj = CopickProject(comp)
+    assert proj.tomogram_types("TS_5_4") == ["sart"]
+    from data_tools.tomo_input import choose_type
+    assert choose_type(proj, "TS_5_4", "denoised", fallback=True) == "sart"
+
+
 def test_missing_voxel_spacing_folder(comp):
     with pytest.raises(DataError, match="VoxelSpacing20.000: voxel spacing folder does not exist"):
         CopickProject(comp).read_tomogram("TS_5_4", voxel_spacing_A=20.0)
