@@ -468,4 +468,13 @@ def _roots_from_config(path: Path) -> tuple[Path, Path]:
 
     if "overlay_root" not in cfg:
         raise DataError(f"{path}: copick config has no overlay_root")
-    return root("static_root"), root("overlay_root")
+    static, overlay = root("static_root"), root("overlay_root")
+    if cfg.get("config_type") == "cryoet_data_portal" and not (overlay / RUNS_DIR).is_dir():
+        # Its static tomograms live on the portal; only its overlay is on this disk.
+        raise DataError(
+            f"{path}: a copick config of the CryoET Data Portal (datasets "
+            f"{cfg.get('dataset_ids')}) whose overlay {overlay} holds no {RUNS_DIR}/: the "
+            f"tomograms are on the portal, and this picker reads local files only; download "
+            f"the runs (the portal's website or its `cryoet_data_portal` client) into a "
+            f"copick filesystem project and point --project at it")
+    return static, overlay

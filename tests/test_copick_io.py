@@ -258,6 +258,21 @@ def test_not_a_project(tmp_path):
         CopickProject(tmp_path / "nope")
 
 
+def test_data_portal_config(tmp_path):
+    """A copick config of the CryoET Data Portal: its tomograms are remote, so with nothing
+    in its overlay the error says so; runs copied into the overlay are read from there."""
+    cfg = tmp_path / "portal.json"
+    cfg.write_text(json.dumps({"config_type": "cryoet_data_portal", "dataset_ids": [10440],
+                               "overlay_root": "local://overlay", "pickable_objects": [
+        {"name": "ribosome", "is_particle": True, "radius": 150.0, "label": 1}]}))
+    with pytest.raises(DataError, match=r"portal.json: a copick config of the CryoET Data "
+                                        r"Portal \(datasets \[10440\]\).*reads local files"):
+        CopickProject(cfg)
+    vol = write_competition_run(tmp_path / "copied")
+    shutil.move(tmp_path / "copied/static/ExperimentRuns", tmp_path / "overlay/ExperimentRuns")
+    np.testing.assert_array_equal(CopickProject(cfg).read_tomogram("TS_5_4").data, vol)
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     from data_tools.atomic import atomic_path
 
