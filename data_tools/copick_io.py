@@ -12,6 +12,8 @@ are the only conversions between the two.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from data_tools.particles import DataError, ParticleTable
 
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
 FEATURES = "_features.zarr"
+log = logging.getLogger(__name__)
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -109,37 +112,45 @@ class CopickProject:
         return d
 
     # -- tomograms ----------------------------------------------------------------------
-    def voxel_spacings(self, run: str) -> list[float]:
+    def spacing_folders(self, run: str, voxel_spacing_A: float | None = None) -> list[Path]:
+        """The run's `VoxelSpacing<Å>` folders in both roots (those of one spacing when
+        given), however the number is written (`10.000` as copick writes it, `10`, `10.0`).
+        A folder whose suffix is not a number is skipped with a warning."""
         out = []
         for root in (self.static_root, self.overlay_root):
             d = root / RUNS_DIR / validate_run_name(run)
-            if d.is_dir():
-                out += [float(p.name[len("VoxelSpacing"):]) for p in d.glob("VoxelSpacing*")]
-        return sorted(set(out))
+            for p in sorted(d.glob("VoxelSpacing*")) if d.is_dir() else []:
+                try:
+                    spacing = float(p.name[len("VoxelSpacing"):])
+                except ValueError:
+                    log.warning("%s: not a VoxelSpacing<Å> folder name; skipped", p)
+                    continue
+                if p.is_dir() and (voxel_spacing_A is None
+                                   or math.isclose(spacing, voxel_spacing_A, abs_tol=5e-4)):
+                    out.append(p)
+        return out
+
+    def voxel_spacings(self, run: str) -> list[float]:
+        return sorted({float(p.name[len("VoxelSpacing"):]) for p in self.spacing_folders(run)})
 
     def tomogram_types(self, run: str, voxel_spacing_A: float | None = None) -> list[str]:
         """Tomogram types in one spacing folder, or in any of the run's (None)."""
-        spacings = (self.voxel_spacings(run) if voxel_spacing_A is None
-                    else [voxel_spacing_A])
         types = set()
-        for root in (self.static_root, self.overlay_root):
-            for vs in spacings:
-                d = root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(vs)
-                if d.is_dir():
-                    types.update(p.name[:-5] for p in d.glob("*.zarr")
-                                 if TMP_MARK not in p.name and not p.name.endswith(FEATURES))
+        for d in self.spacing_folders(run, voxel_spacing_A):
+            types.update(p.name[:-5] for p in d.glob("*.zarr")
+                         if TMP_MARK not in p.name and not p.name.endswith(FEATURES))
         return sorted(types)
 
     def tomogram_path(self, run: str, voxel_spacing_A: float = 10.0,
                       tomo_type: str = "denoised") -> Path:
         self.run_dir(run)
         vs_name = voxel_spacing_dirname(voxel_spacing_A)
-        for root in (self.static_root, self.overlay_root):
-            p = root / RUNS_DIR / run / vs_name / f"{tomo_type}.zarr"
+        for d in self.spacing_folders(run, voxel_spacing_A):
+            p = d / f"{tomo_type}.zarr"
             if p.is_dir():
                 return p
         spacings = self.voxel_spacings(run)
-        if voxel_spacing_A not in spacings:
+        if not any(math.isclose(s, voxel_spacing_A, abs_tol=5e-4) for s in spacings):
             raise DataError(
                 f"{self.static_root / RUNS_DIR / run / vs_name}: voxel spacing folder does not "
                 f"exist; run {run!r} has spacings {spacings or 'none'}")

@@ -179,6 +179,19 @@ def test_feature_maps_beside_a_tomogram_are_not_tomograms(comp):
     assert choose_type(proj, "TS_5_4", "denoised", fallback=True) == "sart"
 
 
+def test_spacing_folders_however_the_number_is_written(comp, caplog):
+    """`VoxelSpacing10` is the 10 Å folder as `VoxelSpacing10.000` is; a folder whose suffix
+    is no number is skipped with a warning, not a crash."""
+    run_dir = comp / "static/ExperimentRuns/TS_5_4"
+    (run_dir / "VoxelSpacing10.000").rename(run_dir / "VoxelSpacing10")
+    (run_dir / "VoxelSpacing_old").mkdir()
+    proj = CopickProject(comp)
+    assert proj.voxel_spacings("TS_5_4") == [10.0]
+    assert proj.tomogram_types("TS_5_4", 10.0) == ["denoised"]
+    assert proj.read_tomogram("TS_5_4").path.parent.name == "VoxelSpacing10"
+    assert "VoxelSpacing_old: not a VoxelSpacing<Å> folder name" in caplog.text
+
+
 def test_missing_voxel_spacing_folder(comp):
     with pytest.raises(DataError, match="VoxelSpacing20.000: voxel spacing folder does not exist"):
         CopickProject(comp).read_tomogram("TS_5_4", voxel_spacing_A=20.0)
