@@ -328,6 +328,9 @@ def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
 
 # Å per unit of the OME-Zarr axis units a tomogram may carry; no unit means copick's Å.
 _UNIT_A = {None: 1.0, "angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4}
+# Spellings met outside the OME-Zarr spec (which takes UDUNITS-2 names), read as the above.
+_UNIT_ALIASES = {"å": "angstrom", "a": "angstrom", "nm": "nanometer", "µm": "micrometer",
+                 "μm": "micrometer", "um": "micrometer", "micron": "micrometer"}
 
 
 def _zarr_metadata(path: Path, v2_name: str) -> tuple[Path, dict] | None:
@@ -372,6 +375,8 @@ def _axes_to_A(path: Path, multiscale: dict) -> float:
     """Å per unit of the spatial axes (one unit for z, y, x; OME-Zarr allows per-axis)."""
     axes = multiscale.get("axes") or []
     units = {a.get("unit") if isinstance(a, dict) else None for a in axes[-3:]}
+    units = {_UNIT_ALIASES.get(u.lower(), u.lower()) if isinstance(u, str) else u
+             for u in units}
     if len(units) > 1 or not units <= set(_UNIT_A):
         raise DataError(f"{path}: axis units {sorted(map(str, units))} are not one of "
                         f"{[u for u in _UNIT_A if u]}")

@@ -110,9 +110,12 @@ def test_reads_ome_zarr_05_in_zarr_v3(tmp_path):
     np.testing.assert_allclose(tomo.data, vol.reshape(4, 2, 6, 2, 8, 2).mean(axis=(1, 3, 5)))
     assert tomo.voxel_size_A == pytest.approx(20.024) and tomo.origin_A == pytest.approx(10.012)
     meta = json.loads((d / "denoised.zarr/zarr.json").read_text())
-    for axis in meta["attributes"]["ome"]["multiscales"][0]["axes"][2:]:
-        axis["unit"] = "parsec"
-    (d / "denoised.zarr/zarr.json").write_text(json.dumps(meta))
+    for unit, voxel_A in (("Å", 2.0024), ("nm", 20.024), ("parsec", None)):
+        for axis in meta["attributes"]["ome"]["multiscales"][0]["axes"][2:]:
+            axis["unit"] = unit
+        (d / "denoised.zarr/zarr.json").write_text(json.dumps(meta))
+        if voxel_A:  # the spellings outside the spec; 1.0012 in Å is 10× too fine
+            assert proj.tomogram_scales("TS_5_4")[1][1] == pytest.approx(voxel_A)
     with pytest.raises(DataError, match=r"denoised.zarr: axis units \['parsec'\] are not one of"):
         proj.read_tomogram("TS_5_4")
 
