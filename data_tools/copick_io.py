@@ -383,10 +383,13 @@ def _axes_to_A(path: Path, multiscale: dict) -> float:
     return _UNIT_A[units.pop() if units else None]
 
 
+_WARNED_SKIPS: set[Path] = set()  # tomograms whose skipped levels were logged once
+
+
 def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
     multiscale = _multiscales(path)[0]
     datasets, to_A = multiscale["datasets"], _axes_to_A(path, multiscale)
-    levels = []
+    levels, skipped = [], []
     for ds in datasets:
         scale = [t for t in ds.get("coordinateTransformations", []) if t.get("type") == "scale"]
         if not scale:
@@ -402,10 +405,20 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
                             f"missing")
         shift = [t for t in ds.get("coordinateTransformations", [])
                  if t.get("type") == "translation"]
-        voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2) * to_A
-        origin = (_isotropic(path, ds["path"], "translation", shift[0]["translation"],
-                             1e-3 * voxel / to_A) * to_A if shift else 0.0)
+        try:
+            voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2) * to_A
+            origin = (_isotropic(path, ds["path"], "translation", shift[0]["translation"],
+                                 1e-3 * voxel / to_A) * to_A if shift else 0.0)
+        except DataError as exc:
+            if not levels:  # level 0 is the tomogram: it must be read right or not at all
+                raise
+            # ome-zarr-py's default pyramid bins y and x only; the levels before it serve.
+            skipped.append(str(exc).removeprefix(f"{path}: "))
+            continue
         levels.append((ds["path"], voxel, shape[-3:], origin))
+    if skipped and path not in _WARNED_SKIPS:
+        _WARNED_SKIPS.add(path)
+        log.warning("%s: levels skipped: %s", path, "; ".join(skipped))
     listed = {str(ds["path"]) for ds in datasets}
     unlisted = sorted(p.name for p in path.iterdir()
                       if p.is_dir() and p.name not in listed and _array_shape(p) is not None)

@@ -70,22 +70,26 @@ def write_competition_run(root, run="TS_5_4", spacing_scale=10.012):
     return vol
 
 
-def write_ome_zarr_v05(path, vol, voxel_A, origin_A=0.0, unit="nanometer", n_levels=3):
+def write_ome_zarr_v05(path, vol, voxel_A, origin_A=0.0, unit="nanometer", n_levels=3,
+                       bin_z=True):
     """OME-Zarr 0.5 as ome-zarr-py and zarr-python 3 write it by default: a zarr v3 group
     (`zarr.json`, metadata under attributes.ome), 5-D t,c,z,y,x arrays of one time point and
-    one channel, scales in `unit`; written with plain zarr calls, not the project's writer."""
+    one channel, scales in `unit`; written with plain zarr calls, not the project's writer.
+    bin_z=False: the pyramid bins y and x only (ome-zarr-py's default scale_factors)."""
     per_A = {"nanometer": 0.1, "angstrom": 1.0, "micrometer": 1e-4}[unit]
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     datasets, level = [], np.asarray(vol, dtype=np.float32)
     for i in range(n_levels):
         k = 2**i
         g.create_array(str(i), data=level[None, None], chunks=(1, 1, 32, 64, 64))
-        z, y, x = (n // 2 for n in level.shape)
-        level = level[:2 * z, :2 * y, :2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
+        kz = 2 if bin_z else 1
+        z, y, x = level.shape[0] // kz, level.shape[1] // 2, level.shape[2] // 2
+        level = level[:kz * z, :2 * y, :2 * x].reshape(z, kz, y, 2, x, 2).mean(axis=(1, 3, 5))
         s, t = voxel_A * k * per_A, (origin_A + voxel_A * (k - 1) / 2) * per_A
+        sz, tz = (s, t) if bin_z else (voxel_A * per_A, origin_A * per_A)
         datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, 1.0, s, s, s]},
-            {"type": "translation", "translation": [0.0, 0.0, t, t, t]}]})
+            {"type": "scale", "scale": [1.0, 1.0, sz, s, s]},
+            {"type": "translation", "translation": [0.0, 0.0, tz, t, t]}]})
     axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
         {"name": a, "type": "space", "unit": unit} for a in "zyx"]
     g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
@@ -118,6 +122,23 @@ def test_reads_ome_zarr_05_in_zarr_v3(tmp_path):
             assert proj.tomogram_scales("TS_5_4")[1][1] == pytest.approx(voxel_A)
     with pytest.raises(DataError, match=r"denoised.zarr: axis units \['parsec'\] are not one of"):
         proj.read_tomogram("TS_5_4")
+
+
+def test_levels_binned_in_y_and_x_only_are_skipped(tmp_path, caplog):
+    """ome-zarr-py's default pyramid leaves z unbinned: those levels cannot be read as
+    isotropic voxels, so they are skipped with a warning and level 0 serves (binned by the
+    input step); an anisotropic level 0 is still an error."""
+    write_competition_run(tmp_path)
+    d = tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000"
+    shutil.rmtree(d / "denoised.zarr")
+    vol = np.arange(8 * 12 * 16, dtype=np.float32).reshape(8, 12, 16)
+    write_ome_zarr_v05(d / "denoised.zarr", vol, 10.012, bin_z=False)
+    proj = CopickProject(tmp_path)
+    assert [(p, v) for p, v, _, _ in proj.tomogram_scales("TS_5_4")] == [("0", 10.012)]
+    assert "levels skipped: level '1' has per-axis scale" in caplog.text, caplog.text
+    np.testing.assert_array_equal(proj.read_tomogram("TS_5_4").data, vol)
+    from data_tools.tomo_input import list_sources, plan_source
+    assert plan_source(list_sources(proj, "TS_5_4", "denoised"), 20.0).how == "bin 2"
 
 
 def test_reads_competition_layout_written_by_plain_zarr(tmp_path):
