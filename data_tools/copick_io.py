@@ -342,7 +342,7 @@ def _zarr_metadata(path: Path, v2_name: str) -> tuple[Path, dict] | None:
         if f.is_file():
             try:
                 return f, json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
                 raise DataError(f"{f}: unreadable zarr metadata ({type(exc).__name__}: "
                                 f"{exc})") from exc
     return None
@@ -356,9 +356,13 @@ def _multiscales(path: Path) -> list:
         raise DataError(f"{path}: not an OME-Zarr multiscale (no .zattrs or zarr.json group "
                         f"metadata)")
     f, doc = meta
-    attrs = doc.get("attributes", {}) if f.name == "zarr.json" else doc
-    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
-    if not isinstance(found, list) or not found or "datasets" not in found[0]:
+    attrs = (doc.get("attributes") if f.name == "zarr.json" and isinstance(doc, dict)
+             else doc)
+    attrs = attrs if isinstance(attrs, dict) else {}
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
+    found = attrs.get("multiscales") or ome.get("multiscales")
+    if (not isinstance(found, list) or not found or not isinstance(found[0], dict)
+            or "datasets" not in found[0]):
         raise DataError(f"{path}: not an OME-Zarr multiscale (no readable multiscales in "
                         f"{f.name})")
     return found
@@ -366,7 +370,8 @@ def _multiscales(path: Path) -> list:
 
 def _array_shape(path: Path) -> tuple[int, ...] | None:
     meta = _zarr_metadata(path, ".zarray")
-    if meta is None or (meta[0].name == "zarr.json" and meta[1].get("node_type") != "array"):
+    if meta is None or not isinstance(meta[1], dict) or (
+            meta[0].name == "zarr.json" and meta[1].get("node_type") != "array"):
         return None
     return tuple(meta[1]["shape"]) if "shape" in meta[1] else None
 

@@ -228,9 +228,18 @@ def test_wrong_voxel_spacing_in_zattrs(tmp_path):
 
 
 def test_not_an_ome_zarr(comp):
-    (comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/.zattrs").write_text(
-        "{}")
+    group = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr"
+    (group / ".zattrs").write_text("{}")
     with pytest.raises(DataError, match="denoised.zarr: not an OME-Zarr multiscale"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+    (group / ".zattrs").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match=r"denoised.zarr/.zattrs: unreadable zarr metadata"):
+        CopickProject(comp).read_tomogram("TS_5_4")
+    (group / ".zattrs").unlink()  # a zarr v3 group with attributes but no multiscales
+    (group / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                 "attributes": {"ome": ["not", "a", "dict"]}}))
+    with pytest.raises(DataError, match=r"denoised.zarr: not an OME-Zarr multiscale \(no "
+                                        r"readable multiscales in zarr.json\)"):
         CopickProject(comp).read_tomogram("TS_5_4")
 
 
