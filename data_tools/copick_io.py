@@ -348,9 +348,9 @@ def _zarr_metadata(path: Path, v2_name: str) -> tuple[Path, dict] | None:
     return None
 
 
-def _multiscales(path: Path) -> list:
-    """The OME-Zarr `multiscales` of a group: 0.4 in zarr v2 (`.zattrs`), 0.5 in zarr v3
-    (`zarr.json`, under attributes.ome) or 0.4-style attributes in a v3 group."""
+def group_attributes(path: Path) -> tuple[Path, dict]:
+    """(the file, its attributes) of a zarr group: zarr v2's `.zattrs`, or the "attributes"
+    of zarr v3's `zarr.json`; an error naming the group when it has neither."""
     meta = _zarr_metadata(path, ".zattrs")
     if meta is None:
         raise DataError(f"{path}: not an OME-Zarr multiscale (no .zattrs or zarr.json group "
@@ -358,7 +358,13 @@ def _multiscales(path: Path) -> list:
     f, doc = meta
     attrs = (doc.get("attributes") if f.name == "zarr.json" and isinstance(doc, dict)
              else doc)
-    attrs = attrs if isinstance(attrs, dict) else {}
+    return f, attrs if isinstance(attrs, dict) else {}
+
+
+def _multiscales(path: Path) -> list:
+    """The OME-Zarr `multiscales` of a group: 0.4 in zarr v2 (`.zattrs`), 0.5 in zarr v3
+    (`zarr.json`, under attributes.ome) or 0.4-style attributes in a v3 group."""
+    f, attrs = group_attributes(path)
     ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
     found = attrs.get("multiscales") or ome.get("multiscales")
     if (not isinstance(found, list) or not found or not isinstance(found[0], dict)

@@ -14,7 +14,6 @@ convention, also the STAR writer's).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,12 +71,11 @@ class SourceFrame:
 
 
 def read_source_frame(zarr_path: Path | str) -> SourceFrame | None:
-    """The import record of an OME-Zarr tomogram, None for one not made by `import_mrc`."""
-    attrs_file = Path(zarr_path) / ".zattrs"
-    try:
-        attrs = json.loads(attrs_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{attrs_file}: cannot read ({type(exc).__name__}: {exc})") from exc
+    """The import record of an OME-Zarr tomogram (zarr v2 or v3), None for one not made by
+    `import_mrc`."""
+    from data_tools.copick_io import group_attributes
+
+    attrs_file, attrs = group_attributes(Path(zarr_path))
     if IMPORT_KEY not in attrs:
         return None
     return SourceFrame.from_attrs(attrs[IMPORT_KEY], attrs_file)

@@ -5,6 +5,7 @@ and through `sparse_det.infer --star-out` on an IMOD-oriented run."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,25 @@ def test_a_tomogram_not_imported_has_no_record_and_a_bad_record_is_named(tmp_pat
     attrs_file.write_text(json.dumps({**attrs, IMPORT_KEY: {"file": "x", "bin": 2}}))
     with pytest.raises(DataError, match=r"\.zattrs.*sparse_det_import.*malformed"):
         read_source_frame(zarr_path)
+
+
+def test_star_pixels_of_an_ome_zarr_05_tomogram(tmp_path):
+    """A tomogram in zarr v3 (no .zattrs) has no import record; its STAR pixels are those of
+    its finest level, counted from that level's origin."""
+    from data_tools.sparsify import SparsifyConfig
+    from sparse_det.writers import run_pixel_frame
+    from tests.test_copick_io import write_competition_run, write_ome_zarr_v05
+
+    write_competition_run(tmp_path)
+    d = tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000"
+    shutil.rmtree(d / "denoised.zarr")
+    write_ome_zarr_v05(d / "denoised.zarr", np.zeros((8, 12, 16), np.float32), 10.012,
+                       origin_A=5.006)
+    assert read_source_frame(d / "denoised.zarr") is None
+    frame = run_pixel_frame(CopickProject(tmp_path), "TS_5_4", SparsifyConfig())
+    assert frame.pixel_size_A == pytest.approx(10.012)
+    np.testing.assert_allclose(frame.to_px(np.array([[5.006 + 3 * 10.012, 5.006, 105.126]])),
+                               [[3.0, 0.0, 10.0]])
 
 
 def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_project, tmp_path):
