@@ -7,7 +7,8 @@ seconds (the process's start and model load included), peak RSS and weighted F4 
 same particles repeated, so F4 should hold while time and memory grow with the volume.
 
     python bench/large_tomogram.py [--project data/heldout_in] [--run TS_sim_2024_000]
-        [--reps 1,1,1 1,2,2 2,2,2] [--work data/large] [--json bench/large_tomogram.json]
+        [--reps 1,1,1 1,2,2 2,2,2] [--levels 3] [--work data/large]
+        [--json bench/large_tomogram.json]
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from data_tools.copick_io import CopickProject  # noqa: E402
 
 
 def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
-                  dest: Path) -> str:
+                  dest: Path, n_levels: int = 3) -> str:
     """`run`'s level-0 tomogram tiled `reps_zyx` times into a one-run project at `dest`
-    (made once), every pick copied into each tile; returns the new run's name."""
+    (made once; a pyramid of `n_levels`), every pick copied into each tile; returns the new
+    run's name."""
     name = f"{run}_x{''.join(map(str, reps_zyx))}"
     if (dest / "copick_config.json").is_file():
         return name
@@ -41,7 +43,7 @@ def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
     (dest / "overlay").mkdir(exist_ok=True)
     out = CopickProject(dest, src.particles)
     out.write_tomogram(name, np.tile(tomo.data, reps_zyx), tomo.voxel_size_A,
-                       origin_A=tomo.origin_A)
+                       origin_A=tomo.origin_A, n_levels=n_levels)
     step_xyz_A = np.array(tomo.data.shape[::-1]) * tomo.voxel_size_A
     rz, ry, rx = reps_zyx
     shifts = np.array([[ix, iy, iz] for iz in range(rz) for iy in range(ry)
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", nargs="+", default=["1,1,1", "1,2,2", "2,2,2"],
                     help="copies along z,y,x, smallest first (RSS is a high-water mark)")
     ap.add_argument("--work", type=Path, default=Path("data/large"))
+    ap.add_argument("--levels", type=int, default=3,
+                    help="pyramid levels written (1: level 0 only, which the input step "
+                         "bins by 2 as it reads it)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -91,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         reps = tuple(int(v) for v in text.split(","))
         if len(reps) != 3 or min(reps) < 1:
             ap.error(f"--reps {text!r}: three positive integers z,y,x")
-        dest = a.work / f"{a.run}_x{''.join(map(str, reps))}"
-        name = tiled_project(src, a.run, reps, dest)
+        dest = a.work / (f"{a.run}_x{''.join(map(str, reps))}"
+                         + ("" if a.levels == 3 else f"_levels{a.levels}"))
+        name = tiled_project(src, a.run, reps, dest, a.levels)
         res = pick_and_score(dest, a.work / f"{name}.csv", a.checkpoint)
         shape = CopickProject(dest).tomogram_scales(name)[0][2]
         rows.append({"reps_zyx": reps, "shape_zyx": list(shape), **res})
