@@ -27,6 +27,7 @@ from data_tools.particles import DataError, ParticleTable
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
 FEATURES = "_features.zarr"
 log = logging.getLogger(__name__)
+SLAB_SECTIONS = 32  # z-sections read at a time: a slab of a 4k × 4k float32 level is 2 GB
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -166,8 +167,11 @@ class CopickProject:
 
     def read_tomogram(self, run: str, voxel_spacing_A: float = 10.0,
                       tomo_type: str = "denoised", scale: int = 0,
-                      check_finite: bool = True) -> Tomogram:
-        """One level of a tomogram as float32 (z, y, x), with its voxel size from `.zattrs`."""
+                      check_finite: bool = True, bin_factor: int = 1) -> Tomogram:
+        """One level of a tomogram as float32 (z, y, x), with its voxel size and origin from
+        the multiscales. `bin_factor` k > 1: mean-binned k×k×k as it is read, k sections at
+        a time (a trailing remainder dropped), so a level too large for memory at float32
+        reads in the memory of its binned copy; voxel size and origin are the binned ones."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
         levels = _multiscale_levels(path)
         if not 0 <= scale < len(levels):
@@ -179,21 +183,38 @@ class CopickProject:
         if abs(full - voxel_spacing_A) > 0.05 * voxel_spacing_A:
             raise DataError(f"{path}: wrong voxel spacing: level 0 has {full:g} Å per voxel, "
                             f"the folder says {voxel_spacing_A:g} Å")
+        where = path / array_path
         import zarr
         try:
-            data = np.asarray(zarr.open_array(str(path / array_path), mode="r")[...],
-                              dtype=np.float32)
+            arr = zarr.open_array(str(where), mode="r")
         except Exception as exc:  # zarr raises many types for a damaged store
-            raise DataError(f"{path / array_path}: cannot read array ({exc})") from exc
-        while data.ndim > 3 and data.shape[0] == 1:  # OME-Zarr's t, c axes of one each
-            data = data[0]
-        if data.ndim != 3:
-            raise DataError(f"{path / array_path}: expected a 3-D (z,y,x) array, got {data.shape}")
-        if check_finite and not np.isfinite(data).all():
-            n_bad = int((~np.isfinite(data)).sum())
-            raise DataError(f"{path / array_path}: {n_bad} NaN/inf voxels in run {run!r}")
-        return Tomogram(data=data, voxel_size_A=voxel_size_A, path=path, run=run,
-                        origin_A=origin_A)
+            raise DataError(f"{where}: cannot read array ({exc})") from exc
+        lead = arr.ndim - 3  # OME-Zarr's t, c axes, of one each
+        if lead < 0 or any(n != 1 for n in arr.shape[:lead]):
+            raise DataError(f"{where}: expected a 3-D (z,y,x) array, got {arr.shape}")
+        shape_zyx = arr.shape[lead:]
+        k = int(bin_factor)
+        if k > 1 and min(shape_zyx) < k:
+            raise DataError(f"{where}: a {shape_zyx} level cannot be binned by {k}")
+        n_z, n_y, n_x = (n // k for n in shape_zyx)
+        data = np.empty((n_z, n_y, n_x), dtype=np.float32)
+        step = max(1, SLAB_SECTIONS // k) * k  # whole bins per slab
+        n_bad = 0
+        for z0 in range(0, n_z * k, step):
+            z1 = min(z0 + step, n_z * k)
+            try:
+                slab = np.asarray(arr[(0,) * lead + (slice(z0, z1),)], dtype=np.float32)
+            except Exception as exc:
+                raise DataError(f"{where}: cannot read array ({exc})") from exc
+            if check_finite:
+                n_bad += int(slab.size - np.count_nonzero(np.isfinite(slab)))
+            slab = slab[:, :n_y * k, :n_x * k]
+            data[z0 // k:z1 // k] = (slab if k == 1 else slab.reshape(
+                (z1 - z0) // k, k, n_y, k, n_x, k).mean(axis=(1, 3, 5), dtype=np.float32))
+        if n_bad:
+            raise DataError(f"{where}: {n_bad} NaN/inf voxels in run {run!r}")
+        return Tomogram(data=data, voxel_size_A=voxel_size_A * k, path=path, run=run,
+                        origin_A=origin_A + voxel_size_A * (k - 1) / 2)
 
     # -- picks --------------------------------------------------------------------------
     def picks_files(self, run: str) -> list[tuple[Path, str, str, str]]:

@@ -179,12 +179,12 @@ def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallb
     plan = plan_source(list_sources(project, run, chosen_type, source_spacing_A or None),
                        working_A)
     s = plan.source
-    tomo = project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
+    k = int(plan.how.split()[1]) if plan.how.startswith("bin") else 1
+    # Binned as it is read: an unbinned level needs only its binned copy's memory.
+    tomo = project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level,
+                                 bin_factor=k)
     data, voxel, origin = tomo.data, tomo.voxel_size_A, tomo.origin_A
-    if plan.how.startswith("bin"):
-        k = int(plan.how.split()[1])
-        data, origin, voxel = bin_mean(data, k), origin + voxel * (k - 1) / 2, voxel * k
-    elif plan.how == "resample":
+    if plan.how == "resample":
         data, origin = resample(data, voxel, origin, working_A)
         voxel = working_A
     info = {"tomogram": str(tomo.path), "type": s.tomo_type,

@@ -157,6 +157,28 @@ def test_reads_competition_layout_written_by_plain_zarr(tmp_path):
     np.testing.assert_allclose(pred, [[1.0, 2.0, 3.0]], err_msg="copick-named picks not read")
 
 
+@pytest.mark.parametrize("k,slab", [(2, 2), (3, 4), (2, 32)])
+def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k, slab):
+    """Binning slab by slab (SLAB_SECTIONS sections at a time) gives the whole level binned,
+    with the binned voxel size and the centre of the first bin as origin; a NaN in any slab
+    is still found."""
+    from data_tools import copick_io
+    from data_tools.tomo_input import bin_mean
+
+    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", slab)
+    vol = write_competition_run(tmp_path)
+    proj = CopickProject(tmp_path)
+    tomo = proj.read_tomogram("TS_5_4", bin_factor=k)
+    np.testing.assert_array_equal(tomo.data, bin_mean(vol, k))
+    assert tomo.voxel_size_A == pytest.approx(10.012 * k)
+    assert tomo.origin_A == pytest.approx(10.012 * (k - 1) / 2)
+    arr = zarr.open_array(str(tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/"
+                                         "denoised.zarr/0"), mode="r+")
+    arr[5, 0, 0] = np.nan  # in the last slab read whenever slabs are smaller than the level
+    with pytest.raises(DataError, match="1 NaN/inf voxels"):
+        proj.read_tomogram("TS_5_4", bin_factor=k)
+
+
 def test_test_folder_with_experiment_runs_at_root(tmp_path):
     write_competition_run(tmp_path)
     proj = CopickProject(tmp_path / "static")  # like the competition's test/static
