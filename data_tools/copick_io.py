@@ -421,10 +421,14 @@ _WARNED_SKIPS: set[Path] = set()  # tomograms whose skipped levels were logged o
 def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
     multiscale = _multiscales(path)[0]
     datasets, to_A = multiscale["datasets"], _axes_to_A(path, multiscale)
+    # OME-Zarr lets the multiscale carry a scale and translation applied to every level
+    # after its own: position = g_scale × (scale × index + translation) + g_shift.
+    g_scale, g_shift = _scale_and_shift(path, "every level",
+                                        multiscale.get("coordinateTransformations") or [])
     levels, skipped = [], []
     for ds in datasets:
-        scale = [t for t in ds.get("coordinateTransformations", []) if t.get("type") == "scale"]
-        if not scale:
+        transforms = ds.get("coordinateTransformations", [])
+        if not any(t.get("type") == "scale" for t in transforms):
             raise DataError(f"{path}: dataset {ds.get('path')!r} has no scale transformation")
         try:
             shape = _array_shape(path / ds["path"])
@@ -435,19 +439,16 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
             raise DataError(f"{path / ds['path']}: level {ds['path']!r} is listed in the "
                             f"multiscales but its array metadata (.zarray or zarr.json) is "
                             f"missing")
-        shift = [t for t in ds.get("coordinateTransformations", [])
-                 if t.get("type") == "translation"]
         try:
-            voxel = _isotropic(path, ds["path"], "scale", scale[0]["scale"], 1e-2) * to_A
-            origin = (_isotropic(path, ds["path"], "translation", shift[0]["translation"],
-                                 1e-3 * voxel / to_A) * to_A if shift else 0.0)
+            scale, shift = _scale_and_shift(path, ds["path"], transforms)
         except DataError as exc:
             if not levels:  # level 0 is the tomogram: it must be read right or not at all
                 raise
             # ome-zarr-py's default pyramid bins y and x only; the levels before it serve.
             skipped.append(str(exc).removeprefix(f"{path}: "))
             continue
-        levels.append((ds["path"], voxel, shape[-3:], origin))
+        levels.append((ds["path"], scale * g_scale * to_A, shape[-3:],
+                       (shift * g_scale + g_shift) * to_A))
     if skipped and path not in _WARNED_SKIPS:
         _WARNED_SKIPS.add(path)
         log.warning("%s: levels skipped: %s", path, "; ".join(skipped))
@@ -458,6 +459,19 @@ def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], fl
         raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in its "
                         f"multiscales (listed: {sorted(listed)})")
     return levels
+
+
+def _scale_and_shift(path: Path, level: str, transforms: list) -> tuple[float, float]:
+    """The isotropic scale (1 when none) and translation (0 when none) of a list of
+    OME-Zarr coordinate transformations, in the axes' units."""
+    try:
+        scale = [t["scale"] for t in transforms if t.get("type") == "scale"]
+        shift = [t["translation"] for t in transforms if t.get("type") == "translation"]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: level {level!r} has a malformed coordinate transformation "
+                        f"({type(exc).__name__}: {exc})") from exc
+    v = _isotropic(path, level, "scale", scale[0], 1e-2) if scale else 1.0
+    return v, (_isotropic(path, level, "translation", shift[0], 1e-3 * v) if shift else 0.0)
 
 
 def _isotropic(path: Path, level: str, what: str, values, tol: float) -> float:

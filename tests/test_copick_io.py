@@ -124,6 +124,29 @@ def test_reads_ome_zarr_05_in_zarr_v3(tmp_path):
         proj.read_tomogram("TS_5_4")
 
 
+def test_transformations_of_the_whole_multiscale(comp):
+    """OME-Zarr's multiscale-wide scale and translation apply after each level's own:
+    levels in voxel units times 10.012 Å, shifted 5.006 Å."""
+    group = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr"
+    attrs = json.loads((group / ".zattrs").read_text())
+    ms = attrs["multiscales"][0]
+    for i, ds in enumerate(ms["datasets"]):
+        ds["coordinateTransformations"] = [
+            {"type": "scale", "scale": [2.0**i] * 3},
+            {"type": "translation", "translation": [(2.0**i - 1) / 2] * 3}]
+    ms["coordinateTransformations"] = [{"type": "scale", "scale": [10.012] * 3},
+                                       {"type": "translation", "translation": [5.006] * 3}]
+    (group / ".zattrs").write_text(json.dumps(attrs))
+    scales = CopickProject(comp).tomogram_scales("TS_5_4")
+    np.testing.assert_allclose([v for _, v, _, _ in scales], [10.012, 20.024, 40.048])
+    np.testing.assert_allclose([o for *_, o in scales], [5.006, 10.012, 20.024])
+    ms["coordinateTransformations"] = [{"type": "scale"}]
+    (group / ".zattrs").write_text(json.dumps(attrs))
+    with pytest.raises(DataError, match="denoised.zarr: level 'every level' has a malformed "
+                                        "coordinate transformation"):
+        CopickProject(comp).tomogram_scales("TS_5_4")
+
+
 def test_levels_binned_in_y_and_x_only_are_skipped(tmp_path, caplog):
     """ome-zarr-py's default pyramid leaves z unbinned: those levels cannot be read as
     isotropic voxels, so they are skipped with a warning and level 0 serves (binned by the
