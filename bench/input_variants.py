@@ -7,17 +7,17 @@ markdown table of weighted F4 (and per class) against the unchanged runs.
 
 Variants: the portal's `VoxelSpacing10.012` folder, resampled to 13.48 Å and 7.84 Å (an
 independent map_coordinates resampling, as another lab's pipeline would make) and to voxels
-4.8 % larger or smaller (resampled to the grid; `--spacing-tolerance 0.05` reads them as they
-are), pyramid level
-0 only, protein bright (×−1), int8, tilted about x (y and x swapped: the missing wedge
-about x; its picks swapped alike), two MRC files brought in by `data_tools.import_mrc`
-with no flag (standardised float16, thin along y as IMOD's `tilt` writes a reconstruction
-before `trimvol -rx`) or with `--bin 2` (float32 at half the voxel size, each voxel 2×2×2),
-the import's seconds and peak memory measured in a child process; and a fifth of x blank
-at the volume's mean or at zero (a reconstruction's area outside the tilt series'
-footprint; the particles it touches dropped from the truth); and reconstructed 1.5× as
-thick (a quarter of the depth more above and below: the run's own particle-free slices
-mirrored out, or noise with the whole volume's spectrum; the truth moved down with them).
+4.8 % larger or smaller (resampled to the grid; `--spacing-tolerance 0.05` reads them as
+they are), pyramid level 0 only, a ramp of ±2σ or ±0.5σ across x (uneven ice), protein bright (×−1),
+int8, tilted about x (y and x swapped: the missing wedge about x; its picks swapped alike),
+two MRC files brought in by `data_tools.import_mrc` with no flag (standardised float16, thin
+along y as IMOD's `tilt` writes a reconstruction before `trimvol -rx`) or with `--bin 2`
+(float32 at half the voxel size, each voxel 2×2×2), the import's seconds and peak memory
+measured in a child process; and a fifth of x blank at the volume's mean or at zero (a
+reconstruction's area outside the tilt series' footprint; the particles it touches dropped
+from the truth); and reconstructed 1.5× as thick (a quarter of the depth more above and
+below: the run's own particle-free slices mirrored out, or noise with the whole volume's
+spectrum; the truth moved down with them).
 Each is a copy of the project with only the tomograms rewritten; picks are unchanged (Å)
 but for the swap, the blank and the added depth.
 """
@@ -56,6 +56,16 @@ def resampled(vol: np.ndarray, voxel_A: float, new_A: float) -> np.ndarray:
     grid = np.meshgrid(*[np.arange(n) * new_A / voxel_A for n in shape], indexing="ij")
     return ndimage.map_coordinates(src, grid, order=1, mode="nearest").astype(np.float32)
 
+
+# Uneven ice or illumination shades a reconstruction across the field: a linear ramp of
+# ± so many of the volume's standard deviations along x.
+RAMP = "a ramp of ±2σ across x (uneven ice)"
+RAMP_WEAK = "a ramp of ±0.5σ across x"
+
+
+def ramped(vol: np.ndarray, half_range_sigma: float) -> dict:
+    ramp = np.linspace(-1, 1, vol.shape[2], dtype=np.float32)
+    return {"data_zyx": vol + np.float32(half_range_sigma * vol.std()) * ramp}
 
 # Read as they are (within a --spacing-tolerance of 0.05), these runs' particles reach the
 # network 4.8 % smaller or larger than training drew them; by default they are resampled.
@@ -222,6 +232,8 @@ VARIANT_ARGUMENTS = {
     "level 0 only": lambda vol, vs, _: {"n_levels": 1},
     SCALE_LARGER: lambda vol, vs, _: scaled(vol, vs, 1 + SCALE_OFF),
     SCALE_SMALLER: lambda vol, vs, _: scaled(vol, vs, 1 - SCALE_OFF),
+    RAMP: lambda vol, vs, _: ramped(vol, 2.0),
+    RAMP_WEAK: lambda vol, vs, _: ramped(vol, 0.5),
     "bright protein": lambda vol, vs, _: {"data_zyx": -vol},
     "int8": lambda vol, vs, _: {"data_zyx": (vol - vol.mean()) / vol.std() * 20,
                                 "dtype": np.int8},
@@ -266,7 +278,7 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
 
 
 VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", SCALE_LARGER, SCALE_SMALLER,
-            "level 0 only",
+            "level 0 only", RAMP, RAMP_WEAK,
             "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO, THICKER,
             THICKER_NOISE, INCLINED)
 

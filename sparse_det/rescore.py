@@ -399,7 +399,7 @@ def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.
 
     if not np.isfinite(vol).all():
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
-    vol = without_blank(vol, f"run {run!r}")[0]
+    vol = without_blank(vol, f"run {run!r}", cfg.flatten, voxel_size_A)[0]
     return feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1][:PROFILE_CHANNELS]
 
 
