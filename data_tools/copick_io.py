@@ -151,7 +151,7 @@ class CopickProject:
             if p.is_dir():
                 return p
         spacings = self.voxel_spacings(run)
-        if not any(math.isclose(s, voxel_spacing_A, abs_tol=5e-4) for s in spacings):
+        if not self.spacing_folders(run, voxel_spacing_A):
             raise DataError(
                 f"{self.static_root / RUNS_DIR / run / vs_name}: voxel spacing folder does not "
                 f"exist; run {run!r} has spacings {spacings or 'none'}")
@@ -208,9 +208,7 @@ class CopickProject:
                 raise DataError(f"{where}: cannot read array ({exc})") from exc
             if check_finite:
                 n_bad += int(slab.size - np.count_nonzero(np.isfinite(slab)))
-            slab = slab[:, :n_y * k, :n_x * k]
-            data[z0 // k:z1 // k] = (slab if k == 1 else slab.reshape(
-                (z1 - z0) // k, k, n_y, k, n_x, k).mean(axis=(1, 3, 5), dtype=np.float32))
+            data[z0 // k:z1 // k] = slab if k == 1 else bin_mean(slab, k)
         if n_bad:
             raise DataError(f"{where}: {n_bad} NaN/inf voxels in run {run!r}")
         return Tomogram(data=data, voxel_size_A=voxel_size_A * k, path=path, run=run,
@@ -521,11 +519,16 @@ def _as_dtype(vol: np.ndarray, dtype) -> np.ndarray:
     return vol.astype(dtype)
 
 
+def bin_mean(vol: np.ndarray, k: int) -> np.ndarray:
+    """k× mean binning; trailing rows that do not fill a bin are dropped (as pyramids do)."""
+    z, y, x = (s // k * k for s in vol.shape)
+    v = vol[:z, :y, :x]
+    return v.reshape(z // k, k, y // k, k, x // k, k).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
 def bin2(vol: np.ndarray) -> np.ndarray:
     """2x mean binning; an odd trailing row/column is dropped (as the portal's pyramids do)."""
-    z, y, x = (s // 2 * 2 for s in vol.shape)
-    v = vol[:z, :y, :x]
-    return v.reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+    return bin_mean(vol, 2)
 
 
 def _roots_from_config(path: Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import RUNS_DIR, CopickProject, validate_run_name
+from data_tools.copick_io import RUNS_DIR, CopickProject, bin_mean, validate_run_name
 from data_tools.mrc import MrcVolume, read_mrc
 from data_tools.particles import DataError
 from data_tools.source_frame import IMPORT_KEY, SourceFrame
@@ -54,8 +54,7 @@ def binned(vol: MrcVolume, factor: int) -> np.ndarray:
         raise DataError(f"{vol.path}: a {shape} volume cannot be binned by {factor}")
     out = np.empty((n_z, n_y, n_x), dtype=np.float32)
     for k in range(n_z):
-        slab = vol.read_z(k * factor, (k + 1) * factor)[:, :n_y * factor, :n_x * factor]
-        out[k] = slab.reshape(factor, n_y, factor, n_x, factor).mean(axis=(0, 2, 4))
+        out[k] = bin_mean(vol.read_z(k * factor, (k + 1) * factor), factor)[0]
     return out
 
 

@@ -132,13 +132,6 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     return Plan(src, "resample", working_A)
 
 
-def bin_mean(vol: np.ndarray, k: int) -> np.ndarray:
-    """k× mean binning; trailing rows that do not fill a bin are dropped (as pyramids do)."""
-    z, y, x = (s // k * k for s in vol.shape)
-    v = vol[:z, :y, :x]
-    return v.reshape(z // k, k, y // k, k, x // k, k).mean(axis=(1, 3, 5), dtype=np.float32)
-
-
 def _interp_axis(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
     """Linear interpolation of `a` at fractional indices `pos` along `axis` (clamped)."""
     n = a.shape[axis]

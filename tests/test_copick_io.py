@@ -186,7 +186,7 @@ def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k,
     with the binned voxel size and the centre of the first bin as origin; a NaN in any slab
     is still found."""
     from data_tools import copick_io
-    from data_tools.tomo_input import bin_mean
+    from data_tools.copick_io import bin_mean
 
     monkeypatch.setattr(copick_io, "SLAB_SECTIONS", slab)
     vol = write_competition_run(tmp_path)
