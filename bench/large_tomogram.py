@@ -7,7 +7,7 @@ seconds (the process's start and model load included), peak RSS and weighted F4 
 same particles repeated, so F4 should hold while time and memory grow with the volume.
 
     python bench/large_tomogram.py [--project data/heldout_in] [--run TS_sim_2024_000]
-        [--reps 1,1,1 1,2,2 2,2,2] [--levels 3] [--work data/large]
+        [--reps 1,1,1 1,2,2 2,2,2] [--levels 3] [--voxel-A 13.48] [--work data/large]
         [--json bench/large_tomogram.json]
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -31,20 +30,26 @@ from data_tools.copick_io import CopickProject  # noqa: E402
 
 
 def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
-                  dest: Path, n_levels: int = 3) -> str:
+                  dest: Path, n_levels: int = 3, voxel_A: float | None = None) -> str:
     """`run`'s level-0 tomogram tiled `reps_zyx` times into a one-run project at `dest`
     (made once; a pyramid of `n_levels`), every pick copied into each tile; returns the new
-    run's name."""
+    run's name. `voxel_A`: each tile first resampled to that voxel size (another lab's
+    pixel size, e.g. 13.48 Å), written in a folder of that spacing."""
     name = f"{run}_x{''.join(map(str, reps_zyx))}"
     if (dest / "copick_config.json").is_file():
         return name
     tomo = src.read_tomogram(run, 10.0, "denoised", scale=0)
+    tile, tile_A = tomo.data, tomo.voxel_size_A
+    if voxel_A:
+        from bench.input_variants import resampled  # an independent resampler
+
+        tile, tile_A = resampled(tile, tile_A, voxel_A), voxel_A
     (dest / "static").mkdir(parents=True, exist_ok=True)
     (dest / "overlay").mkdir(exist_ok=True)
     out = CopickProject(dest, src.particles)
-    out.write_tomogram(name, np.tile(tomo.data, reps_zyx), tomo.voxel_size_A,
+    out.write_tomogram(name, np.tile(tile, reps_zyx), tile_A, voxel_spacing_A=round(tile_A, 3),
                        origin_A=tomo.origin_A, n_levels=n_levels)
-    step_xyz_A = np.array(tomo.data.shape[::-1]) * tomo.voxel_size_A
+    step_xyz_A = np.array(tile.shape[::-1]) * tile_A
     rz, ry, rx = reps_zyx
     shifts = np.array([[ix, iy, iz] for iz in range(rz) for iy in range(ry)
                        for ix in range(rx)]) * step_xyz_A
@@ -55,24 +60,34 @@ def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
 
 
 def pick_and_score(project: Path, out_csv: Path, checkpoint: str | None) -> dict:
-    """One infer call in a fresh process: wall seconds, its peak RSS, weighted F4."""
-    cmd = [sys.executable, "-m", "sparse_det.infer", "--project", str(project), "--out",
-           str(out_csv), "--fresh", "--quiet"]
+    """One infer call in a fresh process: wall seconds, its peak RSS (VmHWM), weighted F4."""
+    args = ["--project", str(project), "--out", str(out_csv), "--fresh", "--quiet"]
     if checkpoint:
-        cmd += ["--checkpoint", checkpoint]
-    # RUSAGE_CHILDREN's maximum is over every child so far: this call's own only if it rose
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        args += ["--checkpoint", checkpoint]
+    # The child reports its own high-water mark (VmHWM): ru_maxrss would carry over this
+    # process's, large after writing the tiled tomogram, through fork and exec.
+    probe = ("import re, runpy, sys\n"
+             "sys.argv = ['sparse_det.infer', *sys.argv[1:]]\n"
+             "try:\n"
+             "    runpy.run_module('sparse_det.infer', run_name='__main__', alter_sys=True)\n"
+             "finally:\n"
+             "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())\n"
+             "    print('peak_kB', hwm.group(1), file=sys.stderr)\n")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    err = done.stderr
+    if done.returncode:
+        sys.stderr.write(err)
+        raise SystemExit(f"infer on {project} failed (exit {done.returncode})")
+    peak_kB = int(err.split("peak_kB")[-1])
     from sparse_det.metric import score_tables
     from sparse_det.writers import project_solution, read_submission
 
     proj = CopickProject(project)
     score = score_tables(project_solution(proj), read_submission(out_csv), proj.particles)
-    return {"seconds": seconds, "peak_rss_gb": peak / 2**20,
-            "peak_is_this_call": peak > before, "weighted_f4": score.score}
+    return {"seconds": seconds, "peak_rss_gb": peak_kB / 2**20, "weighted_f4": score.score}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,29 +95,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", default="data/heldout_in")
     ap.add_argument("--run", default="TS_sim_2024_000")
     ap.add_argument("--reps", nargs="+", default=["1,1,1", "1,2,2", "2,2,2"],
-                    help="copies along z,y,x, smallest first (RSS is a high-water mark)")
+                    help="copies along z,y,x")
     ap.add_argument("--work", type=Path, default=Path("data/large"))
     ap.add_argument("--levels", type=int, default=3,
                     help="pyramid levels written (1: level 0 only, which the input step "
                          "bins by 2 as it reads it)")
+    ap.add_argument("--voxel-A", type=float,
+                    help="resample each tile to this voxel size first (13.48: the input step "
+                         "resamples it; 7.84 with --levels 1: bins by 2, then resamples)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     src = CopickProject(a.project)
     rows = []
-    print("| copies z,y,x | voxels at 10 Å | s (process) | peak GB | weighted F4 |")
+    print(f"| copies z,y,x | voxels at {a.voxel_A or 10:g} Å | s (process) | peak GB | "
+          "weighted F4 |")
     print("|---|---|---|---|---|")
     for text in a.reps:
         reps = tuple(int(v) for v in text.split(","))
         if len(reps) != 3 or min(reps) < 1:
             ap.error(f"--reps {text!r}: three positive integers z,y,x")
         dest = a.work / (f"{a.run}_x{''.join(map(str, reps))}"
-                         + ("" if a.levels == 3 else f"_levels{a.levels}"))
-        name = tiled_project(src, a.run, reps, dest, a.levels)
+                         + ("" if a.levels == 3 else f"_levels{a.levels}")
+                         + (f"_{a.voxel_A:g}A" if a.voxel_A else ""))
+        name = tiled_project(src, a.run, reps, dest, a.levels, a.voxel_A)
         res = pick_and_score(dest, a.work / f"{name}.csv", a.checkpoint)
-        shape = CopickProject(dest).tomogram_scales(name)[0][2]
-        rows.append({"reps_zyx": reps, "shape_zyx": list(shape), **res})
-        gb = f"{res['peak_rss_gb']:.2f}" + ("" if res["peak_is_this_call"] else " (≤)")
+        made = CopickProject(dest)
+        spacing_A = made.voxel_spacings(name)[0]
+        shape = made.tomogram_scales(name, spacing_A)[0][2]
+        rows.append({"reps_zyx": reps, "shape_zyx": list(shape), "voxel_A": spacing_A,
+                     "levels": a.levels, **res})
+        gb = f"{res['peak_rss_gb']:.2f}"
         print(f"| {text} | {'×'.join(map(str, shape))} | {res['seconds']:.1f} | {gb} | "
               f"{res['weighted_f4']:.3f} |", flush=True)
     if a.json:

@@ -12,7 +12,10 @@ Rules, each choice logged per run:
   resampled from itself. Otherwise the coarsest level at least as fine as the working grid
   is brought to it: by mean binning where the ratio is within 1 % of an integer (a pyramid
   with level 0 only), else by anti-aliased linear resampling in physical coordinates
-  (13.48 Å, 7.84 Å). A run whose every level is coarser is upsampled, with a warning.
+  (13.48 Å, 7.84 Å), after mean binning by the ratio's integer part where it is 2 or more
+  (a 7.84 Å level 0: bin 2, then 15.68 -> 20 Å). A run whose every level is coarser is
+  upsampled, with a warning. Every route reads the level a few sections at a time: memory
+  is the working grid's, not the level's.
 
 Detections stay in the run's own frame: the working grid's voxel size and origin (Å) travel
 with the volume.
@@ -24,10 +27,11 @@ import argparse
 import logging
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import CopickProject, Tomogram
+from data_tools.copick_io import CopickProject, Level, Tomogram
 from data_tools.particles import DataError
 
 log = logging.getLogger(__name__)
@@ -60,11 +64,16 @@ class Source:
 
 @dataclass(frozen=True)
 class Plan:
-    """How a source reaches the working grid: "as is", "bin K" or "resample"."""
+    """How a source reaches the working grid: "as is", "bin K", "resample" or
+    "bin K, resample"."""
 
     source: Source
     how: str
     working_A: float
+
+    @property
+    def bin_factor(self) -> int:
+        return int(self.how.split()[1].rstrip(",")) if self.how.startswith("bin") else 1
 
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.how}"
@@ -129,20 +138,8 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     k = round(ratio)
     if k >= 2 and abs(ratio / k - 1) <= SPACING_TOLERANCE:
         return Plan(src, f"bin {k}", working_A)
-    return Plan(src, "resample", working_A)
-
-
-def _interp_axis(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
-    """Linear interpolation of `a` at fractional indices `pos` along `axis` (clamped)."""
-    n = a.shape[axis]
-    if n == 1:
-        return np.repeat(a, len(pos), axis=axis)
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
-    f = np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
-    shape = [1] * a.ndim
-    shape[axis] = len(pos)
-    f = f.reshape(shape)
-    return np.take(a, i0, axis=axis) * (1 - f) + np.take(a, i0 + 1, axis=axis) * f
+    k = math.floor(ratio)  # binned by the ratio's integer part first, as a pyramid would be
+    return Plan(src, f"bin {k}, resample" if k >= 2 else "resample", working_A)
 
 
 def resample(vol: np.ndarray, voxel_A: float, origin_A: float, working_A: float
@@ -150,19 +147,56 @@ def resample(vol: np.ndarray, voxel_A: float, origin_A: float, working_A: float
     """`vol` (voxel size voxel_A, voxel 0 centred at origin_A) on a grid of working_A voxels
     covering the same physical extent from the same edge. Shrinking is anti-aliased with a
     Gaussian of σ = (ratio − 1) / 2 source voxels. Returns (volume, its origin in Å)."""
+    vol = np.asarray(vol, dtype=np.float32)
+    level = Level(path=Path("<memory>"), where=Path("<memory>"), run="", voxel_size_A=voxel_A,
+                  origin_A=origin_A, shape_zyx=vol.shape, array=vol)
+    return resample_level(level, 1, working_A, check_finite=False)
+
+
+def _axis_weights(n: int, voxel_A: float, origin_A: float, working_A: float, new_origin: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(i0, f): each working-grid voxel along one axis sits at source index i0 + f."""
+    n_out = max(1, math.floor(n * voxel_A / working_A + 1e-6))
+    pos = (new_origin + np.arange(n_out) * working_A - origin_A) / voxel_A
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, max(n - 2, 0))
+    return i0, np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
+
+
+def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True
+                   ) -> tuple[np.ndarray, float]:
+    """`level`, mean-binned k×k×k, resampled to the working grid as `resample` does, but as
+    it is read: a slab of output sections at a time from the source sections they need
+    (the anti-aliasing Gaussian's reach included, so each slab equals the whole-volume
+    result), never the whole level in memory. Returns (volume, its origin in Å)."""
     from scipy import ndimage
 
+    voxel_A, origin_A = level.voxel_size_A * k, level.binned_origin_A(k)
+    shape = tuple(n // k for n in level.shape_zyx)
+    if min(shape) < 2:
+        raise DataError(f"{level.where}: a {level.shape_zyx} level is too small to resample "
+                        f"from {level.voxel_size_A:g} Å to {working_A:g} Å")
     ratio = working_A / voxel_A
-    vol = np.asarray(vol, dtype=np.float32)
-    if ratio > 1:
-        vol = ndimage.gaussian_filter(vol, (ratio - 1) / 2, truncate=3.0)
-    edge_A = origin_A - voxel_A / 2
-    new_origin = edge_A + working_A / 2
-    for axis, n in enumerate(vol.shape):
-        n_out = max(1, math.floor(n * voxel_A / working_A + 1e-6))
-        pos = (new_origin + np.arange(n_out) * working_A - origin_A) / voxel_A
-        vol = _interp_axis(vol, pos, axis)
-    return np.ascontiguousarray(vol, dtype=np.float32), new_origin
+    sigma = (ratio - 1) / 2 if ratio > 1 else 0.0
+    reach = int(3.0 * sigma + 0.5) if sigma else 0  # scipy's radius at truncate=3
+    new_origin = origin_A - voxel_A / 2 + working_A / 2
+    (iz, fz), (iy, fy), (ix, fx) = (_axis_weights(n, voxel_A, origin_A, working_A, new_origin)
+                                    for n in shape)
+    fy = fy[:, None]
+    out = np.empty((len(iz), len(iy), len(ix)), dtype=np.float32)
+    # Output sections per slab: as many as the level's slab of source sections holds.
+    step = max(1, math.floor(level.slab_sections(k) / max(ratio, 1.0)))
+    for o0 in range(0, len(iz), step):
+        o1 = min(o0 + step, len(iz))
+        s0 = max(0, int(iz[o0]) - reach)
+        s1 = min(shape[0], int(iz[o1 - 1]) + 2 + reach)
+        slab = level.sections(s0, s1, k, check_finite)
+        if sigma:
+            slab = ndimage.gaussian_filter(slab, sigma, truncate=3.0)
+        f = fz[o0:o1, None, None]
+        slab = slab[iz[o0:o1] - s0] * (1 - f) + slab[iz[o0:o1] + 1 - s0] * f
+        slab = np.take(slab, iy, axis=1) * (1 - fy) + np.take(slab, iy + 1, axis=1) * fy
+        out[o0:o1] = np.take(slab, ix, axis=2) * (1 - fx) + np.take(slab, ix + 1, axis=2) * fx
+    return out, new_origin
 
 
 def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallback: bool,
@@ -172,19 +206,21 @@ def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallb
     plan = plan_source(list_sources(project, run, chosen_type, source_spacing_A or None),
                        working_A)
     s = plan.source
-    k = int(plan.how.split()[1]) if plan.how.startswith("bin") else 1
-    # Binned as it is read: an unbinned level needs only its binned copy's memory.
-    tomo = project.read_tomogram(run, s.folder_spacing_A, s.tomo_type, scale=s.level,
-                                 bin_factor=k)
-    data, voxel, origin = tomo.data, tomo.voxel_size_A, tomo.origin_A
-    if plan.how == "resample":
-        data, origin = resample(data, voxel, origin, working_A)
+    level = project.open_level(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
+    k = plan.bin_factor
+    # Binned and resampled as it is read: an unbinned level needs the working grid's memory,
+    # not its own.
+    if plan.how.endswith("resample"):
+        data, origin = resample_level(level, k, working_A)
         voxel = working_A
-    info = {"tomogram": str(tomo.path), "type": s.tomo_type,
+    else:
+        data, origin = level.read_binned(k), level.binned_origin_A(k)
+        voxel = level.voxel_size_A * k
+    info = {"tomogram": str(level.path), "type": s.tomo_type,
             "folder_spacing_A": s.folder_spacing_A, "level": s.level,
             "source_voxel_A": s.voxel_size_A, "how": plan.how, "voxel_A": voxel}
     log.info("%s: %s", run, plan.describe())
-    return Tomogram(data=data, voxel_size_A=voxel, path=tomo.path, run=run,
+    return Tomogram(data=data, voxel_size_A=voxel, path=level.path, run=run,
                     origin_A=origin), info
 
 

@@ -189,6 +189,7 @@ def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k,
     from data_tools.copick_io import bin_mean
 
     monkeypatch.setattr(copick_io, "SLAB_SECTIONS", slab)
+    monkeypatch.setattr(copick_io, "SLAB_BYTES", 0)  # slabs never grow to the z-chunk
     vol = write_competition_run(tmp_path)
     proj = CopickProject(tmp_path)
     tomo = proj.read_tomogram("TS_5_4", bin_factor=k)
@@ -200,6 +201,21 @@ def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k,
     arr[5, 0, 0] = np.nan  # in the last slab read whenever slabs are smaller than the level
     with pytest.raises(DataError, match="1 NaN/inf voxels"):
         proj.read_tomogram("TS_5_4", bin_factor=k)
+
+
+def test_slabs_grow_to_whole_chunk_rows_that_fit(tmp_path, monkeypatch):
+    """zarr decodes whole chunks: a slab is the array's z-chunk where a chunk row fits
+    SLAB_BYTES (each chunk decoded once), else SLAB_SECTIONS; in whole bins either way."""
+    from data_tools import copick_io
+
+    proj = make_project(tmp_path)
+    proj.write_tomogram("TS_1", np.zeros((130, 40, 40), np.float32), 10.0, n_levels=1)
+    level = proj.open_level("TS_1")  # written in chunks of 64 sections
+    assert level.array.chunks[0] == 64
+    assert level.slab_sections() == 64 and level.slab_sections(3) == 21
+    monkeypatch.setattr(copick_io, "SLAB_BYTES", 64 * 40 * 40 * 4 - 1)
+    assert level.slab_sections() == copick_io.SLAB_SECTIONS == 32
+    assert level.slab_sections(3) == 10
 
 
 def test_test_folder_with_experiment_runs_at_root(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from data_tools.sparsify import SparsifyConfig, read_input
 from data_tools.tomo_input import Source, plan_source, resample
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.stream import infer_project
-from tests.test_copick_io import write_ome_zarr_v05
+from tests.test_copick_io import make_project, write_ome_zarr_v05
 
 WORKING_A = 20.0
 
@@ -126,18 +127,21 @@ def _score(project: CopickProject, picks) -> float:
                         project.particles).score
 
 
-@pytest.mark.parametrize("new_A", [13.48, 7.84])
-def test_other_voxel_sizes_are_resampled_to_the_working_grid(new_A, one_run, original_picks,
-                                                             tmp_path):
+@pytest.mark.parametrize("new_A, n_levels, how", [
+    (13.48, 3, "resample"), (7.84, 3, "resample"),  # 7.84: from its 15.68 Å level
+    (7.84, 1, "bin 2, resample"),  # level 0 only: binned by 2 as it is read, then resampled
+])
+def test_other_voxel_sizes_are_resampled_to_the_working_grid(new_A, n_levels, how, one_run,
+                                                             original_picks, tmp_path):
     """Resampled twice (by the lab, then by us) the image differs a little, so picks near a
     threshold come and go; the better-scored half must come back and sit
     where the original's do (no shift: a coordinate error of half a voxel would show here),
     and the score must hold."""
     root, run, vol, vs = one_run
     project = _variant(one_run, tmp_path, data=_resampled(vol, vs, new_A), voxel_A=new_A,
-                       folder_A=new_A)
+                       folder_A=new_A, n_levels=n_levels)
     tomo, info = read_input(project, run, SparsifyConfig())
-    assert info["how"] == "resample" and tomo.voxel_size_A == WORKING_A, info
+    assert info["how"] == how and tomo.voxel_size_A == WORKING_A, info
     assert info["folder_spacing_A"] == pytest.approx(new_A), info
     picks = _picks(project)
     # The better-scored half must come back; low-scored picks near a threshold may not.
@@ -198,6 +202,66 @@ def test_plan_rules():
     plan = plan_source([src(11.0), src(22.4, 1)], WORKING_A)
     assert plan.how == "resample" and plan.source.level == 0, plan
     assert plan_source([src(10.15)], WORKING_A).how == "resample"  # 1.5 % off bin 2
+    # a level at least twice as fine is binned by the ratio's integer part as it is read
+    assert plan_source([src(7.84)], WORKING_A).how == "bin 2, resample"
+    plan = plan_source([src(4.7)], WORKING_A)
+    assert plan.how == "bin 4, resample" and plan.bin_factor == 4, plan
+    assert plan_source([src(13.48)], WORKING_A).bin_factor == 1
+
+
+class _Sections:
+    """A zarr array that records which z-sections each read asked for."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.reads = array, array.shape, []
+
+    def __getitem__(self, key):
+        self.reads.append(key[0])
+        return self.array[key]
+
+
+@pytest.mark.parametrize("voxel_A, k", [(13.48, 1), (7.3, 2), (4.7, 4), (21.5, 1)])
+def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, tmp_path,
+                                                                   monkeypatch):
+    """A level-0-only tomogram brought to the working grid a few sections at a time (each
+    slab with the anti-aliasing Gaussian's reach) equals the whole level binned and then
+    resampled in memory, and no read asks for more than a slab's sections."""
+    from data_tools import copick_io
+    from data_tools.copick_io import bin_mean
+    from data_tools.tomo_input import resample_level
+
+    rng = np.random.default_rng(3)
+    shape = (int(1100 / voxel_A) + 3, 37, 41)
+    vol = ndimage.gaussian_filter(rng.normal(size=shape), 1.0).astype(np.float32)
+    project = make_project(tmp_path)
+    project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1, origin_A=12.5)
+    level = project.open_level("TS_1", voxel_A, "wbp", 0)
+    recorded = _Sections(level.array)
+    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", 4)
+    monkeypatch.setattr(copick_io, "SLAB_BYTES", 0)
+    out, origin = resample_level(replace(level, array=recorded), k, WORKING_A)
+    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", 10**6)
+    whole, whole_origin = resample(bin_mean(vol, k), voxel_A * k,
+                                   12.5 + voxel_A * (k - 1) / 2, WORKING_A)
+    assert out.shape == whole.shape and origin == pytest.approx(whole_origin)
+    np.testing.assert_allclose(out, whole, atol=1e-6, rtol=0)
+    # every read a slab of 4 source sections' worth of output, plus the interpolation's
+    # neighbour and the Gaussian's reach on each side
+    longest = max(r.stop - r.start for r in recorded.reads)
+    sigma = max(0.0, (WORKING_A / (voxel_A * k) - 1) / 2)
+    assert longest <= k * (max(4 // k, 1) + 3 + 2 * int(3 * sigma + 0.5)), (longest, shape)
+    assert len(recorded.reads) > 4 and longest < shape[0] / 4, (recorded.reads, shape)
+
+
+def test_a_nan_in_a_level_read_as_resampled_is_an_error_naming_it(tmp_path):
+    from data_tools.tomo_input import read_working
+
+    vol = np.zeros((40, 30, 30), np.float32)
+    vol[33, 4, 5] = np.nan
+    project = make_project(tmp_path)
+    path = project.write_tomogram("TS_1", vol, 7.3, "wbp", 7.3, n_levels=1)
+    with pytest.raises(DataError, match=rf"{path}.*1 NaN/inf voxels in run 'TS_1' \(sections "):
+        read_working(project, "TS_1", tomo_type="wbp", type_fallback=False, working_A=20.0)
 
 
 @pytest.mark.parametrize("voxel, shape_in, shape_out, pos_A", [
