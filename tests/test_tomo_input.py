@@ -245,6 +245,16 @@ def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, 
                                    12.5 + voxel_A * (k - 1) / 2, WORKING_A)
     assert out.shape == whole.shape and origin == pytest.approx(whole_origin)
     np.testing.assert_allclose(out, whole, atol=1e-6, rtol=0)
+    # and both equal an independent resampling: the 3-D Gaussian, then map_coordinates at
+    # each working voxel's position in the binned level (same physical edge)
+    binned, v_A, o_A = bin_mean(vol, k), voxel_A * k, 12.5 + voxel_A * (k - 1) / 2
+    ratio = WORKING_A / v_A
+    blurred = ndimage.gaussian_filter(binned, (ratio - 1) / 2, truncate=3.0) if ratio > 1 \
+        else binned
+    axes = [(whole_origin + np.arange(n) * WORKING_A - o_A) / v_A for n in out.shape]
+    ref = ndimage.map_coordinates(blurred, np.meshgrid(*axes, indexing="ij"), order=1,
+                                  mode="nearest")
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     # every read a slab of 4 source sections' worth of output, plus the interpolation's
     # neighbour and the Gaussian's reach on each side
     longest = max(r.stop - r.start for r in recorded.reads)
