@@ -564,7 +564,9 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         score = _blank_out(score, blank)
     coords, f = _select_from(score, feats, cfg, what, voxel_size_A, data_share)
     dense = [v if isinstance(v, np.ndarray) else v.float() for v in feats[:keep_dense]] or None
-    selected_from = (score, feats) if reselectable else None
+    # Not the score: reselect adds it up again from the features (a volume less held while
+    # the run is picked); only the blank mask it was cut with is kept.
+    selected_from = (blank, feats) if reselectable else None
     del score, feats
     if axis == "x":
         coords, dense = _in_file_frame(coords, dense)
@@ -586,8 +588,11 @@ def reselect(sv: SparseVolume, keep_fraction: float) -> SparseVolume:
     again at that share gives, without filtering it again."""
     if sv.selected_from is None:
         raise ValueError(f"run {sv.run!r}: sparsified without reselectable=True")
-    score, feats = sv.selected_from
+    blank, feats = sv.selected_from
     cfg = replace(SparsifyConfig.from_dict(sv.config), keep_fraction=keep_fraction)
+    score = selection_score(feats[1], feats[2], cfg)
+    if blank is not None:
+        score = _blank_out(score, blank)
     coords, f = _select_from(score, feats, cfg, f"run {sv.run!r}", sv.voxel_size_A,
                              1.0 - sv.input.get("blank_share", 0.0))
     if sv.tilted_about_x:

@@ -44,7 +44,7 @@ class SparseVolume:
     # them (the candidate rescorer reads them; sparse_det/rescore.py). Never in a shard;
     # dropped by every change of frame (mirrored, swap_yx).
     dense: list | None = field(default=None, repr=False, compare=False)
-    # (selection score, every feature volume) in the frame they were computed in, where
+    # (blank mask or None, every feature volume) in the frame they were computed in, where
     # sparsify was asked to keep them: data_tools.sparsify.reselect keeps the run at another
     # share without filtering it again. Never in a shard; dropped by every change of frame.
     selected_from: tuple | None = field(default=None, repr=False, compare=False)

@@ -30,9 +30,13 @@ def _tomogram(shape=(40, 96, 96), seed=0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("device", [None, "cpu"])
-@pytest.mark.parametrize("axis", ["y", "x"])
-def test_reselect_is_sparsifying_again(device, axis):
+@pytest.mark.parametrize("axis, blank", [("y", False), ("x", False), ("y", True), ("x", True)])
+def test_reselect_is_sparsifying_again(device, axis, blank):
+    """Also where a fifth of x holds no data (blank voxels never kept, the share counted on
+    the rest): reselect adds the score up again and cuts the same blank out."""
     vol = _tomogram()
+    if blank:
+        vol[:, :, :19] = 0.5
     cfg = SparsifyConfig(keep_fraction=0.025, feature_norm="kept", whiten_sigma_A=20.0,
                          clip_sigma=20.0, tilt_axis=axis, keep_min_depth_A=1.0)
     sv = sparsify(vol, 20.0, cfg, "r", device=device, keep_dense=2, reselectable=True)
@@ -44,6 +48,8 @@ def test_reselect_is_sparsifying_again(device, axis):
     np.testing.assert_array_equal(grown.feats, again.feats)
     assert grown.config == again.config and grown.input == again.input
     assert grown.dense is sv.dense  # the rescorer reads the first selection's channels
+    assert (sv.input.get("blank_share", 0) > 0.15) == blank, sv.input
+    assert not blank or grown.coords_zyx[:, 2].min() >= 19
 
 
 def test_only_a_reselectable_volume_reselects_and_a_new_frame_drops_its_volumes():
