@@ -1,5 +1,6 @@
 """A project picked run after run (`infer_project`): each run read and sparsified in a thread
-of its own while the run before it is picked, the model built while the first is read.
+of its own while the run before it is picked (where its estimated peak fits half the memory
+available; else after it), the model built while the first is read.
 
 This module imports no torch: where the runs are surely read on the CPU (`--device cpu`, or
 "auto" with a torch build that has no CUDA or ROCm, or a CUDA build on a Linux without the
@@ -59,6 +60,55 @@ def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
 
     threading.Thread(target=work, name=name, daemon=True).start()
     return future
+
+
+# The picker's peak per voxel of the working grid: 3.23 GB for a 368×1260×1260 run read
+# at 20 Å (73 M voxels; bench/large_tomogram.json). Reading the next run while one is picked
+# adds most of that again (two such runs: 5.03 GB), so the next run is read ahead only where
+# its share fits in this part of the memory still available.
+PEAK_BYTES_PER_VOXEL = 45
+READ_AHEAD_SHARE = 0.5
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the kernel says is available without swapping (MemAvailable; Linux), or
+    None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def working_voxels(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
+    """The run's voxels on the working grid, from its metadata alone; None where the plan
+    fails (the read then reports why)."""
+    from data_tools.sparsify import plan_input
+
+    try:
+        plan = plan_input(project, run, cfg)
+    except (DataError, OSError, ValueError):
+        return None
+    scale = plan.source.voxel_size_A / plan.working_A
+    n = 1
+    for size in plan.source.shape_zyx:
+        n *= max(1, int(size * scale))
+    return n
+
+
+def may_read_ahead(project: CopickProject, run: str, cfg: SparsifyConfig) -> bool:
+    """Whether `run` may be read while the run before it is picked: where its estimated peak
+    fits READ_AHEAD_SHARE of the memory available now, else it is read after."""
+    n, available = working_voxels(project, run, cfg), available_memory_bytes()
+    if n is None or available is None or n * PEAK_BYTES_PER_VOXEL <= READ_AHEAD_SHARE * available:
+        return True
+    log.info("%s: read after the run before it is picked, not while (%.0f M voxels at the "
+             "working grid, about %.1f GB at the peak; %.1f GB available)", run, n / 1e6,
+             n * PEAK_BYTES_PER_VOXEL / 2**30, available / 2**30)
+    return False
 
 
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
@@ -186,9 +236,13 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     todo = sorted((run for run in runs if run not in rows), key=lambda run: run != first)
     if todo and loading is None:
         loading = start_loading()
-    _pick_runs(project, todo, loading, early,
+    # Handed over in a list the callee empties: a Future holds its result, and one named here
+    # would keep the first run's volumes alive through every later run.
+    first_read = [early] if early is not None else []
+    del early
+    _pick_runs(project, todo, loading, first_read,
                partial(load, device=dev), settings.tuned_confidence, rows, parts, shards_dir,
-               progress)
+               progress, partial(may_read_ahead, project, cfg=sparsify_cfg))
     import pandas as pd
 
     return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
@@ -203,19 +257,22 @@ def _load_picker(checkpoint, device, tta, input_overrides, precision, rescore):
 
 
 def _pick_runs(project: CopickProject, todo: list[str], loading: Future | None,
-               early: Future | None, load: Callable, tuned_confidence, rows: dict,
-               parts, shards_dir, progress: bool) -> None:
+               first_read: list[Future], load: Callable, tuned_confidence, rows: dict,
+               parts, shards_dir, progress: bool,
+               read_ahead: Callable[[str], bool] = lambda run: True) -> None:
     """Picks `todo` in order into `rows` (and `parts`), reading the next run in its own
-    thread while one is picked; `early`: the first run's read, already started."""
+    thread while one is picked where `read_ahead(run)` allows, else after it; `first_read`:
+    the first run's read where it has started (taken out of the list)."""
     from tqdm import tqdm
 
     # Streaming: the next run is read and sparsified while this one is detected (zarr,
     # scipy and torch release the GIL); one ahead, so memory does not grow with the runs.
-    ahead = early or (in_own_thread(load, todo[0]) if todo else None)
+    ahead = first_read.pop() if first_read else (in_own_thread(load, todo[0]) if todo else None)
     for i, run in enumerate(tqdm(todo, desc="infer", unit="tomogram", disable=not progress)):
         t0 = time.perf_counter()
-        sv = ahead.result()
-        ahead = in_own_thread(load, todo[i + 1]) if i + 1 < len(todo) else None
+        sv = ahead.result() if ahead is not None else load(run)
+        nxt = todo[i + 1] if i + 1 < len(todo) else None
+        ahead = in_own_thread(load, nxt) if nxt is not None and read_ahead(nxt) else None
         picker = loading.result()  # waits for the model on the first run only
         dets = picker.detect_run(project, run, shards_dir, sv=sv)
         warn_if_unsure(dets, tuned_confidence)
@@ -225,3 +282,4 @@ def _pick_runs(project: CopickProject, todo: list[str], loading: Future | None,
             parts.put(run, rows[run])
         log.info("%s: %d voxels, %d particles, %.2f s", run, len(sv), len(picked),
                  time.perf_counter() - t0)
+        del sv, dets, picked  # gone before a run not read ahead is read here

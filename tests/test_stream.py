@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,51 @@ def test_the_cold_call_bench_times_fresh_processes(small_project, tmp_path):
     got = json.loads(out.read_text())
     assert got["run"] == small_project.runs()[0] and got["same_csv"] is True
     assert all(len(v) == 2 and min(v) > 0 for v in got["seconds"].values())
+
+
+def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_project,
+                                                                           monkeypatch, caplog):
+    """Where the next run's estimated peak does not fit half the memory available, it is read
+    on the main thread once the run before it is picked, not in the reader thread while it
+    is: the same picks either way. Runs that fit are read ahead as before."""
+    import gc
+    import threading
+    import weakref
+
+    from sparse_det import stream
+
+    runs = small_project.runs()
+    seen, earlier, alive_at_read = [], [], []
+    real = stream.load_sparse
+
+    def spy(project, run, *args, **kw):
+        seen.append((run, threading.current_thread().name))
+        if threading.current_thread().name == "MainThread":
+            gc.collect()  # the runs before it picked and let go of, the first one's included
+            alive_at_read.append([ref() is not None for ref in earlier])
+        sv = real(project, run, *args, **kw)
+        earlier.append(weakref.ref(sv))
+        return sv
+
+    monkeypatch.setattr(stream, "load_sparse", spy)
+    ahead = stream.infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu",
+                                 precision="fp32")
+    assert [r for r, _ in seen] == runs and {t for _, t in seen} == {stream.READER_THREAD}
+    # read as is from the 20.024 Å level: its voxels
+    cfg = stream.checkpoint_settings(DEFAULT_CHECKPOINT).config.sparsify
+    level_shape = small_project.tomogram_scales(runs[1])[1][2]
+    assert stream.working_voxels(small_project, runs[1], cfg) == int(np.prod(level_shape))
+
+    seen.clear()
+    earlier.clear()
+    monkeypatch.setattr(stream, "available_memory_bytes", lambda: 2**20)  # 1 MiB left
+    with caplog.at_level("INFO", logger="sparse_det.stream"):
+        after = stream.infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu",
+                                     precision="fp32")
+    assert seen[0] == (runs[0], stream.READER_THREAD), seen  # nothing else is held yet
+    assert seen[1:] == [(r, "MainThread") for r in runs[1:]], seen
+    # no run's volumes held while the next is read (the first run's read was a Future the
+    # caller kept, and it held them to the end)
+    assert alive_at_read == [[False] * i for i in range(1, len(runs))], alive_at_read
+    assert f"{runs[1]}: read after the run before it is picked, not while" in caplog.text
+    assert after.equals(ahead) and len(after) > 0
