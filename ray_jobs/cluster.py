@@ -30,3 +30,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                  **kw)
     return ray
+
+
+def task_memory(estimate_bytes: int | None) -> dict:
+    """Ray options that reserve a task's estimated peak memory (`memory`: Ray then starts no
+    more tasks on a node than its memory holds, where CPUs alone would start one per core),
+    capped at the largest node's so that no task is unschedulable; {} without an estimate."""
+    import ray
+
+    if not estimate_bytes:
+        return {}
+    largest = max((node["Resources"].get("memory", 0) for node in ray.nodes()
+                   if node.get("Alive")), default=0)
+    return {"memory": int(min(estimate_bytes, largest))} if largest > 0 else {}

@@ -20,7 +20,8 @@ from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, load_config, sparsify_run
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
-from ray_jobs.cluster import init_ray
+from ray_jobs.cluster import init_ray, task_memory
+from sparse_det.stream import estimated_peak_bytes
 
 
 def preprocess_run(project_path: str, run: str, cfg_dict: dict, out_dir: str,
@@ -39,7 +40,7 @@ def preprocess_run(project_path: str, run: str, cfg_dict: dict, out_dir: str,
         sv = sparsify_run(CopickProject(project_path), run, cfg, threads=1)
         write_shard(sv, out_dir)
         return {"run": run, "status": "done", "voxels": len(sv),
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "ended_at": time.time()}
     except Exception as exc:  # reported by name; the other runs go on
         return {"run": run, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                 "seconds": time.perf_counter() - t0}
@@ -56,8 +57,10 @@ def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: Spars
     runs = runs or project.runs()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     task = ray.remote(num_cpus=1, max_retries=1)(preprocess_run)
-    pending = [task.remote(str(Path(project_path).resolve()), r, cfg.to_dict(),
-                           str(Path(out_dir).resolve()), force) for r in runs]
+    # Each task reserves its run's estimated peak: large tomograms run fewer at a time.
+    pending = [task.options(**task_memory(estimated_peak_bytes(project, r, cfg))).remote(
+        str(Path(project_path).resolve()), r, cfg.to_dict(), str(Path(out_dir).resolve()),
+        force) for r in runs]
     results = []
     with tqdm(total=len(pending), desc="preprocess", unit="run", disable=not progress) as bar:
         while pending:

@@ -99,15 +99,21 @@ def working_voxels(project: CopickProject, run: str, cfg: SparsifyConfig) -> int
     return n
 
 
+def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
+    """About the most memory picking `run` takes (PEAK_BYTES_PER_VOXEL of its working grid);
+    None where its plan fails."""
+    n = working_voxels(project, run, cfg)
+    return None if n is None else n * PEAK_BYTES_PER_VOXEL
+
+
 def may_read_ahead(project: CopickProject, run: str, cfg: SparsifyConfig) -> bool:
     """Whether `run` may be read while the run before it is picked: where its estimated peak
     fits READ_AHEAD_SHARE of the memory available now, else it is read after."""
-    n, available = working_voxels(project, run, cfg), available_memory_bytes()
-    if n is None or available is None or n * PEAK_BYTES_PER_VOXEL <= READ_AHEAD_SHARE * available:
+    peak, available = estimated_peak_bytes(project, run, cfg), available_memory_bytes()
+    if peak is None or available is None or peak <= READ_AHEAD_SHARE * available:
         return True
-    log.info("%s: read after the run before it is picked, not while (%.0f M voxels at the "
-             "working grid, about %.1f GB at the peak; %.1f GB available)", run, n / 1e6,
-             n * PEAK_BYTES_PER_VOXEL / 2**30, available / 2**30)
+    log.info("%s: read after the run before it is picked, not while (about %.1f GB at the "
+             "peak; %.1f GB available)", run, peak / 2**30, available / 2**30)
     return False
 
 
