@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -162,12 +163,19 @@ def _axis_weights(n: int, voxel_A: float, origin_A: float, working_A: float, new
     return i0, np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
 
 
+# Slabs resampled at once: scipy's filter and numpy's products release the GIL, and two
+# threads took the 272×934×934 level at 13.48 Å from 8.1-9.9 s to 5.5-6.1 s, the same volume.
+RESAMPLE_THREADS = 2
+
+
 def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True
                    ) -> tuple[np.ndarray, float]:
     """`level`, mean-binned k×k×k, resampled to the working grid as `resample` does, but as
     it is read: a slab of output sections at a time from the source sections they need
     (the anti-aliasing Gaussian's reach included, so each slab equals the whole-volume
     result), never the whole level in memory. Returns (volume, its origin in Å)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from scipy import ndimage
 
     voxel_A, origin_A = level.voxel_size_A * k, level.binned_origin_A(k)
@@ -185,7 +193,8 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
     out = np.empty((len(iz), len(iy), len(ix)), dtype=np.float32)
     # Output sections per slab: as many as the level's slab of source sections holds.
     step = max(1, math.floor(level.slab_sections(k) / max(ratio, 1.0)))
-    for o0 in range(0, len(iz), step):
+
+    def one_slab(o0: int) -> None:
         o1 = min(o0 + step, len(iz))
         s0 = max(0, int(iz[o0]) - reach)
         s1 = min(shape[0], int(iz[o1 - 1]) + 2 + reach)
@@ -196,6 +205,10 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
         slab = slab[iz[o0:o1] - s0] * (1 - f) + slab[iz[o0:o1] + 1 - s0] * f
         slab = np.take(slab, iy, axis=1) * (1 - fy) + np.take(slab, iy + 1, axis=1) * fy
         out[o0:o1] = np.take(slab, ix, axis=2) * (1 - fx) + np.take(slab, ix + 1, axis=2) * fx
+
+    with ThreadPoolExecutor(max_workers=max(1, min(RESAMPLE_THREADS, os.cpu_count() or 1))
+                            ) as pool:
+        list(pool.map(one_slab, range(0, len(iz), step)))  # list(): an error is raised here
     return out, new_origin
 
 
