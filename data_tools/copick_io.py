@@ -111,8 +111,8 @@ class Level:
         return max(1, raw // k)
 
     def read_binned(self, k: int = 1, check_finite: bool = True) -> np.ndarray:
-        """The whole level mean-binned k×k×k, SLAB_SECTIONS sections read at a time; an
-        error counts every NaN/inf voxel of the level."""
+        """The whole level mean-binned k×k×k, slab_sections at a time; an error counts
+        every NaN/inf voxel of the level."""
         if k > 1 and min(self.shape_zyx) < k:
             raise DataError(f"{self.where}: a {self.shape_zyx} level cannot be binned by {k}")
         n_z, n_y, n_x = (n // k for n in self.shape_zyx)

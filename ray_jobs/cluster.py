@@ -32,14 +32,20 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     return ray
 
 
-def task_memory(estimate_bytes: int | None) -> dict:
-    """Ray options that reserve a task's estimated peak memory (`memory`: Ray then starts no
-    more tasks on a node than its memory holds, where CPUs alone would start one per core),
-    capped at the largest node's so that no task is unschedulable; {} without an estimate."""
+def largest_node_memory() -> int:
+    """The `memory` resource of the cluster's largest live node (bytes; 0 if none says)."""
     import ray
 
+    return int(max((node["Resources"].get("memory", 0) for node in ray.nodes()
+                    if node.get("Alive")), default=0))
+
+
+def task_memory(estimate_bytes: int | None, largest_bytes: int | None = None) -> dict:
+    """Ray options that reserve a task's estimated peak memory (`memory`: Ray then starts no
+    more tasks on a node than its memory holds, where CPUs alone would start one per core),
+    capped at the largest node's (`largest_bytes`, asked of the cluster when None) so that no
+    task is unschedulable; {} without an estimate."""
     if not estimate_bytes:
         return {}
-    largest = max((node["Resources"].get("memory", 0) for node in ray.nodes()
-                   if node.get("Alive")), default=0)
+    largest = largest_node_memory() if largest_bytes is None else largest_bytes
     return {"memory": int(min(estimate_bytes, largest))} if largest > 0 else {}

@@ -38,7 +38,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     from tqdm import tqdm
 
     from data_tools.tomo_input import with_overrides
-    from ray_jobs.cluster import init_ray, task_memory
+    from ray_jobs.cluster import init_ray, largest_node_memory, task_memory
     from sparse_det.checkpoint import checkpoint_settings
     from sparse_det.stream import estimated_peak_bytes
     from sparse_det.structures import DETECTION_COLUMNS
@@ -49,13 +49,14 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
         raise DataError(f"{project.path}: runs {unknown} not in project")
     init_ray(address)
     task = ray.remote(num_cpus=1, max_retries=1)(_infer_one)
-    # Each task reserves its run's estimated peak: large tomograms run fewer at a time.
-    cfg = with_overrides(checkpoint_settings(checkpoint).config.sparsify, input_overrides)
     shards = str(Path(shards_dir).resolve()) if shards_dir else None
     # Each task keeps its run's picks there itself (infer_project's parts_dir): storage every
     # node sees, like the project's.
     parts = str(Path(parts_dir).resolve()) if parts_dir else None
-    refs = {task.options(**task_memory(estimated_peak_bytes(project, run, cfg))).remote(
+    # Each task reserves its run's estimated peak: large tomograms run fewer at a time.
+    cfg = with_overrides(checkpoint_settings(checkpoint).config.sparsify, input_overrides)
+    largest = largest_node_memory()
+    refs = {task.options(**task_memory(estimated_peak_bytes(project, run, cfg), largest)).remote(
                 str(Path(project.path).resolve()), str(Path(checkpoint).resolve()), run, device,
                 shards, input_overrides, precision, tta, rescore, parts): run
             for run in runs}

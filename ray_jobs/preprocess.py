@@ -20,7 +20,7 @@ from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, load_config, sparsify_run
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
-from ray_jobs.cluster import init_ray, task_memory
+from ray_jobs.cluster import init_ray, largest_node_memory, task_memory
 from sparse_det.stream import estimated_peak_bytes
 
 
@@ -58,7 +58,8 @@ def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: Spars
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     task = ray.remote(num_cpus=1, max_retries=1)(preprocess_run)
     # Each task reserves its run's estimated peak: large tomograms run fewer at a time.
-    pending = [task.options(**task_memory(estimated_peak_bytes(project, r, cfg))).remote(
+    largest = largest_node_memory()
+    pending = [task.options(**task_memory(estimated_peak_bytes(project, r, cfg), largest)).remote(
         str(Path(project_path).resolve()), r, cfg.to_dict(), str(Path(out_dir).resolve()),
         force) for r in runs]
     results = []

@@ -33,6 +33,7 @@ def test_tasks_reserve_their_runs_memory_and_wait_for_it(small_project, tmp_path
         # more than any node has: capped at the largest node's, so it can still run
         assert task_memory(10 * max(peaks)) == {"memory": int(1.5 * max(peaks))}
         assert task_memory(None) == {}
+        assert task_memory(10 * max(peaks), largest_bytes=12345) == {"memory": 12345}
         res = preprocess_project(small_project.path, tmp_path / "shards", cfg, progress=False)
     finally:
         ray.shutdown()
