@@ -1,6 +1,6 @@
 """Summarises a copick project: runs; every tomogram (type, spacing folder, each pyramid
-level's voxel size, origin and shape); which one the picker reads and how it brings it to
-the working grid; pick counts.
+level's voxel size, origin and shape); which one the picker reads, how it brings it to
+the working grid and about how much memory picking it takes; pick counts.
 
     python -m data_tools.info PROJECT [--json] [--tomo-type NAME] [--voxel-spacing A]
 
@@ -16,7 +16,12 @@ import sys
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from data_tools.sparsify import SparsifyConfig, plan_input
+from data_tools.sparsify import (
+    PEAK_BASE_BYTES,
+    PEAK_BYTES_PER_VOXEL,
+    SparsifyConfig,
+    plan_input,
+)
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 
 
@@ -36,11 +41,14 @@ def run_tomograms(project: CopickProject, run: str) -> dict:
 
 
 def reads(project: CopickProject, run: str, cfg: SparsifyConfig) -> str:
-    """What infer would read for this run (or why it cannot)."""
+    """What infer would read for this run and about how much memory picking it takes (or why
+    it cannot be read)."""
     try:
-        return plan_input(project, run, cfg).describe()
+        plan = plan_input(project, run, cfg)
     except DataError as exc:
         return f"nothing: {exc}"
+    peak_GB = (PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL) / 2**30
+    return f"{plan.describe()} (about {peak_GB:.1f} GB to pick)"
 
 
 def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:

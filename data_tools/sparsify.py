@@ -617,6 +617,23 @@ def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
                        cfg.working_spacing_A)
 
 
+# A picking process's peak: the libraries and model, and per voxel of the working grid
+# the feature volumes most of it. An upper line through the measured peaks (GB at M voxels:
+# 1.01 at 9.1, 2.18 at 36.5, 3.23 at 73, 5.11 at 145; bench/large_tomogram*.json).
+PEAK_BASE_BYTES = int(0.8 * 2**30)
+PEAK_BYTES_PER_VOXEL = 40
+
+
+def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
+    """About the most memory a process picking `run` takes, from its metadata alone;
+    None where its plan fails (the read then says why)."""
+    try:
+        plan = plan_input(project, run, cfg)
+    except (DataError, OSError, ValueError):
+        return None
+    return PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL
+
+
 def full_resolution_source(project: CopickProject, run: str, cfg: SparsifyConfig) -> Source:
     """The finest level of the tomogram `cfg` reads (pictures, STAR pixel sizes)."""
     s = plan_input(project, run, cfg).source

@@ -76,6 +76,12 @@ class Plan:
     def bin_factor(self) -> int:
         return int(self.how.split()[1].rstrip(",")) if self.how.startswith("bin") else 1
 
+    @property
+    def working_voxels(self) -> int:
+        """About how many voxels the source has on the working grid."""
+        scale = self.source.voxel_size_A / self.working_A
+        return math.prod(max(1, int(n * scale)) for n in self.source.shape_zyx)
+
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.how}"
 

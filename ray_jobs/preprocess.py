@@ -18,10 +18,9 @@ from pathlib import Path
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
-from data_tools.sparsify import SparsifyConfig, load_config, sparsify_run
+from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, load_config, sparsify_run
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from ray_jobs.cluster import init_ray, largest_node_memory, task_memory
-from sparse_det.stream import estimated_peak_bytes
 
 
 def preprocess_run(project_path: str, run: str, cfg_dict: dict, out_dir: str,

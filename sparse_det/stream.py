@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from data_tools.sparsify import SparsifyConfig, shard_or_sparsify
+from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, shard_or_sparsify
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import CheckpointError, checkpoint_settings
 from sparse_det.config import INFER_PRECISION, PROFILE_CHANNELS, grows_kept_share
@@ -62,11 +62,10 @@ def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
     return future
 
 
-# The picker's peak per voxel of the working grid: 3.23 GB for a 368×1260×1260 run read
-# at 20 Å (73 M voxels; bench/large_tomogram.json). Reading the next run while one is picked
-# adds most of that again (two such runs: 5.03 GB), so the next run is read ahead only where
-# its share fits in this part of the memory still available.
-PEAK_BYTES_PER_VOXEL = 45
+# Reading the next run while one is picked adds most of its peak again (two runs of
+# 368×1260×1260 voxels: 5.03 GB, one 3.23 GB), so the next run is read ahead only where its
+# estimated peak (data_tools.sparsify.estimated_peak_bytes) fits this part of the memory
+# still available.
 READ_AHEAD_SHARE = 0.5
 
 
@@ -81,29 +80,6 @@ def available_memory_bytes() -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def working_voxels(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
-    """The run's voxels on the working grid, from its metadata alone; None where the plan
-    fails (the read then reports why)."""
-    from data_tools.sparsify import plan_input
-
-    try:
-        plan = plan_input(project, run, cfg)
-    except (DataError, OSError, ValueError):
-        return None
-    scale = plan.source.voxel_size_A / plan.working_A
-    n = 1
-    for size in plan.source.shape_zyx:
-        n *= max(1, int(size * scale))
-    return n
-
-
-def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
-    """About the most memory picking `run` takes (PEAK_BYTES_PER_VOXEL of its working grid);
-    None where its plan fails."""
-    n = working_voxels(project, run, cfg)
-    return None if n is None else n * PEAK_BYTES_PER_VOXEL
 
 
 def may_read_ahead(project: CopickProject, run: str, cfg: SparsifyConfig) -> bool:

@@ -6,9 +6,14 @@ from itertools import pairwise
 
 import pytest
 
-from data_tools.sparsify import SparsifyConfig
+from data_tools.sparsify import (
+    PEAK_BASE_BYTES,
+    PEAK_BYTES_PER_VOXEL,
+    SparsifyConfig,
+    estimated_peak_bytes,
+    plan_input,
+)
 from ray_jobs.preprocess import preprocess_project
-from sparse_det.stream import PEAK_BYTES_PER_VOXEL, estimated_peak_bytes, working_voxels
 
 pytestmark = pytest.mark.slow  # a real local Ray
 
@@ -21,8 +26,8 @@ def test_tasks_reserve_their_runs_memory_and_wait_for_it(small_project, tmp_path
     cfg = SparsifyConfig()
     runs = small_project.runs()
     peaks = [estimated_peak_bytes(small_project, r, cfg) for r in runs]
-    assert peaks == [working_voxels(small_project, r, cfg) * PEAK_BYTES_PER_VOXEL
-                     for r in runs] and min(peaks) > 0
+    assert peaks == [PEAK_BASE_BYTES + plan_input(small_project, r, cfg).working_voxels
+                     * PEAK_BYTES_PER_VOXEL for r in runs] and min(peaks) > 0
     if ray.is_initialized():
         ray.shutdown()
     # Two CPUs, and memory for one run's estimate and a half: one task at a time.

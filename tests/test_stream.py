@@ -122,6 +122,7 @@ def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_
     import threading
     import weakref
 
+    from data_tools.sparsify import plan_input
     from sparse_det import stream
 
     runs = small_project.runs()
@@ -144,7 +145,7 @@ def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_
     # read as is from the 20.024 Å level: its voxels
     cfg = stream.checkpoint_settings(DEFAULT_CHECKPOINT).config.sparsify
     level_shape = small_project.tomogram_scales(runs[1])[1][2]
-    assert stream.working_voxels(small_project, runs[1], cfg) == int(np.prod(level_shape))
+    assert plan_input(small_project, runs[1], cfg).working_voxels == int(np.prod(level_shape))
 
     seen.clear()
     earlier.clear()
