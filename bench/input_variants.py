@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.child_peak import run_measured  # noqa: E402
 from bench.detector import bench_project  # noqa: E402
 from data_tools import tomo_input  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
@@ -100,16 +99,10 @@ def imported_mrc_variant(src: CopickProject, dest: Path, name: str) -> tuple[Cop
             del fine
         files.append(str(next(mrc_dir.glob(f"{run}.*"))))
     extra = [] if name == MRC_VARIANTS[0] else ["--bin", "2"]
-    # A child of its own, its peak the kernel's high-water mark of its own memory (VmHWM;
-    # ru_maxrss would carry over the parent's at fork through exec).
-    probe = ("import re, sys; from data_tools.import_mrc import main; rc = main(sys.argv[1:]); "
-             "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()); "
-             "print('peak_kB', hwm.group(1)); sys.exit(rc)")
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", probe, *files, "--out", str(dest), *extra],
-                         check=True, cwd=ROOT, capture_output=True, text=True).stdout
-    peak_kB = int(out.split("peak_kB")[-1])
-    cost = {"import_s": time.perf_counter() - t0, "import_peak_GB": peak_kB / 2**20,
+    # A child of its own, its peak its own memory's high-water mark (bench/child_peak.py).
+    seconds, peak_GB = run_measured("data_tools.import_mrc", [*files, "--out", str(dest),
+                                                              *extra])
+    cost = {"import_s": seconds, "import_peak_GB": peak_GB,
             "files_GB": sum(Path(f).stat().st_size for f in files) / 1e9}
     return CopickProject(project.path), cost
 

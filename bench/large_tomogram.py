@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.child_peak import run_measured  # noqa: E402
 from data_tools.atomic import atomic_write_text  # noqa: E402
 from data_tools.copick_io import CopickProject  # noqa: E402
 
@@ -64,30 +63,13 @@ def pick_and_score(project: Path, out_csv: Path, checkpoint: str | None) -> dict
     args = ["--project", str(project), "--out", str(out_csv), "--fresh", "--quiet"]
     if checkpoint:
         args += ["--checkpoint", checkpoint]
-    # The child reports its own high-water mark (VmHWM): ru_maxrss would carry over this
-    # process's, large after writing the tiled tomogram, through fork and exec.
-    probe = ("import re, runpy, sys\n"
-             "sys.argv = ['sparse_det.infer', *sys.argv[1:]]\n"
-             "try:\n"
-             "    runpy.run_module('sparse_det.infer', run_name='__main__', alter_sys=True)\n"
-             "finally:\n"
-             "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())\n"
-             "    print('peak_kB', hwm.group(1), file=sys.stderr)\n")
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT,
-                          stderr=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - t0
-    err = done.stderr
-    if done.returncode:
-        sys.stderr.write(err)
-        raise SystemExit(f"infer on {project} failed (exit {done.returncode})")
-    peak_kB = int(err.split("peak_kB")[-1])
+    seconds, peak_GB = run_measured("sparse_det.infer", args)
     from sparse_det.metric import score_tables
     from sparse_det.writers import project_solution, read_submission
 
     proj = CopickProject(project)
     score = score_tables(project_solution(proj), read_submission(out_csv), proj.particles)
-    return {"seconds": seconds, "peak_rss_gb": peak_kB / 2**20, "weighted_f4": score.score}
+    return {"seconds": seconds, "peak_rss_gb": peak_GB, "weighted_f4": score.score}
 
 
 def main(argv: list[str] | None = None) -> int:

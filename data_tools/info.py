@@ -16,12 +16,7 @@ import sys
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
-from data_tools.sparsify import (
-    PEAK_BASE_BYTES,
-    PEAK_BYTES_PER_VOXEL,
-    SparsifyConfig,
-    plan_input,
-)
+from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 
 
@@ -47,8 +42,7 @@ def reads(project: CopickProject, run: str, cfg: SparsifyConfig) -> str:
         plan = plan_input(project, run, cfg)
     except DataError as exc:
         return f"nothing: {exc}"
-    peak_GB = (PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL) / 2**30
-    return f"{plan.describe()} (about {peak_GB:.1f} GB to pick)"
+    return f"{plan.describe()} (about {peak_bytes(plan) / 2**30:.1f} GB to pick)"
 
 
 def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:

@@ -624,14 +624,18 @@ PEAK_BASE_BYTES = int(0.8 * 2**30)
 PEAK_BYTES_PER_VOXEL = 40
 
 
+def peak_bytes(plan: Plan) -> int:
+    """About the most memory a process picking what `plan` reads takes."""
+    return PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL
+
+
 def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
-    """About the most memory a process picking `run` takes, from its metadata alone;
-    None where its plan fails (the read then says why)."""
+    """peak_bytes of `run`, from its metadata alone; None where its plan fails (the read
+    then says why)."""
     try:
-        plan = plan_input(project, run, cfg)
+        return peak_bytes(plan_input(project, run, cfg))
     except (DataError, OSError, ValueError):
         return None
-    return PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL
 
 
 def full_resolution_source(project: CopickProject, run: str, cfg: SparsifyConfig) -> Source:
