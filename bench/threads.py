@@ -2,7 +2,8 @@
 thread; an idle pool thread that has run one torch op (how infer read the next run until
 2026-12-02); a thread that ran it and ended (how it reads now, `stream.in_own_thread`);
 an idle pool thread that has read and sparsified the run on the CPU (the reading runs one
-torch op, the tilt-axis check's FFT: README *The reader thread* says why it stays torch's).
+torch op, the tilt-axis check's FFT: docs/results_history.md *The reader thread* says why
+it stays torch's).
 
     python bench/threads.py [--project data/heldout_in] [--repeat 3] [--json F]
 

@@ -34,7 +34,7 @@ SIMULATOR_SHAPES_CHECKPOINT = Path(__file__).parent / "checkpoints" / "simulator
 # your own annotated runs with `sparse_det.tune --checkpoint DEFAULT OTHER ...`.
 UNWHITENED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "unwhitened.pt"
 # Trained on procedural particle models as well (configs/shapes_procedural2.yaml): stronger
-# on particle shapes no training drew (README *One effect at a time*), weaker on the
+# on particle shapes no training drew (docs/experiments.md *One effect at a time*), weaker on the
 # simulator's own shapes at low SNR. A candidate for `sparse_det.tune --checkpoint`.
 SHAPES_GENERAL_CHECKPOINT = Path(__file__).parent / "checkpoints" / "shapes_general.pt"
 
