@@ -34,7 +34,30 @@ SLAB_SECTIONS = 32  # z-sections read at a time: a slab of a 4k × 4k float32 le
 SLAB_BYTES = 2**30
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
+# copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
+# session a person's. infer writes its picks as session 0, so they are never read as truth.
+TOOL_SESSION = "0"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def parse_truth_user(spec: str | None) -> tuple[str | None, str | None]:
+    """"USER" or "USER:SESSION" (copick's picks file names: USER_SESSION_PARTICLE.json) ->
+    (user, session or None); None or "" -> (None, None)."""
+    if not spec:
+        return None, None
+    user, _, session = spec.partition(":")
+    for what, name in (("user", user), ("session", session)):
+        if (name or what == "user") and not re.fullmatch(r"[A-Za-z0-9.\-]+", name):
+            raise DataError(f"--truth-user {spec!r}: the {what} must be letters, digits, "
+                            "'.' or '-' (copick names picks USER_SESSION_PARTICLE.json)")
+    return user, session or None
+
+
+def add_truth_user_argument(ap) -> None:
+    """--truth-user, for every command that reads ground-truth picks."""
+    ap.add_argument("--truth-user", metavar="USER[:SESSION]",
+                    help="whose picks are the ground truth (default: the 'curation' user's, "
+                         "else the one person's who annotated; never a tool's, session 0)")
 
 
 def validate_run_name(run: str) -> str:
@@ -142,8 +165,12 @@ class CopickProject:
     """A copick filesystem project: a folder with static/ and overlay/, a folder holding
     ExperimentRuns/ directly (the competition's test/static), or a copick config JSON."""
 
-    def __init__(self, path: str | Path, particles: ParticleTable | None = None):
+    def __init__(self, path: str | Path, particles: ParticleTable | None = None, *,
+                 truth_user: str | None = None):
+        """`truth_user` ("USER" or "USER:SESSION"): the picks read as ground truth, instead of
+        the default rule (read_picks)."""
         self.path = Path(path)
+        self.truth_user, self.truth_session = parse_truth_user(truth_user)
         if not self.path.exists():
             raise DataError(f"{self.path}: project does not exist")
         config = None
@@ -291,20 +318,43 @@ class CopickProject:
                 out.append((p, stem, GT_USER, GT_SESSION))
         return out
 
+    def truth_files(self, run: str) -> list[tuple[Path, str, str, str]]:
+        """The picks files read as the run's ground truth. With `truth_user` set, that user's
+        (that session's). Else the curation user's (and bare-named ones, as the competition
+        ships them); where there are none, the picks a person made (copick: a session other
+        than "0"), which must all be one user's — several annotators' picks are not merged
+        silently. Tools' picks (session "0": infer's own, by default) are never truth."""
+        files = self.picks_files(run)
+        if self.truth_user is not None:
+            return [f for f in files if f[2] == self.truth_user
+                    and self.truth_session in (None, f[3])]
+        curated = [f for f in files if f[2] == GT_USER]
+        if curated:
+            return curated
+        people = [f for f in files if f[3] != TOOL_SESSION]
+        users = sorted({f[2] for f in people})
+        if len(users) > 1:
+            raise DataError(
+                f"run {run!r}: picks of several annotators ({', '.join(users)}) and none by "
+                "'curation'; name the one to read as ground truth with --truth-user USER")
+        return people
+
+    def untrusted_picks(self, run: str) -> list[str]:
+        """"USER_SESSION" of the run's picks files that truth_files does not read."""
+        truth = {f[0] for f in self.truth_files(run)}
+        return sorted({f"{f[2]}_{f[3]}" for f in self.picks_files(run) if f[0] not in truth})
+
     def read_picks(self, run: str, user_id: str | None = None,
                    session_id: str | None = None) -> dict[str, np.ndarray]:
         """Picks per particle as [N,3] x,y,z Å (every table particle present, maybe empty).
 
-        With no user_id, the ground truth is read: the curation user's files (and bare-named
-        ones); if there are none, every picks file.
+        With no user_id, the ground truth (truth_files); else that user's picks.
         """
         self.run_dir(run)
-        files = self.picks_files(run)
         if user_id is None:
-            gt = [f for f in files if f[2] == GT_USER]
-            files = gt or files
+            files = self.truth_files(run)
         else:
-            files = [f for f in files if f[2] == user_id]
+            files = [f for f in self.picks_files(run) if f[2] == user_id]
         if session_id is not None:
             files = [f for f in files if f[3] == session_id]
         out = {name: np.zeros((0, 3)) for name in self.particles.names}

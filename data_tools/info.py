@@ -1,8 +1,10 @@
 """Summarises a copick project: runs; every tomogram (type, spacing folder, each pyramid
 level's voxel size, origin and shape); which one the picker reads, how it brings it to
-the working grid and about how much memory picking it takes; pick counts.
+the working grid and about how much memory picking it takes; the ground truth's pick counts,
+whose picks they are, and the picks files not read as truth (a tool's, such as infer's own).
 
     python -m data_tools.info PROJECT [--json] [--tomo-type NAME] [--voxel-spacing A]
+        [--truth-user USER[:SESSION]]
 
 The choice shown is the default sparsify settings' (those of the shipped checkpoint: 20 Å
 working grid, `denoised` preferred), with the same overrides infer takes.
@@ -14,7 +16,7 @@ import argparse
 import json
 import sys
 
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
@@ -45,13 +47,25 @@ def reads(project: CopickProject, run: str, cfg: SparsifyConfig) -> str:
     return f"{plan.describe()} (about {peak_bytes(plan) / 2**30:.1f} GB to pick)"
 
 
+def truth(project: CopickProject, run: str) -> dict:
+    """{"picks": counts per particle of the run's ground truth, "truth_from": whose picks
+    they are, "not_truth": the picks files' users and sessions that are not read as truth}, or
+    {"picks_error": why there is no one truth}."""
+    try:
+        files = project.truth_files(run)
+        picks = {k: len(v) for k, v in project.read_picks(run).items()}
+        return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
+                "not_truth": project.untrusted_picks(run)}
+    except DataError as exc:  # several annotators: the rest of the project still shows
+        return {"picks_error": str(exc)}
+
+
 def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:
     cfg = cfg or SparsifyConfig()
     runs = {}
     for run in project.runs():
-        picks = {k: len(v) for k, v in project.read_picks(run).items()}
-        runs[run] = {"tomograms": run_tomograms(project, run), "reads": reads(project, run, cfg),
-                     "picks": picks}
+        runs[run] = {"tomograms": run_tomograms(project, run), "reads": reads(project, run, cfg)}
+        runs[run] |= truth(project, run)
     return {"working_spacing_A": cfg.working_spacing_A, "runs": runs}
 
 
@@ -60,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("project")
     ap.add_argument("--json", action="store_true")
     add_input_arguments(ap)
+    add_truth_user_argument(ap)
     a = ap.parse_args(argv)
     try:
-        info = project_info(CopickProject(a.project),
+        info = project_info(CopickProject(a.project, truth_user=a.truth_user),
                             with_overrides(SparsifyConfig(), input_overrides(a)))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                                for lv in td["levels"])
             print(f"  {t:<22} VoxelSpacing{td['folder_spacing_A']:.3f}: {levels}")
         print(f"  reads: {d['reads']}")
-        print("  picks: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
+        if "picks_error" in d:
+            print(f"  picks: {d['picks_error']}")
+            continue
+        whose = f" ({', '.join(d['truth_from'])})" if d["truth_from"] else ""
+        print(f"  picks{whose}: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
+        if d["not_truth"]:
+            print(f"  not read as truth: {', '.join(d['not_truth'])}")
     return 0
 
 

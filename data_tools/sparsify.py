@@ -24,7 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.blank import blank_mask, filled
-from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
+from data_tools.copick_io import (
+    CopickProject,
+    Tomogram,
+    add_truth_user_argument,
+    xyz_A_to_zyx_vox,
+)
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.spectrum import whiten
@@ -745,10 +750,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     add_input_arguments(ap)
+    add_truth_user_argument(ap)
     a = ap.parse_args(argv)
     try:
         cfg = with_overrides(load_config(a.config), input_overrides(a))
-        project = CopickProject(a.project)
+        project = CopickProject(a.project, truth_user=a.truth_user)
         out = Path(a.out) if a.out else None
         if out is None and not a.report:
             ap.error("give --out, --report or both")

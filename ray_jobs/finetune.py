@@ -26,11 +26,10 @@ def _train_fold(cfg) -> str:
 
 def _make_shards(cfgs) -> None:
     """Every shard the folds will read, made here one after the other."""
-    from data_tools.copick_io import CopickProject
-    from sparse_det.data import load_samples
+    from sparse_det.data import annotated_project, load_samples
 
     cfg = cfgs[0]
-    project = CopickProject(cfg.data.project)
+    project = annotated_project(cfg)
     runs = sorted({r for c in cfgs for r in c.data.train_runs + c.data.val_runs})
     load_samples(cfg, project, runs, variants=cfg.data.appearance_variants)
 

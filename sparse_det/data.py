@@ -55,6 +55,12 @@ def in_network_frame(r: RunSample) -> RunSample:
                    centers_zyx=r.centers_zyx[:, SWAP_YX])
 
 
+def annotated_project(cfg: Config) -> CopickProject:
+    """The config's project, its ground truth the picks cfg.data.truth_user names
+    (CopickProject.truth_files)."""
+    return CopickProject(cfg.data.project, truth_user=cfg.data.truth_user or None)
+
+
 def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
     """(training runs, validation runs): the config's lists, else the last `n_val` runs
     validate and the others train."""

@@ -10,18 +10,21 @@ import json
 import sys
 from pathlib import Path
 
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.metric import Score, score_tables
 from sparse_det.writers import project_solution, read_submission
 
 
-def evaluate(solution: str | Path, submission: str | Path) -> Score:
+def evaluate(solution: str | Path, submission: str | Path, truth_user: str | None = None
+             ) -> Score:
+    """`truth_user`: whose picks in a solution project are the ground truth
+    (CopickProject.truth_files)."""
     solution = Path(solution)
     if solution.suffix == ".csv":
         particles, sol = ParticleTable.competition(), read_submission(solution)
     else:
-        project = CopickProject(solution)
+        project = CopickProject(solution, truth_user=truth_user)
         particles, sol = project.particles, project_solution(project)
     return score_tables(sol, read_submission(submission), particles)
 
@@ -31,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--solution", required=True, help="copick project (its picks) or CSV")
     ap.add_argument("--submission", required=True)
     ap.add_argument("--json", action="store_true")
+    add_truth_user_argument(ap)
     a = ap.parse_args(argv)
     try:
-        score = evaluate(a.solution, a.submission)
+        score = evaluate(a.solution, a.submission, a.truth_user)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.soup import blend as soup_blend
@@ -65,31 +66,38 @@ def folds_for(runs: list[str], n_folds: int = FOLDS) -> list[tuple[list[str], li
 
 
 def annotated_runs(project, runs: list[str] | None) -> list[str]:
+    """The runs with ground-truth picks (CopickProject.truth_files: never a tool's, such as
+    infer's own); the others are logged with the picks they hold that are not truth."""
     chosen = runs or project.runs()
     picked = [r for r in chosen if any(len(v) for v in project.read_picks(r).values())]
-    left_out = sorted(set(chosen) - set(picked))
-    if left_out:
-        log.info("left out (no picks): %s", ", ".join(left_out))
+    for r in sorted(set(chosen) - set(picked)):
+        other = project.untrusted_picks(r)
+        log.info("left out: %s (no annotations%s)", r,
+                 f"; not read as truth: {', '.join(other)}" if other else "")
     return picked
 
 
 def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: float,
-                  steps: int | None = None) -> str:
+                  steps: int | None = None, truth_user: str = "") -> str:
     """The folder of one training under --work, named by what it trains on and at which
-    rate: a rerun with the same runs resumes it, one with other runs, folds or --lr gets
-    its own (one folder per fold number silently resumed the earlier fine-tune's folds).
-    `steps` names the final model, whose length the folds decide."""
+    rate: a rerun with the same runs resumes it, one with other runs, folds, --lr or
+    --truth-user gets its own (one folder per fold number silently resumed the earlier
+    fine-tune's folds). `steps` names the final model, whose length the folds decide."""
     what = {"train": train_runs, "val": val_runs, "lr": lr, "steps": steps}
+    if truth_user:  # only when set: the folders of fine-tunes before it keep their names
+        what["truth_user"] = truth_user
     key = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
     return f"{prefix}_lr{lr:g}_{key}"
 
 
 def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
                     train_runs: list[str], val_runs: list[str], steps: int,
-                    budget_s: float, device: str, lr: float = FINETUNE_LR):
+                    budget_s: float, device: str, lr: float = FINETUNE_LR,
+                    truth_user: str = ""):
     """The base checkpoint's config (same model and sparse features) set up to fine-tune."""
     cfg = copy.deepcopy(base_cfg)
     cfg.data.project, cfg.data.shards = str(project), str(work / "shards")
+    cfg.data.truth_user = truth_user
     cfg.data.train_runs, cfg.data.val_runs = list(train_runs), list(val_runs)
     cfg.data.simulate.runs = 0
     t = cfg.train
@@ -121,14 +129,15 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
              fresh: bool = False, progress: bool = False, trainer=None,
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
-             n_folds: int = FOLDS) -> dict:
+             n_folds: int = FOLDS, truth_user: str | None = None) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
     `blend` < 1: every trained model (each fold's, which sets the thresholds, and the final
     one) is replaced by blend × itself + (1 − blend) × the base (sparse_det.soup.blend).
     A class keeps the base's threshold unless the out-of-fold detections' best leads it run
-    by run (thresholds.keep_prior_unless_beaten); `fit_all`: never."""
+    by run (thresholds.keep_prior_unless_beaten); `fit_all`: never. `truth_user`: whose
+    picks are the annotations (CopickProject.truth_files)."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
@@ -137,7 +146,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         raise ValueError(f"--lr must be positive, got {lr}")
     out = Path(out)
     work = work_dir(out, work, fresh)
-    project = CopickProject(project_path)
+    project = CopickProject(project_path, truth_user=truth_user)
     settings = checkpoint_settings(base)
     runs = annotated_runs(project, runs)
     folds = folds_for(runs, n_folds)
@@ -148,7 +157,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              project.path, len(folds), steps, lr,
              f", {budget_s:.0f} s each" if budget_s else "")
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
-          "budget_s": budget_s, "device": device, "lr": lr}
+          "budget_s": budget_s, "device": device, "lr": lr, "truth_user": truth_user or ""}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
@@ -217,7 +226,7 @@ def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:
     from sparse_det.training import train
 
     final_steps = sorted(f["best_step"] for f in fold_info)[len(fold_info) // 2]
-    name = training_name("final", runs, runs, kw["lr"], final_steps)
+    name = training_name("final", runs, runs, kw["lr"], final_steps, kw["truth_user"])
     log.info("final model (%s): all %d runs for %d steps", name, len(runs), final_steps)
     cfg = training_config(settings.config, name=name, train_runs=runs, val_runs=runs,
                           **(kw | {"steps": final_steps}))
@@ -233,7 +242,8 @@ def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None,
 
     cfgs = []
     for i, (train_runs, val_runs) in enumerate(folds):
-        name = training_name(f"fold{i}", train_runs, val_runs, kw["lr"])
+        name = training_name(f"fold{i}", train_runs, val_runs, kw["lr"],
+                             truth_user=kw["truth_user"])
         log.info("fold %d/%d (%s): train %s, validate %s", i + 1, len(folds), name,
                  train_runs, val_runs)
         cfgs.append(training_config(settings.config, name=name, train_runs=train_runs,
@@ -305,6 +315,7 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     ap.add_argument("--folds", type=int, default=FOLDS,
                     help="cross-validation folds, each holding out every n-th run")
+    add_truth_user_argument(ap)
     return ap
 
 
@@ -314,7 +325,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
     s = run_or_report(lambda: finetune(
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
-        fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds,
+        fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds, truth_user=a.truth_user,
         progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.copick_io import GT_USER, CopickProject
+from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -87,6 +87,10 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
         writable_dir(a.star_out)
     if a.picks_out and a.user_id == GT_USER:
         raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
+    if a.picks_out and a.session_id != TOOL_SESSION:
+        log.warning("--session-id %s: copick reads a session other than %s as a person's "
+                    "picks, so finetune, tune and evaluate may read these as ground truth "
+                    "where a run has no curation picks", a.session_id, TOOL_SESSION)
     from data_tools.sparsify import plan_input
     from data_tools.tomo_input import with_overrides
     from sparse_det.checkpoint import checkpoint_settings

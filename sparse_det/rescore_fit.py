@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.rescore import (
@@ -304,6 +304,7 @@ def _parser():
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
     ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
+    add_truth_user_argument(ap)
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--appearance-variants", type=int, default=0,
                     help="also N appearance-randomised copies of each run (the ranges "
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
-    projects = [CopickProject(p) for p in a.project]
+    projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
     todo = [(pr, r) for pr in projects for r in pr.runs()
             if (not a.runs or r in a.runs) and r not in a.exclude]
     if not todo:

@@ -25,11 +25,10 @@ from pathlib import Path
 import torch
 
 from data_tools.atomic import atomic_write_text
-from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from sparse_det.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from sparse_det.config import Config, TrainConfig
-from sparse_det.data import CropSampler, RunSample, load_samples, split_runs
+from sparse_det.data import CropSampler, RunSample, annotated_project, load_samples, split_runs
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses, label_weights
@@ -269,7 +268,7 @@ def fit(cfg: Config, hooks: Hooks, *, device: torch.device, resume_doc: dict | N
     from tqdm import tqdm
 
     torch.manual_seed(cfg.train.seed)
-    project = CopickProject(cfg.data.project)
+    project = annotated_project(cfg)
     train_runs, val_runs = split_runs(cfg, project)
     train_s = load_samples(cfg, project, share(train_runs, hooks.rank, hooks.world, True),
                            variants=cfg.data.appearance_variants,

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from data_tools.atomic import tmp_sibling
+from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser
@@ -40,16 +41,18 @@ from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
 
-def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None
+def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None,
+                 truth_user: str | None = None
                  ) -> tuple[list[list], list[dict], list[tuple[str, str]]]:
     """Uncalibrated detections of every selected run by each picker (one sparsification per
-    run), the runs' picks, and their (project folder name, run) names."""
+    run), the runs' picks (`truth_user`'s: CopickProject.truth_files), and their (project
+    folder name, run) names."""
     from data_tools.copick_io import CopickProject
 
     dets: list[list] = [[] for _ in pickers]
     truths, names = [], []
     for path in projects:
-        project = CopickProject(path)
+        project = CopickProject(path, truth_user=truth_user)
         for run in project.runs():
             if runs and run not in runs:
                 continue
@@ -137,7 +140,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
            tta: str | list[str] | None = None, inference: dict | None = None,
            confidence_powers: list[float] | None = None,
            confidence_by: list[str] | None = None, fit_all: bool = False,
-           keep_fraction: float | None = None):
+           keep_fraction: float | None = None, truth_user: str | None = None):
     """Detections of every selected run → score calibration and thresholds over all of
     them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
     `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
@@ -146,7 +149,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
     every `confidence_by`; the first pair is stored unless another leads it on these runs
     by more than two standard errors run by run. `keep_fraction`: every run kept at this
-    share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction)."""
+    share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction).
+    `truth_user`: whose picks are the runs' ground truth (CopickProject.truth_files)."""
     from dataclasses import replace
 
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
@@ -164,7 +168,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     for t in settings:
         tta_mirrors(t)  # an unknown setting fails before any run is read
     pickers = [replace(picker, tta=t) for t in settings]
-    dets, truths, names = _detect_runs(pickers, projects, runs)
+    dets, truths, names = _detect_runs(pickers, projects, runs, truth_user)
     # The detections carry the checkpoint's confidence power; each candidate rescales them.
     was = (post.confidence_by, post.confidence_power)
     best, by_power = tune_confidence_power(dets[0], truths, picker.particles,
@@ -367,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="these classes keep the network's own scores, not the candidate "
                          "rescorer's (each checkpoint must carry one); tuned and stored so")
     add_input_arguments(ap)
+    add_truth_user_argument(ap)
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
+                     truth_user=a.truth_user,
                      input_overrides=input_overrides(a), tta=a.tta,
                      inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,

@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
-from data_tools.copick_io import CopickProject, Tomogram, xyz_A_to_zyx_vox
+from data_tools.copick_io import (
+    CopickProject,
+    Tomogram,
+    add_truth_user_argument,
+    xyz_A_to_zyx_vox,
+)
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -168,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", required=True, help="folder for the PNGs")
     add_input_arguments(ap)
+    add_truth_user_argument(ap)
     a = ap.parse_args(argv)
     try:
         from sparse_det.writers import read_submission
 
-        project = CopickProject(a.project)
+        project = CopickProject(a.project, truth_user=a.truth_user)
         sub = read_submission(a.submission) if a.submission else None
         paths = visualize_run(project, a.run, a.out, checkpoint=a.checkpoint, submission=sub,
                               device=a.device, shards_dir=a.shards,

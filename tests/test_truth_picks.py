@@ -1,0 +1,149 @@
+"""Whose picks are the ground truth. A user annotates a few runs in a copick tool (saved as
+USER_SESSION_PARTICLE.json, session not "0") in a project where infer has written its own
+picks (session "0"); fine-tune, tune, evaluate and info must read the person's picks and
+never the picker's own. Until 2026-12-05 a project without 'curation' picks read every
+picks file as truth: the picker's predictions trained and scored it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_tools.copick_io import CopickProject, parse_truth_user
+from data_tools.info import main as info_main
+from data_tools.particles import DataError
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings
+from sparse_det.data import annotated_project, load_run_sample
+from sparse_det.evaluate import main as evaluate_main
+from sparse_det.finetune import annotated_runs, training_config, training_name
+from sparse_det.finetune import main as finetune_main
+from sparse_det.writers import write_copick_picks
+
+ALICE = np.array([[400.0, 500.0, 300.0], [900.0, 700.0, 250.0]])  # Å, x y z
+BOB = np.array([[1200.0, 300.0, 350.0]])
+
+
+@pytest.fixture
+def annotated(small_project, tmp_path):
+    """small_project without its curation picks: run 0 annotated by alice (session 1), and
+    infer's picks of both runs written into the project itself (sparse-det, session 0)."""
+    root = tmp_path / "project"
+    shutil.copytree(small_project.path, root)
+    project = CopickProject(root)
+    for f in root.rglob("Picks/*.json"):
+        f.unlink()
+    runs = project.runs()
+    project.write_picks(runs[0], "ribosome", ALICE, user_id="alice", session_id="1")
+    predicted = pd.DataFrame({"experiment": runs * 3, "particle_type": "ribosome",
+                              "x": 100.0, "y": 200.0, "z": np.arange(6) * 50.0 + 100.0,
+                              "score": 0.9})
+    write_copick_picks(root, project, predicted, runs=runs, user_id="sparse-det",
+                       session_id="0")
+    return CopickProject(root), runs
+
+
+def test_the_pickers_own_picks_are_never_truth(annotated):
+    project, (run0, run1) = annotated
+    assert len(project.read_picks(run0, user_id="sparse-det")["ribosome"]) == 3
+    np.testing.assert_array_equal(project.read_picks(run0)["ribosome"], ALICE)
+    assert not any(len(v) for v in project.read_picks(run1).values())
+    assert project.untrusted_picks(run1) == ["sparse-det_0"]
+    assert annotated_runs(project, None) == [run0]
+
+
+def test_several_annotators_are_not_merged(annotated):
+    project, (run0, _) = annotated
+    project.write_picks(run0, "ribosome", BOB, user_id="bob", session_id="2")
+    with pytest.raises(DataError, match=r"several annotators \(alice, bob\).*--truth-user"):
+        project.read_picks(run0)
+    as_bob = CopickProject(project.path, truth_user="bob")
+    np.testing.assert_array_equal(as_bob.read_picks(run0)["ribosome"], BOB)
+    assert as_bob.untrusted_picks(run0) == ["alice_1", "sparse-det_0"]
+    alice_1 = CopickProject(project.path, truth_user="alice:1")
+    np.testing.assert_array_equal(alice_1.read_picks(run0)["ribosome"], ALICE)
+    assert not len(CopickProject(project.path, truth_user="alice:2").read_picks(run0)["ribosome"])
+    # curation, where there is any, stays the truth whoever else annotated
+    project.write_picks(run0, "ribosome", BOB[:1] + 10.0)
+    np.testing.assert_array_equal(project.read_picks(run0)["ribosome"], BOB[:1] + 10.0)
+
+
+@pytest.mark.parametrize("spec", ["a_b", "../x", "alice:", ":1", "alice:1:2"])
+def test_truth_user_names_a_copick_user(spec):
+    if spec == "alice:":  # an empty session is no session
+        assert parse_truth_user(spec) == ("alice", None)
+        return
+    with pytest.raises(DataError, match="--truth-user"):
+        parse_truth_user(spec)
+
+
+def test_finetune_trains_on_the_named_annotators_picks(annotated, tmp_path):
+    project, (run0, _) = annotated
+    project.write_picks(run0, "ribosome", BOB, user_id="bob", session_id="2")
+    base = checkpoint_settings(DEFAULT_CHECKPOINT).config
+    cfg = training_config(base, project=str(project.path), base=str(DEFAULT_CHECKPOINT),
+                          work=tmp_path / "work", name="fold0", train_runs=[run0],
+                          val_runs=[run0], steps=1, budget_s=0.0, device="cpu",
+                          truth_user="bob")
+    sample = load_run_sample(annotated_project(cfg), cfg.data.shards, cfg.sparsify, run0,
+                             cfg.targets.radius_fraction)
+    np.testing.assert_array_equal(sample.truth_xyz_A["ribosome"], BOB)
+    assert sample.center_class.tolist() == [4]  # ribosome; alice's and infer's picks unread
+    assert (sample.labels == 4).sum() > 0
+    # another annotator's fine-tune trains in folders of its own; none named: as before
+    assert training_name("fold0", [run0], [run0], 1e-3, truth_user="bob") != \
+        training_name("fold0", [run0], [run0], 1e-3)
+    assert training_name("fold0", ["a"], ["b"], 1e-3) == "fold0_lr0.001_" + \
+        training_name("fold0", ["a"], ["b"], 1e-3).rsplit("_", 1)[1]
+
+
+def test_finetune_says_which_picks_it_did_not_read(annotated, tmp_path, capsys, caplog):
+    project, (_, run1) = annotated
+    caplog.set_level(logging.INFO)
+    rc = finetune_main(["--project", str(project.path), "--out", str(tmp_path / "ft.pt"),
+                        "--quiet"])
+    assert rc == 2
+    assert "needs at least 2 annotated runs" in capsys.readouterr().err
+    assert f"left out: {run1} (no annotations; not read as truth: sparse-det_0)" in caplog.text
+
+
+def test_evaluate_and_info_read_the_same_truth(annotated, tmp_path, capsys):
+    project, (run0, run1) = annotated
+    project.write_picks(run0, "ribosome", BOB, user_id="bob", session_id="2")
+    csv = tmp_path / "alice.csv"
+    pd.DataFrame({"id": range(2), "experiment": run0, "particle_type": "ribosome",
+                  "x": ALICE[:, 0], "y": ALICE[:, 1], "z": ALICE[:, 2]}).to_csv(csv, index=False)
+
+    def ribosome_counts(user):
+        assert evaluate_main(["--solution", str(project.path), "--submission", str(csv),
+                              "--json", "--truth-user", user]) == 0
+        return json.loads(capsys.readouterr().out)["per_class"]["ribosome"]
+
+    alice, bob = ribosome_counts("alice"), ribosome_counts("bob")
+    assert (alice["tp"], alice["fp"], alice["fn"]) == (2, 0, 0), alice
+    assert (bob["tp"], bob["fp"], bob["fn"]) == (0, 2, 1), bob
+    assert evaluate_main(["--solution", str(project.path), "--submission", str(csv)]) == 2
+    assert "several annotators (alice, bob)" in capsys.readouterr().err
+
+    assert info_main([str(project.path), "--truth-user", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert "picks (alice_1): apo-ferritin 0" in out and "ribosome 2" in out
+    assert "not read as truth: bob_2, sparse-det_0" in out
+    assert info_main([str(project.path)]) == 0  # one run's conflict does not hide the rest
+    out = capsys.readouterr().out
+    assert "picks: run " in out and "several annotators" in out and run1 in out
+
+
+def test_infer_warns_when_its_picks_would_read_as_a_persons(small_project, tmp_path, caplog):
+    from sparse_det.infer import main as infer_main
+
+    args = ["--project", str(small_project.path), "--out", str(tmp_path / "sub.csv"),
+            "--picks-out", str(tmp_path / "picks"), "--checkpoint", str(tmp_path / "no.pt")]
+    assert infer_main([*args, "--session-id", "0"]) == 2  # the missing checkpoint
+    assert "copick reads a session" not in caplog.text
+    assert infer_main([*args, "--session-id", "3"]) == 2
+    assert "--session-id 3: copick reads a session other than 0 as a person's" in caplog.text
