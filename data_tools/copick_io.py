@@ -301,10 +301,17 @@ class CopickProject:
 
     # -- picks --------------------------------------------------------------------------
     def picks_files(self, run: str) -> list[tuple[Path, str, str, str]]:
-        """[(path, particle, user_id, session_id)]; bare `<particle>.json` counts as curation/0."""
-        d = self.run_dir(run, overlay=True, must_exist=False) / "Picks"
+        """[(path, particle, user_id, session_id)] of the run's `Picks/` in the overlay and,
+        as copick reads them (read-only picks a facility shares), in the static root; a file
+        of the same name in the overlay shadows the static one. A bare `<particle>.json`
+        counts as curation/0."""
+        found: dict[str, Path] = {}
+        for overlay in (False, True):  # the overlay's last: it shadows
+            d = self.run_dir(run, overlay=overlay, must_exist=False) / "Picks"
+            for p in d.glob("*.json") if d.is_dir() else []:
+                found[p.name] = p
         out = []
-        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        for p in (found[name] for name in sorted(found)):
             if TMP_MARK in p.name:
                 continue
             stem = p.stem

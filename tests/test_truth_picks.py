@@ -147,3 +147,23 @@ def test_infer_warns_when_its_picks_would_read_as_a_persons(small_project, tmp_p
     assert "copick reads a session" not in caplog.text
     assert infer_main([*args, "--session-id", "3"]) == 2
     assert "--session-id 3: copick reads a session other than 0 as a person's" in caplog.text
+
+
+def test_picks_in_the_static_root_are_read_as_copick_reads_them(small_project, tmp_path):
+    """A facility shares ground truth read-only in the static root (copick lists those
+    picks too); an overlay file of the same name shadows it."""
+    root = tmp_path / "project"
+    shutil.copytree(small_project.path, root)
+    run = CopickProject(root).runs()[0]
+    expected = CopickProject(root).read_picks(run)
+    overlay_picks = root / "overlay/ExperimentRuns" / run / "Picks"
+    static_picks = root / "static/ExperimentRuns" / run / "Picks"
+    shutil.move(overlay_picks, static_picks)
+    moved = CopickProject(root).read_picks(run)
+    assert sum(len(v) for v in moved.values()) > 0
+    for name, pts in expected.items():
+        np.testing.assert_array_equal(moved[name], pts, err_msg=name)
+    CopickProject(root).write_picks(run, "ribosome", ALICE)  # curation_0 in the overlay
+    np.testing.assert_array_equal(CopickProject(root).read_picks(run)["ribosome"], ALICE)
+    np.testing.assert_array_equal(CopickProject(root).read_picks(run)["apo-ferritin"],
+                                  expected["apo-ferritin"])
