@@ -346,6 +346,20 @@ class CopickProject:
                 "'curation'; name the one to read as ground truth with --truth-user USER")
         return people
 
+    def annotated_runs(self, runs: list[str] | None = None) -> list[str]:
+        """Those of `runs` (default: every run) that have ground-truth picks files (truth_files;
+        an empty one counts: a run with none of that particle). The others — a tool's picks
+        alone, or none — are no truth to train, tune or fit on: a run read as having no
+        particles would teach that its particles are background. Each is logged."""
+        chosen = self.runs() if runs is None else runs
+        annotated = [r for r in chosen if self.truth_files(r)]
+        for r in chosen:
+            if r not in annotated:
+                other = self.untrusted_picks(r)
+                log.info("left out: %s (no annotations%s)", r,
+                         f"; not read as truth: {', '.join(other)}" if other else "")
+        return annotated
+
     def untrusted_picks(self, run: str) -> list[str]:
         """"USER_SESSION" of the run's picks files that truth_files does not read."""
         truth = {f[0] for f in self.truth_files(run)}

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from ray_jobs.config import CHECKPOINT_FILE, RayConfig, load_train_config
 from sparse_det.checkpoint import read_checkpoint
@@ -38,13 +37,13 @@ def prepare_data(cfg: Config, address: str | None, progress: bool) -> None:
     missing shard with Ray tasks."""
     from data_tools.simulate import SimRanges, ensure_project
     from ray_jobs.preprocess import preprocess_project
-    from sparse_det.data import split_runs
+    from sparse_det.data import annotated_project, split_runs
 
     sim = cfg.data.simulate
     if sim.runs > 0:
         ensure_project(cfg.data.project, sim.runs, sim.seed, sim.shape_zyx,
                        SimRanges.from_dict(sim.ranges), progress=progress)
-    project = CopickProject(cfg.data.project)
+    project = annotated_project(cfg)
     train_runs, val_runs = split_runs(cfg, project)
     runs = sorted(set(train_runs + val_runs))
     results = preprocess_project(project.path, cfg.data.shards, cfg.sparsify, runs=runs,

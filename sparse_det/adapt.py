@@ -137,7 +137,7 @@ def shifted_classes(start: dict[str, int], now: dict[str, int],
 
 def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]) -> str:
     """The pseudo-labels as a copick project reading the source's tomograms; returns its
-    config path (the labels are its only picks, so they read as its ground truth)."""
+    config path (training reads them as its ground truth by naming PSEUDO_USER)."""
     import pandas as pd
 
     from sparse_det.structures import DETECTION_COLUMNS
@@ -171,9 +171,10 @@ def _train_round(settings, project_cfg: str, model: Path, work: Path, name: str,
     from sparse_det.finetune import training_config
     from sparse_det.training import train
 
+    # The pseudo-labels are a tool's picks (session 0), never read as truth unless named.
     cfg = training_config(settings.config, project=project_cfg, base=str(model), work=work,
                           name=name, train_runs=runs, val_runs=runs, steps=steps,
-                          budget_s=budget_s, device=device)
+                          budget_s=budget_s, device=device, truth_user=PSEUDO_USER)
     cfg.loss.background_weight = ADAPT_BACKGROUND_WEIGHT
     return train(cfg, progress=progress)
 

@@ -62,14 +62,19 @@ def annotated_project(cfg: Config) -> CopickProject:
 
 
 def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
-    """(training runs, validation runs): the config's lists, else the last `n_val` runs
-    validate and the others train."""
-    runs = project.runs()
-    val = cfg.data.val_runs or runs[-cfg.data.n_val:]
-    train = cfg.data.train_runs or [r for r in runs if r not in val]
-    missing = sorted(set(train + val) - set(runs))
+    """(training runs, validation runs): the config's lists, else of the annotated runs
+    (CopickProject.annotated_runs) the last `n_val` validate and the others train."""
+    listed = cfg.data.train_runs + cfg.data.val_runs
+    missing = sorted(set(listed) - set(project.runs()))
     if missing:
         raise ValueError(f"{project.path}: runs {missing} not in project")
+    unannotated = sorted(set(listed) - set(project.annotated_runs(listed)))
+    if unannotated:
+        raise ValueError(f"{project.path}: runs {unannotated} have no ground-truth picks "
+                         "(python -m data_tools.info shows whose picks are read)")
+    runs = project.annotated_runs()
+    val = cfg.data.val_runs or runs[-cfg.data.n_val:]
+    train = cfg.data.train_runs or [r for r in runs if r not in val]
     if not train:
         raise ValueError(f"{project.path}: no training runs left (runs {runs}, val {val})")
     return train, val

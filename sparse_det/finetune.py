@@ -65,18 +65,6 @@ def folds_for(runs: list[str], n_folds: int = FOLDS) -> list[tuple[list[str], li
     return [([r for j, r in enumerate(runs) if j % k != i], runs[i::k]) for i in range(k)]
 
 
-def annotated_runs(project, runs: list[str] | None) -> list[str]:
-    """The runs with ground-truth picks (CopickProject.truth_files: never a tool's, such as
-    infer's own); the others are logged with the picks they hold that are not truth."""
-    chosen = runs or project.runs()
-    picked = [r for r in chosen if any(len(v) for v in project.read_picks(r).values())]
-    for r in sorted(set(chosen) - set(picked)):
-        other = project.untrusted_picks(r)
-        log.info("left out: %s (no annotations%s)", r,
-                 f"; not read as truth: {', '.join(other)}" if other else "")
-    return picked
-
-
 def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: float,
                   steps: int | None = None, truth_user: str = "") -> str:
     """The folder of one training under --work, named by what it trains on and at which
@@ -148,7 +136,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path, truth_user=truth_user)
     settings = checkpoint_settings(base)
-    runs = annotated_runs(project, runs)
+    runs = project.annotated_runs(runs or None)
     folds = folds_for(runs, n_folds)
     n_trainings = len(folds) + 1  # and the final model
     budget_s = minutes * 60 / n_trainings if minutes else 0.0

@@ -375,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
     projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
-    todo = [(pr, r) for pr in projects for r in pr.runs()
-            if (not a.runs or r in a.runs) and r not in a.exclude]
+    todo = [(pr, r) for pr in projects
+            for r in pr.annotated_runs([r for r in pr.runs()
+                                        if (not a.runs or r in a.runs) and r not in a.exclude])]
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
     folder = a.examples_dir or f"{a.out}.examples"

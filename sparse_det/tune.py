@@ -44,23 +44,27 @@ from sparse_det.thresholds import paired_difference
 def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None,
                  truth_user: str | None = None
                  ) -> tuple[list[list], list[dict], list[tuple[str, str]]]:
-    """Uncalibrated detections of every selected run by each picker (one sparsification per
-    run), the runs' picks (`truth_user`'s: CopickProject.truth_files), and their (project
-    folder name, run) names."""
+    """Uncalibrated detections of every selected annotated run by each picker (one
+    sparsification per run), the runs' picks (`truth_user`'s: CopickProject.truth_files),
+    and their (project folder name, run) names. A run without annotations is left out (and
+    logged): read as empty, its particles would push every threshold up."""
     from data_tools.copick_io import CopickProject
 
     dets: list[list] = [[] for _ in pickers]
     truths, names = [], []
     for path in projects:
         project = CopickProject(path, truth_user=truth_user)
-        for run in project.runs():
-            if runs and run not in runs:
-                continue
+        chosen = [r for r in project.runs() if not runs or r in runs]
+        for run in project.annotated_runs(chosen):
             sv = pickers[0].sparse(project, run)
             for found, p in zip(dets, pickers, strict=True):
                 found.append(p.detect_run(project, run, calibrated=False, sv=sv))
             truths.append(project.read_picks(run))
             names.append((Path(path).name, run))
+    if not names:
+        raise DataError(f"no annotated runs{' among ' + ', '.join(runs) if runs else ''} in "
+                        f"{', '.join(map(str, projects))}: tuning needs runs with ground-truth "
+                        "picks (python -m data_tools.info PROJECT shows whose picks are read)")
     return dets, truths, names
 
 
@@ -141,16 +145,15 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
            confidence_powers: list[float] | None = None,
            confidence_by: list[str] | None = None, fit_all: bool = False,
            keep_fraction: float | None = None, truth_user: str | None = None):
-    """Detections of every selected run → score calibration and thresholds over all of
-    them (a class keeps the checkpoint's own unless beaten: keep_prior_unless_beaten;
-    `fit_all`: never) → `out`. `tta`: one setting or several; the first becomes the
-    checkpoint's default, each other gets its own set, tuned on the same runs.
+    """Detections of every selected annotated run (truth: `truth_user`'s picks) → score
+    calibration and thresholds over all of them (a class keeps the checkpoint's own unless
+    beaten: keep_prior_unless_beaten; `fit_all`: never) → `out`. `tta`: one setting or
+    several; the first becomes the default, each other gets its own set, on the same runs.
     `inference`: INFERENCE_SETTINGS to tune with and store (None values: the checkpoint's).
     `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
     every `confidence_by`; the first pair is stored unless another leads it on these runs
     by more than two standard errors run by run. `keep_fraction`: every run kept at this
-    share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction).
-    `truth_user`: whose picks are the runs' ground truth (CopickProject.truth_files)."""
+    share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction)."""
     from dataclasses import replace
 
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
@@ -364,18 +367,16 @@ def main(argv: list[str] | None = None) -> int:
                          "class keeps the checkpoint's own unless these runs' best leads it "
                          "by more than 2 standard errors run by run)")
     ap.add_argument("--network-alone", action="store_true",
-                    help="a checkpoint with a candidate rescorer (the default) competes with "
-                         "its network alone too, by the same rule: the rescorer was fitted "
-                         "on the simulator's particle shapes")
+                    help="a checkpoint's network alone competes too, by the same rule (its "
+                         "rescorer was fitted on the simulator's particle shapes)")
     ap.add_argument("--rescore-network-classes", nargs="+", metavar="CLASS",
                     help="these classes keep the network's own scores, not the candidate "
                          "rescorer's (each checkpoint must carry one); tuned and stored so")
     add_input_arguments(ap)
     add_truth_user_argument(ap)
     a = ap.parse_args(argv)
-    tune_args = dict(projects=a.project, runs=a.runs, device=a.device,
-                     truth_user=a.truth_user,
-                     input_overrides=input_overrides(a), tta=a.tta,
+    tune_args = dict(projects=a.project, runs=a.runs, device=a.device, tta=a.tta,
+                     truth_user=a.truth_user, input_overrides=input_overrides(a),
                      inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)

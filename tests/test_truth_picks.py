@@ -20,8 +20,8 @@ from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings
 from sparse_det.data import annotated_project, load_run_sample
 from sparse_det.evaluate import main as evaluate_main
-from sparse_det.finetune import annotated_runs, training_config, training_name
 from sparse_det.finetune import main as finetune_main
+from sparse_det.finetune import training_config, training_name
 from sparse_det.writers import write_copick_picks
 
 ALICE = np.array([[400.0, 500.0, 300.0], [900.0, 700.0, 250.0]])  # Å, x y z
@@ -53,7 +53,7 @@ def test_the_pickers_own_picks_are_never_truth(annotated):
     np.testing.assert_array_equal(project.read_picks(run0)["ribosome"], ALICE)
     assert not any(len(v) for v in project.read_picks(run1).values())
     assert project.untrusted_picks(run1) == ["sparse-det_0"]
-    assert annotated_runs(project, None) == [run0]
+    assert project.annotated_runs() == [run0]
 
 
 def test_several_annotators_are_not_merged(annotated):
@@ -167,3 +167,40 @@ def test_picks_in_the_static_root_are_read_as_copick_reads_them(small_project, t
     np.testing.assert_array_equal(CopickProject(root).read_picks(run)["ribosome"], ALICE)
     np.testing.assert_array_equal(CopickProject(root).read_picks(run)["apo-ferritin"],
                                   expected["apo-ferritin"])
+
+
+def test_tune_reads_annotated_runs_only(annotated, tmp_path, capsys, caplog):
+    """A project with one of its runs annotated: read as a run with no particles, the other
+    would push every threshold up."""
+    from sparse_det.inference import Picker
+    from sparse_det.tune import _detect_runs
+    from sparse_det.tune import main as tune_main
+
+    project, (run0, run1) = annotated
+    caplog.set_level(logging.INFO)
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    _, truths, names = _detect_runs([picker], [str(project.path)], None)
+    assert [r for _, r in names] == [run0]
+    np.testing.assert_array_equal(truths[0]["ribosome"], ALICE)
+    assert f"left out: {run1} (no annotations; not read as truth: sparse-det_0)" in caplog.text
+    rc = tune_main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(project.path),
+                    "--runs", run1, "--out", str(tmp_path / "t.pt")])
+    assert rc == 2 and "no annotated runs among " + run1 in capsys.readouterr().err
+
+
+def test_training_splits_the_annotated_runs(annotated):
+    from sparse_det.config import Config
+    from sparse_det.data import split_runs
+
+    project, (run0, run1) = annotated
+    project.write_picks(run1, "ribosome", BOB, user_id="alice", session_id="1")
+    cfg = Config()
+    cfg.data.project, cfg.data.n_val = str(project.path), 1
+    assert split_runs(cfg, project) == ([run0], [run1])
+    for f in (project.path / "overlay/ExperimentRuns" / run1 / "Picks").glob("alice_*"):
+        f.unlink()
+    with pytest.raises(ValueError, match="no training runs left"):
+        split_runs(cfg, project)  # run0 validates; nothing else is annotated
+    cfg.data.train_runs, cfg.data.val_runs = [run1], [run0]
+    with pytest.raises(ValueError, match=rf"\['{run1}'\] have no ground-truth picks"):
+        split_runs(cfg, project)
