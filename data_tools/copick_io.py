@@ -57,7 +57,8 @@ def add_truth_user_argument(ap) -> None:
     """--truth-user, for every command that reads ground-truth picks."""
     ap.add_argument("--truth-user", metavar="USER[:SESSION]",
                     help="whose picks are the ground truth (default: the 'curation' user's, "
-                         "else the one person's who annotated; never a tool's, session 0)")
+                         "else those people made, each particle one user's; never a "
+                         "tool's, session 0)")
 
 
 def validate_run_name(run: str) -> str:
@@ -328,9 +329,10 @@ class CopickProject:
     def truth_files(self, run: str) -> list[tuple[Path, str, str, str]]:
         """The picks files read as the run's ground truth. With `truth_user` set, that user's
         (that session's). Else the curation user's (and bare-named ones, as the competition
-        ships them); where there are none, the picks a person made (copick: a session other
-        than "0"), which must all be one user's — several annotators' picks are not merged
-        silently. Tools' picks (session "0": infer's own, by default) are never truth."""
+        ships them); where there are none, the picks people made (copick: a session other
+        than "0"), each particle from one user and session — one particle picked in two
+        (two annotators, or two passes) is not merged silently. Tools' picks (session "0":
+        infer's own, by default) are never truth."""
         files = self.picks_files(run)
         if self.truth_user is not None:
             return [f for f in files if f[2] == self.truth_user
@@ -339,11 +341,15 @@ class CopickProject:
         if curated:
             return curated
         people = [f for f in files if f[3] != TOOL_SESSION]
-        users = sorted({f[2] for f in people})
-        if len(users) > 1:
-            raise DataError(
-                f"run {run!r}: picks of several annotators ({', '.join(users)}) and none by "
-                "'curation'; name the one to read as ground truth with --truth-user USER")
+        by_particle: dict[str, set[str]] = {}
+        for _, particle, user, session in people:
+            by_particle.setdefault(particle, set()).add(f"{user}:{session}")
+        for particle, who in sorted(by_particle.items()):
+            if len(who) > 1:
+                raise DataError(
+                    f"run {run!r}: {particle} picked by several annotators or sessions "
+                    f"({', '.join(sorted(who))}) and none by 'curation'; name the one to "
+                    "read as ground truth with --truth-user USER[:SESSION]")
         return people
 
     def annotated_runs(self, runs: list[str] | None = None) -> list[str]:

@@ -59,7 +59,8 @@ def test_the_pickers_own_picks_are_never_truth(annotated):
 def test_several_annotators_are_not_merged(annotated):
     project, (run0, _) = annotated
     project.write_picks(run0, "ribosome", BOB, user_id="bob", session_id="2")
-    with pytest.raises(DataError, match=r"several annotators \(alice, bob\).*--truth-user"):
+    with pytest.raises(DataError, match=r"ribosome picked by several annotators or sessions "
+                                        r"\(alice:1, bob:2\).*--truth-user"):
         project.read_picks(run0)
     as_bob = CopickProject(project.path, truth_user="bob")
     np.testing.assert_array_equal(as_bob.read_picks(run0)["ribosome"], BOB)
@@ -67,6 +68,12 @@ def test_several_annotators_are_not_merged(annotated):
     alice_1 = CopickProject(project.path, truth_user="alice:1")
     np.testing.assert_array_equal(alice_1.read_picks(run0)["ribosome"], ALICE)
     assert not len(CopickProject(project.path, truth_user="alice:2").read_picks(run0)["ribosome"])
+    # one person's second pass over the same particle is no more merged than another's
+    project.write_picks(run0, "ribosome", BOB, user_id="alice", session_id="2")
+    for f in (project.path / "overlay/ExperimentRuns" / run0 / "Picks").glob("bob_*"):
+        f.unlink()
+    with pytest.raises(DataError, match=r"\(alice:1, alice:2\)"):
+        project.read_picks(run0)
     # curation, where there is any, stays the truth whoever else annotated
     project.write_picks(run0, "ribosome", BOB[:1] + 10.0)
     np.testing.assert_array_equal(project.read_picks(run0)["ribosome"], BOB[:1] + 10.0)
@@ -127,7 +134,8 @@ def test_evaluate_and_info_read_the_same_truth(annotated, tmp_path, capsys):
     assert (alice["tp"], alice["fp"], alice["fn"]) == (2, 0, 0), alice
     assert (bob["tp"], bob["fp"], bob["fn"]) == (0, 2, 1), bob
     assert evaluate_main(["--solution", str(project.path), "--submission", str(csv)]) == 2
-    assert "several annotators (alice, bob)" in capsys.readouterr().err
+    assert "ribosome picked by several annotators or sessions (alice:1, bob:2)" in \
+        capsys.readouterr().err
 
     assert info_main([str(project.path), "--truth-user", "alice"]) == 0
     out = capsys.readouterr().out
@@ -136,6 +144,16 @@ def test_evaluate_and_info_read_the_same_truth(annotated, tmp_path, capsys):
     assert info_main([str(project.path)]) == 0  # one run's conflict does not hide the rest
     out = capsys.readouterr().out
     assert "picks: run " in out and "several annotators" in out and run1 in out
+
+
+def test_annotators_of_different_particles_are_read_together(annotated):
+    """A lab that splits the work by particle: alice the ribosomes, bob the apo-ferritins."""
+    project, (run0, _) = annotated
+    project.write_picks(run0, "apo-ferritin", BOB, user_id="bob", session_id="2")
+    picks = project.read_picks(run0)
+    np.testing.assert_array_equal(picks["ribosome"], ALICE)
+    np.testing.assert_array_equal(picks["apo-ferritin"], BOB)
+    assert project.untrusted_picks(run0) == ["sparse-det_0"]
 
 
 def test_infer_warns_when_its_picks_would_read_as_a_persons(small_project, tmp_path, caplog):
