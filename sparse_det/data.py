@@ -72,9 +72,10 @@ def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str
     if unannotated:
         raise ValueError(f"{project.path}: runs {unannotated} have no ground-truth picks "
                          "(python -m data_tools.info shows whose picks are read)")
-    runs = project.annotated_runs()
-    val = cfg.data.val_runs or runs[-cfg.data.n_val:]
-    train = cfg.data.train_runs or [r for r in runs if r not in val]
+    val, train = cfg.data.val_runs, cfg.data.train_runs
+    runs = listed if val and train else project.annotated_runs()
+    val = val or runs[-cfg.data.n_val:]
+    train = train or [r for r in runs if r not in val]
     if not train:
         raise ValueError(f"{project.path}: no training runs left (runs {runs}, val {val})")
     return train, val

@@ -29,6 +29,15 @@ log = logging.getLogger(__name__)
 EXAMPLES_FORMAT = 1  # bump when candidate_features or labels_for change what they write
 
 
+def truth_digest(picks: dict[str, np.ndarray]) -> str:
+    """sha256 of a run's ground-truth picks (CopickProject.read_picks)."""
+    h = hashlib.sha256()
+    for name in sorted(picks):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(picks[name], dtype=np.float64).tobytes())
+    return h.hexdigest()[:24]
+
+
 def network_digest(picker) -> str:
     """sha256 of what every run's examples depend on besides the run: the network's weights,
     its thresholds, calibration, test-time mirrors, postprocessing and sparsify settings."""
@@ -50,10 +59,12 @@ class ExampleCache:
         self.folder, self.digest = Path(folder), digest
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def path(self, project_path: Path, run: str, draws: list[dict], read_outputs: bool
-             ) -> Path:
+    def path(self, project_path: Path, run: str, draws: list[dict], read_outputs: bool,
+             truth: str = "") -> Path:
+        """`truth`: truth_digest of the run's ground truth, which labels its examples: picks
+        edited or read as another user's (--truth-user) are other examples."""
         key = json.dumps([self.digest, str(Path(project_path).resolve()), run, draws,
-                          read_outputs], sort_keys=True)
+                          read_outputs, truth], sort_keys=True)
         # The run's name only labels the file: the digest tells runs apart, and a name
         # with path characters cannot place it outside the folder.
         label = re.sub(r"[^A-Za-z0-9_.-]", "_", run)[:80]

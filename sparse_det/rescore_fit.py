@@ -31,7 +31,7 @@ from sparse_det.rescore import (
     candidates,
     kept_channels,
 )
-from sparse_det.rescore_cache import ExampleCache, network_digest
+from sparse_det.rescore_cache import ExampleCache, network_digest, truth_digest
 from sparse_det.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,8 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
                   for copy in range(median_copies)]
         draws += [learnt.draw(np.random.default_rng([seed, 3000 + copy, key]))
                   for copy in range(learnt_copies if learnt_run(run, learnt_share) else 0)]
-        stored = cache.path(project.path, run, draws, read_outputs) if cache else None
+        stored = (cache.path(project.path, run, draws, read_outputs,
+                             truth_digest(project.read_picks(run))) if cache else None)
         examples = ExampleCache.read(stored) if stored else None
         read_back = examples is not None
         if not read_back:
@@ -375,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
     projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
-    todo = [(pr, r) for pr in projects
-            for r in pr.annotated_runs([r for r in pr.runs()
-                                        if (not a.runs or r in a.runs) and r not in a.exclude])]
+    selected = [(pr, [r for r in pr.runs() if (not a.runs or r in a.runs)
+                      and r not in a.exclude]) for pr in projects]
+    todo = [(pr, r) for pr, runs in selected for r in pr.annotated_runs(runs)]
     if not todo:
         raise SystemExit(f"no runs selected in {', '.join(a.project)}")
     folder = a.examples_dir or f"{a.out}.examples"

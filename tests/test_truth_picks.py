@@ -222,3 +222,22 @@ def test_training_splits_the_annotated_runs(annotated):
     cfg.data.train_runs, cfg.data.val_runs = [run1], [run0]
     with pytest.raises(ValueError, match=rf"\['{run1}'\] have no ground-truth picks"):
         split_runs(cfg, project)
+
+
+def test_the_rescorers_cached_examples_follow_the_truth(annotated, tmp_path):
+    """The rescorer's examples are labelled by the truth: read as another annotator's, or
+    after an edit, a run's cached examples are not read back."""
+    from sparse_det.rescore_cache import ExampleCache, truth_digest
+
+    project, (run0, _) = annotated
+    project.write_picks(run0, "apo-ferritin", BOB, user_id="bob", session_id="2")
+    cache = ExampleCache(tmp_path / "examples", "net")
+
+    def path(p):
+        return cache.path(p.path, run0, [], True, truth_digest(p.read_picks(run0)))
+
+    both, again = path(project), path(CopickProject(project.path))
+    alice = path(CopickProject(project.path, truth_user="alice"))
+    project.write_picks(run0, "ribosome", ALICE[:1], user_id="alice", session_id="1")
+    edited = path(project)
+    assert both == again and len({both, alice, edited}) == 3
