@@ -40,15 +40,16 @@ TOOL_SESSION = "0"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def parse_truth_user(spec: str | None) -> tuple[str | None, str | None]:
+def parse_truth_user(spec: str | None, flag: str = "--truth-user"
+                     ) -> tuple[str | None, str | None]:
     """"USER" or "USER:SESSION" (copick's picks file names: USER_SESSION_PARTICLE.json) ->
-    (user, session or None); None or "" -> (None, None)."""
+    (user, session or None); None or "" -> (None, None). `flag` names it in the error."""
     if not spec:
         return None, None
     user, _, session = spec.partition(":")
     for what, name in (("user", user), ("session", session)):
         if (name or what == "user") and not re.fullmatch(r"[A-Za-z0-9.\-]+", name):
-            raise DataError(f"--truth-user {spec!r}: the {what} must be letters, digits, "
+            raise DataError(f"{flag} {spec!r}: the {what} must be letters, digits, "
                             "'.' or '-' (copick names picks USER_SESSION_PARTICLE.json)")
     return user, session or None
 

@@ -69,6 +69,16 @@ class SourceFrame:
         # a binned voxel's centre is the middle of the `bin` source pixels it averages
         return u_xyz * self.bin + (self.bin - 1) / 2
 
+    def from_source_px(self, points_px: np.ndarray, voxel_size_A: float,
+                       origin_A: float = 0.0) -> np.ndarray:
+        """to_source_px undone: (N, 3) x, y, z in pixels of the source file → (N, 3) x, y, z
+        in Å of the imported tomogram."""
+        u_xyz = (np.asarray(points_px, dtype=float).reshape(-1, 3) - (self.bin - 1) / 2) / self.bin
+        if self.rotated_about_x:
+            n_y_binned = self.binned_shape_zyx[1]
+            u_xyz = np.stack([u_xyz[:, 0], u_xyz[:, 2], n_y_binned - 1 - u_xyz[:, 1]], axis=1)
+        return u_xyz * voxel_size_A + origin_A
+
 
 def read_source_frame(zarr_path: Path | str) -> SourceFrame | None:
     """The import record of an OME-Zarr tomogram (zarr v2 or v3), None for one not made by

@@ -92,13 +92,15 @@ STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordin
 @dataclass(frozen=True)
 class PixelFrame:
     """The pixels a run's STAR coordinates are in: `pixel_size_A`, `to_px` ((N, 3) x, y, z
-    in Å → pixels), a note for the header saying whose pixels they are, and `centre_xyz_A`,
-    the Å position RELION 5's centred coordinates are taken from (see tomogram_centre_A)."""
+    in Å → pixels) and `from_px` (its inverse), a note for the header saying whose pixels
+    they are, and `centre_xyz_A`, the Å position RELION 5's centred coordinates are taken
+    from (see tomogram_centre_A)."""
 
     pixel_size_A: float
     to_px: Callable[[np.ndarray], np.ndarray]
     note: str
     centre_xyz_A: tuple[float, float, float]
+    from_px: Callable[[np.ndarray], np.ndarray]
 
     @classmethod
     def of_project(cls, pixel_size_A: float, shape_zyx: tuple[int, ...],
@@ -106,10 +108,14 @@ class PixelFrame:
         return cls(pixel_size_A,
                    lambda xyz_A: (np.asarray(xyz_A, dtype=float) - origin_A) / pixel_size_A,
                    f"pixels of {pixel_size_A:.4f} Å of the project's tomogram",
-                   tomogram_centre_A(pixel_size_A, shape_zyx, origin_A))
+                   tomogram_centre_A(pixel_size_A, shape_zyx, origin_A),
+                   lambda px: np.asarray(px, dtype=float) * pixel_size_A + origin_A)
 
     def centred_A(self, xyz_A: np.ndarray) -> np.ndarray:
         return np.asarray(xyz_A, dtype=float) - np.asarray(self.centre_xyz_A)
+
+    def from_centred_A(self, centred_A: np.ndarray) -> np.ndarray:
+        return np.asarray(centred_A, dtype=float) + np.asarray(self.centre_xyz_A)
 
 
 def tomogram_centre_A(voxel_A: float, shape_zyx: tuple[int, ...], origin_A: float = 0.0
@@ -139,7 +145,8 @@ def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = T
         lambda xyz_A: imported.to_source_px(xyz_A, s.voxel_size_A, s.origin_A),
         f"pixels of {imported.pixel_size_A:.4f} Å of {imported.file}"
         + (f" (the import {' and '.join(how)}, undone)" if how else ""),
-        tomogram_centre_A(s.voxel_size_A, s.shape_zyx, s.origin_A))
+        tomogram_centre_A(s.voxel_size_A, s.shape_zyx, s.origin_A),
+        lambda px: imported.from_source_px(px, s.voxel_size_A, s.origin_A))
 
 
 def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame, particles: ParticleTable

@@ -1,0 +1,225 @@
+"""Annotations made in other tools into a copick project, as a person's picks that
+finetune, tune and evaluate read as the ground truth (README, *Your own annotations*).
+
+    python -m sparse_det.import_picks FILE [FILE ...] --project PROJECT --user-id NAME
+        [--session-id 1] [--particle NAME] [--run RUN] [--star-frame source|project]
+
+- **STAR** (`.star`: RELION, Warp, or infer's `--star-out`): the loop that holds
+  coordinates. A row's run is its `rlnTomoName` (else `rlnMicrographName` without its
+  suffixes, e.g. Warp's `TS_01.tomostar`; `--run` for every row); its particle the
+  `sparseDetParticleType` column (infer writes it) or `--particle`. Positions come from
+  RELION 5's `rlnCenteredCoordinate{X,Y,Z}Angst` (Å from the tomogram's centre) where the
+  file has them, else from `rlnCoordinate{X,Y,Z}`, in pixels of the file the run was
+  imported from (`import_mrc`) or of the project's tomogram (`--star-frame`, as infer
+  writes them); a pixel size the file states (`rlnDetectorPixelSize`, `rlnImagePixelSize`,
+  `rlnTomoTiltSeriesPixelSize`) must be that frame's.
+- **CSV** in the competition's columns (`experiment, particle_type, x, y, z`, Å).
+
+Each run and particle the files hold is written as `USER_SESSION_PARTICLE.json` in the
+overlay, replacing that user's and session's file; the session must not be `0`, which copick
+keeps for tools. A particle without a file in a run reads as none there: import every
+particle you annotated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, parse_truth_user
+from data_tools.particles import DataError
+from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
+
+log = logging.getLogger(__name__)
+CENTRED = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
+PIXELS = [f"rlnCoordinate{a}" for a in "XYZ"]
+PIXEL_SIZES = ("rlnDetectorPixelSize", "rlnImagePixelSize", "rlnTomoTiltSeriesPixelSize")
+PIXEL_TOLERANCE = 0.01
+RUN_SUFFIXES = {".tomostar", ".mrc", ".rec", ".st", ".map", ".zarr", ".star"}
+
+
+def star_loops(text: str, where: str) -> list[pd.DataFrame]:
+    """Every loop of a STAR file as a DataFrame of strings (labels without `_`)."""
+    loops, labels, rows, in_loop = [], [], [], False
+
+    def close():
+        if labels:
+            bad = [r for r in rows if len(r) != len(labels)]
+            if bad:
+                raise DataError(f"{where}: a row has {len(bad[0])} values for "
+                                f"{len(labels)} columns: {' '.join(bad[0])}")
+            loops.append(pd.DataFrame(rows, columns=labels))
+
+    for line in (ln.strip() for ln in text.splitlines()):
+        if line.startswith("data_") or line == "loop_":
+            close()
+            labels, rows, in_loop = [], [], line == "loop_"
+        elif not line or line.startswith("#") or not in_loop:
+            continue
+        elif line.startswith("_"):
+            if rows:  # a key after rows: the loop has ended
+                close()
+                labels, rows, in_loop = [], [], False
+                continue
+            labels.append(line.split()[0][1:])
+        else:
+            rows.append(line.split())
+    close()
+    return loops
+
+
+def _as_run(name: str) -> str:
+    """A STAR tomogram name as a run name: Warp's `TS_01.tomostar`, `TS_01.mrc` → `TS_01`."""
+    name = Path(name).name
+    while Path(name).suffix.lower() in RUN_SUFFIXES:
+        name = Path(name).stem
+    return name
+
+
+def _run_names(df: pd.DataFrame, run: str | None, where: str) -> pd.Series:
+    if run:
+        return pd.Series(run, index=df.index)
+    for col in ("rlnTomoName", "rlnMicrographName"):
+        if col in df:
+            return df[col].map(_as_run)
+    raise DataError(f"{where}: no rlnTomoName or rlnMicrographName column; name the run "
+                    "with --run")
+
+
+def _particles(df: pd.DataFrame, particle: str | None, where: str) -> pd.Series:
+    if particle:
+        return pd.Series(particle, index=df.index)
+    if "sparseDetParticleType" in df:
+        return df["sparseDetParticleType"]
+    raise DataError(f"{where}: no sparseDetParticleType column; name the particle these "
+                    "picks are with --particle")
+
+
+def _numbers(df: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+    try:
+        return df[cols].to_numpy(dtype=float)
+    except ValueError as exc:
+        raise DataError(f"{where}: {', '.join(cols)} must be numbers ({exc})") from exc
+
+
+def star_picks(path: Path, project: CopickProject, *, run: str | None, particle: str | None,
+               frame_of) -> pd.DataFrame:
+    """A STAR file's picks as rows of experiment, particle_type, x, y, z (Å of the project);
+    `frame_of(run)`: the run's PixelFrame (sparse_det.writers.run_pixel_frame)."""
+    where = str(path)
+    try:
+        loops = star_loops(path.read_text(), where)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{where}: cannot read ({exc})") from exc
+    df = next((d for d in loops if set(CENTRED) <= set(d) or set(PIXELS) <= set(d)), None)
+    if df is None:
+        raise DataError(f"{where}: no loop with {', '.join(CENTRED)} or {', '.join(PIXELS)}")
+    out = pd.DataFrame({"experiment": _run_names(df, run, where),
+                        "particle_type": _particles(df, particle, where)})
+    xyz = np.zeros((len(df), 3))
+    for name in out["experiment"].unique():
+        rows = (out["experiment"] == name).to_numpy()
+        if name not in project.runs():
+            raise DataError(f"{where}: tomogram {name!r} is not a run of {project.path} "
+                            f"(runs: {', '.join(project.runs()) or 'none'}); --run names it")
+        frame = frame_of(name)
+        if set(CENTRED) <= set(df):
+            xyz[rows] = frame.from_centred_A(_numbers(df[rows], CENTRED, where))
+            continue
+        stated = next((c for c in PIXEL_SIZES if c in df), None)
+        if stated:
+            px_A = float(_numbers(df[rows], [stated], where)[0, 0])
+            if abs(px_A / frame.pixel_size_A - 1) > PIXEL_TOLERANCE:
+                raise DataError(
+                    f"{where}: run {name!r}'s coordinates are in pixels of {px_A:g} Å, but its "
+                    f"frame is {frame.note}; give --star-frame project or source, or "
+                    "coordinates in Å from the centre (rlnCenteredCoordinate*Angst)")
+        xyz[rows] = frame.from_px(_numbers(df[rows], PIXELS, where))
+    out[["x", "y", "z"]] = xyz
+    return out
+
+
+def csv_picks(path: Path) -> pd.DataFrame:
+    from sparse_det.writers import read_submission
+
+    return read_submission(path)[["experiment", "particle_type", "x", "y", "z"]]
+
+
+def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: str,
+                 session_id: str = "1", run: str | None = None, particle: str | None = None,
+                 star_frame: str = "source", sparsify=None) -> dict[tuple[str, str], int]:
+    """Writes the files' picks into the project; returns {(run, particle): count}."""
+    from data_tools.sparsify import SparsifyConfig
+    from sparse_det.writers import run_pixel_frame
+
+    parse_truth_user(f"{user_id}:{session_id}", "--user-id:--session-id")
+    if user_id == GT_USER or session_id == TOOL_SESSION:
+        raise DataError(f"--user-id {user_id!r} --session-id {session_id!r}: imported "
+                        f"annotations are a person's; '{GT_USER}' and session "
+                        f"{TOOL_SESSION} are kept for curated ground truth and for tools")
+    sparsify = sparsify or SparsifyConfig()
+    frames: dict = {}
+
+    def frame_of(name: str):
+        if name not in frames:
+            frames[name] = run_pixel_frame(project, name, sparsify, star_frame == "source")
+        return frames[name]
+
+    tables = []
+    for p in map(Path, paths):
+        if p.suffix.lower() == ".star":
+            tables.append(star_picks(p, project, run=run, particle=particle,
+                                     frame_of=frame_of))
+        elif p.suffix.lower() == ".csv":
+            tables.append(csv_picks(p))
+        else:
+            raise DataError(f"{p}: not a .star or .csv file")
+    picks = pd.concat(tables, ignore_index=True)
+    unknown = sorted(set(picks["particle_type"]) - set(project.particles.names))
+    if unknown:
+        raise DataError(f"particles {unknown} are not in {project.path}'s table: "
+                        f"{', '.join(project.particles.names)}")
+    counts = {}
+    for (name, kind), rows in picks.groupby(["experiment", "particle_type"], sort=True):
+        project.write_picks(name, kind, rows[["x", "y", "z"]].to_numpy(), user_id=user_id,
+                            session_id=session_id)
+        counts[(name, kind)] = len(rows)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+", help=".star or .csv files")
+    ap.add_argument("--project", required=True)
+    ap.add_argument("--user-id", required=True, help="who annotated (copick user id)")
+    ap.add_argument("--session-id", default="1", help="copick session id (not 0: a tool's)")
+    ap.add_argument("--particle", help="every pick is this particle")
+    ap.add_argument("--run", help="every pick is in this run")
+    ap.add_argument("--star-frame", choices=["source", "project"], default="source",
+                    help="STAR pixel coordinates are of the file a run was imported from "
+                         "(import_mrc), else of the project's tomogram; or always the latter")
+    add_input_arguments(ap)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from data_tools.sparsify import SparsifyConfig
+
+        counts = import_picks(a.files, CopickProject(a.project), user_id=a.user_id,
+                              session_id=a.session_id, run=a.run, particle=a.particle,
+                              star_frame=a.star_frame,
+                              sparsify=with_overrides(SparsifyConfig(), input_overrides(a)))
+    except (DataError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for (name, kind), n in counts.items():
+        print(f"{name}: {n} {kind} as {a.user_id}_{a.session_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""Annotations made in other tools come in as a person's copick picks: STAR files as
+RELION 5 (Å from the tomogram's centre), RELION 4 / Warp (pixels) and infer's own
+`--star-out` write them, and the competition's CSV. Each round trip returns the picks it
+started from; a wrong pixel size or an unknown tomogram is refused by name."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError
+from data_tools.source_frame import SourceFrame
+from data_tools.sparsify import SparsifyConfig
+from sparse_det.import_picks import main, star_loops
+from sparse_det.writers import run_pixel_frame, star_text
+
+
+@pytest.fixture
+def project(small_project, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(small_project.path, root)
+    return CopickProject(root)
+
+
+def _truth_rows(project, run):
+    rows = [(name, *xyz) for name, pts in project.read_picks(run).items() for xyz in pts]
+    out = pd.DataFrame(rows, columns=["particle_type", "x", "y", "z"])
+    out["score"] = 1.0
+    return out
+
+
+def _assert_alice_has(project, run, rows):
+    alice = CopickProject(project.path, truth_user="alice").read_picks(run)
+    for name, pts in alice.items():
+        want = rows[rows["particle_type"] == name][["x", "y", "z"]].to_numpy()
+        np.testing.assert_allclose(np.sort(pts, axis=0), np.sort(want, axis=0).reshape(-1, 3),
+                                   atol=0.01, err_msg=name)  # the STAR holds 0.01 Å
+
+
+def test_infers_star_files_come_back_as_the_picks_they_were(project, tmp_path, capsys):
+    """infer's --star-out writes both RELION 5's centred Å and pixels; either alone reads
+    back to the same Å."""
+    run = project.runs()[0]
+    rows = _truth_rows(project, run)
+    assert len(rows) > 10
+    frame = run_pixel_frame(project, run, SparsifyConfig())
+    text = star_text(run, rows, frame, project.particles)
+    star = tmp_path / f"{run}.star"
+    star.write_text(text)
+    assert main([str(star), "--project", str(project.path), "--user-id", "alice"]) == 0
+    assert f"{run}: " in capsys.readouterr().out
+    _assert_alice_has(project, run, rows)
+
+    # the pixels alone (RELION 4, Warp): the centred columns dropped
+    [loop] = star_loops(text, "t")
+    pixels = loop.drop(columns=[c for c in loop if "Centered" in c])
+    star.write_text("data_particles\n\nloop_\n"
+                    + "".join(f"_{c}\n" for c in pixels.columns)
+                    + "\n".join(" ".join(r) for r in pixels.to_numpy()) + "\n")
+    for f in (project.path / "overlay/ExperimentRuns" / run / "Picks").glob("alice_*"):
+        f.unlink()
+    assert main([str(star), "--project", str(project.path), "--user-id", "alice"]) == 0
+    _assert_alice_has(project, run, rows)
+
+
+def test_a_relion5_particles_file(project, tmp_path):
+    """Blocks before the particles, no pixel columns, Warp's .tomostar names, one particle."""
+    run = project.runs()[1]
+    frame = run_pixel_frame(project, run, SparsifyConfig())
+    xyz_A = np.array([[300.0, 400.0, 200.0], [800.0, 650.0, 310.0]])
+    c = frame.centred_A(xyz_A)
+    star = tmp_path / "particles.star"
+    star.write_text(
+        "# version 50001\n\ndata_general\n\n_rlnTomoSubTomosAre2DStacks 0\n\n"
+        "data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnImagePixelSize #2\n1 10.0\n\n"
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+        "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n"
+        + "".join(f"{run}.tomostar {x:.3f} {y:.3f} {z:.3f}\n" for x, y, z in c))
+    assert main([str(star), "--project", str(project.path), "--user-id", "alice",
+                 "--particle", "ribosome"]) == 0
+    _assert_alice_has(project, run, pd.DataFrame({"particle_type": "ribosome", "x": xyz_A[:, 0],
+                                                  "y": xyz_A[:, 1], "z": xyz_A[:, 2]}))
+
+
+def test_wrong_pixels_unknown_tomograms_and_reserved_names_are_refused(project, tmp_path,
+                                                                        capsys):
+    run = project.runs()[0]
+    star = tmp_path / "p.star"
+    body = ("data_particles\nloop_\n_rlnTomoName\n_rlnCoordinateX\n_rlnCoordinateY\n"
+            "_rlnCoordinateZ\n_rlnDetectorPixelSize\n{run} 10 20 5 {px}\n")
+    star.write_text(body.format(run=run, px=40.0))  # the project's finest level: 10.012 Å
+    args = [str(star), "--project", str(project.path), "--user-id", "alice",
+            "--particle", "ribosome"]
+    assert main(args) == 2
+    assert "coordinates are in pixels of 40 Å" in capsys.readouterr().err
+    star.write_text(body.format(run="TS_nowhere", px=10.012))
+    assert main(args) == 2
+    assert "tomogram 'TS_nowhere' is not a run of" in capsys.readouterr().err
+    star.write_text(body.format(run=run, px=10.012))
+    assert main([*args[:-4], "--user-id", "alice", "--session-id", "0"]) == 2
+    assert "session 0 are kept" in capsys.readouterr().err
+    assert main([*args[:-4], "--user-id", "a_b"]) == 2
+    assert "--user-id:--session-id 'a_b:1'" in capsys.readouterr().err
+    assert main(args) == 0
+    np.testing.assert_allclose(CopickProject(project.path, truth_user="alice").read_picks(run)
+                               ["ribosome"], [[100.12, 200.24, 50.06]], atol=1e-3)
+
+
+def test_competition_csv(project, tmp_path):
+    run = project.runs()[0]
+    csv = tmp_path / "picks.csv"
+    pd.DataFrame({"id": [0, 1], "experiment": run, "particle_type": ["ribosome", "apo-ferritin"],
+                  "x": [100.0, 200.0], "y": [300.0, 400.0], "z": [50.0, 60.0]}).to_csv(csv,
+                                                                                     index=False)
+    assert main([str(csv), "--project", str(project.path), "--user-id", "bob"]) == 0
+    bob = CopickProject(project.path, truth_user="bob").read_picks(run)
+    np.testing.assert_array_equal(bob["apo-ferritin"], [[200.0, 400.0, 60.0]])
+    assert sorted(k for k, v in bob.items() if len(v)) == ["apo-ferritin", "ribosome"]
+
+
+@pytest.mark.parametrize("k,rotated", [(1, False), (2, False), (2, True), (3, True)])
+def test_source_pixels_undo_exactly(k, rotated):
+    frame = SourceFrame("t.mrc", (60, 31, 90), 5.0, bin=k, rotated_about_x=rotated)
+    xyz_A = np.random.default_rng(k).uniform(0, 150, (20, 3))
+    px = frame.to_source_px(xyz_A, 5.0 * k, origin_A=2.5)
+    np.testing.assert_allclose(frame.from_source_px(px, 5.0 * k, origin_A=2.5), xyz_A,
+                               atol=1e-9)
+
+
+def test_a_star_row_of_the_wrong_length_is_named(tmp_path):
+    with pytest.raises(DataError, match="a row has 2 values for 3 columns: TS_1 5"):
+        star_loops("data_\nloop_\n_a\n_b\n_c\nTS_1 5\n", "f.star")
+
+
+def test_pixels_of_the_mrc_a_run_was_imported_from(tmp_path):
+    """A run import_mrc binned 2× and turned (IMOD's thin-in-y output): a pick at a mark's
+    pixels in the original file lands on the imported voxel that holds the mark."""
+    from data_tools.import_mrc import main as import_main
+    from data_tools.mrc import write_mrc
+    from tests.test_source_frame import _marked
+
+    marks_zyx = [(6, 0, 12), (24, 6, 30)]
+    path = tmp_path / "TS_9.mrc"
+    write_mrc(path, _marked((36, 9, 42), marks_zyx, 2), 7.5)
+    assert import_main([str(path), "--out", str(tmp_path / "p"), "--bin", "2"]) == 0
+    project = CopickProject(tmp_path / "p")
+    px_xyz = np.array([m[::-1] for m in marks_zyx]) + 0.5  # each 2³ block's centre
+    star = tmp_path / "TS_9.star"
+    star.write_text("data_particles\nloop_\n_rlnMicrographName\n_rlnCoordinateX\n"
+                    "_rlnCoordinateY\n_rlnCoordinateZ\n_rlnDetectorPixelSize\n"
+                    + "".join(f"TS_9.tomostar {x} {y} {z} 7.5\n" for x, y, z in px_xyz))
+    assert main([str(star), "--project", str(project.path), "--user-id", "alice",
+                 "--particle", "ribosome", "--tomo-type", "wbp"]) == 0
+    got = CopickProject(project.path, truth_user="alice").read_picks("TS_9")["ribosome"]
+    tomo = project.read_tomogram("TS_9", 15.0, "wbp")
+    for k in range(len(marks_zyx)):
+        [at_zyx] = np.argwhere(tomo.data == k + 1)
+        np.testing.assert_allclose(got[k], at_zyx[::-1] * 15.0 + tomo.origin_A, atol=1e-6)
