@@ -184,6 +184,10 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
     if unknown:
         raise DataError(f"particles {unknown} are not in {project.path}'s table: "
                         f"{', '.join(project.particles.names)}")
+    strangers = sorted(set(picks["experiment"]) - set(project.runs()))
+    if strangers:  # nothing is written: a misspelt run would become a run of its own
+        raise DataError(f"runs {strangers} are not in {project.path} "
+                        f"(runs: {', '.join(project.runs()) or 'none'})")
     counts = {}
     for (name, kind), rows in picks.groupby(["experiment", "particle_type"], sort=True):
         project.write_picks(name, kind, rows[["x", "y", "z"]].to_numpy(), user_id=user_id,

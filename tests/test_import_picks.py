@@ -120,6 +120,11 @@ def test_competition_csv(project, tmp_path):
     bob = CopickProject(project.path, truth_user="bob").read_picks(run)
     np.testing.assert_array_equal(bob["apo-ferritin"], [[200.0, 400.0, 60.0]])
     assert sorted(k for k, v in bob.items() if len(v)) == ["apo-ferritin", "ribosome"]
+    typo = tmp_path / "typo.csv"
+    pd.read_csv(csv).assign(experiment="TS_sim_7_0O0").to_csv(typo, index=False)
+    runs = project.runs()
+    assert main([str(typo), "--project", str(project.path), "--user-id", "bob"]) == 2
+    assert project.runs() == runs
 
 
 @pytest.mark.parametrize("k,rotated", [(1, False), (2, False), (2, True), (3, True)])
