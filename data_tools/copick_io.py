@@ -365,7 +365,16 @@ class CopickProject:
                 other = self.untrusted_picks(r)
                 log.info("left out: %s (no annotations%s)", r,
                          f"; not read as truth: {', '.join(other)}" if other else "")
+            elif missing := self.unannotated_particles(r):
+                log.warning("%s: no picks file of %s: read as none there, so training "
+                            "learns any there as background", r, ", ".join(missing))
         return annotated
+
+    def unannotated_particles(self, run: str) -> list[str]:
+        """The table's particles the run's ground truth has no file of (each reads as none
+        there); none where the run has no ground truth at all."""
+        have = {f[1] for f in self.truth_files(run)}
+        return [p for p in self.particles.names if have and p not in have]
 
     def untrusted_picks(self, run: str) -> list[str]:
         """"USER_SESSION" of the run's picks files that truth_files does not read."""

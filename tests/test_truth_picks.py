@@ -47,13 +47,18 @@ def annotated(small_project, tmp_path):
     return CopickProject(root), runs
 
 
-def test_the_pickers_own_picks_are_never_truth(annotated):
+def test_the_pickers_own_picks_are_never_truth(annotated, caplog):
     project, (run0, run1) = annotated
     assert len(project.read_picks(run0, user_id="sparse-det")["ribosome"]) == 3
     np.testing.assert_array_equal(project.read_picks(run0)["ribosome"], ALICE)
     assert not any(len(v) for v in project.read_picks(run1).values())
     assert project.untrusted_picks(run1) == ["sparse-det_0"]
     assert project.annotated_runs() == [run0]
+    # alice picked ribosomes only: every other class reads as none there, and is said so
+    others = [p for p in project.particles.names if p != "ribosome"]
+    assert project.unannotated_particles(run0) == others
+    assert project.unannotated_particles(run1) == []  # no truth at all: left out instead
+    assert f"{run0}: no picks file of {', '.join(others)}: read as none" in caplog.text
 
 
 def test_several_annotators_are_not_merged(annotated):
@@ -140,6 +145,7 @@ def test_evaluate_and_info_read_the_same_truth(annotated, tmp_path, capsys):
     assert info_main([str(project.path), "--truth-user", "alice"]) == 0
     out = capsys.readouterr().out
     assert "picks (alice_1): apo-ferritin 0" in out and "ribosome 2" in out
+    assert "no picks file (read as none): apo-ferritin, beta-amylase, beta-gal" in out
     assert "not read as truth: bob_2, sparse-det_0" in out
     assert info_main([str(project.path)]) == 0  # one run's conflict does not hide the rest
     out = capsys.readouterr().out
