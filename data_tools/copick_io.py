@@ -358,14 +358,16 @@ class CopickProject:
         an empty one counts: a run with none of that particle). The others — a tool's picks
         alone, or none — are no truth to train, tune or fit on: a run read as having no
         particles would teach that its particles are background. Each is logged."""
-        chosen = self.runs() if runs is None else runs
-        annotated = [r for r in chosen if self.truth_files(r)]
-        for r in chosen:
-            if r not in annotated:
+        annotated = []
+        for r in self.runs() if runs is None else runs:
+            files = self.truth_files(r)
+            if not files:
                 other = self.untrusted_picks(r)
                 log.info("left out: %s (no annotations%s)", r,
                          f"; not read as truth: {', '.join(other)}" if other else "")
-            elif missing := self.unannotated_particles(r):
+                continue
+            annotated.append(r)
+            if missing := self._without_file(files):
                 log.warning("%s: no picks file of %s: read as none there, so training "
                             "learns any there as background", r, ", ".join(missing))
         return annotated
@@ -373,8 +375,11 @@ class CopickProject:
     def unannotated_particles(self, run: str) -> list[str]:
         """The table's particles the run's ground truth has no file of (each reads as none
         there); none where the run has no ground truth at all."""
-        have = {f[1] for f in self.truth_files(run)}
-        return [p for p in self.particles.names if have and p not in have]
+        return self._without_file(self.truth_files(run))
+
+    def _without_file(self, truth_files: list) -> list[str]:
+        have = {f[1] for f in truth_files}
+        return [p for p in self.particles.names if p not in have] if have else []
 
     def untrusted_picks(self, run: str) -> list[str]:
         """"USER_SESSION" of the run's picks files that truth_files does not read."""
