@@ -47,11 +47,20 @@ def parse_truth_user(spec: str | None, flag: str = "--truth-user"
     if not spec:
         return None, None
     user, _, session = spec.partition(":")
-    for what, name in (("user", user), ("session", session)):
-        if (name or what == "user") and not re.fullmatch(r"[A-Za-z0-9.\-]+", name):
-            raise DataError(f"{flag} {spec!r}: the {what} must be letters, digits, "
-                            "'.' or '-' (copick names picks USER_SESSION_PARTICLE.json)")
+    check_picks_name(user, "user", f"{flag} {spec!r}")
+    if session:
+        check_picks_name(session, "session", f"{flag} {spec!r}")
     return user, session or None
+
+
+def check_picks_name(name: str, what: str, where: str) -> str:
+    """A picks user or session id as copick's file names can hold it: an underscore would
+    split USER_SESSION_PARTICLE.json in the wrong place, and the picks would read as another
+    user's or another particle's. `where` names the flag or call in the error."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.\-]+", name):
+        raise DataError(f"{where}: the {what} must be letters, digits, '.' or '-', got "
+                        f"{name!r} (copick names picks USER_SESSION_PARTICLE.json)")
+    return name
 
 
 def add_truth_user_argument(ap) -> None:
@@ -426,6 +435,8 @@ class CopickProject:
                     user_id: str = GT_USER, session_id: str = GT_SESSION,
                     scores: np.ndarray | None = None) -> Path:
         self.particles[particle]
+        check_picks_name(user_id, "user", f"{self.path}: picks of {run}")
+        check_picks_name(session_id, "session", f"{self.path}: picks of {run}")
         d = self.run_dir(run, overlay=True, must_exist=False) / "Picks"
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{user_id}_{session_id}_{particle}.json"

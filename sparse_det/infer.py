@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject
+from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -85,6 +85,9 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     writable_dir(Path(a.out).parent)  # an unwritable output fails before any work too
     if a.star_out:
         writable_dir(a.star_out)
+    if a.picks_out:
+        check_picks_name(a.user_id, "user", "--user-id")
+        check_picks_name(a.session_id, "session", "--session-id")
     if a.picks_out and a.user_id == GT_USER:
         raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
     if a.picks_out and a.session_id != TOOL_SESSION:

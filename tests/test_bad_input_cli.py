@@ -87,6 +87,10 @@ def _gt_user(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--picks-out", str(tmp / "out" / "picks"), "--user-id", "curation"]
 
 
+def _underscore_user(proj: Path, run: str, tmp: Path) -> list[str]:
+    return ["--picks-out", str(tmp / "out" / "picks"), "--user-id", "my_picker"]
+
+
 CASES = {
     "missing zarr": (_missing_zarr, "tomogram type 'denoised' not found; the run has no "
                                     "tomograms"),
@@ -102,6 +106,7 @@ CASES = {
     "unwritable output": (_unwritable_out, "a_file: cannot create output folder"),
     "output is a folder": (_out_is_a_folder, "a folder, not a CSV file's path"),
     "ground-truth user id": (_gt_user, "--user-id 'curation' is the ground-truth user"),
+    "user id with _": (_underscore_user, "--user-id: the user must be letters, digits"),
 }
 
 
@@ -126,7 +131,8 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     assert set(_files(tmp_path / "out")) == before, "partial output left behind"
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
-            "unwritable output", "output is a folder", "ground-truth user id"), err
+            "unwritable output", "output is a folder", "ground-truth user id",
+            "user id with _"), err
 
 
 def test_empty_sparse_set(tmp_path, capsys):

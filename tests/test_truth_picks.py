@@ -247,3 +247,16 @@ def test_the_rescorers_cached_examples_follow_the_truth(annotated, tmp_path):
     project.write_picks(run0, "ribosome", ALICE[:1], user_id="alice", session_id="1")
     edited = path(project)
     assert both == again and len({both, alice, edited}) == 3
+
+
+def test_picks_names_copick_cannot_split_are_refused(annotated):
+    """"my_picker_0_ribosome.json" would read back as user "my", session "picker" and
+    particle "0_ribosome": a user or session id holding "_" is refused before writing."""
+    project, (run0, _) = annotated
+    before = sorted(p.name for p in project.run_dir(run0, overlay=True).glob("Picks/*"))
+    for user, session in (("my_picker", "0"), ("alice", "1_2"), ("", "1")):
+        with pytest.raises(DataError, match="must be letters, digits, '.' or '-'"):
+            project.write_picks(run0, "ribosome", BOB, user_id=user, session_id=session)
+    assert sorted(p.name for p in project.run_dir(run0, overlay=True).glob("Picks/*")) == before
+    project.write_picks(run0, "ribosome", BOB, user_id="bob.v2-x", session_id="3")
+    assert len(project.read_picks(run0, user_id="bob.v2-x")["ribosome"]) == 1
