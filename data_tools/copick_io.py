@@ -377,13 +377,15 @@ class CopickProject:
                 continue
             annotated.append(r)
             if missing := self._without_file(files):
-                log.warning("%s: no picks file of %s: read as none there, so training "
-                            "learns any there as background", r, ", ".join(missing))
+                log.warning("%s: no picks file of %s: not annotated there, so neither "
+                            "scored there nor trained as background (an empty picks file "
+                            "says a run has none)", r, ", ".join(missing))
         return annotated
 
     def unannotated_particles(self, run: str) -> list[str]:
-        """The table's particles the run's ground truth has no file of (each reads as none
-        there); none where the run has no ground truth at all."""
+        """The table's particles the run's ground truth has no file of: not annotated there
+        (read_truth leaves them out). An empty file is an annotation: none there. None where
+        the run has no ground truth at all."""
         return self._without_file(self.truth_files(run))
 
     def _without_file(self, truth_files: list) -> list[str]:
@@ -417,6 +419,18 @@ class CopickProject:
                                 f"{', '.join(self.particles.names)}")
             out[name] = np.concatenate([out[name], pts]) if len(out[name]) else pts
         return out
+
+    def read_truth(self, run: str) -> dict[str, np.ndarray]:
+        """The run's ground truth as read_picks reads it, less the particles it does not
+        annotate (unannotated_particles). A particle absent here is unknown in this run:
+        scoring skips it there, and training lets its background voxels be that particle.
+        Why: a user who annotates only ribosomes in a run has not said there are no
+        apo-ferritins; read as none, every apo-ferritin found there counted as a false
+        positive and taught the network that apo-ferritin is background."""
+        truth = self.read_picks(run)
+        for name in self.unannotated_particles(run):
+            del truth[name]
+        return truth
 
     # -- writing ------------------------------------------------------------------------
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,

@@ -53,7 +53,7 @@ def truth(project: CopickProject, run: str) -> dict:
     {"picks_error": why there is no one truth}."""
     try:
         files = project.truth_files(run)
-        picks = {k: len(v) for k, v in project.read_picks(run).items()}
+        picks = {k: len(v) for k, v in project.read_truth(run).items()}
         return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
                 "not_truth": project.untrusted_picks(run),
                 "no_file": project.unannotated_particles(run)}
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         whose = f" ({', '.join(d['truth_from'])})" if d["truth_from"] else ""
         print(f"  picks{whose}: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
         if d["no_file"]:
-            print(f"  no picks file (read as none): {', '.join(d['no_file'])}")
+            print(f"  not annotated (no picks file; not scored, not trained as background): "
+                  f"{', '.join(d['no_file'])}")
         if d["not_truth"]:
             print(f"  not read as truth: {', '.join(d['not_truth'])}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,6 +45,19 @@ class RunSample:
     # Set where training reads the run at several kept shares (train.keep_share_range): sv
     # then holds the largest share's unstandardised features.
     levels: ShareLevels | None = None
+    # Bit k set: network class k is not annotated in this run (CopickProject.read_truth), so
+    # a background voxel here may be one of it (losses.detection_losses).
+    unknown_bits: int = 0
+
+
+class Crop(NamedTuple):
+    """One training crop: voxels (crop frame), features, targets, and per voxel the classes
+    it may also be (RunSample.unknown_bits on background voxels, else 0)."""
+    coords_zyx: np.ndarray
+    feats: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+    unknown_bits: np.ndarray
 
 
 def in_network_frame(r: RunSample) -> RunSample:
@@ -126,11 +140,13 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     `variant` > 0: an appearance-randomised copy of it (appearance_variant)."""
     sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed, ranges) if variant
           else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
-    truth = project.read_picks(run)
+    truth = project.read_truth(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
                                    radius_fraction=radius_fraction)
-    return RunSample(sv, labels, offsets, centers, classes, truth)
+    unknown = sum(1 << project.particles.class_index(name)
+                  for name in project.particles.names if name not in truth)
+    return RunSample(sv, labels, offsets, centers, classes, truth, unknown_bits=unknown)
 
 
 def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
@@ -206,7 +222,7 @@ class CropSampler:
             centre = self.rng.uniform(0, 1, 3) * shape
         return np.clip(np.round(centre - crop / 2), 0, np.maximum(shape - crop, 0)).astype(int)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def sample(self) -> Crop:
         r = self.runs[self.rng.integers(len(self.runs))]
         crop = np.minimum(self.crop, r.sv.shape_zyx)
         o = self._origin(r, crop)
@@ -229,12 +245,16 @@ class CropSampler:
                 np.float32) + self.rng.normal(0, self.jitter / 2, c).astype(np.float32)
         if self.second.any() and self.rng.random() < self.group_dropout:
             feats[:, self.second if self.rng.random() < 0.5 else ~self.second] = 0.0
-        return coords, feats, labels, offsets
+        return Crop(coords, feats, labels, offsets,
+                    np.where(labels == 0, np.int64(r.unknown_bits), np.int64(0)))
 
-    def batch(self, batch_size: int) -> tuple[SparseBatch, torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int
+              ) -> tuple[SparseBatch, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crops as one batch: (voxels and features, labels, offsets, unknown bits)."""
         items = [self.sample() for _ in range(batch_size)]
-        b = SparseBatch.from_numpy([i[0] for i in items], [i[1] for i in items],
+        b = SparseBatch.from_numpy([i.coords_zyx for i in items], [i.feats for i in items],
                                    tuple(int(s) for s in self.crop))
-        labels = torch.from_numpy(np.concatenate([i[2] for i in items]))
-        offsets = torch.from_numpy(np.concatenate([i[3] for i in items]))
-        return b, labels, offsets
+        labels = torch.from_numpy(np.concatenate([i.labels for i in items]))
+        offsets = torch.from_numpy(np.concatenate([i.offsets for i in items]))
+        unknown = torch.from_numpy(np.concatenate([i.unknown_bits for i in items]))
+        return b, labels, offsets, unknown

@@ -19,14 +19,20 @@ from sparse_det.writers import project_solution, read_submission
 def evaluate(solution: str | Path, submission: str | Path, truth_user: str | None = None
              ) -> Score:
     """`truth_user`: whose picks in a solution project are the ground truth
-    (CopickProject.truth_files)."""
+    (CopickProject.truth_files). A project scores its annotated runs, each on the particles
+    it annotates (CopickProject.read_truth)."""
     solution = Path(solution)
     if solution.suffix == ".csv":
-        particles, sol = ParticleTable.competition(), read_submission(solution)
-    else:
-        project = CopickProject(solution, truth_user=truth_user)
-        particles, sol = project.particles, project_solution(project)
-    return score_tables(sol, read_submission(submission), particles)
+        particles = ParticleTable.competition()
+        return score_tables(read_submission(solution), read_submission(submission), particles)
+    project = CopickProject(solution, truth_user=truth_user)
+    runs = project.annotated_runs()
+    if not runs:
+        raise DataError(f"{solution}: no run has ground-truth picks (python -m "
+                        "data_tools.info shows whose picks are read)")
+    unannotated = {(r, n) for r in runs for n in project.unannotated_particles(r)}
+    return score_tables(project_solution(project, runs), read_submission(submission),
+                        project.particles, experiments=runs, not_annotated=unannotated)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,7 +243,7 @@ def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None,
         picked_by = soup_blend(best, kw["base"], kw["work"] / f"fold{i}_blend.pt", blend)
         dets += _fold_detections(picked_by, project, val_runs, kw["work"] / "shards",
                                  kw["device"])
-        truths += [project.read_picks(r) for r in val_runs]
+        truths += [project.read_truth(r) for r in val_runs]
         fold_info.append({"train": train_runs, "val": val_runs, "best_step": _best_step(best),
                           "checkpoint": str(best), "picked_by": str(picked_by)})
     return dets, truths, fold_info

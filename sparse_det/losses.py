@@ -1,4 +1,5 @@
-"""Losses: focal, class-weighted cross-entropy for the heavy background, L1 offsets on particles."""
+"""Losses: focal, class-weighted cross-entropy for the heavy background (a partial-label
+term where a run leaves classes unannotated), L1 offsets on particles."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def label_weights(particles: ParticleTable, *, background_weight: float,
 def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                      offset_targets: torch.Tensor, *, background_weight: float,
                      focal_gamma: float, offset_weight: float,
-                     label_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     label_weight: torch.Tensor | None = None,
+                     unknown_bits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The weights come from the config's `loss:` section (LossConfig).
 
     Args:
@@ -38,10 +40,21 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
         offset_targets [N,3] (voxels; used where labels > 0).
         label_weight [K+1]: each label's class-loss weight (label_weights); when given it
         replaces background_weight.
+        unknown_bits [N] int64: bit k set where a background voxel may also be class k (a
+        run that does not annotate k); read on background voxels only. Its class term is
+        then the partial-label loss −log(p(background) + Σ p(k)): read as plain background,
+        the unannotated particles there would be taught as background (a run where only
+        ribosomes were picked is not a run without apo-ferritin).
     Returns a flat dict: loss_cls, loss_offset (each already weighted) and loss (their sum).
     """
     logp = F.log_softmax(cls_logits.float(), dim=1)
-    logp_t = logp.gather(1, labels[:, None]).squeeze(1)
+    if unknown_bits is None:
+        logp_t = logp.gather(1, labels[:, None]).squeeze(1)
+    else:
+        bits = torch.arange(logp.shape[1], device=logp.device)
+        unknown = (((unknown_bits[:, None] >> bits) & 1) > 0) & (labels[:, None] == 0)
+        allowed = unknown | (labels[:, None] == bits)
+        logp_t = torch.logsumexp(logp.masked_fill(~allowed, float("-inf")), dim=1)
     if label_weight is None:
         w = torch.where(labels == 0, background_weight, 1.0).to(logp.dtype)
     else:

@@ -57,10 +57,14 @@ class ClassScore:
 class Score:
     score: float
     per_class: dict[str, ClassScore]
+    not_annotated: tuple[tuple[str, str], ...] = ()  # (run, particle) pairs left unscored
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "per_class": {k: v.to_dict() for k, v in
-                                                   self.per_class.items()}}
+        out = {"score": self.score, "per_class": {k: v.to_dict() for k, v in
+                                                  self.per_class.items()}}
+        if self.not_annotated:
+            out["not_annotated"] = [list(pair) for pair in self.not_annotated]
+        return out
 
     def table(self) -> str:
         lines = [f"{'particle':<22}{'TP':>6}{'FP':>6}{'FN':>6}{'prec':>8}{'recall':>8}{'F4':>8}"]
@@ -68,14 +72,23 @@ class Score:
             lines.append(f"{name:<22}{c.tp:>6}{c.fp:>6}{c.fn:>6}{c.precision:>8.3f}"
                          f"{c.recall:>8.3f}{c.fbeta:>8.3f}")
         lines.append(f"{'weighted F4':<22}{'':>32}{self.score:>8.4f}")
+        by_run: dict[str, list[str]] = {}
+        for run, particle in self.not_annotated:
+            by_run.setdefault(run, []).append(particle)
+        lines += [f"not scored in {run} (not annotated there): {', '.join(names)}"
+                  for run, names in by_run.items()]
         return "\n".join(lines)
 
 
-def weighted_score(per_class: dict[str, ClassScore], particles: ParticleTable) -> float:
+def weighted_score(per_class: dict[str, ClassScore], particles: ParticleTable,
+                   among: set[str] | None = None) -> float:
     """Σ weight·F-beta / Σ weight over the scored classes (a class absent from per_class
-    counts as F-beta 0)."""
-    scored = particles.scored
+    counts as F-beta 0); `among`: over those of the scored classes only (the ones the
+    truth annotates somewhere), nan where that leaves none."""
+    scored = [p for p in particles.scored if among is None or p.name in among]
     total = sum(p.weight for p in scored)
+    if not total:
+        return float("nan")
     return sum(p.weight * per_class[p.name].fbeta for p in scored
                if p.name in per_class) / total
 
@@ -93,14 +106,16 @@ def match_counts(reference_xyz_A: np.ndarray, candidate_xyz_A: np.ndarray,
 
 
 def score_tables(solution: pd.DataFrame, submission: pd.DataFrame,
-                 particles: ParticleTable) -> Score:
+                 particles: ParticleTable, *, experiments: list[str] | None = None,
+                 not_annotated: set[tuple[str, str]] | frozenset = frozenset()) -> Score:
     """Scores a submission DataFrame against a solution DataFrame (columns experiment,
-    particle_type, x, y, z in Å). The submission is restricted to the solution's experiments."""
+    particle_type, x, y, z in Å). The submission is restricted to `experiments` (default:
+    the solution's); (experiment, particle) pairs in `not_annotated` are not scored."""
     for df, what in ((solution, "solution"), (submission, "submission")):
         unknown = sorted(set(df["particle_type"]) - set(particles.names))
         if unknown:
             raise DataError(f"{what}: unknown particle_type {unknown}; known: {particles.names}")
-    experiments = set(solution["experiment"])
+    experiments = set(solution["experiment"]) if experiments is None else set(experiments)
     submission = submission[submission["experiment"].isin(experiments)]
     per_class = {}
     for p in particles.scored:
@@ -110,9 +125,16 @@ def score_tables(solution: pd.DataFrame, submission: pd.DataFrame,
         sol_groups = dict(tuple(sol_p.groupby("experiment")))
         sub_groups = dict(tuple(sub_p.groupby("experiment")))
         for exp in experiments:
+            if (exp, p.name) in not_annotated:
+                continue
             ref = sol_groups.get(exp, sol_p.iloc[:0])[["x", "y", "z"]].to_numpy()
             cand = sub_groups.get(exp, sub_p.iloc[:0])[["x", "y", "z"]].to_numpy()
             a, b, c = match_counts(ref, cand, p.radius_A * DISTANCE_MULTIPLIER)
             tp, fp, fn = tp + a, fp + b, fn + c
         per_class[p.name] = ClassScore(tp, fp, fn)
-    return Score(weighted_score(per_class, particles), per_class)
+    skipped = sorted((e, n) for e, n in not_annotated
+                     if e in experiments and n in particles.names)
+    somewhere = {n for n in particles.names
+                 if any((e, n) not in not_annotated for e in experiments)}
+    return Score(weighted_score(per_class, particles, somewhere if skipped else None),
+                 per_class, tuple(skipped))

@@ -139,8 +139,14 @@ def _examples(dets: Detections, sv, outputs, truth: dict[str, np.ndarray],
         moved = np.concatenate(picks)
         moved = moved + rng.normal(0.0, TRUTH_JITTER_VOX * vs, moved.shape)
         xyz = np.concatenate([xyz, moved])
-    return (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz, outputs),
+    x, y = (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz, outputs),
             labels_for(xyz, truth, particles))
+    if any(p.name not in truth for p in particles):
+        # A run that leaves a class unannotated (CopickProject.read_truth) cannot say which
+        # candidates are background: one may be an unannotated particle. Its particles
+        # still teach; its background is taken from the runs annotated in full.
+        x, y = x[y > 0], y[y > 0]
+    return x, y
 
 
 def _detected(picker, sv, resparsify=None) -> tuple[Detections, tuple]:
@@ -166,7 +172,7 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
 
     cfg = picker.sparsify_config
     tomo, info = read_input(project, run, cfg)
-    vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_picks(run)
+    vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_truth(run)
     sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
                   keep_dense=PROFILE_CHANNELS, reselectable=True)
     dets, outputs = _detected(picker, sv, picker.resparsifier(project, run, None, sv))
@@ -279,7 +285,7 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
         draws += [learnt.draw(np.random.default_rng([seed, 3000 + copy, key]))
                   for copy in range(learnt_copies if learnt_run(run, learnt_share) else 0)]
         stored = (cache.path(project.path, run, draws, read_outputs,
-                             truth_digest(project.read_picks(run))) if cache else None)
+                             truth_digest(project.read_truth(run))) if cache else None)
         examples = ExampleCache.read(stored) if stored else None
         read_back = examples is not None
         if not read_back:

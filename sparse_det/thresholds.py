@@ -100,8 +100,8 @@ def tune_thresholds(dets: list[Detections], truths: list[dict[str, np.ndarray]],
     thresholds = {}
     for p in particles:
         hit = p.radius_A * DISTANCE_MULTIPLIER
-        units = [(*d[p.name], t.get(p.name, np.zeros((0, 3))))
-                 for d, t in zip(dets, truths, strict=True)]
+        units = [(*d[p.name], t[p.name]) for d, t in zip(dets, truths, strict=True)
+                 if p.name in t]
         thr, _ = best_threshold(units, hit)
         thresholds[p.name] = thr if np.isfinite(thr) else default
     return score_at(dets, truths, particles, thresholds)
@@ -111,29 +111,35 @@ def score_at(dets: list[Detections], truths: list[dict[str, np.ndarray]],
              particles: ParticleTable, thresholds: dict[str, float]) -> Tuning:
     """What the metric says of several runs together at given thresholds (micro, as the
     metric counts)."""
-    per_class = {p.name: sum(_counts_per_run(dets, truths, p, thresholds[p.name]),
-                             ClassScore(0, 0, 0)) for p in particles}
-    return Tuning(dict(thresholds), per_class, weighted_score(per_class, particles))
+    per_class = {p.name: sum((c for c in _counts_per_run(dets, truths, p, thresholds[p.name])
+                              if c is not None), ClassScore(0, 0, 0)) for p in particles}
+    annotated = {p.name for p in particles if any(p.name in t for t in truths)}
+    return Tuning(dict(thresholds), per_class,
+                  weighted_score(per_class, particles, annotated if truths else None))
 
 
 def _counts_per_run(dets: list[Detections], truths: list[dict[str, np.ndarray]], p,
-                    threshold: float) -> list[ClassScore]:
-    """One class's counts in each run at a threshold."""
+                    threshold: float) -> list[ClassScore | None]:
+    """One class's counts in each run at a threshold; None where the run's truth does not
+    annotate the class (CopickProject.read_truth): its detections there are neither true
+    nor false."""
     hit = p.radius_A * DISTANCE_MULTIPLIER
     out = []
     for d, t in zip(dets, truths, strict=True):
         cand, sc = d[p.name]
-        out.append(ClassScore(*match_counts(t.get(p.name, np.zeros((0, 3))),
-                                            cand[sc >= threshold], hit)))
+        out.append(ClassScore(*match_counts(t[p.name], cand[sc >= threshold], hit))
+                   if p.name in t else None)
     return out
 
 
 def per_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
                    particles: ParticleTable, thresholds: dict[str, float]) -> list[float]:
-    """Each run's weighted F4 at the given thresholds (scores in the detections' unit)."""
+    """Each run's weighted F4 at the given thresholds (scores in the detections' unit),
+    over the scored classes the run annotates (nan where it annotates none)."""
     per_class = {p.name: _counts_per_run(dets, truths, p, thresholds[p.name])
                  for p in particles.scored}
-    return [weighted_score({k: v[i] for k, v in per_class.items()}, particles)
+    return [weighted_score({k: v[i] for k, v in per_class.items()}, particles,
+                           {k for k, v in per_class.items() if v[i] is not None})
             for i in range(len(dets))]
 
 
@@ -143,6 +149,7 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
     if len(a) != len(b):
         raise ValueError(f"unpaired: {len(a)} and {len(b)} runs")
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    d = d[np.isfinite(d)]  # a run that annotates no scored class has no score
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
     return float(d.mean()) if len(d) else float("nan"), se
 
@@ -215,10 +222,12 @@ def fit_calibration(dets: list[Detections], truths: list[dict[str, np.ndarray]],
         hit = p.radius_A * DISTANCE_MULTIPLIER
         xs, ys = [], []
         for d, t in zip(dets, truths, strict=True):
+            if p.name not in t:  # not annotated there: its candidates are neither
+                continue
             cand, sc = d[p.name]
             xs.append(np.log(np.maximum(sc, 1e-9)))
-            ys.append(first_hit_labels(cand, sc, t.get(p.name, np.zeros((0, 3))), hit))
-        x, y = np.concatenate(xs), np.concatenate(ys)
+            ys.append(first_hit_labels(cand, sc, t[p.name], hit))
+        x, y = np.concatenate([np.zeros(0), *xs]), np.concatenate([np.zeros(0), *ys])
         if not len(x):
             cal[p.name] = [1.0, 0.0]
         elif y.sum() == 0:
@@ -369,9 +378,9 @@ def keep_prior_unless_beaten(tuning: Tuning, dets: list[Detections],
     for p in particles:
         if p.name not in prior or prior[p.name] == thresholds[p.name]:
             continue
-        mean, se = paired_difference(
-            [c.fbeta for c in _counts_per_run(dets, truths, p, thresholds[p.name])],
-            [c.fbeta for c in _counts_per_run(dets, truths, p, prior[p.name])])
+        mean, se = paired_difference(*(
+            [c.fbeta if c is not None else np.nan for c in _counts_per_run(dets, truths, p, t)]
+            for t in (thresholds[p.name], prior[p.name])))
         if not (mean > 0 and (se == 0 or mean > LEAD_SE * se)):
             thresholds[p.name] = prior[p.name]
             kept.append(p.name)

@@ -134,8 +134,9 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
 def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
                batch_size: int) -> dict[str, float]:
     """One optimiser step on a fresh batch of crops: the losses and the voxels seen."""
-    batch, labels, offsets = sampler.batch(batch_size)
+    batch, labels, offsets, unknown = sampler.batch(batch_size)
     batch, labels, offsets = batch.to(device), labels.to(device), offsets.to(device)
+    unknown = unknown.to(device) if bool(unknown.any()) else None
     scaler = state.scaler
     ctx = (torch.autocast("cuda", dtype=torch.float16) if scaler is not None
            else contextlib.nullcontext())
@@ -145,7 +146,7 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
                               background_weight=cfg.loss.background_weight,
                               focal_gamma=cfg.loss.focal_gamma,
                               offset_weight=cfg.loss.offset_weight,
-                              label_weight=state.label_weight)
+                              label_weight=state.label_weight, unknown_bits=unknown)
     state.opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()

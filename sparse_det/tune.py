@@ -59,7 +59,7 @@ def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None,
             sv = pickers[0].sparse(project, run)
             for found, p in zip(dets, pickers, strict=True):
                 found.append(p.detect_run(project, run, calibrated=False, sv=sv))
-            truths.append(project.read_picks(run))
+            truths.append(project.read_truth(run))
             names.append((Path(path).name, run))
     if not names:
         raise DataError(f"no annotated runs{' among ' + ', '.join(runs) if runs else ''} in "

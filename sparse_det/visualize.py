@@ -105,7 +105,10 @@ def pr_picture(dets: Detections, truth: Picks, particles: ParticleTable,
     fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     for p in particles:
         cand, scores = dets[p.name]
-        ref = truth.get(p.name, np.zeros((0, 3)))
+        if p.name not in truth:  # the run does not annotate it (CopickProject.read_truth)
+            ax.plot([], [], color=np.array(p.color[:3]) / 255, label=f"{p.name}: not annotated")
+            continue
+        ref = truth[p.name]
         thr, tp, kept, n_ref = pr_curve([(cand, scores, ref)], p.radius_A * DISTANCE_MULTIPLIER)
         color = np.array(p.color[:3]) / 255
         if not len(thr) or n_ref == 0:
@@ -153,7 +156,7 @@ def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
     dets = picker.detect_run(project, run, shards_dir)
     rows = detections_table([picker.pick(dets)]) if submission is None else submission
-    truth = project.read_picks(run)
+    truth = project.read_truth(run)
     picks = picks_of(rows, run)
     tomo = read_full_resolution(project, run, picker.sparsify_config)
     particles = picker.particles

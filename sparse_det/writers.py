@@ -74,10 +74,11 @@ def write_submission(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def project_solution(project: CopickProject, runs: list[str] | None = None) -> pd.DataFrame:
-    """The ground-truth picks of a project as a solution table."""
+    """The ground-truth picks of a project as a solution table (of the particles each run
+    annotates: CopickProject.read_truth)."""
     rows = []
-    for run in runs or project.runs():
-        for name, pts in project.read_picks(run).items():
+    for run in project.runs() if runs is None else runs:
+        for name, pts in project.read_truth(run).items():
             rows += [(run, name, *xyz) for xyz in pts]
     return to_submission(pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y",
                                                      "z"]))

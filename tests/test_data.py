@@ -43,7 +43,7 @@ def test_flips_keep_offsets_pointing_at_the_centre(flip_xy, flip_z):
     sampler = CropSampler([sample], train, seed=3)
     seen_flipped = np.zeros(3, bool)
     for _ in range(40):
-        coords, _, labels, offsets = sampler.sample()
+        coords, _, labels, offsets, _ = sampler.sample()
         fg = labels > 0
         votes = coords[fg] + offsets[fg]
         assert fg.sum() == (sample.labels > 0).sum(), "a whole-volume crop lost voxels"

@@ -190,13 +190,14 @@ def test_per_run_scores_and_paired_difference_hand_case():
     """One apo-ferritin per run at the origin, a candidate 10 Å away (hit radius 30 Å):
     kept at threshold 0.5 in run A (score 0.9), dropped in run B (0.3). Classes with no
     reference and no candidate count F4 0, as in weighted_score: run A is 1/7 (apo's weight
-    of 7), run B 0."""
+    of 7), run B 0. A truth that leaves the other classes out does not annotate them: run A
+    then scores 1 (F4 1 over apo-ferritin alone)."""
     from data_tools.particles import ParticleTable
     from sparse_det.structures import Detections
     from sparse_det.thresholds import paired_difference, per_run_scores
 
     particles = ParticleTable.competition()
-    ref = {"apo-ferritin": np.zeros((1, 3))}
+    ref = {p.name: np.zeros((0, 3)) for p in particles} | {"apo-ferritin": np.zeros((1, 3))}
     far_fp = np.array([[500.0, 0, 0]])
 
     def det(run, score):
@@ -206,6 +207,14 @@ def test_per_run_scores_and_paired_difference_hand_case():
     thr = {p.name: 0.5 for p in particles}
     scores = per_run_scores([det("A", 0.9), det("B", 0.3)], [ref, ref], particles, thr)
     assert scores == pytest.approx([1 / 7, 0.0]), scores
+    apo_only = {"apo-ferritin": ref["apo-ferritin"]}
+    assert per_run_scores([det("A", 0.9), det("B", 0.3)], [apo_only, apo_only], particles,
+                          thr) == pytest.approx([1.0, 0.0])
+    nothing_scored = per_run_scores([det("A", 0.9)], [{"beta-amylase": ref["apo-ferritin"]}],
+                                    particles, thr)
+    assert np.isnan(nothing_scored[0])
+    assert paired_difference([0.5, np.nan, 0.7], [0.4, 0.1, 0.5]) == pytest.approx(
+        (0.15, 0.05))  # the run without a score is left out of the pairs
     mean, se = paired_difference(scores, [0.0, 0.0])
     assert (mean, se) == pytest.approx((1 / 14, 1 / 14)), (mean, se)
     with pytest.raises(ValueError, match="unpaired"):

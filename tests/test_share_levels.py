@@ -81,7 +81,7 @@ def test_crops_read_every_level_standardised():
     sampler = CropSampler([sample], train, seed=0)
     seen = {}
     for _ in range(60):
-        coords, feats, labels_c, _ = sampler.sample()
+        coords, feats, labels_c, _, _ = sampler.sample()
         seen.setdefault(len(coords), (coords, feats, labels_c))
     # The whole run in every crop: one voxel count per level, the level's best-ranked
     # voxels with their own labels, each level standardised over itself.

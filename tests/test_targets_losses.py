@@ -124,3 +124,28 @@ def test_class_weights_bad_config_named(weights, needle):
     with pytest.raises(ConfigError, match=needle):
         label_weights(ParticleTable(COMPETITION_PARTICLES), background_weight=0.25,
                       class_weights=weights)
+
+
+def test_partial_label_loss_hand_case():
+    """A background voxel of a run that does not annotate class 2 is background or class 2:
+    its term is −log(p0 + p2). A labelled voxel, or a run annotated in full, keeps plain
+    cross-entropy."""
+    logits = torch.tensor([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0], [0.5, 2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    p = torch.softmax(logits, 1)
+    unknown = torch.tensor([0b100, 0, 0b100])  # bit 2 on the first and the labelled voxel
+    kw = dict(background_weight=1.0, focal_gamma=0.0, offset_weight=0.0)
+    out = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                           unknown_bits=unknown, **kw)
+    expected = -(torch.log(p[0, 0] + p[0, 2]) + torch.log(p[1, 0]) + torch.log(p[2, 1])) / 3
+    assert out["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3), **kw)
+    none = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                            unknown_bits=torch.zeros(3, dtype=torch.long), **kw)
+    assert none["loss_cls"].item() == pytest.approx(plain["loss_cls"].item(), rel=1e-6)
+    # the voxel the network reads as class 2 is not pushed towards background
+    logits = logits.clone().requires_grad_(True)
+    detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                     unknown_bits=unknown, **kw)["loss"].backward()
+    g = logits.grad[0]
+    assert g[2] < 0 and g[0] < 0 and g[1] > 0, g  # descent raises p0 and p2, lowers p1

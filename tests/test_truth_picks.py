@@ -54,11 +54,13 @@ def test_the_pickers_own_picks_are_never_truth(annotated, caplog):
     assert not any(len(v) for v in project.read_picks(run1).values())
     assert project.untrusted_picks(run1) == ["sparse-det_0"]
     assert project.annotated_runs() == [run0]
-    # alice picked ribosomes only: every other class reads as none there, and is said so
+    # alice picked ribosomes only: every other class is not annotated there, and is said so
+    assert list(project.read_truth(run0)) == ["ribosome"]
+    assert len(project.read_picks(run0)) == len(project.particles)  # read_picks: every class
     others = [p for p in project.particles.names if p != "ribosome"]
     assert project.unannotated_particles(run0) == others
     assert project.unannotated_particles(run1) == []  # no truth at all: left out instead
-    assert f"{run0}: no picks file of {', '.join(others)}: read as none" in caplog.text
+    assert f"{run0}: no picks file of {', '.join(others)}: not annotated there" in caplog.text
 
 
 def test_several_annotators_are_not_merged(annotated):
@@ -144,8 +146,9 @@ def test_evaluate_and_info_read_the_same_truth(annotated, tmp_path, capsys):
 
     assert info_main([str(project.path), "--truth-user", "alice"]) == 0
     out = capsys.readouterr().out
-    assert "picks (alice_1): apo-ferritin 0" in out and "ribosome 2" in out
-    assert "no picks file (read as none): apo-ferritin, beta-amylase, beta-gal" in out
+    assert "picks (alice_1): ribosome 2\n" in out
+    assert "not annotated (no picks file; not scored, not trained as background): " \
+        "apo-ferritin, beta-amylase, beta-gal" in out
     assert "not read as truth: bob_2, sparse-det_0" in out
     assert info_main([str(project.path)]) == 0  # one run's conflict does not hide the rest
     out = capsys.readouterr().out
@@ -260,3 +263,40 @@ def test_picks_names_copick_cannot_split_are_refused(annotated):
     assert sorted(p.name for p in project.run_dir(run0, overlay=True).glob("Picks/*")) == before
     project.write_picks(run0, "ribosome", BOB, user_id="bob.v2-x", session_id="3")
     assert len(project.read_picks(run0, user_id="bob.v2-x")["ribosome"]) == 1
+
+
+def test_a_class_a_run_does_not_annotate_is_neither_scored_nor_background(annotated, tmp_path,
+                                                                          capsys):
+    """alice picked ribosomes only in run 0. An apo-ferritin found there is not a false
+    positive, and training lets that run's background voxels be any class but ribosome."""
+    from sparse_det.config import Config
+
+    project, (run0, _) = annotated
+    csv = tmp_path / "sub.csv"
+    pd.DataFrame({"id": range(3), "experiment": run0,
+                  "particle_type": ["ribosome", "ribosome", "apo-ferritin"],
+                  "x": [*ALICE[:, 0], 50.0], "y": [*ALICE[:, 1], 50.0],
+                  "z": [*ALICE[:, 2], 50.0]}).to_csv(csv, index=False)
+    assert evaluate_main(["--solution", str(project.path), "--submission", str(csv),
+                          "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["score"] == pytest.approx(1.0), doc  # ribosome F4 1 of the annotated classes
+    assert doc["per_class"]["apo-ferritin"]["fp"] == 0
+    assert [run0, "apo-ferritin"] in doc["not_annotated"]
+    assert evaluate_main(["--solution", str(project.path), "--submission", str(csv)]) == 0
+    assert f"not scored in {run0} (not annotated there): apo-ferritin, " in \
+        capsys.readouterr().out
+
+    cfg = Config()
+    sample = load_run_sample(project, tmp_path / "shards", cfg.sparsify, run0,
+                             cfg.targets.radius_fraction)
+    ribosome = project.particles.class_index("ribosome")
+    expected = sum(1 << project.particles.class_index(n) for n in project.particles.names
+                   if n != "ribosome")
+    assert sample.unknown_bits == expected and not sample.unknown_bits & (1 << ribosome)
+    assert (sample.labels == ribosome).any() and set(np.unique(sample.labels)) == {0, ribosome}
+    from sparse_det.data import CropSampler
+
+    crop = CropSampler([sample], cfg.train, seed=0).sample()
+    assert (crop.unknown_bits[crop.labels == 0] == expected).all()
+    assert (crop.unknown_bits[crop.labels > 0] == 0).all()
