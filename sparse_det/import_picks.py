@@ -3,6 +3,7 @@ finetune, tune and evaluate read as the ground truth (README, *Your own annotati
 
     python -m sparse_det.import_picks FILE [FILE ...] --project PROJECT --user-id NAME
         [--session-id 1] [--particle NAME] [--run RUN] [--star-frame source|project]
+        [--tomo-map MAP.doc|.vll] [--complete]
 
 - **STAR** (`.star`: RELION, Warp, or infer's `--star-out`): the loop that holds
   coordinates. A row's run is its `rlnTomoName` (else `rlnMicrographName` without its
@@ -13,12 +14,20 @@ finetune, tune and evaluate read as the ground truth (README, *Your own annotati
   imported from (`import_mrc`) or of the project's tomogram (`--star-frame`, as infer
   writes them); a pixel size the file states (`rlnDetectorPixelSize`, `rlnImagePixelSize`,
   `rlnTomoTiltSeriesPixelSize`) must be that frame's.
+- **Dynamo tables** (`.tbl`): a particle at x + dx, y + dy, z + dz (columns 24–26 and 4–6)
+  in pixels of the same frame as a STAR's `rlnCoordinate*` (Dynamo's converters to RELION
+  and Warp carry them over unchanged); its run is `--run`, or column 20's tomogram index
+  looked up in `--tomo-map` (Dynamo's table map `.doc`, "index path" lines, or volume list
+  `.vll`, a path per volume) and named after the file; its particle is `--particle` (a
+  table's class numbers are its author's).
 - **CSV** in the competition's columns (`experiment, particle_type, x, y, z`, Å).
 
 Each run and particle the files hold is written as `USER_SESSION_PARTICLE.json` in the
 overlay, replacing that user's and session's file; the session must not be `0`, which copick
-keeps for tools. A particle without a file in a run reads as none there: import every
-particle you annotated.
+keeps for tools. A particle without a file in a run is not annotated there: neither scored
+nor trained as background (CopickProject.read_truth). `--complete` says the files hold every
+particle the runs have: each run they name gets an empty file of each other particle (none
+there).
 """
 
 from __future__ import annotations
@@ -144,6 +153,65 @@ def star_picks(path: Path, project: CopickProject, *, run: str | None, particle:
     return out
 
 
+DYNAMO_SHIFT, DYNAMO_TOMO, DYNAMO_XYZ = [3, 4, 5], 19, [23, 24, 25]  # 0-based columns
+
+
+def read_tomo_map(path: Path) -> dict[int, str]:
+    """Dynamo's tomogram index -> run name, from a table map (`.doc`: "index path" lines)
+    or a volume list (`.vll`: one path per volume, numbered from 1; `*` lines are the
+    previous volume's properties)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    lines = [ln for ln in lines if ln and not ln.startswith(("#", "*"))]
+    if path.suffix.lower() == ".vll":
+        return {i: _as_run(ln) for i, ln in enumerate(lines, start=1)}
+    out = {}
+    for ln in lines:
+        parts = ln.split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DataError(f"{path}: a table map line is 'index path', got {ln!r}")
+        out[int(parts[0])] = _as_run(parts[1])
+    return out
+
+
+def dynamo_picks(path: Path, *, run: str | None, particle: str | None,
+                 tomo_map: dict[int, str] | None, frame_of) -> pd.DataFrame:
+    """A Dynamo table's picks as rows of experiment, particle_type, x, y, z (Å)."""
+    where = str(path)
+    if not particle:
+        raise DataError(f"{where}: a Dynamo table's classes are its author's; name the "
+                        "particle these picks are with --particle")
+    try:
+        table = np.loadtxt(path, ndmin=2, comments="#")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{where}: not a readable Dynamo table ({exc})") from exc
+    if table.size and table.shape[1] < max(DYNAMO_XYZ) + 1:
+        raise DataError(f"{where}: {table.shape[1]} columns; a Dynamo table has x, y, z in "
+                        "columns 24-26")
+    table = table.reshape(-1, max(table.shape[1], 26))
+    if run:
+        runs = [run] * len(table)
+    elif tomo_map is None:
+        raise DataError(f"{where}: name the run with --run, or give --tomo-map (the "
+                        "table map .doc or volume list .vll)")
+    else:
+        index = [int(i) for i in table[:, DYNAMO_TOMO]]
+        unknown = sorted(set(index) - set(tomo_map))
+        if unknown:
+            raise DataError(f"{where}: tomogram indices {unknown} are not in --tomo-map")
+        runs = [tomo_map[i] for i in index]
+    out = pd.DataFrame({"experiment": runs, "particle_type": particle})
+    px = table[:, DYNAMO_XYZ] + table[:, DYNAMO_SHIFT]
+    xyz = np.zeros((len(table), 3))
+    for name in out["experiment"].unique():
+        rows = (out["experiment"] == name).to_numpy()
+        xyz[rows] = frame_of(name).from_px(px[rows])
+    out[["x", "y", "z"]] = xyz
+    return out
+
+
 def csv_picks(path: Path) -> pd.DataFrame:
     from sparse_det.writers import read_submission
 
@@ -152,8 +220,10 @@ def csv_picks(path: Path) -> pd.DataFrame:
 
 def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: str,
                  session_id: str = "1", run: str | None = None, particle: str | None = None,
-                 star_frame: str = "source", sparsify=None) -> dict[tuple[str, str], int]:
-    """Writes the files' picks into the project; returns {(run, particle): count}."""
+                 star_frame: str = "source", sparsify=None, tomo_map: str | None = None,
+                 complete: bool = False) -> dict[tuple[str, str], int]:
+    """Writes the files' picks into the project; returns {(run, particle): count}.
+    `complete`: every other table particle of each run the files name gets an empty file."""
     from data_tools.sparsify import SparsifyConfig
     from sparse_det.writers import run_pixel_frame
 
@@ -166,6 +236,9 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
     frames: dict = {}
 
     def frame_of(name: str):
+        if name not in project.runs():
+            raise DataError(f"tomogram {name!r} is not a run of {project.path} (runs: "
+                            f"{', '.join(project.runs()) or 'none'}); --run names it")
         if name not in frames:
             frames[name] = run_pixel_frame(project, name, sparsify, star_frame == "source")
         return frames[name]
@@ -175,11 +248,21 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
         if p.suffix.lower() == ".star":
             tables.append(star_picks(p, project, run=run, particle=particle,
                                      frame_of=frame_of))
+        elif p.suffix.lower() == ".tbl":
+            tables.append(dynamo_picks(p, run=run, particle=particle, frame_of=frame_of,
+                                       tomo_map=read_tomo_map(Path(tomo_map)) if tomo_map
+                                       else None))
         elif p.suffix.lower() == ".csv":
             tables.append(csv_picks(p))
         else:
-            raise DataError(f"{p}: not a .star or .csv file")
+            raise DataError(f"{p}: not a .star, .tbl or .csv file")
     picks = pd.concat(tables, ignore_index=True)
+    if complete:
+        runs = sorted(set(picks["experiment"]))
+        none = [(r, n) for r in runs for n in project.particles.names
+                if not ((picks["experiment"] == r) & (picks["particle_type"] == n)).any()]
+        picks = pd.concat([picks, pd.DataFrame(none, columns=["experiment", "particle_type"])],
+                          ignore_index=True)
     unknown = sorted(set(picks["particle_type"]) - set(project.particles.names))
     if unknown:
         raise DataError(f"particles {unknown} are not in {project.path}'s table: "
@@ -190,15 +273,15 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
                         f"(runs: {', '.join(project.runs()) or 'none'})")
     counts = {}
     for (name, kind), rows in picks.groupby(["experiment", "particle_type"], sort=True):
-        project.write_picks(name, kind, rows[["x", "y", "z"]].to_numpy(), user_id=user_id,
-                            session_id=session_id)
-        counts[(name, kind)] = len(rows)
+        xyz = rows[["x", "y", "z"]].dropna().to_numpy()  # a --complete row holds none
+        project.write_picks(name, kind, xyz, user_id=user_id, session_id=session_id)
+        counts[(name, kind)] = len(xyz)
     return counts
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("files", nargs="+", help=".star or .csv files")
+    ap.add_argument("files", nargs="+", help=".star, .tbl (Dynamo) or .csv files")
     ap.add_argument("--project", required=True)
     ap.add_argument("--user-id", required=True, help="who annotated (copick user id)")
     ap.add_argument("--session-id", default="1", help="copick session id (not 0: a tool's)")
@@ -207,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--star-frame", choices=["source", "project"], default="source",
                     help="STAR pixel coordinates are of the file a run was imported from "
                          "(import_mrc), else of the project's tomogram; or always the latter")
+    ap.add_argument("--tomo-map", help="Dynamo's table map (.doc) or volume list (.vll): "
+                                       "a .tbl's tomogram indices to runs")
+    ap.add_argument("--complete", action="store_true",
+                    help="the files hold every particle of the runs they name: each other "
+                         "particle gets an empty file there (none), not none (not annotated)")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -215,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
         counts = import_picks(a.files, CopickProject(a.project), user_id=a.user_id,
                               session_id=a.session_id, run=a.run, particle=a.particle,
-                              star_frame=a.star_frame,
+                              star_frame=a.star_frame, tomo_map=a.tomo_map,
+                              complete=a.complete,
                               sparsify=with_overrides(SparsifyConfig(), input_overrides(a)))
     except (DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -165,3 +165,61 @@ def test_pixels_of_the_mrc_a_run_was_imported_from(tmp_path):
     for k in range(len(marks_zyx)):
         [at_zyx] = np.argwhere(tomo.data == k + 1)
         np.testing.assert_allclose(got[k], at_zyx[::-1] * 15.0 + tomo.origin_A, atol=1e-6)
+
+
+def _dynamo_row(tag: int, tomo: int, xyz_px, shift_px) -> str:
+    row = np.zeros(35)
+    row[0], row[19], row[21] = tag, tomo, 1
+    row[3:6], row[23:26] = shift_px, xyz_px
+    return " ".join(f"{v:g}" for v in row)
+
+
+def test_dynamo_tables_with_a_table_map_or_a_volume_list(project, tmp_path, capsys):
+    """x + dx (columns 24 and 4) in the same pixels as a STAR's rlnCoordinate: each pick
+    lands where its STAR twin does; column 20's index names the run through the map."""
+    run0, run1 = project.runs()[:2]
+    frames = {r: run_pixel_frame(project, r, SparsifyConfig()) for r in (run0, run1)}
+    tbl = tmp_path / "picks.tbl"
+    tbl.write_text("\n".join([_dynamo_row(1, 1, (30, 40, 20), (0.5, -0.25, 1)),
+                              _dynamo_row(2, 2, (60, 10, 12), (0, 0, 0)),
+                              _dynamo_row(3, 2, (61, 11, 13), (-1, -1, -1))]) + "\n")
+    doc = tmp_path / "map.doc"
+    doc.write_text(f"1 /data/tomos/{run0}.mrc\n2 /data/tomos/{run1}.rec\n")
+    args = [str(tbl), "--project", str(project.path), "--user-id", "carol",
+            "--particle", "thyroglobulin"]
+    assert main(args) == 2
+    assert "--run, or give --tomo-map" in capsys.readouterr().err
+    assert main([*args, "--tomo-map", str(doc)]) == 0
+    carol = CopickProject(project.path, truth_user="carol")
+    np.testing.assert_allclose(carol.read_picks(run0)["thyroglobulin"],
+                               frames[run0].from_px(np.array([[30.5, 39.75, 21.0]])))
+    np.testing.assert_allclose(carol.read_picks(run1)["thyroglobulin"],
+                               frames[run1].from_px(np.array([[60.0, 10, 12]] * 2)))
+    vll = tmp_path / "tomos.vll"
+    vll.write_text(f"/data/{run1}.mrc\n* label = a\n/data/{run0}.mrc\n")
+    assert main([*args, "--tomo-map", str(vll), "--user-id", "dave"]) == 0
+    dave = CopickProject(project.path, truth_user="dave")
+    assert len(dave.read_picks(run1)["thyroglobulin"]) == 1  # index 1: the vll's first
+    assert main([*args[:-2], "--tomo-map", str(doc)]) == 2
+    assert "name the particle these picks are with --particle" in capsys.readouterr().err
+    doc.write_text(f"1 /data/tomos/{run0}.mrc\n")
+    assert main([*args, "--tomo-map", str(doc), "--user-id", "erin"]) == 2
+    assert "tomogram indices [2] are not in --tomo-map" in capsys.readouterr().err
+
+
+def test_complete_says_the_other_particles_are_none(project, tmp_path):
+    """Without --complete the particles a file lacks are not annotated in its runs; with it
+    they are annotated as none (an empty file)."""
+    run = project.runs()[0]
+    csv = tmp_path / "picks.csv"
+    pd.DataFrame({"id": [0], "experiment": run, "particle_type": ["ribosome"],
+                  "x": [100.0], "y": [300.0], "z": [50.0]}).to_csv(csv, index=False)
+    assert main([str(csv), "--project", str(project.path), "--user-id", "bob"]) == 0
+    bob = CopickProject(project.path, truth_user="bob")
+    assert list(bob.read_truth(run)) == ["ribosome"]
+    assert main([str(csv), "--project", str(project.path), "--user-id", "bob",
+                 "--complete"]) == 0
+    truth = bob.read_truth(run)
+    assert list(truth) == project.particles.names and bob.unannotated_particles(run) == []
+    assert len(truth["ribosome"]) == 1 and sum(len(v) for v in truth.values()) == 1
+    assert bob.annotated_runs() == [run]  # the other run is named by no file
