@@ -300,3 +300,41 @@ def test_a_class_a_run_does_not_annotate_is_neither_scored_nor_background(annota
     crop = CropSampler([sample], cfg.train, seed=0).sample()
     assert (crop.unknown_bits[crop.labels == 0] == expected).all()
     assert (crop.unknown_bits[crop.labels > 0] == 0).all()
+
+
+def test_a_training_step_on_a_partly_annotated_run(annotated, tmp_path):
+    """The real model on a real crop of alice's ribosome-only run: the partial-label class
+    loss is below plain cross-entropy's (each background voxel may also be any of the five
+    unannotated classes), and train_step takes that path and steps."""
+    import torch
+
+    from sparse_det.config import Config
+    from sparse_det.data import CropSampler
+    from sparse_det.losses import detection_losses
+    from sparse_det.training import build_state, train_step
+
+    project, (run0, _) = annotated
+    cfg = Config()
+    sample = load_run_sample(project, tmp_path / "shards", cfg.sparsify, run0,
+                             cfg.targets.radius_fraction)
+    torch.manual_seed(0)
+    state = build_state(cfg, list(sample.sv.feature_names), project.particles,
+                        torch.device("cpu"))
+    batch, labels, offsets, unknown = CropSampler([sample], cfg.train, seed=0).batch(2)
+    assert (unknown[labels == 0] == sample.unknown_bits).all() and (labels > 0).any()
+    with torch.no_grad():
+        out = state.model(batch)
+    kw = dict(background_weight=cfg.loss.background_weight, focal_gamma=cfg.loss.focal_gamma,
+              offset_weight=cfg.loss.offset_weight, label_weight=state.label_weight)
+    plain = detection_losses(out["cls_logits"], out["offsets"], labels, offsets, **kw)
+    partial = detection_losses(out["cls_logits"], out["offsets"], labels, offsets,
+                               unknown_bits=unknown, **kw)
+    assert partial["loss_cls"] < plain["loss_cls"]
+    assert partial["loss_offset"] == plain["loss_offset"]
+    before = [p.detach().clone() for p in state.model.parameters()]
+    m = train_step(state=state, sampler=CropSampler([sample], cfg.train, seed=0), cfg=cfg,
+                   device=torch.device("cpu"), batch_size=2)
+    assert np.isfinite(m["loss"]) and m["loss_cls"] == pytest.approx(
+        float(partial["loss_cls"]), rel=0.05)  # same crops; train mode's batch norm differs
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters(),
+                                                       strict=True))
