@@ -37,6 +37,7 @@ GT_USER, GT_SESSION = "curation", "0"
 # copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
 # session a person's. infer writes its picks as session 0, so they are never read as truth.
 TOOL_SESSION = "0"
+_SAID_UNANNOTATED: set[tuple[str, str, tuple[str, ...]]] = set()  # annotated_runs' warnings
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -376,7 +377,10 @@ class CopickProject:
                          f"; not read as truth: {', '.join(other)}" if other else "")
                 continue
             annotated.append(r)
-            if missing := self._without_file(files):
+            missing = self._without_file(files)
+            said = (str(self.path.resolve()), r, tuple(missing))
+            if missing and said not in _SAID_UNANNOTATED:  # once: finetune asks per fold
+                _SAID_UNANNOTATED.add(said)
                 log.warning("%s: no picks file of %s: not annotated there, so neither "
                             "scored there nor trained as background (an empty picks file "
                             "says a run has none)", r, ", ".join(missing))
