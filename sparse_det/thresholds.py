@@ -281,19 +281,30 @@ Prior = tuple[dict[str, float], dict[str, list[float]]]  # a checkpoint's (thres
 
 
 def calibrate_and_tune(raw: list[Detections], truths: list[dict[str, np.ndarray]],
-                       particles: ParticleTable, prior: Prior | None = None
+                       particles: ParticleTable, prior: Prior | None = None,
+                       unannotated_from: Prior | None = None
                        ) -> tuple[Tuning, dict[str, list[float]]]:
     """Calibration fit on raw detections, then thresholds (probabilities) on the calibrated
     ones: the same selections and F4 as tuning raw scores. The Tuning's per_run holds each
     run's weighted F4 at them. `prior`: the thresholds the detections' checkpoint already
     has, with their calibration; a class keeps its own unless these runs' best leads it
-    (keep_prior_unless_beaten)."""
+    (keep_prior_unless_beaten). `unannotated_from` (where there is no `prior`): such
+    thresholds for the classes no run annotates (CopickProject.read_truth), which these
+    runs cannot set."""
     cal = fit_calibration(raw, truths, particles)
     calibrated = [apply_calibration(d, cal) for d in raw]
     tuning = tune_thresholds(calibrated, truths, particles, CALIBRATED_DEFAULT_THRESHOLD)
     if prior is not None:
         tuning = keep_prior_unless_beaten(tuning, calibrated, truths, particles,
                                           prior_thresholds_in(*prior, cal))
+    elif unannotated_from is not None:
+        known = prior_thresholds_in(*unannotated_from, cal)
+        nowhere = {p.name for p in particles if p.name in known
+                   and not any(p.name in t for t in truths)}
+        if nowhere:
+            tuning = replace(score_at(calibrated, truths, particles, tuning.thresholds
+                                      | {n: known[n] for n in nowhere}),
+                             kept_prior=tuple(sorted(nowhere)))
     tuning = replace(tuning, per_run=tuple(per_run_scores(calibrated, truths, particles,
                                                           tuning.thresholds)))
     return tuning, cal

@@ -147,8 +147,9 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
            keep_fraction: float | None = None, truth_user: str | None = None):
     """Detections of every selected annotated run (truth: `truth_user`'s picks) → score
     calibration and thresholds over all of them (a class keeps the checkpoint's own unless
-    beaten: keep_prior_unless_beaten; `fit_all`: never) → `out`. `tta`: one setting or
-    several; the first becomes the default, each other gets its own set, on the same runs.
+    beaten: keep_prior_unless_beaten; `fit_all`: only a class no run annotates) → `out`.
+    `tta`: one setting or several; the first becomes the default, each other gets its own
+    set, on the same runs.
     `inference`: INFERENCE_SETTINGS to tune with and store (None values: the checkpoint's).
     `confidence_powers`: candidates for PostprocessConfig.confidence_power, each tried with
     every `confidence_by`; the first pair is stored unless another leads it on these runs
@@ -168,8 +169,7 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     post = picker.ckpt.config.postprocess
     as_tuned = _set_inference(post, inference)
     settings = [tta] if isinstance(tta, str) else list(dict.fromkeys(tta or [picker.tta]))
-    for t in settings:
-        tta_mirrors(t)  # an unknown setting fails before any run is read
+    list(map(tta_mirrors, settings))  # an unknown setting fails before any run is read
     pickers = [replace(picker, tta=t) for t in settings]
     dets, truths, names = _detect_runs(pickers, projects, runs, truth_user)
     # The detections carry the checkpoint's confidence power; each candidate rescales them.
@@ -182,17 +182,17 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
         0.0, best[1], best[0]) for d in found] for found in dets]
     # The checkpoint's thresholds are a prior only for detections made as they were.
     as_made = _inference_of(post) == as_tuned
-    prior = (checkpoint_settings(checkpoint).prior if not fit_all and best == was and as_made
-             else lambda tta: None)
-    tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles, prior(p.tta))
+    own = checkpoint_settings(checkpoint).prior if best == was and as_made else lambda t: None
+    tuned = {p.tta: calibrate_and_tune(found, truths, picker.particles,
+                                       None if fit_all else own(p.tta), own(p.tta))
              for found, p in zip(dets, pickers, strict=True)}
     first, (tuning, calibration) = next(iter(tuned.items()))
-    per_run = _by_project(names, tuning.per_run)
     confidence = _by_project(names, [d.confidence for d in dets[0]])
     stored = {"tta": first, "confidence_power": best[1],
               "confidence_by": best[0]} | _inference_of(post)
     write_retuned(checkpoint, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"tuned_on": projects, "tuned_per_run": per_run,
+                  extra={"tuned_on": projects,
+                         "tuned_per_run": _by_project(names, tuning.per_run),
                          "tuned_confidence": confidence}, postprocess=stored,
                   sparsify=None if keep_fraction is None else {"keep_fraction": keep_fraction},
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})

@@ -3,6 +3,7 @@ best leads it run by run (sparse_det.thresholds.keep_prior_unless_beaten): hand-
 with known counts."""
 
 import numpy as np
+import pytest
 
 from data_tools.particles import ParticleTable
 from sparse_det.structures import Detections
@@ -129,3 +130,26 @@ def test_where_the_base_under_detects_the_mass_it_stood_for_passes_more():
     assert np.isclose(thresholds["ribosome"], 50.0)
     found = sum(int((d["ribosome"][1] >= thresholds["ribosome"]).sum()) for d, _ in fine)
     assert found == 20
+
+
+def test_a_class_no_run_annotates_keeps_the_checkpoints_threshold():
+    """Runs annotating apo-ferritin alone cannot set the ribosome's threshold: fitting every
+    threshold from them (no prior), the ribosome takes the checkpoint's (mass 5) rather than
+    the default 0.5 of an uncalibrated map (mass 1); apo-ferritin is fitted as before."""
+    runs = []
+    for i in range(3):
+        dets, truth = _run(i, false_at_10=0, weak_hits=0)
+        apo = (truth["ribosome"] + [0, 3000.0, 0], np.full(10, 50.0))
+        runs.append((Detections(dets.run, dets.per_class | {"apo-ferritin": apo}),
+                     {"apo-ferritin": apo[0] - 2.0}))
+    dets, truths = (list(x) for x in zip(*runs, strict=True))
+    prior = ({"ribosome": 5.0, "apo-ferritin": 1000.0}, {})
+    free = calibrate_and_tune(dets, truths, PARTICLES)[0]
+    kept = calibrate_and_tune(dets, truths, PARTICLES, unannotated_from=prior)
+    tuning, cal = kept
+    assert cal["ribosome"] == [1.0, 0.0]  # no run says what its masses mean
+    assert free.thresholds["ribosome"] == 0.5
+    assert tuning.thresholds["ribosome"] == pytest.approx(5.0 / 6.0)  # sigmoid(ln 5)
+    assert tuning.kept_prior == ("ribosome",)
+    assert tuning.thresholds["apo-ferritin"] == free.thresholds["apo-ferritin"]
+    assert tuning.per_class["apo-ferritin"].tp == 30 and tuning.score == free.score

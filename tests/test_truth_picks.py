@@ -338,3 +338,24 @@ def test_a_training_step_on_a_partly_annotated_run(annotated, tmp_path):
         float(partial["loss_cls"]), rel=0.05)  # same crops; train mode's batch norm differs
     assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters(),
                                                        strict=True))
+
+
+def test_tune_keeps_the_checkpoints_threshold_for_classes_no_run_annotates(annotated,
+                                                                          tmp_path):
+    """alice's run annotates ribosomes alone. `tune --fit-all-thresholds` fits the ribosome
+    from it; every other class keeps the vote mass the checkpoint's threshold stood for."""
+    from sparse_det.thresholds import _log_mass
+    from sparse_det.tune import main as tune_main
+
+    project, _ = annotated
+    out = tmp_path / "t.pt"
+    assert tune_main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project",
+                      str(project.path), "--fit-all-thresholds", "--network-alone",
+                      "--out", str(out)]) == 0
+    base, tuned = checkpoint_settings(DEFAULT_CHECKPOINT), checkpoint_settings(out)
+    alone = base.prior(base.config.postprocess.tta)  # what --network-alone tunes from
+    for name in project.particles.names:
+        if name == "ribosome":
+            continue
+        assert _log_mass(name, tuned.thresholds[name], tuned.calibration) == pytest.approx(
+            _log_mass(name, alone[0][name], alone[1]), abs=1e-6), name
