@@ -359,3 +359,18 @@ def test_tune_keeps_the_checkpoints_threshold_for_classes_no_run_annotates(annot
             continue
         assert _log_mass(name, tuned.thresholds[name], tuned.calibration) == pytest.approx(
             _log_mass(name, alone[0][name], alone[1]), abs=1e-6), name
+
+
+def test_the_rescorer_takes_background_from_runs_annotated_in_full(annotated, small_project):
+    """A candidate in alice's ribosome-only run may be an unannotated particle: that run
+    gives particle examples only; the same run annotated in full gives background too."""
+    from sparse_det.inference import Picker
+    from sparse_det.rescore_fit import run_examples
+
+    project, (run0, _) = annotated
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    [(x, y)] = run_examples(picker, project, run0, None)
+    ribosome = project.particles.class_index("ribosome")
+    assert len(y) and set(np.unique(y)) == {ribosome}, np.unique(y)
+    [(xf, yf)] = run_examples(picker, small_project, run0, None)
+    assert (yf == 0).sum() > 0 and x.shape[1] == xf.shape[1]
