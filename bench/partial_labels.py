@@ -9,7 +9,9 @@ and 2 the even table indices, run 1 the odd ones: every particle is annotated in
 least); its fourth run validates, annotated in full, for every variant alike. Variants:
 `full` (every run annotated in full), `missing` (the unannotated particles have no picks
 file: the partial-label loss) and `empty` (an empty picks file for each: the old reading,
-which teaches them as background). Each fine-tunes the shipped checkpoint for the same
+which teaches them as background); `thinned` (`--variants`: every particle annotated, but
+only every third pick kept: a class picked in part, its other copies read as background).
+Each fine-tunes the shipped checkpoint for the same
 steps; each best checkpoint, and the shipped one, then picks the test project's runs.
 Prints per-class F4 and recall; the JSON holds them and the seconds each training took.
 """
@@ -28,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]
-VARIANTS = ("full", "missing", "empty")
+VARIANTS = ("full", "missing", "empty", "thinned")
 
 
 def annotated_names(names: list[str], i: int) -> list[str]:
@@ -49,11 +51,13 @@ def make_variant(src, dest: Path, variant: str, train_runs: list[str], val_run: 
     names = src.particles.names
     for run in [*train_runs, val_run]:
         truth = src.read_truth(run)
-        keep = names if variant == "full" or run == val_run else annotated_names(
-            names, train_runs.index(run))
+        keep = names if variant in ("full", "thinned") or run == val_run else (
+            annotated_names(names, train_runs.index(run)))
         for name in names:
             if name in keep:
-                project.write_picks(run, name, truth[name], "alice", "1")
+                thin = variant == "thinned" and run != val_run
+                project.write_picks(run, name, truth[name][::3] if thin else truth[name],
+                                    "alice", "1")
             elif variant == "empty":
                 project.write_picks(run, name, truth[name][:0], "alice", "1")
     return project
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--work", default="/tmp/partial_labels")
     ap.add_argument("--seed", type=int, default=0, help="training's seed")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:3]))
     ap.add_argument("--reuse", action="store_true",
                     help="score the checkpoints a run with this --work and --seed trained")
     ap.add_argument("--json", default="")
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     test = CopickProject(a.test)
     results = {"shipped (no fine-tune)": score_on(a.test, str(DEFAULT_CHECKPOINT))
                | probabilities(str(DEFAULT_CHECKPOINT), src, test, train_runs)}
-    for variant in VARIANTS:
+    for variant in a.variants:
         work = Path(a.work) / f"seed{a.seed}" / variant
         if a.reuse and (work / "ft" / "best.pt").is_file():
             trained = json.loads((work / "trained.json").read_text())
