@@ -37,6 +37,9 @@ GT_USER, GT_SESSION = "curation", "0"
 # copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
 # session a person's. infer writes its picks as session 0, so they are never read as truth.
 TOOL_SESSION = "0"
+# A run's particles whose picks are some of its copies, not all: one name a line, in the run's
+# folder (copick reads only its own subfolders there).
+PARTLY_PICKED = "sparse-det-partly-picked.txt"
 _SAID_UNANNOTATED: set[tuple[str, str, tuple[str, ...]]] = set()  # annotated_runs' warnings
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -425,16 +428,57 @@ class CopickProject:
         return out
 
     def read_truth(self, run: str) -> dict[str, np.ndarray]:
-        """The run's ground truth as read_picks reads it, less the particles it does not
-        annotate (unannotated_particles). A particle absent here is unknown in this run:
-        scoring skips it there, and training lets its background voxels be that particle.
-        Why: a user who annotates only ribosomes in a run has not said there are no
-        apo-ferritins; read as none, every apo-ferritin found there counted as a false
-        positive and taught the network that apo-ferritin is background."""
-        truth = self.read_picks(run)
-        for name in self.unannotated_particles(run):
+        """The run's ground truth for scoring: read_picks' less the particles it does not
+        annotate (unannotated_particles) or picked in part (partly_picked). A particle
+        absent here is unknown in this run: scoring skips it there. Why: a user who
+        annotates only ribosomes in a run has not said there are no apo-ferritins; read as
+        none, every apo-ferritin found there counted as a false positive."""
+        truth, _ = self.training_truth(run)
+        for name in self.partly_picked(run):
             del truth[name]
         return truth
+
+    def training_truth(self, run: str) -> tuple[dict[str, np.ndarray], list[str]]:
+        """(the picks training learns as particles: read_picks' less the unannotated
+        particles, the particles a background voxel may also be: the unannotated and the
+        partly picked ones). Read as background, their unpicked copies taught the network
+        that they are background (bench/partial_labels.py)."""
+        truth, unknown = self.read_picks(run), self.unannotated_particles(run)
+        for name in unknown:
+            del truth[name]
+        return truth, unknown + [p for p in self.partly_picked(run) if p not in unknown]
+
+    def partly_picked(self, run: str) -> list[str]:
+        """The particles whose picks in this run are some of its copies, not all, as the
+        run's PARTLY_PICKED file lists them (mark_partly_picked; overlay and static root);
+        only those the run's ground truth has a file of."""
+        names: set[str] = set()
+        for overlay in (False, True):
+            names |= set(self._listed(self.run_dir(run, overlay=overlay, must_exist=False)
+                                      / PARTLY_PICKED))
+        have = {f[1] for f in self.truth_files(run)} if names else set()
+        return [p for p in self.particles.names if p in names and p in have]
+
+    def mark_partly_picked(self, run: str, particles: list[str]) -> Path:
+        """Adds `particles` to the run's PARTLY_PICKED file (in the overlay)."""
+        for p in particles:
+            self.particles[p]
+        path = self.run_dir(run, overlay=True, must_exist=False) / PARTLY_PICKED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = sorted(set(particles) | set(self._listed(path)))
+        atomic_write_text(path, "# particles picked in part in this run (sparse-det)\n"
+                          + "".join(f"{n}\n" for n in names))
+        return path
+
+    def _listed(self, path: Path) -> list[str]:
+        if not path.is_file():
+            return []
+        names = [ln.strip() for ln in path.read_text().splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+        if unknown := sorted(set(names) - set(self.particles.names)):
+            raise DataError(f"{path}: unknown particles {unknown}; known: "
+                            f"{', '.join(self.particles.names)}")
+        return names
 
     # -- writing ------------------------------------------------------------------------
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,

@@ -53,10 +53,11 @@ def truth(project: CopickProject, run: str) -> dict:
     {"picks_error": why there is no one truth}."""
     try:
         files = project.truth_files(run)
-        picks = {k: len(v) for k, v in project.read_truth(run).items()}
+        picks = {k: len(v) for k, v in project.training_truth(run)[0].items()}
         return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
                 "not_truth": project.untrusted_picks(run),
-                "no_file": project.unannotated_particles(run)}
+                "no_file": project.unannotated_particles(run),
+                "partly_picked": project.partly_picked(run)}
     except DataError as exc:  # several annotators: the rest of the project still shows
         return {"picks_error": str(exc)}
 
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         if d["no_file"]:
             print(f"  not annotated (no picks file; not scored, not trained as background): "
                   f"{', '.join(d['no_file'])}")
+        if d["partly_picked"]:
+            print(f"  picked in part (trained where picked, not scored): "
+                  f"{', '.join(d['partly_picked'])}")
         if d["not_truth"]:
             print(f"  not read as truth: {', '.join(d['not_truth'])}")
     return 0

@@ -45,8 +45,9 @@ class RunSample:
     # Set where training reads the run at several kept shares (train.keep_share_range): sv
     # then holds the largest share's unstandardised features.
     levels: ShareLevels | None = None
-    # Bit k set: network class k is not annotated in this run (CopickProject.read_truth), so
-    # a background voxel here may be one of it (losses.detection_losses).
+    # Bit k set: network class k is not annotated in this run, or picked in part
+    # (CopickProject.training_truth), so a background voxel here may be one of it
+    # (losses.detection_losses). truth_xyz_A is then the scoring truth (read_truth).
     unknown_bits: int = 0
 
 
@@ -140,13 +141,13 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     `variant` > 0: an appearance-randomised copy of it (appearance_variant)."""
     sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed, ranges) if variant
           else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
-    truth = project.read_truth(run)
+    truth, unknown = project.training_truth(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
                                    radius_fraction=radius_fraction)
-    unknown = sum(1 << project.particles.class_index(name)
-                  for name in project.particles.names if name not in truth)
-    return RunSample(sv, labels, offsets, centers, classes, truth, unknown_bits=unknown)
+    bits = sum(1 << project.particles.class_index(name) for name in unknown)
+    scored = {k: v for k, v in truth.items() if k not in unknown}  # as read_truth
+    return RunSample(sv, labels, offsets, centers, classes, scored, unknown_bits=bits)
 
 
 def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,

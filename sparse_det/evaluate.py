@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.metric import Score, score_tables
@@ -20,7 +22,7 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
              ) -> Score:
     """`truth_user`: whose picks in a solution project are the ground truth
     (CopickProject.truth_files). A project scores its annotated runs, each on the particles
-    it annotates (CopickProject.read_truth)."""
+    it annotates in full (CopickProject.read_truth)."""
     solution = Path(solution)
     if solution.suffix == ".csv":
         particles = ParticleTable.competition()
@@ -30,9 +32,13 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
     if not runs:
         raise DataError(f"{solution}: no run has ground-truth picks (python -m "
                         "data_tools.info shows whose picks are read)")
-    unannotated = {(r, n) for r in runs for n in project.unannotated_particles(r)}
-    return score_tables(project_solution(project, runs), read_submission(submission),
-                        project.particles, experiments=runs, not_annotated=unannotated)
+    unannotated = {(r, n) for r in runs for n in project.training_truth(r)[1]}
+    score = score_tables(project_solution(project, runs), read_submission(submission),
+                         project.particles, experiments=runs, not_annotated=unannotated)
+    if not np.isfinite(score.score):
+        raise DataError(f"{solution}: nothing to score: every scored particle of its "
+                        "annotated runs is unannotated or picked in part there")
+    return score
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ finetune, tune and evaluate read as the ground truth (README, *Your own annotati
 
     python -m sparse_det.import_picks FILE [FILE ...] --project PROJECT --user-id NAME
         [--session-id 1] [--particle NAME] [--run RUN] [--star-frame source|project]
-        [--tomo-map MAP.doc|.vll] [--complete]
+        [--tomo-map MAP.doc|.vll] [--complete | --partly-picked]
 
 - **STAR** (`.star`: RELION, Warp, or infer's `--star-out`): the loop that holds
   coordinates. A row's run is its `rlnTomoName` (else `rlnMicrographName` without its
@@ -27,7 +27,9 @@ overlay, replacing that user's and session's file; the session must not be `0`, 
 keeps for tools. A particle without a file in a run is not annotated there: neither scored
 nor trained as background (CopickProject.read_truth). `--complete` says the files hold every
 particle the runs have: each run they name gets an empty file of each other particle (none
-there).
+there). `--partly-picked` says they hold some copies of each particle they pick, not all:
+those particles are then trained as particles where picked, never as background elsewhere,
+and not scored in those runs (CopickProject.mark_partly_picked).
 """
 
 from __future__ import annotations
@@ -218,12 +220,30 @@ def csv_picks(path: Path) -> pd.DataFrame:
     return read_submission(path)[["experiment", "particle_type", "x", "y", "z"]]
 
 
+def _read_file(p: Path, project: CopickProject, run: str | None, particle: str | None,
+               tomo_map: str | None, frame_of) -> pd.DataFrame:
+    if p.suffix.lower() == ".star":
+        return star_picks(p, project, run=run, particle=particle, frame_of=frame_of)
+    if p.suffix.lower() == ".tbl":
+        return dynamo_picks(p, run=run, particle=particle, frame_of=frame_of,
+                            tomo_map=read_tomo_map(Path(tomo_map)) if tomo_map else None)
+    if p.suffix.lower() == ".csv":
+        return csv_picks(p)
+    raise DataError(f"{p}: not a .star, .tbl or .csv file")
+
+
 def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: str,
                  session_id: str = "1", run: str | None = None, particle: str | None = None,
                  star_frame: str = "source", sparsify=None, tomo_map: str | None = None,
-                 complete: bool = False) -> dict[tuple[str, str], int]:
+                 complete: bool = False, partly_picked: bool = False
+                 ) -> dict[tuple[str, str], int]:
     """Writes the files' picks into the project; returns {(run, particle): count}.
-    `complete`: every other table particle of each run the files name gets an empty file."""
+    `complete`: every other table particle of each run the files name gets an empty file.
+    `partly_picked`: each (run, particle) with picks is marked as picked in part
+    (CopickProject.mark_partly_picked)."""
+    if complete and partly_picked:
+        raise DataError("--complete says the files hold every particle; --partly-picked "
+                        "that they hold some: give one")
     from data_tools.sparsify import SparsifyConfig
     from sparse_det.writers import run_pixel_frame
 
@@ -243,20 +263,8 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
             frames[name] = run_pixel_frame(project, name, sparsify, star_frame == "source")
         return frames[name]
 
-    tables = []
-    for p in map(Path, paths):
-        if p.suffix.lower() == ".star":
-            tables.append(star_picks(p, project, run=run, particle=particle,
-                                     frame_of=frame_of))
-        elif p.suffix.lower() == ".tbl":
-            tables.append(dynamo_picks(p, run=run, particle=particle, frame_of=frame_of,
-                                       tomo_map=read_tomo_map(Path(tomo_map)) if tomo_map
-                                       else None))
-        elif p.suffix.lower() == ".csv":
-            tables.append(csv_picks(p))
-        else:
-            raise DataError(f"{p}: not a .star, .tbl or .csv file")
-    picks = pd.concat(tables, ignore_index=True)
+    picks = pd.concat([_read_file(p, project, run, particle, tomo_map, frame_of)
+                       for p in map(Path, paths)], ignore_index=True)
     if complete:
         runs = sorted(set(picks["experiment"]))
         none = [(r, n) for r in runs for n in project.particles.names
@@ -276,6 +284,8 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
         xyz = rows[["x", "y", "z"]].dropna().to_numpy()  # a --complete row holds none
         project.write_picks(name, kind, xyz, user_id=user_id, session_id=session_id)
         counts[(name, kind)] = len(xyz)
+        if partly_picked and len(xyz):
+            project.mark_partly_picked(name, [kind])
     return counts
 
 
@@ -295,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--complete", action="store_true",
                     help="the files hold every particle of the runs they name: each other "
                          "particle gets an empty file there (none), not none (not annotated)")
+    ap.add_argument("--partly-picked", action="store_true",
+                    help="the files hold some copies of each particle they pick, not all: "
+                         "training never reads the unpicked ones as background, and scoring "
+                         "skips those particles in those runs")
     add_input_arguments(ap)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -304,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = import_picks(a.files, CopickProject(a.project), user_id=a.user_id,
                               session_id=a.session_id, run=a.run, particle=a.particle,
                               star_frame=a.star_frame, tomo_map=a.tomo_map,
-                              complete=a.complete,
+                              complete=a.complete, partly_picked=a.partly_picked,
                               sparsify=with_overrides(SparsifyConfig(), input_overrides(a)))
     except (DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

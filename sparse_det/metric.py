@@ -75,7 +75,8 @@ class Score:
         by_run: dict[str, list[str]] = {}
         for run, particle in self.not_annotated:
             by_run.setdefault(run, []).append(particle)
-        lines += [f"not scored in {run} (not annotated there): {', '.join(names)}"
+        lines += [f"not scored in {run} (not annotated, or picked in part, there): "
+                  f"{', '.join(names)}"
                   for run, names in by_run.items()]
         return "\n".join(lines)
 

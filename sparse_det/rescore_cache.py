@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 EXAMPLES_FORMAT = 1  # bump when candidate_features or labels_for change what they write
 
 
-def truth_digest(picks: dict[str, np.ndarray]) -> str:
-    """sha256 of a run's ground-truth picks (CopickProject.read_picks)."""
+def truth_digest(picks: dict[str, np.ndarray], unknown: list[str] = ()) -> str:
+    """sha256 of a run's ground-truth picks and the particles its background may also be
+    (CopickProject.training_truth)."""
     h = hashlib.sha256()
+    h.update(json.dumps(sorted(unknown)).encode() if unknown else b"")
     for name in sorted(picks):
         h.update(name.encode())
         h.update(np.ascontiguousarray(picks[name], dtype=np.float64).tobytes())

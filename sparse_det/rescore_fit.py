@@ -127,8 +127,8 @@ def labels_for(xyz_A: np.ndarray, truth: dict[str, np.ndarray], particles: Parti
 
 
 def _examples(dets: Detections, sv, outputs, truth: dict[str, np.ndarray],
-              particles: ParticleTable, rng: np.random.Generator | None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              particles: ParticleTable, rng: np.random.Generator | None,
+              unknown: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) of one sparse volume's candidates (`outputs`: the network's, or
     None for a rescorer that does not read them); with `rng`, also of every pick moved by
     TRUTH_JITTER_VOX, so that the particles the network misses are examples too."""
@@ -141,10 +141,11 @@ def _examples(dets: Detections, sv, outputs, truth: dict[str, np.ndarray],
         xyz = np.concatenate([xyz, moved])
     x, y = (candidate_features(dets, kept_channels(sv), vs, origin, particles, xyz, outputs),
             labels_for(xyz, truth, particles))
-    if any(p.name not in truth for p in particles):
-        # A run that leaves a class unannotated (CopickProject.read_truth) cannot say which
-        # candidates are background: one may be an unannotated particle. Its particles
-        # still teach; its background is taken from the runs annotated in full.
+    if unknown:
+        # A run that leaves a class unannotated or picks it in part
+        # (CopickProject.training_truth) cannot say which candidates are background: one
+        # may be an unpicked particle. Its particles still teach; its background is taken
+        # from the runs annotated in full.
         x, y = x[y > 0], y[y > 0]
     return x, y
 
@@ -172,12 +173,14 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
 
     cfg = picker.sparsify_config
     tomo, info = read_input(project, run, cfg)
-    vs, origin, truth = tomo.voxel_size_A, tomo.origin_A, project.read_truth(run)
+    vs, origin = tomo.voxel_size_A, tomo.origin_A
+    truth, unknown = project.training_truth(run)
     sv = sparsify(tomo.data, vs, cfg, run, origin_A=origin, input_info=info,
                   keep_dense=PROFILE_CHANNELS, reselectable=True)
     dets, outputs = _detected(picker, sv, picker.resparsifier(project, run, None, sv))
     sv = replace(sv, selected_from=None)  # its volumes are not needed again
-    out = [_examples(dets, sv, outputs if read_outputs else None, truth, picker.particles, rng)]
+    out = [_examples(dets, sv, outputs if read_outputs else None, truth, picker.particles, rng,
+                     unknown)]
     own = sv.input["polarity"]
     for params in appearances:
         polarity = {"dark": "bright", "bright": "dark"}[own] if params["flip"] else own
@@ -186,7 +189,7 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
                         input_info=info, keep_dense=PROFILE_CHANNELS)
         dets, outputs = _detected(picker, copy)
         out.append(_examples(dets, copy, outputs if read_outputs else None, truth,
-                             picker.particles, rng))
+                             picker.particles, rng, unknown))
     return out
 
 
@@ -285,7 +288,7 @@ def examples_of_runs(picker, todo: list, appearance_variants: int, seed: int, *,
         draws += [learnt.draw(np.random.default_rng([seed, 3000 + copy, key]))
                   for copy in range(learnt_copies if learnt_run(run, learnt_share) else 0)]
         stored = (cache.path(project.path, run, draws, read_outputs,
-                             truth_digest(project.read_truth(run))) if cache else None)
+                             truth_digest(*project.training_truth(run))) if cache else None)
         examples = ExampleCache.read(stored) if stored else None
         read_back = examples is not None
         if not read_back:

@@ -284,7 +284,7 @@ def test_a_class_a_run_does_not_annotate_is_neither_scored_nor_background(annota
     assert doc["per_class"]["apo-ferritin"]["fp"] == 0
     assert [run0, "apo-ferritin"] in doc["not_annotated"]
     assert evaluate_main(["--solution", str(project.path), "--submission", str(csv)]) == 0
-    assert f"not scored in {run0} (not annotated there): apo-ferritin, " in \
+    assert f"not scored in {run0} (not annotated, or picked in part, there): apo-ferritin, " in \
         capsys.readouterr().out
 
     cfg = Config()
@@ -374,3 +374,56 @@ def test_the_rescorer_takes_background_from_runs_annotated_in_full(annotated, sm
     assert len(y) and set(np.unique(y)) == {ribosome}, np.unique(y)
     [(xf, yf)] = run_examples(picker, small_project, run0, None)
     assert (yf == 0).sum() > 0 and x.shape[1] == xf.shape[1]
+
+
+def test_a_particle_picked_in_part_trains_where_picked_and_is_not_scored(annotated, tmp_path,
+                                                                         capsys):
+    """alice picked two ribosomes of run 0 and marked them as some of its ribosomes: they
+    train as ribosomes, the run's background may be a ribosome too, and no ribosome found
+    there is scored."""
+    from sparse_det.config import Config
+    from sparse_det.data import CropSampler
+    from sparse_det.import_picks import main as import_main
+
+    project, (run0, _) = annotated
+    csv = tmp_path / "some.csv"
+    pd.DataFrame({"id": [0, 1], "experiment": run0, "particle_type": "ribosome",
+                  "x": ALICE[:, 0], "y": ALICE[:, 1], "z": ALICE[:, 2]}).to_csv(csv, index=False)
+    assert import_main([str(csv), "--project", str(project.path), "--user-id", "alice",
+                        "--partly-picked", "--complete"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert import_main([str(csv), "--project", str(project.path), "--user-id", "alice",
+                        "--partly-picked"]) == 0
+    assert project.partly_picked(run0) == ["ribosome"]
+    assert "ribosome" not in project.read_truth(run0)
+    truth, unknown = project.training_truth(run0)
+    np.testing.assert_array_equal(truth["ribosome"], ALICE)
+    assert set(unknown) == set(project.particles.names)  # the rest unannotated
+    cfg = Config()
+    sample = load_run_sample(project, tmp_path / "shards", cfg.sparsify, run0,
+                             cfg.targets.radius_fraction)
+    ribosome = project.particles.class_index("ribosome")
+    assert (sample.labels == ribosome).any() and sample.unknown_bits & (1 << ribosome)
+    assert sample.truth_xyz_A == {}
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": [0], "experiment": run0, "particle_type": "ribosome", "x": [5.0],
+                  "y": [5.0], "z": [5.0]}).to_csv(sub, index=False)
+    capsys.readouterr()
+    assert evaluate_main(["--solution", str(project.path), "--submission", str(sub)]) == 2
+    assert "nothing to score" in capsys.readouterr().err
+    project.write_picks(run0, "apo-ferritin", ALICE[:0], user_id="alice", session_id="1")
+    assert evaluate_main(["--solution", str(project.path), "--submission", str(sub),
+                          "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["per_class"]["ribosome"]["fp"] == 0 and [run0, "ribosome"] in \
+        doc["not_annotated"]
+    crop = CropSampler([sample], cfg.train, seed=0).sample()
+    assert (crop.unknown_bits[crop.labels == 0] & (1 << ribosome)).all()
+    assert info_main([str(project.path)]) == 0
+    out = capsys.readouterr().out
+    assert "picks (alice_1): apo-ferritin 0, ribosome 2\n" in out
+    assert "picked in part (trained where picked, not scored): ribosome" in out
+    marks = project.run_dir(run0, overlay=True) / "sparse-det-partly-picked.txt"
+    marks.write_text("ribosme\n")
+    with pytest.raises(DataError, match="unknown particles \\['ribosme'\\]"):
+        project.partly_picked(run0)
