@@ -10,7 +10,10 @@ least); its fourth run validates, annotated in full, for every variant alike. Va
 `full` (every run annotated in full), `missing` (the unannotated particles have no picks
 file: the partial-label loss) and `empty` (an empty picks file for each: the old reading,
 which teaches them as background); `thinned` (`--variants`: every particle annotated, but
-only every third pick kept: a class picked in part, its other copies read as background).
+only every third pick kept: a class picked in part, its other copies read as background);
+`thinned-marked` (the same picks, each marked as picked in part: trained as particles where
+picked, never as background elsewhere); `apo-thinned` and `apo-thinned-marked` the same for
+apo-ferritin alone, every other particle annotated in full.
 Each fine-tunes the shipped checkpoint for the same
 steps; each best checkpoint, and the shipped one, then picks the test project's runs.
 Prints per-class F4 and recall; the JSON holds them and the seconds each training took.
@@ -30,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]
-VARIANTS = ("full", "missing", "empty", "thinned")
+VARIANTS = ("full", "missing", "empty", "thinned", "thinned-marked", "apo-thinned",
+            "apo-thinned-marked")
 
 
 def annotated_names(names: list[str], i: int) -> list[str]:
@@ -51,13 +55,16 @@ def make_variant(src, dest: Path, variant: str, train_runs: list[str], val_run: 
     names = src.particles.names
     for run in [*train_runs, val_run]:
         truth = src.read_truth(run)
-        keep = names if variant in ("full", "thinned") or run == val_run else (
+        keep = names if variant.startswith(("full", "thinned", "apo")) or run == val_run else (
             annotated_names(names, train_runs.index(run)))
         for name in names:
             if name in keep:
-                thin = variant == "thinned" and run != val_run
+                thin = run != val_run and (variant in ("thinned", "thinned-marked") or (
+                    variant.startswith("apo-thinned") and name == "apo-ferritin"))
                 project.write_picks(run, name, truth[name][::3] if thin else truth[name],
                                     "alice", "1")
+                if thin and variant.endswith("-marked") and len(truth[name]):
+                    project.mark_partly_picked(run, [name])
             elif variant == "empty":
                 project.write_picks(run, name, truth[name][:0], "alice", "1")
     return project
