@@ -67,6 +67,13 @@ def check_picks_name(name: str, what: str, where: str) -> str:
     return name
 
 
+def scoring_truth(truth: dict[str, np.ndarray], unknown: list[str]
+                  ) -> dict[str, np.ndarray]:
+    """CopickProject.training_truth's picks less the particles a background voxel may also
+    be: what scoring reads (CopickProject.read_truth)."""
+    return {k: v for k, v in truth.items() if k not in unknown}
+
+
 def add_truth_user_argument(ap) -> None:
     """--truth-user, for every command that reads ground-truth picks."""
     ap.add_argument("--truth-user", metavar="USER[:SESSION]",
@@ -433,10 +440,7 @@ class CopickProject:
         absent here is unknown in this run: scoring skips it there. Why: a user who
         annotates only ribosomes in a run has not said there are no apo-ferritins; read as
         none, every apo-ferritin found there counted as a false positive."""
-        truth, _ = self.training_truth(run)
-        for name in self.partly_picked(run):
-            del truth[name]
-        return truth
+        return scoring_truth(*self.training_truth(run))
 
     def training_truth(self, run: str) -> tuple[dict[str, np.ndarray], list[str]]:
         """(the picks training learns as particles: read_picks' less the unannotated

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from data_tools.appearance import AppearanceRanges, randomise_appearance
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject, scoring_truth, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify import (
@@ -146,8 +146,8 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
                                    radius_fraction=radius_fraction)
     bits = sum(1 << project.particles.class_index(name) for name in unknown)
-    scored = {k: v for k, v in truth.items() if k not in unknown}  # as read_truth
-    return RunSample(sv, labels, offsets, centers, classes, scored, unknown_bits=bits)
+    return RunSample(sv, labels, offsets, centers, classes, scoring_truth(truth, unknown),
+                     unknown_bits=bits)
 
 
 def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
