@@ -26,7 +26,12 @@ import torch
 
 from data_tools.atomic import atomic_write_text
 from data_tools.particles import ParticleTable
-from sparse_det.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from sparse_det.checkpoint import (
+    CheckpointError,
+    checkpoint_settings,
+    read_checkpoint,
+    save_checkpoint,
+)
 from sparse_det.config import Config, TrainConfig
 from sparse_det.data import CropSampler, RunSample, annotated_project, load_samples, split_runs
 from sparse_det.device import resolve_device
@@ -71,6 +76,9 @@ class TrainState:
     best: float = -1.0
     history: list[dict] = field(default_factory=list)
     label_weight: torch.Tensor | None = None  # class-loss weight per label (losses.label_weights)
+    # The init checkpoint's (thresholds, calibration): a class no validation run annotates
+    # keeps its threshold, which those runs cannot set (thresholds.calibrate_and_tune).
+    threshold_prior: tuple[dict, dict] | None = None
 
     @property
     def core(self) -> torch.nn.Module:
@@ -127,8 +135,10 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                                   f"config's model ({str(exc)[:200]})") from exc
     opt, sched = make_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
+    prior = (checkpoint_settings(cfg.train.init_checkpoint).prior(cfg.postprocess.tta)
+             if cfg.train.init_checkpoint else None)
     return TrainState(model, opt, sched, scaler, particles, list(feature_names),
-                      label_weight=label_weight)
+                      label_weight=label_weight, threshold_prior=prior)
 
 
 def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
@@ -259,7 +269,8 @@ def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: to
     parts = hooks.gather(payload | {"dets": dets, "truths": [s.truth_xyz_A for s in val_s]})
     tuning, calibration = calibrate_and_tune([d for p in parts for d in p["dets"]],
                                              [t for p in parts for t in p["truths"]],
-                                             state.particles)
+                                             state.particles,
+                                             unannotated_from=state.threshold_prior)
     return tuning.summary() | {"calibration": calibration}, parts
 
 

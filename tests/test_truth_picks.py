@@ -427,3 +427,37 @@ def test_a_particle_picked_in_part_trains_where_picked_and_is_not_scored(annotat
     marks.write_text("ribosme\n")
     with pytest.raises(DataError, match="unknown particles \\['ribosme'\\]"):
         project.partly_picked(run0)
+
+
+def test_training_validation_keeps_the_inits_threshold_for_classes_no_run_annotates(
+        annotated, tmp_path):
+    """sparse_det.train from the default, validated on alice's ribosome-only run: the
+    validation thresholds (which the checkpoint it writes carries) keep the vote mass the
+    init's stood for in every other class, instead of the uncalibrated default 0.5."""
+    import torch
+
+    from sparse_det.thresholds import _log_mass
+    from sparse_det.training import Hooks, _validate, build_state
+
+    project, (run0, _) = annotated
+    base = checkpoint_settings(DEFAULT_CHECKPOINT)
+    cfg = training_config(base.config, project=str(project.path),
+                          base=str(DEFAULT_CHECKPOINT), work=tmp_path / "work", name="f",
+                          train_runs=[run0], val_runs=[run0], steps=1, budget_s=0.0,
+                          device="cpu")
+    sample = load_run_sample(annotated_project(cfg), cfg.data.shards, cfg.sparsify, run0,
+                             cfg.targets.radius_fraction)
+    state = build_state(cfg, list(sample.sv.feature_names), project.particles,
+                        torch.device("cpu"))
+    prior = base.prior(cfg.postprocess.tta)
+    assert state.threshold_prior == prior
+    val, _ = _validate(state, [sample], cfg, torch.device("cpu"),
+                       hooks=Hooks(save=lambda *a: None), payload={})
+    others = [n for n in project.particles.names if n != "ribosome"]
+    for name in others:
+        assert _log_mass(name, val["thresholds"][name], val["calibration"]) == \
+            pytest.approx(_log_mass(name, prior[0][name], prior[1]), abs=1e-6), name
+    state.threshold_prior = None  # the rule before: an unannotated class got 0.5
+    val, _ = _validate(state, [sample], cfg, torch.device("cpu"),
+                       hooks=Hooks(save=lambda *a: None), payload={})
+    assert all(val["thresholds"][n] == pytest.approx(0.5) for n in others)
