@@ -268,6 +268,8 @@ class Settings:
     # nothing to keep when re-tuning (thresholds.keep_prior_unless_beaten).
     thresholds_stale: bool = False
     has_rescorer: bool = False  # it carries a candidate rescorer (sparse_det/rescore.py)
+    # "PROJECT_FOLDER/RUN" of each run its rescorer was fitted on (sparse_det.rescore)
+    rescorer_runs: tuple[str, ...] = ()
 
     def prior(self, tta: str):
         """(thresholds, calibration) tuned for these weights with `tta`, or None."""
@@ -292,7 +294,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
                     dict(doc.get("tuned_for_tta", {})),
                     (min(tuned), max(tuned)) if tuned else None,
                     bool(doc.get("extra", {}).get(THRESHOLDS_STALE)),
-                    doc.get("extra", {}).get(RESCORER) is not None)
+                    doc.get("extra", {}).get(RESCORER) is not None,
+                    tuple(doc.get("extra", {}).get("rescorer_runs", ())))
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

@@ -282,6 +282,27 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     return chosen, results, [label for label, _ in labelled]
 
 
+def warn_rescorer_in_sample(checkpoints: list[str], projects: list[str],
+                            runs: list[str] | None, truth_user: str | None = None) -> None:
+    """A rescorer scores the runs it was fitted on better than new ones, so thresholds
+    tuned there pass too much and the F4 printed reads high: say so, naming the runs."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.checkpoint import checkpoint_settings
+
+    here = set()
+    for path in projects:
+        project = CopickProject(path, truth_user=truth_user)
+        here |= {f"{project.path.name}/{r}" for r in project.runs() if not runs or r in runs}
+    for checkpoint in checkpoints:
+        shared = sorted(here & set(checkpoint_settings(checkpoint).rescorer_runs))
+        if shared:
+            print(f"warning: the rescorer of {checkpoint} was fitted on {len(shared)} of "
+                  f"these runs ({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''})"
+                  ": its thresholds fit them too well and the F4 below reads high (4 low-SNR"
+                  " runs it was fitted on: 0.812; 2 new ones: 0.706). Tune it on runs its "
+                  "rescorer was not fitted on", file=sys.stderr)
+
+
 def _print_choice(labels: list[str], results: list[Retuned], chosen: int) -> None:
     base = results[0].default
     print(f"checkpoints, each at its own thresholds on the same {results[0].n_runs} run(s):")
@@ -381,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
+        warn_rescorer_in_sample(a.checkpoint, a.project, a.runs, a.truth_user)
         chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
                                                     a.rescore_network_classes, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:

@@ -585,3 +585,29 @@ def test_tune_writes_the_network_classes_it_tuned_with(rescored, small_project, 
     assert load_checkpoint(out).rescorer.network_classes == ("ribosome",)
     assert not checkpoint_settings(out).thresholds_stale
     assert sorted(p.name for p in out.parent.iterdir()) == ["t.pt"]
+
+
+def test_a_rescorer_fitted_on_few_runs_and_tuned_on_them_is_flagged(rescored, small_project,
+                                                                     tmp_path, caplog,
+                                                                     capsys):
+    """Fitted on 4 runs and tuned on them, a rescorer scored 0.812 there and 0.706 on new
+    runs (below the shipped 0.725): `rescore` warns when it fits on few runs, and `tune`
+    when it tunes on runs the rescorer was fitted on, naming them — not otherwise."""
+    import logging
+
+    import sparse_det.rescore_fit as rs
+    from sparse_det.tune import warn_rescorer_in_sample
+
+    run0, run1 = small_project.runs()[:2]
+    with caplog.at_level(logging.WARNING, logger=rs.__name__):
+        assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project",
+                     str(small_project.path), "--runs", run1, "--epochs", "1", "--members",
+                     "1", "--noise-copies", "0", "--out", str(tmp_path / "r.pt")]) == 0
+    assert "a rescorer fitted on 1 run(s) follows their accidents" in caplog.text
+    capsys.readouterr()
+    warn_rescorer_in_sample([str(rescored)], [str(small_project.path)], None)
+    err = capsys.readouterr().err
+    assert f"was fitted on 1 of these runs ({small_project.path.name}/{run0})" in err
+    warn_rescorer_in_sample([str(rescored), str(DEFAULT_CHECKPOINT)],
+                            [str(small_project.path)], [run1])
+    assert capsys.readouterr().err == ""
