@@ -71,7 +71,7 @@ def make_variant(src, dest: Path, variant: str, train_runs: list[str], val_run: 
 
 
 def fine_tune(project, work: Path, train_runs: list[str], val_run: str, steps: int,
-              seed: int) -> dict:
+              seed: int, unpicked_share: float | None = None) -> dict:
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings
     from sparse_det.finetune import training_config
     from sparse_det.training import train
@@ -81,6 +81,8 @@ def fine_tune(project, work: Path, train_runs: list[str], val_run: str, steps: i
                           work=work, name="ft", train_runs=train_runs, val_runs=[val_run],
                           steps=steps, budget_s=0.0, device="cpu")
     cfg.train.seed = seed
+    if unpicked_share is not None:
+        cfg.loss.unpicked_share = unpicked_share
     t0 = time.perf_counter()
     best = train(cfg, progress=False, resume=False)
     return {"checkpoint": str(best), "train_s": time.perf_counter() - t0}
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:3]))
     ap.add_argument("--reuse", action="store_true",
                     help="score the checkpoints a run with this --work and --seed trained")
+    ap.add_argument("--unpicked-share", type=float,
+                    help="loss.unpicked_share for the marked variants (default: the config's)")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
     import logging
@@ -200,17 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     results = {"shipped (no fine-tune)": score_on(a.test, str(DEFAULT_CHECKPOINT))
                | probabilities(str(DEFAULT_CHECKPOINT), src, test, train_runs)}
     for variant in a.variants:
-        work = Path(a.work) / f"seed{a.seed}" / variant
+        share = a.unpicked_share if variant.endswith("-marked") else None
+        name = variant if share is None else f"{variant} (unpicked share {share:g})"
+        work = Path(a.work) / f"seed{a.seed}" / name.replace(" ", "_").strip("()")
         if a.reuse and (work / "ft" / "best.pt").is_file():
             trained = json.loads((work / "trained.json").read_text())
         else:
             shutil.rmtree(work, ignore_errors=True)
             project = make_variant(src, work / "project", variant, train_runs, val_run)
-            trained = fine_tune(project, work, train_runs, val_run, a.steps, a.seed)
+            trained = fine_tune(project, work, train_runs, val_run, a.steps, a.seed, share)
             (work / "trained.json").write_text(json.dumps(trained))
-        results[variant] = (score_on(a.test, trained["checkpoint"]) | trained
-                            | probabilities(trained["checkpoint"], src, test, train_runs))
-        print(f"{variant}: {results[variant]['score']:.3f} "
+        results[name] = (score_on(a.test, trained["checkpoint"]) | trained
+                         | probabilities(trained["checkpoint"], src, test, train_runs))
+        print(f"{name}: {results[name]['score']:.3f} "
               f"({trained['train_s']:.0f} s training)", flush=True)
     print(table(results))
     if a.json:

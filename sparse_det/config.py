@@ -70,6 +70,11 @@ class LossConfig:
     # cross-entropy gives each class a share of the gradient by its voxel count: a ribosome
     # has ~25 times a beta-galactosidase's voxels, so small complexes are learnt last.
     class_weights: dict = field(default_factory=dict)
+    # A particle picked in part in a run (CopickProject.partly_picked): the share of its
+    # copies there taken to be unpicked, the weight of p(particle) in a background voxel's
+    # partial-label term (losses.detection_losses). 1: no background voxel of such a run
+    # teaches background; 0.5, chosen before measuring: "about half picked".
+    unpicked_share: float = 0.5
 
 
 @dataclass
@@ -282,6 +287,9 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     if cfg.postprocess.confidence_by not in CONFIDENCE_BY:
         raise ConfigError(f"postprocess.confidence_by: {cfg.postprocess.confidence_by!r}, "
                           f"expected one of {CONFIDENCE_BY}")
+    if not 0 < cfg.loss.unpicked_share <= 1:
+        raise ConfigError(f"loss.unpicked_share: {cfg.loss.unpicked_share}, expected 0-1 "
+                          "(above 0)")
     _check_keep_share_range(cfg)
     return cfg
 

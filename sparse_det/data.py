@@ -23,6 +23,7 @@ from data_tools.sparsify import (
     sparsify,
 )
 from sparse_det.config import Config, ConfigError, TrainConfig
+from sparse_det.losses import unknown_bits_of
 from sparse_det.share_levels import ShareLevels, share_levels, wide_config, wide_shards_dir
 from sparse_det.structures import SWAP_YX, SparseBatch, SparseVolume, swap_yx
 from sparse_det.targets import make_targets
@@ -45,8 +46,8 @@ class RunSample:
     # Set where training reads the run at several kept shares (train.keep_share_range): sv
     # then holds the largest share's unstandardised features.
     levels: ShareLevels | None = None
-    # Bit k set: network class k is not annotated in this run, or picked in part
-    # (CopickProject.training_truth), so a background voxel here may be one of it
+    # Bit k set: network class k is not annotated in this run; bit PARTLY_SHIFT + k: picked
+    # in part (CopickProject.training_truth). A background voxel here may be one of it
     # (losses.detection_losses). truth_xyz_A is then the scoring truth (read_truth).
     unknown_bits: int = 0
 
@@ -145,7 +146,9 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
                                    radius_fraction=radius_fraction)
-    bits = sum(1 << project.particles.class_index(name) for name in unknown)
+    unannotated = project.unannotated_particles(run)
+    bits = unknown_bits_of(project.particles, unannotated,
+                           [n for n in unknown if n not in unannotated])
     return RunSample(sv, labels, offsets, centers, classes, scoring_truth(truth, unknown),
                      unknown_bits=bits)
 

@@ -3,11 +3,27 @@ term where a run leaves classes unannotated), L1 offsets on particles."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from data_tools.particles import ParticleTable
 from sparse_det.config import ConfigError
+
+# A run's unknown bits (RunSample.unknown_bits): bit k where network class k is not
+# annotated there, bit PARTLY_SHIFT + k where it is picked in part; one int64 holds both.
+PARTLY_SHIFT = 32
+
+
+def unknown_bits_of(particles: ParticleTable, unannotated: list[str],
+                    partly_picked: list[str]) -> int:
+    """The bits detection_losses reads for a run (network class k = table index + 1)."""
+    if len(particles) + 1 > PARTLY_SHIFT - 1:
+        raise ConfigError(f"partial annotation takes at most {PARTLY_SHIFT - 2} particles, "
+                          f"the table has {len(particles)}")
+    return (sum(1 << particles.class_index(n) for n in unannotated)
+            | sum(1 << (PARTLY_SHIFT + particles.class_index(n)) for n in partly_picked))
 
 
 def label_weights(particles: ParticleTable, *, background_weight: float,
@@ -32,7 +48,8 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
                      offset_targets: torch.Tensor, *, background_weight: float,
                      focal_gamma: float, offset_weight: float,
                      label_weight: torch.Tensor | None = None,
-                     unknown_bits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     unknown_bits: torch.Tensor | None = None,
+                     unpicked_share: float = 1.0) -> dict[str, torch.Tensor]:
     """The weights come from the config's `loss:` section (LossConfig).
 
     Args:
@@ -44,7 +61,11 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
         run that does not annotate k); read on background voxels only. Its class term is
         then the partial-label loss −log(p(background) + Σ p(k)): read as plain background,
         the unannotated particles there would be taught as background (a run where only
-        ribosomes were picked is not a run without apo-ferritin).
+        ribosomes were picked is not a run without apo-ferritin). Bit PARTLY_SHIFT + k:
+        class k is picked in part there; its term is −log(p(background) + unpicked_share ·
+        p(k)), the likelihood of "not picked" when a share of k's copies went unpicked.
+        With a share below 1 a background voxel read as k still costs something: at 1 a
+        run whose every particle is picked in part teaches no background at all.
     Returns a flat dict: loss_cls, loss_offset (each already weighted) and loss (their sum).
     """
     logp = F.log_softmax(cls_logits.float(), dim=1)
@@ -52,9 +73,12 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
         logp_t = logp.gather(1, labels[:, None]).squeeze(1)
     else:
         bits = torch.arange(logp.shape[1], device=logp.device)
-        unknown = (((unknown_bits[:, None] >> bits) & 1) > 0) & (labels[:, None] == 0)
-        allowed = unknown | (labels[:, None] == bits)
-        logp_t = torch.logsumexp(logp.masked_fill(~allowed, float("-inf")), dim=1)
+        background = labels[:, None] == 0
+        unknown = (((unknown_bits[:, None] >> bits) & 1) > 0) & background
+        partly = (((unknown_bits[:, None] >> (bits + PARTLY_SHIFT)) & 1) > 0) & background
+        allowed = unknown | partly | (labels[:, None] == bits)
+        shifted = logp + torch.where(partly & ~unknown, math.log(unpicked_share), 0.0)
+        logp_t = torch.logsumexp(shifted.masked_fill(~allowed, float("-inf")), dim=1)
     if label_weight is None:
         w = torch.where(labels == 0, background_weight, 1.0).to(logp.dtype)
     else:

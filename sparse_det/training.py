@@ -156,7 +156,8 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
                               background_weight=cfg.loss.background_weight,
                               focal_gamma=cfg.loss.focal_gamma,
                               offset_weight=cfg.loss.offset_weight,
-                              label_weight=state.label_weight, unknown_bits=unknown)
+                              label_weight=state.label_weight, unknown_bits=unknown,
+                              unpicked_share=cfg.loss.unpicked_share)
     state.opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()

@@ -99,3 +99,12 @@ def test_channel_group_dropout_out_of_range_fails():
         config_from_dict({"train": {"channel_group_dropout": 0.7}})
     cfg = config_from_dict({"train": {"channel_group_dropout": 0.5}})
     assert cfg.train.channel_group_dropout == 0.5
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_unpicked_share_outside_0_1_is_refused(share):
+    from sparse_det.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="loss.unpicked_share"):
+        config_from_dict({"loss": {"unpicked_share": share}})
+    assert config_from_dict({"loss": {"unpicked_share": 1.0}}).loss.unpicked_share == 1.0

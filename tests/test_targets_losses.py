@@ -149,3 +149,41 @@ def test_partial_label_loss_hand_case():
                      unknown_bits=unknown, **kw)["loss"].backward()
     g = logits.grad[0]
     assert g[2] < 0 and g[0] < 0 and g[1] > 0, g  # descent raises p0 and p2, lowers p1
+
+
+def test_partly_picked_term_hand_case():
+    """Class 2 picked in part in a run (bit PARTLY_SHIFT + 2), a share s of its copies
+    unpicked: a background voxel's term is −log(p0 + s·p2); with class 1 also unannotated
+    there (bit 1), −log(p0 + p1 + s·p2). At s = 1 it is the unannotated term; below 1 a
+    voxel read as class 2 is pushed towards background, and less so than by plain
+    cross-entropy."""
+    from sparse_det.losses import PARTLY_SHIFT
+
+    logits = torch.tensor([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0], [0.5, 2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    p = torch.softmax(logits, 1)
+    partly = 1 << (PARTLY_SHIFT + 2)
+    bits = torch.tensor([partly, partly | 0b10, partly])
+    kw = dict(background_weight=1.0, focal_gamma=0.0, offset_weight=0.0)
+    out = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                           unknown_bits=bits, unpicked_share=0.5, **kw)
+    expected = -(torch.log(p[0, 0] + 0.5 * p[0, 2]) + torch.log(p[1, 0] + p[1, 1] + 0.5 * p[1, 2])
+                 + torch.log(p[2, 1])) / 3
+    assert out["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
+    at_one = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                              unknown_bits=bits, unpicked_share=1.0, **kw)
+    as_unannotated = detection_losses(logits, torch.zeros(3, 3), labels, torch.zeros(3, 3),
+                                      unknown_bits=torch.tensor([0b100, 0b110, 0b100]), **kw)
+    assert at_one["loss_cls"].item() == pytest.approx(as_unannotated["loss_cls"].item(),
+                                                      rel=1e-6)
+    # a background voxel read as class 2 (class 1 out of the picture): at s = 1 nothing
+    # moves it; at s = 0.5 descent lowers its class-2 logit, plain cross-entropy more
+    one = torch.tensor([[0.0, -10.0, 3.0]])
+    grads = []
+    for share in (1.0, 0.5, None):
+        x = one.clone().requires_grad_(True)
+        detection_losses(x, torch.zeros(1, 3), torch.tensor([0]), torch.zeros(1, 3),
+                         unknown_bits=None if share is None else torch.tensor([partly]),
+                         unpicked_share=share or 1.0, **kw)["loss"].backward()
+        grads.append(float(x.grad[0, 2]))
+    assert abs(grads[0]) < 1e-4 and 0.02 < grads[1] < grads[2]

@@ -384,6 +384,7 @@ def test_a_particle_picked_in_part_trains_where_picked_and_is_not_scored(annotat
     from sparse_det.config import Config
     from sparse_det.data import CropSampler
     from sparse_det.import_picks import main as import_main
+    from sparse_det.losses import PARTLY_SHIFT
 
     project, (run0, _) = annotated
     csv = tmp_path / "some.csv"
@@ -403,7 +404,10 @@ def test_a_particle_picked_in_part_trains_where_picked_and_is_not_scored(annotat
     sample = load_run_sample(project, tmp_path / "shards", cfg.sparsify, run0,
                              cfg.targets.radius_fraction)
     ribosome = project.particles.class_index("ribosome")
-    assert (sample.labels == ribosome).any() and sample.unknown_bits & (1 << ribosome)
+    others = sum(1 << project.particles.class_index(n) for n in project.particles.names
+                 if n != "ribosome")  # not annotated; the ribosome picked in part
+    assert (sample.labels == ribosome).any()
+    assert sample.unknown_bits == others | (1 << (PARTLY_SHIFT + ribosome))
     assert sample.truth_xyz_A == {}
     sub = tmp_path / "sub.csv"
     pd.DataFrame({"id": [0], "experiment": run0, "particle_type": "ribosome", "x": [5.0],
@@ -418,7 +422,7 @@ def test_a_particle_picked_in_part_trains_where_picked_and_is_not_scored(annotat
     assert doc["per_class"]["ribosome"]["fp"] == 0 and [run0, "ribosome"] in \
         doc["not_annotated"]
     crop = CropSampler([sample], cfg.train, seed=0).sample()
-    assert (crop.unknown_bits[crop.labels == 0] & (1 << ribosome)).all()
+    assert (crop.unknown_bits[crop.labels == 0] == sample.unknown_bits).all()
     assert info_main([str(project.path)]) == 0
     out = capsys.readouterr().out
     assert "picks (alice_1): apo-ferritin 0, ribosome 2\n" in out
