@@ -19,6 +19,8 @@ PARTLY_SHIFT = 32
 def unknown_bits_of(particles: ParticleTable, unannotated: list[str],
                     partly_picked: list[str]) -> int:
     """The bits detection_losses reads for a run (network class k = table index + 1)."""
+    if not unannotated and not partly_picked:
+        return 0  # a run annotated in full trains with a table of any size
     if len(particles) + 1 > PARTLY_SHIFT - 1:
         raise ConfigError(f"partial annotation takes at most {PARTLY_SHIFT - 2} particles, "
                           f"the table has {len(particles)}")

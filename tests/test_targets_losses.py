@@ -187,3 +187,18 @@ def test_partly_picked_term_hand_case():
                          unpicked_share=share or 1.0, **kw)["loss"].backward()
         grads.append(float(x.grad[0, 2]))
     assert abs(grads[0]) < 1e-4 and 0.02 < grads[1] < grads[2]
+
+
+def test_unknown_bits_pack_both_kinds_and_refuse_only_what_cannot_fit():
+    """Unannotated class k sets bit k, picked in part bit PARTLY_SHIFT + k; a table too
+    large for the packing is refused only where a run needs it."""
+    from data_tools.particles import ParticleTable, ParticleType
+    from sparse_det.config import ConfigError
+    from sparse_det.losses import PARTLY_SHIFT, unknown_bits_of
+
+    table = ParticleTable([ParticleType(f"p{i}", 60.0, 1.0, i + 1) for i in range(3)])
+    assert unknown_bits_of(table, ["p1"], ["p2"]) == (1 << 2) | (1 << (PARTLY_SHIFT + 3))
+    big = ParticleTable([ParticleType(f"p{i}", 60.0, 1.0, i + 1) for i in range(31)])
+    assert unknown_bits_of(big, [], []) == 0
+    with pytest.raises(ConfigError, match="at most 30 particles"):
+        unknown_bits_of(big, ["p0"], [])
