@@ -274,6 +274,8 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
         for _, checkpoint in labelled:
             candidates.append(tmp_sibling(Path(out)))
             results.append(retune(checkpoint, out=str(candidates[-1]), **tune_args))
+        warn_rescorer_in_sample(checkpoints, tune_args["projects"], tune_args.get("runs"),
+                                tune_args.get("truth_user"))
         chosen = keep_first_unless_beaten({i: r.default for i, r in enumerate(results)})
         os.replace(candidates[chosen], out)
     finally:
@@ -402,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
                      confidence_powers=a.confidence_power, confidence_by=a.confidence_by,
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
-        warn_rescorer_in_sample(a.checkpoint, a.project, a.runs, a.truth_user)
         chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
                                                     a.rescore_network_classes, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:

@@ -571,10 +571,11 @@ def test_network_classes_keep_the_networks_scores_and_the_rest_the_rescorers(
         write_network_classes(str(plain), tmp_path / "y.pt", ["ribosome"])
 
 
-def test_tune_writes_the_network_classes_it_tuned_with(rescored, small_project, tmp_path):
+def test_tune_writes_the_network_classes_it_tuned_with(rescored, small_project, tmp_path,
+                                                       capsys):
     """`tune --rescore-network-classes` tunes the checkpoint with the class left to the
     network and writes that setting with its thresholds (no longer stale), leaving no
-    scratch file behind."""
+    scratch file behind; it warns that the rescorer was fitted on one of these runs."""
     from sparse_det.tune import main as tune_main
 
     out = tmp_path / "tuned" / "t.pt"
@@ -585,6 +586,7 @@ def test_tune_writes_the_network_classes_it_tuned_with(rescored, small_project, 
     assert load_checkpoint(out).rescorer.network_classes == ("ribosome",)
     assert not checkpoint_settings(out).thresholds_stale
     assert sorted(p.name for p in out.parent.iterdir()) == ["t.pt"]
+    assert "was fitted on 1 of these runs" in capsys.readouterr().err
 
 
 def test_a_rescorer_fitted_on_few_runs_and_tuned_on_them_is_flagged(rescored, small_project,
