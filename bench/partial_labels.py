@@ -13,7 +13,8 @@ which teaches them as background); `thinned` (`--variants`: every particle annot
 only every third pick kept: a class picked in part, its other copies read as background);
 `thinned-marked` (the same picks, each marked as picked in part: trained as particles where
 picked, never as background elsewhere); `apo-thinned` and `apo-thinned-marked` the same for
-apo-ferritin alone, every other particle annotated in full.
+apo-ferritin alone, every other particle annotated in full (`--unpicked-share S`: the
+marked variants train with loss.unpicked_share S, named so in the results).
 Each fine-tunes the shipped checkpoint for the same
 steps; each best checkpoint, and the shipped one, then picks the test project's runs.
 Prints per-class F4 and recall; the JSON holds them and the seconds each training took.
