@@ -256,10 +256,10 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
     frames: dict = {}
 
     def frame_of(name: str):
-        if name not in project.runs():
-            raise DataError(f"tomogram {name!r} is not a run of {project.path} (runs: "
-                            f"{', '.join(project.runs()) or 'none'}); --run names it")
-        if name not in frames:
+        if name not in frames:  # the project's runs listed once per name, not per file
+            if name not in project.runs():
+                raise DataError(f"tomogram {name!r} is not a run of {project.path} (runs: "
+                                f"{', '.join(project.runs()) or 'none'}); --run names it")
             frames[name] = run_pixel_frame(project, name, sparsify, star_frame == "source")
         return frames[name]
 
