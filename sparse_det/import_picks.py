@@ -3,7 +3,7 @@ finetune, tune and evaluate read as the ground truth (README, *Your own annotati
 
     python -m sparse_det.import_picks FILE [FILE ...] --project PROJECT --user-id NAME
         [--session-id 1] [--particle NAME] [--run RUN] [--star-frame source|project]
-        [--tomo-map MAP.doc|.vll] [--complete | --partly-picked]
+        [--tomo-map MAP.doc|.vll] [--imod-object N=NAME ...] [--complete | --partly-picked]
 
 - **STAR** (`.star`: RELION, Warp, or infer's `--star-out`): the loop that holds
   coordinates. A row's run is its `rlnTomoName` (else `rlnMicrographName` without its
@@ -20,6 +20,12 @@ finetune, tune and evaluate read as the ground truth (README, *Your own annotati
   looked up in `--tomo-map` (Dynamo's table map `.doc`, "index path" lines, or volume list
   `.vll`, a path per volume) and named after the file; its particle is `--particle` (a
   table's class numbers are its author's).
+- **IMOD models** (`.mod`, saved by 3dmod; data_tools.imod_model): each object's points,
+  in pixels of the same frame as a STAR's `rlnCoordinate*` (the full image file, a subset
+  3dmod showed and a Y/Z flip undone); its run is `--run` or the file's name (`TS_01.mod`);
+  an object is the particle it is named after (case, spaces and underscores aside), the one
+  `--imod-object N=NAME` gives it (3dmod's object number; `N=skip` leaves it out), or
+  `--particle`. A pixel size the model states must be that frame's.
 - **CSV** in the competition's columns (`experiment, particle_type, x, y, z`, Å).
 
 Each run and particle the files hold is written as `USER_SESSION_PARTICLE.json` in the
@@ -51,6 +57,7 @@ CENTRED = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
 PIXELS = [f"rlnCoordinate{a}" for a in "XYZ"]
 PIXEL_SIZES = ("rlnDetectorPixelSize", "rlnImagePixelSize", "rlnTomoTiltSeriesPixelSize")
 PIXEL_TOLERANCE = 0.01
+SKIP = "skip"  # --imod-object N=skip: an object that holds no particle
 RUN_SUFFIXES = {".tomostar", ".mrc", ".rec", ".st", ".map", ".zarr", ".star"}
 
 
@@ -214,6 +221,50 @@ def dynamo_picks(path: Path, *, run: str | None, particle: str | None,
     return out
 
 
+def _object_particle(obj, particle: str | None, object_map: dict[int, str],
+                     names: list[str]) -> str | None:
+    """The particle an IMOD object holds: None where it is skipped, "" where nothing
+    names one."""
+    if obj.number in object_map:
+        return None if object_map[obj.number] == SKIP else object_map[obj.number]
+    if particle:
+        return particle
+    key = obj.name.lower().replace(" ", "-").replace("_", "-")
+    return next((n for n in names if n.lower().replace("_", "-") == key), "")
+
+
+def imod_picks(path: Path, *, run: str | None, particle: str | None,
+               object_map: dict[int, str], names: list[str], frame_of) -> pd.DataFrame:
+    """An IMOD model's picks as rows of experiment, particle_type, x, y, z (Å); `names`:
+    the project's particles, which objects are matched to by name."""
+    from data_tools.imod_model import read_imod_model
+
+    model = read_imod_model(path)
+    unknown = sorted(set(object_map) - {o.number for o in model.objects})
+    if unknown:
+        raise DataError(f"{path}: --imod-object numbers {unknown} are not objects of the "
+                        f"model (it has {len(model.objects)})")
+    name = run or _as_run(path.stem)
+    frame = frame_of(name)
+    if model.pixel_size_A and abs(model.pixel_size_A / frame.pixel_size_A - 1) > PIXEL_TOLERANCE:
+        raise DataError(f"{path}: the model was made on an image of {model.pixel_size_A:g} Å "
+                        f"pixels, but run {name!r}'s frame is {frame.note}; mark it on that "
+                        "file, or give --star-frame project or source")
+    rows, unnamed = [], []
+    for obj in (o for o in model.objects if len(o.points_px)):
+        kind = _object_particle(obj, particle, object_map, names)
+        if kind == "":
+            unnamed.append(f"{obj.number} ({obj.name or 'no name'}, {len(obj.points_px)} "
+                           "points)")
+        elif kind:
+            rows += [(name, kind, *xyz) for xyz in frame.from_px(obj.points_px)]
+    if unnamed:
+        raise DataError(f"{path}: objects {'; '.join(unnamed)} are named after no particle "
+                        f"of the project ({', '.join(names)}); name them with --imod-object "
+                        f"N=NAME (N=skip leaves one out) or --particle")
+    return pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z"])
+
+
 def csv_picks(path: Path) -> pd.DataFrame:
     from sparse_det.writers import read_submission
 
@@ -221,7 +272,10 @@ def csv_picks(path: Path) -> pd.DataFrame:
 
 
 def _read_file(p: Path, project: CopickProject, run: str | None, particle: str | None,
-               tomo_map: str | None, frame_of) -> pd.DataFrame:
+               tomo_map: str | None, frame_of, object_map: dict[int, str]) -> pd.DataFrame:
+    if p.suffix.lower() == ".mod":
+        return imod_picks(p, run=run, particle=particle, object_map=object_map,
+                          names=project.particles.names, frame_of=frame_of)
     if p.suffix.lower() == ".star":
         return star_picks(p, project, run=run, particle=particle, frame_of=frame_of)
     if p.suffix.lower() == ".tbl":
@@ -229,13 +283,30 @@ def _read_file(p: Path, project: CopickProject, run: str | None, particle: str |
                             tomo_map=read_tomo_map(Path(tomo_map)) if tomo_map else None)
     if p.suffix.lower() == ".csv":
         return csv_picks(p)
-    raise DataError(f"{p}: not a .star, .tbl or .csv file")
+    raise DataError(f"{p}: not a .star, .tbl, .mod or .csv file")
+
+
+def parse_object_map(items, names: list[str]) -> dict[int, str]:
+    """`--imod-object N=NAME` values → {object number: particle name or SKIP}."""
+    out = {}
+    for item in items:
+        number, _, kind = item.partition("=")
+        if not number.strip().isdigit() or int(number) < 1 or not kind.strip():
+            raise DataError(f"--imod-object {item!r}: give N=NAME, N being 3dmod's object "
+                            "number (from 1)")
+        kind = kind.strip()
+        if kind != SKIP and kind not in names:
+            raise DataError(f"--imod-object {item!r}: {kind!r} is not a particle of the "
+                            f"project ({', '.join(names)}) nor {SKIP!r}")
+        out[int(number)] = kind
+    return out
 
 
 def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: str,
                  session_id: str = "1", run: str | None = None, particle: str | None = None,
                  star_frame: str = "source", sparsify=None, tomo_map: str | None = None,
-                 complete: bool = False, partly_picked: bool = False
+                 complete: bool = False, partly_picked: bool = False,
+                 imod_objects: list[str] | tuple[str, ...] = ()
                  ) -> dict[tuple[str, str], int]:
     """Writes the files' picks into the project; returns {(run, particle): count}.
     `complete`: every other table particle of each run the files name gets an empty file.
@@ -253,6 +324,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
                         f"annotations are a person's; '{GT_USER}' and session "
                         f"{TOOL_SESSION} are kept for curated ground truth and for tools")
     sparsify = sparsify or SparsifyConfig()
+    object_map = parse_object_map(imod_objects, project.particles.names)
     frames: dict = {}
 
     def frame_of(name: str):
@@ -263,7 +335,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
             frames[name] = run_pixel_frame(project, name, sparsify, star_frame == "source")
         return frames[name]
 
-    picks = pd.concat([_read_file(p, project, run, particle, tomo_map, frame_of)
+    picks = pd.concat([_read_file(p, project, run, particle, tomo_map, frame_of, object_map)
                        for p in map(Path, paths)], ignore_index=True)
     if complete:
         runs = sorted(set(picks["experiment"]))
@@ -291,7 +363,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("files", nargs="+", help=".star, .tbl (Dynamo) or .csv files")
+    ap.add_argument("files", nargs="+", help=".star, .tbl (Dynamo), .mod (IMOD) or .csv files")
     ap.add_argument("--project", required=True)
     ap.add_argument("--user-id", required=True, help="who annotated (copick user id)")
     ap.add_argument("--session-id", default="1", help="copick session id (not 0: a tool's)")
@@ -302,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(import_mrc), else of the project's tomogram; or always the latter")
     ap.add_argument("--tomo-map", help="Dynamo's table map (.doc) or volume list (.vll): "
                                        "a .tbl's tomogram indices to runs")
+    ap.add_argument("--imod-object", action="append", default=[], metavar="N=NAME",
+                    help="an IMOD model's object N (from 1, as 3dmod numbers them) holds "
+                         "particle NAME (N=skip: no particle); repeat for several")
     ap.add_argument("--complete", action="store_true",
                     help="the files hold every particle of the runs they name: each other "
                          "particle gets an empty file there (none), not none (not annotated)")
@@ -319,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                               session_id=a.session_id, run=a.run, particle=a.particle,
                               star_frame=a.star_frame, tomo_map=a.tomo_map,
                               complete=a.complete, partly_picked=a.partly_picked,
+                              imod_objects=a.imod_object,
                               sparsify=with_overrides(SparsifyConfig(), input_overrides(a)))
     except (DataError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

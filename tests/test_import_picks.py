@@ -6,12 +6,14 @@ started from; a wrong pixel size or an unknown tomogram is refused by name."""
 from __future__ import annotations
 
 import shutil
+import struct
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from data_tools.copick_io import CopickProject
+from data_tools.imod_model import FLIP_YZ, OTRANS_ORIGIN, SCATTERED
 from data_tools.particles import DataError
 from data_tools.source_frame import SourceFrame
 from data_tools.sparsify import SparsifyConfig
@@ -223,3 +225,88 @@ def test_complete_says_the_other_particles_are_none(project, tmp_path):
     assert list(truth) == project.particles.names and bob.unannotated_particles(run) == []
     assert len(truth["ribosome"]) == 1 and sum(len(v) for v in truth.values()) == 1
     assert bob.annotated_runs() == [run]  # the other run is named by no file
+
+
+def _imod_model(objects, *, flags=0, minx=None, pixsize=1.0, units=0) -> bytes:
+    """An IMOD binary model laid out by hand from IMOD's binspec: `objects` are (name,
+    object flags, [contour points (N, 3) as stored]); a mesh, material, point-size and
+    view chunk ride along, as 3dmod writes them, for the reader to skip."""
+    out = [b"IMODV1.2", struct.pack(">128s4iI4i6f5ifi i3f", b"model", 630, 630, 184,
+                                    len(objects), flags, 1, 1, 0, 255, 0, 0, 0, 1, 1, 1,
+                                    0, 0, 0, 3, 128, pixsize, units, 0, 0, 0, 0)]
+    for name, obj_flags, contours in objects:
+        out.append(b"OBJT" + struct.pack(">64s16IiI2i3fi8B2i", name.encode(), *[0] * 16,
+                                         len(contours), obj_flags, 0, 0, 1, 0, 0, 3,
+                                         *[1] * 8, 1, 0))
+        for pts in contours:
+            pts = np.asarray(pts, dtype=">f4").reshape(-1, 3)
+            out.append(b"CONT" + struct.pack(">iIii", len(pts), 0, 0, 0) + pts.tobytes())
+            out.append(b"SIZE" + struct.pack(">i", 4 * len(pts)) + b"\0" * 4 * len(pts))
+        out.append(b"MESH" + struct.pack(">3i2h", 2, 3, 0, 0, 0) + b"\0" * 24
+                   + struct.pack(">3i", 0, 1, -1))
+        out.append(b"IMAT" + struct.pack(">i", 16) + b"\0" * 16)
+    if minx is not None:
+        out.append(b"MINX" + struct.pack(">i18f", 72, *np.ravel(minx)))
+    out.append(b"VIEW" + struct.pack(">i", 8) + b"\0" * 8 + b"IEOF")
+    return b"".join(out)
+
+
+def test_an_imod_model_its_objects_subset_and_flip(project, tmp_path, capsys):
+    """Points stored as 3dmod saves them — pixel edges at 0 in x and y, section centres at
+    0 in z, on a subset starting at (7, 5, 3) of a Y/Z-flipped view — land on the
+    full-file pixels they stand for, in the same frame as a STAR's rlnCoordinate."""
+    run = project.runs()[0]
+    frame = run_pixel_frame(project, run, SparsifyConfig())
+    px_A = frame.pixel_size_A
+    ribo_px = np.array([[30.0, 40.0, 20.0], [61.25, 11.5, 13.0]])  # 0 at a pixel's centre
+    apo_px = np.array([[100.0, 200.0, 50.0]])
+    start = np.array([7.0, 5.0, 3.0])
+
+    def stored(px):  # the subset's index coordinates, then y and z exchanged
+        s = px + np.array([0.5, 0.5, 0.0]) - start
+        return s[:, [0, 2, 1]]
+
+    origin = np.array([120.0, -40.0, 35.0])  # otrans: the header origin; ctrans: its subset
+    minx = np.stack([np.ones(3), origin, np.zeros(3), np.full(3, px_A),
+                     origin - px_A * start, np.zeros(3)])
+    model = _imod_model([("Ribosome", SCATTERED, [stored(ribo_px[:1]), stored(ribo_px[1:])]),
+                         ("apo ferritin", SCATTERED, [stored(apo_px)]),
+                         ("membrane", 0, [stored(apo_px)]), ("", 0, [])],
+                        flags=FLIP_YZ | OTRANS_ORIGIN, minx=minx)
+    mod = tmp_path / f"{run}.mod"
+    mod.write_bytes(model)
+    args = [str(mod), "--project", str(project.path), "--user-id", "fay"]
+    assert main(args) == 2
+    assert "objects 3 (membrane, 1 points) are named after no particle" in capsys.readouterr().err
+    assert main([*args, "--imod-object", "3=skip"]) == 0
+    fay = CopickProject(project.path, truth_user="fay").read_picks(run)
+    assert sorted(k for k, v in fay.items() if len(v)) == ["apo-ferritin", "ribosome"]
+    np.testing.assert_allclose(fay["ribosome"], frame.from_px(ribo_px), atol=1e-3)
+    np.testing.assert_allclose(fay["apo-ferritin"], frame.from_px(apo_px), atol=1e-3)
+
+    assert main([*args, "--imod-object", "3=thyroglobulin", "--imod-object", "1=skip",
+                 "--user-id", "gus"]) == 0
+    gus = CopickProject(project.path, truth_user="gus").read_picks(run)
+    assert sorted(k for k, v in gus.items() if len(v)) == ["apo-ferritin", "thyroglobulin"]
+    for bad, said in [("5=ribosome", "numbers [5] are not objects"),
+                      ("3=membrane", "'membrane' is not a particle"), ("x=skip", "give N=NAME")]:
+        assert main([*args, "--imod-object", bad, "--user-id", "hal"]) == 2
+        assert said in capsys.readouterr().err
+
+    # no MINX: the stored points are the full file's; a stated pixel size must be the frame's
+    plain = tmp_path / "picks.mod"
+    plain.write_bytes(_imod_model([("ribosome", SCATTERED, [ribo_px + np.array([0.5, 0.5, 0])])],
+                                  pixsize=px_A / 10, units=-9))
+    assert main([str(plain), "--project", str(project.path), "--user-id", "ivy",
+                 "--run", run]) == 0
+    np.testing.assert_allclose(CopickProject(project.path, truth_user="ivy")
+                               .read_picks(run)["ribosome"], frame.from_px(ribo_px), atol=1e-3)
+    plain.write_bytes(_imod_model([("ribosome", SCATTERED, [ribo_px])],
+                                  pixsize=2 * px_A / 10, units=-9))
+    assert main([str(plain), "--project", str(project.path), "--user-id", "jo",
+                 "--run", run]) == 2
+    assert f"an image of {2 * px_A:g} Å pixels" in capsys.readouterr().err
+    plain.write_bytes(model[:300])
+    assert main([str(plain), "--project", str(project.path), "--user-id", "jo",
+                 "--run", run]) == 2
+    assert f"{plain}: the model ends inside a structure" in capsys.readouterr().err
