@@ -15,7 +15,12 @@ the model was saved on a Y/Z-flipped image (model flag bit 16), then add
 (otrans − ctrans) / cscale, the subset's start, where bit 14 says otrans holds the image
 origin. Here the result is given with 0 at the centre of the first pixel on every axis
 (copick's convention, and the STAR writer's): x − 0.5, y − 0.5, z. Tilt angles (MINX
-crot) are not applied, as IMOD's own programs do not apply them to model points.
+crot) are not applied, as IMOD's own programs do not apply them to model points. Current
+3dmod sets model flag bit 10 (Z runs from −0.5, the first section's bottom), which is that
+convention; a model without it is read the same way (at most half a section off).
+
+`write_imod_model` writes picks the same way back — one scattered-point object per
+particle, drawn as spheres of its radius — for viewing and correcting them in 3dmod.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.atomic import atomic_path
 from data_tools.particles import DataError
 
 MODEL_HEADER = struct.Struct(">128s4i I 4i 6f 5i f 2i 3f")  # 232 bytes
@@ -35,6 +41,8 @@ FLIP_YZ = 1 << 16  # model flags: saved while the image was shown with Y and Z e
 OTRANS_ORIGIN = 1 << 14  # model flags: MINX otrans holds the image origin
 SCATTERED = 1 << 9  # object flags: contours hold scattered points
 UNIT_EXPONENT_A = 10  # header `units` are powers of ten of metres: -10 is Å, -9 nm
+Z_FROM_MINUS_HALF = 1 << 10  # model flags: z from -0.5, the first section's centre at 0
+UNITS_NM = -9
 
 
 @dataclass(frozen=True)
@@ -154,3 +162,38 @@ def _full_file_frame(flags: int, minx: np.ndarray | None) -> tuple[np.ndarray, f
     shift = (otrans - ctrans) / cscale if flags & OTRANS_ORIGIN else np.zeros(3)
     stated = None if np.allclose(cscale, 1.0) else float(cscale[0])
     return shift, stated
+
+
+@dataclass(frozen=True)
+class PointSet:
+    """What `write_imod_model` writes as one object: `points_px` (N, 3) x, y, z in pixels,
+    0 at the centre of the first pixel; drawn as spheres of `radius_px` in `rgb` (0–1)."""
+
+    name: str
+    points_px: np.ndarray
+    radius_px: float
+    rgb: tuple[float, float, float]
+
+
+def write_imod_model(path: str | Path, objects: list[PointSet], *, shape_xyz: tuple[int, ...],
+                     pixel_size_A: float) -> Path:
+    """A binary model 3dmod opens on the image of `shape_xyz` pixels of `pixel_size_A`:
+    one scattered-point object per entry (an empty one where it has no points). Written to
+    a temporary name and renamed."""
+    path = Path(path)
+    out = [b"IMOD", b"V1.2", MODEL_HEADER.pack(
+        path.name.encode()[:127], *map(int, shape_xyz), len(objects), Z_FROM_MINUS_HALF,
+        1, 1, 0, 255, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0, 0, 0, 3, 128,
+        pixel_size_A / 10, UNITS_NM, 0, 0.0, 0.0, 0.0)]
+    for obj in objects:
+        pts = np.asarray(obj.points_px, dtype=np.float64).reshape(-1, 3)
+        out.append(b"OBJT" + OBJECT_HEADER.pack(
+            obj.name.encode()[:63], *[0] * 16, 1 if len(pts) else 0, SCATTERED, 0, 1,
+            *map(float, obj.rgb), max(1, round(obj.radius_px)), 0, 3, 1, 1, 0, 0, 0, 0, 0, 0))
+        if len(pts):
+            stored = (pts + np.array([0.5, 0.5, 0.0])).astype(">f4")
+            out.append(b"CONT" + struct.pack(">i3i", len(pts), 0, 0, 0) + stored.tobytes())
+    out.append(b"IEOF")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"".join(out))
+    return path

@@ -15,7 +15,10 @@
   _rlnClassNumber (1-based index
   into the particle table, listed in the header comment), _rlnAutopickFigureOfMerit (the
   detector's score) and _sparseDetParticleType (the class name; RELION warns about and
-  ignores labels it does not know).
+  ignores labels it does not know);
+- IMOD models (`RUN.mod`), one scattered-point object per particle drawn at its radius,
+  in the same pixels as the STAR files (data_tools/imod_model.py), to open over the MRC
+  in 3dmod, correct, and read back with `import_picks`.
 
 Tables passed in have DETECTION_COLUMNS (sparse_det/structures.py).
 """
@@ -94,14 +97,16 @@ STAR_LABELS = ["rlnTomoName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordin
 class PixelFrame:
     """The pixels a run's STAR coordinates are in: `pixel_size_A`, `to_px` ((N, 3) x, y, z
     in Å → pixels) and `from_px` (its inverse), a note for the header saying whose pixels
-    they are, and `centre_xyz_A`, the Å position RELION 5's centred coordinates are taken
-    from (see tomogram_centre_A)."""
+    they are, `centre_xyz_A`, the Å position RELION 5's centred coordinates are taken
+    from (see tomogram_centre_A), and `shape_xyz`, the size in those pixels of the image
+    they are of."""
 
     pixel_size_A: float
     to_px: Callable[[np.ndarray], np.ndarray]
     note: str
     centre_xyz_A: tuple[float, float, float]
     from_px: Callable[[np.ndarray], np.ndarray]
+    shape_xyz: tuple[int, ...]
 
     @classmethod
     def of_project(cls, pixel_size_A: float, shape_zyx: tuple[int, ...],
@@ -110,7 +115,8 @@ class PixelFrame:
                    lambda xyz_A: (np.asarray(xyz_A, dtype=float) - origin_A) / pixel_size_A,
                    f"pixels of {pixel_size_A:.4f} Å of the project's tomogram",
                    tomogram_centre_A(pixel_size_A, shape_zyx, origin_A),
-                   lambda px: np.asarray(px, dtype=float) * pixel_size_A + origin_A)
+                   lambda px: np.asarray(px, dtype=float) * pixel_size_A + origin_A,
+                   tuple(shape_zyx[::-1]))
 
     def centred_A(self, xyz_A: np.ndarray) -> np.ndarray:
         return np.asarray(xyz_A, dtype=float) - np.asarray(self.centre_xyz_A)
@@ -147,7 +153,8 @@ def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = T
         f"pixels of {imported.pixel_size_A:.4f} Å of {imported.file}"
         + (f" (the import {' and '.join(how)}, undone)" if how else ""),
         tomogram_centre_A(s.voxel_size_A, s.shape_zyx, s.origin_A),
-        lambda px: imported.from_source_px(px, s.voxel_size_A, s.origin_A))
+        lambda px: imported.from_source_px(px, s.voxel_size_A, s.origin_A),
+        tuple(imported.shape_zyx[::-1]))
 
 
 def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame, particles: ParticleTable
@@ -180,6 +187,26 @@ def write_star_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str]
         atomic_write_text(path, star_text(run, rows[rows["experiment"] == run],
                                           frames[run], particles))
         paths.append(path)
+    return paths
+
+
+def write_imod_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
+                     frames: dict[str, PixelFrame], particles: ParticleTable) -> list[Path]:
+    """`<out_dir>/<run>.mod` for every run: an object per particle (empty where none was
+    found), in each run's PixelFrame (run_pixel_frame)."""
+    from data_tools.imod_model import PointSet, write_imod_model
+
+    out_dir = writable_dir(out_dir)
+    paths = []
+    for run in runs:
+        mine, frame = rows[rows["experiment"] == run], frames[run]
+        objects = [PointSet(p.name, frame.to_px(
+            mine.loc[mine["particle_type"] == p.name, ["x", "y", "z"]].to_numpy(dtype=float)
+            .reshape(-1, 3)), p.radius_A / frame.pixel_size_A,
+            tuple(c / 255 for c in p.color[:3])) for p in particles]
+        paths.append(write_imod_model(out_dir / f"{run}.mod", objects,
+                                      shape_xyz=frame.shape_xyz,
+                                      pixel_size_A=frame.pixel_size_A))
     return paths
 
 

@@ -1,21 +1,24 @@
 """Picks go back to the user's own MRC file: the import's binning and IMOD rotation are
 recorded in the tomogram's `.zattrs` and undone, checked on bright marks at known pixels
-and through `sparse_det.infer --star-out` on an IMOD-oriented run."""
+and through `sparse_det.infer --star-out` and `--imod-out` on an IMOD-oriented run."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import struct
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from data_tools.copick_io import CopickProject
+from data_tools.imod_model import read_imod_model
 from data_tools.import_mrc import main as import_main
 from data_tools.mrc import write_mrc
 from data_tools.particles import DataError
 from data_tools.source_frame import IMPORT_KEY, read_source_frame
+from sparse_det.import_picks import main as import_picks_main
 from sparse_det.infer import main as infer_main
 from tests.test_outputs import read_star_loop
 
@@ -92,20 +95,28 @@ def test_star_pixels_of_an_ome_zarr_05_tomogram(tmp_path):
                                [[3.0, 0.0, 10.0]])
 
 
+def _imod_oriented_run(small_project, tmp_path):
+    """The project's first run written as IMOD leaves it (thin along y) and imported: the
+    source project, the run, its tomogram, the file's volume, and infer's common args."""
+    src = CopickProject(small_project.path)
+    run = src.runs()[0]
+    tomo = src.read_tomogram(run, 10.0, "denoised")
+    imod = np.swapaxes(np.asarray(tomo.data)[::-1], 0, 1)  # the inverse of trimvol -rx
+    write_mrc(tmp_path / f"{run}.rec.mrc", imod, tomo.voxel_size_A)
+    assert import_main([str(tmp_path / f"{run}.rec.mrc"), "--out", str(tmp_path / "p")]) == 0
+    common = ["--project", str(tmp_path / "p"), "--out", str(tmp_path / "out/sub.csv"),
+              "--quiet"]
+    return src, run, tomo, imod, common
+
+
 def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_project, tmp_path):
     """The run written as IMOD leaves it (thin along y), imported and picked: with
     --star-frame source each pick's STAR pixel holds in the file the value the imported
     tomogram holds at the pick, and the picks that hit the ground truth in Å hit it carried
     into the file's frame by hand; with --star-frame project they are x_Å / voxel size."""
-    src = CopickProject(small_project.path)
-    run = src.runs()[0]
-    tomo = src.read_tomogram(run, 10.0, "denoised")
-    imod = np.swapaxes(np.asarray(tomo.data)[::-1], 0, 1)  # the inverse of trimvol -rx
+    src, run, tomo, imod, common = _imod_oriented_run(small_project, tmp_path)
     n_z = tomo.data.shape[0]
-    write_mrc(tmp_path / f"{run}.rec.mrc", imod, tomo.voxel_size_A)
-    assert import_main([str(tmp_path / f"{run}.rec.mrc"), "--out", str(tmp_path / "p")]) == 0
     out = tmp_path / "out"
-    common = ["--project", str(tmp_path / "p"), "--out", str(out / "sub.csv"), "--quiet"]
     assert infer_main([*common, "--star-out", str(out / "source")]) == 0
     assert infer_main([*common, "--star-out", str(out / "project"), "--star-frame",
                        "project"]) == 0
@@ -149,3 +160,38 @@ def test_star_files_of_an_imod_oriented_run_are_in_the_files_pixels(small_projec
     hits_A = sum(np.linalg.norm(truth[r.particle_type] - [r.x, r.y, r.z], axis=1).min()
                  < 0.5 * src.particles[r.particle_type].radius_A for r in sub.itertuples())
     assert hits == hits_A > 0.5 * len(names), (hits, hits_A, len(names))
+
+
+
+def test_imod_models_of_an_imod_oriented_run_round_trip(small_project, tmp_path):
+    """infer's --imod-out over the file: each object a particle at the STAR's source pixels
+    (stored with x and y from the pixel's edge, as 3dmod does), the header the MRC's size,
+    and import_picks reads the models back to the CSV's Å."""
+    src, run, tomo, imod, common = _imod_oriented_run(small_project, tmp_path)
+    out = tmp_path / "out"
+    assert infer_main([*common, "--star-out", str(out / "source"),
+                       "--imod-out", str(out / "imod")]) == 0
+    labels, body = read_star_loop((out / "source" / f"{run}.star").read_text())
+    src_xyz = np.array([[float(r[labels.index(f"rlnCoordinate{a}")]) for a in "XYZ"]
+                        for r in body])
+    names = [r[labels.index("sparseDetParticleType")] for r in body]
+    sub = pd.read_csv(out / "sub.csv")
+    model = read_imod_model(out / "imod" / f"{run}.mod")
+    assert [o.name for o in model.objects] == src.particles.names
+    assert model.pixel_size_A == pytest.approx(tomo.voxel_size_A, rel=1e-6)
+    for obj in model.objects:
+        mine = np.array([n == obj.name for n in names])
+        np.testing.assert_allclose(obj.points_px, src_xyz[mine].reshape(-1, 3), atol=2e-3)
+    raw = (out / "imod" / f"{run}.mod").read_bytes()
+    assert struct.unpack(">3i", raw[136:148]) == imod.shape[::-1]  # xmax, ymax, zmax: the MRC's
+    at = raw.index(b"CONT")  # the first particle found, as 3dmod stores it: x, y + 0.5
+    first = next(o for o in model.objects if len(o.points_px))
+    np.testing.assert_allclose(struct.unpack(">3f", raw[at + 20:at + 32]),
+                               first.points_px[0] + [0.5, 0.5, 0.0], atol=1e-3)
+    assert import_picks_main([str(out / "imod" / f"{run}.mod"), "--project",
+                              str(tmp_path / "p"), "--user-id", "kim"]) == 0
+    kim = CopickProject(tmp_path / "p", truth_user="kim").read_picks(run)
+    for name, pts in kim.items():
+        want = sub.loc[sub["particle_type"] == name, ["x", "y", "z"]].to_numpy()
+        np.testing.assert_allclose(np.sort(pts, axis=0), np.sort(want, axis=0).reshape(-1, 3),
+                                   atol=0.02, err_msg=name)
