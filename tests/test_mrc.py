@@ -173,3 +173,19 @@ def test_an_imod_oriented_mrc_imports_and_picks_as_the_original(small_project, t
     assert assert_same_picks(original, imported, picker) > 10
     assert main([str(tmp_path / "missing.mrc"), "--out", str(tmp_path / "other")]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_a_header_without_a_pixel_size_is_refused_until_one_is_given(tmp_path, capsys):
+    """Cell 0, or a cell equal to the grid (1 Å: what IMOD writes for an unset pixel size),
+    would read a tomogram 10-20x too fine: refused, naming the file, unless --voxel-size
+    says what it is."""
+    vox = np.random.default_rng(0).normal(size=16 * 12 * 8).astype(np.float32)
+    for name, cell in [("TS_unset.mrc", [16, 12, 8]), ("TS_zero.mrc", [0, 0, 0])]:
+        path = _hand_made(tmp_path / name, (16, 12, 8), "f4", vox, cell=cell)
+        assert main([str(path), "--out", str(tmp_path / "p")]) == 2
+        err = capsys.readouterr().err
+        assert name in err and "pass --voxel-size" in err, err
+        assert main([str(path), "--out", str(tmp_path / "p"), "--voxel-size", "12.5"]) == 0
+        run = name.removesuffix(".mrc")
+        tomo = CopickProject(tmp_path / "p").read_tomogram(run, 12.5, "wbp")
+        assert tomo.voxel_size_A == pytest.approx(12.5)
