@@ -310,3 +310,25 @@ def test_an_imod_model_its_objects_subset_and_flip(project, tmp_path, capsys):
     assert main([str(plain), "--project", str(project.path), "--user-id", "jo",
                  "--run", run]) == 2
     assert f"{plain}: the model ends inside a structure" in capsys.readouterr().err
+
+
+def test_bad_imod_models_are_refused_naming_the_file(tmp_path):
+    """An ASCII model, a truncated one and one with a foreign structure: each a DataError
+    that names the file; a model that parses reads its objects in 3dmod's order."""
+    from data_tools.imod_model import read_imod_model
+
+    good = _imod_model([("ribosome", SCATTERED, [np.ones((2, 3))]), ("", 0, [])])
+    cases = {"ascii.mod": (b"imod 1\nmax 10 10 10\n", "save it from 3dmod as binary"),
+             "cut.mod": (good[:-40], "ends inside a structure"),
+             "odd.mod": (good[:240] + b"\x00\x01ab" + good[240:], "unknown structure")}
+    for name, (data, said) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=said) as err:
+            read_imod_model(tmp_path / name)
+        assert name in str(err.value)
+    (tmp_path / "ok.mod").write_bytes(good)
+    model = read_imod_model(tmp_path / "ok.mod")
+    assert [(o.number, o.name, o.scattered, len(o.points_px)) for o in model.objects] == [
+        (1, "ribosome", True, 2), (2, "", False, 0)]
+    np.testing.assert_allclose(model.objects[0].points_px, [[0.5, 0.5, 1.0]] * 2)
+    assert model.pixel_size_A is None  # units 0: pixels
