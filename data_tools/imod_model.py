@@ -20,7 +20,10 @@ crot) are not applied, as IMOD's own programs do not apply them to model points.
 convention; a model without it is read the same way (at most half a section off).
 
 `write_imod_model` writes picks the same way back — one scattered-point object per
-particle, drawn as spheres of its radius — for viewing and correcting them in 3dmod.
+particle, drawn as spheres of its radius, each point's score stored as its value (general
+storage as 3dmod writes it: a COST item of type 10, flags 4, per point, and the object's
+range in an OBST item of type 11, flags 21), so 3dmod can show the scores (Edit > Object >
+Type, Values) — for viewing and correcting them in 3dmod.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ OTRANS_ORIGIN = 1 << 14  # model flags: MINX otrans holds the image origin
 SCATTERED = 1 << 9  # object flags: contours hold scattered points
 UNIT_EXPONENT_A = 10  # header `units` are powers of ten of metres: -10 is Å, -9 nm
 Z_FROM_MINUS_HALF = 1 << 10  # model flags: z from -0.5, the first section's centre at 0
+# general storage: a point's value (int index, float value), and an object's value range
+# (float min in the index, float max, no index), as 3dmod writes them
+STORE_VALUE, STORE_VALUE_FLAGS, STORE_MINMAX, STORE_MINMAX_FLAGS = 10, 4, 11, 21
 UNITS_NM = -9
 
 
@@ -167,12 +173,14 @@ def _full_file_frame(flags: int, minx: np.ndarray | None) -> tuple[np.ndarray, f
 @dataclass(frozen=True)
 class PointSet:
     """What `write_imod_model` writes as one object: `points_px` (N, 3) x, y, z in pixels,
-    0 at the centre of the first pixel; drawn as spheres of `radius_px` in `rgb` (0–1)."""
+    0 at the centre of the first pixel; drawn as spheres of `radius_px` in `rgb` (0–1);
+    `values` (N,): each point's value (a score), or None."""
 
     name: str
     points_px: np.ndarray
     radius_px: float
     rgb: tuple[float, float, float]
+    values: np.ndarray | None = None
 
 
 def write_imod_model(path: str | Path, objects: list[PointSet], *, shape_xyz: tuple[int, ...],
@@ -193,7 +201,20 @@ def write_imod_model(path: str | Path, objects: list[PointSet], *, shape_xyz: tu
         if len(pts):
             stored = (pts + np.array([0.5, 0.5, 0.0])).astype(">f4")
             out.append(b"CONT" + struct.pack(">i3i", len(pts), 0, 0, 0) + stored.tobytes())
+            if obj.values is not None:
+                out += _point_values(np.asarray(obj.values, dtype=np.float64).reshape(-1))
     out.append(b"IEOF")
     with atomic_path(path) as tmp:
         tmp.write_bytes(b"".join(out))
     return path
+
+
+def _point_values(values: np.ndarray) -> list[bytes]:
+    """A contour's COST chunk (a value per point) and its object's OBST (their range)."""
+    items = np.zeros(len(values), dtype=[("type", ">i2"), ("flags", ">i2"), ("index", ">i4"),
+                                         ("value", ">f4")])
+    items["type"], items["flags"] = STORE_VALUE, STORE_VALUE_FLAGS
+    items["index"], items["value"] = np.arange(len(values)), values
+    minmax = struct.pack(">2h2f", STORE_MINMAX, STORE_MINMAX_FLAGS, values.min(), values.max())
+    return [b"COST" + struct.pack(">i", items.nbytes) + items.tobytes(),
+            b"OBST" + struct.pack(">i", len(minmax)) + minmax]

@@ -193,17 +193,20 @@ def write_star_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str]
 def write_imod_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
                      frames: dict[str, PixelFrame], particles: ParticleTable) -> list[Path]:
     """`<out_dir>/<run>.mod` for every run: an object per particle (empty where none was
-    found), in each run's PixelFrame (run_pixel_frame)."""
+    found), each point's score its value, in each run's PixelFrame (run_pixel_frame)."""
     from data_tools.imod_model import PointSet, write_imod_model
 
     out_dir = writable_dir(out_dir)
     paths = []
     for run in runs:
         mine, frame = rows[rows["experiment"] == run], frames[run]
-        objects = [PointSet(p.name, frame.to_px(
-            mine.loc[mine["particle_type"] == p.name, ["x", "y", "z"]].to_numpy(dtype=float)
-            .reshape(-1, 3)), p.radius_A / frame.pixel_size_A,
-            tuple(c / 255 for c in p.color[:3])) for p in particles]
+        objects = []
+        for p in particles:
+            sel = mine[mine["particle_type"] == p.name]
+            objects.append(PointSet(
+                p.name, frame.to_px(sel[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3)),
+                p.radius_A / frame.pixel_size_A, tuple(c / 255 for c in p.color[:3]),
+                sel["score"].to_numpy(dtype=float)))
         paths.append(write_imod_model(out_dir / f"{run}.mod", objects,
                                       shape_xyz=frame.shape_xyz,
                                       pixel_size_A=frame.pixel_size_A))

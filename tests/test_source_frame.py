@@ -188,6 +188,14 @@ def test_imod_models_of_an_imod_oriented_run_round_trip(small_project, tmp_path)
     first = next(o for o in model.objects if len(o.points_px))
     np.testing.assert_allclose(struct.unpack(">3f", raw[at + 20:at + 32]),
                                first.points_px[0] + [0.5, 0.5, 0.0], atol=1e-3)
+    at += 20 + 12 * len(first.points_px)  # each point's score, in 3dmod's general storage
+    assert raw[at:at + 4] == b"COST" and struct.unpack(">i", raw[at + 4:at + 8])[0] == (
+        12 * len(first.points_px))
+    scores = [float(r[labels.index("rlnAutopickFigureOfMerit")]) for r, n in zip(
+        body, names, strict=True) if n == first.name]
+    np.testing.assert_allclose([struct.unpack(">hhif", raw[at + 8 + 12 * k:at + 20 + 12 * k])
+                                for k in range(len(scores))],
+                               [(10, 4, k, v) for k, v in enumerate(scores)], atol=1e-5)
     assert import_picks_main([str(out / "imod" / f"{run}.mod"), "--project",
                               str(tmp_path / "p"), "--user-id", "kim"]) == 0
     kim = CopickProject(tmp_path / "p", truth_user="kim").read_picks(run)
