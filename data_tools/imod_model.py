@@ -133,6 +133,8 @@ def read_imod_model(path: str | Path) -> ImodModel:
             r.take(12 * max(vsize, 0) + 4 * max(lsize, 0))
         elif chunk == b"MINX":
             size = r.unpack(">i")[0]
+            if size < 72:
+                raise DataError(f"{path}: a MINX chunk of {size} bytes (72 expected)")
             minx = np.array(r.unpack(">18f")).reshape(6, 3)
             r.take(size - 72)
         elif chunk.isalnum() and chunk.upper() == chunk:  # an optional chunk: ID, size, data
@@ -146,6 +148,8 @@ def read_imod_model(path: str | Path) -> ImodModel:
     shift_px, stated_A = _full_file_frame(flags, minx)
     if stated_A is None and units != 0 and pixsize > 0:
         stated_A = float(pixsize) * 10.0 ** (units + UNIT_EXPONENT_A)
+    if stated_A is not None and abs(stated_A - 1.0) < 1e-4:
+        stated_A = None  # 1 Å: an image header whose pixel size was never set
     out = []
     for number, (name, obj_flags, contours) in enumerate(objects, start=1):
         pts = np.concatenate(contours) if contours else np.zeros((0, 3))

@@ -258,6 +258,8 @@ def imod_picks(path: Path, *, run: str | None, particle: str | None,
                            "points)")
         elif kind:
             rows += [(name, kind, *xyz) for xyz in frame.from_px(obj.points_px)]
+    if not any(len(o.points_px) for o in model.objects):
+        log.warning("%s: the model holds no points", path)
     if unnamed:
         raise DataError(f"{path}: objects {'; '.join(unnamed)} are named after no particle "
                         f"of the project ({', '.join(names)}); name them with --imod-object "

@@ -313,14 +313,19 @@ def test_an_imod_model_its_objects_subset_and_flip(project, tmp_path, capsys):
 
 
 def test_bad_imod_models_are_refused_naming_the_file(tmp_path):
-    """An ASCII model, a truncated one and one with a foreign structure: each a DataError
-    that names the file; a model that parses reads its objects in 3dmod's order."""
+    """An ASCII model, a truncated one, one with a foreign structure and one with a short
+    MINX chunk: each a DataError that names the file; a model that parses reads its objects
+    in 3dmod's order."""
     from data_tools.imod_model import read_imod_model
 
     good = _imod_model([("ribosome", SCATTERED, [np.ones((2, 3))]), ("", 0, [])])
+    with_minx = _imod_model([("ribosome", SCATTERED, [np.ones((2, 3))])], minx=np.ones((6, 3)))
+    at = with_minx.index(b"MINX")
     cases = {"ascii.mod": (b"imod 1\nmax 10 10 10\n", "save it from 3dmod as binary"),
              "cut.mod": (good[:-40], "ends inside a structure"),
-             "odd.mod": (good[:240] + b"\x00\x01ab" + good[240:], "unknown structure")}
+             "odd.mod": (good[:240] + b"\x00\x01ab" + good[240:], "unknown structure"),
+             "minx.mod": (with_minx[:at + 4] + struct.pack(">i", 8) + with_minx[at + 8:],
+                          "a MINX chunk of 8 bytes")}
     for name, (data, said) in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match=said) as err:
