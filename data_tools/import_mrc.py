@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"next: python -m sparse_det.infer --project {a.out} --out picks.csv "
-          "[--star-out DIR: picks in pixels of these files]")
+          "[--star-out DIR (RELION, Warp) | --imod-out DIR (3dmod): picks in pixels of "
+          "these files]")
     return 0
 
 
