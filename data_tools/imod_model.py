@@ -112,6 +112,26 @@ def read_imod_model(path: str | Path) -> ImodModel:
     r.take(8)
     header = r.unpack(MODEL_HEADER)
     flags, pixsize, units = header[5], header[21], header[22]
+    objects, minx = _structures(r, path)
+    shift_px, stated_A = _full_file_frame(flags, minx)
+    if stated_A is None and units != 0 and pixsize > 0:
+        stated_A = float(pixsize) * 10.0 ** (units + UNIT_EXPONENT_A)
+    if stated_A is not None and abs(stated_A - 1.0) < 1e-4:
+        stated_A = None  # 1 Å: an image header whose pixel size was never set
+    out = []
+    for number, (name, obj_flags, contours) in enumerate(objects, start=1):
+        pts = np.concatenate(contours) if contours else np.zeros((0, 3))
+        if flags & FLIP_YZ:
+            pts = pts[:, [0, 2, 1]]
+        pts = pts + shift_px - np.array([0.5, 0.5, 0.0])  # 0 at the first pixel's centre
+        out.append(ImodObject(number, name, bool(obj_flags & SCATTERED), pts))
+    return ImodModel(path, out, stated_A)
+
+
+def _structures(r: _Reader, path: Path) -> tuple[list[tuple[str, int, list[np.ndarray]]],
+                                                  np.ndarray | None]:
+    """Every structure after the header up to IEOF: the objects (name, flags, contours'
+    points as stored) and the MINX chunk (None where there is none)."""
     objects: list[tuple[str, int, list[np.ndarray]]] = []
     minx = None
     while True:
@@ -145,19 +165,7 @@ def read_imod_model(path: str | Path) -> ImodModel:
         else:
             raise DataError(f"{path}: unknown structure {chunk!r} at byte {r.at - 4} (not "
                             "an IMOD binary model, or a damaged one)")
-    shift_px, stated_A = _full_file_frame(flags, minx)
-    if stated_A is None and units != 0 and pixsize > 0:
-        stated_A = float(pixsize) * 10.0 ** (units + UNIT_EXPONENT_A)
-    if stated_A is not None and abs(stated_A - 1.0) < 1e-4:
-        stated_A = None  # 1 Å: an image header whose pixel size was never set
-    out = []
-    for number, (name, obj_flags, contours) in enumerate(objects, start=1):
-        pts = np.concatenate(contours) if contours else np.zeros((0, 3))
-        if flags & FLIP_YZ:
-            pts = pts[:, [0, 2, 1]]
-        pts = pts + shift_px - np.array([0.5, 0.5, 0.0])  # 0 at the first pixel's centre
-        out.append(ImodObject(number, name, bool(obj_flags & SCATTERED), pts))
-    return ImodModel(path, out, stated_A)
+    return objects, minx
 
 
 def _full_file_frame(flags: int, minx: np.ndarray | None) -> tuple[np.ndarray, float | None]:
