@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.atomic import atomic_path
+from data_tools.mrc import pixel_size_unset
 from data_tools.particles import DataError
 
 MODEL_HEADER = struct.Struct(">128s4i I 4i 6f 5i f 2i 3f")  # 232 bytes
@@ -116,8 +117,8 @@ def read_imod_model(path: str | Path) -> ImodModel:
     shift_px, stated_A = _full_file_frame(flags, minx)
     if stated_A is None and units != 0 and pixsize > 0:
         stated_A = float(pixsize) * 10.0 ** (units + UNIT_EXPONENT_A)
-    if stated_A is not None and abs(stated_A - 1.0) < 1e-4:
-        stated_A = None  # 1 Å: an image header whose pixel size was never set
+    if stated_A is not None and pixel_size_unset(stated_A):
+        stated_A = None
     out = []
     for number, (name, obj_flags, contours) in enumerate(objects, start=1):
         pts = np.concatenate(contours) if contours else np.zeros((0, 3))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.copick_io import RUNS_DIR, CopickProject, bin_mean, validate_run_name
-from data_tools.mrc import MrcVolume, read_mrc
+from data_tools.mrc import MrcVolume, pixel_size_unset, read_mrc
 from data_tools.particles import DataError
 from data_tools.source_frame import IMPORT_KEY, SourceFrame
 
@@ -71,9 +71,6 @@ def needs_rotation(shape_zyx: tuple[int, int, int], thin_axis: str) -> bool:
     return n_y * THIN_RATIO <= min(n_z, n_x)
 
 
-UNSET_VOXEL_A = 1.0  # a header's cell equal to its grid: no pixel size was ever set
-
-
 def import_mrc(paths: list[Path], out: Path, tomo_type: str = "wbp",
                voxel_size_A: float | None = None, bin_factor: int = 1,
                thin_axis: str = "auto", log=print) -> CopickProject:
@@ -87,7 +84,7 @@ def import_mrc(paths: list[Path], out: Path, tomo_type: str = "wbp",
         if vol.voxel_size_A is None and voxel_size_A is None:
             raise DataError(f"{vol.path}: the header gives no voxel size (cell 0); "
                             "pass --voxel-size A")
-        if voxel_size_A is None and abs(vol.voxel_size_A - UNSET_VOXEL_A) < 1e-4:
+        if voxel_size_A is None and pixel_size_unset(vol.voxel_size_A):
             # read as 1 Å, a tomogram would be binned 20x too far and picked at random
             raise DataError(f"{vol.path}: the header says 1 Å per voxel (cell = grid), what "
                             "IMOD and other writers leave when the pixel size was never "

@@ -25,6 +25,9 @@ _DTYPE_MODES = {np.dtype(v): k for k, v in MODE_DTYPES.items()}
 # IMOD stamps its files (word 39) and flags its bytes as signed (word 40, bit 0); its mode-0
 # files without that flag, the older ones and many trimvol outputs, hold unsigned bytes.
 IMOD_STAMP = 1146047817
+# A cell equal to the grid (1 Å per pixel) is what IMOD and other writers leave when no
+# pixel size was ever set; no tomogram has such pixels.
+UNSET_PIXEL_A = 1.0
 _AXIS_LETTERS = {1: "x", 2: "y", 3: "z"}
 
 
@@ -121,6 +124,11 @@ def _voxel_size(h: dict, path: Path) -> float | None:
         raise DataError(f"{path}: anisotropic voxels {', '.join(f'{s:.3f}' for s in sizes)} Å "
                         "(x, y, z); resample to isotropic voxels first")
     return float(np.mean(sizes))
+
+
+def pixel_size_unset(size_A: float) -> bool:
+    """Whether a stated pixel size is the placeholder of one never set (UNSET_PIXEL_A)."""
+    return abs(size_A - UNSET_PIXEL_A) < 1e-4
 
 
 def write_mrc(path: str | Path, data_zyx: np.ndarray, voxel_size_A: float) -> None:

@@ -94,6 +94,7 @@ THRESHOLDS_STALE = "thresholds_stale"  # extra's flag: thresholds not tuned for 
 # extra's entries of a checkpoint with a candidate rescorer (sparse_det/rescore.py): its
 # state, and the thresholds and calibration tuned for the network's own vote masses.
 RESCORER = "rescorer"
+RESCORER_RUNS = "rescorer_runs"  # extra: "PROJECT_FOLDER/RUN" of each run it was fitted on
 NETWORK_TUNED = "network_tuned"
 
 
@@ -295,7 +296,7 @@ def _settings(path: str | Path, doc: dict) -> Settings:
                     (min(tuned), max(tuned)) if tuned else None,
                     bool(doc.get("extra", {}).get(THRESHOLDS_STALE)),
                     doc.get("extra", {}).get(RESCORER) is not None,
-                    tuple(doc.get("extra", {}).get("rescorer_runs", ())))
+                    tuple(doc.get("extra", {}).get(RESCORER_RUNS, ())))
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

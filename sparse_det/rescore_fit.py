@@ -20,6 +20,13 @@ from scipy.spatial import cKDTree
 
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
+from sparse_det.checkpoint import (
+    NETWORK_TUNED,
+    RESCORER,
+    RESCORER_RUNS,
+    THRESHOLDS_STALE,
+    read_checkpoint,
+)
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.rescore import (
     PROB_SHELLS_VOX,
@@ -387,7 +394,6 @@ def _check_learnt(ap, a) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from data_tools.atomic import atomic_path
-    from sparse_det.checkpoint import NETWORK_TUNED, RESCORER, THRESHOLDS_STALE, read_checkpoint
     from sparse_det.inference import Picker
 
     ap = _parser()
@@ -425,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                         "calibration": dict(picker.ckpt.calibration),
                         "tuned_for_tta": dict(picker.ckpt.tuned_for_tta),
                         "tta": picker.tta},
-        "rescorer_runs": [f"{pr.path.name}/{r}" for pr, r in todo],
+        RESCORER_RUNS: [f"{pr.path.name}/{r}" for pr, r in todo],
         "rescorer_appearance_variants": a.appearance_variants,
         "rescorer_noise_copies": a.noise_copies,
         "rescorer_median_copies": a.median_copies,
