@@ -77,9 +77,13 @@ def test_neighbour_table_finds_neighbours_without_wrapping_rows(monkeypatch):
     # start (adjacent in a linear index, not in space), and the same place in batch 1.
     coords = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 2], [0, 0, 0, 4], [0, 0, 1, 0],
                            [1, 1, 1, 1]])
-    for cells in (cpu_conv.DENSE_LOOKUP_MAX_CELLS, 0):  # dense volume, then sorted search
+    # Dense volume, then sorted search; every row at once, then in blocks of 2 rows.
+    for cells, rows in [(cpu_conv.DENSE_LOOKUP_MAX_CELLS, 1 << 16), (0, 1 << 16),
+                        (cpu_conv.DENSE_LOOKUP_MAX_CELLS, 2), (0, 2)]:
         monkeypatch.setattr(cpu_conv, "DENSE_LOOKUP_MAX_CELLS", cells)
+        monkeypatch.setattr(cpu_conv, "TABLE_ROWS", rows)
         table = cpu_conv.neighbour_table(coords, shape, 2)
+        assert table.dtype == torch.int32
         centre, plus_x, minus_x = 13, 14, 12  # offsets (0,0,0), (0,0,+1), (0,0,-1)
         assert table[:, centre].tolist() == [0, 1, 2, 3, 4]
         assert table[0, plus_x] == 1 and table[1, minus_x] == 0
