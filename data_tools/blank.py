@@ -55,9 +55,11 @@ def blank_mask(vol: np.ndarray, min_share: float = MIN_BLANK_SHARE) -> np.ndarra
     return np.repeat(area[None], vol.shape[0], axis=0)
 
 
-def filled(vol: np.ndarray, blank: np.ndarray) -> np.ndarray:
-    """A copy of `vol` with its blank voxels at the median of the others."""
-    out = np.array(vol, dtype=np.float32)
+def filled(vol: np.ndarray, blank: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """A copy of `vol` with its blank voxels at the median of the others; `in_place` (a
+    float32 volume): `vol` itself, so changed."""
     data = vol[~blank]
-    out[blank] = np.median(data[:: max(1, data.size // 1_000_000)])
+    median = np.median(data[:: max(1, data.size // 1_000_000)])
+    out = vol if in_place else np.array(vol, dtype=np.float32)
+    out[blank] = median
     return out

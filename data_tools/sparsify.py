@@ -289,7 +289,8 @@ class FeatureOps:
     (numpy_ops), torch on any device in data_tools/sparsify_torch.py (TORCH_OPS). The
     orchestration exists once, so the two backends cannot drift apart."""
 
-    normalise: Callable  # (volume, what) -> robustly normalised volume
+    # (volume, what, in_place=False) -> robustly normalised volume (in_place: over `volume`)
+    normalise: Callable
     projection: Callable  # normalised volume -> its clipped mean over z (numpy, 2-D)
     whiten: Callable  # (volume, reference sigma in voxels) -> whitened volume
     bands: Callable  # (volume, clip, sign, cfg, voxel_size_A, what) -> [feature volumes]
@@ -310,12 +311,43 @@ def selection_score(smooth, fine, cfg: SparsifyConfig):
     return smooth + fine if cfg.select_mode == "smooth+fine" else smooth
 
 
+def held(vols: list) -> list:
+    """Feature volumes as a sparse volume keeps them once its voxels are selected (for the
+    rescorer and reselect): float16 (numpy arrays or tensors), each converted in the list,
+    so that each float32 volume goes as its copy comes. In float32 they were a picking
+    process's largest allocation (five volumes: 0.73 GB of its 2.1 at 37 M voxels); float16
+    keeps a robust-unit feature clipped at 6-20 sigma to 1 part in 2,000, finer than the
+    network's bf16 products."""
+    for i, v in enumerate(vols):
+        vols[i] = v.astype(np.float16) if isinstance(v, np.ndarray) else v.half()
+    return vols
+
+
+def volume_score(feats: list, cfg: SparsifyConfig, blank: np.ndarray | None = None,
+                 part: tuple[slice, ...] = (...,)):
+    """selection_score of feature volumes (the first five channels', float32 or held), in
+    float32 and a new array, over `part` of them; blank voxels at -inf, never kept."""
+    smooth, fine = feats[1][part], feats[2][part]
+    if isinstance(smooth, np.ndarray):
+        score = selection_score(smooth.astype(np.float32), fine, cfg)
+        if blank is not None:
+            score[blank[part]] = -np.inf
+        return score
+    import torch
+
+    score = selection_score(smooth.float(), fine, cfg)  # "smooth": the volume itself
+    if blank is not None:
+        score = score.masked_fill(torch.as_tensor(blank[part], device=score.device),
+                                  float("-inf"))
+    return score
+
+
 def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A: float,
-                         what: str) -> tuple[object, list, dict]:
-    """Returns (selection score, [feature volumes], polarity info) for a tomogram, in the
-    backend's arrays; features have protein positive. The score is always the first five
-    channels'."""
-    x = ops.normalise(vol, what)
+                         what: str, own: bool = False) -> tuple[list, dict]:
+    """Returns ([feature volumes], polarity info) for a tomogram, in the backend's arrays;
+    features have protein positive. `own`: the caller hands `vol` over; it becomes the
+    first feature volume."""
+    x = ops.normalise(vol, what, in_place=own)
     projection = ops.projection(x) if cfg.polarity == "auto" else None
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
     sign = -1.0 if polarity == "dark" else 1.0
@@ -328,17 +360,16 @@ def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A
             second = (x, cfg.raw_clip_sigma) if cfg.raw_channels else None
             x = white
     feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
-    score = selection_score(feats[1], feats[2], cfg)
     if second is not None:
         feats += ops.bands(*second, sign, cfg, voxel_size_A, what)
-    return score, feats, info
+    return feats, info
 
 
 def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
-                    what: str, threads: int | None = None
-                    ) -> tuple[np.ndarray, list[np.ndarray], dict]:
+                    what: str, threads: int | None = None, own: bool = False
+                    ) -> tuple[list[np.ndarray], dict]:
     """feature_volumes_with numpy and scipy on the CPU (`threads` filter threads)."""
-    return feature_volumes_with(numpy_ops(threads), vol, cfg, voxel_size_A, what)
+    return feature_volumes_with(numpy_ops(threads), vol, cfg, voxel_size_A, what, own)
 
 
 def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,
@@ -412,13 +443,25 @@ def keep_share(cfg: SparsifyConfig, depth_vox: int, voxel_size_A: float) -> floa
                MAX_KEEP_SHARE)
 
 
-def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what: str,
-           voxel_size_A: float, data_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+# z sections whose selection score is added up at once: the whole score was another volume
+# at the sparsifier's peak.
+SCORE_SLAB = 16
+
+
+def select(feats: list[np.ndarray], cfg: SparsifyConfig, what: str, voxel_size_A: float,
+           data_share: float = 1.0, blank: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(coords [N,3] int32, features [N,C] float32) of the top keep_share voxels of those
-    that hold data (`data_share` of them; blank ones score -inf: data_tools/blank.py)."""
-    share = keep_share(cfg, score.shape[0], voxel_size_A) * data_share
-    thr = float(np.quantile(score[::2, ::2, ::2], 1.0 - share))  # a sample: fast
-    mask = score > thr
+    that hold data (`data_share` of them; the `blank` ones are never kept:
+    data_tools/blank.py), ranked by volume_score."""
+    shape = feats[0].shape
+    share = keep_share(cfg, shape[0], voxel_size_A) * data_share
+    sample = (slice(None, None, 2),) * 3  # a sample: fast
+    thr = float(np.quantile(volume_score(feats, cfg, blank, sample), 1.0 - share))
+    mask = np.empty(shape, bool)
+    for z in range(0, shape[0], SCORE_SLAB):
+        part = (slice(z, z + SCORE_SLAB),)
+        np.greater(volume_score(feats, cfg, blank, part), thr, out=mask[part])
     if cfg.dilate_vox > 0:
         from scipy import ndimage
 
@@ -433,7 +476,7 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
         coords[:, ax] = c
     f = np.empty((len(flat), len(feats)), np.float32)
     for i, v in enumerate(feats):
-        np.take(np.asarray(v, np.float32).reshape(-1), flat, out=f[:, i])
+        f[:, i] = np.take(v.reshape(-1), flat)
     if cfg.feature_norm != "volume":
         f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands",
                              group_size=cfg.channel_group_size)
@@ -441,13 +484,13 @@ def select(score: np.ndarray, feats: list[np.ndarray], cfg: SparsifyConfig, what
 
 
 def _feature_volumes_on(work: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float, what: str,
-                        device, threads: int | None) -> tuple:
-    """(selection score, feature volumes, polarity): numpy from scipy where `device` is None,
-    else torch tensors on it (data_tools/sparsify_torch.py)."""
+                        device, threads: int | None, own: bool = False) -> tuple:
+    """(feature volumes, polarity): numpy from scipy where `device` is None (`own`: `work`
+    may be overwritten), else torch tensors on it (data_tools/sparsify_torch.py)."""
     if device is None:
         if not np.isfinite(work).all():
             raise DataError(f"{what}: tomogram has NaN/inf voxels")
-        return feature_volumes(work, cfg, voxel_size_A, what, threads)
+        return feature_volumes(work, cfg, voxel_size_A, what, threads, own)
     import torch
 
     from data_tools import sparsify_torch as st
@@ -458,31 +501,37 @@ def _feature_volumes_on(work: np.ndarray, cfg: SparsifyConfig, voxel_size_A: flo
     return st.feature_volumes(x, cfg, voxel_size_A, what)
 
 
-def _select_from(score, feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: float,
-                 data_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def _select_from(feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: float,
+                 data_share: float = 1.0, blank: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """select, on numpy volumes or on tensors where they are."""
-    if isinstance(score, np.ndarray):
-        return select(score, feats, cfg, what, voxel_size_A, data_share)
+    if isinstance(feats[0], np.ndarray):
+        return select(feats, cfg, what, voxel_size_A, data_share, blank)
     from data_tools import sparsify_torch as st
 
-    return st.select(score, feats, cfg, what, voxel_size_A, data_share)
+    return st.select(volume_score(feats, cfg, blank), feats, cfg, what, voxel_size_A,
+                     data_share)
 
 
-def without_blank(vol: np.ndarray, what: str, flatten: bool = False, voxel_size_A: float = 0.0
-                  ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def without_blank(vol: np.ndarray, what: str, flatten: bool = False, voxel_size_A: float = 0.0,
+                  in_place: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """(the volume with its blank areas at the data's median, the blank mask or None, what
     the SparseVolume records): data_tools/blank.py; `flatten`: and less its shading
     (flattened) where its field is at least FLATTEN_MIN_FIELD_A wide. What every reader of
     a run's feature volumes starts from, so that the rescorer's channels are the
-    sparsifier's."""
+    sparsifier's. `in_place`: `vol` may be changed (where it is a writable float32 volume,
+    it is, and returned) instead of copied."""
     blank = blank_mask(vol)
     if blank is not None and blank.all():
         raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    in_place = in_place and vol.dtype == np.float32 and vol.flags.writeable
     if flatten and min(vol.shape[1:]) * voxel_size_A >= FLATTEN_MIN_FIELD_A:
-        vol = flattened(vol, blank)
+        vol = flattened(vol, blank, in_place)
+        in_place = True  # a copy now, if it was not before
     if blank is None:
         return vol, None, {}
-    return filled(vol, blank), blank, {"blank_share": round(float(blank.mean()), 4)}
+    return (filled(vol, blank, in_place), blank,
+            {"blank_share": round(float(blank.mean()), 4)})
 
 
 # Shading is a variation over micrometres. On a narrower field a quadratic surface is fitted
@@ -492,10 +541,12 @@ def without_blank(vol: np.ndarray, what: str, flatten: bool = False, voxel_size_
 FLATTEN_MIN_FIELD_A = 4000.0
 
 
-def flattened(vol: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:
+def flattened(vol: np.ndarray, blank: np.ndarray | None = None, in_place: bool = False
+              ) -> np.ndarray:
     """`vol` less a quadratic surface in (y, x) least-squares fitted to its mean over z
     (blank columns left out of the fit): the shading of uneven ice or illumination, a
-    ramp or a bowl across the field, without touching anything of a particle's size."""
+    ramp or a bowl across the field, without touching anything of a particle's size.
+    `in_place` (a float32 volume): written over `vol` instead of a new volume."""
     proj = vol.mean(axis=0, dtype=np.float64)
     y, x = np.meshgrid(np.linspace(-1, 1, proj.shape[0]), np.linspace(-1, 1, proj.shape[1]),
                        indexing="ij")
@@ -503,17 +554,8 @@ def flattened(vol: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:
     used = np.ones(proj.shape, bool) if blank is None else ~blank.all(axis=0)
     coef = np.linalg.lstsq(basis[used], proj[used], rcond=None)[0]
     coef[0] = 0.0  # the level stays: only the shading goes
-    return np.asarray(vol, dtype=np.float32) - (basis @ coef).astype(np.float32)[None]
-
-
-def _blank_out(score, blank: np.ndarray):
-    """The selection score with blank voxels at -inf, so they are never kept."""
-    # a new array: with select_mode "smooth" the score is the smooth feature volume itself
-    if isinstance(score, np.ndarray):
-        return np.where(blank, np.float32(-np.inf), score)
-    import torch
-
-    return score.masked_fill(torch.as_tensor(blank, device=score.device), float("-inf"))
+    return np.subtract(np.asarray(vol, dtype=np.float32), (basis @ coef).astype(np.float32)[None],
+                       out=vol if in_place else None)
 
 
 def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device
@@ -539,17 +581,24 @@ def _in_file_frame(coords: np.ndarray, dense: list | None) -> tuple[np.ndarray, 
 def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str, *,
              origin_A: float = 0.0, threads: int | None = None,
              input_info: dict | None = None, device=None, keep_dense: int = 0,
-             reselectable: bool = False) -> SparseVolume:
+             reselectable: bool = False, own: bool = False) -> SparseVolume:
     """A tomogram (z,y,x) at the working resolution → SparseVolume of the kept voxels.
     `device` (a torch device or its name): compute there with torch (sparsify_torch.py);
     None: numpy and scipy on the CPU. `keep_dense` > 0 keeps the first that many dense
-    feature volumes with it (SparseVolume.dense: numpy arrays from scipy, tensors on
-    `device` from torch; the candidate rescorer reads them there instead of filtering the
-    tomogram again). `reselectable`: keep the score and feature volumes too, for reselect."""
+    feature volumes with it (SparseVolume.dense, float16: numpy arrays from scipy, tensors
+    on `device` from torch; the candidate rescorer reads them there instead of filtering the
+    tomogram again). `reselectable`: keep every feature volume (float16) and the blank mask
+    too, for reselect. `own`: the caller hands `vol` over, and it is flattened, filled and
+    normalised where it lies (a writable float32 volume, filtered on the CPU): two volumes
+    less at the peak, the same numbers."""
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
-    data, blank, blank_info = without_blank(vol, what, cfg.flatten, voxel_size_A)
+    own = own and device is None
+    data, blank, blank_info = without_blank(vol, what, cfg.flatten, voxel_size_A, in_place=own)
+    # What the filters may overwrite: the caller's volume where handed over, else a copy
+    # made here (flattened or filled), never the caller's own.
+    own = own or data is not vol
     if blank is not None:
         log.warning("%s: %.1f %% of the volume is blank (one value through the depth: no "
                     "data there); set to the data's median, and the kept share counts the "
@@ -562,17 +611,16 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     work = np.ascontiguousarray(data.transpose(0, 2, 1)) if axis == "x" else data
     if blank is not None and axis == "x":
         blank = blank.transpose(0, 2, 1)
-    score, feats, polarity = _feature_volumes_on(work, cfg, voxel_size_A, what, device,
-                                                 threads)
-    data_share = 1.0 - blank_info.get("blank_share", 0.0)
-    if blank is not None:
-        score = _blank_out(score, blank)
-    coords, f = _select_from(score, feats, cfg, what, voxel_size_A, data_share)
-    dense = [v if isinstance(v, np.ndarray) else v.float() for v in feats[:keep_dense]] or None
-    # Not the score: reselect adds it up again from the features (a volume less held while
-    # the run is picked); only the blank mask it was cut with is kept.
+    feats, polarity = _feature_volumes_on(work, cfg, voxel_size_A, what, device, threads,
+                                          own or work is not data)
+    coords, f = _select_from(feats, cfg, what, voxel_size_A,
+                             1.0 - blank_info.get("blank_share", 0.0), blank)
+    # reselect adds the score up again from the features; only the blank mask it was cut
+    # with is kept.
+    del feats[len(feats) if reselectable else keep_dense:]
+    dense = held(feats)[:keep_dense] or None
     selected_from = (blank, feats) if reselectable else None
-    del score, feats
+    del feats
     if axis == "x":
         coords, dense = _in_file_frame(coords, dense)
     info = (input_info or {}) | polarity | axis_info | blank_info
@@ -589,17 +637,16 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
 
 def reselect(sv: SparseVolume, keep_fraction: float) -> SparseVolume:
     """The run `sv` was sparsified from, kept at `keep_fraction` instead: selected again
-    from the volumes sparsify kept (`reselectable`), exactly what sparsifying the tomogram
-    again at that share gives, without filtering it again."""
+    from the volumes sparsify kept (`reselectable`), without filtering the tomogram again.
+    What sparsifying it again at that share gives, to their float16 rounding (held): the
+    same voxels but those within that of the threshold, the same features to 1 part in
+    2,000."""
     if sv.selected_from is None:
         raise ValueError(f"run {sv.run!r}: sparsified without reselectable=True")
     blank, feats = sv.selected_from
     cfg = replace(SparsifyConfig.from_dict(sv.config), keep_fraction=keep_fraction)
-    score = selection_score(feats[1], feats[2], cfg)
-    if blank is not None:
-        score = _blank_out(score, blank)
-    coords, f = _select_from(score, feats, cfg, f"run {sv.run!r}", sv.voxel_size_A,
-                             1.0 - sv.input.get("blank_share", 0.0))
+    coords, f = _select_from(feats, cfg, f"run {sv.run!r}", sv.voxel_size_A,
+                             1.0 - sv.input.get("blank_share", 0.0), blank)
     if sv.tilted_about_x:
         coords, _ = _in_file_frame(coords, None)
     log.info("run %r: %d voxels kept at %.2f %%", sv.run, len(coords), 100 * keep_fraction)
@@ -662,7 +709,7 @@ def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
     tomo, info = read_input(project, run, cfg)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
                     threads=threads, input_info=info, device=device, keep_dense=keep_dense,
-                    reselectable=reselectable)
+                    reselectable=reselectable, own=True)  # read for this call alone
 
 
 def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,

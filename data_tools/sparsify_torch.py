@@ -32,8 +32,9 @@ def _median(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return torch.quantile(x, 0.5, dim=dim)
 
 
-def robust_normalise(vol: torch.Tensor, what: str) -> torch.Tensor:
-    """(v - median) / (1.4826 MAD) from the same strided subsample as sparsify.py."""
+def robust_normalise(vol: torch.Tensor, what: str, in_place: bool = False) -> torch.Tensor:
+    """(v - median) / (1.4826 MAD) from the same strided subsample as sparsify.py;
+    `in_place`: written over `vol`."""
     sample = vol[::2, ::3, ::3].reshape(-1)
     med = float(_median(sample))
     mad = float(_median((sample - med).abs())) * 1.4826
@@ -41,7 +42,7 @@ def robust_normalise(vol: torch.Tensor, what: str) -> torch.Tensor:
         mad = float(vol.std(correction=0))
         if mad <= 1e-12 * max(1.0, abs(med)):
             raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
-    return (vol - med) / mad
+    return vol.sub_(med).div_(mad) if in_place else (vol - med) / mad
 
 
 def _reflect_index(n: int, r: int, device) -> torch.Tensor:
@@ -125,8 +126,8 @@ TORCH_OPS = FeatureOps(robust_normalise, _projection, whiten, band_features)
 
 
 def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
-    """sparsify.feature_volumes on a tensor: (selection score, [features], polarity)."""
+                    ) -> tuple[list[torch.Tensor], dict]:
+    """sparsify.feature_volumes on a tensor: ([features], polarity)."""
     return feature_volumes_with(TORCH_OPS, vol.float(), cfg, voxel_size_A, what)
 
 
@@ -142,7 +143,7 @@ def select(score: torch.Tensor, feats: list[torch.Tensor], cfg, what: str,
     if len(coords) == 0:
         raise DataError(f"{what}: empty sparse set (threshold {thr:.3g} keeps no voxel)")
     idx = tuple(coords.T)
-    f = torch.stack([v[idx] for v in feats], dim=1)
+    f = torch.stack([v[idx].float() for v in feats], dim=1)
     if cfg.feature_norm != "volume":
         f = standardise_kept(f, shared_bands=cfg.feature_norm == "kept_bands",
                              group_size=cfg.channel_group_size)

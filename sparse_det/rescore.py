@@ -395,12 +395,12 @@ def channels_for(sv, project: CopickProject, run: str, cfg
 
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
     """dense_channels of a tomogram already on the working grid."""
-    from data_tools.sparsify import feature_volumes, without_blank
+    from data_tools.sparsify import feature_volumes, held, without_blank
 
     if not np.isfinite(vol).all():
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
     vol = without_blank(vol, f"run {run!r}", cfg.flatten, voxel_size_A)[0]
-    return feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[1][:PROFILE_CHANNELS]
+    return held(feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[0][:PROFILE_CHANNELS])
 
 
 if __name__ == "__main__":  # `python -m sparse_det.rescore`: the fitting command
