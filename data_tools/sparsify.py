@@ -671,9 +671,9 @@ def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
 
 # A picking process's peak: the libraries and model, and per voxel of the working grid
 # the feature volumes most of it. An upper line through the measured peaks (GB at M voxels:
-# 1.01 at 9.1, 2.18 at 36.5, 3.23 at 73, 5.11 at 145; bench/large_tomogram*.json).
-PEAK_BASE_BYTES = int(0.8 * 2**30)
-PEAK_BYTES_PER_VOXEL = 40
+# 0.85 at 9.1, 1.75 at 36.5, 2.42 at 73, 4.18 at 145; bench/large_tomogram*.json).
+PEAK_BASE_BYTES = int(0.9 * 2**30)
+PEAK_BYTES_PER_VOXEL = 25
 
 
 def peak_bytes(plan: Plan) -> int:
