@@ -128,7 +128,7 @@ def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: Spar
     tomo, info = read_input(project, run, cfg)
     vol = randomise_appearance(tomo.data, tomo.voxel_size_A, params)
     sv = sparsify(vol, tomo.voxel_size_A, replace(cfg, polarity=polarity), run,
-                  origin_A=tomo.origin_A, input_info=info | {"appearance": params})
+                  origin_A=tomo.origin_A, input_info=info | {"appearance": params}, own=True)
     sv.config = cfg.to_dict()  # the config it stands for: its shard matches that one
     sv.input["polarity_by"] = "the run's, through the appearance draw"
     write_shard(sv, folder)

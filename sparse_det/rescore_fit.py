@@ -197,7 +197,7 @@ def run_examples(picker, project: CopickProject, run: str, rng: np.random.Genera
         polarity = {"dark": "bright", "bright": "dark"}[own] if params["flip"] else own
         copy = sparsify(randomise_appearance(tomo.data, vs, params), vs,
                         replace(cfg, polarity=polarity), run, origin_A=origin,
-                        input_info=info, keep_dense=PROFILE_CHANNELS)
+                        input_info=info, keep_dense=PROFILE_CHANNELS, own=True)
         dets, outputs = _detected(picker, copy)
         out.append(_examples(dets, copy, outputs if read_outputs else None, truth,
                              picker.particles, rng, unknown))
