@@ -594,7 +594,7 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     what = f"run {run!r}"
     if vol.ndim != 3:
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
-    own = own and device is None
+    own = own and device is None and vol.dtype == np.float32 and vol.flags.writeable
     data, blank, blank_info = without_blank(vol, what, cfg.flatten, voxel_size_A, in_place=own)
     # What the filters may overwrite: the caller's volume where handed over, else a copy
     # made here (flattened or filled), never the caller's own.

@@ -46,16 +46,17 @@ def test_a_tomogram_handed_over_gives_what_a_copy_gives(blank, axis):
     assert len(ref) > 500
 
 
-def test_a_volume_not_of_float32_or_read_only_is_copied_not_written():
+@pytest.mark.parametrize("voxel_A", [50.0, 20.0])  # flattened, and too narrow for that
+def test_a_volume_not_of_float32_or_read_only_is_copied_not_written(voxel_A):
     cfg = SparsifyConfig(keep_fraction=0.03, tilt_axis="y")
     vol = _tomogram()
-    ref = sparsify(vol.copy(), 50.0, cfg, "r")
+    ref = sparsify(vol.copy(), voxel_A, cfg, "r")
     frozen = vol.copy()
     frozen.flags.writeable = False
     as64 = vol.astype(np.float64)
     for v in (frozen, as64):
         before = v.copy()
-        got = sparsify(v, 50.0, cfg, "r", own=True)
+        got = sparsify(v, voxel_A, cfg, "r", own=True)
         np.testing.assert_array_equal(v, before)
         np.testing.assert_array_equal(got.coords_zyx, ref.coords_zyx)
 
