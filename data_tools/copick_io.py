@@ -179,7 +179,7 @@ class Level:
                               dtype=np.float32)
         except Exception as exc:  # zarr raises many types for a damaged store
             raise DataError(f"{self.where}: cannot read array ({exc})") from exc
-        n_bad = int(slab.size - np.count_nonzero(np.isfinite(slab))) if check_finite else 0
+        n_bad = non_finite_count(slab) if check_finite else 0
         return (slab if k == 1 else bin_mean(slab, k)), n_bad
 
 
@@ -744,6 +744,16 @@ def _as_dtype(vol: np.ndarray, dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.round(vol), info.min, info.max).astype(dtype)
     return vol.astype(dtype)
+
+
+def non_finite_count(a: np.ndarray) -> int:
+    """How many NaN/inf values `a` holds. Its sum first, which any NaN or inf spoils: the
+    boolean mask, a quarter of a slab more at the reader's peak, is made only where the sum
+    is not finite (a NaN or inf there, or finite values overflowing it)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(a.sum()):
+            return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
 
 
 def bin_mean(vol: np.ndarray, k: int) -> np.ndarray:

@@ -413,3 +413,19 @@ def test_anisotropic_levels_are_refused(comp, kind, values, message):
     (zarr_dir / ".zattrs").write_text(json.dumps(attrs))
     with pytest.raises(DataError, match=f"denoised.zarr: level '0' has {message}"):
         CopickProject(comp).read_tomogram("TS_5_4")
+
+
+def test_non_finite_count_counts_what_a_mask_counts():
+    """The sum's shortcut: finite values whose sum overflows are not counted, and a +inf
+    and a -inf that cancel to NaN in the sum are both counted."""
+    import warnings
+
+    from data_tools.copick_io import non_finite_count
+
+    vol = np.random.default_rng(0).normal(size=(4, 30, 30)).astype(np.float32)
+    assert non_finite_count(vol) == 0
+    vol[1, 2, 3], vol[2, 3, 4], vol[3, 4, 5] = np.nan, np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shortcut's overflow and NaN stay quiet
+        assert non_finite_count(vol) == 3
+        assert non_finite_count(np.full((3, 4, 5), 3e38, np.float32)) == 0
