@@ -28,6 +28,7 @@ from data_tools.copick_io import (
     CopickProject,
     Tomogram,
     add_truth_user_argument,
+    non_finite_count,
     xyz_A_to_zyx_vox,
 )
 from data_tools.particles import DataError
@@ -488,7 +489,7 @@ def _feature_volumes_on(work: np.ndarray, cfg: SparsifyConfig, voxel_size_A: flo
     """(feature volumes, polarity): numpy from scipy where `device` is None (`own`: `work`
     may be overwritten), else torch tensors on it (data_tools/sparsify_torch.py)."""
     if device is None:
-        if not np.isfinite(work).all():
+        if non_finite_count(work):
             raise DataError(f"{what}: tomogram has NaN/inf voxels")
         return feature_volumes(work, cfg, voxel_size_A, what, threads, own)
     import torch
@@ -596,9 +597,6 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
         raise DataError(f"{what}: expected a 3-D tomogram, got shape {vol.shape}")
     own = own and device is None and vol.dtype == np.float32 and vol.flags.writeable
     data, blank, blank_info = without_blank(vol, what, cfg.flatten, voxel_size_A, in_place=own)
-    # What the filters may overwrite: the caller's volume where handed over, else a copy
-    # made here (flattened or filled), never the caller's own.
-    own = own or data is not vol
     if blank is not None:
         log.warning("%s: %.1f %% of the volume is blank (one value through the depth: no "
                     "data there); set to the data's median, and the kept share counts the "
@@ -611,8 +609,10 @@ def sparsify(vol: np.ndarray, voxel_size_A: float, cfg: SparsifyConfig, run: str
     work = np.ascontiguousarray(data.transpose(0, 2, 1)) if axis == "x" else data
     if blank is not None and axis == "x":
         blank = blank.transpose(0, 2, 1)
+    # The filters may overwrite the caller's volume where it was handed over, else only a
+    # copy made here (flattened, filled or transposed).
     feats, polarity = _feature_volumes_on(work, cfg, voxel_size_A, what, device, threads,
-                                          own or work is not data)
+                                          own or work is not vol)
     coords, f = _select_from(feats, cfg, what, voxel_size_A,
                              1.0 - blank_info.get("blank_share", 0.0), blank)
     # reselect adds the score up again from the features; only the blank mask it was cut
