@@ -110,6 +110,16 @@ def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float,
     return pts[:, ::-1] * voxel_size_A + origin_A
 
 
+def slab_sections(shape_zyx: tuple[int, ...], chunk_z: int, k: int = 1) -> int:
+    """Binned sections a level of `shape_zyx` stored in z-chunks of `chunk_z` (0: unknown)
+    is read at a time: SLAB_SECTIONS source sections, or the z-chunk where its chunk row
+    fits SLAB_BYTES (each chunk then decoded once), whole bins of k."""
+    raw = SLAB_SECTIONS
+    if chunk_z and chunk_z * math.prod(shape_zyx[1:]) * 4 <= SLAB_BYTES:
+        raw = max(raw, chunk_z)
+    return max(1, raw // k)
+
+
 @dataclass(frozen=True)
 class Tomogram:
     data: np.ndarray  # (z, y, x) float32
@@ -145,15 +155,9 @@ class Level:
         return slab
 
     def slab_sections(self, k: int = 1) -> int:
-        """Binned sections per read: SLAB_SECTIONS source sections, or the array's z-chunk
-        where its chunk row fits SLAB_BYTES (each chunk then decoded once), whole bins."""
-        raw = SLAB_SECTIONS
+        """Binned sections per read (see slab_sections)."""
         chunks = getattr(self.array, "chunks", None)
-        if chunks:
-            chunk_z = int(chunks[len(chunks) - 3])
-            if chunk_z * math.prod(self.shape_zyx[1:]) * 4 <= SLAB_BYTES:
-                raw = max(raw, chunk_z)
-        return max(1, raw // k)
+        return slab_sections(self.shape_zyx, int(chunks[len(chunks) - 3]) if chunks else 0, k)
 
     def read_binned(self, k: int = 1, check_finite: bool = True) -> np.ndarray:
         """The whole level mean-binned k×k×k, slab_sections at a time; an error counts
@@ -488,13 +492,15 @@ class CopickProject:
     def write_tomogram(self, run: str, data_zyx: np.ndarray, voxel_size_A: float = 10.012,
                        tomo_type: str = "denoised", voxel_spacing_A: float = 10.0, *,
                        n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
-                       extra_attrs: dict | None = None) -> Path:
+                       extra_attrs: dict | None = None,
+                       chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> Path:
         d = self.static_root / RUNS_DIR / validate_run_name(run) / voxel_spacing_dirname(
             voxel_spacing_A)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{tomo_type}.zarr"
         with atomic_path(path) as tmp:
-            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype, origin_A, extra_attrs)
+            write_ome_zarr(tmp, data_zyx, voxel_size_A, n_levels, dtype, origin_A, extra_attrs,
+                           chunks_zyx)
         return path
 
     def write_picks(self, run: str, particle: str, points_xyz_A: np.ndarray,
@@ -628,6 +634,24 @@ def _array_shape(path: Path) -> tuple[int, ...] | None:
     return tuple(meta[1]["shape"]) if "shape" in meta[1] else None
 
 
+def array_chunks(path: Path) -> tuple[int, ...]:
+    """The (z, y, x) shape of the chunks zarr decodes when it reads the array at `path`,
+    from its metadata (zarr v2 `chunks`; v3 the chunk grid's, or a shard's inner chunks,
+    which are read one by one); () where the metadata does not say."""
+    meta = _zarr_metadata(path, ".zarray")
+    doc = meta[1] if meta and isinstance(meta[1], dict) else {}
+    chunks = doc.get("chunks")
+    if chunks is None:  # zarr v3
+        chunks = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
+        for codec in doc.get("codecs") or []:
+            if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
+                chunks = (codec.get("configuration") or {}).get("chunk_shape", chunks)
+    try:
+        return tuple(int(c) for c in chunks[-3:]) if len(chunks) >= 3 else ()
+    except (TypeError, ValueError):
+        return ()
+
+
 def _axes_to_A(path: Path, multiscale: dict) -> float:
     """Å per unit of the spatial axes (one unit for z, y, x; OME-Zarr allows per-axis)."""
     axes = multiscale.get("axes") or []
@@ -711,11 +735,12 @@ def _isotropic(path: Path, level: str, what: str, values, tol: float) -> float:
 
 def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
                    n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
-                   extra_attrs: dict | None = None) -> None:
+                   extra_attrs: dict | None = None,
+                   chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> None:
     """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
-    stored as `dtype` (integers rounded and clipped to their range); level 0's voxel 0 is
-    centred at origin_A. `extra_attrs`: more top-level keys for `.zattrs` (OME-Zarr
-    readers ignore keys they do not know)."""
+    stored as `dtype` (integers rounded and clipped to their range) in chunks of at most
+    `chunks_zyx`; level 0's voxel 0 is centred at origin_A. `extra_attrs`: more top-level
+    keys for `.zattrs` (OME-Zarr readers ignore keys they do not know)."""
     import numcodecs
     import zarr
 
@@ -723,7 +748,7 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
     level = np.asarray(data_zyx, dtype=np.float32)
     datasets = []
     for i in range(n_levels):
-        chunks = tuple(min(s, c) for s, c in zip(level.shape, (64, 128, 128), strict=True))
+        chunks = tuple(min(s, c) for s, c in zip(level.shape, chunks_zyx, strict=True))
         g.create_array(name=str(i), data=_as_dtype(level, dtype), chunks=chunks,
                        compressors=numcodecs.Blosc(cname="zstd", clevel=1))
         s, t = voxel_size_A * 2**i, origin_A + voxel_size_A * (2**i - 1) / 2  # binning's shift

@@ -676,9 +676,22 @@ PEAK_BASE_BYTES = int(0.9 * 2**30)
 PEAK_BYTES_PER_VOXEL = 25
 
 
+# Reading comes first, with the libraries and model loaded (0.3 GB) and only the working
+# volume and the slabs being read in hand; from a level much finer than the working grid
+# the slabs can be the larger part (bench/read_peak.py).
+READ_BASE_BYTES = int(0.45 * 2**30)
+
+
+def read_peak_bytes(plan: Plan) -> int:
+    """About the most memory reading what `plan` reads takes."""
+    return READ_BASE_BYTES + 4 * plan.working_voxels + plan.read_bytes
+
+
 def peak_bytes(plan: Plan) -> int:
-    """About the most memory a process picking what `plan` reads takes."""
-    return PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL
+    """About the most memory a process picking what `plan` reads takes: the larger of the
+    read's peak and the picking's."""
+    return max(PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL,
+               read_peak_bytes(plan))
 
 
 def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:

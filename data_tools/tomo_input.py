@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import CopickProject, Level, Tomogram
+from data_tools.copick_io import CopickProject, Level, Tomogram, array_chunks, slab_sections
 from data_tools.particles import DataError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Source:
     voxel_size_A: float  # from .zattrs
     origin_A: float  # Å position of voxel 0's centre (the level's translation)
     shape_zyx: tuple[int, ...]
+    chunks_zyx: tuple[int, ...] = ()  # the chunks zarr decodes (): not known
 
     def describe(self) -> str:
         return (f"{self.tomo_type} VoxelSpacing{self.folder_spacing_A:.3f} level {self.level} "
@@ -81,6 +82,27 @@ class Plan:
         """About how many voxels the source has on the working grid."""
         scale = self.source.voxel_size_A / self.working_A
         return math.prod(max(1, int(n * scale)) for n in self.source.shape_zyx)
+
+    @property
+    def read_bytes(self) -> int:
+        """About the most memory reading takes besides the working volume it fills: the
+        slabs of source sections in hand at once (one for binning, one a thread for
+        resample_level) with their binned, filtered and interpolated copies."""
+        s, k = self.source, self.bin_factor
+        area_bytes = 4 * math.prod(s.shape_zyx[1:])
+        binned = slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0, k)
+        if not self.how.endswith("resample"):
+            sections = min(binned, s.shape_zyx[0] // k) * k
+            return int(sections * area_bytes * (1 + (k > 1) / k**3) + _decoding_bytes(s))
+        ratio = self.working_A / (s.voxel_size_A * k)
+        n_binned = s.shape_zyx[0] // k
+        step, margin = _resample_step(binned, ratio), 2 + 2 * _reach(ratio)
+        slabs = math.ceil(max(1, math.floor(n_binned / ratio)) / step)
+        threads = min(resample_threads(), slabs)
+        # binned sections in hand at once, no more than the level and the slabs' overlaps
+        sections = min(threads * (step * ratio + margin), n_binned + threads * margin)
+        return int(sections * area_bytes * ((k if k > 1 else 0) + RESAMPLE_COPIES / k**2)
+                   + threads * _decoding_bytes(s))
 
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.how}"
@@ -114,8 +136,10 @@ def list_sources(project: CopickProject, run: str, tomo_type: str,
     for s in spacings:
         if tomo_type not in project.tomogram_types(run, s):
             continue
-        for i, (_, vs, shape, origin) in enumerate(project.tomogram_scales(run, s, tomo_type)):
-            out.append(Source(s, tomo_type, i, vs, origin, shape))
+        path = project.tomogram_path(run, s, tomo_type)
+        for i, (where, vs, shape, origin) in enumerate(project.tomogram_scales(run, s,
+                                                                               tomo_type)):
+            out.append(Source(s, tomo_type, i, vs, origin, shape, array_chunks(path / where)))
     if not out:
         raise DataError(f"{project.run_dir(run)}: no {tomo_type!r} tomogram in spacings "
                         f"{spacings or 'none'}")
@@ -172,6 +196,41 @@ def _axis_weights(n: int, voxel_A: float, origin_A: float, working_A: float, new
 # Slabs resampled at once: scipy's filter and numpy's products release the GIL, and two
 # threads took the 272×934×934 level at 13.48 Å from 8.1-9.9 s to 5.5-6.1 s, the same volume.
 RESAMPLE_THREADS = 2
+# Binned-slab-sized arrays a resampling thread holds at once besides a binned level's slab
+# as read: the binned slab, its filtered copy and the products of interpolating along z.
+# An upper line through the read peaks measured at 7.84 and 13.48 Å, in z-chunks of 64 and
+# 256 sections (bench/read_peak.json).
+RESAMPLE_COPIES = 3
+
+
+def _decoding_bytes(s: Source) -> int:
+    """What zarr holds while one read decodes: up to its async.concurrency chunks of the
+    level in flight (a 256³ float32 chunk is 64 MB), each decoded whole however few of its
+    sections the read wants."""
+    if not s.chunks_zyx:
+        return 0
+    import zarr
+
+    in_flight = int(zarr.config.get("async.concurrency") or 10)
+    row = math.prod(math.ceil(n / c) for n, c in zip(s.shape_zyx[1:], s.chunks_zyx[1:],
+                                                     strict=True))
+    return min(in_flight, 2 * row) * 4 * math.prod(s.chunks_zyx)
+
+
+def resample_threads() -> int:
+    return max(1, min(RESAMPLE_THREADS, os.cpu_count() or 1))
+
+
+def _reach(ratio: float) -> int:
+    """Source sections the anti-aliasing Gaussian reaches past a slab (scipy's radius at
+    truncate=3), for shrinking by `ratio`."""
+    sigma = (ratio - 1) / 2 if ratio > 1 else 0.0
+    return int(3.0 * sigma + 0.5) if sigma else 0
+
+
+def _resample_step(slab_sections: int, ratio: float) -> int:
+    """Output sections a slab makes: as many as a slab of source sections holds."""
+    return max(1, math.floor(slab_sections / max(ratio, 1.0)))
 
 
 def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True
@@ -191,14 +250,13 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
                         f"from {level.voxel_size_A:g} Å to {working_A:g} Å")
     ratio = working_A / voxel_A
     sigma = (ratio - 1) / 2 if ratio > 1 else 0.0
-    reach = int(3.0 * sigma + 0.5) if sigma else 0  # scipy's radius at truncate=3
+    reach = _reach(ratio)
     new_origin = origin_A - voxel_A / 2 + working_A / 2
     (iz, fz), (iy, fy), (ix, fx) = (_axis_weights(n, voxel_A, origin_A, working_A, new_origin)
                                     for n in shape)
     fy = fy[:, None]
     out = np.empty((len(iz), len(iy), len(ix)), dtype=np.float32)
-    # Output sections per slab: as many as the level's slab of source sections holds.
-    step = max(1, math.floor(level.slab_sections(k) / max(ratio, 1.0)))
+    step = _resample_step(level.slab_sections(k), ratio)
 
     def one_slab(o0: int) -> None:
         o1 = min(o0 + step, len(iz))
@@ -212,8 +270,7 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
         slab = np.take(slab, iy, axis=1) * (1 - fy) + np.take(slab, iy + 1, axis=1) * fy
         out[o0:o1] = np.take(slab, ix, axis=2) * (1 - fx) + np.take(slab, ix + 1, axis=2) * fx
 
-    with ThreadPoolExecutor(max_workers=max(1, min(RESAMPLE_THREADS, os.cpu_count() or 1))
-                            ) as pool:
+    with ThreadPoolExecutor(max_workers=resample_threads()) as pool:
         list(pool.map(one_slab, range(0, len(iz), step)))  # list(): an error is raised here
     return out, new_origin
 

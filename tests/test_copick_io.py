@@ -224,6 +224,30 @@ def test_slabs_grow_to_whole_chunk_rows_that_fit(tmp_path, monkeypatch):
     assert level.slab_sections(3) == 10
 
 
+def test_chunks_read_from_metadata_are_the_arrays_own(tmp_path):
+    """array_chunks reads from metadata alone the (z, y, x) chunks zarr decodes: zarr v2's,
+    clipped to the level as written; zarr v3's chunk grid of a 5-D array; a shard's inner
+    chunks, as the opened array reports them. The reader's slabs and the planner's agree."""
+    from data_tools.copick_io import array_chunks, slab_sections
+
+    proj = make_project(tmp_path)
+    path = proj.write_tomogram("TS_1", np.zeros((130, 40, 70), np.float32), 10.0, n_levels=1,
+                               chunks_zyx=(48, 16, 128))
+    assert array_chunks(path / "0") == (48, 16, 70)
+    level = proj.open_level("TS_1")
+    assert level.array.chunks == (48, 16, 70)
+    for k in (1, 2, 3):
+        assert level.slab_sections(k) == slab_sections(level.shape_zyx, 48, k) == 48 // k
+    assert slab_sections((130, 40, 70), 0) == 32  # chunks not known: SLAB_SECTIONS
+    for sharded, inner in ((False, (32, 64, 64)), (True, (8, 32, 32))):
+        where = tmp_path / f"v3_{sharded}.zarr"
+        write_ome_zarr_v05(where, np.zeros((40, 64, 64), np.float32), 7.3, n_levels=1,
+                           sharded=sharded)
+        assert array_chunks(where / "0") == inner
+        assert zarr.open_array(str(where / "0"), mode="r").chunks[2:] == inner
+    assert array_chunks(tmp_path / "nowhere") == ()
+
+
 def test_test_folder_with_experiment_runs_at_root(tmp_path):
     write_competition_run(tmp_path)
     proj = CopickProject(tmp_path / "static")  # like the competition's test/static

@@ -16,7 +16,7 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.simulate import SimRanges, simulate_project
 from data_tools.sparsify import SparsifyConfig, read_input
-from data_tools.tomo_input import Source, plan_source, resample
+from data_tools.tomo_input import Source, list_sources, plan_source, resample
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.stream import infer_project
 from tests.test_copick_io import make_project, write_ome_zarr_v05
@@ -209,6 +209,49 @@ def test_plan_rules():
     assert plan_source([src(13.48)], WORKING_A).bin_factor == 1
 
 
+def test_the_reads_memory_by_hand(monkeypatch):
+    """Plan.read_bytes: the slabs of source sections in hand, their binned copies and what
+    zarr decodes at once, worked out by hand for a level binned as read and for one binned
+    and resampled by two threads; peak_bytes takes the larger of the read and the picking."""
+    from data_tools import tomo_input
+    from data_tools.sparsify import (
+        PEAK_BASE_BYTES,
+        PEAK_BYTES_PER_VOXEL,
+        READ_BASE_BYTES,
+        peak_bytes,
+        read_peak_bytes,
+    )
+
+    monkeypatch.setattr(tomo_input, "resample_threads", lambda: 2)
+    chunk_bytes = 4 * 256**3
+    binned = plan_source([Source(10.0, "wbp", 0, 10.0, 0.0, (368, 1260, 1260),
+                                 (64, 128, 128))], WORKING_A)
+    assert binned.how == "bin 2" and binned.working_voxels == 184 * 630 * 630
+    # one slab of 64 sections (a 406 MB chunk row fits SLAB_BYTES), its binned eighth, and
+    # 10 chunks of 64x128x128 decoded at once
+    section = 4 * 1260 * 1260
+    assert binned.read_bytes == int(64 * section * 9 / 8 + 10 * 4 * 64 * 128 * 128)
+    fine = plan_source([Source(7.84, "wbp", 0, 7.84, 0.0, (234, 1608, 1608),
+                               (256, 256, 256))], WORKING_A)
+    assert fine.how == "bin 2, resample" and fine.working_voxels == 91 * 630 * 630
+    # a 256-section chunk row (2.6 GB) does not fit SLAB_BYTES: slabs of 32 source sections,
+    # 16 binned; 12 output sections a slab at 20 / 15.68 = 1.2755 binned sections each,
+    # plus the interpolation's 2 (no Gaussian reach at sigma 0.14); two threads, each with
+    # its source sections (x2 binned) and 3 binned copies (/4 the area), and 10 chunks
+    sections = 2 * (12 * 20 / 15.68 + 2)
+    section = 4 * 1608 * 1608
+    assert fine.read_bytes == int(sections * section * (2 + 3 / 4) + 2 * 10 * chunk_bytes)
+    assert read_peak_bytes(fine) == READ_BASE_BYTES + 4 * 91 * 630 * 630 + fine.read_bytes
+    picking = PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * fine.working_voxels
+    assert peak_bytes(fine) == read_peak_bytes(fine) > picking  # the read is the peak here
+    assert peak_bytes(binned) == PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * 184 * 630 * 630
+    # a level with fewer sections than a slab: no more than its own sections in hand
+    thin = plan_source([Source(10.0, "wbp", 0, 13.48, 0.0, (30, 934, 934), (256, 256, 256))],
+                       WORKING_A)
+    assert thin.how == "resample"
+    assert thin.read_bytes == int((30 + 2 * 2) * 4 * 934 * 934 * 3 + 10 * chunk_bytes)
+
+
 class _Sections:
     """A zarr array that records which z-sections each read asked for."""
 
@@ -280,6 +323,8 @@ def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
         write_ome_zarr_v05(d / "wbp.zarr", vol, 7.3, n_levels=1, sharded=sharded)
         level = project.open_level("TS_1", 7.3, "wbp")
         assert level.array.chunks[2] == (8 if sharded else 32), level.array.chunks
+        # the planner knows the chunks the reader decodes, from metadata alone
+        assert list_sources(project, "TS_1", "wbp")[0].chunks_zyx == level.array.chunks[2:]
         tomo, info = read_working(project, "TS_1", tomo_type="wbp", type_fallback=False,
                                   working_A=WORKING_A)
         assert info["how"] == "bin 2, resample", info
