@@ -6,8 +6,8 @@ Plan.read_bytes, the slabs of source sections in hand). This writes one-level to
 the shapes, voxel sizes and zarr chunks users' data come in (noise, which compresses no
 better than a tomogram), reads each as `infer` does (data_tools.sparsify.
 read_input, the shipped checkpoint's settings) in a fresh process with the model loaded, and
-prints the resident GB before the read, the process's high-water mark after it, and the
-read line of the estimate.
+prints the read's seconds, the resident GB before it, the process's high-water mark after
+it, and the read line of the estimate.
 
     python bench/read_peak.py [--work data/read_peak] [--case Z,Y,X:A:CZ,CY,CX ...]
         [--json bench/read_peak.json]
@@ -38,7 +38,7 @@ CASES = [
     ((234, 1608, 1608), 7.84, (64, 128, 128)),
     ((234, 1608, 1608), 7.84, (256, 256, 256)),
 ]
-CHILD = """import re, sys
+CHILD = """import re, sys, time
 sys.path.insert(0, {root!r})
 from data_tools.copick_io import CopickProject
 from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input, read_input, read_peak_bytes
@@ -50,9 +50,11 @@ run = project.runs()[0]
 status = lambda key: int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read())[1])
 before = status('VmRSS')
 plan = plan_input(project, run, cfg)
+t0 = time.perf_counter()
 tomo, _ = read_input(project, run, cfg)
+seconds = time.perf_counter() - t0
 print(before, status('VmHWM'), tomo.data.size, read_peak_bytes(plan), peak_bytes(plan),
-      plan.how)
+      seconds, plan.how)
 """
 
 
@@ -83,11 +85,11 @@ def measured(project: Path) -> dict:
     if out.returncode:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"reading {project} failed (exit {out.returncode})")
-    before_kB, hwm_kB, voxels, read_line, line, how = out.stdout.split("\n")[-2].split(
-        " ", 5)
+    before_kB, hwm_kB, voxels, read_line, line, seconds, how = out.stdout.split("\n")[
+        -2].split(" ", 6)
     return {"before_gb": int(before_kB) / 2**20, "peak_gb": int(hwm_kB) / 2**20,
             "working_voxels": int(voxels), "how": how, "read_line_gb": int(read_line) / 2**30,
-            "estimate_gb": int(line) / 2**30}
+            "estimate_gb": int(line) / 2**30, "seconds": float(seconds)}
 
 
 def parse_case(text: str, ap: argparse.ArgumentParser) -> tuple:
@@ -111,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cases = [parse_case(text, ap) for text in a.case] if a.case else CASES
     rows = []
-    print("| level | Å | chunk z | how | GB before | peak GB | read line GB | estimate GB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| level | Å | chunk z | how | s | GB before | peak GB | read line GB | "
+          "estimate GB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for shape, voxel_A, chunks in cases:
         row = {"shape_zyx": list(shape), "voxel_A": voxel_A, "chunks_zyx": list(chunks),
                **measured(made(a.work, shape, voxel_A, chunks))}
         rows.append(row)
         print(f"| {'×'.join(map(str, shape))} | {voxel_A:g} | {chunks[0]} | {row['how']} | "
+              f"{row['seconds']:.1f} | "
               f"{row['before_gb']:.2f} | {row['peak_gb']:.2f} | {row['read_line_gb']:.2f} | "
               f"{row['estimate_gb']:.2f} |",
               flush=True)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ SLAB_SECTIONS = 32  # z-sections read at a time: a slab of a 4k × 4k float32 le
 # decodes whole chunks, and 32-section reads of 256-section chunks read 1 GB in 5.1 s where
 # whole chunk rows took 2.1 s.
 SLAB_BYTES = 2**30
+READ_THREADS = 2  # blocks read at once: zarr's decoding and numpy's binning release the GIL
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 # copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
@@ -120,6 +123,28 @@ def slab_sections(shape_zyx: tuple[int, ...], chunk_z: int, k: int = 1) -> int:
     return max(1, raw // k)
 
 
+def read_block(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...], k: int = 1
+               ) -> tuple[int, int]:
+    """(binned sections, binned rows) Level.read_binned reads at a time from a level of
+    `shape_zyx` in chunks of `chunks_zyx` (() unknown): whole chunks' sections (at least
+    SLAB_SECTIONS) in bands of whole chunks' rows, all in whole bins, so that each chunk is
+    decoded once and a block stays small; slab_sections at full width where the chunks are
+    not known or such a block exceeds SLAB_BYTES. 32-section slabs of a 7.84 Å level in
+    256³ chunks decoded each chunk 8 times: 28 s where bands of whole chunks took 7 s."""
+    n_y, n_x = shape_zyx[1:]
+    if len(chunks_zyx) == 3:  # source sections and rows: whole chunks and whole bins
+        unit = math.lcm(chunks_zyx[0], k)
+        sections = unit * math.ceil(SLAB_SECTIONS / unit)
+        band = min(math.lcm(chunks_zyx[1], k), n_y)
+        if sections * band * n_x * 4 <= SLAB_BYTES:
+            return max(1, sections // k), max(1, band // k)
+    return slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0, k), n_y // k
+
+
+def read_threads() -> int:
+    return max(1, min(READ_THREADS, os.cpu_count() or 1))
+
+
 @dataclass(frozen=True)
 class Tomogram:
     data: np.ndarray  # (z, y, x) float32
@@ -154,33 +179,45 @@ class Level:
                             f"(sections {z0 * k}..{z1 * k - 1})")
         return slab
 
-    def slab_sections(self, k: int = 1) -> int:
-        """Binned sections per read (see slab_sections)."""
+    @property
+    def chunks_zyx(self) -> tuple[int, ...]:
         chunks = getattr(self.array, "chunks", None)
-        return slab_sections(self.shape_zyx, int(chunks[len(chunks) - 3]) if chunks else 0, k)
+        return tuple(int(c) for c in chunks[len(chunks) - 3:]) if chunks else ()
+
+    def slab_sections(self, k: int = 1) -> int:
+        """Binned sections per full-width read (see slab_sections)."""
+        return slab_sections(self.shape_zyx, self.chunks_zyx[0] if self.chunks_zyx else 0, k)
 
     def read_binned(self, k: int = 1, check_finite: bool = True) -> np.ndarray:
-        """The whole level mean-binned k×k×k, slab_sections at a time; an error counts
+        """The whole level mean-binned k×k×k, a read_block at a time; an error counts
         every NaN/inf voxel of the level."""
         if k > 1 and min(self.shape_zyx) < k:
             raise DataError(f"{self.where}: a {self.shape_zyx} level cannot be binned by {k}")
         n_z, n_y, n_x = (n // k for n in self.shape_zyx)
         data = np.empty((n_z, n_y, n_x), dtype=np.float32)
-        step = self.slab_sections(k)
-        n_bad = 0
-        for z0 in range(0, n_z, step):
-            z1 = min(z0 + step, n_z)
-            data[z0:z1], bad = self._sections(z0, z1, k, check_finite)
-            n_bad += bad
+        step, rows = read_block(self.shape_zyx, self.chunks_zyx, k)
+
+        def one_block(zy: tuple[int, int]) -> int:
+            z1, y1 = min(zy[0] + step, n_z), min(zy[1] + rows, n_y)
+            data[zy[0]:z1, zy[1]:y1], bad = self._sections(zy[0], z1, k, check_finite,
+                                                           (zy[1], y1))
+            return bad
+
+        blocks = [(z0, y0) for z0 in range(0, n_z, step) for y0 in range(0, n_y, rows)]
+        with ThreadPoolExecutor(max_workers=read_threads()) as pool:
+            n_bad = sum(pool.map(one_block, blocks))
         if n_bad:
             raise DataError(f"{self.where}: {n_bad} NaN/inf voxels in run {self.run!r}")
         return data
 
-    def _sections(self, z0: int, z1: int, k: int, check_finite: bool) -> tuple[np.ndarray, int]:
+    def _sections(self, z0: int, z1: int, k: int, check_finite: bool,
+                  rows: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+        """Binned sections [z0, z1) (binned rows [rows) only, where given) and their
+        NaN/inf count."""
         lead = len(self.array.shape) - 3
+        where = (slice(z0 * k, z1 * k),) + ((slice(rows[0] * k, rows[1] * k),) if rows else ())
         try:
-            slab = np.asarray(self.array[(0,) * lead + (slice(z0 * k, z1 * k),)],
-                              dtype=np.float32)
+            slab = np.asarray(self.array[(0,) * lead + where], dtype=np.float32)
         except Exception as exc:  # zarr raises many types for a damaged store
             raise DataError(f"{self.where}: cannot read array ({exc})") from exc
         n_bad = non_finite_count(slab) if check_finite else 0

@@ -32,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import CopickProject, Level, Tomogram, array_chunks, slab_sections
+from data_tools.copick_io import (
+    CopickProject,
+    Level,
+    Tomogram,
+    array_chunks,
+    read_block,
+    read_threads,
+    slab_sections,
+)
 from data_tools.particles import DataError
 
 log = logging.getLogger(__name__)
@@ -86,23 +94,20 @@ class Plan:
     @property
     def read_bytes(self) -> int:
         """About the most memory reading takes besides the working volume it fills: the
-        slabs of source sections in hand at once (one for binning, one a thread for
-        resample_level) with their binned, filtered and interpolated copies."""
+        blocks Level.read_binned has in hand with what zarr decodes for them; resampling
+        streamed from an unbinned level, the slabs each thread has in hand with their
+        filtered and interpolated copies; resampling a binned level, that level in memory
+        and the slabs resampled from it."""
         s, k = self.source, self.bin_factor
-        area_bytes = 4 * math.prod(s.shape_zyx[1:])
-        binned = slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0, k)
         if not self.how.endswith("resample"):
-            sections = min(binned, s.shape_zyx[0] // k) * k
-            return int(sections * area_bytes * (1 + (k > 1) / k**3) + _decoding_bytes(s))
-        ratio = self.working_A / (s.voxel_size_A * k)
-        n_binned = s.shape_zyx[0] // k
-        step, margin = _resample_step(binned, ratio), 2 + 2 * _reach(ratio)
-        slabs = math.ceil(max(1, math.floor(n_binned / ratio)) / step)
-        threads = min(resample_threads(), slabs)
-        # binned sections in hand at once, no more than the level and the slabs' overlaps
-        sections = min(threads * (step * ratio + margin), n_binned + threads * margin)
-        return int(sections * area_bytes * ((k if k > 1 else 0) + RESAMPLE_COPIES / k**2)
-                   + threads * _decoding_bytes(s))
+            return _blocks_bytes(s, k)
+        if k == 1:
+            slab = slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0)
+            return (_resampling_bytes(s.shape_zyx, s.chunks_zyx, s.voxel_size_A, self.working_A)
+                    + resample_threads() * _decoding_bytes(s, slab, s.shape_zyx[1]))
+        binned = tuple(n // k for n in s.shape_zyx)
+        return 4 * math.prod(binned) + max(_blocks_bytes(s, k), _resampling_bytes(
+            binned, (), s.voxel_size_A * k, self.working_A))
 
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.how}"
@@ -203,18 +208,43 @@ RESAMPLE_THREADS = 2
 RESAMPLE_COPIES = 3
 
 
-def _decoding_bytes(s: Source) -> int:
-    """What zarr holds while one read decodes: up to its async.concurrency chunks of the
-    level in flight (a 256³ float32 chunk is 64 MB), each decoded whole however few of its
-    sections the read wants."""
-    if not s.chunks_zyx:
+def _decoding_bytes(s: Source, sections: int, rows: int) -> int:
+    """What zarr holds while one read of `sections` × `rows` source voxels (full width)
+    decodes: the chunks it touches, up to zarr's async.concurrency at once (a 256³ float32
+    chunk is 64 MB), each decoded whole however little of it the read wants."""
+    if len(s.chunks_zyx) != 3:
         return 0
     import zarr
 
     in_flight = int(zarr.config.get("async.concurrency") or 10)
-    row = math.prod(math.ceil(n / c) for n, c in zip(s.shape_zyx[1:], s.chunks_zyx[1:],
-                                                     strict=True))
-    return min(in_flight, 2 * row) * 4 * math.prod(s.chunks_zyx)
+    cz, cy, cx = s.chunks_zyx
+    # rows start at a chunk's edge; sections that are not whole chunks may straddle one more
+    touched = ((math.ceil(sections / cz) + (sections % cz > 0))
+               * math.ceil(rows / cy) * math.ceil(s.shape_zyx[2] / cx))
+    return min(in_flight, touched) * 4 * cz * cy * cx
+
+
+def _blocks_bytes(s: Source, k: int) -> int:
+    """Level.read_binned's blocks in hand at once, as read and binned, and what zarr
+    decodes for them."""
+    sections, rows = (n * k for n in read_block(s.shape_zyx, s.chunks_zyx, k))
+    block = min(sections, s.shape_zyx[0]) * rows * s.shape_zyx[2] * 4
+    return read_threads() * int(block * (1 + (k > 1) / k**3)
+                                + _decoding_bytes(s, sections, rows))  # blocks: whole chunks
+
+
+def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
+                      voxel_A: float, working_A: float) -> int:
+    """resample_level's slabs in hand at once, from a level of `shape_zyx` (unbinned), each
+    with RESAMPLE_COPIES copies; no more than the level and the slabs' overlaps."""
+    ratio = working_A / voxel_A
+    step = _resample_step(slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0),
+                          ratio)
+    margin = 2 + 2 * _reach(ratio)
+    threads = min(resample_threads(),
+                  math.ceil(max(1, math.floor(shape_zyx[0] / ratio)) / step))
+    sections = min(threads * (step * ratio + margin), shape_zyx[0] + threads * margin)
+    return int(sections * 4 * math.prod(shape_zyx[1:]) * RESAMPLE_COPIES)
 
 
 def resample_threads() -> int:
@@ -284,10 +314,16 @@ def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallb
     s = plan.source
     level = project.open_level(run, s.folder_spacing_A, s.tomo_type, scale=s.level)
     k = plan.bin_factor
-    # Binned and resampled as it is read: an unbinned level needs the working grid's memory,
-    # not its own.
+    # Binned as it is read, a level needs the working grid's memory, not its own; binned by
+    # k >= 2 it is at most 3.4 times the working grid (k is the ratio's integer part), and is
+    # resampled in memory: each chunk decoded once, where resampling slabs of a level in
+    # large chunks decoded each several times.
     if plan.how.endswith("resample"):
-        data, origin = resample_level(level, k, working_A)
+        if k > 1:
+            data, origin = resample(level.read_binned(k), level.voxel_size_A * k,
+                                    level.binned_origin_A(k), working_A)
+        else:
+            data, origin = resample_level(level, 1, working_A)
         voxel = working_A
     else:
         data, origin = level.read_binned(k), level.binned_origin_A(k)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -222,6 +223,45 @@ def test_slabs_grow_to_whole_chunk_rows_that_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(copick_io, "SLAB_BYTES", 64 * 40 * 40 * 4 - 1)
     assert level.slab_sections() == copick_io.SLAB_SECTIONS == 32
     assert level.slab_sections(3) == 10
+
+
+class _Reads:
+    """A zarr array that records the region each read asked for."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.chunks, self.reads = array, array.shape, array.chunks, []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.array[key]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_blocks_of_whole_chunks_decode_each_chunk_once(tmp_path, k):
+    """read_binned reads blocks of whole chunks' sections in bands of whole chunks' rows
+    (and whole bins), two at a time: every chunk the binned level needs is read exactly once,
+    and the result is the whole level binned."""
+    from data_tools.copick_io import bin_mean, read_block
+
+    rng = np.random.default_rng(k)
+    vol = rng.normal(size=(70, 45, 50)).astype(np.float32)
+    proj = make_project(tmp_path)
+    proj.write_tomogram("TS_1", vol, 10.0, n_levels=1, chunks_zyx=(32, 8, 16))
+    level = proj.open_level("TS_1")
+    recorded = _Reads(level.array)
+    sections, rows = read_block(level.shape_zyx, level.chunks_zyx, k)
+    assert (sections * k, rows * k) == {1: (32, 8), 2: (32, 8), 3: (96, 24)}[k]
+    data = replace(level, array=recorded).read_binned(k)
+    np.testing.assert_array_equal(data, bin_mean(vol, k))
+    reads = [(z.start, z.stop, y.start, y.stop) for z, y in recorded.reads]
+    used = tuple(n // k * k for n in vol.shape[:2])
+    assert len(reads) == -(-used[0] // (sections * k)) * -(-used[1] // (rows * k))
+    hits = np.zeros(used, int)
+    for z0, z1, y0, y1 in reads:
+        hits[z0:z1, y0:y1] += 1
+    assert (hits == 1).all(), "a voxel read twice or not at all"
+    # whole chunks: every read starts on a chunk's edge
+    assert all(z0 % 32 == 0 and y0 % 8 == 0 for z0, _, y0, _ in reads), reads
 
 
 def test_chunks_read_from_metadata_are_the_arrays_own(tmp_path):

@@ -25,7 +25,8 @@ def test_levels_are_read_in_a_fresh_process_under_their_line(tmp_path, capsys):
     assert [r["working_voxels"] for r in rows] == [23 * 78 * 78, 40 * 150 * 150]
     for r in rows:
         assert 0.05 < r["before_gb"] <= r["peak_gb"] < r["read_line_gb"] <= r["estimate_gb"]
-    assert "| 60×200×200 | 7.84 | 32 | bin 2, resample |" in capsys.readouterr().out
+    assert "| 60×200×200 | 7.84 | 32 | bin 2, resample | " in capsys.readouterr().out
+    assert all(r["seconds"] > 0 for r in rows)
 
 
 def test_a_malformed_case_is_refused():

@@ -210,9 +210,11 @@ def test_plan_rules():
 
 
 def test_the_reads_memory_by_hand(monkeypatch):
-    """Plan.read_bytes: the slabs of source sections in hand, their binned copies and what
-    zarr decodes at once, worked out by hand for a level binned as read and for one binned
-    and resampled by two threads; peak_bytes takes the larger of the read and the picking."""
+    """Plan.read_bytes, worked out by hand: blocks of whole chunks read two at a time with
+    their binned copies and the chunks zarr decodes for them; a level binned as read and
+    then resampled held in memory with the larger of its blocks and its resampling slabs;
+    a level resampled as read, its slabs with their copies. peak_bytes takes the larger of
+    the read and the picking."""
     from data_tools import tomo_input
     from data_tools.sparsify import (
         PEAK_BASE_BYTES,
@@ -223,33 +225,35 @@ def test_the_reads_memory_by_hand(monkeypatch):
     )
 
     monkeypatch.setattr(tomo_input, "resample_threads", lambda: 2)
+    monkeypatch.setattr(tomo_input, "read_threads", lambda: 2)
     chunk_bytes = 4 * 256**3
     binned = plan_source([Source(10.0, "wbp", 0, 10.0, 0.0, (368, 1260, 1260),
                                  (64, 128, 128))], WORKING_A)
     assert binned.how == "bin 2" and binned.working_voxels == 184 * 630 * 630
-    # one slab of 64 sections (a 406 MB chunk row fits SLAB_BYTES), its binned eighth, and
-    # 10 chunks of 64x128x128 decoded at once
-    section = 4 * 1260 * 1260
-    assert binned.read_bytes == int(64 * section * 9 / 8 + 10 * 4 * 64 * 128 * 128)
+    # blocks of one chunk's 64 sections and 128 rows, full width (10 chunks), binned to 1/8
+    block = 64 * 128 * 1260 * 4
+    assert binned.read_bytes == 2 * int(block * 9 / 8 + 10 * 4 * 64 * 128 * 128)
     fine = plan_source([Source(7.84, "wbp", 0, 7.84, 0.0, (234, 1608, 1608),
                                (256, 256, 256))], WORKING_A)
     assert fine.how == "bin 2, resample" and fine.working_voxels == 91 * 630 * 630
-    # a 256-section chunk row (2.6 GB) does not fit SLAB_BYTES: slabs of 32 source sections,
-    # 16 binned; 12 output sections a slab at 20 / 15.68 = 1.2755 binned sections each,
-    # plus the interpolation's 2 (no Gaussian reach at sigma 0.14); two threads, each with
-    # its source sections (x2 binned) and 3 binned copies (/4 the area), and 10 chunks
-    sections = 2 * (12 * 20 / 15.68 + 2)
-    section = 4 * 1608 * 1608
-    assert fine.read_bytes == int(sections * section * (2 + 3 / 4) + 2 * 10 * chunk_bytes)
+    # binned 117x804x804 in memory; blocks of the level's 234 sections x 256 rows x 1608 (7
+    # chunks); resampled in 32-section slabs: 25 output sections, 25 x 20 / 15.68 + 2
+    # binned sections each
+    blocks = 2 * int(234 * 256 * 1608 * 4 * 9 / 8 + 7 * chunk_bytes)
+    slabs = int(2 * (25 * 20 / 15.68 + 2) * 4 * 804 * 804 * 3)
+    assert blocks > slabs
+    assert fine.read_bytes == 4 * 117 * 804 * 804 + blocks
     assert read_peak_bytes(fine) == READ_BASE_BYTES + 4 * 91 * 630 * 630 + fine.read_bytes
     picking = PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * fine.working_voxels
     assert peak_bytes(fine) == read_peak_bytes(fine) > picking  # the read is the peak here
     assert peak_bytes(binned) == PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * 184 * 630 * 630
-    # a level with fewer sections than a slab: no more than its own sections in hand
+    # resampled as read: a 256-section chunk row (893 MB) fits SLAB_BYTES, but the level
+    # has 30 sections: one slab of them, the Gaussian's reach (1) and the interpolation's
+    # neighbour on each side, 3 copies; each thread's read decodes 10 chunks at once
     thin = plan_source([Source(10.0, "wbp", 0, 13.48, 0.0, (30, 934, 934), (256, 256, 256))],
                        WORKING_A)
     assert thin.how == "resample"
-    assert thin.read_bytes == int((30 + 2 * 2) * 4 * 934 * 934 * 3 + 10 * chunk_bytes)
+    assert thin.read_bytes == (30 + 2 * 2) * 4 * 934 * 934 * 3 + 2 * 10 * chunk_bytes
 
 
 class _Sections:
@@ -333,14 +337,20 @@ def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
     assert got[0].data.shape == (54, 25, 32) and got[1].origin_A == got[0].origin_A
 
 
-def test_a_nan_in_a_level_read_as_resampled_is_an_error_naming_it(tmp_path):
+@pytest.mark.parametrize("voxel_A, said", [
+    (7.3, r"2 NaN/inf voxels in run 'TS_1'$"),
+    (13.48, r"2 NaN/inf voxels in run 'TS_1' \(sections 0\.\.39\)$")])
+def test_a_nan_in_a_level_read_as_resampled_is_an_error_naming_it(voxel_A, said, tmp_path):
+    """Binned as read (7.3 Å) the error counts the whole level's NaN/inf voxels; resampled
+    as read (13.48 Å) it stops at the first slab that has any, naming its sections (here
+    one slab holds the level)."""
     from data_tools.tomo_input import read_working
 
     vol = np.zeros((40, 30, 30), np.float32)
-    vol[33, 4, 5] = np.nan
+    vol[33, 4, 5] = vol[3, 4, 5] = np.nan
     project = make_project(tmp_path)
-    path = project.write_tomogram("TS_1", vol, 7.3, "wbp", 7.3, n_levels=1)
-    with pytest.raises(DataError, match=rf"{path}.*1 NaN/inf voxels in run 'TS_1' \(sections "):
+    path = project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1)
+    with pytest.raises(DataError, match=rf"{path}.*{said}"):
         read_working(project, "TS_1", tomo_type="wbp", type_fallback=False, working_A=20.0)
 
 
