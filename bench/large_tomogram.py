@@ -29,11 +29,13 @@ from data_tools.copick_io import CopickProject  # noqa: E402
 
 
 def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
-                  dest: Path, n_levels: int = 3, voxel_A: float | None = None) -> str:
+                  dest: Path, n_levels: int = 3, voxel_A: float | None = None,
+                  chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> str:
     """`run`'s level-0 tomogram tiled `reps_zyx` times into a one-run project at `dest`
     (made once; a pyramid of `n_levels`), every pick copied into each tile; returns the new
     run's name. `voxel_A`: each tile first resampled to that voxel size (another lab's
-    pixel size, e.g. 13.48 Å), written in a folder of that spacing."""
+    pixel size, e.g. 13.48 Å), written in a folder of that spacing; in zarr chunks of
+    `chunks_zyx` (the data portal's are 256³)."""
     name = f"{run}_x{''.join(map(str, reps_zyx))}"
     if (dest / "copick_config.json").is_file():
         return name
@@ -47,7 +49,7 @@ def tiled_project(src: CopickProject, run: str, reps_zyx: tuple[int, int, int],
     (dest / "overlay").mkdir(exist_ok=True)
     out = CopickProject(dest, src.particles)
     out.write_tomogram(name, np.tile(tile, reps_zyx), tile_A, voxel_spacing_A=round(tile_A, 3),
-                       origin_A=tomo.origin_A, n_levels=n_levels)
+                       origin_A=tomo.origin_A, n_levels=n_levels, chunks_zyx=chunks_zyx)
     step_xyz_A = np.array(tile.shape[::-1]) * tile_A
     rz, ry, rx = reps_zyx
     shifts = np.array([[ix, iy, iz] for iz in range(rz) for iy in range(ry)
@@ -85,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voxel-A", type=float,
                     help="resample each tile to this voxel size first (13.48: the input step "
                          "resamples it; 7.84 with --levels 1: bins by 2, then resamples)")
+    ap.add_argument("--chunks", default="64,128,128", metavar="Z,Y,X",
+                    help="zarr chunks of the tiled tomogram (the data portal's: 256,256,256)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     src = CopickProject(a.project)
+    chunks = tuple(int(v) for v in a.chunks.split(","))
+    if len(chunks) != 3 or min(chunks) < 1:
+        ap.error(f"--chunks {a.chunks!r}: three positive integers z,y,x")
     rows = []
     print(f"| copies z,y,x | voxels at {a.voxel_A or 10:g} Å | s (process) | peak GB | "
           "weighted F4 |")
@@ -99,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--reps {text!r}: three positive integers z,y,x")
         dest = a.work / (f"{a.run}_x{''.join(map(str, reps))}"
                          + ("" if a.levels == 3 else f"_levels{a.levels}")
-                         + (f"_{a.voxel_A:g}A" if a.voxel_A else ""))
-        name = tiled_project(src, a.run, reps, dest, a.levels, a.voxel_A)
+                         + (f"_{a.voxel_A:g}A" if a.voxel_A else "")
+                         + ("" if chunks == (64, 128, 128) else f"_c{chunks[0]}"))
+        name = tiled_project(src, a.run, reps, dest, a.levels, a.voxel_A, chunks)
         res = pick_and_score(dest, a.work / f"{name}.csv", a.checkpoint)
         made = CopickProject(dest)
         spacing_A = made.voxel_spacings(name)[0]
         shape = made.tomogram_scales(name, spacing_A)[0][2]
         rows.append({"reps_zyx": reps, "shape_zyx": list(shape), "voxel_A": spacing_A,
-                     "levels": a.levels, **res})
+                     "levels": a.levels, "chunks_zyx": list(chunks), **res})
         gb = f"{res['peak_rss_gb']:.2f}"
         print(f"| {text} | {'×'.join(map(str, shape))} | {res['seconds']:.1f} | {gb} | "
               f"{res['weighted_f4']:.3f} |", flush=True)
