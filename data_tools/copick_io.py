@@ -141,8 +141,10 @@ def read_block(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...], k: int =
     return slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0, k), n_y // k
 
 
-def read_threads() -> int:
-    return max(1, min(READ_THREADS, os.cpu_count() or 1))
+def read_threads(threads: int | None = None) -> int:
+    """Blocks read at once: READ_THREADS, no more than `threads` (the cores a caller may
+    use; default all) or the machine's."""
+    return max(1, min(READ_THREADS, threads or os.cpu_count() or 1, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,10 @@ class Level:
         """Binned sections per full-width read (see slab_sections)."""
         return slab_sections(self.shape_zyx, self.chunks_zyx[0] if self.chunks_zyx else 0, k)
 
-    def read_binned(self, k: int = 1, check_finite: bool = True) -> np.ndarray:
-        """The whole level mean-binned k×k×k, a read_block at a time; an error counts
-        every NaN/inf voxel of the level."""
+    def read_binned(self, k: int = 1, check_finite: bool = True, threads: int | None = None
+                    ) -> np.ndarray:
+        """The whole level mean-binned k×k×k, a read_block at a time (read_threads(threads)
+        at once); an error counts every NaN/inf voxel of the level."""
         if k > 1 and min(self.shape_zyx) < k:
             raise DataError(f"{self.where}: a {self.shape_zyx} level cannot be binned by {k}")
         n_z, n_y, n_x = (n // k for n in self.shape_zyx)
@@ -204,7 +207,7 @@ class Level:
             return bad
 
         blocks = [(z0, y0) for z0 in range(0, n_z, step) for y0 in range(0, n_y, rows)]
-        with ThreadPoolExecutor(max_workers=read_threads()) as pool:
+        with ThreadPoolExecutor(max_workers=read_threads(threads)) as pool:
             n_bad = sum(pool.map(one_block, blocks))
         if n_bad:
             raise DataError(f"{self.where}: {n_bad} NaN/inf voxels in run {self.run!r}")

@@ -653,12 +653,14 @@ def reselect(sv: SparseVolume, keep_fraction: float) -> SparseVolume:
     return replace(sv, coords_zyx=coords, feats=f, config=cfg.to_dict())
 
 
-def read_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> tuple[Tomogram, dict]:
+def read_input(project: CopickProject, run: str, cfg: SparsifyConfig,
+               threads: int | None = None) -> tuple[Tomogram, dict]:
     """The run's tomogram on the working grid as `cfg` reads it, and how it was chosen: the
-    one place that decides (data_tools/tomo_input.py has the rules)."""
+    one place that decides (data_tools/tomo_input.py has the rules); `threads`: the cores
+    the read may use (default all)."""
     return read_working(project, run, tomo_type=cfg.tomogram_type,
                         type_fallback=cfg.type_fallback, working_A=cfg.working_spacing_A,
-                        source_spacing_A=cfg.source_spacing_A)
+                        source_spacing_A=cfg.source_spacing_A, threads=threads)
 
 
 def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
@@ -718,9 +720,9 @@ def read_full_resolution(project: CopickProject, run: str, cfg: SparsifyConfig) 
 def sparsify_run(project: CopickProject, run: str, cfg: SparsifyConfig,
                  threads: int | None = None, device=None, keep_dense: int = 0,
                  reselectable: bool = False) -> SparseVolume:
-    """threads: filter threads (default: all cores; 1 inside a one-CPU Ray task); device,
+    """threads: read and filter threads (default: all cores; 1 inside a one-CPU Ray task); device,
     keep_dense, reselectable: see sparsify."""
-    tomo, info = read_input(project, run, cfg)
+    tomo, info = read_input(project, run, cfg, threads)
     return sparsify(tomo.data, tomo.voxel_size_A, cfg, run, origin_A=tomo.origin_A,
                     threads=threads, input_info=info, device=device, keep_dense=keep_dense,
                     reselectable=reselectable, own=True)  # read for this call alone

@@ -178,15 +178,15 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     return Plan(src, f"bin {k}, resample" if k >= 2 else "resample", working_A)
 
 
-def resample(vol: np.ndarray, voxel_A: float, origin_A: float, working_A: float
-             ) -> tuple[np.ndarray, float]:
+def resample(vol: np.ndarray, voxel_A: float, origin_A: float, working_A: float,
+             threads: int | None = None) -> tuple[np.ndarray, float]:
     """`vol` (voxel size voxel_A, voxel 0 centred at origin_A) on a grid of working_A voxels
     covering the same physical extent from the same edge. Shrinking is anti-aliased with a
     Gaussian of σ = (ratio − 1) / 2 source voxels. Returns (volume, its origin in Å)."""
     vol = np.asarray(vol, dtype=np.float32)
     level = Level(path=Path("<memory>"), where=Path("<memory>"), run="", voxel_size_A=voxel_A,
                   origin_A=origin_A, shape_zyx=vol.shape, array=vol)
-    return resample_level(level, 1, working_A, check_finite=False)
+    return resample_level(level, 1, working_A, check_finite=False, threads=threads)
 
 
 def _axis_weights(n: int, voxel_A: float, origin_A: float, working_A: float, new_origin: float
@@ -247,8 +247,10 @@ def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
     return int(sections * 4 * math.prod(shape_zyx[1:]) * RESAMPLE_COPIES)
 
 
-def resample_threads() -> int:
-    return max(1, min(RESAMPLE_THREADS, os.cpu_count() or 1))
+def resample_threads(threads: int | None = None) -> int:
+    """Slabs resampled at once: RESAMPLE_THREADS, no more than `threads` (default all
+    cores) or the machine's."""
+    return max(1, min(RESAMPLE_THREADS, threads or os.cpu_count() or 1, os.cpu_count() or 1))
 
 
 def _reach(ratio: float) -> int:
@@ -263,12 +265,13 @@ def _resample_step(slab_sections: int, ratio: float) -> int:
     return max(1, math.floor(slab_sections / max(ratio, 1.0)))
 
 
-def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True
-                   ) -> tuple[np.ndarray, float]:
+def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True,
+                   threads: int | None = None) -> tuple[np.ndarray, float]:
     """`level`, mean-binned k×k×k, resampled to the working grid as `resample` does, but as
-    it is read: a slab of output sections at a time from the source sections they need
-    (the anti-aliasing Gaussian's reach included, so each slab equals the whole-volume
-    result), never the whole level in memory. Returns (volume, its origin in Å)."""
+    it is read: a slab of output sections at a time (resample_threads(threads) at once)
+    from the source sections they need (the anti-aliasing Gaussian's reach included, so
+    each slab equals the whole-volume result), never the whole level in memory. Returns
+    (volume, its origin in Å)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from scipy import ndimage
@@ -300,14 +303,16 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
         slab = np.take(slab, iy, axis=1) * (1 - fy) + np.take(slab, iy + 1, axis=1) * fy
         out[o0:o1] = np.take(slab, ix, axis=2) * (1 - fx) + np.take(slab, ix + 1, axis=2) * fx
 
-    with ThreadPoolExecutor(max_workers=resample_threads()) as pool:
+    with ThreadPoolExecutor(max_workers=resample_threads(threads)) as pool:
         list(pool.map(one_slab, range(0, len(iz), step)))  # list(): an error is raised here
     return out, new_origin
 
 
 def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallback: bool,
-                 working_A: float, source_spacing_A: float = 0.0) -> tuple[Tomogram, dict]:
-    """The run's tomogram on the working grid, and how it was chosen (for logs and shards)."""
+                 working_A: float, source_spacing_A: float = 0.0, threads: int | None = None
+                 ) -> tuple[Tomogram, dict]:
+    """The run's tomogram on the working grid, and how it was chosen (for logs and shards);
+    `threads`: the cores it may use (default all)."""
     chosen_type = choose_type(project, run, tomo_type, type_fallback)
     plan = plan_source(list_sources(project, run, chosen_type, source_spacing_A or None),
                        working_A)
@@ -320,13 +325,14 @@ def read_working(project: CopickProject, run: str, *, tomo_type: str, type_fallb
     # large chunks decoded each several times.
     if plan.how.endswith("resample"):
         if k > 1:
-            data, origin = resample(level.read_binned(k), level.voxel_size_A * k,
-                                    level.binned_origin_A(k), working_A)
+            data, origin = resample(level.read_binned(k, threads=threads),
+                                    level.voxel_size_A * k, level.binned_origin_A(k),
+                                    working_A, threads)
         else:
-            data, origin = resample_level(level, 1, working_A)
+            data, origin = resample_level(level, 1, working_A, threads=threads)
         voxel = working_A
     else:
-        data, origin = level.read_binned(k), level.binned_origin_A(k)
+        data, origin = level.read_binned(k, threads=threads), level.binned_origin_A(k)
         voxel = level.voxel_size_A * k
     info = {"tomogram": str(level.path), "type": s.tomo_type,
             "folder_spacing_A": s.folder_spacing_A, "level": s.level,

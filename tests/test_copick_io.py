@@ -1,7 +1,9 @@
 """The copick layout: round trips, the competition's own files, both picks namings, bad input."""
 
 import json
+import os
 import shutil
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -262,6 +264,20 @@ def test_blocks_of_whole_chunks_decode_each_chunk_once(tmp_path, k):
     assert (hits == 1).all(), "a voxel read twice or not at all"
     # whole chunks: every read starts on a chunk's edge
     assert all(z0 % 32 == 0 and y0 % 8 == 0 for z0, _, y0, _ in reads), reads
+    # a caller with one core (a one-CPU Ray task) reads the blocks one after the other
+    from data_tools.copick_io import read_threads
+
+    assert read_threads(1) == 1 and read_threads() == min(2, os.cpu_count())
+    threads = set()
+
+    class _Thread(_Reads):
+        def __getitem__(self, key):
+            threads.add(threading.get_ident())
+            return super().__getitem__(key)
+
+    np.testing.assert_array_equal(replace(level, array=_Thread(level.array)).read_binned(
+        k, threads=1), data)
+    assert len(threads) == 1
 
 
 def test_chunks_read_from_metadata_are_the_arrays_own(tmp_path):

@@ -260,8 +260,20 @@ def test_ray_inference_matches_single_process(small_project, tmp_path):
     finally:
         ray.shutdown()
     assert len(local) > 20, local
-    pd.testing.assert_frame_equal(local, fanned)
+    _same_picks(local, fanned)
     # each task kept its run's picks where a resumed call (Ray's or not) reads them
     assert sorted(p.stem for p in parts.glob("*.json")) == sorted(small_project.runs())
-    pd.testing.assert_frame_equal(local, infer_project(small_project, DEFAULT_CHECKPOINT,
-                                                       parts_dir=parts))
+    pd.testing.assert_frame_equal(fanned, infer_project(small_project, DEFAULT_CHECKPOINT,
+                                                        parts_dir=parts))
+
+
+def _same_picks(a: pd.DataFrame, b: pd.DataFrame, tol_A: float = 0.05) -> None:
+    """The same rows, runs and classes, and positions equal to float rounding: a task holds
+    one CPU and its torch one thread, and the BLAS sums a product's terms in an order that
+    depends on its threads (MKL's fp32 GEMM on AVX-512 hosts: 9e-5 apart in a product of
+    1,728 terms; picks up to 0.013 Å apart), where the hit radius is 30 Å or more."""
+    assert len(a) == len(b), (len(a), len(b))
+    label = ["experiment", "particle_type"]
+    pd.testing.assert_frame_equal(a[label], b[label])
+    gap = (a[["x", "y", "z"]] - b[["x", "y", "z"]]).abs().to_numpy().max()
+    assert gap <= tol_A, f"picks {gap:.3f} Å apart"
