@@ -27,11 +27,14 @@ import argparse
 import logging
 import math
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from data_tools import copick_io
 from data_tools.copick_io import (
     CopickProject,
     Level,
@@ -102,9 +105,10 @@ class Plan:
         if not self.how.endswith("resample"):
             return _blocks_bytes(s, k)
         if k == 1:
-            slab = slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0)
+            read = (s.chunks_zyx[0] if _rows_fit(s.shape_zyx, s.chunks_zyx)
+                    else slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0))
             return (_resampling_bytes(s.shape_zyx, s.chunks_zyx, s.voxel_size_A, self.working_A)
-                    + resample_threads() * _decoding_bytes(s, slab, s.shape_zyx[1]))
+                    + resample_threads() * _decoding_bytes(s, read, s.shape_zyx[1]))
         binned = tuple(n // k for n in s.shape_zyx)
         return 4 * math.prod(binned) + max(_blocks_bytes(s, k), _resampling_bytes(
             binned, (), s.voxel_size_A * k, self.working_A))
@@ -236,15 +240,21 @@ def _blocks_bytes(s: Source, k: int) -> int:
 def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
                       voxel_A: float, working_A: float) -> int:
     """resample_level's slabs in hand at once, from a level of `shape_zyx` (unbinned), each
-    with RESAMPLE_COPIES copies; no more than the level and the slabs' overlaps."""
+    with RESAMPLE_COPIES copies (no more than the level and the slabs' overlaps), and the
+    chunk rows _ChunkRows holds for them."""
     ratio = working_A / voxel_A
-    step = _resample_step(slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0),
-                          ratio)
+    cached = _rows_fit(shape_zyx, chunks_zyx)
+    step = _resample_step(copick_io.SLAB_SECTIONS if cached else slab_sections(
+        shape_zyx, chunks_zyx[0] if chunks_zyx else 0), ratio)
     margin = 2 + 2 * _reach(ratio)
     threads = min(resample_threads(),
                   math.ceil(max(1, math.floor(shape_zyx[0] / ratio)) / step))
     sections = min(threads * (step * ratio + margin), shape_zyx[0] + threads * margin)
-    return int(sections * 4 * math.prod(shape_zyx[1:]) * RESAMPLE_COPIES)
+    held = sections * 4 * math.prod(shape_zyx[1:]) * RESAMPLE_COPIES
+    if cached:  # the rows the slabs in hand span, and one more being read
+        rows = math.ceil(sections / chunks_zyx[0]) + 1
+        held += min(rows * chunks_zyx[0], shape_zyx[0]) * 4 * math.prod(shape_zyx[1:])
+    return int(held)
 
 
 def resample_threads(threads: int | None = None) -> int:
@@ -265,6 +275,58 @@ def _resample_step(slab_sections: int, ratio: float) -> int:
     return max(1, math.floor(slab_sections / max(ratio, 1.0)))
 
 
+class _ChunkRows:
+    """The chunk rows (whole z-chunks, full width) of a level, each read once and shared by
+    the threads that resample it: a slab copies its sections out of the rows it spans, and
+    a row is let go once no slab still to be made needs it. Slabs read straight from zarr
+    decoded each chunk row again for every slab that reached into it."""
+
+    def __init__(self, level: Level, check_finite: bool):
+        self.level, self.check = level, check_finite
+        self.rows_z = level.chunks_zyx[0]
+        self.rows: dict[int, Future] = {}
+        self.lock = threading.Lock()
+
+    def _row(self, r: int) -> np.ndarray:
+        with self.lock:
+            fut = self.rows.get(r)
+            mine = fut is None
+            if mine:
+                fut = self.rows[r] = Future()
+        if mine:
+            try:
+                z1 = min((r + 1) * self.rows_z, self.level.shape_zyx[0])
+                fut.set_result(self.level.sections(r * self.rows_z, z1, 1, self.check))
+            except BaseException as exc:  # every thread waiting for the row raises it
+                fut.set_exception(exc)
+        return fut.result()
+
+    def sections(self, s0: int, s1: int) -> np.ndarray:
+        rz = self.rows_z
+        slab = np.empty((s1 - s0, *self.level.shape_zyx[1:]), dtype=np.float32)
+        for r in range(s0 // rz, (s1 - 1) // rz + 1):
+            row = self._row(r)
+            a, b = max(s0, r * rz), min(s1, r * rz + len(row))
+            slab[a - s0:b - s0] = row[a - r * rz:b - r * rz]
+        return slab
+
+    def let_go_below(self, z: int) -> None:
+        """Drops the rows that end at or before section z."""
+        with self.lock:
+            for r in [r for r in self.rows if (r + 1) * self.rows_z <= z]:
+                del self.rows[r]
+
+
+def _rows_fit(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...]) -> bool:
+    """Whether resample_level reads a level of `shape_zyx` unbinned through _ChunkRows: in
+    known chunks whose chunk row fits SLAB_BYTES."""
+    return len(chunks_zyx) == 3 and _row_bytes(shape_zyx, chunks_zyx) <= copick_io.SLAB_BYTES
+
+
+def _row_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...]) -> int:
+    return min(chunks_zyx[0], shape_zyx[0]) * math.prod(shape_zyx[1:]) * 4
+
+
 def resample_level(level: Level, k: int, working_A: float, check_finite: bool = True,
                    threads: int | None = None) -> tuple[np.ndarray, float]:
     """`level`, mean-binned k×k×k, resampled to the working grid as `resample` does, but as
@@ -272,8 +334,6 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
     from the source sections they need (the anti-aliasing Gaussian's reach included, so
     each slab equals the whole-volume result), never the whole level in memory. Returns
     (volume, its origin in Å)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from scipy import ndimage
 
     voxel_A, origin_A = level.voxel_size_A * k, level.binned_origin_A(k)
@@ -289,13 +349,22 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
                                     for n in shape)
     fy = fy[:, None]
     out = np.empty((len(iz), len(iy), len(ix)), dtype=np.float32)
-    step = _resample_step(level.slab_sections(k), ratio)
+    rows = (_ChunkRows(level, check_finite) if k == 1 and _rows_fit(level.shape_zyx,
+                                                                     level.chunks_zyx)
+            else None)
+    step = _resample_step(copick_io.SLAB_SECTIONS if rows else level.slab_sections(k), ratio)
+    unmade, lock = set(range(0, len(iz), step)), threading.Lock()
 
     def one_slab(o0: int) -> None:
         o1 = min(o0 + step, len(iz))
         s0 = max(0, int(iz[o0]) - reach)
         s1 = min(shape[0], int(iz[o1 - 1]) + 2 + reach)
-        slab = level.sections(s0, s1, k, check_finite)
+        slab = rows.sections(s0, s1) if rows else level.sections(s0, s1, k, check_finite)
+        if rows:
+            with lock:
+                unmade.discard(o0)
+                first = min(unmade, default=len(iz))
+            rows.let_go_below(max(0, int(iz[first]) - reach) if first < len(iz) else shape[0])
         if sigma:
             slab = ndimage.gaussian_filter(slab, sigma, truncate=3.0)
         f = fz[o0:o1, None, None]
@@ -304,7 +373,7 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
         out[o0:o1] = np.take(slab, ix, axis=2) * (1 - fx) + np.take(slab, ix + 1, axis=2) * fx
 
     with ThreadPoolExecutor(max_workers=resample_threads(threads)) as pool:
-        list(pool.map(one_slab, range(0, len(iz), step)))  # list(): an error is raised here
+        list(pool.map(one_slab, sorted(unmade)))  # list(): an error is raised here
     return out, new_origin
 
 

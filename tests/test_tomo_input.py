@@ -247,13 +247,15 @@ def test_the_reads_memory_by_hand(monkeypatch):
     picking = PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * fine.working_voxels
     assert peak_bytes(fine) == read_peak_bytes(fine) > picking  # the read is the peak here
     assert peak_bytes(binned) == PEAK_BASE_BYTES + PEAK_BYTES_PER_VOXEL * 184 * 630 * 630
-    # resampled as read: a 256-section chunk row (893 MB) fits SLAB_BYTES, but the level
-    # has 30 sections: one slab of them, the Gaussian's reach (1) and the interpolation's
-    # neighbour on each side, 3 copies; each thread's read decodes 10 chunks at once
+    # resampled as read through chunk rows: a level of 30 sections in 256-section chunks is
+    # one row (30 sections) and one slab of them with the Gaussian's reach (1) and the
+    # interpolation's neighbour on each side, in 3 copies; each thread's read of a row
+    # decodes 10 chunks at once
     thin = plan_source([Source(10.0, "wbp", 0, 13.48, 0.0, (30, 934, 934), (256, 256, 256))],
                        WORKING_A)
     assert thin.how == "resample"
-    assert thin.read_bytes == (30 + 2 * 2) * 4 * 934 * 934 * 3 + 2 * 10 * chunk_bytes
+    section = 4 * 934 * 934
+    assert thin.read_bytes == (30 + 2 * 2) * section * 3 + 30 * section + 2 * 10 * chunk_bytes
 
 
 class _Sections:
@@ -308,6 +310,37 @@ def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, 
     sigma = max(0.0, (WORKING_A / (voxel_A * k) - 1) / 2)
     assert longest <= k * (max(4 // k, 1) + 3 + 2 * int(3 * sigma + 0.5)), (longest, shape)
     assert len(recorded.reads) > 4 and longest < shape[0] / 4, (recorded.reads, shape)
+
+
+class _Rows(_Sections):
+    """A zarr array with chunks, recording which sections each read asked for."""
+
+    def __init__(self, array):
+        super().__init__(array)
+        self.chunks = array.chunks
+
+
+@pytest.mark.parametrize("voxel_A, chunk_z", [(13.48, 8), (13.48, 64), (11.0, 5)])
+def test_a_level_resampled_unbinned_reads_each_chunk_row_once(voxel_A, chunk_z, tmp_path):
+    """Unbinned and in known chunks, a level is resampled through its chunk rows: each row
+    read once, whole, however many slabs reach into it (two threads), and the result is
+    exactly that of resampling the whole level in memory."""
+    from data_tools.tomo_input import resample_level
+
+    rng = np.random.default_rng(chunk_z)
+    vol = ndimage.gaussian_filter(rng.normal(size=(150, 37, 41)), 1.0).astype(np.float32)
+    project = make_project(tmp_path)
+    project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1, origin_A=3.0,
+                           chunks_zyx=(chunk_z, 16, 16))
+    level = project.open_level("TS_1", voxel_A, "wbp", 0)
+    recorded = _Rows(level.array)
+    out, origin = resample_level(replace(level, array=recorded), 1, WORKING_A, threads=2)
+    whole, whole_origin = resample(vol, voxel_A, 3.0, WORKING_A)
+    np.testing.assert_array_equal(out, whole)
+    assert origin == whole_origin
+    reads = sorted((r.start, r.stop) for r in recorded.reads)
+    rows = [(z, min(z + chunk_z, 150)) for z in range(0, 150, chunk_z)]
+    assert reads == rows, reads
 
 
 def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
