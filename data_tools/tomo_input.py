@@ -14,8 +14,9 @@ Rules, each choice logged per run:
   with level 0 only), else by anti-aliased linear resampling in physical coordinates
   (13.48 Å, 7.84 Å), after mean binning by the ratio's integer part where it is 2 or more
   (a 7.84 Å level 0: bin 2, then 15.68 -> 20 Å). A run whose every level is coarser is
-  upsampled, with a warning. Every route reads the level a few sections at a time: memory
-  is the working grid's, not the level's.
+  upsampled, with a warning. Every route reads the level a block of whole zarr chunks at a
+  time, each chunk decoded once: memory is the working grid's, not the level's (a level
+  binned by 2 or more is resampled once binned, at most 3.4 times the working grid).
 
 Detections stay in the run's own frame: the working grid's voxel size and origin (Å) travel
 with the volume.
