@@ -343,6 +343,35 @@ def test_a_level_resampled_unbinned_reads_each_chunk_row_once(voxel_A, chunk_z, 
     assert reads == rows, reads
 
 
+@pytest.mark.parametrize("voxel_A, how", [(20.0, "as is"), (10.0, "bin 2"),
+                                          (13.48, "resample"), (7.3, "bin 2, resample")])
+def test_chunks_larger_than_the_level_read_as_small_ones(voxel_A, how, tmp_path):
+    """A level stored in chunks larger than itself (256³, as a portal level of 92 sections
+    may be) reads on every route to exactly what the same level in small chunks gives."""
+    import zarr
+
+    from data_tools.tomo_input import read_working
+
+    rng = np.random.default_rng(11)
+    vol = ndimage.gaussian_filter(rng.normal(size=(90, 70, 60)), 1.0).astype(np.float32)
+    got = []
+    for big in (False, True):
+        (tmp_path / str(big)).mkdir()
+        project = make_project(tmp_path / str(big))
+        path = project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1,
+                                      chunks_zyx=(16, 32, 32))
+        if big:  # the same array again, in one chunk larger than the level
+            g = zarr.open_group(str(path), mode="r+")
+            g.create_array("0", data=vol, chunks=(256, 256, 256), overwrite=True)
+        assert project.open_level("TS_1", voxel_A, "wbp").chunks_zyx == (
+            (256, 256, 256) if big else (16, 32, 32))
+        tomo, info = read_working(project, "TS_1", tomo_type="wbp", type_fallback=False,
+                                  working_A=WORKING_A)
+        assert info["how"] == how, info
+        got.append(tomo.data)
+    np.testing.assert_array_equal(got[0], got[1])
+
+
 def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
     """zarr v3's sharding codec (inner chunks of 8 sections in shards of 32): a level 0 at
     7.3 Å is binned and resampled slab by slab to exactly what the same level unsharded
