@@ -141,10 +141,16 @@ def read_block(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...], k: int =
     return slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0, k), n_y // k
 
 
+def capped_threads(cap: int, threads: int | None = None) -> int:
+    """`cap` threads, no more than `threads` (the cores a caller may use; default all) or
+    the machine's."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cap, threads or cores, cores))
+
+
 def read_threads(threads: int | None = None) -> int:
-    """Blocks read at once: READ_THREADS, no more than `threads` (the cores a caller may
-    use; default all) or the machine's."""
-    return max(1, min(READ_THREADS, threads or os.cpu_count() or 1, os.cpu_count() or 1))
+    """Blocks read at once (capped_threads)."""
+    return capped_threads(READ_THREADS, threads)
 
 
 @dataclass(frozen=True)

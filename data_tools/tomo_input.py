@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,6 +40,7 @@ from data_tools.copick_io import (
     Level,
     Tomogram,
     array_chunks,
+    capped_threads,
     read_block,
     read_threads,
     slab_sections,
@@ -106,10 +106,7 @@ class Plan:
         if not self.how.endswith("resample"):
             return _blocks_bytes(s, k)
         if k == 1:
-            read = (s.chunks_zyx[0] if _rows_fit(s.shape_zyx, s.chunks_zyx)
-                    else slab_sections(s.shape_zyx, s.chunks_zyx[0] if s.chunks_zyx else 0))
-            return (_resampling_bytes(s.shape_zyx, s.chunks_zyx, s.voxel_size_A, self.working_A)
-                    + resample_threads() * _decoding_bytes(s, read, s.shape_zyx[1]))
+            return _resampling_bytes(s.shape_zyx, s.chunks_zyx, s.voxel_size_A, self.working_A)
         binned = tuple(n // k for n in s.shape_zyx)
         return 4 * math.prod(binned) + max(_blocks_bytes(s, k), _resampling_bytes(
             binned, (), s.voxel_size_A * k, self.working_A))
@@ -213,19 +210,21 @@ RESAMPLE_THREADS = 2
 RESAMPLE_COPIES = 3
 
 
-def _decoding_bytes(s: Source, sections: int, rows: int) -> int:
-    """What zarr holds while one read of `sections` × `rows` source voxels (full width)
-    decodes: the chunks it touches, up to zarr's async.concurrency at once (a 256³ float32
-    chunk is 64 MB), each decoded whole however little of it the read wants."""
-    if len(s.chunks_zyx) != 3:
+def _decoding_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...], sections: int,
+                    rows: int) -> int:
+    """What zarr holds while one read of `sections` × `rows` source voxels (full width) of
+    a level in `chunks_zyx` decodes: the chunks it touches, up to zarr's async.concurrency
+    at once (a 256³ float32 chunk is 64 MB), each decoded whole however little of it the
+    read wants; 0 where the chunks are not known (or the level is in memory)."""
+    if len(chunks_zyx) != 3:
         return 0
     import zarr
 
     in_flight = int(zarr.config.get("async.concurrency") or 10)
-    cz, cy, cx = s.chunks_zyx
+    cz, cy, cx = chunks_zyx
     # rows start at a chunk's edge; sections that are not whole chunks may straddle one more
     touched = ((math.ceil(sections / cz) + (sections % cz > 0))
-               * math.ceil(rows / cy) * math.ceil(s.shape_zyx[2] / cx))
+               * math.ceil(rows / cy) * math.ceil(shape_zyx[2] / cx))
     return min(in_flight, touched) * 4 * cz * cy * cx
 
 
@@ -234,19 +233,20 @@ def _blocks_bytes(s: Source, k: int) -> int:
     decodes for them."""
     sections, rows = (n * k for n in read_block(s.shape_zyx, s.chunks_zyx, k))
     block = min(sections, s.shape_zyx[0]) * rows * s.shape_zyx[2] * 4
-    return read_threads() * int(block * (1 + (k > 1) / k**3)
-                                + _decoding_bytes(s, sections, rows))  # blocks: whole chunks
+    return read_threads() * int(block * (1 + (k > 1) / k**3)  # blocks: whole chunks
+                                + _decoding_bytes(s.shape_zyx, s.chunks_zyx, sections, rows))
 
 
 def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
                       voxel_A: float, working_A: float) -> int:
     """resample_level's slabs in hand at once, from a level of `shape_zyx` (unbinned), each
-    with RESAMPLE_COPIES copies (no more than the level and the slabs' overlaps), and the
-    chunk rows _ChunkRows holds for them."""
+    with RESAMPLE_COPIES copies (no more than the level and the slabs' overlaps), the
+    chunk rows _ChunkRows holds for them, and what zarr decodes for each thread's read (a
+    chunk row, or a slab)."""
     ratio = working_A / voxel_A
     cached = _rows_fit(shape_zyx, chunks_zyx)
-    step = _resample_step(copick_io.SLAB_SECTIONS if cached else slab_sections(
-        shape_zyx, chunks_zyx[0] if chunks_zyx else 0), ratio)
+    slab = slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0)
+    step = _resample_step(copick_io.SLAB_SECTIONS if cached else slab, ratio)
     margin = 2 + 2 * _reach(ratio)
     threads = min(resample_threads(),
                   math.ceil(max(1, math.floor(shape_zyx[0] / ratio)) / step))
@@ -255,13 +255,14 @@ def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
     if cached:  # the rows the slabs in hand span, and one more being read
         rows = math.ceil(sections / chunks_zyx[0]) + 1
         held += min(rows * chunks_zyx[0], shape_zyx[0]) * 4 * math.prod(shape_zyx[1:])
-    return int(held)
+    read = chunks_zyx[0] if cached else slab
+    return int(held) + resample_threads() * _decoding_bytes(shape_zyx, chunks_zyx, read,
+                                                            shape_zyx[1])
 
 
 def resample_threads(threads: int | None = None) -> int:
-    """Slabs resampled at once: RESAMPLE_THREADS, no more than `threads` (default all
-    cores) or the machine's."""
-    return max(1, min(RESAMPLE_THREADS, threads or os.cpu_count() or 1, os.cpu_count() or 1))
+    """Slabs resampled at once (copick_io.capped_threads)."""
+    return capped_threads(RESAMPLE_THREADS, threads)
 
 
 def _reach(ratio: float) -> int:
@@ -303,7 +304,11 @@ class _ChunkRows:
         return fut.result()
 
     def sections(self, s0: int, s1: int) -> np.ndarray:
+        """Sections [s0, s1): a view of their row where one holds them all (the slab is
+        only read), else a copy out of the rows they span."""
         rz = self.rows_z
+        if s0 // rz == (s1 - 1) // rz:
+            return self._row(s0 // rz)[s0 % rz:s0 % rz + s1 - s0]
         slab = np.empty((s1 - s0, *self.level.shape_zyx[1:]), dtype=np.float32)
         for r in range(s0 // rz, (s1 - 1) // rz + 1):
             row = self._row(r)

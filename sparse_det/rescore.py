@@ -395,9 +395,10 @@ def channels_for(sv, project: CopickProject, run: str, cfg
 
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
     """dense_channels of a tomogram already on the working grid."""
+    from data_tools.copick_io import non_finite_count
     from data_tools.sparsify import feature_volumes, held, without_blank
 
-    if not np.isfinite(vol).all():
+    if non_finite_count(vol):
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")
     vol = without_blank(vol, f"run {run!r}", cfg.flatten, voxel_size_A)[0]
     return held(feature_volumes(vol, cfg, voxel_size_A, f"run {run!r}")[0][:PROFILE_CHANNELS])

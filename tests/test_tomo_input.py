@@ -343,6 +343,23 @@ def test_a_level_resampled_unbinned_reads_each_chunk_row_once(voxel_A, chunk_z, 
     assert reads == rows, reads
 
 
+def _twins(tmp_path, write, how: str) -> list:
+    """The run read to the working grid (`how` it is reached asserted) from two projects,
+    each holding the tomogram `write(project, twin)` wrote, twin False then True."""
+    from data_tools.tomo_input import read_working
+
+    got = []
+    for twin in (False, True):
+        (tmp_path / str(twin)).mkdir()
+        project = make_project(tmp_path / str(twin))
+        write(project, twin)
+        tomo, info = read_working(project, "TS_1", tomo_type="wbp", type_fallback=False,
+                                  working_A=WORKING_A)
+        assert info["how"] == how, info
+        got.append(tomo)
+    return got
+
+
 @pytest.mark.parametrize("voxel_A, how", [(20.0, "as is"), (10.0, "bin 2"),
                                           (13.48, "resample"), (7.3, "bin 2, resample")])
 def test_chunks_larger_than_the_level_read_as_small_ones(voxel_A, how, tmp_path):
@@ -350,14 +367,10 @@ def test_chunks_larger_than_the_level_read_as_small_ones(voxel_A, how, tmp_path)
     may be) reads on every route to exactly what the same level in small chunks gives."""
     import zarr
 
-    from data_tools.tomo_input import read_working
-
     rng = np.random.default_rng(11)
     vol = ndimage.gaussian_filter(rng.normal(size=(90, 70, 60)), 1.0).astype(np.float32)
-    got = []
-    for big in (False, True):
-        (tmp_path / str(big)).mkdir()
-        project = make_project(tmp_path / str(big))
+
+    def write(project, big):
         path = project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1,
                                       chunks_zyx=(16, 32, 32))
         if big:  # the same array again, in one chunk larger than the level
@@ -365,25 +378,19 @@ def test_chunks_larger_than_the_level_read_as_small_ones(voxel_A, how, tmp_path)
             g.create_array("0", data=vol, chunks=(256, 256, 256), overwrite=True)
         assert project.open_level("TS_1", voxel_A, "wbp").chunks_zyx == (
             (256, 256, 256) if big else (16, 32, 32))
-        tomo, info = read_working(project, "TS_1", tomo_type="wbp", type_fallback=False,
-                                  working_A=WORKING_A)
-        assert info["how"] == how, info
-        got.append(tomo.data)
-    np.testing.assert_array_equal(got[0], got[1])
+
+    small, large = _twins(tmp_path, write, how)
+    np.testing.assert_array_equal(small.data, large.data)
 
 
 def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
     """zarr v3's sharding codec (inner chunks of 8 sections in shards of 32): a level 0 at
     7.3 Å is binned and resampled slab by slab to exactly what the same level unsharded
     gives."""
-    from data_tools.tomo_input import read_working
-
     rng = np.random.default_rng(5)
     vol = ndimage.gaussian_filter(rng.normal(size=(150, 70, 90)), 1.0).astype(np.float32)
-    got = []
-    for sharded in (False, True):
-        (tmp_path / str(sharded)).mkdir()
-        project = make_project(tmp_path / str(sharded))
+
+    def write(project, sharded):
         d = project.static_root / "ExperimentRuns/TS_1/VoxelSpacing7.300"
         d.mkdir(parents=True)
         write_ome_zarr_v05(d / "wbp.zarr", vol, 7.3, n_levels=1, sharded=sharded)
@@ -391,10 +398,8 @@ def test_a_sharded_zarr_v3_level_reads_as_its_unsharded_twin(tmp_path):
         assert level.array.chunks[2] == (8 if sharded else 32), level.array.chunks
         # the planner knows the chunks the reader decodes, from metadata alone
         assert list_sources(project, "TS_1", "wbp")[0].chunks_zyx == level.array.chunks[2:]
-        tomo, info = read_working(project, "TS_1", tomo_type="wbp", type_fallback=False,
-                                  working_A=WORKING_A)
-        assert info["how"] == "bin 2, resample", info
-        got.append(tomo)
+
+    got = _twins(tmp_path, write, "bin 2, resample")
     np.testing.assert_array_equal(got[0].data, got[1].data)
     assert got[0].data.shape == (54, 25, 32) and got[1].origin_A == got[0].origin_A
 
