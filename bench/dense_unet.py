@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.features import robust_normalise
 from data_tools.particles import ParticleTable
-from data_tools.sparsify import robust_normalise
 
 SCALE = 1  # multiscale level 1: 2× binned, the sparse detector's working resolution
 CLIP_SIGMA = 6.0

@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools.copick_io import bin_mean
 from data_tools.particles import ParticleTable
 from data_tools.simulate import (
     FULL_GRID_NOISE_PER_20A,
@@ -38,6 +37,7 @@ from data_tools.simulate import (
     render_scene,
 )
 from data_tools.spectrum import N_SHELLS, shell_amplitude
+from data_tools.zarr_levels import bin_mean
 
 BANDS = ((0.02, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5))  # cycles per 20 Å voxel
 

@@ -24,7 +24,8 @@ WAVELENGTHS_A = (300, 160, 100, 80, 60, 50, 45)
 
 
 def profile_of(project, run: str, cfg) -> np.ndarray:
-    from data_tools.sparsify import read_input, robust_normalise
+    from data_tools.features import robust_normalise
+    from data_tools.sparsify import read_input
     from data_tools.spectrum import shell_amplitude, unit_profile
 
     tomo, _ = read_input(project, run, cfg)

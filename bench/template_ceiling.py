@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.visibility import N_BACKGROUND, radial_profiles, shell_radii
 from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
-from data_tools.sparsify import robust_normalise
+from data_tools.features import robust_normalise
 from data_tools.tomo_input import read_working
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.metric import DISTANCE_MULTIPLIER, ClassScore, fbeta, weighted_score

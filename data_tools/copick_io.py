@@ -6,7 +6,9 @@ Layout (as the competition ships it; docs/formats.md):
     <overlay>/ExperimentRuns/<run>/Picks/<particle>.json             competition naming
     <overlay>/ExperimentRuns/<run>/Picks/<user>_<session>_<particle>.json   copick naming
 Pick locations are x,y,z in Å; arrays are z,y,x. `picks_to_zyx_vox` / `zyx_vox_to_xyz_A`
-are the only conversions between the two.
+are the only conversions between the two. What an OME-Zarr group says of its levels is read
+in data_tools/ome_zarr.py, and a level's voxels in data_tools/zarr_levels.py: this module
+finds the files, those two read them.
 """
 
 from __future__ import annotations
@@ -14,27 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
+from data_tools.ome_zarr import multiscale_levels, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
+from data_tools.zarr_levels import Level, Tomogram
 
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
 FEATURES = "_features.zarr"
 log = logging.getLogger(__name__)
-SLAB_SECTIONS = 32  # z-sections read at a time: a slab of a 4k × 4k float32 level is 2 GB
-# A slab grows to the array's z-chunk where that chunk row takes no more than this: zarr
-# decodes whole chunks, and 32-section reads of 256-section chunks read 1 GB in 5.1 s where
-# whole chunk rows took 2.1 s.
-SLAB_BYTES = 2**30
-READ_THREADS = 2  # blocks read at once: zarr's decoding and numpy's binning release the GIL
 RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 # copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
@@ -111,126 +106,6 @@ def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float,
     """[N,3] z,y,x voxel indices → [N,3] x,y,z in Å (inverse of xyz_A_to_zyx_vox)."""
     pts = np.asarray(points_zyx_vox, dtype=np.float64).reshape(-1, 3)
     return pts[:, ::-1] * voxel_size_A + origin_A
-
-
-def slab_sections(shape_zyx: tuple[int, ...], chunk_z: int, k: int = 1) -> int:
-    """Binned sections a level of `shape_zyx` stored in z-chunks of `chunk_z` (0: unknown)
-    is read at a time: SLAB_SECTIONS source sections, or the z-chunk where its chunk row
-    fits SLAB_BYTES (each chunk then decoded once), whole bins of k."""
-    raw = SLAB_SECTIONS
-    if chunk_z and chunk_z * math.prod(shape_zyx[1:]) * 4 <= SLAB_BYTES:
-        raw = max(raw, chunk_z)
-    return max(1, raw // k)
-
-
-def read_block(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...], k: int = 1
-               ) -> tuple[int, int]:
-    """(binned sections, binned rows) Level.read_binned reads at a time from a level of
-    `shape_zyx` in chunks of `chunks_zyx` (() unknown): whole chunks' sections (at least
-    SLAB_SECTIONS) in bands of whole chunks' rows, all in whole bins, so that each chunk is
-    decoded once and a block stays small; slab_sections at full width where the chunks are
-    not known or such a block exceeds SLAB_BYTES. 32-section slabs of a 7.84 Å level in
-    256³ chunks decoded each chunk 8 times: 28 s where bands of whole chunks took 7 s."""
-    n_y, n_x = shape_zyx[1:]
-    if len(chunks_zyx) == 3:  # source sections and rows: whole chunks and whole bins
-        unit = math.lcm(chunks_zyx[0], k)
-        sections = unit * math.ceil(SLAB_SECTIONS / unit)
-        band = min(math.lcm(chunks_zyx[1], k), n_y)
-        if sections * band * n_x * 4 <= SLAB_BYTES:
-            return max(1, sections // k), max(1, band // k)
-    return slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0, k), n_y // k
-
-
-def capped_threads(cap: int, threads: int | None = None) -> int:
-    """`cap` threads, no more than `threads` (the cores a caller may use; default all) or
-    the machine's."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cap, threads or cores, cores))
-
-
-def read_threads(threads: int | None = None) -> int:
-    """Blocks read at once (capped_threads)."""
-    return capped_threads(READ_THREADS, threads)
-
-
-@dataclass(frozen=True)
-class Tomogram:
-    data: np.ndarray  # (z, y, x) float32
-    voxel_size_A: float
-    path: Path
-    run: str
-    origin_A: float = 0.0  # position of voxel 0's centre (the level's translation)
-
-
-@dataclass(frozen=True)
-class Level:
-    """One opened pyramid level of a tomogram, read a few z-sections at a time so that a
-    level larger than memory at float32 can be binned or resampled as it is read."""
-
-    path: Path  # the tomogram's .zarr
-    where: Path  # the level's array inside it
-    run: str
-    voxel_size_A: float
-    origin_A: float  # Å position of voxel 0's centre
-    shape_zyx: tuple[int, ...]
-    array: object  # the zarr array, possibly with leading t, c axes of one each
-
-    def binned_origin_A(self, k: int) -> float:
-        return self.origin_A + self.voxel_size_A * (k - 1) / 2
-
-    def sections(self, z0: int, z1: int, k: int = 1, check_finite: bool = True) -> np.ndarray:
-        """Binned sections [z0, z1) of the level mean-binned k×k×k, as float32 (a trailing
-        y, x remainder that fills no bin dropped). NaN/inf is an error naming the array."""
-        slab, n_bad = self._sections(z0, z1, k, check_finite)
-        if n_bad:
-            raise DataError(f"{self.where}: {n_bad} NaN/inf voxels in run {self.run!r} "
-                            f"(sections {z0 * k}..{z1 * k - 1})")
-        return slab
-
-    @property
-    def chunks_zyx(self) -> tuple[int, ...]:
-        chunks = getattr(self.array, "chunks", None)
-        return tuple(int(c) for c in chunks[len(chunks) - 3:]) if chunks else ()
-
-    def slab_sections(self, k: int = 1) -> int:
-        """Binned sections per full-width read (see slab_sections)."""
-        return slab_sections(self.shape_zyx, self.chunks_zyx[0] if self.chunks_zyx else 0, k)
-
-    def read_binned(self, k: int = 1, check_finite: bool = True, threads: int | None = None
-                    ) -> np.ndarray:
-        """The whole level mean-binned k×k×k, a read_block at a time (read_threads(threads)
-        at once); an error counts every NaN/inf voxel of the level."""
-        if k > 1 and min(self.shape_zyx) < k:
-            raise DataError(f"{self.where}: a {self.shape_zyx} level cannot be binned by {k}")
-        n_z, n_y, n_x = (n // k for n in self.shape_zyx)
-        data = np.empty((n_z, n_y, n_x), dtype=np.float32)
-        step, rows = read_block(self.shape_zyx, self.chunks_zyx, k)
-
-        def one_block(zy: tuple[int, int]) -> int:
-            z1, y1 = min(zy[0] + step, n_z), min(zy[1] + rows, n_y)
-            data[zy[0]:z1, zy[1]:y1], bad = self._sections(zy[0], z1, k, check_finite,
-                                                           (zy[1], y1))
-            return bad
-
-        blocks = [(z0, y0) for z0 in range(0, n_z, step) for y0 in range(0, n_y, rows)]
-        with ThreadPoolExecutor(max_workers=read_threads(threads)) as pool:
-            n_bad = sum(pool.map(one_block, blocks))
-        if n_bad:
-            raise DataError(f"{self.where}: {n_bad} NaN/inf voxels in run {self.run!r}")
-        return data
-
-    def _sections(self, z0: int, z1: int, k: int, check_finite: bool,
-                  rows: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
-        """Binned sections [z0, z1) (binned rows [rows) only, where given) and their
-        NaN/inf count."""
-        lead = len(self.array.shape) - 3
-        where = (slice(z0 * k, z1 * k),) + ((slice(rows[0] * k, rows[1] * k),) if rows else ())
-        try:
-            slab = np.asarray(self.array[(0,) * lead + where], dtype=np.float32)
-        except Exception as exc:  # zarr raises many types for a damaged store
-            raise DataError(f"{self.where}: cannot read array ({exc})") from exc
-        n_bad = non_finite_count(slab) if check_finite else 0
-        return (slab if k == 1 else bin_mean(slab, k)), n_bad
 
 
 class CopickProject:
@@ -330,13 +205,13 @@ class CopickProject:
                         ) -> list[tuple[str, float, tuple[int, ...], float]]:
         """[(array path, voxel size Å, shape z,y,x, origin Å)] for each level."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
-        return _multiscale_levels(path)
+        return multiscale_levels(path)
 
     def open_level(self, run: str, voxel_spacing_A: float = 10.0,
                    tomo_type: str = "denoised", scale: int = 0) -> Level:
         """One level of a tomogram, opened to be read a few z-sections at a time."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
-        levels = _multiscale_levels(path)
+        levels = multiscale_levels(path)
         if not 0 <= scale < len(levels):
             raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
         array_path, voxel_size_A, _, origin_A = levels[scale]
@@ -622,221 +497,6 @@ def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
     if unit not in ("angstrom", "Angstrom", "A"):
         raise DataError(f"{path}: picks unit {unit!r} is not angstrom")
     return doc.get("pickable_object_name"), pts
-
-
-# Å per unit of the OME-Zarr axis units a tomogram may carry; no unit means copick's Å.
-_UNIT_A = {None: 1.0, "angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4}
-# Spellings met outside the OME-Zarr spec (which takes UDUNITS-2 names), read as the above.
-_UNIT_ALIASES = {"å": "angstrom", "a": "angstrom", "nm": "nanometer", "µm": "micrometer",
-                 "μm": "micrometer", "um": "micrometer", "micron": "micrometer"}
-
-
-def _zarr_metadata(path: Path, v2_name: str) -> tuple[Path, dict] | None:
-    """A node's metadata document: zarr v3's `zarr.json` (group attributes under
-    "attributes"), else zarr v2's `v2_name` (`.zattrs` of a group, `.zarray` of an array).
-    None when the node has neither."""
-    for name in ("zarr.json", v2_name):
-        f = path / name
-        if f.is_file():
-            try:
-                return f, json.loads(f.read_text())
-            except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-                raise DataError(f"{f}: unreadable zarr metadata ({type(exc).__name__}: "
-                                f"{exc})") from exc
-    return None
-
-
-def group_attributes(path: Path) -> tuple[Path, dict]:
-    """(the file, its attributes) of a zarr group: zarr v2's `.zattrs`, or the "attributes"
-    of zarr v3's `zarr.json`; an error naming the group when it has neither."""
-    meta = _zarr_metadata(path, ".zattrs")
-    if meta is None:
-        raise DataError(f"{path}: not an OME-Zarr multiscale (no .zattrs or zarr.json group "
-                        f"metadata)")
-    f, doc = meta
-    attrs = (doc.get("attributes") if f.name == "zarr.json" and isinstance(doc, dict)
-             else doc)
-    return f, attrs if isinstance(attrs, dict) else {}
-
-
-def _multiscales(path: Path) -> list:
-    """The OME-Zarr `multiscales` of a group: 0.4 in zarr v2 (`.zattrs`), 0.5 in zarr v3
-    (`zarr.json`, under attributes.ome) or 0.4-style attributes in a v3 group."""
-    f, attrs = group_attributes(path)
-    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
-    found = attrs.get("multiscales") or ome.get("multiscales")
-    if (not isinstance(found, list) or not found or not isinstance(found[0], dict)
-            or "datasets" not in found[0]):
-        raise DataError(f"{path}: not an OME-Zarr multiscale (no readable multiscales in "
-                        f"{f.name})")
-    return found
-
-
-def _array_shape(path: Path) -> tuple[int, ...] | None:
-    meta = _zarr_metadata(path, ".zarray")
-    if meta is None or not isinstance(meta[1], dict) or (
-            meta[0].name == "zarr.json" and meta[1].get("node_type") != "array"):
-        return None
-    return tuple(meta[1]["shape"]) if "shape" in meta[1] else None
-
-
-def array_chunks(path: Path) -> tuple[int, ...]:
-    """The (z, y, x) shape of the chunks zarr decodes when it reads the array at `path`,
-    from its metadata (zarr v2 `chunks`; v3 the chunk grid's, or a shard's inner chunks,
-    which are read one by one); () where the metadata does not say."""
-    meta = _zarr_metadata(path, ".zarray")
-    doc = meta[1] if meta and isinstance(meta[1], dict) else {}
-    chunks = doc.get("chunks")
-    if chunks is None:  # zarr v3
-        chunks = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
-        for codec in doc.get("codecs") or []:
-            if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
-                chunks = (codec.get("configuration") or {}).get("chunk_shape", chunks)
-    try:
-        return tuple(int(c) for c in chunks[-3:]) if len(chunks) >= 3 else ()
-    except (TypeError, ValueError):
-        return ()
-
-
-def _axes_to_A(path: Path, multiscale: dict) -> float:
-    """Å per unit of the spatial axes (one unit for z, y, x; OME-Zarr allows per-axis)."""
-    axes = multiscale.get("axes") or []
-    units = {a.get("unit") if isinstance(a, dict) else None for a in axes[-3:]}
-    units = {_UNIT_ALIASES.get(u.lower(), u.lower()) if isinstance(u, str) else u
-             for u in units}
-    if len(units) > 1 or not units <= set(_UNIT_A):
-        raise DataError(f"{path}: axis units {sorted(map(str, units))} are not one of "
-                        f"{[u for u in _UNIT_A if u]}")
-    return _UNIT_A[units.pop() if units else None]
-
-
-_WARNED_SKIPS: set[Path] = set()  # tomograms whose skipped levels were logged once
-
-
-def _multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], float]]:
-    multiscale = _multiscales(path)[0]
-    datasets, to_A = multiscale["datasets"], _axes_to_A(path, multiscale)
-    # OME-Zarr lets the multiscale carry a scale and translation applied to every level
-    # after its own: position = g_scale × (scale × index + translation) + g_shift.
-    g_scale, g_shift = _scale_and_shift(path, "every level",
-                                        multiscale.get("coordinateTransformations") or [])
-    levels, skipped = [], []
-    for ds in datasets:
-        transforms = ds.get("coordinateTransformations", [])
-        if not any(t.get("type") == "scale" for t in transforms):
-            raise DataError(f"{path}: dataset {ds.get('path')!r} has no scale transformation")
-        try:
-            shape = _array_shape(path / ds["path"])
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{path / str(ds.get('path'))}: unreadable array metadata "
-                            f"({exc})") from exc
-        if shape is None:
-            raise DataError(f"{path / ds['path']}: level {ds['path']!r} is listed in the "
-                            f"multiscales but its array metadata (.zarray or zarr.json) is "
-                            f"missing")
-        try:
-            scale, shift = _scale_and_shift(path, ds["path"], transforms)
-        except DataError as exc:
-            if not levels:  # level 0 is the tomogram: it must be read right or not at all
-                raise
-            # ome-zarr-py's default pyramid bins y and x only; the levels before it serve.
-            skipped.append(str(exc).removeprefix(f"{path}: "))
-            continue
-        levels.append((ds["path"], scale * g_scale * to_A, shape[-3:],
-                       (shift * g_scale + g_shift) * to_A))
-    if skipped and path not in _WARNED_SKIPS:
-        _WARNED_SKIPS.add(path)
-        log.warning("%s: levels skipped: %s", path, "; ".join(skipped))
-    listed = {str(ds["path"]) for ds in datasets}
-    unlisted = sorted(p.name for p in path.iterdir()
-                      if p.is_dir() and p.name not in listed and _array_shape(p) is not None)
-    if unlisted:
-        raise DataError(f"{path}: arrays {unlisted} are on disk but not listed in its "
-                        f"multiscales (listed: {sorted(listed)})")
-    return levels
-
-
-def _scale_and_shift(path: Path, level: str, transforms: list) -> tuple[float, float]:
-    """The isotropic scale (1 when none) and translation (0 when none) of a list of
-    OME-Zarr coordinate transformations, in the axes' units."""
-    try:
-        scale = [t["scale"] for t in transforms if t.get("type") == "scale"]
-        shift = [t["translation"] for t in transforms if t.get("type") == "translation"]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: level {level!r} has a malformed coordinate transformation "
-                        f"({type(exc).__name__}: {exc})") from exc
-    v = _isotropic(path, level, "scale", scale[0], 1e-2) if scale else 1.0
-    return v, (_isotropic(path, level, "translation", shift[0], 1e-3 * v) if shift else 0.0)
-
-
-def _isotropic(path: Path, level: str, what: str, values, tol: float) -> float:
-    """The one value of an x,y,z-alike transformation; per-axis values are refused rather
-    than read wrong (voxels and positions here are isotropic: one voxel size, one origin)."""
-    v = [float(x) for x in values][-3:]
-    if max(v) - min(v) > tol * (max(abs(x) for x in v) if what == "scale" else 1.0):
-        raise DataError(f"{path}: level {level!r} has per-axis {what} {v} (z, y, x); only "
-                        f"isotropic {what}s are supported")
-    return v[-1]
-
-
-def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
-                   n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
-                   extra_attrs: dict | None = None,
-                   chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> None:
-    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
-    stored as `dtype` (integers rounded and clipped to their range) in chunks of at most
-    `chunks_zyx`; level 0's voxel 0 is centred at origin_A. `extra_attrs`: more top-level
-    keys for `.zattrs` (OME-Zarr readers ignore keys they do not know)."""
-    import numcodecs
-    import zarr
-
-    g = zarr.open_group(str(path), mode="w", zarr_format=2)
-    level = np.asarray(data_zyx, dtype=np.float32)
-    datasets = []
-    for i in range(n_levels):
-        chunks = tuple(min(s, c) for s, c in zip(level.shape, chunks_zyx, strict=True))
-        g.create_array(name=str(i), data=_as_dtype(level, dtype), chunks=chunks,
-                       compressors=numcodecs.Blosc(cname="zstd", clevel=1))
-        s, t = voxel_size_A * 2**i, origin_A + voxel_size_A * (2**i - 1) / 2  # binning's shift
-        datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": [s, s, s]}, {"type": "translation",
-                                                    "translation": [t, t, t]}]})
-        level = bin2(level)
-    g.attrs.update({**(extra_attrs or {}), "multiscales": [{
-        "version": "0.4", "name": "/",
-        "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
-        "datasets": datasets,
-    }]})
-
-
-def _as_dtype(vol: np.ndarray, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.round(vol), info.min, info.max).astype(dtype)
-    return vol.astype(dtype)
-
-
-def non_finite_count(a: np.ndarray) -> int:
-    """How many NaN/inf values `a` holds. Its sum first, which any NaN or inf spoils: the
-    boolean mask, a quarter of a slab more at the reader's peak, is made only where the sum
-    is not finite (a NaN or inf there, or finite values overflowing it)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        if np.isfinite(a.sum()):
-            return 0
-    return int(a.size - np.count_nonzero(np.isfinite(a)))
-
-
-def bin_mean(vol: np.ndarray, k: int) -> np.ndarray:
-    """k× mean binning; trailing rows that do not fill a bin are dropped (as pyramids do)."""
-    z, y, x = (s // k * k for s in vol.shape)
-    v = vol[:z, :y, :x]
-    return v.reshape(z // k, k, y // k, k, x // k, k).mean(axis=(1, 3, 5), dtype=np.float32)
-
-
-def bin2(vol: np.ndarray) -> np.ndarray:
-    """2x mean binning; an odd trailing row/column is dropped (as the portal's pyramids do)."""
-    return bin_mean(vol, 2)
 
 
 def _roots_from_config(path: Path) -> tuple[Path, Path]:

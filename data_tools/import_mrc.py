@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import RUNS_DIR, CopickProject, bin_mean, validate_run_name
+from data_tools.copick_io import RUNS_DIR, CopickProject, validate_run_name
 from data_tools.mrc import MrcVolume, pixel_size_unset, read_mrc
 from data_tools.particles import DataError
 from data_tools.source_frame import IMPORT_KEY, SourceFrame
+from data_tools.zarr_levels import bin_mean
 
 THIN_RATIO = 1.5
 SUFFIXES = {".mrc", ".rec", ".map", ".st"}

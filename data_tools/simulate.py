@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.fft
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.copick_io import CopickProject, bin_mean, zyx_vox_to_xyz_A
+from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.datasets import layered_ranges
 from data_tools.hard_negatives import (
     HARD_NEGATIVE_STREAM,
@@ -55,6 +55,7 @@ from data_tools.tilt_series import (
     reconstructed_at,
     recorded_choices,
 )
+from data_tools.zarr_levels import bin_mean
 
 FULL_SHAPE_ZYX = (184, 630, 630)
 VOXEL_SIZE_A = 10.012

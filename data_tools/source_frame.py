@@ -83,7 +83,7 @@ class SourceFrame:
 def read_source_frame(zarr_path: Path | str) -> SourceFrame | None:
     """The import record of an OME-Zarr tomogram (zarr v2 or v3), None for one not made by
     `import_mrc`."""
-    from data_tools.copick_io import group_attributes
+    from data_tools.ome_zarr import group_attributes
 
     attrs_file, attrs = group_attributes(Path(zarr_path))
     if IMPORT_KEY not in attrs:

@@ -1,4 +1,5 @@
-"""Tomogram → sparse voxel set: robust normalisation, band-pass features, adaptive threshold.
+"""Tomogram → sparse voxel set: blank areas and shading taken out, the feature volumes
+(data_tools/features.py), the top share of voxels kept by an adaptive threshold.
 
     python -m data_tools.sparsify --project DIR --out SHARDS [--config FILE] [--report] [--json]
 
@@ -11,12 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import resource
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from itertools import pairwise
 from pathlib import Path
@@ -24,16 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.blank import blank_mask, filled
-from data_tools.copick_io import (
-    CopickProject,
-    Tomogram,
-    add_truth_user_argument,
-    non_finite_count,
-    xyz_A_to_zyx_vox,
-)
+from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.features import feature_volumes, standardise_kept
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
-from data_tools.spectrum import whiten
 from data_tools.tomo_input import (
     Plan,
     Source,
@@ -46,6 +38,7 @@ from data_tools.tomo_input import (
     with_overrides,
 )
 from data_tools.wedge import tilt_axis
+from data_tools.zarr_levels import Tomogram, non_finite_count
 from sparse_det.structures import SWAP_YX, SparseVolume
 
 log = logging.getLogger(__name__)
@@ -55,26 +48,6 @@ POLARITIES = ("auto", "dark", "bright")
 TILT_AXES = ("auto", "y", "x")
 FEATURE_NORMS = ("volume", "kept", "kept_bands")
 WHITE_SUFFIX, RAW_SUFFIX = "_white", "_raw"  # the second group's feature names end so
-# A channel's robust sigma over the kept voxels may collapse where most of them sit at the
-# clip (the intensity channel of a high-contrast tomogram): then its standard deviation,
-# and never less than this share of it, is the scale.
-KEPT_MAD_MIN_SHARE = 0.25
-# Auto polarity reads the tomogram's projection along the beam (z), band-passed at a
-# particle's scale (Gaussians of these σ, Å): protein, gold and membranes are its dense, dark
-# tail. The projection is the central section kz = 0 that every tilt measures, so the
-# missing wedge's bright lobes, which in 3-D can outweigh the dark cores (3 of 73 simulated
-# runs were read inverted from the skewness of a 3-D 60 Å blur: gold's wedge streaks, CTF
-# fringes in crowded ice), are not in it.
-POLARITY_BAND_A = (60.0, 240.0)
-# |skewness| below this is too weak to call: the tomogram is taken as dark (the field's
-# convention) with a warning. Measured on 73 simulated full-size runs (fast and tilt-series
-# physics, crowded, SNR 0.22-2.5, all dark): -0.25 to -17.4; the all-shifted runs, near-pure
-# noise at this scale, -0.25 to -0.61; the next weakest -1.03 (bright copies: the same
-# numbers, positive). Pure noise (6 draws, 92x315x315) gives -0.11 to +0.05.
-POLARITY_MIN_SKEW = 0.15
-# The polarity rule reads the projection of the tomogram clipped here, whatever the features'
-# clip: its threshold was measured so.
-POLARITY_CLIP_SIGMA = 6.0
 
 
 @dataclass(frozen=True)
@@ -217,95 +190,6 @@ def second_group_mask(feature_names: list[str]) -> np.ndarray:
     return np.array([n.endswith((WHITE_SUFFIX, RAW_SUFFIX)) for n in feature_names])
 
 
-def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
-    """(v - median) / (1.4826 MAD), from a strided subsample: scale and offset free.
-    `in_place` (a float32 volume): overwrites `vol` instead of allocating another."""
-    sample = vol[::2, ::3, ::3].ravel()
-    med = float(np.median(sample))
-    mad = float(np.median(np.abs(sample - med))) * 1.4826
-    if not np.isfinite(mad) or mad <= 1e-12 * max(1.0, abs(med)):
-        mad = float(vol.std())
-        if mad <= 1e-12 * max(1.0, abs(med)):
-            raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
-    if vol.dtype == np.float32:
-        # The same float32 arithmetic either way; a copy only where the caller keeps `vol`.
-        out = np.subtract(vol, np.float32(med), out=vol if in_place else None)
-        out /= np.float32(mad)
-        return out
-    return ((vol - np.float32(med)) / np.float32(mad)).astype(np.float32)
-
-
-def skewness(vol: np.ndarray) -> float:
-    """Third moment of the robustly normalised values (clipped at ±6)."""
-    y = np.asarray(vol, dtype=np.float64).ravel()
-    med = np.median(y)
-    mad = 1.4826 * np.median(np.abs(y - med))
-    if not mad > 0:
-        return 0.0
-    return float(np.mean(np.clip((y - med) / mad, -6.0, 6.0) ** 3))
-
-
-def projection_skewness(projection_yx: np.ndarray, voxel_size_A: float) -> float:
-    """Skewness of the beam projection (the normalised tomogram's mean over z), band-passed
-    between POLARITY_BAND_A: negative where protein is dark."""
-    from scipy import ndimage
-
-    img = np.asarray(projection_yx, dtype=np.float64)
-    fine, coarse = (ndimage.gaussian_filter(img, s / voxel_size_A, truncate=3.0)
-                    for s in POLARITY_BAND_A)
-    return skewness(fine - coarse)
-
-
-def decide_polarity(setting: str, projection_yx, voxel_size_A: float, what: str
-                    ) -> tuple[str, dict]:
-    """"dark" or "bright" for a tomogram: as set, or from projection_skewness (protein is
-    the heavy tail). Returns it with what it was decided on. `projection_yx`: the
-    normalised, clipped tomogram's mean over z (numpy; a device computes it and hands over
-    the small image)."""
-    if setting != "auto":
-        return setting, {"polarity": setting, "polarity_by": "setting"}
-    skew = projection_skewness(projection_yx, voxel_size_A)
-    polarity = "bright" if skew > POLARITY_MIN_SKEW else "dark"
-    info = {"polarity": polarity, "polarity_by": "auto", "polarity_skew": round(skew, 4)}
-    if abs(skew) <= POLARITY_MIN_SKEW:
-        info["polarity_by"] = "auto (uncertain)"
-        log.warning("%s: polarity uncertain (skewness %.3f of the z projection); taking "
-                    "protein as dark. Pass --polarity dark|bright to choose.", what, skew)
-    return polarity, info
-
-
-def clipped_projection(x: np.ndarray) -> np.ndarray:
-    """Mean over z of the normalised tomogram clipped at POLARITY_CLIP_SIGMA, a slice at a
-    time (no clipped copy of the volume)."""
-    acc = np.zeros(x.shape[1:], np.float64)
-    buf = np.empty(x.shape[1:], x.dtype)
-    for sl in x:
-        acc += np.clip(sl, -POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA, out=buf)
-    return (acc / max(len(x), 1)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class FeatureOps:
-    """The array operations feature_volumes needs, for one backend: numpy and scipy here
-    (numpy_ops), torch on any device in data_tools/sparsify_torch.py (TORCH_OPS). The
-    orchestration exists once, so the two backends cannot drift apart."""
-
-    # (volume, what, in_place=False) -> robustly normalised volume (in_place: over `volume`)
-    normalise: Callable
-    projection: Callable  # normalised volume -> its clipped mean over z (numpy, 2-D)
-    whiten: Callable  # (volume, reference sigma in voxels) -> whitened volume
-    bands: Callable  # (volume, clip, sign, cfg, voxel_size_A, what) -> [feature volumes]
-
-
-def numpy_ops(threads: int | None = None) -> FeatureOps:
-    return FeatureOps(
-        robust_normalise, clipped_projection,
-        # scipy.fft's workers=None is one thread; `threads` None means every core here.
-        lambda v, sigma_vox: whiten(v, sigma_vox, threads or -1),
-        lambda x, clip, sign, cfg, vs, what: band_features(x, clip, sign, cfg, vs, what,
-                                                           threads))
-
-
 def selection_score(smooth, fine, cfg: SparsifyConfig):
     """What ranks voxels for keeping (cfg.select_mode), from the smooth channel and the
     finest band: volumes, or the kept voxels' unstandardised columns."""
@@ -341,94 +225,6 @@ def volume_score(feats: list, cfg: SparsifyConfig, blank: np.ndarray | None = No
         score = score.masked_fill(torch.as_tensor(blank[part], device=score.device),
                                   float("-inf"))
     return score
-
-
-def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A: float,
-                         what: str, own: bool = False) -> tuple[list, dict]:
-    """Returns ([feature volumes], polarity info) for a tomogram, in the backend's arrays;
-    features have protein positive. `own`: the caller hands `vol` over; it becomes the
-    first feature volume."""
-    x = ops.normalise(vol, what, in_place=own)
-    projection = ops.projection(x) if cfg.polarity == "auto" else None
-    polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
-    sign = -1.0 if polarity == "dark" else 1.0
-    second = None  # (volume, clip) of the group after the one that ranks the voxels
-    if cfg.whiten_sigma_A > 0:
-        white = ops.normalise(ops.whiten(x, cfg.whiten_sigma_A / voxel_size_A), what)
-        if cfg.whitened_channels:
-            second = (white, cfg.whiten_clip_sigma)
-        else:
-            second = (x, cfg.raw_clip_sigma) if cfg.raw_channels else None
-            x = white
-    feats = ops.bands(x, cfg.clip_sigma, sign, cfg, voxel_size_A, what)
-    if second is not None:
-        feats += ops.bands(*second, sign, cfg, voxel_size_A, what)
-    return feats, info
-
-
-def feature_volumes(vol: np.ndarray, cfg: SparsifyConfig, voxel_size_A: float,
-                    what: str, threads: int | None = None, own: bool = False
-                    ) -> tuple[list[np.ndarray], dict]:
-    """feature_volumes_with numpy and scipy on the CPU (`threads` filter threads)."""
-    return feature_volumes_with(numpy_ops(threads), vol, cfg, voxel_size_A, what, own)
-
-
-def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,
-                  voxel_size_A: float, what: str, threads: int | None) -> list[np.ndarray]:
-    """[intensity, smooth, bands...] of a normalised volume (overwritten: clipped, times
-    `sign` so protein is positive); every channel but the intensity to unit robust scale."""
-    from scipy import ndimage  # here, not at the top: command lines start faster
-
-    np.clip(x, -clip, clip, out=x)
-    if sign < 0:
-        np.negative(x, out=x)
-    sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    # The filters are independent and scipy releases the GIL inside them: run them at once.
-    with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
-        blurred = list(pool.map(
-            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
-    # Each band overwrites the coarser blur it no longer needs (finest band last), so a full
-    # tomogram costs six float32 volumes here, not fifteen: the CPU's peak memory.
-    for fine, coarse in reversed(list(pairwise(blurred))):
-        np.subtract(fine, coarse, out=coarse)
-    feats = [x, *blurred]
-    # Each channel to unit robust scale, so the network sees the same ranges on any data.
-    for f in feats[1:]:
-        robust_normalise(f, what, in_place=True)
-    return feats
-
-
-def shared_scale_source(n_channels: int, group_size: int) -> np.ndarray:
-    """For "kept_bands": the channel whose scale each channel takes. Channels come in groups
-    of `group_size` ([intensity, smooth, bands...], the usual then the whitened); within a
-    group the smooth and band channels share the smooth one's, so their ratios survive, and
-    the two groups keep their own (whitening changes the bands' ratios by design)."""
-    i = np.arange(n_channels)
-    pos = i % max(group_size, 1)
-    return np.where(pos == 0, i, i - pos + 1)
-
-
-def kept_affine(feats: np.ndarray, shared_bands: bool = False,
-                group_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(centre [C], scale [C]) that standardise_kept applies to these kept voxels."""
-    med = np.median(feats, axis=0)
-    mad = 1.4826 * np.median(np.abs(feats - med), axis=0)
-    std = feats.std(axis=0)
-    scale = np.maximum(mad, KEPT_MAD_MIN_SHARE * std)
-    scale[scale <= 1e-6] = 1.0
-    if shared_bands and len(scale) > 1:
-        scale = scale[shared_scale_source(len(scale), group_size or len(scale))]
-    return med.astype(np.float32), scale.astype(np.float32)
-
-
-def standardise_kept(feats: np.ndarray, shared_bands: bool = False,
-                     group_size: int | None = None) -> np.ndarray:
-    """Each channel to median 0 and unit robust sigma over the kept voxels (the scale is at
-    least KEPT_MAD_MIN_SHARE of the channel's standard deviation, and 1 for a constant one).
-    `shared_bands`: within each group of `group_size` channels (default: all), channels
-    1.. (smooth, band-passes) take channel 1's scale (shared_scale_source)."""
-    med, scale = kept_affine(feats, shared_bands, group_size)
-    return ((feats - med) / scale).astype(np.float32)
 
 
 MAX_KEEP_SHARE = 0.5

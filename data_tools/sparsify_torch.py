@@ -15,15 +15,15 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from data_tools.particles import DataError
-from data_tools.sparsify import (
+from data_tools.features import (
     KEPT_MAD_MIN_SHARE,
     POLARITY_CLIP_SIGMA,
     FeatureOps,
     feature_volumes_with,
-    keep_share,
     shared_scale_source,
 )
+from data_tools.particles import DataError
+from data_tools.sparsify import keep_share
 from data_tools.spectrum import N_SHELLS, rfft_frequency, shell_gain, shell_of
 
 
@@ -109,7 +109,7 @@ def standardise_kept(feats: torch.Tensor, shared_bands: bool = False,
 
 def band_features(x: torch.Tensor, clip: float, sign: float, cfg, voxel_size_A: float,
                   what: str) -> list[torch.Tensor]:
-    """sparsify.band_features on a tensor."""
+    """features.band_features on a tensor."""
     x = x.clamp(-clip, clip) * sign
     blurred = [gaussian_filter(x, s / voxel_size_A)
                for s in (cfg.select_sigma_A, *cfg.dog_sigmas_A)]
@@ -118,7 +118,7 @@ def band_features(x: torch.Tensor, clip: float, sign: float, cfg, voxel_size_A: 
 
 
 def _projection(x: torch.Tensor) -> np.ndarray:
-    """sparsify.clipped_projection on a tensor; the 2-D image is small enough to hand over."""
+    """features.clipped_projection on a tensor; the 2-D image is small enough to hand over."""
     return x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
 
 
@@ -127,7 +127,7 @@ TORCH_OPS = FeatureOps(robust_normalise, _projection, whiten, band_features)
 
 def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
                     ) -> tuple[list[torch.Tensor], dict]:
-    """sparsify.feature_volumes on a tensor: ([features], polarity)."""
+    """features.feature_volumes on a tensor: ([features], polarity)."""
     return feature_volumes_with(TORCH_OPS, vol.float(), cfg, voxel_size_A, what)
 
 

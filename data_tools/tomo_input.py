@@ -34,18 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools import copick_io
-from data_tools.copick_io import (
-    CopickProject,
+from data_tools import zarr_levels
+from data_tools.copick_io import CopickProject
+from data_tools.ome_zarr import array_chunks
+from data_tools.particles import DataError
+from data_tools.zarr_levels import (
     Level,
     Tomogram,
-    array_chunks,
     capped_threads,
     read_block,
     read_threads,
     slab_sections,
 )
-from data_tools.particles import DataError
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
     ratio = working_A / voxel_A
     cached = _rows_fit(shape_zyx, chunks_zyx)
     slab = slab_sections(shape_zyx, chunks_zyx[0] if chunks_zyx else 0)
-    step = _resample_step(copick_io.SLAB_SECTIONS if cached else slab, ratio)
+    step = _resample_step(zarr_levels.SLAB_SECTIONS if cached else slab, ratio)
     margin = 2 + 2 * _reach(ratio)
     threads = min(resample_threads(),
                   math.ceil(max(1, math.floor(shape_zyx[0] / ratio)) / step))
@@ -261,7 +261,7 @@ def _resampling_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...],
 
 
 def resample_threads(threads: int | None = None) -> int:
-    """Slabs resampled at once (copick_io.capped_threads)."""
+    """Slabs resampled at once (zarr_levels.capped_threads)."""
     return capped_threads(RESAMPLE_THREADS, threads)
 
 
@@ -326,7 +326,7 @@ class _ChunkRows:
 def _rows_fit(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...]) -> bool:
     """Whether resample_level reads a level of `shape_zyx` unbinned through _ChunkRows: in
     known chunks whose chunk row fits SLAB_BYTES."""
-    return len(chunks_zyx) == 3 and _row_bytes(shape_zyx, chunks_zyx) <= copick_io.SLAB_BYTES
+    return len(chunks_zyx) == 3 and _row_bytes(shape_zyx, chunks_zyx) <= zarr_levels.SLAB_BYTES
 
 
 def _row_bytes(shape_zyx: tuple[int, ...], chunks_zyx: tuple[int, ...]) -> int:
@@ -358,7 +358,7 @@ def resample_level(level: Level, k: int, working_A: float, check_finite: bool = 
     rows = (_ChunkRows(level, check_finite) if k == 1 and _rows_fit(level.shape_zyx,
                                                                      level.chunks_zyx)
             else None)
-    step = _resample_step(copick_io.SLAB_SECTIONS if rows else level.slab_sections(k), ratio)
+    step = _resample_step(zarr_levels.SLAB_SECTIONS if rows else level.slab_sections(k), ratio)
     unmade, lock = set(range(0, len(iz), step)), threading.Lock()
 
     def one_slab(o0: int) -> None:

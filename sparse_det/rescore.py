@@ -395,8 +395,9 @@ def channels_for(sv, project: CopickProject, run: str, cfg
 
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
     """dense_channels of a tomogram already on the working grid."""
-    from data_tools.copick_io import non_finite_count
-    from data_tools.sparsify import feature_volumes, held, without_blank
+    from data_tools.features import feature_volumes
+    from data_tools.sparsify import held, without_blank
+    from data_tools.zarr_levels import non_finite_count
 
     if non_finite_count(vol):
         raise DataError(f"run {run!r}: tomogram has NaN/inf voxels")

@@ -13,7 +13,8 @@ from data_tools.appearance import (
     randomise_appearance,
     reweight_bands,
 )
-from data_tools.sparsify import SparsifyConfig, sparsify, standardise_kept
+from data_tools.features import standardise_kept
+from data_tools.sparsify import SparsifyConfig, sparsify
 
 SPACING_A = 20.0
 

@@ -194,11 +194,11 @@ def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k,
     """Binning slab by slab (SLAB_SECTIONS sections at a time) gives the whole level binned,
     with the binned voxel size and the centre of the first bin as origin; a NaN in any slab
     is still found."""
-    from data_tools import copick_io
-    from data_tools.copick_io import bin_mean
+    from data_tools import zarr_levels
+    from data_tools.zarr_levels import bin_mean
 
-    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", slab)
-    monkeypatch.setattr(copick_io, "SLAB_BYTES", 0)  # slabs never grow to the z-chunk
+    monkeypatch.setattr(zarr_levels, "SLAB_SECTIONS", slab)
+    monkeypatch.setattr(zarr_levels, "SLAB_BYTES", 0)  # slabs never grow to the z-chunk
     vol = write_competition_run(tmp_path)
     proj = CopickProject(tmp_path)
     tomo = proj.read_tomogram("TS_5_4", bin_factor=k)
@@ -215,15 +215,15 @@ def test_binned_as_read_equals_binning_the_whole_level(tmp_path, monkeypatch, k,
 def test_slabs_grow_to_whole_chunk_rows_that_fit(tmp_path, monkeypatch):
     """zarr decodes whole chunks: a slab is the array's z-chunk where a chunk row fits
     SLAB_BYTES (each chunk decoded once), else SLAB_SECTIONS; in whole bins either way."""
-    from data_tools import copick_io
+    from data_tools import zarr_levels
 
     proj = make_project(tmp_path)
     proj.write_tomogram("TS_1", np.zeros((130, 40, 40), np.float32), 10.0, n_levels=1)
     level = proj.open_level("TS_1")  # written in chunks of 64 sections
     assert level.array.chunks[0] == 64
     assert level.slab_sections() == 64 and level.slab_sections(3) == 21
-    monkeypatch.setattr(copick_io, "SLAB_BYTES", 64 * 40 * 40 * 4 - 1)
-    assert level.slab_sections() == copick_io.SLAB_SECTIONS == 32
+    monkeypatch.setattr(zarr_levels, "SLAB_BYTES", 64 * 40 * 40 * 4 - 1)
+    assert level.slab_sections() == zarr_levels.SLAB_SECTIONS == 32
     assert level.slab_sections(3) == 10
 
 
@@ -243,7 +243,7 @@ def test_blocks_of_whole_chunks_decode_each_chunk_once(tmp_path, k):
     """read_binned reads blocks of whole chunks' sections in bands of whole chunks' rows
     (and whole bins), two at a time: every chunk the binned level needs is read exactly once,
     and the result is the whole level binned."""
-    from data_tools.copick_io import bin_mean, read_block
+    from data_tools.zarr_levels import bin_mean, read_block
 
     rng = np.random.default_rng(k)
     vol = rng.normal(size=(70, 45, 50)).astype(np.float32)
@@ -265,7 +265,7 @@ def test_blocks_of_whole_chunks_decode_each_chunk_once(tmp_path, k):
     # whole chunks: every read starts on a chunk's edge
     assert all(z0 % 32 == 0 and y0 % 8 == 0 for z0, _, y0, _ in reads), reads
     # a caller with one core (a one-CPU Ray task) reads the blocks one after the other
-    from data_tools.copick_io import read_threads
+    from data_tools.zarr_levels import read_threads
 
     assert read_threads(1) == 1 and read_threads() == min(2, os.cpu_count())
     threads = set()
@@ -284,7 +284,8 @@ def test_chunks_read_from_metadata_are_the_arrays_own(tmp_path):
     """array_chunks reads from metadata alone the (z, y, x) chunks zarr decodes: zarr v2's,
     clipped to the level as written; zarr v3's chunk grid of a 5-D array; a shard's inner
     chunks, as the opened array reports them. The reader's slabs and the planner's agree."""
-    from data_tools.copick_io import array_chunks, slab_sections
+    from data_tools.ome_zarr import array_chunks
+    from data_tools.zarr_levels import slab_sections
 
     proj = make_project(tmp_path)
     path = proj.write_tomogram("TS_1", np.zeros((130, 40, 70), np.float32), 10.0, n_levels=1,
@@ -500,7 +501,7 @@ def test_non_finite_count_counts_what_a_mask_counts():
     and a -inf that cancel to NaN in the sum are both counted."""
     import warnings
 
-    from data_tools.copick_io import non_finite_count
+    from data_tools.zarr_levels import non_finite_count
 
     vol = np.random.default_rng(0).normal(size=(4, 30, 30)).astype(np.float32)
     assert non_finite_count(vol) == 0

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_tools.copick_io import CopickProject, bin2
+from data_tools.copick_io import CopickProject
 from data_tools.import_mrc import binned, main, rotated_about_x, run_name
 from data_tools.mrc import read_mrc, write_mrc
 from data_tools.particles import DataError
+from data_tools.zarr_levels import bin2
 from tests.test_device_picks import assert_same_picks
 
 

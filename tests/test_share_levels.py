@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from data_tools.sparsify import SparsifyConfig, selection_score, sparsify, standardise_kept
+from data_tools.features import standardise_kept
+from data_tools.sparsify import SparsifyConfig, selection_score, sparsify
 from sparse_det.config import ConfigError, TrainConfig, config_from_dict
 from sparse_det.data import CropSampler, RunSample
 from sparse_det.share_levels import share_levels, wide_config

@@ -10,7 +10,8 @@ import torch
 from scipy import ndimage
 
 from data_tools import sparsify_torch as st
-from data_tools.sparsify import SparsifyConfig, shared_scale_source, sparsify
+from data_tools.features import shared_scale_source
+from data_tools.sparsify import SparsifyConfig, sparsify
 
 
 def _tomogram(shape=(40, 96, 96), seed=0, bright=False) -> np.ndarray:

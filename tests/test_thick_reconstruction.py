@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from bench.input_variants import PAD_SHARE, free_slices, with_own_vacuum
-from data_tools.copick_io import bin2
 from data_tools.simulate import SimRanges, simulate_project
 from data_tools.sparsify import SparsifyConfig, keep_share, sparsify
+from data_tools.zarr_levels import bin2
 
 
 def test_keep_share_is_capped_in_deep_tomograms():

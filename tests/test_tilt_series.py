@@ -571,9 +571,9 @@ def test_full_grid_is_formed_at_its_20_A_twins_dose():
     same draws."""
     from scipy import ndimage
 
-    from data_tools.copick_io import bin_mean
     from data_tools.simulate import FULL_GRID_NOISE_PER_20A
     from data_tools.spectrum import shell_amplitude
+    from data_tools.zarr_levels import bin_mean
 
     fine = ndimage.gaussian_filter(
         np.random.default_rng(0).standard_normal((48, 32, 128)), 3).astype(np.float32)

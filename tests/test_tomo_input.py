@@ -275,9 +275,9 @@ def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, 
     """A level-0-only tomogram brought to the working grid a few sections at a time (each
     slab with the anti-aliasing Gaussian's reach) equals the whole level binned and then
     resampled in memory, and no read asks for more than a slab's sections."""
-    from data_tools import copick_io
-    from data_tools.copick_io import bin_mean
+    from data_tools import zarr_levels
     from data_tools.tomo_input import resample_level
+    from data_tools.zarr_levels import bin_mean
 
     rng = np.random.default_rng(3)
     shape = (int(1100 / voxel_A) + 3, 37, 41)
@@ -286,10 +286,10 @@ def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, 
     project.write_tomogram("TS_1", vol, voxel_A, "wbp", voxel_A, n_levels=1, origin_A=12.5)
     level = project.open_level("TS_1", voxel_A, "wbp", 0)
     recorded = _Sections(level.array)
-    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", 4)
-    monkeypatch.setattr(copick_io, "SLAB_BYTES", 0)
+    monkeypatch.setattr(zarr_levels, "SLAB_SECTIONS", 4)
+    monkeypatch.setattr(zarr_levels, "SLAB_BYTES", 0)
     out, origin = resample_level(replace(level, array=recorded), k, WORKING_A)
-    monkeypatch.setattr(copick_io, "SLAB_SECTIONS", 10**6)
+    monkeypatch.setattr(zarr_levels, "SLAB_SECTIONS", 10**6)
     whole, whole_origin = resample(bin_mean(vol, k), voxel_A * k,
                                    12.5 + voxel_A * (k - 1) / 2, WORKING_A)
     assert out.shape == whole.shape and origin == pytest.approx(whole_origin)
