@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
-from data_tools.ome_zarr import multiscale_levels, write_ome_zarr
+from data_tools.ome_zarr import missing_chunks, multiscale_levels, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.zarr_levels import Level, Tomogram
 
@@ -230,6 +230,7 @@ class CopickProject:
         lead = arr.ndim - 3  # OME-Zarr's t, c axes, of one each
         if lead < 0 or any(n != 1 for n in arr.shape[:lead]):
             raise DataError(f"{where}: expected a 3-D (z,y,x) array, got {arr.shape}")
+        _warn_missing_chunks(where, arr)
         return Level(path=path, where=where, run=run, voxel_size_A=voxel_size_A,
                      origin_A=origin_A, shape_zyx=tuple(arr.shape[lead:]), array=arr)
 
@@ -375,7 +376,81 @@ class CopickProject:
         truth, unknown = self.read_picks(run), self.unannotated_particles(run)
         for name in unknown:
             del truth[name]
+        self._warn_picks_outside(run, truth)
         return truth, unknown + [p for p in self.partly_picked(run) if p not in unknown]
+
+    def tomogram_extent_A(self, run: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(lowest x,y,z Å, highest x,y,z Å, level 0's voxel Å) that the run's tomograms
+        cover (voxel edges, every type and spacing folder, from their metadata); None where
+        it has none that reads."""
+        lo, hi, vox = None, None, 0.0
+        for vs in self.voxel_spacings(run):
+            for t in self.tomogram_types(run, vs):
+                try:
+                    _, v, shape, origin = self.tomogram_scales(run, vs, t)[0]
+                except DataError:  # reading it says why; the extent makes do without it
+                    continue
+                a = np.full(3, origin - v / 2)
+                b = origin + (np.array(shape[::-1], float) - 0.5) * v
+                lo, hi = (a, b) if lo is None else (np.minimum(lo, a), np.maximum(hi, b))
+                vox = vox or v
+        return None if lo is None else (lo, hi, vox)
+
+    def picks_outside(self, run: str, picks: dict[str, np.ndarray]) -> dict[str, int]:
+        """{particle: how many of its picks lie beyond the run's tomograms by more than its
+        radius}, the particles with any."""
+        extent = self.tomogram_extent_A(run)
+        if extent is None:
+            return {}
+        lo, hi, _ = extent
+        out = {}
+        for name, pts in picks.items():
+            r = self.particles[name].radius_A
+            n = int(np.sum(np.any((pts < lo - r) | (pts > hi + r), axis=1))) if len(pts) else 0
+            if n:
+                out[name] = n
+        return out
+
+    def _warn_picks_outside(self, run: str, picks: dict[str, np.ndarray]) -> None:
+        """A warning, once per run, where its picks cannot be where its tomograms are:
+        copick's picks are in Å, and picks saved in pixels or nm (the field's most reported
+        mix-up) would train and score as particles nobody can find (picks_misplaced)."""
+        if run in _SAID_OUTSIDE:
+            return
+        said = self.picks_misplaced(run, picks)
+        if said:
+            _SAID_OUTSIDE.add(run)
+            log.warning("run %r: %s", run, said)
+
+    def picks_misplaced(self, run: str, picks: dict[str, np.ndarray]) -> str | None:
+        """Why the run's picks cannot be in Å of its tomograms, or None: some lie beyond
+        them by more than the particle's radius, or at least MISPLACED_MIN_PICKS of them all
+        lie in the corner that pixels of its voxels (or nm) read as Å would fill."""
+        extent = self.tomogram_extent_A(run)
+        have = [p for p in picks.values() if len(p)]
+        if extent is None or not have:
+            return None
+        lo, hi, vox = extent
+        where = f"(x, y, z from {np.round(lo).astype(int).tolist()} to " \
+                f"{np.round(hi).astype(int).tolist()} Å)"
+        outside = self.picks_outside(run, picks)
+        if outside:
+            return (f"picks beyond its tomogram {where} by more than the particle's radius: "
+                    + ", ".join(f"{n} of {len(picks[k])} {k}" for k, n in outside.items())
+                    + "; copick picks are in Å")
+        pts = np.concatenate(have)
+        if len(pts) < MISPLACED_MIN_PICKS:
+            return None
+        fits = [(f, unit) for f, unit in ((vox, f"pixels of its {vox:g} Å voxels"),
+                                          (10.0, "nm"))
+                if f >= 4 and np.all(pts <= hi / f + vox)]
+        if not fits:
+            return None
+        return (f"all {len(pts)} picks lie in the first 1/{fits[0][0]:g} of its tomogram "
+                f"{where} along every axis (a voxel's slack), where "
+                + " or ".join(unit for _, unit in fits) + " read as Å would put them; copick "
+                "picks are in Å: " + ", ".join(f"× {f:g} if they are {unit}"
+                                                for f, unit in fits))
 
     def partly_picked(self, run: str) -> list[str]:
         """The particles whose picks in this run are some of its copies, not all, as the
@@ -442,6 +517,26 @@ class CopickProject:
         atomic_write_text(path, json.dumps(copick_config(
             name, self.particles, self.static_root, self.overlay_root), indent=2))
         return path
+
+
+# A genuine annotation fills its tomogram; this many picks, all in one corner, do not.
+MISPLACED_MIN_PICKS = 10
+_SAID_OUTSIDE: set[str] = set()  # runs whose picks beyond their tomograms were logged once
+_WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged once
+
+
+def _warn_missing_chunks(where: Path, arr) -> None:
+    """A warning, once per array, where chunk files of a level about to be read are absent:
+    zarr fills them with the fill value without a word, and an interrupted download then
+    reads as blocks of one value, whose particles nobody finds."""
+    counted = missing_chunks(where)
+    if not counted or not counted[0] or where in _WARNED_MISSING:
+        return
+    _WARNED_MISSING.add(where)
+    log.warning("%s: %d of %d chunk files are not on disk and read as the fill value (%s): "
+                "an incomplete copy (an interrupted download) loses whatever they held; "
+                "fetch the tomogram again unless its writer skipped chunks of that value "
+                "on purpose", where, counted[0], counted[1], arr.fill_value)
 
 
 def copy_without_tomograms(src: CopickProject, dest: Path) -> CopickProject:

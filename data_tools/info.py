@@ -1,7 +1,8 @@
 """Summarises a copick project: runs; every tomogram (type, spacing folder, each pyramid
-level's voxel size, origin and shape); which one the picker reads, how it brings it to
-the working grid and about how much memory picking it takes; the ground truth's pick counts,
-whose picks they are, and the picks files not read as truth (a tool's, such as infer's own).
+level's voxel size, origin and shape, and its chunk files not on disk); which one the
+picker reads, how it brings it to the working grid and about how much memory picking it
+takes; the ground truth's pick counts, whose picks they are, whether they can be in Å of
+the tomogram, and the picks files not read as truth (a tool's, such as infer's own).
 
     python -m data_tools.info PROJECT [--json] [--tomo-type NAME] [--voxel-spacing A]
         [--truth-user USER[:SESSION]]
@@ -17,6 +18,7 @@ import json
 import sys
 
 from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
 from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
@@ -29,11 +31,15 @@ def run_tomograms(project: CopickProject, run: str) -> dict:
     for vs in spacings:
         for t in project.tomogram_types(run, vs):
             levels = project.tomogram_scales(run, vs, t)
+            path = project.tomogram_path(run, vs, t)
             key = t if len(spacings) == 1 else f"{t}@{vs:g}"
             tomos[key] = {"type": t, "folder_spacing_A": vs, "voxel_spacing": levels[0][1],
                           "shapes": [list(lv[2]) for lv in levels],
                           "levels": [{"path": p, "voxel_A": v, "origin_A": o,
-                                      "shape": list(s)} for p, v, s, o in levels]}
+                                      "shape": list(s),
+                                      "chunk_files_absent": (missing_chunks(path / p)
+                                                             or (0, 0))[0]}
+                                     for p, v, s, o in levels]}
     return tomos
 
 
@@ -53,8 +59,10 @@ def truth(project: CopickProject, run: str) -> dict:
     {"picks_error": why there is no one truth}."""
     try:
         files = project.truth_files(run)
-        picks = {k: len(v) for k, v in project.training_truth(run)[0].items()}
+        truth = project.training_truth(run)[0]
+        picks = {k: len(v) for k, v in truth.items()}
         return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
+                "misplaced": project.picks_misplaced(run, truth),
                 "not_truth": project.untrusted_picks(run),
                 "no_file": project.unannotated_particles(run),
                 "partly_picked": project.partly_picked(run)}
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(run)
         for t, td in d["tomograms"].items():
             levels = ", ".join(f"{lv['voxel_A']:.3f} Å {'x'.join(map(str, lv['shape']))}"
+                               + (f" ({lv['chunk_files_absent']} chunk files absent)"
+                                  if lv["chunk_files_absent"] else "")
                                for lv in td["levels"])
             print(f"  {t:<22} VoxelSpacing{td['folder_spacing_A']:.3f}: {levels}")
         print(f"  reads: {d['reads']}")
@@ -99,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         whose = f" ({', '.join(d['truth_from'])})" if d["truth_from"] else ""
         print(f"  picks{whose}: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
+        if d["misplaced"]:
+            print(f"  not where the tomogram is: {d['misplaced']}")
         if d["no_file"]:
             print(f"  not annotated (no picks file; not scored, not trained as background): "
                   f"{', '.join(d['no_file'])}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,54 @@ def array_chunks(path: Path) -> tuple[int, ...]:
         return tuple(int(c) for c in chunks[-3:]) if len(chunks) >= 3 else ()
     except (TypeError, ValueError):
         return ()
+
+
+def _stored_grid(doc: dict) -> tuple[tuple[int, ...], tuple[int, ...], str, str] | None:
+    """(shape, the shape of one stored object, the key separator, the key prefix) of an
+    array's metadata: zarr v2's chunks, or zarr v3's chunk grid (a whole shard, where the
+    array is sharded: one file holds its inner chunks); None where it does not say."""
+    shape, chunks = doc.get("shape"), doc.get("chunks")
+    sep, prefix = doc.get("dimension_separator") or ".", ""
+    if chunks is None:  # zarr v3
+        chunks = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
+        encoding = doc.get("chunk_key_encoding") or {}
+        v2_keys = encoding.get("name") == "v2"
+        sep = (encoding.get("configuration") or {}).get("separator", "." if v2_keys else "/")
+        prefix = "" if v2_keys else "c"
+    try:
+        shape, chunks = tuple(int(n) for n in shape), tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        return None
+    if len(shape) != len(chunks) or not shape or min(chunks) < 1:
+        return None
+    return shape, chunks, sep, prefix
+
+
+def missing_chunks(path: Path) -> tuple[int, int] | None:
+    """(stored objects absent from the array at `path`, stored objects its shape needs):
+    the chunk files (shards, where sharded) under its folder whose keys name a place in its
+    chunk grid, against the grid's size. zarr reads an absent one as the fill value, as
+    writers that skip chunks equal to it intend, and as an interrupted copy leaves it
+    unsaid. None where the metadata does not say the grid."""
+    meta = _zarr_metadata(path, ".zarray")
+    grid = _stored_grid(meta[1]) if meta and isinstance(meta[1], dict) else None
+    if grid is None:
+        return None
+    shape, chunks, sep, prefix = grid
+    n_grid = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    found = set()
+    for f in path.rglob("*"):
+        parts = f.relative_to(path).as_posix().split("/")
+        if prefix:
+            if parts[0] != prefix:
+                continue
+            parts = parts[1:]
+        key = "/".join(parts).split(sep) if sep != "/" else parts
+        if (f.is_file() and len(key) == len(shape) and all(k.isdigit() for k in key)
+                and all(int(k) < n for k, n in zip(key, n_grid, strict=True))):
+            found.add(tuple(key))
+    expected = math.prod(n_grid)
+    return expected - len(found), expected
 
 
 def _axes_to_A(path: Path, multiscale: dict) -> float:
@@ -180,8 +229,9 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
                    chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> None:
     """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
     stored as `dtype` (integers rounded and clipped to their range) in chunks of at most
-    `chunks_zyx`; level 0's voxel 0 is centred at origin_A. `extra_attrs`: more top-level
-    keys for `.zattrs` (OME-Zarr readers ignore keys they do not know)."""
+    `chunks_zyx`, every chunk written; level 0's voxel 0 is centred at origin_A.
+    `extra_attrs`: more top-level keys for `.zattrs` (OME-Zarr readers ignore keys they do
+    not know)."""
     import numcodecs
     import zarr
 
@@ -190,8 +240,11 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
     datasets = []
     for i in range(n_levels):
         chunks = tuple(min(s, c) for s, c in zip(level.shape, chunks_zyx, strict=True))
+        # Every chunk on disk, those of one value too: an absent chunk reads as a sign of an
+        # incomplete copy (missing_chunks), and this writer's own must never look like one.
         g.create_array(name=str(i), data=_as_dtype(level, dtype), chunks=chunks,
-                       compressors=numcodecs.Blosc(cname="zstd", clevel=1))
+                       compressors=numcodecs.Blosc(cname="zstd", clevel=1),
+                       config={"write_empty_chunks": True})
         s, t = voxel_size_A * 2**i, origin_A + voxel_size_A * (2**i - 1) / 2  # binning's shift
         datasets.append({"path": str(i), "coordinateTransformations": [
             {"type": "scale", "scale": [s, s, s]}, {"type": "translation",

@@ -36,7 +36,7 @@ import numpy as np
 
 from data_tools import zarr_levels
 from data_tools.copick_io import CopickProject
-from data_tools.ome_zarr import array_chunks
+from data_tools.ome_zarr import array_chunks, missing_chunks
 from data_tools.particles import DataError
 from data_tools.zarr_levels import (
     Level,
@@ -70,10 +70,12 @@ class Source:
     origin_A: float  # Å position of voxel 0's centre (the level's translation)
     shape_zyx: tuple[int, ...]
     chunks_zyx: tuple[int, ...] = ()  # the chunks zarr decodes (): not known
+    missing_chunks: int = 0  # chunk files (shards) its grid needs that are not on disk
 
     def describe(self) -> str:
+        missing = f", {self.missing_chunks} chunk files absent" if self.missing_chunks else ""
         return (f"{self.tomo_type} VoxelSpacing{self.folder_spacing_A:.3f} level {self.level} "
-                f"({self.voxel_size_A:.3f} Å, {'x'.join(map(str, self.shape_zyx))})")
+                f"({self.voxel_size_A:.3f} Å, {'x'.join(map(str, self.shape_zyx))}{missing})")
 
 
 @dataclass(frozen=True)
@@ -146,15 +148,40 @@ def list_sources(project: CopickProject, run: str, tomo_type: str,
         path = project.tomogram_path(run, s, tomo_type)
         for i, (where, vs, shape, origin) in enumerate(project.tomogram_scales(run, s,
                                                                                tomo_type)):
-            out.append(Source(s, tomo_type, i, vs, origin, shape, array_chunks(path / where)))
+            absent = (missing_chunks(path / where) or (0, 0))[0]
+            out.append(Source(s, tomo_type, i, vs, origin, shape, array_chunks(path / where),
+                              absent))
     if not out:
         raise DataError(f"{project.run_dir(run)}: no {tomo_type!r} tomogram in spacings "
                         f"{spacings or 'none'}")
     return out
 
 
+_SAID_INSTEAD: set[tuple[Source, Source]] = set()
+
+
 def plan_source(sources: list[Source], working_A: float) -> Plan:
-    """The level to read and how it reaches the working grid (rules in the module doc)."""
+    """The level to read and how it reaches the working grid (rules in the module doc). A
+    level with chunk files absent gives way to one whose files are all there, where such
+    a level serves without being upsampled: a pyramid whose coarser level is incomplete
+    and whose finer one is whole is an interrupted copy, not a sparse store."""
+    plan = _plan_among(sources, working_A)
+    if not plan.source.missing_chunks:
+        return plan
+    whole = [s for s in sources if not s.missing_chunks
+             and s.voxel_size_A <= working_A * (1 + UPSAMPLE_TOLERANCE)]
+    if not whole:
+        return plan
+    instead = _plan_among(whole, working_A)
+    said = (plan.source, instead.source)
+    if said not in _SAID_INSTEAD:  # once: a run is planned for its memory, then read
+        _SAID_INSTEAD.add(said)
+        log.warning("%s: reading %s instead, whose chunk files are all on disk",
+                    plan.source.describe(), instead.source.describe())
+    return instead
+
+
+def _plan_among(sources: list[Source], working_A: float) -> Plan:
     def rel(s: Source) -> float:
         return abs(s.voxel_size_A / working_A - 1)
 

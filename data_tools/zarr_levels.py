@@ -141,9 +141,32 @@ class Level:
         try:
             slab = np.asarray(self.array[(0,) * lead + where], dtype=np.float32)
         except Exception as exc:  # zarr raises many types for a damaged store
-            raise DataError(f"{self.where}: cannot read array ({exc})") from exc
+            raise DataError(f"{self.where}: cannot read array ({exc}){self._damaged(where)}"
+                            ) from exc
         n_bad = non_finite_count(slab) if check_finite else 0
         return (slab if k == 1 else bin_mean(slab, k)), n_bad
+
+    def _damaged(self, where: tuple[slice, ...]) -> str:
+        """Which chunk of a block that failed to read fails alone, as words for the error:
+        a truncated or damaged chunk file is the usual cause, and the file to fetch again."""
+        chunks = self.chunks_zyx
+        if len(chunks) != 3:
+            return ""
+        lead = (0,) * (len(self.array.shape) - 3)
+        block = [*where, *(slice(0, n) for n in self.shape_zyx[len(where):])]
+        spans = [range(sl.start // c, -(-min(sl.stop, n) // c))
+                 for sl, c, n in zip(block, chunks, self.shape_zyx, strict=True)]
+        for idx in ((z, y, x) for z in spans[0] for y in spans[1] for x in spans[2]):
+            try:
+                self.array[lead + tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks,
+                                                                                strict=True))]
+            except Exception:  # the one that fails alone
+                first = ", ".join(f"{i * c}..{min((i + 1) * c, n) - 1}" for i, c, n in
+                                  zip(idx, chunks, self.shape_zyx, strict=True))
+                return (f"; chunk {'.'.join(map(str, idx))} (z, y, x voxels {first}) fails "
+                        f"to decode: a damaged or truncated chunk file, as an interrupted "
+                        f"copy leaves; fetch the tomogram again")
+        return ""
 
 
 def non_finite_count(a: np.ndarray) -> int:
