@@ -91,6 +91,17 @@ def _underscore_user(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--picks-out", str(tmp / "out" / "picks"), "--user-id", "my_picker"]
 
 
+def _min_score_above_one(proj: Path, run: str, tmp: Path) -> list[str]:
+    return ["--min-score", "1.5"]
+
+
+def _uncalibrated(proj: Path, run: str, tmp: Path) -> list[str]:
+    doc = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    doc["calibration"] = {}
+    torch.save(doc, tmp / "uncalibrated.pt")
+    return ["--checkpoint", str(tmp / "uncalibrated.pt"), "--min-score", "0.5"]
+
+
 CASES = {
     "missing zarr": (_missing_zarr, "tomogram type 'denoised' not found; the run has no "
                                     "tomograms"),
@@ -107,6 +118,10 @@ CASES = {
     "output is a folder": (_out_is_a_folder, "a folder, not a CSV file's path"),
     "ground-truth user id": (_gt_user, "--user-id 'curation' is the ground-truth user"),
     "user id with _": (_underscore_user, "--user-id: the user must be letters, digits"),
+    "min score above one": (_min_score_above_one, "--min-score 1.5: a probability, "
+                                                  "between 0 and 1"),
+    "min score, checkpoint uncalibrated": (_uncalibrated, "uncalibrated.pt's scores are not "
+                                                           "calibrated to probabilities"),
 }
 
 
@@ -132,7 +147,7 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
             "unwritable output", "output is a folder", "ground-truth user id",
-            "user id with _"), err
+            "user id with _", "min score above one"), err
 
 
 def test_empty_sparse_set(tmp_path, capsys):

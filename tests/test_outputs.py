@@ -13,6 +13,7 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.infer import main as infer_main
+from sparse_det.metric import DISTANCE_MULTIPLIER, match_counts
 from sparse_det.visualize import main as visualize_main
 from sparse_det.writers import STAR_LABELS, PixelFrame, star_text
 
@@ -115,6 +116,35 @@ def test_copick_picks_in_new_project_over_input_tomograms(inferred, small_projec
     # The new project's config reads tomograms from the input's static root.
     cfg = json.loads((inferred / "picks/copick_config.json").read_text())
     assert cfg["static_root"].endswith(str(small_project.static_root))
+
+
+def test_min_score_keeps_the_picks_at_least_that_probable(inferred, small_project, tmp_path):
+    """--min-score 0.5 writes exactly the picks of the same run whose score is at least 0.5:
+    fewer, and none of them less precise against the truth."""
+    assert infer_main(["--project", str(small_project.path), "--out", str(tmp_path / "s.csv"),
+                       "--picks-out", str(tmp_path / "picks"), "--min-score", "0.5",
+                       "--quiet"]) == 0
+    every, sure = CopickProject(inferred / "picks"), CopickProject(tmp_path / "picks")
+    counts = np.zeros((2, 2))  # [every pick, kept] x [true, false] where truth annotates
+    n_kept = 0
+    for run in small_project.runs():
+        truth = small_project.read_truth(run)
+        for name in small_project.particles.names:
+            doc = json.loads((inferred / "picks/overlay/ExperimentRuns" / run / "Picks"
+                              / f"sparse-det_7_{name}.json").read_text())
+            scores = np.array([p["score"] for p in doc["points"]])
+            pts = every.read_picks(run, user_id="sparse-det", session_id="7")[name]
+            kept = sure.read_picks(run, user_id="sparse-det", session_id="0")[name]
+            np.testing.assert_allclose(kept, pts[scores >= 0.5].reshape(-1, 3), atol=1e-3)
+            n_kept += len(kept)
+            if name in truth:
+                hit = small_project.particles[name].radius_A * DISTANCE_MULTIPLIER
+                counts += [match_counts(truth[name], p, hit)[:2] for p in (pts, kept)]
+    n_every, n_sure = counts.sum(axis=1)
+    assert 0 < n_sure < n_every
+    assert len(pd.read_csv(tmp_path / "s.csv")) == n_kept
+    precision = counts[:, 0] / counts.sum(axis=1)
+    assert precision[1] > precision[0], counts
 
 
 def test_picks_into_the_input_project_leave_ground_truth_alone(small_project, tmp_path):
