@@ -396,10 +396,11 @@ class CopickProject:
                 vox = vox or v
         return None if lo is None else (lo, hi, vox)
 
-    def picks_outside(self, run: str, picks: dict[str, np.ndarray]) -> dict[str, int]:
-        """{particle: how many of its picks lie beyond the run's tomograms by more than its
-        radius}, the particles with any."""
-        extent = self.tomogram_extent_A(run)
+    def picks_outside(self, run: str, picks: dict[str, np.ndarray],
+                      extent: tuple | None = None) -> dict[str, int]:
+        """{particle: how many of its picks lie beyond the run's tomograms (`extent`, when
+        the caller has it: tomogram_extent_A) by more than its radius}, those with any."""
+        extent = extent or self.tomogram_extent_A(run)
         if extent is None:
             return {}
         lo, hi, _ = extent
@@ -431,9 +432,9 @@ class CopickProject:
         if extent is None or not have:
             return None
         lo, hi, vox = extent
-        where = f"(x, y, z from {np.round(lo).astype(int).tolist()} to " \
-                f"{np.round(hi).astype(int).tolist()} Å)"
-        outside = self.picks_outside(run, picks)
+        where = (f"(x, y, z from {np.round(lo).astype(int).tolist()} to "
+                 f"{np.round(hi).astype(int).tolist()} Å)")
+        outside = self.picks_outside(run, picks, extent)
         if outside:
             return (f"picks beyond its tomogram {where} by more than the particle's radius: "
                     + ", ".join(f"{n} of {len(picks[k])} {k}" for k, n in outside.items())

@@ -1,0 +1,84 @@
+"""What `infer --min-score P` keeps: per project and class, precision and recall of the
+picks at the checkpoint's F4 thresholds and with a floor P on their calibrated
+probabilities (a pick is kept where its score passes both), and how many picks that is.
+
+    python bench/min_score.py @configs/heldout_44.args [--floors 0.3 0.5 0.7 0.9]
+        [--checkpoint PT] [--json OUT]
+
+Scores are the checkpoint's calibrated probabilities that a pick is its particle; a floor
+trades recall for precision, for uses where a false pick costs more than a missed one
+(subtomogram averaging). Counts are micro over a project's runs, as the metric's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_tools.atomic import atomic_write_text
+from sparse_det.argfile import ArgumentFileParser
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+
+
+def floor_rows(picker, dets: list, truths: list, floors: list[float]) -> dict:
+    """{floor ("F4" for none): {class: {precision, recall, picks}}} over the runs given."""
+    from sparse_det.thresholds import score_at
+
+    out = {}
+    for floor in [None, *floors]:
+        thr = {k: max(t, floor or 0.0) for k, t in picker.thresholds.items()}
+        at = score_at(dets, truths, picker.particles, thr)
+        out["F4" if floor is None else f"{floor:g}"] = {
+            p.name: {"precision": at.per_class[p.name].precision,
+                     "recall": at.per_class[p.name].recall,
+                     "picks": at.per_class[p.name].tp + at.per_class[p.name].fp}
+            for p in picker.particles.scored}
+    return out
+
+
+def project_report(picker, path: str, floors: list[float]) -> dict:
+    from data_tools.copick_io import CopickProject
+
+    project = CopickProject(path)
+    runs = project.runs()
+    dets = [picker.detect_run(project, r) for r in runs]
+    truths = [project.read_truth(r) for r in runs]
+    return {"project": path, "runs": len(runs), "floors": floor_rows(picker, dets, truths,
+                                                                     floors)}
+
+
+def markdown(reports: list[dict]) -> str:
+    floors = list(reports[0]["floors"])
+    lines = ["| project | class | " + " | ".join(f"P / R at {f}" for f in floors) + " |",
+             "|---|---|" + "---|" * len(floors)]
+    for r in reports:
+        for name in r["floors"]["F4"]:
+            cells = [f"{r['floors'][f][name]['precision']:.2f} / "
+                     f"{r['floors'][f][name]['recall']:.2f}" for f in floors]
+            lines.append(f"| {Path(r['project']).name} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", action="append", required=True)
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--floors", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    from sparse_det.inference import Picker
+
+    picker = Picker.load(a.checkpoint, a.device)
+    reports = [project_report(picker, p, a.floors) for p in a.project]
+    print(markdown(reports))
+    if a.json:
+        atomic_write_text(Path(a.json), json.dumps(reports, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
