@@ -70,7 +70,11 @@ class Source:
     origin_A: float  # Å position of voxel 0's centre (the level's translation)
     shape_zyx: tuple[int, ...]
     chunks_zyx: tuple[int, ...] = ()  # the chunks zarr decodes (): not known
-    missing_chunks: int = 0  # chunk files (shards) its grid needs that are not on disk
+    # Chunk files (shards) its grid needs that are not on disk: counted by plan_source from
+    # `array` (the level's folder) for the level it would read, and for the others only
+    # where that one lacks some.
+    missing_chunks: int = 0
+    array: Path | None = None
 
     def describe(self) -> str:
         missing = f", {self.missing_chunks} chunk files absent" if self.missing_chunks else ""
@@ -148,9 +152,8 @@ def list_sources(project: CopickProject, run: str, tomo_type: str,
         path = project.tomogram_path(run, s, tomo_type)
         for i, (where, vs, shape, origin) in enumerate(project.tomogram_scales(run, s,
                                                                                tomo_type)):
-            absent = (missing_chunks(path / where) or (0, 0))[0]
             out.append(Source(s, tomo_type, i, vs, origin, shape, array_chunks(path / where),
-                              absent))
+                              array=path / where))
     if not out:
         raise DataError(f"{project.run_dir(run)}: no {tomo_type!r} tomogram in spacings "
                         f"{spacings or 'none'}")
@@ -166,10 +169,12 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     a level serves without being upsampled: a pyramid whose coarser level is incomplete
     and whose finer one is whole is an interrupted copy, not a sparse store."""
     plan = _plan_among(sources, working_A)
-    if not plan.source.missing_chunks:
+    absent = _absent(plan.source)
+    if not absent:
         return plan
-    whole = [s for s in sources if not s.missing_chunks
-             and s.voxel_size_A <= working_A * (1 + UPSAMPLE_TOLERANCE)]
+    plan = replace(plan, source=replace(plan.source, missing_chunks=absent))
+    whole = [s for s in sources if s.voxel_size_A <= working_A * (1 + UPSAMPLE_TOLERANCE)
+             and not _absent(s)]
     if not whole:
         return plan
     instead = _plan_among(whole, working_A)
@@ -179,6 +184,13 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
         log.warning("%s: reading %s instead, whose chunk files are all on disk",
                     plan.source.describe(), instead.source.describe())
     return instead
+
+
+def _absent(s: Source) -> int:
+    """The chunk files of a level that are not on disk (counted from its folder)."""
+    if s.missing_chunks or s.array is None:
+        return s.missing_chunks
+    return (missing_chunks(s.array) or (0, 0))[0]
 
 
 def _plan_among(sources: list[Source], working_A: float) -> Plan:
