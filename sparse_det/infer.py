@@ -163,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
                          "pick is that particle) is at least P, on top of the thresholds "
                          "tuned for F4, which favour recall: for subtomogram averaging, "
                          "where a false pick costs more than a missed one (0.5 on 44 "
-                         "held-out simulated runs: beta-galactosidase precision 0.30-0.55 "
+                         "held-out simulated runs: beta-galactosidase precision 0.19-0.55 "
                          "-> 0.63-0.86; bench/min_score.py)")
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
