@@ -3,16 +3,19 @@
     python -m sparse_det.infer [--project DIR] [--runs RUN ...] [--checkpoint PATH]
                                [--device auto|cpu|cuda] [--out submissions/submission.csv]
                                [--picks-out PROJECT [--user-id U --session-id S]]
-                               [--star-out DIR] [--imod-out DIR] [--star-frame source|project]
+                               [--star-out DIR] [--imod-out DIR] [--dynamo-out DIR]
+                               [--star-frame source|project]
                                [--min-score P]
                                [--ray [--address ADDR]] [--fresh] [--quiet]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
 `--picks-out` writes copick picks (with scores) into a project's overlay, `--star-out` one
-RELION-style STAR file per run and `--imod-out` one IMOD model per run (for 3dmod;
-sparse_det/writers.py), both in pixels of the MRC file a run was imported from where
-`data_tools.import_mrc` made it. `--ray` fans the runs out as Ray tasks
-(a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the same CSV.
+RELION-style STAR file per run, `--imod-out` one IMOD model per run (for 3dmod) and
+`--dynamo-out` a Dynamo table per particle with its table map (sparse_det/writers.py), all
+in pixels of the MRC file a run was imported from where `data_tools.import_mrc` made it.
+`--min-score P` keeps only the picks at least that probable. `--ray` fans the runs out as
+Ray tasks (a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the
+same CSV.
 Each run's picks are kept in OUT.parts/ as they are made and removed once the CSV is
 written: after an interruption the same command picks only the runs not done (made with the
 same checkpoint and settings; `--fresh` picks them all again).
@@ -47,13 +50,14 @@ DEFAULT_OUT = "submissions/submission.csv"
 
 def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: list[str],
                   sparsify: SparsifyConfig) -> None:
-    """The CSV, and the copick picks, STAR files and IMOD models when asked for
+    """The CSV, and the copick picks, STAR files, IMOD models and Dynamo tables when asked for
     (`sparsify`: the checkpoint's settings with the user's input choices, for the pixels of
     the STAR files and models)."""
     from sparse_det.writers import (
         run_pixel_frame,
         to_submission,
         write_copick_picks,
+        write_dynamo_files,
         write_imod_files,
         write_star_files,
         write_submission,
@@ -65,7 +69,7 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
                                    session_id=a.session_id)
         log.info("wrote %d copick picks files under %s", len(paths), a.picks_out)
     frames = {r: run_pixel_frame(project, r, sparsify, a.star_frame == "source")
-              for r in runs} if a.star_out or a.imod_out else {}
+              for r in runs} if a.star_out or a.imod_out or a.dynamo_out else {}
     if a.star_out:
         paths = write_star_files(a.star_out, rows, runs=runs, frames=frames,
                                  particles=project.particles)
@@ -74,6 +78,11 @@ def write_outputs(a: argparse.Namespace, project: CopickProject, rows, runs: lis
         paths = write_imod_files(a.imod_out, rows, runs=runs, frames=frames,
                                  particles=project.particles)
         log.info("wrote %d IMOD models to %s", len(paths), a.imod_out)
+    if a.dynamo_out:
+        paths = write_dynamo_files(a.dynamo_out, rows, runs=runs, frames=frames,
+                                   particles=project.particles)
+        log.info("wrote %d Dynamo tables and their table map to %s", len(paths) - 1,
+                 a.dynamo_out)
 
 
 def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], SparsifyConfig]:
@@ -91,7 +100,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     if not Path(a.out).name or Path(a.out).is_dir():
         raise DataError(f"--out {a.out}: a folder, not a CSV file's path")
     writable_dir(Path(a.out).parent)  # an unwritable output fails before any work too
-    for out in (a.star_out, a.imod_out):
+    for out in (a.star_out, a.imod_out, a.dynamo_out):
         if out:
             writable_dir(out)
     if a.picks_out:
@@ -115,7 +124,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
 
         for run in runs:
             plan_input(project, run, sparsify)
-            if a.star_out or a.imod_out:  # a bad import record fails now, not later
+            if a.star_out or a.imod_out or a.dynamo_out:  # a bad import record fails now
                 run_pixel_frame(project, run, sparsify, a.star_frame == "source")
     return project, runs, sparsify
 
@@ -176,10 +185,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--imod-out", metavar="DIR",
                     help="write RUN.mod files (IMOD's 3dmod: an object per particle, spheres "
                          "of its radius; import_picks reads them back)")
+    ap.add_argument("--dynamo-out", metavar="DIR",
+                    help="write PARTICLE.tbl Dynamo tables (all runs in each) and their "
+                         "table map tomograms.doc")
     ap.add_argument("--star-frame", choices=["source", "project"], default="source",
-                    help="STAR and IMOD coordinates in pixels of the MRC file a run was imported "
-                    "from (source, default; data_tools.import_mrc records it) or of the "
-                    "project's tomogram (project); the same for runs not imported")
+                    help="STAR, IMOD and Dynamo coordinates in pixels of the MRC file a run "
+                         "was imported from (source, default; data_tools.import_mrc records "
+                         "it) or of the project's tomogram (project); the same for runs not "
+                         "imported")
     ap.add_argument("--ray", action="store_true", help="one Ray task per run")
     ap.add_argument("--address", help="Ray cluster for --ray (default: RAY_ADDRESS, else a "
                                       "private local Ray)")

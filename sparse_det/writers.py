@@ -19,6 +19,9 @@
 - IMOD models (`RUN.mod`), one scattered-point object per particle drawn at its radius,
   in the same pixels as the STAR files (data_tools/imod_model.py), to open over the MRC
   in 3dmod, correct, and read back with `import_picks`.
+- Dynamo tables (`PARTICLE.tbl`, all runs in each, 35 columns of Dynamo's table
+  convention) in the same pixels, with their table map `tomograms.doc` (a run's index in
+  column 20 → the MRC file it was imported from, else `RUN.mrc`).
 
 Tables passed in have DETECTION_COLUMNS (sparse_det/structures.py).
 """
@@ -107,6 +110,7 @@ class PixelFrame:
     centre_xyz_A: tuple[float, float, float]
     from_px: Callable[[np.ndarray], np.ndarray]
     shape_xyz: tuple[int, ...]
+    source_file: str = ""  # the MRC file a run was imported from, where it was
 
     @classmethod
     def of_project(cls, pixel_size_A: float, shape_zyx: tuple[int, ...],
@@ -154,7 +158,7 @@ def run_pixel_frame(project: CopickProject, run: str, sparsify, source: bool = T
         + (f" (the import {' and '.join(how)}, undone)" if how else ""),
         tomogram_centre_A(s.voxel_size_A, s.shape_zyx, s.origin_A),
         lambda px: imported.from_source_px(px, s.voxel_size_A, s.origin_A),
-        tuple(imported.shape_zyx[::-1]))
+        tuple(imported.shape_zyx[::-1]), imported.file)
 
 
 def star_text(run: str, rows: pd.DataFrame, frame: PixelFrame, particles: ParticleTable
@@ -211,6 +215,50 @@ def write_imod_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str]
                                       shape_xyz=frame.shape_xyz,
                                       pixel_size_A=frame.pixel_size_A))
     return paths
+
+
+# Dynamo's table convention (1-based columns): tag, aligned, averaged, dx..dz, the three
+# Euler angles, cc, ..., ftype and the wedge's tilt ranges, ..., tomo (20), reg, class (22),
+# annotation, x, y, z (24-26) in pixels, ... up to sref (35).
+DYNAMO_COLUMNS = 35
+
+
+def dynamo_table_text(rows: pd.DataFrame, frames: dict[str, PixelFrame],
+                      tomo_index: dict[str, int], class_index: int) -> str:
+    """Picks of one particle (rows with experiment, x, y, z in Å, score) as a Dynamo table:
+    a row each, tagged from 1, at each run's pixels (`frames`, as the STAR files'), with
+    its tomogram's index (`tomo_index`), `class_index` and its score as cc; angles and the
+    shift are 0, and the wedge (ftype 0, full) is left for the user to set."""
+    lines = []
+    for tag, r in enumerate(rows.itertuples(index=False), start=1):
+        x, y, z = frames[r.experiment].to_px(np.array([[r.x, r.y, r.z]], dtype=float))[0]
+        col = [0.0] * DYNAMO_COLUMNS
+        col[0], col[1], col[2], col[9] = tag, 1, 1, float(r.score)
+        col[19], col[21], col[23:26] = tomo_index[r.experiment], class_index, [x, y, z]
+        lines.append(" ".join(f"{v:.3f}" if i in (23, 24, 25) else f"{v:.5f}" if i == 9
+                              else str(int(v)) for i, v in enumerate(col)))
+    return "".join(f"{ln}\n" for ln in lines)
+
+
+def write_dynamo_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[str],
+                       frames: dict[str, PixelFrame], particles: ParticleTable) -> list[Path]:
+    """`<out_dir>/<particle>.tbl` for every particle (empty where none was found), all runs
+    in each, and `<out_dir>/tomograms.doc`, the table map from each run's index (column 20,
+    from 1 in the runs' order) to its tomogram: the MRC file it was imported from, else
+    `RUN.mrc`, a name to point at the tomogram."""
+    out_dir = writable_dir(out_dir)
+    index = {run: i for i, run in enumerate(runs, start=1)}
+    paths = []
+    for p in particles:
+        sel = rows[(rows["particle_type"] == p.name) & rows["experiment"].isin(runs)]
+        path = out_dir / f"{p.name}.tbl"
+        atomic_write_text(path, dynamo_table_text(sel, frames, index,
+                                                  particles.class_index(p.name)))
+        paths.append(path)
+    doc = out_dir / "tomograms.doc"
+    atomic_write_text(doc, "".join(f"{index[r]} {frames[r].source_file or r + '.mrc'}\n"
+                                   for r in runs))
+    return [*paths, doc]
 
 
 def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame, *,

@@ -15,7 +15,7 @@ from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.infer import main as infer_main
 from sparse_det.metric import DISTANCE_MULTIPLIER, match_counts
 from sparse_det.visualize import main as visualize_main
-from sparse_det.writers import STAR_LABELS, PixelFrame, star_text
+from sparse_det.writers import STAR_LABELS, PixelFrame, dynamo_table_text, star_text
 
 
 def read_star_loop(text: str) -> tuple[list[str], list[list[str]]]:
@@ -116,6 +116,49 @@ def test_copick_picks_in_new_project_over_input_tomograms(inferred, small_projec
     # The new project's config reads tomograms from the input's static root.
     cfg = json.loads((inferred / "picks/copick_config.json").read_text())
     assert cfg["static_root"].endswith(str(small_project.static_root))
+
+
+def test_dynamo_table_text_known_values():
+    """One thyroglobulin at x, y, z = 20, 40, 60 Å in a 10 Å frame whose voxel 0 is centred
+    at 0: pixels 2, 4, 6 in columns 24-26; tag 1, aligned, averaged, cc its score, tomogram
+    index 3 in column 20, class 5 in column 22; 35 columns."""
+    rows = pd.DataFrame({"experiment": ["TS_b"], "particle_type": ["thyroglobulin"],
+                         "x": [20.0], "y": [40.0], "z": [60.0], "score": [0.75]})
+    text = dynamo_table_text(rows, {"TS_b": PixelFrame.of_project(10.0, (8, 8, 8))},
+                             {"TS_a": 1, "TS_b": 3}, 5)
+    col = text.split()
+    assert len(col) == 35 and text.endswith("\n") and text.count("\n") == 1
+    assert [col[i] for i in (0, 1, 2, 9, 19, 21, 23, 24, 25)] == [
+        "1", "1", "1", "0.75000", "3", "5", "2.000", "4.000", "6.000"]
+    assert set(col[3:9] + col[10:19] + [col[20], col[22]] + col[26:]) == {"0"}
+
+
+def test_dynamo_tables_read_back_where_the_csv_puts_the_picks(small_project, tmp_path):
+    """infer --dynamo-out: a table per particle, all runs in each, and the table map; read
+    back by import_picks through the map, every pick lands where the CSV has it."""
+    from sparse_det.checkpoint import checkpoint_settings
+    from sparse_det.import_picks import dynamo_picks, read_tomo_map
+    from sparse_det.writers import run_pixel_frame
+
+    out = tmp_path / "dynamo"
+    assert infer_main(["--project", str(small_project.path), "--out", str(tmp_path / "s.csv"),
+                       "--dynamo-out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{p.name}.tbl" for p in small_project.particles] + ["tomograms.doc"])
+    runs = small_project.runs()
+    assert read_tomo_map(out / "tomograms.doc") == {i + 1: r for i, r in enumerate(runs)}
+    sparsify = checkpoint_settings(DEFAULT_CHECKPOINT).config.sparsify
+    sub = pd.read_csv(tmp_path / "s.csv")
+    for p in small_project.particles:
+        back = dynamo_picks(out / f"{p.name}.tbl", run=None, particle=p.name,
+                            tomo_map=read_tomo_map(out / "tomograms.doc"),
+                            frame_of=lambda r: run_pixel_frame(small_project, r, sparsify))
+        mine = sub[sub["particle_type"] == p.name]
+        assert len(back) == len(mine), p.name
+        for run in runs:
+            a = back[back["experiment"] == run][["x", "y", "z"]].to_numpy()
+            b = mine[mine["experiment"] == run][["x", "y", "z"]].to_numpy()
+            np.testing.assert_allclose(a, b, atol=0.02)  # both written to 0.001 (px, Å)
 
 
 def test_min_score_keeps_the_picks_at_least_that_probable(inferred, small_project, tmp_path):

@@ -1,6 +1,7 @@
 """Picks go back to the user's own MRC file: the import's binning and IMOD rotation are
 recorded in the tomogram's `.zattrs` and undone, checked on bright marks at known pixels
-and through `sparse_det.infer --star-out` and `--imod-out` on an IMOD-oriented run."""
+and through `sparse_det.infer --star-out`, `--imod-out` and `--dynamo-out` on an
+IMOD-oriented run."""
 
 from __future__ import annotations
 
@@ -170,7 +171,7 @@ def test_imod_models_of_an_imod_oriented_run_round_trip(small_project, tmp_path)
     src, run, tomo, imod, common = _imod_oriented_run(small_project, tmp_path)
     out = tmp_path / "out"
     assert infer_main([*common, "--star-out", str(out / "source"),
-                       "--imod-out", str(out / "imod")]) == 0
+                       "--imod-out", str(out / "imod"), "--dynamo-out", str(out / "tbl")]) == 0
     labels, body = read_star_loop((out / "source" / f"{run}.star").read_text())
     src_xyz = np.array([[float(r[labels.index(f"rlnCoordinate{a}")]) for a in "XYZ"]
                         for r in body])
@@ -182,6 +183,11 @@ def test_imod_models_of_an_imod_oriented_run_round_trip(small_project, tmp_path)
     for obj in model.objects:
         mine = np.array([n == obj.name for n in names])
         np.testing.assert_allclose(obj.points_px, src_xyz[mine].reshape(-1, 3), atol=2e-3)
+        # --dynamo-out: the same pixels, the table map naming the file they are of
+        table = np.loadtxt(out / "tbl" / f"{obj.name}.tbl", ndmin=2).reshape(-1, 35)
+        np.testing.assert_allclose(table[:, 23:26], src_xyz[mine].reshape(-1, 3), atol=2e-3)
+        assert set(table[:, 19]) <= {1.0}
+    assert (out / "tbl" / "tomograms.doc").read_text() == f"1 {tmp_path / run}.rec.mrc\n"
     raw = (out / "imod" / f"{run}.mod").read_bytes()
     assert struct.unpack(">3i", raw[136:148]) == imod.shape[::-1]  # xmax, ymax, zmax: the MRC's
     at = raw.index(b"CONT")  # the first particle found, as 3dmod stores it: x, y + 0.5
