@@ -44,6 +44,7 @@ def project_report(picker, path: str, floors: list[float]) -> dict:
 
     project = CopickProject(path)
     runs = project.runs()
+    print(f"{path}: picking {len(runs)} runs", file=sys.stderr, flush=True)  # a long bench
     dets = [picker.detect_run(project, r) for r in runs]
     truths = [project.read_truth(r) for r in runs]
     return {"project": path, "runs": len(runs), "floors": floor_rows(picker, dets, truths,
