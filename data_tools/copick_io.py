@@ -413,14 +413,16 @@ class CopickProject:
         return out
 
     def _warn_picks_outside(self, run: str, picks: dict[str, np.ndarray]) -> None:
-        """A warning, once per run, where its picks cannot be where its tomograms are:
-        copick's picks are in Å, and picks saved in pixels or nm (the field's most reported
-        mix-up) would train and score as particles nobody can find (picks_misplaced)."""
-        if run in _SAID_OUTSIDE:
+        """A warning where a run's picks cannot be where its tomograms are (checked once per
+        run and process): copick's picks are in Å, and picks saved in pixels or nm (the
+        field's most reported mix-up) would train and score as particles nobody can find
+        (picks_misplaced)."""
+        key = (str(self.static_root), run)
+        if key in _SAID_OUTSIDE:  # checked in this process already
             return
+        _SAID_OUTSIDE.add(key)
         said = self.picks_misplaced(run, picks)
         if said:
-            _SAID_OUTSIDE.add(run)
             log.warning("run %r: %s", run, said)
 
     def picks_misplaced(self, run: str, picks: dict[str, np.ndarray]) -> str | None:
@@ -522,7 +524,7 @@ class CopickProject:
 
 # A genuine annotation fills its tomogram; this many picks, all in one corner, do not.
 MISPLACED_MIN_PICKS = 10
-_SAID_OUTSIDE: set[str] = set()  # runs whose picks beyond their tomograms were logged once
+_SAID_OUTSIDE: set[tuple[str, str]] = set()  # (static root, run) whose picks were checked
 _WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged once
 
 

@@ -177,7 +177,8 @@ def multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], flo
         if shape is None:
             raise DataError(f"{path / ds['path']}: level {ds['path']!r} is listed in the "
                             f"multiscales but its array metadata (.zarray or zarr.json) is "
-                            f"missing")
+                            f"missing: an incomplete copy (an interrupted download) leaves "
+                            f"levels out; fetch the tomogram again")
         try:
             scale, shift = _scale_and_shift(path, ds["path"], transforms)
         except DataError as exc:
