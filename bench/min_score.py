@@ -23,32 +23,17 @@ from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
 
-def floor_rows(picker, dets: list, truths: list, floors: list[float]) -> dict:
-    """{floor ("F4" for none): {class: {precision, recall, picks}}} over the runs given."""
-    from sparse_det.thresholds import score_at
-
-    out = {}
-    for floor in [None, *floors]:
-        thr = {k: max(t, floor or 0.0) for k, t in picker.thresholds.items()}
-        at = score_at(dets, truths, picker.particles, thr)
-        out["F4" if floor is None else f"{floor:g}"] = {
-            p.name: {"precision": at.per_class[p.name].precision,
-                     "recall": at.per_class[p.name].recall,
-                     "picks": at.per_class[p.name].tp + at.per_class[p.name].fp}
-            for p in picker.particles.scored}
-    return out
-
-
 def project_report(picker, path: str, floors: list[float]) -> dict:
     from data_tools.copick_io import CopickProject
+    from sparse_det.thresholds import precision_recall_at_floors
 
     project = CopickProject(path)
     runs = project.runs()
     print(f"{path}: picking {len(runs)} runs", file=sys.stderr, flush=True)  # a long bench
     dets = [picker.detect_run(project, r) for r in runs]
     truths = [project.read_truth(r) for r in runs]
-    return {"project": path, "runs": len(runs), "floors": floor_rows(picker, dets, truths,
-                                                                     floors)}
+    return {"project": path, "runs": len(runs), "floors": precision_recall_at_floors(
+        dets, truths, picker.particles, picker.thresholds, floors)}
 
 
 def markdown(reports: list[dict]) -> str:
@@ -68,7 +53,8 @@ def main() -> int:
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--floors", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    ap.add_argument("--floors", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9],
+                    help="as tune reports (sparse_det.thresholds.MIN_SCORE_FLOORS)")
     ap.add_argument("--json")
     a = ap.parse_args()
     from sparse_det.inference import Picker

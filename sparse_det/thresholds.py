@@ -132,6 +132,27 @@ def _counts_per_run(dets: list[Detections], truths: list[dict[str, np.ndarray]],
     return out
 
 
+MIN_SCORE_FLOORS = (0.3, 0.5, 0.7, 0.9)  # what tune and bench/min_score.py report
+
+
+def precision_recall_at_floors(dets: list[Detections], truths: list[dict[str, np.ndarray]],
+                               particles: ParticleTable, thresholds: dict[str, float],
+                               floors=MIN_SCORE_FLOORS) -> dict:
+    """{"F4" (the thresholds alone), then each floor as text: {scored class: {precision,
+    recall, picks}}}, micro over the runs: what `infer --min-score FLOOR` keeps, a pick
+    passing its class's threshold and the floor (calibrated scores)."""
+    out = {}
+    for floor in [None, *floors]:
+        at = score_at(dets, truths, particles,
+                      {k: max(t, floor or 0.0) for k, t in thresholds.items()})
+        out["F4" if floor is None else f"{floor:g}"] = {
+            p.name: {"precision": at.per_class[p.name].precision,
+                     "recall": at.per_class[p.name].recall,
+                     "picks": at.per_class[p.name].tp + at.per_class[p.name].fp}
+            for p in particles.scored}
+    return out
+
+
 def per_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
                    particles: ParticleTable, thresholds: dict[str, float]) -> list[float]:
     """Each run's weighted F4 at the given thresholds (scores in the detections' unit),

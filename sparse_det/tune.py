@@ -88,6 +88,9 @@ class Retuned(NamedTuple):
     confidence_setting: tuple[str, float]
     by_confidence: dict
     confidence: dict
+    # What `infer --min-score` would keep on these runs, the default setting's
+    # (thresholds.precision_recall_at_floors)
+    floors: dict = {}  # noqa: RUF012 (a NamedTuple's default, never mutated)
 
     @property
     def default(self):
@@ -198,7 +201,15 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
                   other_tta={k: (t.thresholds, c) for k, (t, c) in tuned.items() if k != first})
     return Retuned(picker.thresholds, bool(picker.ckpt.calibration),
                    {k: t for k, (t, _) in tuned.items()}, len(truths), best, by_power,
-                   confidence)
+                   confidence, _floors(dets[0], truths, picker.particles, tuning, calibration))
+
+
+def _floors(dets: list, truths: list, particles, tuning, calibration: dict) -> dict:
+    """precision_recall_at_floors of the runs' detections, calibrated as tuned."""
+    from sparse_det.thresholds import apply_calibration, precision_recall_at_floors
+
+    return precision_recall_at_floors([apply_calibration(d, calibration) for d in dets],
+                                      truths, particles, tuning.thresholds)
 
 
 def _print_confidence(confidence: dict, by_power: dict, best: tuple[str, float]) -> None:
@@ -330,6 +341,7 @@ def _print_tuning(result: Retuned) -> None:
             print(f"{name:<22} threshold {old.get(name, float('nan')):9.3g} -> "
                   f"{tuning.thresholds[name]:6.3f}   F4 {c.fbeta:.3f} (R {c.recall:.2f}){kept}")
         print(f"weighted F4 on {n_runs} run(s) at the new thresholds: {tuning.score:.4f}")
+    _print_floors(result.floors)
     _print_confidence(result.confidence, result.by_confidence, result.confidence_setting)
     (first, base), *others = tunings.items()
     for tta, tuning in others:
@@ -337,6 +349,18 @@ def _print_tuning(result: Retuned) -> None:
         # Whether the dearer setting is worth its cost: a gap under ~2 SE is the runs' scatter.
         print(f"--tta {tta} against --tta {first}, run by run (each at its own thresholds): "
               f"{mean:+.4f} ± {se:.4f} (mean difference ± its standard error, {n_runs} runs)")
+
+
+def _print_floors(floors: dict) -> None:
+    """Precision / recall per class at the new thresholds and with each `--min-score`."""
+    if not floors:
+        return
+    cols = list(floors)
+    print("precision / recall on these runs at the new thresholds (F4) and with infer "
+          "--min-score: " + ", ".join(cols[1:]))
+    for name in floors[cols[0]]:
+        print(f"{name:<22} " + "   ".join(f"{c:>3}: {floors[c][name]['precision']:.2f} / "
+                                         f"{floors[c][name]['recall']:.2f}" for c in cols))
 
 
 def _add_share_arguments(ap: argparse.ArgumentParser) -> None:

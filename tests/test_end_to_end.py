@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -117,6 +118,11 @@ def test_tune_rewrites_thresholds(trained, small_project, tmp_path, capsys):
                       "--confidence-power", "0", "2", "--no-grown-mirrors"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("weighted F4 on 2 run(s)") == 2, printed
+    # what infer --min-score would keep on these runs: recall never rises with the floor
+    at = printed.split("infer --min-score: 0.3, 0.5, 0.7, 0.9\n", 1)[1].splitlines()[:5]
+    for line in at:
+        recall = [float(r) for _, r in re.findall(r"(\d\.\d\d) / (\d\.\d\d)", line)]
+        assert len(recall) == 5 and recall == sorted(recall, reverse=True), line
     # whether the mirrors are worth their cost, run by run
     assert "--tta flip against --tta none, run by run" in printed, printed
     tuned = read_checkpoint(out)

@@ -1,22 +1,23 @@
-"""bench/min_score.py counts what a floor on the scores keeps, on a hand-made case."""
+"""What a floor on the scores keeps (thresholds.precision_recall_at_floors, which tune and
+bench/min_score.py report), on a hand-made case."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from data_tools.particles import ParticleTable
 from sparse_det.structures import Detections
+from sparse_det.thresholds import precision_recall_at_floors
 
 _spec = importlib.util.spec_from_file_location(
     "min_score", Path(__file__).resolve().parents[1] / "bench" / "min_score.py")
 min_score = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(min_score)
-floor_rows, markdown = min_score.floor_rows, min_score.markdown
+markdown = min_score.markdown
 
 
 def test_floors_keep_what_passes_the_threshold_and_the_floor():
@@ -27,9 +28,8 @@ def test_floors_keep_what_passes_the_threshold_and_the_floor():
     truth = {"ribosome": np.array([[1000.0, 1000, 500], [3000, 3000, 500], [5000, 500, 500]])}
     xyz = np.array([[1010.0, 1000, 500], [2000, 2000, 500], [3000, 3040, 500]])
     dets = Detections("TS", {"ribosome": (xyz, np.array([0.9, 0.6, 0.2]))})
-    picker = SimpleNamespace(particles=particles,
-                             thresholds={p.name: 0.1 for p in particles})
-    rows = floor_rows(picker, [dets], [truth], [0.5, 0.7, 0.95])
+    rows = precision_recall_at_floors([dets], [truth], particles,
+                                      {p.name: 0.1 for p in particles}, [0.5, 0.7, 0.95])
     got = {f: (r["ribosome"]["precision"], r["ribosome"]["recall"], r["ribosome"]["picks"])
            for f, r in rows.items()}
     assert got == {"F4": (pytest.approx(2 / 3), pytest.approx(2 / 3), 3),
