@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_tools.atomic import atomic_write_text
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.thresholds import MIN_SCORE_FLOORS, precision_recall_at_floors
 
 
 def project_report(picker, path: str, floors: list[float]) -> dict:
     from data_tools.copick_io import CopickProject
-    from sparse_det.thresholds import precision_recall_at_floors
 
     project = CopickProject(path)
     runs = project.runs()
@@ -53,8 +53,8 @@ def main() -> int:
     ap.add_argument("--project", action="append", required=True)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--floors", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9],
-                    help="as tune reports (sparse_det.thresholds.MIN_SCORE_FLOORS)")
+    ap.add_argument("--floors", type=float, nargs="+", default=list(MIN_SCORE_FLOORS),
+                    help="default: those tune reports")
     ap.add_argument("--json")
     a = ap.parse_args()
     from sparse_det.inference import Picker

@@ -532,8 +532,10 @@ def _warn_missing_chunks(where: Path, arr) -> None:
     """A warning, once per array, where chunk files of a level about to be read are absent:
     zarr fills them with the fill value without a word, and an interrupted download then
     reads as blocks of one value, whose particles nobody finds."""
+    if where in _WARNED_MISSING:
+        return
     counted = missing_chunks(where)
-    if not counted or not counted[0] or where in _WARNED_MISSING:
+    if not counted or not counted[0]:
         return
     _WARNED_MISSING.add(where)
     log.warning("%s: %d of %d chunk files are not on disk and read as the fill value (%s): "
