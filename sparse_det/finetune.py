@@ -152,7 +152,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior)
     base_won = base_dets is not None
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
-    _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None)
+    _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None,
+                missing=[n for n in project.particles.names if n not in settings.particles])
     if base_won:
         final = Path(base)
     else:
@@ -192,14 +193,17 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
                                  kw["device"])
     # The fine-tune's vote masses need not mean what the base's did (carried_prior).
     ft_prior = None if prior is None else carried_prior(base_dets, dets, prior)
-    tuned = {"base": calibrate_and_tune(base_dets, truths, settings.particles, prior),
-             "fine-tune": calibrate_and_tune(dets, truths, settings.particles, ft_prior)}
+    # Both are scored on the project's classes: a class the base does not have scores 0
+    # for it, one the project does not list is not scored.
+    tuned = {"base": calibrate_and_tune(base_dets, truths, project.particles, prior),
+             "fine-tune": calibrate_and_tune(dets, truths, project.particles, ft_prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     return tuned, base_dets if chosen == "base" else None, versus
 
 
-def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool) -> None:
+def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool,
+                missing: list[str]) -> None:
     log.info("weighted F4 on the held-out runs: fine-tune %.4f, base %.4f (%+.4f ± %.4f run "
              "by run)%s", tuned["fine-tune"][0].score, tuned["base"][0].score, *versus,
              f"; thresholds: kept the base's for {', '.join(tuning.kept_prior) or 'no class'}"
@@ -207,6 +211,9 @@ def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool) -
     if base_won:
         log.info("the fine-tune does not beat the base by 2 SE: writing the base with "
                  "thresholds tuned on these runs")
+        if missing:
+            log.warning("the base has no class %s: the checkpoint written picks none of "
+                        "them (annotate more of them, or train longer: --steps)", missing)
 
 
 def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:

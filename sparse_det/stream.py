@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.copick_io import CopickProject
-from data_tools.particles import DataError
 from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, shard_or_sparsify
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import CheckpointError, checkpoint_settings
@@ -187,10 +186,12 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     whose picks are there from the same checkpoint and settings are read instead of picked
     again (sparse_det/run_parts.py): an interrupted call resumes."""
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
-    unknown = sorted(set(settings.particles.names) - set(project.particles.names))
-    if unknown:
-        raise DataError(f"{project.path}: checkpoint particles {unknown} are not in the "
-                        "project")
+    unlisted = [n for n in settings.particles.names if n not in project.particles]
+    if unlisted:
+        # The project's config says what is picked there (copick writes no picks of an
+        # object it does not list); the others' picks are dropped, not refused.
+        log.warning("%s: its config lists no %s; the checkpoint's picks of %s are left out",
+                    project.path, unlisted, "it" if len(unlisted) == 1 else "them")
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     runs = runs or project.runs()
     load = partial(load_sparse, project, cfg=sparsify_cfg,
@@ -227,7 +228,8 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                progress, partial(may_read_ahead, project, cfg=sparsify_cfg))
     import pandas as pd
 
-    return pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
+    picks = pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
+    return picks[~picks["particle_type"].isin(unlisted)].reset_index(drop=True)
 
 
 def _load_picker(checkpoint, device, tta, input_overrides, precision, rescore):

@@ -37,7 +37,7 @@ from sparse_det.data import CropSampler, RunSample, annotated_project, load_samp
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses, label_weights
-from sparse_det.model import build_model, load_deepened, widen_input
+from sparse_det.model import build_model, load_deepened, remap_classes, widen_input
 from sparse_det.structures import Detections
 from sparse_det.thresholds import calibrate_and_tune
 
@@ -104,6 +104,34 @@ class TrainState:
         self.step, self.best, self.history = ex["step"], ex["best"], ex["history"]
 
 
+def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -> dict:
+    """The init checkpoint's document, its weights made to read `feature_names` (new ones
+    at weight 0) and to predict `particles`' classes, matched by name (remap_classes):
+    a project whose config lists the classes in another order, fewer of them or new ones
+    trains the rows that mean its classes."""
+    init = read_checkpoint(path)
+    init_features = list(init["feature_names"])
+    if init_features != feature_names[:len(init_features)]:
+        raise CheckpointError(f"{path}: features {init_features} differ from {feature_names}")
+    if len(init_features) < len(feature_names):
+        init["model"] = widen_input(init["model"], len(feature_names))
+        _say(f"{path}: reads {len(init_features)} features; the "
+             f"{len(feature_names) - len(init_features)} new ones start at weight 0")
+    had = [p["name"] for p in init["particles"]]
+    if had != particles.names:
+        try:
+            init["model"] = remap_classes(init["model"], had, particles.names)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its class head does not fit its particle table "
+                                  f"({exc})") from exc
+        new = [n for n in particles.names if n not in had]
+        _say(f"{path}: classes matched by name to the project's {particles.names}"
+             + (f"; new, learnt from the annotations alone: {new}" if new else "")
+             + (f"; left out: {[n for n in had if n not in particles.names]}"
+                if set(had) - set(particles.names) else ""))
+    return init
+
+
 def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                 device: torch.device) -> TrainState:
     """A fresh model (or the init checkpoint's weights), optimiser and schedule."""
@@ -113,15 +141,7 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                         channels=cfg.model.channels,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
     if cfg.train.init_checkpoint:
-        init = read_checkpoint(cfg.train.init_checkpoint)
-        init_features = list(init["feature_names"])
-        if init_features != feature_names[:len(init_features)]:
-            raise CheckpointError(f"{cfg.train.init_checkpoint}: features "
-                                  f"{init_features} differ from {feature_names}")
-        if len(init_features) < len(feature_names):
-            init["model"] = widen_input(init["model"], len(feature_names))
-            _say(f"{cfg.train.init_checkpoint}: reads {len(init_features)} features; the "
-                 f"{len(feature_names) - len(init_features)} new ones start at weight 0")
+        init = _init_state(cfg.train.init_checkpoint, feature_names, particles)
         init_blocks = init["config"].get("model", {}).get("blocks_per_level", 1)
         try:
             if init_blocks < cfg.model.blocks_per_level:

@@ -108,6 +108,34 @@ def widen_input(state: dict[str, torch.Tensor], in_channels: int) -> dict[str, t
     return state | {"stem.weight": torch.cat([w, pad], dim=-1)}
 
 
+CLASS_HEAD = "cls_head.2"  # the last layer of the class head: row 0 background, k class k
+
+
+def remap_classes(state: dict[str, torch.Tensor], from_names: list[str],
+                  to_names: list[str]) -> dict[str, torch.Tensor]:
+    """`state`'s class head re-ordered from the particle classes `from_names` to `to_names`,
+    by name: a class in both keeps its row wherever it stands, one only `from_names` has is
+    dropped, and one new to the state starts with zero weights and the lowest bias of the
+    classes it had, so that it fires nowhere until training shows it where (its gradient
+    flows at once: zero weights are not a dead unit under a softmax)."""
+    w, b = state[f"{CLASS_HEAD}.weight"], state[f"{CLASS_HEAD}.bias"]
+    if w.shape[0] != len(from_names) + 1:
+        raise ValueError(f"the class head has {w.shape[0] - 1} classes, not the "
+                         f"{len(from_names)} named")
+    rows_w, rows_b = [w[0]], [b[0]]
+    floor = b[1:].min() if len(from_names) else b[0]
+    for name in to_names:
+        if name in from_names:
+            i = from_names.index(name) + 1
+            rows_w.append(w[i])
+            rows_b.append(b[i])
+        else:
+            rows_w.append(torch.zeros_like(w[0]))
+            rows_b.append(floor.clone())
+    return state | {f"{CLASS_HEAD}.weight": torch.stack(rows_w),
+                    f"{CLASS_HEAD}.bias": torch.stack(rows_b)}
+
+
 def load_deepened(model: SparseUNet, state: dict[str, torch.Tensor]) -> list[int]:
     """Loads `state`, the weights of a model with fewer encoder blocks per level, into
     `model`; each block the state lacks starts as the identity (its last BatchNorm's scale
