@@ -34,6 +34,12 @@ COMPETITION_PARTICLES: tuple[ParticleType, ...] = (
     ParticleType("virus-like-particle", 135.0, 1.0, 6, "6N4V", (255, 204, 153, 128)),
 )
 
+# Complexes the simulator draws beyond the competition's (data_tools/shapes.py), for a
+# project with a class no checkpoint has learnt: `simulate --extra-particles proteasome`.
+EXTRA_PARTICLES: tuple[ParticleType, ...] = (
+    ParticleType("proteasome", 80.0, 1.0, 7, "1RYP", (230, 159, 0, 128)),
+)
+
 # Metric weights are not part of a copick config; they come from the competition.
 _COMPETITION_WEIGHTS = {p.name: p.weight for p in COMPETITION_PARTICLES}
 
@@ -87,8 +93,14 @@ class ParticleTable:
                     for d in items])
 
     @classmethod
-    def competition(cls) -> ParticleTable:
-        return cls(COMPETITION_PARTICLES)
+    def competition(cls, extra: list[str] | tuple[str, ...] = ()) -> ParticleTable:
+        """The competition's particles, and `extra` ones of EXTRA_PARTICLES by name."""
+        known = {p.name: p for p in EXTRA_PARTICLES}
+        unknown = sorted(set(extra) - set(known))
+        if unknown:
+            raise DataError(f"no particle {unknown} to add; the simulator draws "
+                            f"{sorted(known)} beyond the competition's")
+        return cls(COMPETITION_PARTICLES + tuple(known[n] for n in dict.fromkeys(extra)))
 
     @classmethod
     def from_copick_config(cls, path: str | Path) -> ParticleTable:

@@ -74,7 +74,28 @@ def particle_components(name: str, radius_A: float, rng: np.random.Generator) ->
         d = 0.42 * r
         verts = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3) * d
         return _centered([Ellipsoid(tuple(v), (0.36 * r,) * 3, 0.9) for v in verts])
+    if name == "proteasome":  # 20S core: four stacked heptameric rings, a hollow barrel
+        return _proteasome(r, jit, rng)
     raise KeyError(f"no shape for particle {name!r}")
+
+
+def _proteasome(r: float, jit, rng: np.random.Generator) -> list[Component]:
+    """The 20S proteasome (about 150 Å long, 115 Å across, a 20-50 Å channel; D7): 28
+    subunits in four rings of seven, alpha rings outside, beta rings inside, each ring
+    turned by half a subunit against the next. Not one of the competition's classes: the
+    complex a checkpoint has never seen, for measuring how it learns a new one."""
+    comps = []
+    twist = rng.uniform(-0.05, 0.05)
+    for k, z in enumerate((-0.7, -0.24, 0.24, 0.7)):
+        ring_r = jit(0.48 * r)
+        for j in range(7):
+            phi = 2 * np.pi * (j + 0.5 * (k % 2)) / 7 + twist * k
+            c, s = np.cos(phi), np.sin(phi)
+            axes = ((c, s, 0.0), (-s, c, 0.0), (0.0, 0.0, 1.0))  # radial, tangential, barrel
+            comps.append(Ellipsoid((ring_r * c, ring_r * s, z * r),
+                                   (0.24 * r, 0.21 * r, 0.24 * r), 0.95,
+                                   tuple(map(tuple, np.array(axes).T))))
+    return _centered(comps)
 
 
 def distractor_components(rng: np.random.Generator) -> tuple[list[Component], float]:

@@ -35,7 +35,7 @@ from data_tools.hard_negatives import (
     draw_hard_negatives,
     render_hard_negatives,
 )
-from data_tools.particles import DataError, ParticleTable
+from data_tools.particles import EXTRA_PARTICLES, DataError, ParticleTable
 from data_tools.shapes import (
     Component,
     distractor_components,
@@ -65,6 +65,8 @@ PHYSICS = ("fast", "tilt")
 MEAN_COUNTS = {"apo-ferritin": 53.6, "beta-amylase": 12.4, "beta-galactosidase": 16.0,
                "ribosome": 47.3, "thyroglobulin": 35.9, "virus-like-particle": 16.1}
 ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
+# The other shape families model the competition's classes only: these keep their own.
+EXTRA_NAMES = frozenset(p.name for p in EXTRA_PARTICLES)
 HARD_NEGATIVE_FIELDS = ("carbon_edges", "contamination", "filaments")
 SHAPE_STREAMS = {"alt_shape": 13, "blob_shape": 14, "procedural_shape": 15,
                  "compact_procedural_shape": 16}
@@ -271,7 +273,7 @@ def render_scene(shape_zyx, particles: ParticleTable, p: dict, rng: np.random.Ge
             comps, cap = particle_components(pt.name, pt.radius_A, rng), None
             # The first family's draw above stays: every later draw is the seed's.
             for family, g in draws.items():
-                if g.random() < shares[family]:
+                if g.random() < shares[family] and pt.name not in EXTRA_NAMES:
                     model, cap_of = SHAPE_FAMILIES[family]
                     comps = model(pt.name, pt.radius_A, g)
                     cap = cap_of(comps) if cap_of else None
@@ -476,20 +478,22 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
                      ranges: SimRanges | None = None, run_prefix: str = "TS_sim",
                      progress: bool = True, physics: str = "fast",
                      tilt: TiltRanges | None = None,
-                     indices: list[int] | None = None) -> CopickProject:
+                     indices: list[int] | None = None,
+                     extra_particles: tuple[str, ...] = ()) -> CopickProject:
     """Writes a complete copick project with picks, copick_config.json, solution.csv and
     simulation.json (every run's drawn parameters). physics "fast": the 3-D Fourier imaging
     model, 10 Å with a 3-level pyramid; "tilt": a tilt series reconstructed by WBP
     (data_tools/tilt_series.py), written as `wbp` and `denoised` at 20.024 Å, 2 levels
     (with TiltRanges.form_bin 1: at 10.012 Å, 3 levels, as "fast" is).
     Run i draws from its own stream [seed, i], so `indices` (default 0..n_runs-1) makes any
-    subset of a seed's runs exactly as the whole batch would."""
+    subset of a seed's runs exactly as the whole batch would. `extra_particles`: complexes
+    of EXTRA_PARTICLES drawn beside the competition's, and listed in the config."""
     from tqdm import tqdm
 
     ranges = ranges or SimRanges()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    particles = ParticleTable.competition()
+    particles = ParticleTable.competition(extra_particles)
     (out / "static").mkdir(exist_ok=True)
     (out / "overlay").mkdir(exist_ok=True)
     project = CopickProject(out, particles)
@@ -499,6 +503,8 @@ def simulate_project(out: str | Path, n_runs: int, seed: int, shape_zyx=FULL_SHA
     tilt = tilt or TiltRanges()
     rows, record = [], {"seed": seed, "shape_zyx": list(shape_zyx), "ranges": asdict(ranges),
                         "physics": physics, "runs": {}}
+    if extra_particles:
+        record["extra_particles"] = list(extra_particles)
     if physics == "tilt":
         record["tilt_ranges"] = tilt.to_dict()
     indices = list(range(n_runs)) if indices is None else list(indices)
@@ -662,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
                          "simulation.json): new placements and noise, the same physics, "
                          "shape and image formation; --ranges, --tilt-ranges, --snr, "
                          "--physics and --shape are then not read")
+    ap.add_argument("--extra-particles", nargs="+", default=[], metavar="NAME",
+                    help="complexes drawn beside the competition's, e.g. proteasome (a "
+                         "class no checkpoint has learnt)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.like:
@@ -675,10 +684,15 @@ def main(argv: list[str] | None = None) -> int:
         if parsed is None:
             return 2
         (ranges, tilt), physics, shape = parsed, a.physics, tuple(a.shape)
+    try:
+        ParticleTable.competition(a.extra_particles)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     simulate_project(a.out, a.runs, a.seed, shape, ranges, a.prefix,
                      progress=not a.quiet and sys.stderr.isatty(), physics=physics,
-                     tilt=tilt)
+                     tilt=tilt, extra_particles=tuple(a.extra_particles))
     like = f" like {a.like[1]}" if a.like else ""
     print(f"wrote {a.runs} run(s){like} to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -467,3 +467,40 @@ def test_adsorbed_proteins_touch_the_slab_surfaces_and_keep_the_rest_of_the_run(
                            surface_rng=np.random.default_rng(4))
     np.testing.assert_array_equal(placed[:, 1:], anywhere[:, 1:])
     np.testing.assert_array_equal(placed[4:], anywhere[4:])
+
+
+def test_proteasome_a_complex_beyond_the_competition(tmp_path):
+    """The proteasome (a class no checkpoint learnt: tests/test_particle_classes.py,
+    bench/new_complex.py): centred on its pick, a hollow barrel longer than it is wide,
+    drawn in a run that lists it, whatever share of the other shape families the run
+    draws (they model the competition's classes only), and named when unknown."""
+    from data_tools.particles import DataError
+    from data_tools.simulate import simulate_project
+
+    table = ParticleTable.competition(["proteasome"])
+    assert table.names[-1] == "proteasome" and table.class_index("proteasome") == 7
+    p, rng = table["proteasome"], np.random.default_rng(4)
+    for _ in range(3):
+        vol = np.zeros((48, 48, 48), np.float32)
+        c = np.array([24.0, 24.0, 24.0]) + rng.uniform(-0.5, 0.5, 3)
+        render(vol, c, particle_components("proteasome", p.radius_A, rng),
+               random_rotation(rng), p.radius_A * 1.05, 10.0)
+        centroid = (np.indices(vol.shape).reshape(3, -1).T * vol.reshape(-1, 1)).sum(0)
+        assert np.linalg.norm(centroid / vol.sum() - c) < 0.15
+    # Unrotated at 5 Å: the barrel's axis is the volume's last; its channel is empty.
+    from scipy.spatial.transform import Rotation
+
+    vol = np.zeros((40, 40, 40), np.float32)
+    render(vol, np.array([20.0, 20, 20]), particle_components("proteasome", p.radius_A, rng),
+           Rotation.identity(), p.radius_A * 1.05, 5.0)
+    assert vol[19:22, 19:22, 19:22].mean() < 0.1 * vol.max()
+    extent = [np.ptp(np.nonzero(vol.sum(axis=tuple(j for j in range(3) if j != i)) > 1)[0])
+              for i in range(3)]
+    assert extent[2] > 1.2 * max(extent[:2]), extent
+    ranges = SimRanges(crowding=(3, 3), procedural_shape_share=(1.0, 1.0))
+    project = simulate_project(tmp_path / "p", 1, 5, (40, 96, 96), ranges, progress=False,
+                               extra_particles=("proteasome",))
+    assert "proteasome" in CopickProject(project.path).particles
+    assert len(project.read_picks(project.runs()[0])["proteasome"]) > 0
+    with pytest.raises(DataError, match=r"no particle \['nope'\] to add"):
+        ParticleTable.competition(["nope"])
