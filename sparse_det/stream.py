@@ -192,6 +192,12 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
         # object it does not list); the others' picks are dropped, not refused.
         log.warning("%s: its config lists no %s; the checkpoint's picks of %s are left out",
                     project.path, unlisted, "it" if len(unlisted) == 1 else "them")
+    unpicked = [n for n in project.particles.names if n not in settings.particles]
+    if unpicked:
+        log.warning("%s: %s has no class %s that the project's config lists, and picks "
+                    "none (they may be taken for a class of like size); fine-tuned on a few "
+                    "annotated runs it learns them (sparse_det.finetune)", project.path,
+                    Path(checkpoint).name, unpicked)
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     runs = runs or project.runs()
     load = partial(load_sparse, project, cfg=sparsify_cfg,

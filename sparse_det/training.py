@@ -128,7 +128,10 @@ def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -
         _say(f"{path}: classes matched by name to the project's {particles.names}"
              + (f"; new, learnt from the annotations alone: {new}" if new else "")
              + (f"; left out: {[n for n in had if n not in particles.names]}"
-                if set(had) - set(particles.names) else ""))
+                if set(had) - set(particles.names) else "")
+             + (" (a class the checkpoint knows by another name starts from what it "
+                "learnt when the project's config names it so)" if new and set(had)
+                - set(particles.names) else ""))
     return init
 
 

@@ -158,3 +158,17 @@ def test_finetune_learns_a_complex_the_checkpoint_never_saw(small_project, tmp_p
     picks = infer_project(project, out, device="cpu")
     assert (picks["particle_type"] == "my-complex").sum() > 0
     assert "beta-galactosidase" not in set(picks["particle_type"])
+
+
+def test_infer_says_which_listed_classes_the_checkpoint_cannot_pick(small_project, tmp_path,
+                                                                   caplog):
+    from sparse_det.stream import infer_project
+
+    renamed = relabelled(small_project, tmp_path / "renamed",
+                         rename={"beta-galactosidase": "my-complex"})
+    with caplog.at_level("WARNING"):
+        picked = infer_project(renamed, DEFAULT_CHECKPOINT, device="cpu")
+    assert "default.pt has no class ['my-complex'] that the project's config lists" \
+        in caplog.text, caplog.text
+    assert "lists no ['beta-galactosidase']" in caplog.text
+    assert set(picked["particle_type"]) <= set(renamed.particles.names) - {"my-complex"}
