@@ -1,13 +1,21 @@
 """How a checkpoint learns a complex it has never seen: the 20S proteasome (a barrel of four
 heptameric rings, data_tools/shapes.py), drawn beside the competition's five.
 
-    python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300] [--json F]
+    python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300]
+        [--only-new | --new-picks-only] [--json F]
 
 Simulates two projects with the proteasome in their config (in-range physics, full size,
 made once under data/): one whose runs `finetune` learns from, one whose runs nobody trains
 or tunes on. The base checkpoint (no proteasome output) and the fine-tune pick the second;
 per class F4 of both, with seconds. The base cannot score on the proteasome; the question is
-how far a few annotated runs take the new output, and what the others lose meanwhile."""
+how far a few annotated runs take the new output, and what the others lose meanwhile.
+`--only-new`: as a biologist after one complex would set it up: both projects' configs list
+the proteasome alone (copick configs over the same tomograms, with overlays holding its
+picks only), so the fine-tune keeps one class output and the base's five are dropped.
+`--new-picks-only`: the training project's config lists every class, its runs annotate the
+proteasome alone (the five are then neither trained as background nor scored there), and
+the unseen runs are scored on every class: does annotating only the new complex keep the
+five?"""
 
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, copick_config
+from data_tools.particles import ParticleTable
 from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.metric import score_tables
@@ -40,6 +49,26 @@ def ensure(path: Path, runs: int, seed: int) -> CopickProject:
                              extra_particles=EXTRA)
         CopickProject(path).write_config(f"simulated (seed {seed}), with {list(EXTRA)}")
     return CopickProject(path)
+
+
+def only_new(project: CopickProject, dest: Path, listed: ParticleTable | None = None
+             ) -> CopickProject:
+    """A copick config at `dest` over `project`'s tomograms listing `listed` (default: the
+    EXTRA complexes only), its overlay (under `dest`'s folder) holding the EXTRA complexes'
+    picks alone."""
+    if not dest.exists():
+        dest.mkdir(parents=True)
+        table = listed or ParticleTable([project.particles[n] for n in EXTRA])
+        overlay = dest / "overlay"
+        config = copick_config(f"{project.path.name}, {list(EXTRA)} annotated", table,
+                               project.static_root, overlay)
+        atomic_write_text(dest / "copick_config.json", json.dumps(config, indent=2))
+        out = CopickProject(dest / "copick_config.json")
+        for run in project.runs():
+            for name, pts in project.read_picks(run).items():
+                if name in EXTRA:
+                    out.write_picks(run, name, pts)
+    return CopickProject(dest / "copick_config.json")
 
 
 def picked_score(project: CopickProject, checkpoint: Path) -> dict:
@@ -72,11 +101,20 @@ def main() -> int:
     ap.add_argument("--test-runs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--out", default="runs/new_complex.pt", help="the fine-tuned checkpoint")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--only-new", action="store_true",
+                      help="the projects list the new complex alone")
+    kind.add_argument("--new-picks-only", action="store_true",
+                      help="the training runs annotate the new complex alone")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     data = Path(a.data)
     train = ensure(data / f"new_complex_train_{a.train_runs}", a.train_runs, TRAIN_SEED)
     test = ensure(data / f"new_complex_test_{a.test_runs}", a.test_runs, TEST_SEED)
+    if a.only_new:
+        train, test = (only_new(p, data / f"{p.path.name}_only_new") for p in (train, test))
+    elif a.new_picks_only:
+        train = only_new(train, data / f"{train.path.name}_new_picks_only", train.particles)
     from sparse_det.finetune import finetune
 
     t0 = time.perf_counter()
@@ -89,6 +127,7 @@ def main() -> int:
     if a.json:
         atomic_write_text(a.json, json.dumps({
             "rows": rows, "finetune_minutes": minutes, "steps": a.steps,
+            "only_new": a.only_new, "new_picks_only": a.new_picks_only,
             "out_of_fold": summary["per_class"], "base_kept": summary["base_kept"],
             "cpus": os.cpu_count()}, indent=2))
     return 0

@@ -186,18 +186,7 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     whose picks are there from the same checkpoint and settings are read instead of picked
     again (sparse_det/run_parts.py): an interrupted call resumes."""
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
-    unlisted = [n for n in settings.particles.names if n not in project.particles]
-    if unlisted:
-        # The project's config says what is picked there (copick writes no picks of an
-        # object it does not list); the others' picks are dropped, not refused.
-        log.warning("%s: its config lists no %s; the checkpoint's picks of %s are left out",
-                    project.path, unlisted, "it" if len(unlisted) == 1 else "them")
-    unpicked = [n for n in project.particles.names if n not in settings.particles]
-    if unpicked:
-        log.warning("%s: %s has no class %s that the project's config lists, and picks "
-                    "none (they may be taken for a class of like size); fine-tuned on a few "
-                    "annotated runs it learns them (sparse_det.finetune)", project.path,
-                    Path(checkpoint).name, unpicked)
+    unlisted = _class_differences(project, settings.particles, Path(checkpoint).name)
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     runs = runs or project.runs()
     load = partial(load_sparse, project, cfg=sparsify_cfg,
@@ -236,6 +225,24 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
 
     picks = pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
     return picks[~picks["particle_type"].isin(unlisted)].reset_index(drop=True)
+
+
+def _class_differences(project: CopickProject, particles, checkpoint_name: str) -> list[str]:
+    """The checkpoint's classes the project's config does not list, whose picks are left
+    out; both that and the listed classes the checkpoint cannot pick are logged."""
+    unlisted = [n for n in particles.names if n not in project.particles]
+    if unlisted:
+        # The project's config says what is picked there (copick writes no picks of an
+        # object it does not list); the others' picks are dropped, not refused.
+        log.warning("%s: its config lists no %s; the checkpoint's picks of %s are left out",
+                    project.path, unlisted, "it" if len(unlisted) == 1 else "them")
+    unpicked = [n for n in project.particles.names if n not in particles]
+    if unpicked:
+        log.warning("%s: %s has no class %s that the project's config lists, and picks "
+                    "none (they may be taken for a class of like size); fine-tuned on a few "
+                    "annotated runs it learns them (sparse_det.finetune)", project.path,
+                    checkpoint_name, unpicked)
+    return unlisted
 
 
 def _load_picker(checkpoint, device, tta, input_overrides, precision, rescore):
