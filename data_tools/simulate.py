@@ -666,16 +666,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--like", nargs=2, metavar=("PROJECT", "RUN"),
                     help="draw every parameter as this simulated run was (its project's "
                          "simulation.json): new placements and noise, the same physics, "
-                         "shape and image formation; --ranges, --tilt-ranges, --snr, "
+                         "shape and image formation (and the project's complexes beyond "
+                         "the competition's); --ranges, --tilt-ranges, --snr, "
                          "--physics and --shape are then not read")
     ap.add_argument("--extra-particles", nargs="+", default=[], metavar="NAME",
                     help="complexes drawn beside the competition's, e.g. proteasome (a "
                          "class no checkpoint has learnt)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    extra = tuple(a.extra_particles)
     if a.like:
         try:
             ranges, tilt, physics, shape = like_run(*a.like)
+            # The run's complexes beyond the competition's, as its project's config lists.
+            extra = extra or tuple(n for n in CopickProject(a.like[0]).particles.names
+                                   if n in EXTRA_NAMES)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -685,14 +690,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         (ranges, tilt), physics, shape = parsed, a.physics, tuple(a.shape)
     try:
-        ParticleTable.competition(a.extra_particles)
+        ParticleTable.competition(extra)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     simulate_project(a.out, a.runs, a.seed, shape, ranges, a.prefix,
                      progress=not a.quiet and sys.stderr.isatty(), physics=physics,
-                     tilt=tilt, extra_particles=tuple(a.extra_particles))
+                     tilt=tilt, extra_particles=extra)
     like = f" like {a.like[1]}" if a.like else ""
     print(f"wrote {a.runs} run(s){like} to {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0

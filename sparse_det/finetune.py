@@ -137,6 +137,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     project = CopickProject(project_path, truth_user=truth_user)
     settings = checkpoint_settings(base)
     runs = project.annotated_runs(runs or None)
+    warn_never_annotated(project, runs, settings.particles)
     folds = folds_for(runs, n_folds)
     n_trainings = len(folds) + 1  # and the final model
     budget_s = minutes * 60 / n_trainings if minutes else 0.0
@@ -171,6 +172,26 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"finetune": summary, "tuned_confidence": confidence})
     return summary
+
+
+def never_annotated(project, runs: list[str], known) -> list[str]:
+    """The scored classes of the project that `known` (the base's table) has and no run of
+    `runs` annotates."""
+    return [p.name for p in project.particles.scored if p.name in known
+            and all(p.name in project.unannotated_particles(r) for r in runs)]
+
+
+def warn_never_annotated(project, runs: list[str], known) -> None:
+    """A warning where the fine-tune would teach the base's classes nothing: they are not
+    trained as background where unannotated, but neither as themselves, and the weights
+    under them move (bench/new_complex.py --new-picks-only: 3 runs annotating a new complex
+    alone took apo-ferritin 0.979 -> 0.000, VLP 1.000 -> 0.711, ribosome 1.000 -> 0.847)."""
+    lost = never_annotated(project, runs, known)
+    if lost:
+        log.warning("no run annotates %s: the fine-tune learns nothing of them and will "
+                    "pick them worse than the base (their picks are not checked here). "
+                    "Annotate them too, or list only the classes you annotate in the "
+                    "project's config (then the checkpoint written picks only those)", lost)
 
 
 def _against_base(dets, truths, project, base, kw: dict, settings, prior):

@@ -172,3 +172,26 @@ def test_infer_says_which_listed_classes_the_checkpoint_cannot_pick(small_projec
         in caplog.text, caplog.text
     assert "lists no ['beta-galactosidase']" in caplog.text
     assert set(picked["particle_type"]) <= set(renamed.particles.names) - {"my-complex"}
+
+
+def test_finetune_warns_of_classes_no_run_annotates(small_project, tmp_path, caplog):
+    """Runs that annotate one class of a config listing all: the base's other scored
+    classes would only be forgotten (bench/new_complex.py --new-picks-only), and finetune
+    says so before training."""
+    from sparse_det.finetune import never_annotated, warn_never_annotated
+
+    settings = checkpoint_settings(DEFAULT_CHECKPOINT)
+    one = relabelled(small_project, tmp_path / "one", drop=())
+    runs = one.runs()
+    for run in runs:
+        for f, name, *_ in one.picks_files(run):
+            if name != "ribosome":
+                f.unlink()
+    lost = never_annotated(one, runs, settings.particles)
+    assert lost == ["apo-ferritin", "beta-galactosidase", "thyroglobulin",
+                    "virus-like-particle"], lost  # beta-amylase is unscored
+    with caplog.at_level("WARNING"):
+        warn_never_annotated(one, runs, settings.particles)
+    assert "no run annotates ['apo-ferritin'," in caplog.text
+    # Annotated in one run is enough; the full project has nothing to warn of.
+    assert never_annotated(small_project, small_project.runs(), settings.particles) == []

@@ -504,3 +504,12 @@ def test_proteasome_a_complex_beyond_the_competition(tmp_path):
     assert len(project.read_picks(project.runs()[0])["proteasome"]) > 0
     with pytest.raises(DataError, match=r"no particle \['nope'\] to add"):
         ParticleTable.competition(["nope"])
+    # Runs drawn like one of its runs draw its complexes too.
+    from data_tools.simulate import main
+
+    assert main(["--out", str(tmp_path / "like"), "--runs", "1", "--seed", "9", "--like",
+                 str(project.path), project.runs()[0], "--quiet"]) == 0
+    like = CopickProject(tmp_path / "like")
+    assert like.particles.names == table.names
+    assert len(like.read_picks(like.runs()[0])["proteasome"]) > 0
+    assert main(["--out", str(tmp_path / "bad"), "--extra-particles", "nope", "--quiet"]) == 2
