@@ -498,7 +498,7 @@ def test_proteasome_a_complex_beyond_the_competition(tmp_path):
               for i in range(3)]
     assert extent[2] > 1.2 * max(extent[:2]), extent
     ranges = SimRanges(crowding=(3, 3), procedural_shape_share=(1.0, 1.0))
-    project = simulate_project(tmp_path / "p", 1, 5, (40, 96, 96), ranges, progress=False,
+    project = simulate_project(tmp_path / "p", 1, 5, (40, 192, 192), ranges, progress=False,
                                extra_particles=("proteasome",))
     assert "proteasome" in CopickProject(project.path).particles
     assert len(project.read_picks(project.runs()[0])["proteasome"]) > 0
