@@ -21,8 +21,9 @@ from sparse_det.model import build_model, remap_classes
 
 
 def relabelled(src, dst, *, rename: dict[str, str] | None = None, drop=(), order=None):
-    """A copy of project `src` whose config and picks call classes by `rename`'s names (a
-    new label each), leave out `drop`, and list the classes in `order` (labels 1..K)."""
+    """A copy of project `src` whose config and picks call classes by `rename`'s names,
+    leave out `drop`, and list the classes in `order` (default: as `src` does), labelled
+    1..K in the order listed."""
     rename = rename or {}
     shutil.copytree(src.path, dst)
     kept = [p for p in src.particles if p.name not in drop]
@@ -60,8 +61,7 @@ def test_remap_classes_moves_rows_by_name():
     # Background, "c" and "a" give the same logits as before, wherever they now stand.
     for i_new, i_old in ((0, 0), (1, 3), (3, 1)):
         torch.testing.assert_close(after[:, i_new], before[:, i_old], rtol=0, atol=0)
-    # The new class: zero weights, the lowest particle bias: the same logit everywhere,
-    # below every class it had.
+    # The new class: zero weights and the lowest class bias it had: one logit everywhere.
     bias = state["cls_head.2.bias"]
     assert torch.equal(after[:, 2], torch.full((50,), float(bias[1:].min())))
     assert torch.count_nonzero(remapped["cls_head.2.weight"][2]) == 0
