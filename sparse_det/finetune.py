@@ -34,6 +34,7 @@ import json
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from data_tools.copick_io import add_truth_user_argument
@@ -129,16 +130,15 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
-    check_blend(blend)
-    if not lr > 0:
-        raise ValueError(f"--lr must be positive, got {lr}")
+    _check_arguments(blend, lr)
     out = Path(out)
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path, truth_user=truth_user)
     settings = checkpoint_settings(base)
     runs = project.annotated_runs(runs or None)
-    warn_never_annotated(project, runs, settings.particles)
     folds = folds_for(runs, n_folds)
+    project, truth_user, kept = _keeping_base_classes(project, runs, settings, base, work,
+                                                      device, truth_user)
     n_trainings = len(folds) + 1  # and the final model
     budget_s = minutes * 60 / n_trainings if minutes else 0.0
     log.info("fine-tuning %s on %d annotated run(s) of %s: %d folds, then the final model "
@@ -150,7 +150,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
-    tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior)
+    tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior,
+                                             kept)
     base_won = base_dets is not None
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
     _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None,
@@ -161,7 +162,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         final = _train_final(fold_info, runs, settings, kw, progress)
         final = soup_blend(final, base, work / "final_blend.pt", blend)
     summary = {"base": str(base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
-               "oof": tuning.summary(), "base_kept": base_won,
+               "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "final": str(final)}
@@ -174,34 +175,37 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     return summary
 
 
-def never_annotated(project, runs: list[str], known) -> list[str]:
-    """The scored classes of the project that `known` (the base's table) has and no run of
-    `runs` annotates."""
-    return [p.name for p in project.particles.scored if p.name in known
-            and all(p.name in project.unannotated_particles(r) for r in runs)]
+def _check_arguments(blend: float, lr: float) -> None:
+    check_blend(blend)
+    if not lr > 0:
+        raise ValueError(f"--lr must be positive, got {lr}")
 
 
-def warn_never_annotated(project, runs: list[str], known) -> None:
-    """A warning where the fine-tune would teach the base's classes nothing: they are not
-    trained as background where unannotated, but neither as themselves, and the weights
-    under them move (bench/new_complex.py --new-picks-only: 3 runs annotating a new complex
-    alone took apo-ferritin 0.979 -> 0.000, VLP 1.000 -> 0.711, ribosome 1.000 -> 0.847)."""
-    lost = never_annotated(project, runs, known)
-    if lost:
-        log.warning("no run annotates %s: the fine-tune learns nothing of them and will "
-                    "pick them worse than the base (their picks are not checked here). "
-                    "Annotate them too, or list only the classes you annotate in the "
-                    "project's config (then the checkpoint written picks only those)", lost)
+def _keeping_base_classes(project, runs: list[str], settings, base, work: Path, device: str,
+                          truth_user: str | None):
+    """(the project to fine-tune on, whose picks are its truth, the classes kept): where no
+    run annotates some of the base's scored classes, a project whose runs also annotate
+    them with the base's picks (sparse_det/keep_classes.py)."""
+    from sparse_det.keep_classes import SESSION, USER, never_annotated, with_base_picks
+
+    lost = never_annotated(project, runs, settings.particles)
+    if not lost:
+        return project, truth_user, []
+    return (with_base_picks(project, runs, lost, Path(base), work, work / "shards", device),
+            f"{USER}:{SESSION}", lost)
 
 
-def _against_base(dets, truths, project, base, kw: dict, settings, prior):
+def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=()):
     """({"base", "fine-tune": (Tuning, calibration)}, the base's detections if the base is
     kept (else None), the fine-tune's lead run by run as (mean, SE)). The base picks the
     same runs; never having trained on any, its detections are as held out as the folds'.
     A few annotated runs can teach the network less than they cost it (3 runs at SNR
     0.22-0.3: out-of-fold 0.737 against the base's 0.756 there, and 0.702 against 0.722 on
     4 more such runs), so the fine-tune must lead by more than the runs' scatter
-    (keep_first_unless_beaten)."""
+    (keep_first_unless_beaten). `kept`: classes whose annotations are the base's own picks
+    (sparse_det/keep_classes.py): their thresholds are tuned, but they do not score, as the
+    base would always match itself there."""
+    from data_tools.particles import ParticleTable
     from sparse_det.thresholds import (
         calibrate_and_tune,
         carried_prior,
@@ -214,10 +218,12 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior):
                                  kw["device"])
     # The fine-tune's vote masses need not mean what the base's did (carried_prior).
     ft_prior = None if prior is None else carried_prior(base_dets, dets, prior)
-    # Both are scored on the project's classes: a class the base does not have scores 0
-    # for it, one the project does not list is not scored.
-    tuned = {"base": calibrate_and_tune(base_dets, truths, project.particles, prior),
-             "fine-tune": calibrate_and_tune(dets, truths, project.particles, ft_prior)}
+    # Both are scored on the project's annotated classes: a class the base does not have
+    # scores 0 for it, one the project does not list is not scored.
+    scored = ParticleTable([replace(p, weight=0.0) if p.name in kept else p
+                            for p in project.particles])
+    tuned = {"base": calibrate_and_tune(base_dets, truths, scored, prior),
+             "fine-tune": calibrate_and_tune(dets, truths, scored, ft_prior)}
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     return tuned, base_dets if chosen == "base" else None, versus

@@ -174,24 +174,83 @@ def test_infer_says_which_listed_classes_the_checkpoint_cannot_pick(small_projec
     assert set(picked["particle_type"]) <= set(renamed.particles.names) - {"my-complex"}
 
 
-def test_finetune_warns_of_classes_no_run_annotates(small_project, tmp_path, caplog):
-    """Runs that annotate one class of a config listing all: the base's other scored
-    classes would only be forgotten (bench/new_complex.py --new-picks-only), and finetune
-    says so before training."""
-    from sparse_det.finetune import never_annotated, warn_never_annotated
+def test_classes_no_run_annotates_are_annotated_by_the_base(small_project, tmp_path):
+    """Runs that annotate only the ribosome, in a config listing all: the base's other
+    scored classes would be forgotten (bench/new_complex.py --new-picks-only), so the
+    fine-tune reads a project over the same tomograms whose runs annotate them with the
+    base's picks, away from the annotated ribosomes; the user's project is not written."""
+    from sparse_det.inference import Picker
+    from sparse_det.keep_classes import never_annotated, with_base_picks
 
     settings = checkpoint_settings(DEFAULT_CHECKPOINT)
-    one = relabelled(small_project, tmp_path / "one", drop=())
+    one = relabelled(small_project, tmp_path / "one")
     runs = one.runs()
     for run in runs:
         for f, name, *_ in one.picks_files(run):
             if name != "ribosome":
                 f.unlink()
+    before = sorted(p.name for p in (tmp_path / "one").rglob("*.json"))
     lost = never_annotated(one, runs, settings.particles)
     assert lost == ["apo-ferritin", "beta-galactosidase", "thyroglobulin",
                     "virus-like-particle"], lost  # beta-amylase is unscored
-    with caplog.at_level("WARNING"):
-        warn_never_annotated(one, runs, settings.particles)
-    assert "no run annotates ['apo-ferritin'," in caplog.text
-    # Annotated in one run is enough; the full project has nothing to warn of.
-    assert never_annotated(small_project, small_project.runs(), settings.particles) == []
+    assert never_annotated(small_project, runs, settings.particles) == []
+    kept = with_base_picks(one, runs, lost, DEFAULT_CHECKPOINT, tmp_path / "work",
+                           tmp_path / "work" / "shards", "cpu")
+    assert sorted(p.name for p in (tmp_path / "one").rglob("*.json")) == before
+    picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
+    for run in runs:
+        truth, ribosomes = kept.read_truth(run), one.read_truth(run)["ribosome"]
+        assert sorted(truth) == sorted([*lost, "ribosome"])
+        np.testing.assert_array_equal(truth["ribosome"], ribosomes)
+        np.testing.assert_array_equal(kept.read_tomogram(run).data,
+                                      one.read_tomogram(run).data)
+        picked = picker.pick(picker.detect_run(one, run))
+        for name in lost:
+            base_xyz, xyz = picked[name][0], truth[name]
+            reach = 0.5 * (one.particles[name].radius_A + 150.0)
+            # Every base pick away from the ribosomes, and none of the others.
+            d_base = np.linalg.norm(base_xyz[:, None] - ribosomes[None], axis=2).min(1)
+            np.testing.assert_allclose(xyz, base_xyz[d_base > reach])
+        assert sum(len(truth[n]) for n in lost) > 20
+    assert kept.unannotated_particles(runs[0]) == ["beta-amylase"]  # unscored: not kept
+
+
+def test_a_pick_where_an_annotated_particle_is_is_left_out():
+    from sparse_det.keep_classes import away_from
+
+    table = ParticleTable.competition()
+    truth = {"ribosome": np.array([[1000.0, 1000, 500]]), "apo-ferritin": np.zeros((0, 3))}
+    # apo-ferritin (60 Å) near a ribosome (150 Å): reach 105 Å.
+    picks = np.array([[1104.0, 1000, 500], [1106.0, 1000, 500], [3000, 3000, 500]])
+    np.testing.assert_array_equal(away_from(picks, 60.0, truth, table), [False, True, True])
+    assert away_from(np.zeros((0, 3)), 60.0, truth, table).shape == (0,)
+
+
+@pytest.mark.slow  # three trainings of 50 steps (about a minute)
+def test_finetune_on_a_new_complex_alone_keeps_the_base_classes(small_project, tmp_path):
+    """Both runs annotate only "my-complex" (beta-galactosidase renamed) in a config listing
+    every class: finetune annotates the base's other scored classes with its own picks,
+    gates on the annotated class alone, and the checkpoint written picks both."""
+    from sparse_det.finetune import main
+    from sparse_det.stream import infer_project
+
+    project = relabelled(small_project, tmp_path / "renamed",
+                         rename={"beta-galactosidase": "my-complex"})
+    for run in project.runs():
+        for f, name, *_ in project.picks_files(run):
+            if name != "my-complex":
+                f.unlink()
+    out = tmp_path / "ft.pt"
+    assert main(["--project", str(project.path), "--out", str(out), "--steps", "50",
+                 "--device", "cpu", "--quiet"]) == 0
+    summary = read_checkpoint(out)["extra"]["finetune"]
+    assert summary["kept_from_base"] == ["apo-ferritin", "ribosome", "thyroglobulin",
+                                         "virus-like-particle"], summary
+    assert summary["base_kept"] is False, summary
+    # The gate scored the annotated class alone: the base's weighted F4 is its 0 there.
+    assert summary["scores"]["base"] == 0.0, summary["scores"]
+    picks = infer_project(project, out, device="cpu")
+    counts = picks["particle_type"].value_counts()
+    assert counts.get("my-complex", 0) > 0 and counts.get("ribosome", 0) > 0, counts
+    assert counts.get("apo-ferritin", 0) > 0, counts
+    assert not any((tmp_path / "renamed").rglob("with-base-picks_*"))
