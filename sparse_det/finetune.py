@@ -5,7 +5,10 @@ never come from a run the model trained on.
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
         [--blend A] [--fit-all-thresholds] [--lr LR] [--folds K]
 
-1. The annotated runs (a run without picks is left out, and the log says so).
+1. The annotated runs (a run without picks is left out, and the log says so). The base's
+   scored classes that none of them annotates are annotated there with the base's own
+   picks, in a copick project over the same tomograms, so the fine-tune keeps picking
+   them (sparse_det/keep_classes.py); they do not count in step 4's comparison.
 2. Validation: min(runs, 3) cross-validation folds (`--folds K`: K), each holding out
    every third (K-th) run, so every run is detected out of fold once. Each fold trains
    from the base checkpoint on the other runs, stopping early when validation F4 stops

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,15 @@ def with_base_picks(project: CopickProject, runs: list[str], lost: list[str], ba
                     work: Path, shards: Path, device: str) -> CopickProject:
     """A copick project (a config in `work`/FOLDER over `project`'s tomograms) whose runs
     annotate what `project`'s do, and each class of `lost` with the base's picks of it
-    away from the annotated particles, all as USER's in SESSION (written anew each call:
-    the picks of the same checkpoint on the same runs are the same); read it with
+    away from the annotated particles, all as USER's in SESSION (written anew each call);
+    read it with
     truth_user f"{USER}:{SESSION}"."""
     from sparse_det.inference import Picker
 
     dest = work / FOLDER
+    # An earlier call's picks go; nothing else is removed: the config's static root is the
+    # user's, and its picks (a flat project's) would be listed among the project's own.
+    shutil.rmtree(dest / "overlay", ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     config = dest / "copick_config.json"
     atomic_write_text(config, json.dumps(copick_config(
@@ -75,8 +79,6 @@ def with_base_picks(project: CopickProject, runs: list[str], lost: list[str], ba
     counts = dict.fromkeys(lost, 0)
     for run in runs:
         truth = project.read_truth(run)
-        for f, *_ in out.picks_files(run):
-            f.unlink()  # an earlier call's
         for name, pts in truth.items():
             out.write_picks(run, name, pts, USER, SESSION)
         if partly := project.partly_picked(run):

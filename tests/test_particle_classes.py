@@ -254,3 +254,29 @@ def test_finetune_on_a_new_complex_alone_keeps_the_base_classes(small_project, t
     assert counts.get("my-complex", 0) > 0 and counts.get("ribosome", 0) > 0, counts
     assert counts.get("apo-ferritin", 0) > 0, counts
     assert not any((tmp_path / "renamed").rglob("with-base-picks_*"))
+
+
+def test_base_picks_never_touch_a_flat_projects_own_files(small_project, tmp_path):
+    """A project folder holding ExperimentRuns directly (the competition's test/static) is
+    the derived config's static root, its picks among those it lists: written twice, the
+    derived project leaves every file of the user's as it was."""
+    from sparse_det.keep_classes import with_base_picks
+
+    flat = tmp_path / "flat"
+    shutil.copytree(small_project.path / "static", flat)
+    for run in small_project.runs():
+        src = small_project.path / "overlay" / "ExperimentRuns" / run / "Picks"
+        dest = flat / "ExperimentRuns" / run / "Picks"
+        dest.mkdir(exist_ok=True)
+        shutil.copy(src / "curation_0_ribosome.json", dest)
+    project = CopickProject(flat)
+    before = {p: p.read_bytes() for p in flat.rglob("*.json")}
+    assert len(before) == len(project.runs()) > 0
+    for _ in range(2):
+        kept = with_base_picks(project, project.runs(), ["apo-ferritin"], DEFAULT_CHECKPOINT,
+                               tmp_path / "work", tmp_path / "work" / "shards", "cpu")
+    assert {p: p.read_bytes() for p in flat.rglob("*.json")} == before
+    run = project.runs()[0]
+    assert sorted(kept.read_truth(run)) == ["apo-ferritin", "ribosome"]
+    np.testing.assert_array_equal(kept.read_truth(run)["ribosome"],
+                                  project.read_truth(run)["ribosome"])
