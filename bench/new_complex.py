@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.copick_io import CopickProject, copick_config
+from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
@@ -57,13 +57,8 @@ def only_new(project: CopickProject, dest: Path, listed: ParticleTable | None = 
     EXTRA complexes only), its overlay (under `dest`'s folder) holding the EXTRA complexes'
     picks alone."""
     if not dest.exists():
-        dest.mkdir(parents=True)
         table = listed or ParticleTable([project.particles[n] for n in EXTRA])
-        overlay = dest / "overlay"
-        config = copick_config(f"{project.path.name}, {list(EXTRA)} annotated", table,
-                               project.static_root, overlay)
-        atomic_write_text(dest / "copick_config.json", json.dumps(config, indent=2))
-        out = CopickProject(dest / "copick_config.json")
+        out = project.config_over(dest, table, f"{project.path.name}, {list(EXTRA)} annotated")
         for run in project.runs():
             for name, pts in project.read_picks(run).items():
                 if name in EXTRA:

@@ -515,6 +515,18 @@ class CopickProject:
             picks_json(run, particle, points_xyz_A, user_id, session_id, scores)))
         return path
 
+    def config_over(self, dest: str | Path, particles: ParticleTable, name: str,
+                    truth_user: str | None = None) -> CopickProject:
+        """Another view of this project's runs: a copick config at `dest`/copick_config.json
+        over its tomograms (its static root) listing `particles`, with an overlay of its
+        own in `dest`/overlay for other picks. Nothing is copied, nothing written here."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        config = dest / "copick_config.json"
+        atomic_write_text(config, json.dumps(copick_config(
+            name, particles, self.static_root, dest / "overlay"), indent=2))
+        return CopickProject(config, truth_user=truth_user)
+
     def write_config(self, name: str = "sparse-det project") -> Path:
         path = self.path / "copick_config.json"
         atomic_write_text(path, json.dumps(copick_config(

@@ -14,7 +14,6 @@ what the annotations correct."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -22,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from data_tools.atomic import atomic_write_text
-from data_tools.copick_io import CopickProject, copick_config
+from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 
 log = logging.getLogger(__name__)
@@ -38,8 +36,9 @@ def never_annotated(project: CopickProject, runs: list[str], known: ParticleTabl
                     ) -> list[str]:
     """The scored classes of the project that `known` (the base's table) has and no run of
     `runs` annotates."""
+    unannotated = [set(project.unannotated_particles(r)) for r in runs]  # one listing a run
     return [p.name for p in project.particles.scored if p.name in known
-            and all(p.name in project.unannotated_particles(r) for r in runs)]
+            and all(p.name in u for u in unannotated)]
 
 
 def away_from(xyz_A: np.ndarray, radius_A: float, truth: dict[str, np.ndarray],
@@ -69,12 +68,9 @@ def with_base_picks(project: CopickProject, runs: list[str], lost: list[str], ba
     # An earlier call's picks go; nothing else is removed: the config's static root is the
     # user's, and its picks (a flat project's) would be listed among the project's own.
     shutil.rmtree(dest / "overlay", ignore_errors=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    config = dest / "copick_config.json"
-    atomic_write_text(config, json.dumps(copick_config(
-        f"{project.path.name} with {Path(base).name}'s picks of {lost}", project.particles,
-        project.static_root, dest / "overlay"), indent=2))
-    out = CopickProject(config, truth_user=f"{USER}:{SESSION}")
+    out = project.config_over(dest, project.particles,
+                              f"{project.path.name} with {Path(base).name}'s picks of {lost}",
+                              truth_user=f"{USER}:{SESSION}")
     picker = Picker.load(base, device)
     counts = dict.fromkeys(lost, 0)
     for run in runs:
@@ -92,5 +88,5 @@ def with_base_picks(project: CopickProject, runs: list[str], lost: list[str], ba
             counts[name] += len(xyz)
     log.info("no run annotates %s: the base's picks of them (%s over %d runs) stand for "
              "their annotations, so that the fine-tune keeps picking them (%s)", lost,
-             ", ".join(f"{n} {c}" for n, c in counts.items()), len(runs), config)
+             ", ".join(f"{n} {c}" for n, c in counts.items()), len(runs), out.path)
     return out

@@ -125,13 +125,12 @@ def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -
             raise CheckpointError(f"{path}: its class head does not fit its particle table "
                                   f"({exc})") from exc
         new = [n for n in particles.names if n not in had]
+        dropped = [n for n in had if n not in particles]
         _say(f"{path}: classes matched by name to the project's {particles.names}"
              + (f"; new, learnt from the annotations alone: {new}" if new else "")
-             + (f"; left out: {[n for n in had if n not in particles.names]}"
-                if set(had) - set(particles.names) else "")
+             + (f"; left out: {dropped}" if dropped else "")
              + (" (a class the checkpoint knows by another name starts from what it "
-                "learnt when the project's config names it so)" if new and set(had)
-                - set(particles.names) else ""))
+                "learnt when the project's config names it so)" if new and dropped else ""))
     return init
 
 
