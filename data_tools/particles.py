@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,8 +41,49 @@ EXTRA_PARTICLES: tuple[ParticleType, ...] = (
     ParticleType("proteasome", 80.0, 1.0, 7, "1RYP", (230, 159, 0, 128)),
 )
 
-# Metric weights are not part of a copick config; they come from the competition.
-_COMPETITION_WEIGHTS = {p.name: p.weight for p in COMPETITION_PARTICLES}
+# Names the competition's complexes go by elsewhere (copick's data-portal layer names an
+# object after its annotations' object name, lower case with hyphens: "cytosolic-ribosome";
+# labs write "apoferritin", "80S"), as canonical() writes them. Only names of the same
+# complex: a 70S ribosome or a holoferritin is another particle.
+OTHER_NAMES: dict[str, tuple[str, ...]] = {
+    "apo-ferritin": ("apoferritincomplex", "ferritincomplex", "ferritin"),
+    "beta-amylase": ("bamylase", "betaamylasetetramer"),
+    "beta-galactosidase": ("bgal", "betagal", "bgalactosidase", "lacz",
+                           "betagalactosidasetetramer"),
+    "ribosome": ("80s", "80sribosome", "ribosome80s", "cytosolicribosome",
+                 "cytoplasmicribosome", "eukaryoticribosome", "ribosomes"),
+    "thyroglobulin": ("tg", "thyroglobulindimer"),
+    "virus-like-particle": ("vlp", "vlps", "viruslikecapsid", "pp7vlp", "pp7capsid",
+                            "viruslikeparticles"),
+}
+
+
+def canonical(name: str) -> str:
+    """`name` lower case without separators: "Apo_Ferritin" and "apo-ferritin" agree."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_ALIASES = {alias: canonical(name) for name, others in OTHER_NAMES.items()
+            for alias in (*others, canonical(name))}
+
+
+def name_key(name: str) -> str:
+    """One key for every name of a complex: canonical(), and OTHER_NAMES' read as theirs."""
+    key = canonical(name)
+    return _ALIASES.get(key, key)
+
+
+# Metric weights are not part of a copick config; they come from the competition, for its
+# complexes under any of their names or PDB IDs (beta-amylase, weight 0, stays unscored).
+_COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLES}
+_WEIGHTS_BY_PDB = {p.pdb_id.upper(): p.weight for p in COMPETITION_PARTICLES}
+
+
+def competition_weight(name: str, pdb_id: str = "") -> float:
+    """The competition's metric weight of the complex called `name` (with `pdb_id`); 1 for
+    a complex of another kind."""
+    return _COMPETITION_WEIGHTS.get(name_key(name),
+                                    _WEIGHTS_BY_PDB.get(pdb_id.strip().upper(), 1.0))
 
 
 class ParticleTable:
@@ -116,10 +158,11 @@ class ParticleTable:
             if not obj.get("is_particle", True):
                 continue
             try:
+                pdb_id = str(obj.get("pdb_id") or "")
                 particles.append(ParticleType(
                     name=obj["name"], radius_A=float(obj["radius"]),
-                    weight=float(obj.get("weight", _COMPETITION_WEIGHTS.get(obj["name"], 1.0))),
-                    label=int(obj["label"]), pdb_id=str(obj.get("pdb_id") or ""),
+                    weight=float(obj.get("weight", competition_weight(obj["name"], pdb_id))),
+                    label=int(obj["label"]), pdb_id=pdb_id,
                     color=tuple(obj.get("color") or (128, 128, 128, 128)),
                 ))
             except (KeyError, TypeError, ValueError) as exc:

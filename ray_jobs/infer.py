@@ -16,7 +16,8 @@ from sparse_det.config import INFER_PRECISION
 def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
                shards_dir: str | None, input_overrides: dict | None,
                precision: str, tta: str | None, rescore: bool = True,
-               parts_dir: str | None = None) -> pd.DataFrame:
+               parts_dir: str | None = None,
+               class_map: dict[str, str] | None = None) -> pd.DataFrame:
     import torch
 
     from sparse_det.stream import infer_project
@@ -24,7 +25,8 @@ def _infer_one(project_path: str, checkpoint: str, run: str, device: str,
     torch.set_num_threads(1)  # a task holds one CPU
     return infer_project(CopickProject(project_path), checkpoint, runs=[run], device=device,
                          shards_dir=shards_dir, input_overrides=input_overrides,
-                         precision=precision, tta=tta, rescore=rescore, parts_dir=parts_dir)
+                         precision=precision, tta=tta, rescore=rescore, parts_dir=parts_dir,
+                         class_map=class_map)
 
 
 def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
@@ -32,8 +34,8 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
                       shards_dir: str | Path | None = None, address: str | None = None,
                       progress: bool = False, input_overrides: dict | None = None,
                       precision: str = INFER_PRECISION, tta: str | None = None,
-                      rescore: bool = True, parts_dir: str | Path | None = None
-                      ) -> pd.DataFrame:
+                      rescore: bool = True, parts_dir: str | Path | None = None,
+                      class_map: dict[str, str] | None = None) -> pd.DataFrame:
     import ray
     from tqdm import tqdm
 
@@ -58,7 +60,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     largest = largest_node_memory()
     refs = {task.options(**task_memory(estimated_peak_bytes(project, run, cfg), largest)).remote(
                 str(Path(project.path).resolve()), str(Path(checkpoint).resolve()), run, device,
-                shards, input_overrides, precision, tta, rescore, parts): run
+                shards, input_overrides, precision, tta, rescore, parts, class_map): run
             for run in runs}
     tables, pending = {}, list(refs)
     with tqdm(total=len(refs), desc="infer (ray)", unit="tomogram", disable=not progress) as bar:

@@ -189,6 +189,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     judged (sparse_det.soup.blend), so every candidate stays that close to the start."""
     from data_tools.copick_io import CopickProject
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
+    from sparse_det.class_match import named_as_listed
     from sparse_det.finetune import work_dir
     from sparse_det.soup import blend as soup_blend
     from sparse_det.soup import check_blend
@@ -197,6 +198,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     out = Path(out)
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path)
+    base = named_as_listed(base, project.particles, None, work, log.info)  # its pseudo-labels
     settings = checkpoint_settings(base)
     runs = runs or project.runs()
     if not runs:

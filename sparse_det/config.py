@@ -103,6 +103,9 @@ class TrainConfig:
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
     patience: int = 0  # stop after this many epochs without a better val F4 (0: never)
     init_checkpoint: str = ""  # start from these weights (fine-tuning), e.g. the shipped one
+    # {project class: init checkpoint class} where the names' rules cannot pair them
+    # (sparse_det/class_match.py); "" for a class the checkpoint does not have.
+    class_map: dict = field(default_factory=dict)
     # [lo, hi]: each crop reads its run kept at a share drawn from lo..hi instead of
     # sparsify.keep_fraction (sparse_det/share_levels.py), so the network reads larger kept
     # sets as well; validation and the checkpoint keep sparsify's. Empty: off.

@@ -3,7 +3,7 @@ never come from a run the model trained on.
 
     python -m sparse_det.finetune --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
-        [--blend A] [--fit-all-thresholds] [--lr LR] [--folds K]
+        [--blend A] [--fit-all-thresholds] [--lr LR] [--folds K] [--class-map NAME=CLASS ...]
 
 1. The annotated runs (a run without picks is left out, and the log says so). The base's
    scored classes that none of them annotates are annotated there with the base's own
@@ -43,6 +43,7 @@ from pathlib import Path
 from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.soup import blend as soup_blend
 from sparse_det.soup import check_blend
 
@@ -121,7 +122,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
              fresh: bool = False, progress: bool = False, trainer=None,
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
-             n_folds: int = FOLDS, truth_user: str | None = None) -> dict:
+             n_folds: int = FOLDS, truth_user: str | None = None,
+             class_map: dict[str, str] | None = None) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
@@ -129,14 +131,13 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     one) is replaced by blend × itself + (1 − blend) × the base (sparse_det.soup.blend).
     A class keeps the base's threshold unless the out-of-fold detections' best leads it run
     by run (thresholds.keep_prior_unless_beaten); `fit_all`: never. `truth_user`: whose
-    picks are the annotations (CopickProject.truth_files)."""
-    from data_tools.copick_io import CopickProject
+    picks are the annotations (CopickProject.truth_files). `class_map`: see _named_base."""
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
     _check_arguments(blend, lr)
     out = Path(out)
     work = work_dir(out, work, fresh)
-    project = CopickProject(project_path, truth_user=truth_user)
+    project, given_base, base = _named_base(project_path, truth_user, base, class_map, work)
     settings = checkpoint_settings(base)
     runs = project.annotated_runs(runs or None)
     folds = folds_for(runs, n_folds)
@@ -164,7 +165,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     else:
         final = _train_final(fold_info, runs, settings, kw, progress)
         final = soup_blend(final, base, work / "final_blend.pt", blend)
-    summary = {"base": str(base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
+    summary = {"base": str(given_base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
@@ -176,6 +177,18 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"finetune": summary, "tuned_confidence": confidence})
     return summary
+
+
+def _named_base(project_path: str, truth_user: str | None, base, class_map, work: Path):
+    """(the project, the base given, the base to fine-tune): where the base knows the
+    project's classes by other names (or `class_map`'s pairs), a copy of it that calls them
+    as the project does (class_match.named_as_listed), so that every comparison by name
+    holds and the checkpoint written does too."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.class_match import named_as_listed
+
+    project = CopickProject(project_path, truth_user=truth_user)
+    return project, base, named_as_listed(base, project.particles, class_map, work, log.info)
 
 
 def _check_arguments(blend: float, lr: float) -> None:
@@ -341,6 +354,7 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--folds", type=int, default=FOLDS,
                     help="cross-validation folds, each holding out every n-th run")
     add_truth_user_argument(ap)
+    add_class_map_argument(ap)
     return ap
 
 
@@ -351,7 +365,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
         fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds, truth_user=a.truth_user,
-        progress=not a.quiet and sys.stderr.isatty(), **kw))
+        class_map=parse_class_map(a.class_map), progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
     kept = " (the base's: the fine-tune did not beat it)" if s["base_kept"] else ""

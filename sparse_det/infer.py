@@ -5,7 +5,7 @@
                                [--picks-out PROJECT [--user-id U --session-id S]]
                                [--star-out DIR] [--imod-out DIR] [--dynamo-out DIR]
                                [--star-frame source|project]
-                               [--min-score P]
+                               [--min-score P] [--class-map NAME=CLASS ...]
                                [--ray [--address ADDR]] [--fresh] [--quiet]
 
 With no arguments it runs the shipped checkpoint on the demo project (`make demo` makes it).
@@ -13,9 +13,12 @@ With no arguments it runs the shipped checkpoint on the demo project (`make demo
 RELION-style STAR file per run, `--imod-out` one IMOD model per run (for 3dmod) and
 `--dynamo-out` a Dynamo table per particle with its table map (sparse_det/writers.py), all
 in pixels of the MRC file a run was imported from where `data_tools.import_mrc` made it.
-`--min-score P` keeps only the picks at least that probable. `--ray` fans the runs out as
-Ray tasks (a private local Ray, or the cluster at --address / RAY_ADDRESS) and gathers the
-same CSV.
+`--min-score P` keeps only the picks at least that probable. Picks are named as the
+project's config names its classes: a class the checkpoint knows under another name
+("apoferritin", "cytosolic-ribosome", or one with the same PDB ID) is matched to it, and
+`--class-map NAME=CLASS` says so where no rule can (sparse_det/class_match.py).
+`--ray` fans the runs out as Ray tasks (a private local Ray, or the cluster at --address /
+RAY_ADDRESS) and gathers the same CSV.
 Each run's picks are kept in OUT.parts/ as they are made and removed once the CSV is
 written: after an interruption the same command picks only the runs not done (made with the
 same checkpoint and settings; `--fresh` picks them all again).
@@ -37,6 +40,7 @@ from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_pic
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
 from sparse_det.run_parts import parts_dir_for
 
@@ -115,9 +119,11 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     from data_tools.sparsify import plan_input
     from data_tools.tomo_input import with_overrides
     from sparse_det.checkpoint import checkpoint_settings
+    from sparse_det.class_match import match_classes
 
     settings = checkpoint_settings(a.checkpoint)
     _check_min_score(a.min_score, settings.calibration, a.checkpoint)
+    match_classes(settings.particles, project.particles, a.class_map)  # a bad map fails now
     sparsify = with_overrides(settings.config.sparsify, input_overrides(a))
     if not a.shards:  # with shards, a run's tomogram may not be needed at all
         from sparse_det.writers import run_pixel_frame
@@ -200,12 +206,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true",
                     help="pick every run again, not reading the picks an interrupted call "
                          "kept in OUT.parts/")
+    add_class_map_argument(ap)
     add_input_arguments(ap)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    try:
+        a.class_map = parse_class_map(a.class_map)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
     parts = None
@@ -218,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(parts, ignore_errors=True)
         kw = {"runs": runs, "device": a.device, "shards_dir": a.shards, "progress": progress,
               "input_overrides": input_overrides(a), "precision": a.precision,
-              "tta": a.tta, "rescore": a.rescore, "parts_dir": parts}
+              "tta": a.tta, "rescore": a.rescore, "parts_dir": parts,
+              "class_map": a.class_map}
         if a.ray:  # the command line may hand off to ray_jobs; the library never does
             from ray_jobs.infer import infer_project_ray
 

@@ -179,14 +179,17 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
                   shards_dir: str | Path | None = None, progress: bool = False,
                   input_overrides: dict | None = None, precision: str = INFER_PRECISION,
                   tta: str | None = None, rescore: bool = True,
-                  parts_dir: str | Path | None = None) -> pd.DataFrame:
-    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å).
+                  parts_dir: str | Path | None = None,
+                  class_map: dict[str, str] | None = None) -> pd.DataFrame:
+    """Detections of every run at the checkpoint's thresholds: DETECTION_COLUMNS (Å), each
+    class called as the project's config calls it (sparse_det/class_match.py; `class_map`:
+    the user's pairs, project class → checkpoint class), the others' picks left out.
     `tta` None: the checkpoint's test-time mirrors; `precision`, `rescore`: see
     Picker.load. `parts_dir`: each run's picks are kept there as they are made, and runs
     whose picks are there from the same checkpoint and settings are read instead of picked
     again (sparse_det/run_parts.py): an interrupted call resumes."""
     settings = checkpoint_settings(checkpoint)  # what the model reads, without building it
-    unlisted = _class_differences(project, settings.particles, Path(checkpoint).name)
+    names = _class_names(project, settings.particles, Path(checkpoint).name, class_map)
     sparsify_cfg = with_overrides(settings.config.sparsify, input_overrides)
     runs = runs or project.runs()
     load = partial(load_sparse, project, cfg=sparsify_cfg,
@@ -224,25 +227,37 @@ def infer_project(project: CopickProject, checkpoint: str | Path, *,
     import pandas as pd
 
     picks = pd.DataFrame([r for run in runs for r in rows[run]], columns=DETECTION_COLUMNS)
-    return picks[~picks["particle_type"].isin(unlisted)].reset_index(drop=True)
+    picks = picks[picks["particle_type"].isin(names)].reset_index(drop=True)
+    picks["particle_type"] = picks["particle_type"].map(names)
+    return picks
 
 
-def _class_differences(project: CopickProject, particles, checkpoint_name: str) -> list[str]:
-    """The checkpoint's classes the project's config does not list, whose picks are left
-    out; both that and the listed classes the checkpoint cannot pick are logged."""
-    unlisted = [n for n in particles.names if n not in project.particles]
+def _class_names(project: CopickProject, particles, checkpoint_name: str,
+                 class_map: dict[str, str] | None) -> dict[str, str]:
+    """{checkpoint class: the project's name for it} for the classes the project lists
+    (class_match.match_classes); the pairs of two names, the checkpoint's classes left out
+    and the listed classes it cannot pick are logged."""
+    from sparse_det.class_match import match_classes
+
+    match = match_classes(particles, project.particles, class_map)
+    for line in match.renamed():
+        log.info("%s: %s", project.path, line)
+    for line in match.unsure:
+        log.warning("%s: %s", project.path, line)
+    unlisted = match.unlisted(particles.names)
     if unlisted:
         # The project's config says what is picked there (copick writes no picks of an
         # object it does not list); the others' picks are dropped, not refused.
         log.warning("%s: its config lists no %s; the checkpoint's picks of %s are left out",
                     project.path, unlisted, "it" if len(unlisted) == 1 else "them")
-    unpicked = [n for n in project.particles.names if n not in particles]
+    unpicked = match.unpicked(project.particles.names)
     if unpicked:
         log.warning("%s: %s has no class %s that the project's config lists, and picks "
                     "none (they may be taken for a class of like size); fine-tuned on a few "
-                    "annotated runs it learns them (sparse_det.finetune)", project.path,
+                    "annotated runs it learns them (sparse_det.finetune), and one it knows "
+                    "by another name is named with --class-map NAME=CLASS", project.path,
                     checkpoint_name, unpicked)
-    return unlisted
+    return {ckpt: proj for proj, ckpt in match.pairs.items()}
 
 
 def _load_picker(checkpoint, device, tta, input_overrides, precision, rescore):

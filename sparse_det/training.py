@@ -104,11 +104,16 @@ class TrainState:
         self.step, self.best, self.history = ex["step"], ex["best"], ex["history"]
 
 
-def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -> dict:
+def _init_state(path: str, feature_names: list[str], particles: ParticleTable,
+                class_map: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
     """The init checkpoint's document, its weights made to read `feature_names` (new ones
-    at weight 0) and to predict `particles`' classes, matched by name (remap_classes):
-    a project whose config lists the classes in another order, fewer of them or new ones
-    trains the rows that mean its classes."""
+    at weight 0) and to predict `particles`' classes, matched to the checkpoint's as
+    sparse_det/class_match.py says (by name, by another name, by PDB ID, or `class_map`):
+    a project whose config lists the classes in another order, by other names, fewer of
+    them or new ones trains the rows that mean its classes. And {checkpoint class: its
+    name in the project}."""
+    from sparse_det.class_match import match_classes, rename_classes
+
     init = read_checkpoint(path)
     init_features = list(init["feature_names"])
     if init_features != feature_names[:len(init_features)]:
@@ -117,6 +122,12 @@ def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -
         init["model"] = widen_input(init["model"], len(feature_names))
         _say(f"{path}: reads {len(init_features)} features; the "
              f"{len(feature_names) - len(init_features)} new ones start at weight 0")
+    known = ParticleTable.from_list(init["particles"])
+    match = match_classes(known, particles, class_map)
+    for line in match.renamed() + match.unsure:
+        _say(f"{path}: {line}")
+    renaming = match.renaming(known.names)
+    init = rename_classes(init, renaming)
     had = [p["name"] for p in init["particles"]]
     if had != particles.names:
         try:
@@ -130,8 +141,9 @@ def _init_state(path: str, feature_names: list[str], particles: ParticleTable) -
              + (f"; new, learnt from the annotations alone: {new}" if new else "")
              + (f"; left out: {dropped}" if dropped else "")
              + (" (a class the checkpoint knows by another name starts from what it "
-                "learnt when the project's config names it so)" if new and dropped else ""))
-    return init
+                "learnt with train.class_map / --class-map NAME=CLASS)"
+                if new and dropped else ""))
+    return init, renaming
 
 
 def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
@@ -142,8 +154,10 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
     model = build_model(in_channels=len(feature_names), num_classes=len(particles),
                         channels=cfg.model.channels,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
+    renaming: dict[str, str] = {}
     if cfg.train.init_checkpoint:
-        init = _init_state(cfg.train.init_checkpoint, feature_names, particles)
+        init, renaming = _init_state(cfg.train.init_checkpoint, feature_names, particles,
+                                     cfg.train.class_map)
         init_blocks = init["config"].get("model", {}).get("blocks_per_level", 1)
         try:
             if init_blocks < cfg.model.blocks_per_level:
@@ -159,6 +173,8 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
     prior = (checkpoint_settings(cfg.train.init_checkpoint).prior(cfg.postprocess.tta)
              if cfg.train.init_checkpoint else None)
+    if prior is not None:  # keyed by the checkpoint's names
+        prior = tuple({renaming.get(k, k): v for k, v in d.items()} for d in prior)
     return TrainState(model, opt, sched, scaler, particles, list(feature_names),
                       label_weight=label_weight, threshold_prior=prior)
 

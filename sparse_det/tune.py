@@ -4,7 +4,8 @@ example the competition's 7 training tomograms) and writes a new checkpoint.
     python -m sparse_det.tune --checkpoint PT [PT ...] --project DIR [--project DIR ...]
                               [--runs ...] --out NEW.pt [--device auto|cpu|cuda]
                               [--network-alone]
-                              [--tta none [flip ...]] [@ARGS_FILE ...]
+                              [--tta none [flip ...]] [--class-map NAME=CLASS ...]
+                              [@ARGS_FILE ...]
 
 `--tta` tunes with test-time mirrors and stores the setting, so infer uses it by default;
 more settings after it get thresholds of their own, tuned on the same runs, which infer
@@ -37,6 +38,7 @@ from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
+from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
 from sparse_det.thresholds import paired_difference
 
@@ -258,6 +260,7 @@ def write_network_classes(checkpoint: str, dest: Path, classes: list[str]) -> No
 
 def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = False,
                       network_classes: list[str] | None = None,
+                      class_map: dict[str, str] | None = None,
                       **tune_args) -> tuple[int, list[Retuned], list[str]]:
     """retune() of each checkpoint on the same runs; `out` gets the first unless another
     leads it run by run by more than two standard errors (keep_first_unless_beaten on each
@@ -265,14 +268,24 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     followed by its network alone, which competes by the same rule (the rescorer was fitted
     on the simulator's particle shapes; on shapes it never saw it can cost more than it
     gives). `network_classes`: each checkpoint is tuned with its rescorer leaving these
-    classes to the network's own scores (write_network_classes), and so written. Returns
+    classes to the network's own scores (write_network_classes), and so written. A
+    checkpoint that knows the first project's classes by other names (or `class_map`'s) is
+    tuned, and written, as the project names them (class_match.named_as_listed). Returns
     (the chosen index, each candidate's retune result, each one's label)."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.class_match import named_as_listed
     from sparse_det.thresholds import keep_first_unless_beaten
 
     labelled, results, candidates, scratch = [], [], [], []
+    listed = CopickProject(tune_args["projects"][0]).particles
     try:
         for checkpoint in checkpoints:
             given = checkpoint
+            named = named_as_listed(checkpoint, listed, class_map, Path(out).parent,
+                                    lambda line: print(line, file=sys.stderr))
+            if named != Path(checkpoint):
+                scratch.append(named)
+                checkpoint = str(named)
             if network_classes:
                 scratch.append(tmp_sibling(Path(out)))
                 write_network_classes(checkpoint, scratch[-1], network_classes)
@@ -378,6 +391,13 @@ def _add_share_arguments(ap: argparse.ArgumentParser) -> None:
                          "stored with the thresholds (default: the checkpoint's)")
 
 
+def _add_reading_arguments(ap: argparse.ArgumentParser) -> None:
+    """How the projects' tomograms, picks and class names are read."""
+    add_input_arguments(ap)
+    add_truth_user_argument(ap)
+    add_class_map_argument(ap)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, nargs="+",
@@ -419,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore-network-classes", nargs="+", metavar="CLASS",
                     help="these classes keep the network's own scores, not the candidate "
                          "rescorer's (each checkpoint must carry one); tuned and stored so")
-    add_input_arguments(ap)
-    add_truth_user_argument(ap)
+    _add_reading_arguments(ap)
     a = ap.parse_args(argv)
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device, tta=a.tta,
                      truth_user=a.truth_user, input_overrides=input_overrides(a),
@@ -429,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                      fit_all=a.fit_all_thresholds, keep_fraction=a.keep_fraction)
     try:
         chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
-                                                    a.rescore_network_classes, **tune_args)
+                                                    a.rescore_network_classes,
+                                                    parse_class_map(a.class_map), **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

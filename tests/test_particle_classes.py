@@ -20,15 +20,18 @@ from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_
 from sparse_det.model import build_model, remap_classes
 
 
-def relabelled(src, dst, *, rename: dict[str, str] | None = None, drop=(), order=None):
+def relabelled(src, dst, *, rename: dict[str, str] | None = None, drop=(), order=None,
+               keep_pdb: bool = False):
     """A copy of project `src` whose config and picks call classes by `rename`'s names,
     leave out `drop`, and list the classes in `order` (default: as `src` does), labelled
-    1..K in the order listed."""
+    1..K in the order listed. A renamed class loses its PDB ID (a complex of its own)
+    unless `keep_pdb`."""
     rename = rename or {}
     shutil.copytree(src.path, dst)
     kept = [p for p in src.particles if p.name not in drop]
     table = [ParticleType(rename.get(p.name, p.name), p.radius_A, p.weight, p.label,
-                          p.pdb_id, p.color) for p in kept]
+                          p.pdb_id if keep_pdb or p.name not in rename else "", p.color)
+             for p in kept]
     if order is not None:
         table = sorted(table, key=lambda p: order.index(p.name))
     table = [ParticleType(p.name, p.radius_A, p.weight, i + 1, p.pdb_id, p.color)

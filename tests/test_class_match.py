@@ -1,0 +1,273 @@
+"""A project's classes under other names than the checkpoint's: "apoferritin",
+"cytosolic-ribosome", a class with the checkpoint's PDB ID, or one the user maps by hand
+(sparse_det/class_match.py). Until 2026-12-06 a class was the checkpoint's only under the
+very same name: infer dropped the picks of every other, and finetune learnt it from
+nothing."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_tools.particles import DataError, ParticleTable, ParticleType
+from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
+from sparse_det.class_match import (
+    SET_ASIDE,
+    match_classes,
+    named_as_listed,
+    parse_class_map,
+    rename_classes,
+)
+from tests.test_particle_classes import relabelled
+
+KNOWN = ParticleTable.competition()
+# The project's name for each of the checkpoint's classes in the tests below, and the rule
+# that must find it: written another way, another name for it, its PDB ID.
+OTHER = {"apo-ferritin": "Apo_Ferritin", "ribosome": "cytosolic-ribosome",
+         "beta-galactosidase": "my-bgal", "virus-like-particle": "VLP"}
+
+
+def table(*rows: tuple[str, str]) -> ParticleTable:
+    """A project's classes, (name, PDB ID) each, labelled in order."""
+    return ParticleTable([ParticleType(n, 100.0, 1.0, i + 1, pdb)
+                          for i, (n, pdb) in enumerate(rows)])
+
+
+def test_classes_match_by_name_another_name_and_pdb_id():
+    listed = table(("Apo_Ferritin", ""), ("cytosolic-ribosome", ""), ("my-bgal", "6x1q "),
+                   ("thyroglobulin", ""), ("VLP", ""), ("proteasome", "1RYP"))
+    m = match_classes(KNOWN, listed)
+    assert m.pairs == {"Apo_Ferritin": "apo-ferritin", "cytosolic-ribosome": "ribosome",
+                       "my-bgal": "beta-galactosidase", "thyroglobulin": "thyroglobulin",
+                       "VLP": "virus-like-particle"}
+    assert m.how == {"Apo_Ferritin": "the same name written another way",
+                     "cytosolic-ribosome": "the same name written another way",
+                     "my-bgal": "the same PDB ID", "thyroglobulin": "the same name",
+                     "VLP": "the same name written another way"}
+    assert m.unlisted(KNOWN.names) == ["beta-amylase"]
+    assert m.unpicked(listed.names) == ["proteasome"]
+    assert m.unsure == []
+    assert "the project's 'my-bgal' is the checkpoint's 'beta-galactosidase' (the same " \
+           "PDB ID)" in m.renamed()
+
+
+def test_an_exact_name_goes_before_another_rule():
+    """"ribosome" and "80S" both name the checkpoint's ribosome: the exact name takes it,
+    and "80S" is left unmatched rather than shared."""
+    m = match_classes(KNOWN, table(("80S", ""), ("ribosome", "")))
+    assert m.pairs == {"ribosome": "ribosome"}
+    assert m.unpicked(["80S", "ribosome"]) == ["80S"]
+
+
+def test_a_rule_with_two_answers_pairs_neither():
+    m = match_classes(KNOWN, table(("bgal-a", "6X1Q"), ("bgal-b", "6X1Q")))
+    assert m.pairs == {}
+    assert len(m.unsure) == 1 and "['bgal-a', 'bgal-b']" in m.unsure[0], m.unsure
+
+
+def test_the_users_map_goes_first_and_may_say_none():
+    listed = table(("ribosome", ""), ("big-thing", ""), ("ferritin", ""))
+    m = match_classes(KNOWN, listed, {"big-thing": "ribosome", "ferritin": ""})
+    # "ribosome" is left without a class: the user gave the checkpoint's to "big-thing".
+    assert m.pairs == {"big-thing": "ribosome"}
+    assert m.how["big-thing"] == "your class map"
+    assert m.renaming(KNOWN.names) == {"ribosome": "big-thing"}
+    # The checkpoint's own "ribosome" would share its name with the renamed apo-ferritin:
+    # set aside.
+    m = match_classes(KNOWN, table(("ribosome", ""), ("apo", "")), {"ribosome": "apo-ferritin"})
+    assert m.renaming(KNOWN.names) == {"apo-ferritin": "ribosome",
+                                       "ribosome": "ribosome" + SET_ASIDE}
+
+
+@pytest.mark.parametrize("class_map, message", [
+    ({"nothing": "ribosome"}, "the project lists no class 'nothing'"),
+    ({"ribosome": "80S"}, "the checkpoint has no class '80S'"),
+])
+def test_a_map_naming_an_unknown_class_is_refused(class_map, message):
+    with pytest.raises(DataError, match=message):
+        match_classes(KNOWN, table(("ribosome", "")), class_map)
+
+
+def test_class_map_words_are_parsed_or_refused():
+    assert parse_class_map(["80S=ribosome", " cap = virus-like-particle", "x="]) == \
+        {"80S": "ribosome", "cap": "virus-like-particle", "x": ""}
+    for bad, message in ((["ribosome"], "write NAME=CLASS"), (["=ribosome"], "NAME=CLASS"),
+                         (["a=b", "a=c"], "names 'a' twice")):
+        with pytest.raises(DataError, match=message):
+            parse_class_map(bad)
+
+
+def test_a_renamed_checkpoint_names_every_class_record_anew():
+    doc = read_checkpoint(DEFAULT_CHECKPOINT)
+    renaming = {"apo-ferritin": "Apo_Ferritin", "ribosome": "80S"}
+    out = rename_classes(doc, renaming)
+    assert out["model"] is doc["model"]
+    names = [p["name"] for p in out["particles"]]
+    assert names == [renaming.get(p["name"], p["name"]) for p in doc["particles"]]
+    for key in ("thresholds", "calibration"):
+        assert set(out[key]) == {renaming.get(k, k) for k in doc[key]}
+        assert out[key]["80S"] == doc[key]["ribosome"]
+    tuned = out["extra"]["network_tuned"]
+    assert "80S" in tuned["thresholds"] and "ribosome" not in tuned["thresholds"]
+    rescorer = out["extra"]["rescorer"]
+    assert "ribosome" not in rescorer["network_classes"]
+    assert set(rescorer["calibration"]) >= {"Apo_Ferritin", "80S"}
+    assert doc["particles"][0]["name"] == "apo-ferritin"  # the original is untouched
+
+
+@pytest.fixture(scope="module")
+def full_picks(small_project):
+    from sparse_det.stream import infer_project
+
+    return infer_project(small_project, DEFAULT_CHECKPOINT, device="cpu")
+
+
+def _same_picks(picked: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert len(picked) == len(expected) > 0
+    np.testing.assert_array_equal(picked["particle_type"], expected["particle_type"])
+    np.testing.assert_allclose(picked[["x", "y", "z", "score"]].to_numpy(),
+                               expected[["x", "y", "z", "score"]].to_numpy(), rtol=0, atol=1e-4)
+
+
+def test_infer_names_picks_as_the_project_does(small_project, full_picks, tmp_path, caplog):
+    """The shipped default on a project calling four classes otherwise (one found only by
+    its PDB ID): the picks of the full project, each under the project's name."""
+    from sparse_det.stream import infer_project
+
+    project = relabelled(small_project, tmp_path / "named", rename=OTHER, keep_pdb=True)
+    with caplog.at_level("INFO"):
+        picked = infer_project(project, DEFAULT_CHECKPOINT, device="cpu")
+    assert "the project's 'cytosolic-ribosome' is the checkpoint's 'ribosome'" in caplog.text
+    assert "lists no" not in caplog.text and "has no class" not in caplog.text, caplog.text
+    expected = full_picks.assign(particle_type=full_picks["particle_type"].replace(OTHER))
+    assert set(OTHER.values()) <= set(picked["particle_type"])
+    _same_picks(picked, expected)
+
+
+def test_infer_class_map_on_the_command_line(small_project, full_picks, tmp_path):
+    """A complex no rule can place ("capsid-x", no PDB ID) is the checkpoint's VLP where
+    --class-map says so, and a bad map is refused before any work."""
+    from sparse_det.infer import main
+
+    project = relabelled(small_project, tmp_path / "mapped",
+                         rename={"virus-like-particle": "capsid-x"})
+    out = tmp_path / "picks.csv"
+    base = ["--project", str(project.path), "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main([*base, "--class-map", "capsid-x=virus-like-particle"]) == 0
+    picked = pd.read_csv(out)
+    vlp = full_picks[full_picks["particle_type"] == "virus-like-particle"]
+    mine = picked[picked["particle_type"] == "capsid-x"]
+    assert len(mine) == len(vlp) > 0
+    np.testing.assert_allclose(mine[["x", "y", "z"]].to_numpy(),
+                               vlp[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    assert main([*base, "--class-map", "capsid-x=capsid"]) == 2
+
+
+def test_a_checkpoint_named_as_the_project_picks_the_same(small_project, full_picks,
+                                                            tmp_path):
+    """finetune, tune and adapt start from a copy of the base whose classes bear the
+    project's names: its thresholds, calibration and rescorer follow the names, so it picks
+    exactly what the base picks, called as the project calls it."""
+    from sparse_det.stream import infer_project
+
+    project = relabelled(small_project, tmp_path / "named", rename=OTHER, keep_pdb=True)
+    said = []
+    named = named_as_listed(DEFAULT_CHECKPOINT, project.particles, None, tmp_path / "work",
+                            said.append)
+    assert named.parent == tmp_path / "work" and named != DEFAULT_CHECKPOINT
+    settings = checkpoint_settings(named)
+    assert set(OTHER.values()) <= set(settings.particles.names)
+    assert settings.thresholds["VLP"] == \
+        checkpoint_settings(DEFAULT_CHECKPOINT).thresholds["virus-like-particle"]
+    assert any("'my-bgal' is the checkpoint's 'beta-galactosidase'" in s for s in said)
+    picked = infer_project(project, named, device="cpu")
+    _same_picks(picked, full_picks.assign(
+        particle_type=full_picks["particle_type"].replace(OTHER)))
+    # Nothing to rename: the checkpoint itself.
+    assert named_as_listed(DEFAULT_CHECKPOINT, small_project.particles, None,
+                           tmp_path / "work", said.append) == DEFAULT_CHECKPOINT
+
+
+def test_training_from_a_checkpoint_reads_other_names_as_its_classes():
+    """build_state on a table calling the classes otherwise: each row predicts what the
+    checkpoint's row for that class predicted, and the threshold prior is keyed by the
+    project's names."""
+    from sparse_det.model import build_model
+    from sparse_det.training import build_state
+
+    settings = checkpoint_settings(DEFAULT_CHECKPOINT)
+    names = [OTHER.get(n, n) for n in reversed(settings.particles.names)]
+    listed = ParticleTable([ParticleType(n, 100.0, 1.0, i + 1, "6X1Q" if n == "my-bgal" else "")
+                            for i, n in enumerate(names)])
+    cfg = copy.deepcopy(settings.config)
+    cfg.train.init_checkpoint = str(DEFAULT_CHECKPOINT)
+    state = build_state(cfg, settings.feature_names, listed, torch.device("cpu"))
+    base = build_model(in_channels=len(settings.feature_names), num_classes=6,
+                       channels=cfg.model.channels,
+                       blocks_per_level=cfg.model.blocks_per_level, device="cpu")
+    base.load_state_dict(read_checkpoint(DEFAULT_CHECKPOINT)["model"])
+    f = torch.randn(100, cfg.model.channels[0])
+    with torch.no_grad():
+        now, before = state.core.cls_head(f), base.cls_head(f)
+    for name in settings.particles.names:
+        torch.testing.assert_close(now[:, listed.class_index(OTHER.get(name, name))],
+                                   before[:, settings.particles.class_index(name)],
+                                   rtol=0, atol=0)
+    thresholds, calibration = state.threshold_prior
+    was, _ = settings.prior(cfg.postprocess.tta)
+    assert thresholds == {OTHER.get(k, k): v for k, v in was.items()}
+    assert "cytosolic-ribosome" in thresholds and "cytosolic-ribosome" in calibration
+
+
+def test_metric_weights_follow_the_complex_not_its_spelling(tmp_path):
+    """A copick config carries no weights: the competition's apply to its complexes under
+    any of their names or PDB IDs (beta-amylase stays unscored), 1 to any other."""
+    import json
+
+    objects = [("beta_amylase", ""), ("TG", ""), ("target-3", "6X1Q"), ("80S", ""),
+               ("proteasome", "1RYP")]
+    path = tmp_path / "copick_config.json"
+    path.write_text(json.dumps({"pickable_objects": [
+        {"name": n, "is_particle": True, "label": i + 1, "radius": 100, "pdb_id": pdb}
+        for i, (n, pdb) in enumerate(objects)]}))
+    weights = {p.name: p.weight for p in ParticleTable.from_copick_config(path)}
+    assert weights == {"beta_amylase": 0.0, "TG": 2.0, "target-3": 2.0, "80S": 1.0,
+                       "proteasome": 1.0}
+
+
+def test_other_names_bench(small_project, tmp_path):
+    """bench/other_names.py: under each naming the matched picks score as under the
+    competition's names; matched by exact names only, the renamed classes score 0."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "other_names", Path(__file__).resolve().parents[1] / "bench" / "other_names.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "other_names.json"
+    argv, sys.argv = sys.argv, ["other_names.py", "--project", str(small_project.path),
+                                "--work", str(tmp_path / "views"), "--json", str(out)]
+    try:
+        assert bench.main() == 0
+    finally:
+        sys.argv = argv
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 + 2 * (len(bench.NAMINGS) - 1)
+    reference = rows["competition, matched"]
+    assert reference["score"] > 0.5
+    for label, rename in bench.NAMINGS.items():
+        matched = rows[f"{label}, matched"]
+        assert matched["score"] == pytest.approx(reference["score"], abs=1e-9), label
+        assert {rename.get(k, k): v for k, v in reference["per_class"].items()} == \
+            pytest.approx(matched["per_class"]), label
+        if rename:
+            exact = rows[f"{label}, exact names only"]
+            assert all(exact["per_class"][n] == 0 for n in rename.values()
+                       if n in exact["per_class"]), label
