@@ -73,17 +73,23 @@ def name_key(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
+def pdb_key(pdb_id: str) -> str:
+    """A PDB ID as one key: "6x1q", "PDB-6X1Q" (copick's data-portal configs) and
+    "pdb:6X1Q" agree; "" for none."""
+    return re.sub(r"^PDB[-_:\s]*", "", pdb_id.strip().upper())
+
+
 # Metric weights are not part of a copick config; they come from the competition, for its
 # complexes under any of their names or PDB IDs (beta-amylase, weight 0, stays unscored).
 _COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLES}
-_WEIGHTS_BY_PDB = {p.pdb_id.upper(): p.weight for p in COMPETITION_PARTICLES}
+_WEIGHTS_BY_PDB = {pdb_key(p.pdb_id): p.weight for p in COMPETITION_PARTICLES}
 
 
 def competition_weight(name: str, pdb_id: str = "") -> float:
     """The competition's metric weight of the complex called `name` (with `pdb_id`); 1 for
     a complex of another kind."""
     return _COMPETITION_WEIGHTS.get(name_key(name),
-                                    _WEIGHTS_BY_PDB.get(pdb_id.strip().upper(), 1.0))
+                                    _WEIGHTS_BY_PDB.get(pdb_key(pdb_id), 1.0))
 
 
 class ParticleTable:

@@ -24,17 +24,18 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.particles import DataError, ParticleTable, name_key
+from data_tools.particles import DataError, ParticleTable, name_key, pdb_key
 
 RULES = ("your class map", "the same name", "the same name written another way",
          "the same PDB ID")
 # An unmatched checkpoint class whose name a matched one takes gets this suffix, so that a
 # renamed checkpoint never holds two classes of one name (its picks are dropped anyway).
 SET_ASIDE = "~checkpoint"
-
-
-def _pdb(pdb_id: str) -> str:
-    return pdb_id.strip().upper()
+# A matched class whose radius in the project's config is off the checkpoint's by more than
+# this factor is warned of: F4 hits lie within half the config's radius, and a fine-tune
+# labels each particle's voxels out to it. copick's data-portal configs give every object
+# a radius of 50 Å (a ribosome's is about 150).
+RADIUS_FACTOR = 1.5
 
 
 @dataclass
@@ -64,6 +65,20 @@ class ClassMatch:
         """The project's classes no checkpoint class is."""
         return [n for n in listed if n not in self.pairs]
 
+    def radius_notes(self, known: ParticleTable, listed: ParticleTable) -> list[str]:
+        """One line per matched class whose radius the project's config gives far off the
+        checkpoint's (RADIUS_FACTOR)."""
+        out = []
+        for proj, ckpt in self.pairs.items():
+            mine, theirs = listed[proj].radius_A, known[ckpt].radius_A
+            if max(mine, theirs) > RADIUS_FACTOR * min(mine, theirs):
+                out.append(f"the project's {proj!r} has a radius of {mine:g} Å, the "
+                           f"checkpoint's {ckpt!r} {theirs:g} Å: F4 counts a pick within half "
+                           "the config's radius, and fine-tuning labels voxels out to it; "
+                           "if the config's is a placeholder (copick's data-portal configs "
+                           "say 50 Å for every object), set the complex's own there")
+        return out
+
     def renamed(self) -> list[str]:
         """One phrase per pair of two names: 'the project's A is the checkpoint's B (how)'."""
         return [f"the project's {p!r} is the checkpoint's {c!r} ({self.how[p]})"
@@ -91,7 +106,7 @@ def match_classes(known: ParticleTable, listed: ParticleTable,
             del free_known[ckpt]
             match.pairs[proj], match.how[proj] = ckpt, RULES[0]
     keys = (lambda n, table: n, lambda n, table: name_key(n),
-            lambda n, table: _pdb(table[n].pdb_id))
+            lambda n, table: pdb_key(table[n].pdb_id))
     for rule, key in zip(RULES[1:], keys, strict=True):
         _pair_by(match, rule, key, known, listed, free_known, free_listed)
     return match
@@ -170,7 +185,7 @@ def named_as_listed(checkpoint: str | Path, listed: ParticleTable,
     doc = read_checkpoint(checkpoint)
     known = ParticleTable.from_list(doc["particles"])
     match = match_classes(known, listed, class_map)
-    for line in match.renamed() + match.unsure:
+    for line in match.renamed() + match.unsure + match.radius_notes(known, listed):
         say(f"{Path(checkpoint).name}: {line}")
     renaming = {k: v for k, v in match.renaming(known.names).items() if k != v}
     if not renaming:

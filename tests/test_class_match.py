@@ -7,6 +7,7 @@ nothing."""
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,30 @@ def test_classes_match_by_name_another_name_and_pdb_id():
     assert m.unsure == []
     assert "the project's 'my-bgal' is the checkpoint's 'beta-galactosidase' (the same " \
            "PDB ID)" in m.renamed()
+
+
+def test_a_data_portal_config_is_read_as_the_checkpoints_classes():
+    """As copick's data-portal layer writes a config: object names lower case with hyphens,
+    PDB IDs as "PDB-XXXX", every radius 50 Å. Each class is matched, and the radii far off
+    the checkpoint's are pointed out (F4 and fine-tuning go by the config's)."""
+    listed = ParticleTable([ParticleType(n, 50.0, 1.0, i + 1, pdb) for i, (n, pdb) in
+                            enumerate([("ferritin-complex", "PDB-4V1W"),
+                                       ("beta-galactosidase", "PDB-6X1Q"),
+                                       ("cytosolic-ribosome", ""), ("thyroglobulin", ""),
+                                       ("virus-like-capsid", "PDB-6N4V"),
+                                       ("mystery", "PDB-6SCJ")])])
+    m = match_classes(KNOWN, listed)
+    assert m.pairs == {"ferritin-complex": "apo-ferritin",
+                       "beta-galactosidase": "beta-galactosidase",
+                       "cytosolic-ribosome": "ribosome", "thyroglobulin": "thyroglobulin",
+                       "virus-like-capsid": "virus-like-particle"}
+    # "mystery" has thyroglobulin's PDB ID, but the config's "thyroglobulin" took it first.
+    assert m.unpicked(listed.names) == ["mystery"]
+    notes = m.radius_notes(KNOWN, listed)
+    # 50 against apo-ferritin's 60 Å passes; against 90, 150, 130 and 135 Å it does not.
+    assert {re.search(r"project's '(.*?)'", n).group(1) for n in notes} == {
+        "beta-galactosidase", "cytosolic-ribosome", "thyroglobulin", "virus-like-capsid"}
+    assert any("a radius of 50 Å, the checkpoint's 'ribosome' 150 Å" in n for n in notes)
 
 
 def test_an_exact_name_goes_before_another_rule():
@@ -143,6 +168,7 @@ def test_infer_names_picks_as_the_project_does(small_project, full_picks, tmp_pa
         picked = infer_project(project, DEFAULT_CHECKPOINT, device="cpu")
     assert "the project's 'cytosolic-ribosome' is the checkpoint's 'ribosome'" in caplog.text
     assert "lists no" not in caplog.text and "has no class" not in caplog.text, caplog.text
+    assert "a radius of" not in caplog.text
     expected = full_picks.assign(particle_type=full_picks["particle_type"].replace(OTHER))
     assert set(OTHER.values()) <= set(picked["particle_type"])
     _same_picks(picked, expected)
@@ -228,7 +254,7 @@ def test_metric_weights_follow_the_complex_not_its_spelling(tmp_path):
     any of their names or PDB IDs (beta-amylase stays unscored), 1 to any other."""
     import json
 
-    objects = [("beta_amylase", ""), ("TG", ""), ("target-3", "6X1Q"), ("80S", ""),
+    objects = [("beta_amylase", ""), ("TG", ""), ("target-3", "PDB-6X1Q"), ("80S", ""),
                ("proteasome", "1RYP")]
     path = tmp_path / "copick_config.json"
     path.write_text(json.dumps({"pickable_objects": [
