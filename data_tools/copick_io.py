@@ -134,6 +134,7 @@ class CopickProject:
                 "and not a copick config JSON)")
         if config is None and (self.path / "copick_config.json").is_file():
             config = self.path / "copick_config.json"
+        self.config_path: Path | None = config  # None: the competition's layout, no config
         self.particles = particles or (
             ParticleTable.from_copick_config(config) if config else ParticleTable.competition())
 

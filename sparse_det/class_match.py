@@ -8,9 +8,9 @@ infer and learnt from nothing by finetune. A project's class is the checkpoint's
 
 1. that the user's class map names for it (`--class-map NAME=CLASS`; `NAME=`: none),
 2. of the same name,
-3. of the same name written another way (case, hyphens, spaces, underscores, dots) or
-   another name for it (data_tools.particles.OTHER_NAMES),
-4. with the same PDB ID,
+3. of the same name written another way (case, hyphens, spaces, underscores, dots),
+4. of which it is a known other name (data_tools.particles.OTHER_NAMES),
+5. with the same PDB ID,
 
 each rule taking only the classes the rules before it left, and only where it gives one
 answer: two classes a rule would pair with one are left unmatched, and said so.
@@ -24,10 +24,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.particles import DataError, ParticleTable, name_key, pdb_key
+from data_tools.particles import DataError, ParticleTable, canonical, name_key, pdb_key
 
 RULES = ("your class map", "the same name", "the same name written another way",
-         "the same PDB ID")
+         "a known other name for it", "the same PDB ID")
 # An unmatched checkpoint class whose name a matched one takes gets this suffix, so that a
 # renamed checkpoint never holds two classes of one name (its picks are dropped anyway).
 SET_ASIDE = "~checkpoint"
@@ -65,19 +65,25 @@ class ClassMatch:
         """The project's classes no checkpoint class is."""
         return [n for n in listed if n not in self.pairs]
 
-    def radius_notes(self, known: ParticleTable, listed: ParticleTable) -> list[str]:
-        """One line per matched class whose radius the project's config gives far off the
-        checkpoint's (RADIUS_FACTOR)."""
-        out = []
+    def far_radii(self, known: ParticleTable, listed: ParticleTable
+                  ) -> dict[str, tuple[float, float]]:
+        """{project class: (its radius in the config, the checkpoint's class's)} for the
+        matched classes whose two radii differ by more than RADIUS_FACTOR."""
+        out = {}
         for proj, ckpt in self.pairs.items():
             mine, theirs = listed[proj].radius_A, known[ckpt].radius_A
             if max(mine, theirs) > RADIUS_FACTOR * min(mine, theirs):
-                out.append(f"the project's {proj!r} has a radius of {mine:g} Å, the "
-                           f"checkpoint's {ckpt!r} {theirs:g} Å: F4 counts a pick within half "
-                           "the config's radius, and fine-tuning labels voxels out to it; "
-                           "if the config's is a placeholder (copick's data-portal configs "
-                           "say 50 Å for every object), set the complex's own there")
+                out[proj] = (mine, theirs)
         return out
+
+    def radius_notes(self, known: ParticleTable, listed: ParticleTable) -> list[str]:
+        """One line per class of far_radii."""
+        return [f"the project's {proj!r} has a radius of {mine:g} Å, the checkpoint's "
+                f"{self.pairs[proj]!r} {theirs:g} Å: F4 counts a pick within half the config's "
+                "radius, and fine-tuning labels voxels out to it; if the config's is a "
+                "placeholder (copick's data-portal configs say 50 Å for every object), set "
+                "the complex's own there (python -m sparse_det.classes --set-radii)"
+                for proj, (mine, theirs) in self.far_radii(known, listed).items()]
 
     def renamed(self) -> list[str]:
         """One phrase per pair of two names: 'the project's A is the checkpoint's B (how)'."""
@@ -105,8 +111,8 @@ def match_classes(known: ParticleTable, listed: ParticleTable,
                 raise DataError(f"--class-map names the checkpoint's {ckpt!r} twice")
             del free_known[ckpt]
             match.pairs[proj], match.how[proj] = ckpt, RULES[0]
-    keys = (lambda n, table: n, lambda n, table: name_key(n),
-            lambda n, table: pdb_key(table[n].pdb_id))
+    keys = (lambda n, table: n, lambda n, table: canonical(n),
+            lambda n, table: name_key(n), lambda n, table: pdb_key(table[n].pdb_id))
     for rule, key in zip(RULES[1:], keys, strict=True):
         _pair_by(match, rule, key, known, listed, free_known, free_listed)
     return match

@@ -46,9 +46,9 @@ def test_classes_match_by_name_another_name_and_pdb_id():
                        "my-bgal": "beta-galactosidase", "thyroglobulin": "thyroglobulin",
                        "VLP": "virus-like-particle"}
     assert m.how == {"Apo_Ferritin": "the same name written another way",
-                     "cytosolic-ribosome": "the same name written another way",
+                     "cytosolic-ribosome": "a known other name for it",
                      "my-bgal": "the same PDB ID", "thyroglobulin": "the same name",
-                     "VLP": "the same name written another way"}
+                     "VLP": "a known other name for it"}
     assert m.unlisted(KNOWN.names) == ["beta-amylase"]
     assert m.unpicked(listed.names) == ["proteasome"]
     assert m.unsure == []
@@ -297,3 +297,42 @@ def test_other_names_bench(small_project, tmp_path):
             exact = rows[f"{label}, exact names only"]
             assert all(exact["per_class"][n] == 0 for n in rename.values()
                        if n in exact["per_class"]), label
+
+
+def test_classes_command_shows_the_match_and_sets_placeholder_radii(small_project, tmp_path,
+                                                                     capsys):
+    """`python -m sparse_det.classes` on a config as the data portal's (portal names, every
+    radius 50 Å): the table names each pair and its rule; --set-radii gives the far-off
+    classes the checkpoint's radii, keeps the rest of the config and the one before."""
+    import json
+
+    from sparse_det.classes import main
+
+    portal = {"apo-ferritin": "ferritin-complex", "ribosome": "cytosolic-ribosome",
+              "virus-like-particle": "virus-like-capsid"}
+    listed = ParticleTable([ParticleType(portal.get(p.name, p.name), 50.0, p.weight, p.label,
+                                         f"PDB-{p.pdb_id}") for p in small_project.particles])
+    view = small_project.config_over(tmp_path / "portal", listed, "as the portal writes it")
+    config = view.config_path
+    doc = json.loads(config.read_text())
+    doc["overlay_fs_args"] = {"auto_mkdir": True}  # a field of the user's, to be kept
+    config.write_text(json.dumps(doc))
+    assert main(["--project", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "| cytosolic-ribosome | 50 | PDB-6EK0 | 1 | ribosome | 150 | a known other name " \
+           "for it |" in out, out
+    assert "note: the project's 'cytosolic-ribosome' has a radius of 50 Å" in out
+    assert main(["--project", str(config), "--set-radii"]) == 0
+    radii = {p.name: p.radius_A for p in ParticleTable.from_copick_config(config)}
+    # apo-ferritin's 60 Å and beta-amylase's 65 Å are within 1.5x of 50 Å: left as they are.
+    assert radii == {"ferritin-complex": 50.0, "beta-amylase": 50.0,
+                     "beta-galactosidase": 90.0, "cytosolic-ribosome": 150.0,
+                     "thyroglobulin": 130.0, "virus-like-capsid": 135.0}
+    assert json.loads(config.read_text())["overlay_fs_args"] == {"auto_mkdir": True}
+    before = config.with_name(config.name + ".before-set-radii")
+    assert json.loads(before.read_text()) == doc
+    capsys.readouterr()
+    assert main(["--project", str(config), "--set-radii"]) == 0
+    assert "no radius to set" in capsys.readouterr().out
+    assert json.loads(before.read_text()) == doc  # the first original is kept
+    assert main(["--project", str(config), "--class-map", "nothing=ribosome"]) == 2
