@@ -128,6 +128,15 @@ class ParticleTable:
     def scored(self) -> list[ParticleType]:
         return [p for p in self.particles if p.weight > 0]
 
+    def called(self, name: str) -> str | None:
+        """The class `name` names: itself, else the one class whose name is `name` written
+        another way or another name of the same complex (name_key: "80S" names a table's
+        "cytosolic-ribosome"); None where none or several do."""
+        if name in self._by_name:
+            return name
+        found = [n for n in self.names if name_key(n) == name_key(name)]
+        return found[0] if len(found) == 1 else None
+
     def class_index(self, name: str) -> int:
         """Network class index of a particle: 1..K (0 is background)."""
         return self.names.index(self[name].name) + 1

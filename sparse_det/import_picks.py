@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, parse_truth_user
-from data_tools.particles import DataError
+from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 
 log = logging.getLogger(__name__)
@@ -222,21 +222,22 @@ def dynamo_picks(path: Path, *, run: str | None, particle: str | None,
 
 
 def _object_particle(obj, particle: str | None, object_map: dict[int, str],
-                     names: list[str]) -> str | None:
+                     particles: ParticleTable) -> str | None:
     """The particle an IMOD object holds: None where it is skipped, "" where nothing
     names one."""
     if obj.number in object_map:
         return None if object_map[obj.number] == SKIP else object_map[obj.number]
     if particle:
         return particle
-    key = obj.name.lower().replace(" ", "-").replace("_", "-")
-    return next((n for n in names if n.lower().replace("_", "-") == key), "")
+    return particles.called(obj.name) or ""
 
 
 def imod_picks(path: Path, *, run: str | None, particle: str | None,
-               object_map: dict[int, str], names: list[str], frame_of) -> pd.DataFrame:
-    """An IMOD model's picks as rows of experiment, particle_type, x, y, z (Å); `names`:
-    the project's particles, which objects are matched to by name."""
+               object_map: dict[int, str], particles: ParticleTable, frame_of
+               ) -> pd.DataFrame:
+    """An IMOD model's picks as rows of experiment, particle_type, x, y, z (Å);
+    `particles`: the project's, which objects are matched to by name (ParticleTable.called:
+    objects named "Ribosome", "80S" or "ribosomes" hold a table's "ribosome")."""
     from data_tools.imod_model import read_imod_model
 
     model = read_imod_model(path)
@@ -252,7 +253,7 @@ def imod_picks(path: Path, *, run: str | None, particle: str | None,
                         "file, or give --star-frame project or source")
     rows, unnamed = [], []
     for obj in (o for o in model.objects if len(o.points_px)):
-        kind = _object_particle(obj, particle, object_map, names)
+        kind = _object_particle(obj, particle, object_map, particles)
         if kind == "":
             unnamed.append(f"{obj.number} ({obj.name or 'no name'}, {len(obj.points_px)} "
                            "points)")
@@ -262,8 +263,8 @@ def imod_picks(path: Path, *, run: str | None, particle: str | None,
         log.warning("%s: the model holds no points", path)
     if unnamed:
         raise DataError(f"{path}: objects {'; '.join(unnamed)} are named after no particle "
-                        f"of the project ({', '.join(names)}); name them with --imod-object "
-                        f"N=NAME (N=skip leaves one out) or --particle")
+                        f"of the project ({', '.join(particles.names)}); name them with "
+                        "--imod-object N=NAME (N=skip leaves one out) or --particle")
     return pd.DataFrame(rows, columns=["experiment", "particle_type", "x", "y", "z"])
 
 
@@ -277,7 +278,7 @@ def _read_file(p: Path, project: CopickProject, run: str | None, particle: str |
                tomo_map: str | None, frame_of, object_map: dict[int, str]) -> pd.DataFrame:
     if p.suffix.lower() == ".mod":
         return imod_picks(p, run=run, particle=particle, object_map=object_map,
-                          names=project.particles.names, frame_of=frame_of)
+                          particles=project.particles, frame_of=frame_of)
     if p.suffix.lower() == ".star":
         return star_picks(p, project, run=run, particle=particle, frame_of=frame_of)
     if p.suffix.lower() == ".tbl":
@@ -286,6 +287,17 @@ def _read_file(p: Path, project: CopickProject, run: str | None, particle: str |
     if p.suffix.lower() == ".csv":
         return csv_picks(p)
     raise DataError(f"{p}: not a .star, .tbl, .mod or .csv file")
+
+
+def _as_listed(names: pd.Series, particles: ParticleTable) -> pd.Series:
+    """Each particle name of the files as the project's table calls it (a CSV's
+    "ribosome" is a portal config's "cytosolic-ribosome": ParticleTable.called); the ones
+    read so are logged, those naming no class kept as they are, to be refused."""
+    mapped = {n: particles.called(n) for n in names.dropna().unique() if n not in particles}
+    for n, listed in mapped.items():
+        if listed:
+            log.info("particle %r read as the project's %r", n, listed)
+    return names.map(lambda n: mapped.get(n) or n)
 
 
 def parse_object_map(items, names: list[str]) -> dict[int, str]:
@@ -345,6 +357,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
                 if not ((picks["experiment"] == r) & (picks["particle_type"] == n)).any()]
         picks = pd.concat([picks, pd.DataFrame(none, columns=["experiment", "particle_type"])],
                           ignore_index=True)
+    picks["particle_type"] = _as_listed(picks["particle_type"], project.particles)
     unknown = sorted(set(picks["particle_type"]) - set(project.particles.names))
     if unknown:
         raise DataError(f"particles {unknown} are not in {project.path}'s table: "

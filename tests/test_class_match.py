@@ -357,3 +357,39 @@ def test_finetune_starts_from_what_the_base_knows_under_other_names(small_projec
     assert doc["extra"]["finetune"]["base"] == str(DEFAULT_CHECKPOINT)
     assert [p["name"] for p in doc["particles"]] == project.particles.names
     assert set(OTHER.values()) <= set(infer_project(project, out, device="cpu")["particle_type"])
+
+
+def test_a_table_finds_a_class_by_another_name():
+    listed = table(("cytosolic-ribosome", ""), ("apo-ferritin", ""), ("Beta_Gal", ""),
+                   ("vlp-a", ""), ("VLP", ""))
+    assert listed.called("cytosolic-ribosome") == "cytosolic-ribosome"
+    assert listed.called("ribosome") == "cytosolic-ribosome"
+    assert listed.called("Apoferritin") == "apo-ferritin"
+    assert listed.called("beta-galactosidase") == "Beta_Gal"
+    assert listed.called("virus-like-particle") == "VLP"
+    assert listed.called("thyroglobulin") is None
+
+
+def test_competition_picks_import_into_a_config_of_other_names(small_project, tmp_path,
+                                                               caplog):
+    """The competition's CSV (its names) into a project calling two classes otherwise: each
+    pick goes to the class it names there, and a name of no class is still refused."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.import_picks import main
+
+    project = relabelled(small_project, tmp_path / "named", rename=OTHER, keep_pdb=True)
+    run = project.runs()[0]
+    csv = tmp_path / "picks.csv"
+    pd.DataFrame({"id": [0, 1, 2], "experiment": run,
+                  "particle_type": ["ribosome", "apo-ferritin", "thyroglobulin"],
+                  "x": [100.0, 200.0, 300.0], "y": [300.0, 400.0, 500.0],
+                  "z": [50.0, 60.0, 70.0]}).to_csv(csv, index=False)
+    with caplog.at_level("INFO"):
+        assert main([str(csv), "--project", str(project.path), "--user-id", "bob"]) == 0
+    assert "particle 'ribosome' read as the project's 'cytosolic-ribosome'" in caplog.text
+    bob = CopickProject(project.path, truth_user="bob").read_picks(run)
+    assert {k: v.tolist() for k, v in bob.items() if len(v)} == {
+        "cytosolic-ribosome": [[100.0, 300.0, 50.0]], "Apo_Ferritin": [[200.0, 400.0, 60.0]],
+        "thyroglobulin": [[300.0, 500.0, 70.0]]}
+    pd.read_csv(csv).assign(particle_type="proteasome").to_csv(csv, index=False)
+    assert main([str(csv), "--project", str(project.path), "--user-id", "carol"]) == 2
