@@ -85,6 +85,9 @@ _COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLE
 _WEIGHTS_BY_PDB = {pdb_key(p.pdb_id): p.weight for p in COMPETITION_PARTICLES}
 
 
+_PDB_BY_KEY = {name_key(p.name): pdb_key(p.pdb_id) for p in COMPETITION_PARTICLES}
+
+
 def competition_weight(name: str, pdb_id: str = "") -> float:
     """The competition's metric weight of the complex called `name` (with `pdb_id`); 1 for
     a complex of another kind."""
@@ -131,10 +134,14 @@ class ParticleTable:
     def called(self, name: str) -> str | None:
         """The class `name` names: itself, else the one class whose name is `name` written
         another way or another name of the same complex (name_key: "80S" names a table's
-        "cytosolic-ribosome"); None where none or several do."""
+        "cytosolic-ribosome"), else, for a competition complex, the one class with its PDB
+        ID; None where none or several do."""
         if name in self._by_name:
             return name
         found = [n for n in self.names if name_key(n) == name_key(name)]
+        pdb = _PDB_BY_KEY.get(name_key(name), "")
+        if not found and pdb:
+            found = [p.name for p in self.particles if pdb_key(p.pdb_id) == pdb]
         return found[0] if len(found) == 1 else None
 
     def class_index(self, name: str) -> int:

@@ -138,6 +138,18 @@ def _pair_by(match: ClassMatch, rule: str, key, known: ParticleTable, listed: Pa
                                 f"(--class-map NAME=CLASS says which is which)")
 
 
+def as_listed(names, particles: ParticleTable, say):
+    """A pandas Series of particle names (a file's, a submission's) as the project's table
+    calls them (ParticleTable.called: a CSV's "ribosome" is a portal config's
+    "cytosolic-ribosome"); each name read so is told to `say`, a name of no class kept as
+    it is, for the caller to refuse."""
+    mapped = {n: particles.called(n) for n in names.dropna().unique() if n not in particles}
+    for n, listed in mapped.items():
+        if listed:
+            say(f"particle {n!r} read as the project's {listed!r}")
+    return names.map(lambda n: mapped.get(n) or n)
+
+
 def parse_class_map(items: list[str] | None) -> dict[str, str]:
     """`NAME=CLASS` words (the project's class NAME is the checkpoint's CLASS; `NAME=`: it
     is none of them) as a dict."""

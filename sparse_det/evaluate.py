@@ -14,6 +14,7 @@ import numpy as np
 
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
+from sparse_det.class_match import as_listed
 from sparse_det.metric import Score, score_tables
 from sparse_det.writers import project_solution, read_submission
 
@@ -22,7 +23,8 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
              ) -> Score:
     """`truth_user`: whose picks in a solution project are the ground truth
     (CopickProject.truth_files). A project scores its annotated runs, each on the particles
-    it annotates in full (CopickProject.read_truth)."""
+    it annotates in full (CopickProject.read_truth), the submission's particle names read
+    as the project's config calls them (class_match.as_listed)."""
     solution = Path(solution)
     if solution.suffix == ".csv":
         particles = ParticleTable.competition()
@@ -33,7 +35,10 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
         raise DataError(f"{solution}: no run has ground-truth picks (python -m "
                         "data_tools.info shows whose picks are read)")
     unannotated = {(r, n) for r in runs for n in project.training_truth(r)[1]}
-    score = score_tables(project_solution(project, runs), read_submission(submission),
+    picks = read_submission(submission)
+    picks["particle_type"] = as_listed(picks["particle_type"], project.particles,
+                                       lambda line: print(line, file=sys.stderr))
+    score = score_tables(project_solution(project, runs), picks,
                          project.particles, experiments=runs, not_annotated=unannotated)
     if not np.isfinite(score.score):
         raise DataError(f"{solution}: nothing to score: every scored particle of its "

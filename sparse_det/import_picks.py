@@ -51,6 +51,7 @@ import pandas as pd
 from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, parse_truth_user
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
+from sparse_det.class_match import as_listed
 
 log = logging.getLogger(__name__)
 CENTRED = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
@@ -289,17 +290,6 @@ def _read_file(p: Path, project: CopickProject, run: str | None, particle: str |
     raise DataError(f"{p}: not a .star, .tbl, .mod or .csv file")
 
 
-def _as_listed(names: pd.Series, particles: ParticleTable) -> pd.Series:
-    """Each particle name of the files as the project's table calls it (a CSV's
-    "ribosome" is a portal config's "cytosolic-ribosome": ParticleTable.called); the ones
-    read so are logged, those naming no class kept as they are, to be refused."""
-    mapped = {n: particles.called(n) for n in names.dropna().unique() if n not in particles}
-    for n, listed in mapped.items():
-        if listed:
-            log.info("particle %r read as the project's %r", n, listed)
-    return names.map(lambda n: mapped.get(n) or n)
-
-
 def parse_object_map(items, names: list[str]) -> dict[int, str]:
     """`--imod-object N=NAME` values → {object number: particle name or SKIP}."""
     out = {}
@@ -357,7 +347,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
                 if not ((picks["experiment"] == r) & (picks["particle_type"] == n)).any()]
         picks = pd.concat([picks, pd.DataFrame(none, columns=["experiment", "particle_type"])],
                           ignore_index=True)
-    picks["particle_type"] = _as_listed(picks["particle_type"], project.particles)
+    picks["particle_type"] = as_listed(picks["particle_type"], project.particles, log.info)
     unknown = sorted(set(picks["particle_type"]) - set(project.particles.names))
     if unknown:
         raise DataError(f"particles {unknown} are not in {project.path}'s table: "

@@ -368,6 +368,9 @@ def test_a_table_finds_a_class_by_another_name():
     assert listed.called("beta-galactosidase") == "Beta_Gal"
     assert listed.called("virus-like-particle") == "VLP"
     assert listed.called("thyroglobulin") is None
+    # A competition complex is also found by its PDB ID, where no name gives it.
+    assert table(("target-5", "PDB-6SCJ")).called("thyroglobulin") == "target-5"
+    assert table(("a", "6SCJ"), ("b", "6SCJ")).called("thyroglobulin") is None
 
 
 def test_competition_picks_import_into_a_config_of_other_names(small_project, tmp_path,
@@ -393,3 +396,20 @@ def test_competition_picks_import_into_a_config_of_other_names(small_project, tm
         "thyroglobulin": [[300.0, 500.0, 70.0]]}
     pd.read_csv(csv).assign(particle_type="proteasome").to_csv(csv, index=False)
     assert main([str(csv), "--project", str(project.path), "--user-id", "carol"]) == 2
+
+
+def test_evaluate_reads_a_submissions_names_as_the_project_calls_them(small_project,
+                                                                      full_picks, tmp_path):
+    """A submission in the competition's names, scored against a project calling four
+    classes otherwise: the score it has against the same runs under the same names."""
+    from sparse_det.evaluate import evaluate
+    from sparse_det.writers import to_submission, write_submission
+
+    csv = tmp_path / "submission.csv"
+    write_submission(to_submission(full_picks), csv)
+    project = relabelled(small_project, tmp_path / "named", rename=OTHER, keep_pdb=True)
+    same = evaluate(small_project.path, csv)
+    other = evaluate(project.path, csv)
+    assert other.score == pytest.approx(same.score, abs=1e-12) and same.score > 0.5
+    assert {OTHER.get(k, k): c.fbeta for k, c in same.per_class.items()} == \
+        {k: c.fbeta for k, c in other.per_class.items()}
