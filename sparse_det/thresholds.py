@@ -86,6 +86,8 @@ class Tuning:
         return {"score": self.score,
                 "per_class": {k: v.fbeta for k, v in self.per_class.items()},
                 "recall": {k: v.recall for k, v in self.per_class.items()},
+                # 0 where the runs annotate none of a class: its F4 of 0 means nothing.
+                "references": {k: v.tp + v.fn for k, v in self.per_class.items()},
                 "thresholds": dict(self.thresholds)}
 
 

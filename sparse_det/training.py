@@ -242,7 +242,8 @@ def epoch_record(state: TrainState, metrics: dict, val: dict, epoch_s: float) ->
            **{k: v for k, v in metrics.items() if k not in ("voxels", "train_s")},
            "voxels_per_s": metrics["voxels"] / max(metrics["train_s"], 1e-9),
            "epoch_s": epoch_s, "val_score": val["score"], "val_f4": val["per_class"],
-           "val_recall": val["recall"], "thresholds": val["thresholds"]}
+           "val_recall": val["recall"], "val_references": val.get("references", {}),
+           "thresholds": val["thresholds"]}
     state.history.append(rec)
     rec["is_best"] = val["score"] > state.best
     if rec["is_best"]:
@@ -253,7 +254,8 @@ def epoch_record(state: TrainState, metrics: dict, val: dict, epoch_s: float) ->
 def epoch_line(rec: dict) -> str:
     return (f"epoch {rec['epoch']} step {rec['step']}: loss {rec.get('loss', 0):.3f} "
             f"{rec['voxels_per_s']:.0f} vox/s val F4 {rec['val_score']:.4f} "
-            + " ".join(f"{k}={v:.2f}" for k, v in rec["val_f4"].items()))
+            + " ".join(f"{k}=" + ("-" if rec.get("val_references", {}).get(k, 1) == 0
+                                  else f"{v:.2f}") for k, v in rec["val_f4"].items()))
 
 
 def start_line(cfg: Config, train_s: list[RunSample], val_s: list[RunSample], world: int

@@ -283,3 +283,21 @@ def test_base_picks_never_touch_a_flat_projects_own_files(small_project, tmp_pat
     assert sorted(kept.read_truth(run)) == ["apo-ferritin", "ribosome"]
     np.testing.assert_array_equal(kept.read_truth(run)["ribosome"],
                                   project.read_truth(run)["ribosome"])
+
+
+def test_the_epoch_line_marks_classes_no_validation_run_annotates():
+    """A class the validation runs do not annotate shows "-", not an F4 of 0.00 that reads
+    as a class the network lost (a fine-tune on runs annotating one complex)."""
+    from sparse_det.metric import ClassScore
+    from sparse_det.thresholds import Tuning
+    from sparse_det.training import epoch_line
+
+    tuning = Tuning({"ribosome": 0.5, "proteasome": 0.5},
+                    {"ribosome": ClassScore(0, 0, 0), "proteasome": ClassScore(3, 1, 1)}, 0.7)
+    val = tuning.summary()
+    assert val["references"] == {"ribosome": 0, "proteasome": 4}
+    rec = {"epoch": 1, "step": 50, "loss": 0.5, "voxels_per_s": 10.0, "val_score": 0.7,
+           "val_f4": val["per_class"], "val_references": val["references"]}
+    assert epoch_line(rec).endswith("ribosome=- proteasome=0.75")
+    # A record from before the references were kept reads as before.
+    assert epoch_line({**rec, "val_references": {}}).endswith("ribosome=0.00 proteasome=0.75")
