@@ -254,13 +254,22 @@ def test_ray_inference_matches_single_process(small_project, tmp_path):
     local = infer_project(small_project, DEFAULT_CHECKPOINT)
     import ray
 
+    from tests.test_particle_classes import relabelled
+
     parts = tmp_path / "parts"
+    # The tasks name picks as the project does, with the user's class map too.
+    named = relabelled(small_project, tmp_path / "named",
+                       rename={"ribosome": "cytosolic-ribosome", "thyroglobulin": "big-one"})
     try:
         fanned = infer_project_ray(small_project, DEFAULT_CHECKPOINT, parts_dir=parts)
+        fanned_named = infer_project_ray(named, DEFAULT_CHECKPOINT,
+                                         class_map={"big-one": "thyroglobulin"})
     finally:
         ray.shutdown()
     assert len(local) > 20, local
     _same_picks(local, fanned)
+    _same_picks(local.replace({"particle_type": {"ribosome": "cytosolic-ribosome",
+                                                 "thyroglobulin": "big-one"}}), fanned_named)
     # each task kept its run's picks where a resumed call (Ray's or not) reads them
     assert sorted(p.stem for p in parts.glob("*.json")) == sorted(small_project.runs())
     pd.testing.assert_frame_equal(fanned, infer_project(small_project, DEFAULT_CHECKPOINT,
