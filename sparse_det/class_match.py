@@ -18,7 +18,6 @@ answer: two classes a rule would pair with one are left unmatched, and said so.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -176,7 +175,8 @@ def add_class_map_argument(ap) -> None:
 def rename_classes(doc: dict, renaming: dict[str, str]) -> dict:
     """A copy of checkpoint document `doc` whose classes are called by `renaming`'s names:
     the particle table, every dict keyed by class (thresholds, calibration, the tuned sets,
-    the rescorer's) and every class name in a list. The weights are untouched."""
+    the rescorer's, the config's class weights) and every class name in a list. The weights
+    and the rest of the config are `doc`'s own objects, untouched."""
     def walk(obj):
         if isinstance(obj, dict):
             return {renaming.get(k, k) if isinstance(k, str) else k: walk(v)
@@ -185,7 +185,14 @@ def rename_classes(doc: dict, renaming: dict[str, str]) -> dict:
             return type(obj)(walk(v) for v in obj)
         return renaming.get(obj, obj) if isinstance(obj, str) else obj
 
-    return {k: (v if k == "model" else walk(copy.deepcopy(v))) for k, v in doc.items()}
+    # The config holds settings, whose words may be anything ("class", "tomogram"); of it,
+    # only the class weights are keyed by class.
+    out = {k: (v if k in ("model", "config") else walk(v)) for k, v in doc.items()}
+    loss = doc.get("config", {}).get("loss", {})
+    if loss.get("class_weights"):
+        out["config"] = {**doc["config"], "loss": {**loss, "class_weights": walk(
+            loss["class_weights"])}}
+    return out
 
 
 def named_as_listed(checkpoint: str | Path, listed: ParticleTable,

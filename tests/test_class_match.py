@@ -142,6 +142,14 @@ def test_a_renamed_checkpoint_names_every_class_record_anew():
     assert "ribosome" not in rescorer["network_classes"]
     assert set(rescorer["calibration"]) >= {"Apo_Ferritin", "80S"}
     assert doc["particles"][0]["name"] == "apo-ferritin"  # the original is untouched
+    # Of the config, only the class weights are keyed by class; its settings are not read
+    # as class names (a word such as "tomogram" may be both).
+    doc["config"]["loss"]["class_weights"] = {"ribosome": 2.0}
+    doc["config"]["postprocess"]["confidence_by"] = "tomogram"
+    out = rename_classes(doc, {"ribosome": "80S", "tomogram": "T"})
+    assert out["config"]["loss"]["class_weights"] == {"80S": 2.0}
+    assert out["config"]["postprocess"] is doc["config"]["postprocess"]
+    assert doc["config"]["loss"]["class_weights"] == {"ribosome": 2.0}
 
 
 @pytest.fixture(scope="module")
