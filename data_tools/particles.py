@@ -83,8 +83,6 @@ def pdb_key(pdb_id: str) -> str:
 # complexes under any of their names or PDB IDs (beta-amylase, weight 0, stays unscored).
 _COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLES}
 _WEIGHTS_BY_PDB = {pdb_key(p.pdb_id): p.weight for p in COMPETITION_PARTICLES}
-
-
 _PDB_BY_KEY = {name_key(p.name): pdb_key(p.pdb_id) for p in COMPETITION_PARTICLES}
 
 
