@@ -264,8 +264,9 @@ def write_dynamo_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[st
 def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame, *,
                        runs: list[str], user_id: str, session_id: str) -> list[Path]:
     """Picks of every run and particle (an empty list where none) into `dest`'s overlay.
-    `dest` is a copick project (the input project itself is fine) or a new folder, which
-    becomes a project whose config reads the tomograms from the source's static root."""
+    `dest` is a copick project, its folder or its config JSON (the input project itself is
+    fine), or a new folder, which becomes a project whose config reads the tomograms from
+    the source's static root."""
     if user_id == GT_USER:
         raise DataError(f"--user-id {user_id!r} is the ground-truth user: predictions would "
                         "overwrite the annotations; pick another user id")
@@ -275,8 +276,8 @@ def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFra
         atomic_write_text(dest / "copick_config.json", json.dumps(copick_config(
             "sparse-det predictions", source.particles, source.static_root,
             dest / "overlay"), indent=2))
-    writable_dir(dest)
     project = CopickProject(dest, source.particles)
+    writable_dir(project.overlay_root)  # a config's own overlay, not the JSON file's path
     paths = []
     for run in runs:
         mine = rows[rows["experiment"] == run]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -421,3 +422,26 @@ def test_evaluate_reads_a_submissions_names_as_the_project_calls_them(small_proj
     assert other.score == pytest.approx(same.score, abs=1e-12) and same.score > 0.5
     assert {OTHER.get(k, k): c.fbeta for k, c in same.per_class.items()} == \
         {k: c.fbeta for k, c in other.per_class.items()}
+
+
+def test_picks_go_into_a_copick_config_given_as_picks_out(small_project, tmp_path):
+    """`infer --picks-out CONFIG.json` (a copick project named by its config, as copick's
+    own tools name one): the picks land in that config's overlay under its class names.
+    Until 2026-12-06 a config file was refused ("cannot create output folder")."""
+    from data_tools.copick_io import CopickProject
+    from sparse_det.infer import main
+
+    portal = {"ribosome": "cytosolic-ribosome"}
+    listed = ParticleTable([replace(p, name=portal.get(p.name, p.name))
+                            for p in small_project.particles])
+    config = small_project.config_over(tmp_path / "view", listed, "a view").config_path
+    out = tmp_path / "picks.csv"
+    assert main(["--project", str(config), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--picks-out", str(config)]) == 0
+    csv = pd.read_csv(out)
+    mine = CopickProject(config, truth_user="sparse-det").read_picks(small_project.runs()[0])
+    run0 = csv[csv["experiment"] == small_project.runs()[0]]
+    assert len(mine["cytosolic-ribosome"]) == (run0["particle_type"] == "cytosolic-ribosome"
+                                                ).sum() > 0
+    assert (tmp_path / "view" / "overlay").is_dir() and not (tmp_path / "view" / "static"
+                                                             ).exists()
