@@ -276,6 +276,8 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     from sparse_det.class_match import named_as_listed
     from sparse_det.thresholds import keep_first_unless_beaten
 
+    _check_inference(tune_args.get("inference"))  # bad settings fail before any file is read
+    _with_share(None, tune_args.get("keep_fraction"))
     labelled, results, candidates, scratch = [], [], [], []
     listed = CopickProject(tune_args["projects"][0]).particles
     try:
