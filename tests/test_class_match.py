@@ -445,3 +445,30 @@ def test_picks_go_into_a_copick_config_given_as_picks_out(small_project, tmp_pat
                                                 ).sum() > 0
     assert (tmp_path / "view" / "overlay").is_dir() and not (tmp_path / "view" / "static"
                                                              ).exists()
+
+
+def test_tune_writes_thresholds_under_the_projects_names(small_project, tmp_path, capsys):
+    """`tune` on a project calling four classes otherwise: the checkpoint it writes calls
+    them so, with thresholds tuned on their annotations (F4 as under the competition's
+    names), and the renamed copy it tuned is not left beside --out."""
+    from sparse_det.tune import main
+
+    project = relabelled(small_project, tmp_path / "named", rename=OTHER, keep_pdb=True)
+    out = tmp_path / "tuned" / "t.pt"
+    out.parent.mkdir()
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(project.path),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr()
+    assert "'cytosolic-ribosome' is the checkpoint's 'ribosome'" in said.err, said.err
+    settings = checkpoint_settings(out)
+    assert settings.particles.names == [OTHER.get(n, n) for n in
+                                        checkpoint_settings(DEFAULT_CHECKPOINT).particles.names]
+    assert set(OTHER.values()) <= set(settings.thresholds)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.pt"]
+    per_class = read_checkpoint(out)["extra"]["tuned_per_run"]
+    assert per_class  # tuned on the project's annotated runs
+    same = tmp_path / "same.pt"
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(small_project.path),
+                 "--out", str(same), "--device", "cpu"]) == 0
+    assert {OTHER.get(k, k): v for k, v in checkpoint_settings(same).thresholds.items()} == \
+        pytest.approx(settings.thresholds)
