@@ -43,10 +43,15 @@ NAMINGS: dict[str, dict[str, str]] = {
 }
 
 
-def named(project: CopickProject, dest: Path, rename: dict[str, str]) -> CopickProject:
+def named(project: CopickProject, dest: Path, rename: dict[str, str],
+          portal_radius_A: float | None = None) -> CopickProject:
     """A config at `dest` over `project`'s tomograms calling its classes by `rename`'s
-    names (PDB IDs kept), its overlay holding the annotations under them."""
-    table = ParticleTable([replace(p, name=rename.get(p.name, p.name))
+    names (PDB IDs kept; `portal_radius_A`: every radius that, and PDB IDs written
+    "PDB-XXXX", as copick's data-portal layer writes them), its overlay holding the
+    annotations under them."""
+    table = ParticleTable([replace(p, name=rename.get(p.name, p.name)) if portal_radius_A is None
+                           else replace(p, name=rename.get(p.name, p.name),
+                                        radius_A=portal_radius_A, pdb_id=f"PDB-{p.pdb_id}")
                            for p in project.particles])
     out = project.config_over(dest, table, f"{project.path.name}, other names")
     for run in project.runs():
@@ -66,6 +71,23 @@ def picked(project: CopickProject, class_map: dict[str, str] | None) -> dict:
             "per_class": {k: c.fbeta for k, c in score.per_class.items()}}
 
 
+PORTAL_RADIUS_A = 50.0  # copick's data-portal layer writes this for every object
+
+
+def _folder(label: str) -> str:
+    return label.replace(" ", "_").replace(",", "").replace("'", "")
+
+
+def _row(view: CopickProject, class_map, rename: dict, label: str, way: str,
+         project: CopickProject) -> dict:
+    """One row picked, printed and returned."""
+    r = picked(view, class_map) | {"names": rename}
+    scored = [rename.get(p.name, p.name) for p in project.particles.scored]
+    print(f"| {label} | {way} | " + " | ".join(f"{r['per_class'][n]:.3f}" for n in scored)
+          + f" | {r['score']:.3f} | {r['s_per_tomogram']:.2f} |", flush=True)
+    return r
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", default="data/heldout_in")
@@ -77,17 +99,23 @@ def main() -> int:
     print("| naming | infer | " + " | ".join(p.name for p in project.particles.scored)
           + " | weighted F4 | s/tomo |\n|" + "---|" * (len(project.particles.scored) + 4))
     for label, rename in NAMINGS.items():
-        view = named(project, Path(a.work) / label.replace(" ", "_").replace(",", "")
-                     .replace("'", ""), rename) if rename else project
+        view = named(project, Path(a.work) / _folder(label), rename) if rename else project
         ways = {"matched": None}
         if rename:
             ways = {"exact names only": {n: "" for n in rename.values()}, **ways}
         for way, class_map in ways.items():
-            r = rows[f"{label}, {way}"] = picked(view, class_map) | {"names": rename}
-            scored = [rename.get(p.name, p.name) for p in project.particles.scored]
-            print(f"| {label} | {way} | " + " | ".join(f"{r['per_class'][n]:.3f}"
-                                                       for n in scored)
-                  + f" | {r['score']:.3f} | {r['s_per_tomogram']:.2f} |", flush=True)
+            rows[f"{label}, {way}"] = _row(view, class_map, rename, label, way, project)
+    # As copick's data-portal layer writes a config: every radius 50 Å, so F4 hits must lie
+    # within 25 Å; then with the checkpoint's radii set (python -m sparse_det.classes).
+    portal = NAMINGS["data portal"]
+    view = named(project, Path(a.work) / "portal_as_written", portal, PORTAL_RADIUS_A)
+    rows["data portal, radii 50 A"] = _row(view, None, portal, "data portal", "radii 50 Å",
+                                           project)
+    from sparse_det.classes import main as classes
+
+    classes(["--project", str(view.path), "--set-radii"])
+    rows["data portal, radii set"] = _row(CopickProject(view.path), None, portal,
+                                          "data portal", "after --set-radii", project)
     if a.json:
         atomic_write_text(a.json, json.dumps({"project": a.project, "rows": rows}, indent=2))
     return 0

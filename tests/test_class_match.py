@@ -294,9 +294,14 @@ def test_other_names_bench(small_project, tmp_path):
     finally:
         sys.argv = argv
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 1 + 2 * (len(bench.NAMINGS) - 1)
+    assert len(rows) == 1 + 2 * (len(bench.NAMINGS) - 1) + 2
     reference = rows["competition, matched"]
     assert reference["score"] > 0.5
+    # With the portal's 50 Å radii a hit must lie within 25 Å: no more hits than at the
+    # complexes' own radii, and exactly as many once --set-radii has set them.
+    assert rows["data portal, radii 50 A"]["score"] <= reference["score"] + 1e-12
+    assert rows["data portal, radii set"]["score"] == pytest.approx(reference["score"],
+                                                                    abs=1e-12)
     for label, rename in bench.NAMINGS.items():
         matched = rows[f"{label}, matched"]
         assert matched["score"] == pytest.approx(reference["score"], abs=1e-9), label
