@@ -2,7 +2,7 @@
 heptameric rings, data_tools/shapes.py), drawn beside the competition's five.
 
     python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300]
-        [--only-new | --new-picks-only] [--json F]
+        [--test-seed S] [--only-new | --new-picks-only] [--json F]
 
 Simulates two projects with the proteasome in their config (in-range physics, full size,
 made once under data/): one whose runs `finetune` learns from, one whose runs nobody trains
@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--data", default="data", help="where the two projects are made")
     ap.add_argument("--train-runs", type=int, default=3)
     ap.add_argument("--test-runs", type=int, default=2)
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED,
+                    help="another draw of unseen runs (its own project under --data)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--out", default="runs/new_complex.pt", help="the fine-tuned checkpoint")
     kind = ap.add_mutually_exclusive_group()
@@ -105,7 +107,8 @@ def main() -> int:
     a = ap.parse_args()
     data = Path(a.data)
     train = ensure(data / f"new_complex_train_{a.train_runs}", a.train_runs, TRAIN_SEED)
-    test = ensure(data / f"new_complex_test_{a.test_runs}", a.test_runs, TEST_SEED)
+    seed = "" if a.test_seed == TEST_SEED else f"_seed{a.test_seed}"
+    test = ensure(data / f"new_complex_test_{a.test_runs}{seed}", a.test_runs, a.test_seed)
     if a.only_new:
         train, test = (only_new(p, data / f"{p.path.name}_only_new") for p in (train, test))
     elif a.new_picks_only:

@@ -223,6 +223,7 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=(
     base would always match itself there."""
     from data_tools.particles import ParticleTable
     from sparse_det.thresholds import (
+        as_many_as_base,
         calibrate_and_tune,
         carried_prior,
         keep_first_unless_beaten,
@@ -240,6 +241,10 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=(
                             for p in project.particles])
     tuned = {"base": calibrate_and_tune(base_dets, truths, scored, prior),
              "fine-tune": calibrate_and_tune(dets, truths, scored, ft_prior)}
+    own = settings.prior(settings.config.postprocess.tta)
+    if kept and own is not None:  # their picks are the base's: as many as it makes
+        tuned["fine-tune"] = as_many_as_base(tuned["fine-tune"], base_dets, dets, truths,
+                                             scored, own, list(kept))
     chosen = keep_first_unless_beaten({k: t for k, (t, _) in tuned.items()})
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     return tuned, base_dets if chosen == "base" else None, versus

@@ -153,3 +153,32 @@ def test_a_class_no_run_annotates_keeps_the_checkpoints_threshold():
     assert tuning.kept_prior == ("ribosome",)
     assert tuning.thresholds["apo-ferritin"] == free.thresholds["apo-ferritin"]
     assert tuning.per_class["apo-ferritin"].tp == 30 and tuning.score == free.score
+
+
+def test_a_kept_class_passes_as_many_as_the_base():
+    """A class whose annotations are the base's own picks (keep_classes): each run's 10
+    base picks are the truth; the fine-tune finds 8 of them at vote mass 1, 10 others at
+    0.50-0.30 and the last 2 at 0.1. F4 against those picks passes all 20 a run (recall
+    1 at precision 0.5 beats 0.8 at 1); as_many_as_base passes as many as the base's
+    threshold (mass 5) passes of its own: 10 a run, 20 in all."""
+    from sparse_det.thresholds import as_many_as_base
+
+    ref = np.stack([np.arange(10) * 1000.0, np.zeros(10), np.zeros(10)], 1)
+    far = np.stack([np.arange(10) * 500.0, np.full(10, 50000.0), np.zeros(10)], 1)
+    fine_masses = np.concatenate([np.ones(8), [0.1, 0.1], np.linspace(0.5, 0.3, 10)])
+    base, fine, truths = [], [], []
+    for i in range(2):
+        base.append(Detections(f"r{i}", {"ribosome": (
+            np.concatenate([ref, far[:5]]), np.concatenate([np.full(10, 100.0),
+                                                            np.ones(5)]))}))
+        fine.append(Detections(f"r{i}", {"ribosome": (np.concatenate([ref, far]),
+                                                      fine_masses)}))
+        truths.append({"ribosome": ref})
+    tuned = calibrate_and_tune(fine, truths, PARTICLES)
+    assert tuned[0].per_class["ribosome"].tp + tuned[0].per_class["ribosome"].fp == 40
+    tuning, cal = as_many_as_base(tuned, base, fine, truths, PARTICLES, PRIOR, ["ribosome"])
+    c = tuning.per_class["ribosome"]
+    assert (c.tp, c.fp, c.fn) == (16, 4, 4), c
+    assert cal is tuned[1] and len(tuning.per_run) == 2
+    # Another class is left as tuned.
+    assert tuning.thresholds["apo-ferritin"] == tuned[0].thresholds["apo-ferritin"]
