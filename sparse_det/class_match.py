@@ -215,8 +215,10 @@ def named_as_listed(checkpoint: str | Path, listed: ParticleTable,
     renaming = {k: v for k, v in match.renaming(known.names).items() if k != v}
     if not renaming:
         return Path(checkpoint)
-    # Named by the pairs, so that fine-tunes from another map never resume from this one.
-    key = hashlib.sha1(json.dumps(sorted(renaming.items())).encode()).hexdigest()[:8]
+    # Named by the checkpoint and the pairs: fine-tunes from another map never resume from
+    # this one, and tune's several checkpoints of one file name never share a copy.
+    key = hashlib.sha1(json.dumps([str(Path(checkpoint).resolve()),
+                                   sorted(renaming.items())]).encode()).hexdigest()[:8]
     dest = Path(work) / f"{Path(checkpoint).stem}_as_named_{key}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:

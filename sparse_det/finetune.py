@@ -135,9 +135,9 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
     _check_arguments(blend, lr)
-    out = Path(out)
+    out, given_base = Path(out), base
     work = work_dir(out, work, fresh)
-    project, given_base, base = _named_base(project_path, truth_user, base, class_map, work)
+    project, base = _named_base(project_path, truth_user, base, class_map, work)
     settings = checkpoint_settings(base)
     runs = project.annotated_runs(runs or None)
     folds = folds_for(runs, n_folds)
@@ -180,7 +180,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
 
 
 def _named_base(project_path: str, truth_user: str | None, base, class_map, work: Path):
-    """(the project, the base given, the base to fine-tune): where the base knows the
+    """(the project, the base to fine-tune): where the base knows the
     project's classes by other names (or `class_map`'s pairs), a copy of it that calls them
     as the project does (class_match.named_as_listed), so that every comparison by name
     holds and the checkpoint written does too."""
@@ -188,7 +188,7 @@ def _named_base(project_path: str, truth_user: str | None, base, class_map, work
     from sparse_det.class_match import named_as_listed
 
     project = CopickProject(project_path, truth_user=truth_user)
-    return project, base, named_as_listed(base, project.particles, class_map, work, log.info)
+    return project, named_as_listed(base, project.particles, class_map, work, log.info)
 
 
 def _check_arguments(blend: float, lr: float) -> None:
@@ -219,8 +219,8 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=(
     0.22-0.3: out-of-fold 0.737 against the base's 0.756 there, and 0.702 against 0.722 on
     4 more such runs), so the fine-tune must lead by more than the runs' scatter
     (keep_first_unless_beaten). `kept`: classes whose annotations are the base's own picks
-    (sparse_det/keep_classes.py): their thresholds are tuned, but they do not score, as the
-    base would always match itself there."""
+    (sparse_det/keep_classes.py): they do not score, as the base would always match itself
+    there, and their thresholds pass as many picks as the base's (as_many_as_base)."""
     from data_tools.particles import ParticleTable
     from sparse_det.thresholds import (
         as_many_as_base,

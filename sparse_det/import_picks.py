@@ -341,13 +341,13 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
 
     picks = pd.concat([_read_file(p, project, run, particle, tomo_map, frame_of, object_map)
                        for p in map(Path, paths)], ignore_index=True)
+    picks["particle_type"] = as_listed(picks["particle_type"], project.particles, log.info)
     if complete:
         runs = sorted(set(picks["experiment"]))
         none = [(r, n) for r in runs for n in project.particles.names
                 if not ((picks["experiment"] == r) & (picks["particle_type"] == n)).any()]
         picks = pd.concat([picks, pd.DataFrame(none, columns=["experiment", "particle_type"])],
                           ignore_index=True)
-    picks["particle_type"] = as_listed(picks["particle_type"], project.particles, log.info)
     unknown = sorted(set(picks["particle_type"]) - set(project.particles.names))
     if unknown:
         raise DataError(f"particles {unknown} are not in {project.path}'s table: "

@@ -29,7 +29,6 @@ Tables passed in have DETECTION_COLUMNS (sparse_det/structures.py).
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_write_text, writable_dir
-from data_tools.copick_io import GT_USER, CopickProject, copick_config
+from data_tools.copick_io import GT_USER, CopickProject
 from data_tools.particles import DataError, ParticleTable
 
 SUBMISSION_COLUMNS = ["id", "experiment", "particle_type", "x", "y", "z"]
@@ -271,12 +270,8 @@ def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFra
         raise DataError(f"--user-id {user_id!r} is the ground-truth user: predictions would "
                         "overwrite the annotations; pick another user id")
     dest = Path(dest)
-    if not dest.exists():
-        writable_dir(dest / "overlay")
-        atomic_write_text(dest / "copick_config.json", json.dumps(copick_config(
-            "sparse-det predictions", source.particles, source.static_root,
-            dest / "overlay"), indent=2))
-    project = CopickProject(dest, source.particles)
+    project = (source.config_over(dest, source.particles, "sparse-det predictions")
+               if not dest.exists() else CopickProject(dest, source.particles))
     writable_dir(project.overlay_root)  # a config's own overlay, not the JSON file's path
     paths = []
     for run in runs:
