@@ -2,7 +2,7 @@
 heptameric rings, data_tools/shapes.py), drawn beside the competition's five.
 
     python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300]
-        [--test-seed S] [--only-new | --new-picks-only] [--json F]
+        [--test-seed S] [--only-new | --new-picks-only | --portal [--set-radii]] [--json F]
 
 Simulates two projects with the proteasome in their config (in-range physics, full size,
 made once under data/): one whose runs `finetune` learns from, one whose runs nobody trains
@@ -15,7 +15,14 @@ picks only), so the fine-tune keeps one class output and the base's five are dro
 `--new-picks-only`: the training project's config lists every class, its runs annotate the
 proteasome alone (the five are then neither trained as background nor scored there), and
 the unseen runs are scored on every class: does annotating only the new complex keep the
-five?"""
+five?
+`--portal`: the training project's config as copick's data-portal layer writes one (the
+portal's names, every radius 50 Å, PDB IDs as "PDB-XXXX"; bench/other_names.py), fine-tuned
+as it comes; with `--set-radii`, after `python -m sparse_det.classes --set-radii`;
+`--config-radii`: fine-tuned with the config's radii, as before 2026-12-06.
+`--appearance-variants N`, `--noise-rel LO HI`: the fine-tune's appearance randomisation
+instead of the base's (2 copies a run, noise 0-2.5). The unseen runs
+are scored under the simulator's own config (the true radii)."""
 
 from __future__ import annotations
 
@@ -66,6 +73,38 @@ def only_new(project: CopickProject, dest: Path, listed: ParticleTable | None = 
     return CopickProject(dest / "copick_config.json")
 
 
+def portal_view(project: CopickProject, dest: Path, set_radii: bool) -> CopickProject:
+    """`project` as copick's data-portal layer writes its config, at `dest` (made once);
+    `set_radii`: then the default checkpoint's radii set in it (sparse_det.classes)."""
+    from other_names import NAMINGS, PORTAL_RADIUS_A, named
+
+    if not dest.exists():
+        named(project, dest, NAMINGS["data portal"], PORTAL_RADIUS_A)
+        if set_radii:
+            from sparse_det.classes import main as classes
+
+            classes(["--project", str(dest), "--set-radii"])
+    return CopickProject(dest / "copick_config.json")
+
+
+def appearance_override(variants: int | None, noise_rel) -> None:
+    """Every fine-tune training of this process with these appearance settings instead of
+    the base's (an experiment: finetune has no option for them)."""
+    import sparse_det.finetune as ft
+
+    made = ft.training_config
+
+    def training_config(*args, **kw):
+        cfg = made(*args, **kw)
+        if variants is not None:
+            cfg.data.appearance_variants = variants
+        if noise_rel:
+            cfg.data.appearance = {**cfg.data.appearance, "noise_rel": list(noise_rel)}
+        return cfg
+
+    ft.training_config = training_config
+
+
 def picked_score(project: CopickProject, checkpoint: Path) -> dict:
     from sparse_det.stream import infer_project
 
@@ -103,8 +142,22 @@ def main() -> int:
                       help="the projects list the new complex alone")
     kind.add_argument("--new-picks-only", action="store_true",
                       help="the training runs annotate the new complex alone")
+    kind.add_argument("--portal", action="store_true",
+                      help="the training project's config as the data portal writes it")
+    ap.add_argument("--set-radii", action="store_true",
+                    help="with --portal: the checkpoint's radii set in it first")
+    ap.add_argument("--config-radii", action="store_true",
+                    help="fine-tune with the config's radii (finetune --config-radii)")
+    ap.add_argument("--appearance-variants", type=int,
+                    help="appearance-randomised copies of each run (default: the base's)")
+    ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
+                    help="added noise std / the volume's robust sigma (default: the base's)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
+    if a.appearance_variants is not None or a.noise_rel:
+        appearance_override(a.appearance_variants, a.noise_rel)
+    if a.set_radii and not a.portal:
+        ap.error("--set-radii goes with --portal")
     data = Path(a.data)
     train = ensure(data / f"new_complex_train_{a.train_runs}", a.train_runs, TRAIN_SEED)
     seed = "" if a.test_seed == TEST_SEED else f"_seed{a.test_seed}"
@@ -113,10 +166,14 @@ def main() -> int:
         train, test = (only_new(p, data / f"{p.path.name}_only_new") for p in (train, test))
     elif a.new_picks_only:
         train = only_new(train, data / f"{train.path.name}_new_picks_only", train.particles)
+    elif a.portal:
+        suffix = "_portal_radii_set" if a.set_radii else "_portal"
+        train = portal_view(train, data / f"{train.path.name}{suffix}", a.set_radii)
     from sparse_det.finetune import finetune
 
     t0 = time.perf_counter()
-    summary = finetune(str(train.path), a.out, steps=a.steps, device="cpu")
+    summary = finetune(str(train.path), a.out, steps=a.steps, device="cpu",
+                       config_radii=a.config_radii)
     minutes = (time.perf_counter() - t0) / 60
     rows = {"shipped default": picked_score(test, DEFAULT_CHECKPOINT),
             f"fine-tuned on {a.train_runs} runs ({minutes:.1f} min)": picked_score(test,
@@ -126,6 +183,7 @@ def main() -> int:
         atomic_write_text(a.json, json.dumps({
             "rows": rows, "finetune_minutes": minutes, "steps": a.steps,
             "only_new": a.only_new, "new_picks_only": a.new_picks_only,
+            "portal": a.portal, "set_radii": a.set_radii, "config_radii": a.config_radii,
             "out_of_fold": summary["per_class"], "base_kept": summary["base_kept"],
             "cpus": os.cpu_count()}, indent=2))
     return 0

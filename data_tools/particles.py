@@ -20,19 +20,26 @@ class ParticleType:
     label: int
     pdb_id: str = ""
     color: tuple[int, int, int, int] = (128, 128, 128, 128)
+    # copick's `identifier` (older configs: `go_id`): a Gene Ontology ID or a UniProtKB
+    # accession, as the data portal annotates its objects.
+    identifier: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # docs/formats.md: the competition's particles; beta-amylase is labelled, weight 0 (unscored).
+# Identifiers: the data portal's annotation objects for the competition's dataset (10440).
 COMPETITION_PARTICLES: tuple[ParticleType, ...] = (
-    ParticleType("apo-ferritin", 60.0, 1.0, 1, "4V1W", (0, 117, 220, 128)),
-    ParticleType("beta-amylase", 65.0, 0.0, 2, "1FA2", (153, 63, 0, 128)),
-    ParticleType("beta-galactosidase", 90.0, 2.0, 3, "6X1Q", (76, 0, 92, 128)),
-    ParticleType("ribosome", 150.0, 1.0, 4, "6EK0", (0, 92, 49, 128)),
-    ParticleType("thyroglobulin", 130.0, 2.0, 5, "6SCJ", (43, 206, 72, 128)),
-    ParticleType("virus-like-particle", 135.0, 1.0, 6, "6N4V", (255, 204, 153, 128)),
+    ParticleType("apo-ferritin", 60.0, 1.0, 1, "4V1W", (0, 117, 220, 128), "GO:0070288"),
+    ParticleType("beta-amylase", 65.0, 0.0, 2, "1FA2", (153, 63, 0, 128), "UniProtKB:P10537"),
+    ParticleType("beta-galactosidase", 90.0, 2.0, 3, "6X1Q", (76, 0, 92, 128),
+                 "UniProtKB:P00722"),
+    ParticleType("ribosome", 150.0, 1.0, 4, "6EK0", (0, 92, 49, 128), "GO:0022626"),
+    ParticleType("thyroglobulin", 130.0, 2.0, 5, "6SCJ", (43, 206, 72, 128),
+                 "UniProtKB:P01267"),
+    ParticleType("virus-like-particle", 135.0, 1.0, 6, "6N4V", (255, 204, 153, 128),
+                 "GO:0170047"),
 )
 
 # Complexes the simulator draws beyond the competition's (data_tools/shapes.py), for a
@@ -79,18 +86,47 @@ def pdb_key(pdb_id: str) -> str:
     return re.sub(r"^PDB[-_:\s]*", "", pdb_id.strip().upper())
 
 
+def identifier_key(identifier: str) -> str:
+    """A GO ID or UniProtKB accession as one key: "GO:0022626", "go_0022626" agree, and
+    "UniProtKB:P00722", "uniprot:p00722", "P00722"; "" for none."""
+    key = re.sub(r"\s+", "", identifier.strip().upper())
+    key = re.sub(r"^GO[-_:]?(?=\d)", "GO:", key)
+    return re.sub(r"^UNIPROT(KB)?[-_:]", "", key)
+
+
 # Metric weights are not part of a copick config; they come from the competition, for its
 # complexes under any of their names or PDB IDs (beta-amylase, weight 0, stays unscored).
 _COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLES}
 _WEIGHTS_BY_PDB = {pdb_key(p.pdb_id): p.weight for p in COMPETITION_PARTICLES}
+_WEIGHTS_BY_IDENTIFIER = {identifier_key(p.identifier): p.weight for p in COMPETITION_PARTICLES}
 _PDB_BY_KEY = {name_key(p.name): pdb_key(p.pdb_id) for p in COMPETITION_PARTICLES}
+_IDENTIFIER_BY_KEY = {name_key(p.name): identifier_key(p.identifier)
+                      for p in COMPETITION_PARTICLES}
+_KNOWN = ({name_key(p.name): p for p in COMPETITION_PARTICLES + EXTRA_PARTICLES}
+          | {pdb_key(p.pdb_id): p for p in COMPETITION_PARTICLES + EXTRA_PARTICLES}
+          | {identifier_key(p.identifier): p for p in COMPETITION_PARTICLES if p.identifier})
 
 
-def competition_weight(name: str, pdb_id: str = "") -> float:
-    """The competition's metric weight of the complex called `name` (with `pdb_id`); 1 for
-    a complex of another kind."""
-    return _COMPETITION_WEIGHTS.get(name_key(name),
-                                    _WEIGHTS_BY_PDB.get(pdb_key(pdb_id), 1.0))
+def competition_weight(name: str, pdb_id: str = "", identifier: str = "") -> float:
+    """The competition's metric weight of the complex called `name` (with `pdb_id`,
+    `identifier`); 1 for a complex of another kind."""
+    return _COMPETITION_WEIGHTS.get(name_key(name), _WEIGHTS_BY_PDB.get(
+        pdb_key(pdb_id), _WEIGHTS_BY_IDENTIFIER.get(identifier_key(identifier), 1.0)))
+
+
+def identifier_of(particle: ParticleType) -> str:
+    """`particle`'s identifier as a key (identifier_key); for a competition complex that
+    names none (the shipped checkpoints' tables), the data portal's for it."""
+    return identifier_key(particle.identifier) or _IDENTIFIER_BY_KEY.get(name_key(particle.name),
+                                                                          "")
+
+
+def known_complex(name: str, pdb_id: str = "", identifier: str = "") -> ParticleType | None:
+    """The competition's (or the simulator's extra) complex so named or so identified."""
+    for key in (name_key(name), pdb_key(pdb_id), identifier_key(identifier)):
+        if key and key in _KNOWN:
+            return _KNOWN[key]
+    return None
 
 
 class ParticleTable:
@@ -178,13 +214,27 @@ class ParticleTable:
             if not obj.get("is_particle", True):
                 continue
             try:
-                pdb_id = str(obj.get("pdb_id") or "")
-                particles.append(ParticleType(
-                    name=obj["name"], radius_A=float(obj["radius"]),
-                    weight=float(obj.get("weight", competition_weight(obj["name"], pdb_id))),
-                    label=int(obj["label"]), pdb_id=pdb_id,
-                    color=tuple(obj.get("color") or (128, 128, 128, 128)),
-                ))
+                particles.append(_from_pickable_object(obj))
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}: bad pickable object {obj!r} ({exc})") from exc
         return cls(particles)
+
+
+def _from_pickable_object(obj: dict) -> ParticleType:
+    """One of a copick config's `pickable_objects`. copick leaves `radius` optional: where a
+    config gives none, a known complex (known_complex) gets its own; another is refused."""
+    name = obj["name"]
+    pdb_id = str(obj.get("pdb_id") or "")
+    identifier = str(obj.get("identifier") or obj.get("go_id") or "")
+    radius = obj.get("radius")
+    if radius is None:
+        known = known_complex(name, pdb_id, identifier)
+        if known is None:
+            raise ValueError(f"no radius for {name!r}, a complex of no known size: give "
+                             "its radius in Å")
+        radius = known.radius_A
+    return ParticleType(
+        name=name, radius_A=float(radius),
+        weight=float(obj.get("weight", competition_weight(name, pdb_id, identifier))),
+        label=int(obj["label"]), pdb_id=pdb_id,
+        color=tuple(obj.get("color") or (128, 128, 128, 128)), identifier=identifier)

@@ -11,6 +11,8 @@ infer and learnt from nothing by finetune. A project's class is the checkpoint's
 3. of the same name written another way (case, hyphens, spaces, underscores, dots),
 4. of which it is a known other name (data_tools.particles.OTHER_NAMES),
 5. with the same PDB ID,
+6. with the same identifier (copick's `identifier`: a Gene Ontology ID such as the portal's
+   GO:0022626, cytosolic ribosome, or a UniProtKB accession; data_tools.particles.identifier_of),
 
 each rule taking only the classes the rules before it left, and only where it gives one
 answer: two classes a rule would pair with one are left unmatched, and said so.
@@ -23,10 +25,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.particles import DataError, ParticleTable, canonical, name_key, pdb_key
+from data_tools.particles import (
+    DataError,
+    ParticleTable,
+    canonical,
+    identifier_of,
+    name_key,
+    pdb_key,
+)
 
 RULES = ("your class map", "the same name", "the same name written another way",
-         "a known other name for it", "the same PDB ID")
+         "a known other name for it", "the same PDB ID", "the same identifier")
 # An unmatched checkpoint class whose name a matched one takes gets this suffix, so that a
 # renamed checkpoint never holds two classes of one name (its picks are dropped anyway).
 SET_ASIDE = "~checkpoint"
@@ -79,7 +88,8 @@ class ClassMatch:
         """One line per class of far_radii."""
         return [f"the project's {proj!r} has a radius of {mine:g} Å, the checkpoint's "
                 f"{self.pairs[proj]!r} {theirs:g} Å: F4 counts a pick within half the config's "
-                "radius, and fine-tuning labels voxels out to it; if the config's is a "
+                "radius (finetune trains with the checkpoint's, unless --config-radii); "
+                "if the config's is a "
                 "placeholder (copick's data-portal configs say 50 Å for every object), set "
                 "the complex's own there (python -m sparse_det.classes --set-radii)"
                 for proj, (mine, theirs) in self.far_radii(known, listed).items()]
@@ -111,7 +121,8 @@ def match_classes(known: ParticleTable, listed: ParticleTable,
             del free_known[ckpt]
             match.pairs[proj], match.how[proj] = ckpt, RULES[0]
     keys = (lambda n, table: n, lambda n, table: canonical(n),
-            lambda n, table: name_key(n), lambda n, table: pdb_key(table[n].pdb_id))
+            lambda n, table: name_key(n), lambda n, table: pdb_key(table[n].pdb_id),
+            lambda n, table: identifier_of(table[n]))
     for rule, key in zip(RULES[1:], keys, strict=True):
         _pair_by(match, rule, key, known, listed, free_known, free_listed)
     return match

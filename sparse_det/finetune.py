@@ -43,6 +43,7 @@ from pathlib import Path
 from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from sparse_det.checkpoint_radii import with_checkpoint_radii
 from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.soup import blend as soup_blend
 from sparse_det.soup import check_blend
@@ -123,15 +124,16 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              fresh: bool = False, progress: bool = False, trainer=None,
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
              n_folds: int = FOLDS, truth_user: str | None = None,
-             class_map: dict[str, str] | None = None) -> dict:
+             class_map: dict[str, str] | None = None, config_radii: bool = False) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
-    `blend` < 1: every trained model (each fold's, which sets the thresholds, and the final
-    one) is replaced by blend × itself + (1 − blend) × the base (sparse_det.soup.blend).
-    A class keeps the base's threshold unless the out-of-fold detections' best leads it run
-    by run (thresholds.keep_prior_unless_beaten); `fit_all`: never. `truth_user`: whose
-    picks are the annotations (CopickProject.truth_files). `class_map`: see _named_base."""
+    `blend` < 1: every trained model is replaced by blend × itself + (1 − blend) × the base
+    (sparse_det.soup.blend). A class keeps the base's threshold unless the out-of-fold
+    detections' best leads it run by run; `fit_all`: never. `truth_user`: whose picks are
+    the annotations. `class_map`: see _named_base. A class whose radius in the config is
+    far off the base's is fine-tuned with the base's (sparse_det/checkpoint_radii.py)
+    unless `config_radii`."""
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
 
     _check_arguments(blend, lr)
@@ -140,15 +142,14 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     project, base = _named_base(project_path, truth_user, base, class_map, work)
     settings = checkpoint_settings(base)
     runs = project.annotated_runs(runs or None)
+    project, truth_user = (project, truth_user) if config_radii else with_checkpoint_radii(
+        project, runs, settings.particles, work, truth_user)
     folds = folds_for(runs, n_folds)
     project, truth_user, kept = _keeping_base_classes(project, runs, settings, base, work,
                                                       device, truth_user)
     n_trainings = len(folds) + 1  # and the final model
     budget_s = minutes * 60 / n_trainings if minutes else 0.0
-    log.info("fine-tuning %s on %d annotated run(s) of %s: %d folds, then the final model "
-             "on all runs; up to %d steps each at lr %g%s", Path(base).name, len(runs),
-             project.path, len(folds), steps, lr,
-             f", {budget_s:.0f} s each" if budget_s else "")
+    _log_plan(base, runs, project, len(folds), steps, lr, budget_s)
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device, "lr": lr, "truth_user": truth_user or ""}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
@@ -160,16 +161,14 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
     _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None,
                 missing=[n for n in project.particles.names if n not in settings.particles])
-    if base_won:
-        final = Path(base)
-    else:
-        final = _train_final(fold_info, runs, settings, kw, progress)
-        final = soup_blend(final, base, work / "final_blend.pt", blend)
+    final = Path(base) if base_won else soup_blend(
+        _train_final(fold_info, runs, settings, kw, progress), base, work / "final_blend.pt",
+        blend)
     summary = {"base": str(given_base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
-               "versus_base": list(versus), "final": str(final)}
+               "versus_base": list(versus), "final": str(final), "trained_on": str(project.path)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
     # compares each tomogram's confidence with theirs (stream.warn_if_unsure): the
     # written model's.
@@ -177,6 +176,13 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
                   extra={"finetune": summary, "tuned_confidence": confidence})
     return summary
+
+
+def _log_plan(base, runs: list[str], project, n_folds: int, steps: int, lr: float,
+              budget_s: float) -> None:
+    log.info("fine-tuning %s on %d annotated run(s) of %s: %d folds, then the final model "
+             "on all runs; up to %d steps each at lr %g%s", Path(base).name, len(runs),
+             project.path, n_folds, steps, lr, f", {budget_s:.0f} s each" if budget_s else "")
 
 
 def _named_base(project_path: str, truth_user: str | None, base, class_map, work: Path):
@@ -358,6 +364,10 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     ap.add_argument("--folds", type=int, default=FOLDS,
                     help="cross-validation folds, each holding out every n-th run")
+    ap.add_argument("--config-radii", action="store_true",
+                    help="fine-tune with the config's radii where they are far off the "
+                         "checkpoint's (default: the checkpoint's; copick's data-portal "
+                         "configs give every object 50 Å)")
     add_truth_user_argument(ap)
     add_class_map_argument(ap)
     return ap
@@ -370,7 +380,8 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
         a.project, a.out, base=a.checkpoint, runs=a.runs, steps=a.steps, minutes=a.minutes,
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
         fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds, truth_user=a.truth_user,
-        class_map=parse_class_map(a.class_map), progress=not a.quiet and sys.stderr.isatty(), **kw))
+        class_map=parse_class_map(a.class_map), config_radii=a.config_radii,
+        progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
     kept = " (the base's: the fine-tune did not beat it)" if s["base_kept"] else ""

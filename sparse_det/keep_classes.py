@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
+from sparse_det.checkpoint_radii import copy_annotations
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,9 @@ def with_base_picks(project: CopickProject, runs: list[str], lost: list[str], ba
                               truth_user=f"{USER}:{SESSION}")
     picker = Picker.load(base, device)
     counts = dict.fromkeys(lost, 0)
+    truths = copy_annotations(project, out, runs, USER, SESSION)
     for run in runs:
-        truth = project.read_truth(run)
-        for name, pts in truth.items():
-            out.write_picks(run, name, pts, USER, SESSION)
-        if partly := project.partly_picked(run):
-            out.mark_partly_picked(run, partly)
+        truth = truths[run]
         picked = picker.pick(picker.detect_run(project, run, shards))
         for name in lost:
             xyz = picked[name][0]

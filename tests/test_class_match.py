@@ -95,6 +95,58 @@ def test_a_rule_with_two_answers_pairs_neither():
     assert len(m.unsure) == 1 and "['bgal-a', 'bgal-b']" in m.unsure[0], m.unsure
 
 
+def test_classes_match_by_their_ontology_identifier():
+    """The data portal identifies its objects by Gene Ontology ID or UniProtKB accession
+    (copick's `identifier`, once `go_id`), whatever a dataset's authors call them. The
+    shipped checkpoints' tables name none: their classes are the portal's for the
+    competition's complexes. Two classes of one identifier pair neither."""
+    listed = ParticleTable([
+        ParticleType("ribosome-80s-cytoplasm", 150.0, 1.0, 1, identifier="go:0022626"),
+        ParticleType("lactase-tetramer", 90.0, 2.0, 2, identifier="UniProtKB:P00722"),
+        ParticleType("TGdimer", 130.0, 2.0, 3, identifier="p01267 "),
+        ParticleType("capsid-a", 135.0, 1.0, 4, identifier="GO:0170047"),
+        ParticleType("capsid-b", 135.0, 1.0, 5, identifier="GO_0170047"),
+        ParticleType("actin", 30.0, 1.0, 6, identifier="GO:0005884")])
+    assert KNOWN["ribosome"].identifier == "GO:0022626"
+    old_style = ParticleTable([replace(p, identifier="") for p in KNOWN])
+    for known in (KNOWN, old_style):
+        m = match_classes(known, listed)
+        assert m.pairs == {"ribosome-80s-cytoplasm": "ribosome",
+                           "lactase-tetramer": "beta-galactosidase",
+                           "TGdimer": "thyroglobulin"}, m.pairs
+        assert set(m.how.values()) == {"the same identifier"}
+        assert len(m.unsure) == 1 and "['capsid-a', 'capsid-b']" in m.unsure[0], m.unsure
+        assert m.unpicked(listed.names) == ["capsid-a", "capsid-b", "actin"]
+
+
+def test_a_copick_config_with_identifiers_and_no_radii(tmp_path):
+    """copick reads `go_id` as `identifier` and leaves `radius` optional: a complex the
+    competition knows (by name, PDB ID or identifier) gets its radius and weight, another
+    without a radius is refused, naming the file and the object."""
+    import json
+
+    from data_tools.copick_io import copick_config
+
+    objects = [{"name": "cytosolic-ribosome", "go_id": "GO:0022626"},
+               {"name": "Tg", "identifier": "UniProtKB:P01267", "radius": 120},
+               {"name": "unknown-barrel", "pdb_id": "PDB-1RYP"}]
+    path = tmp_path / "copick_config.json"
+    path.write_text(json.dumps({"pickable_objects": [
+        {**o, "is_particle": True, "label": i + 1} for i, o in enumerate(objects)]}))
+    table = ParticleTable.from_copick_config(path)
+    assert [(p.name, p.radius_A, p.weight, p.identifier) for p in table] == [
+        ("cytosolic-ribosome", 150.0, 1.0, "GO:0022626"),
+        ("Tg", 120.0, 2.0, "UniProtKB:P01267"),
+        ("unknown-barrel", 80.0, 1.0, "")]  # the simulator's proteasome, by its PDB ID
+    written = copick_config("x", table, tmp_path, tmp_path)["pickable_objects"]
+    assert [o.get("identifier") for o in written] == ["GO:0022626", "UniProtKB:P01267", None]
+    path.write_text(json.dumps({"pickable_objects": [
+        {"name": "mystery", "is_particle": True, "label": 1, "identifier": "GO:0005884"}]}))
+    with pytest.raises(DataError, match=r"copick_config.json: bad pickable object .*no "
+                                        r"radius for 'mystery'"):
+        ParticleTable.from_copick_config(path)
+
+
 def test_the_users_map_goes_first_and_may_say_none():
     listed = table(("ribosome", ""), ("big-thing", ""), ("ferritin", ""))
     m = match_classes(KNOWN, listed, {"big-thing": "ribosome", "ferritin": ""})
