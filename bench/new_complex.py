@@ -21,7 +21,8 @@ portal's names, every radius 50 Å, PDB IDs as "PDB-XXXX"; bench/other_names.py)
 as it comes; with `--set-radii`, after `python -m sparse_det.classes --set-radii`;
 `--config-radii`: fine-tuned with the config's radii, as before 2026-12-06.
 `--appearance-variants N`, `--noise-rel LO HI`: the fine-tune's appearance randomisation
-instead of the base's (2 copies a run, noise 0-2.5). The unseen runs
+instead of finetune's (2 copies a run, noise 0.5-4 since 2026-12-06; before, the base's
+0-2.5: `--noise-rel 0 2.5`). The unseen runs
 are scored under the simulator's own config (the true radii)."""
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def main() -> int:
     ap.add_argument("--appearance-variants", type=int,
                     help="appearance-randomised copies of each run (default: the base's)")
     ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
-                    help="added noise std / the volume's robust sigma (default: the base's)")
+                    help="added noise std / the volume's robust sigma (default: finetune's)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     if a.appearance_variants is not None or a.noise_rel:
