@@ -32,7 +32,7 @@ from sparse_det.checkpoint import (
 )
 
 # What must be equal for weights to be averaged and run the same way.
-_MUST_MATCH = ("feature_names", "particles")
+_MUST_MATCH = ("feature_names",)
 _CONFIG_MUST_MATCH = ("model", "sparsify")
 
 
@@ -44,10 +44,19 @@ def _section(doc: dict, key: str):
     return getattr(config_from_dict({key: doc["config"].get(key) or {}}), key)
 
 
+def _classes(doc: dict) -> list[str]:
+    """The class outputs' names in order: what averaging needs to agree. A table's other
+    fields (radii, PDB IDs, identifiers, colours) may differ: a fine-tune's come from the
+    project it trained on."""
+    return [p["name"] for p in sorted(doc["particles"], key=lambda p: p["label"])]
+
+
 def _mismatch(first: dict, other: dict) -> str | None:
     for key in _MUST_MATCH:
         if first[key] != other[key]:
             return key
+    if _classes(first) != _classes(other):
+        return "classes"
     for key in _CONFIG_MUST_MATCH:
         if _section(first, key) != _section(other, key):
             return f"config.{key}"

@@ -1,6 +1,8 @@
 """Weight averaging (sparse_det.soup): the mean of real checkpoints' weights, loadable as a
 model, and refused with the file named when checkpoints cannot be averaged."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -13,10 +15,10 @@ from sparse_det.soup import average_checkpoints, blend, main
 NAMES = ["norm", "smooth", "dog30A", "dog60A", "dog100A"]
 
 
-def _checkpoint(path, seed, channels=(8, 16), names=NAMES):
+def _checkpoint(path, seed, channels=(8, 16), names=NAMES, particles=None):
     cfg = Config()
     cfg.model.channels = channels
-    particles = ParticleTable.competition()
+    particles = particles or ParticleTable.competition()
     torch.manual_seed(seed)
     model = build_model(in_channels=len(names), num_classes=len(particles),
                         channels=list(channels), blocks_per_level=1, device="cpu")
@@ -64,6 +66,16 @@ def test_soup_refuses_what_cannot_be_averaged(tmp_path, capsys):
         average_checkpoints([a, wider], tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match=r"feats\.pt.*feature_names"):
         average_checkpoints([a, other_features], tmp_path / "x.pt")
+    table = ParticleTable.competition()
+    renamed = _checkpoint(tmp_path / "renamed.pt", 1, particles=ParticleTable(
+        [replace(p, name="80S") if p.name == "ribosome" else p for p in table]))
+    with pytest.raises(CheckpointError, match=r"renamed\.pt.*classes"):
+        average_checkpoints([a, renamed], tmp_path / "x.pt")
+    # Same classes, other radii and identifiers (a fine-tune's table is its project's, the
+    # shipped base's names none): averaged, until 2026-12-06 refused.
+    project_table = _checkpoint(tmp_path / "project.pt", 1, particles=ParticleTable(
+        [replace(p, radius_A=50.0, identifier="") for p in table]))
+    average_checkpoints([project_table, a], tmp_path / "both.pt")
     with pytest.raises(ValueError, match="at least 2"):
         average_checkpoints([a], tmp_path / "x.pt")
     with pytest.raises(ValueError, match="weights"):
