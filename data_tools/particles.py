@@ -95,13 +95,9 @@ def identifier_key(identifier: str) -> str:
 
 
 # Metric weights are not part of a copick config; they come from the competition, for its
-# complexes under any of their names or PDB IDs (beta-amylase, weight 0, stays unscored).
-_COMPETITION_WEIGHTS = {name_key(p.name): p.weight for p in COMPETITION_PARTICLES}
-_WEIGHTS_BY_PDB = {pdb_key(p.pdb_id): p.weight for p in COMPETITION_PARTICLES}
-_WEIGHTS_BY_IDENTIFIER = {identifier_key(p.identifier): p.weight for p in COMPETITION_PARTICLES}
-_PDB_BY_KEY = {name_key(p.name): pdb_key(p.pdb_id) for p in COMPETITION_PARTICLES}
-_IDENTIFIER_BY_KEY = {name_key(p.name): identifier_key(p.identifier)
-                      for p in COMPETITION_PARTICLES}
+# complexes under any of their names, PDB IDs or identifiers (beta-amylase, weight 0, stays
+# unscored).
+_COMPETITION = {name_key(p.name): p for p in COMPETITION_PARTICLES}
 _KNOWN = ({name_key(p.name): p for p in COMPETITION_PARTICLES + EXTRA_PARTICLES}
           | {pdb_key(p.pdb_id): p for p in COMPETITION_PARTICLES + EXTRA_PARTICLES}
           | {identifier_key(p.identifier): p for p in COMPETITION_PARTICLES if p.identifier})
@@ -109,16 +105,16 @@ _KNOWN = ({name_key(p.name): p for p in COMPETITION_PARTICLES + EXTRA_PARTICLES}
 
 def competition_weight(name: str, pdb_id: str = "", identifier: str = "") -> float:
     """The competition's metric weight of the complex called `name` (with `pdb_id`,
-    `identifier`); 1 for a complex of another kind."""
-    return _COMPETITION_WEIGHTS.get(name_key(name), _WEIGHTS_BY_PDB.get(
-        pdb_key(pdb_id), _WEIGHTS_BY_IDENTIFIER.get(identifier_key(identifier), 1.0)))
+    `identifier`); 1 for a complex of another kind (the simulator's extra ones are 1)."""
+    known = known_complex(name, pdb_id, identifier)
+    return known.weight if known else 1.0
 
 
 def identifier_of(particle: ParticleType) -> str:
     """`particle`'s identifier as a key (identifier_key); for a competition complex that
     names none (the shipped checkpoints' tables), the data portal's for it."""
-    return identifier_key(particle.identifier) or _IDENTIFIER_BY_KEY.get(name_key(particle.name),
-                                                                          "")
+    own = _COMPETITION.get(name_key(particle.name))
+    return identifier_key(particle.identifier) or (identifier_key(own.identifier) if own else "")
 
 
 def known_complex(name: str, pdb_id: str = "", identifier: str = "") -> ParticleType | None:
@@ -173,7 +169,8 @@ class ParticleTable:
         if name in self._by_name:
             return name
         found = [n for n in self.names if name_key(n) == name_key(name)]
-        pdb = _PDB_BY_KEY.get(name_key(name), "")
+        own = _COMPETITION.get(name_key(name))
+        pdb = pdb_key(own.pdb_id) if own else ""
         if not found and pdb:
             found = [p.name for p in self.particles if pdb_key(p.pdb_id) == pdb]
         return found[0] if len(found) == 1 else None

@@ -180,7 +180,8 @@ def add_class_map_argument(ap) -> None:
                     help="the project's class NAME is the checkpoint's CLASS (NAME=: none "
                          "of them); unmapped classes match by name, by the name written "
                          "another way or a known other name (apoferritin, "
-                         "cytosolic-ribosome, VLP, ...), then by PDB ID")
+                         "cytosolic-ribosome, VLP, ...), then by PDB ID, then by "
+                         "identifier (GO:..., UniProtKB:...)")
 
 
 def rename_classes(doc: dict, renaming: dict[str, str]) -> dict:
