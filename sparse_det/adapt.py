@@ -4,7 +4,7 @@ not look better.
 
     python -m sparse_det.adapt --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--rounds 2] [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
-        [--blend A]
+        [--blend A] [--config-radii]
 
 Each round:
 1. Pseudo-labels: the current model detects every run twice, as it is and mirrored in x and
@@ -23,7 +23,10 @@ Each round:
    class growing takes the voxels of scored ones. Otherwise the adaptation stops and keeps
    the model before.
 The thresholds and the score calibration stay the starting checkpoint's: there is nothing
-to re-tune them on. Everything lives under `--work` (default `<out>.work/`).
+to re-tune them on. The pseudo-labels are the checkpoint's picks, and a class whose config
+radius is far off the checkpoint's (copick's data-portal configs say 50 Å for every object)
+is trained with the checkpoint's, as finetune does (sparse_det/checkpoint_radii.py), unless
+`--config-radii`. Everything lives under `--work` (default `<out>.work/`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
+from sparse_det.checkpoint_radii import labelled_with_checkpoint_radii
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +140,12 @@ def shifted_classes(start: dict[str, int], now: dict[str, int],
 
 
 def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]) -> str:
-    """The pseudo-labels as a copick project reading the source's tomograms; returns its
-    config path (training reads them as its ground truth by naming PSEUDO_USER)."""
+    """The pseudo-labels as a copick project reading the source's tomograms, listing its
+    classes (and their radii) as `source` does; returns its config path (training reads
+    them as its ground truth by naming PSEUDO_USER). Made anew each call: a rerun's labels
+    are the model's picks again, and an earlier run's config may list other radii."""
+    import shutil
+
     import pandas as pd
 
     from sparse_det.structures import DETECTION_COLUMNS
@@ -145,6 +153,7 @@ def write_labels(work_project: Path, source, runs: list[str], labels: list[dict]
 
     rows = [(run, name, *xyz, 1.0) for run, lab in zip(runs, labels, strict=True)
             for name, pts in lab.items() for xyz in pts]
+    shutil.rmtree(work_project, ignore_errors=True)
     write_copick_picks(work_project, source, pd.DataFrame(rows, columns=DETECTION_COLUMNS),
                        runs=runs, user_id=PSEUDO_USER, session_id="0")
     return str(work_project / "copick_config.json")
@@ -182,7 +191,8 @@ def _train_round(settings, project_cfg: str, model: Path, work: Path, name: str,
 def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
           runs: list[str] | None = None, rounds: int = 2, steps: int = ADAPT_STEPS,
           minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
-          fresh: bool = False, progress: bool = False, blend: float = 1.0) -> dict:
+          fresh: bool = False, progress: bool = False, blend: float = 1.0,
+          config_radii: bool = False) -> dict:
     """Runs the rounds in the module doc; returns a summary (per model: pseudo-label counts,
     agreement with the model before, why the adaptation stopped). `blend` < 1: each round's
     trained model is replaced by blend × itself + (1 − blend) × the base before it is
@@ -200,6 +210,8 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     project = CopickProject(project_path)
     base = named_as_listed(base, project.particles, None, work, log.info)  # its pseudo-labels
     settings = checkpoint_settings(base)
+    labelled = project if config_radii else labelled_with_checkpoint_radii(
+        project, settings.particles)
     runs = runs or project.runs()
     if not runs:
         raise DataError(f"{project.path}: no runs to adapt to")
@@ -211,21 +223,14 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
         prev = history[-1]
         log.info("round %d: %d pseudo-labels (%s)", r + 1, sum(prev["counts"].values()),
                  ", ".join(f"{k} {v}" for k, v in prev["counts"].items()))
-        cfg_path = write_labels(work / f"labels{r}", project, runs, prev["labels"])
-        trained = _train_round(settings, cfg_path, Path(prev["model"]), work, f"round{r + 1}",
-                               runs, steps, budget_s, device, progress)
+        # Named by the radii as well: a rerun with the other choice never resumes these.
+        tag = "_config_radii" if config_radii else ""
+        cfg_path = write_labels(work / f"labels{r}{tag}", labelled, runs, prev["labels"])
+        trained = _train_round(settings, cfg_path, Path(prev["model"]), work,
+                               f"round{r + 1}{tag}", runs, steps, budget_s, device, progress)
         trained = soup_blend(trained, base, work / f"round{r + 1}_blend.pt", blend)
-        # Judged as it would be written: the starting thresholds and calibration (training
-        # tuned its own on the pseudo-labels, which are no ground truth).
-        candidate = write_retuned(trained, work / f"round{r + 1}.pt",
-                                  thresholds=settings.thresholds,
-                                  calibration=settings.calibration or {}, extra={},
-                                  other_tta=_other_sets(settings))
-        rec = _label_round(candidate, project, runs, work / "shards", device)
-        rec["agreement"] = agreement(prev["labels"], rec["labels"], settings.particles)
-        rec["agreement_start"] = agreement(history[0]["labels"], rec["labels"],
-                                           settings.particles)
-        rec["stopped"] = _stop_reason(rec, history, settings.particles)
+        rec = _judged(trained, work / f"round{r + 1}.pt", settings, project, runs, device,
+                      history)
         history.append(rec)
         log.info("round %d: agreement with the labels it learnt from %.3f, with the start's "
                  "%.3f%s", r + 1, rec["agreement"], rec["agreement_start"],
@@ -234,11 +239,30 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
             break
     kept = [h for h in history if not h.get("stopped")][-1]["model"]
     summary = {"base": str(base), "runs": runs, "blend": blend, "kept": kept,
+               "radii": {p.name: p.radius_A for p in labelled.particles},
                "models": [{k: v for k, v in h.items() if k != "labels"} for h in history]}
     write_retuned(kept, out, thresholds=settings.thresholds,
                   calibration=settings.calibration or {}, extra={"adapt": summary},
                   other_tta=_other_sets(settings))
     return summary
+
+
+def _judged(trained: Path, dest: Path, settings, project, runs: list[str], device: str,
+            history: list[dict]) -> dict:
+    """A round's model as it would be written (`dest`: the starting thresholds and
+    calibration; training tuned its own on the pseudo-labels, which are no ground truth),
+    its labels, their agreement with the round before's and the start's, and why the
+    safeguards refuse it (None: kept)."""
+    from sparse_det.checkpoint import write_retuned
+
+    candidate = write_retuned(trained, dest, thresholds=settings.thresholds,
+                              calibration=settings.calibration or {}, extra={},
+                              other_tta=_other_sets(settings))
+    rec = _label_round(candidate, project, runs, dest.parent / "shards", device)
+    rec["agreement"] = agreement(history[-1]["labels"], rec["labels"], settings.particles)
+    rec["agreement_start"] = agreement(history[0]["labels"], rec["labels"], settings.particles)
+    rec["stopped"] = _stop_reason(rec, history, settings.particles)
+    return rec
 
 
 def _other_sets(settings) -> dict:
@@ -277,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     s = run_or_report(lambda: adapt(
         a.project, a.out, base=a.checkpoint, runs=a.runs, rounds=a.rounds, steps=a.steps,
         minutes=a.minutes, device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
-        progress=not a.quiet and sys.stderr.isatty()))
+        config_radii=a.config_radii, progress=not a.quiet and sys.stderr.isatty()))
     if s is None:
         return 2
     print(f"kept {s['kept']} after {len(s['models']) - 1} round(s); wrote {a.out}")

@@ -9,7 +9,8 @@ unseen runs). Where a class the base knows has a radius in the config off the ba
 than class_match.RADIUS_FACTOR, the fine-tune runs on a copick project over the same
 tomograms whose config gives that class the base's radius, its runs holding the user's
 annotations (under the fine-tune's work folder; the user's project is not written to).
-`finetune --config-radii` keeps the config's.
+`finetune --config-radii` keeps the config's. `adapt` writes its pseudo-labels under the
+checkpoint's radii too (they are its picks), unless `adapt --config-radii`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def far_radii(listed: ParticleTable, known: ParticleTable) -> dict[str, tuple[fl
     return same.far_radii(known, listed)
 
 
+def with_radii(listed: ParticleTable, far: dict[str, tuple[float, float]]) -> ParticleTable:
+    """`listed` with each class of `far` ({class: (config's, checkpoint's)}) at the
+    checkpoint's radius."""
+    return ParticleTable([replace(p, radius_A=far[p.name][1]) if p.name in far else p
+                          for p in listed])
+
+
+def say_far(far: dict[str, tuple[float, float]], what: str, where) -> None:
+    log.info("%s with the checkpoint's radii for %s (the config's are far off them: a "
+             "placeholder, as the data portal's 50 Å, labels most of a large particle as "
+             "background); --config-radii keeps the config's (%s)", what,
+             ", ".join(f"{n} {theirs:g} Å, not {mine:g}" for n, (mine, theirs) in far.items()),
+             where)
+
+
 def copy_annotations(project: CopickProject, out: CopickProject, runs: list[str],
                      user: str, session: str) -> dict[str, dict]:
     """Each run's annotations of `project` written into `out` as `user`'s in `session`, the
@@ -66,14 +82,21 @@ def with_checkpoint_radii(project: CopickProject, runs: list[str], known: Partic
     dest = work / FOLDER
     # Only the overlay goes: the config's static root is the user's.
     shutil.rmtree(dest / "overlay", ignore_errors=True)
-    table = ParticleTable([replace(p, radius_A=far[p.name][1]) if p.name in far else p
-                           for p in project.particles])
-    out = project.config_over(dest, table, f"{project.path.name} with the checkpoint's radii",
+    out = project.config_over(dest, with_radii(project.particles, far),
+                              f"{project.path.name} with the checkpoint's radii",
                               truth_user=f"{USER}:{SESSION}")
     copy_annotations(project, out, runs, USER, SESSION)
-    log.info("fine-tuning with the checkpoint's radii for %s (the config's are far off them: "
-             "a placeholder, as the data portal's 50 Å, labels most of a large particle as "
-             "background); --config-radii keeps the config's (%s)",
-             ", ".join(f"{n} {theirs:g} Å, not {mine:g}" for n, (mine, theirs) in far.items()),
-             out.path)
+    say_far(far, "fine-tuning", out.path)
     return out, f"{USER}:{SESSION}"
+
+
+def labelled_with_checkpoint_radii(project: CopickProject, known: ParticleTable
+                                   ) -> CopickProject:
+    """`project` read with the base's (`known`) radii for the classes whose config radius
+    is far off them: adapt's pseudo-labels are the base's picks, made with its radii, and
+    the config's placeholders would train most of a large particle as background."""
+    far = far_radii(project.particles, known)
+    if not far:
+        return project
+    say_far(far, "self-training", project.path)
+    return CopickProject(project.path, with_radii(project.particles, far))

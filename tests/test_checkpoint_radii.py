@@ -65,3 +65,25 @@ def test_finetune_trains_on_the_checkpoints_radii_unless_told(small_project, tmp
                      "--folds", "2", "--device", "cpu", "--quiet", "--fresh", *flags]) == 0
         summary = read_checkpoint(out)["extra"]["finetune"]
         assert summary["trained_on"] == str(trained_on), summary["trained_on"]
+
+
+def test_adapt_self_trains_with_the_checkpoints_radii_unless_told(small_project, tmp_path):
+    """adapt's pseudo-labels are the checkpoint's picks: the copick project it trains on
+    lists the checkpoint's radii where the config's are placeholders (two rounds of 5 steps,
+    about a minute), the config's with --config-radii."""
+    from sparse_det.adapt import main
+
+    view = portal_view(small_project, tmp_path / "portal")
+    for flags, labels, radii in (
+            ([], "labels0", TRUE_RADII | {"apo-ferritin": 50.0, "beta-amylase": 50.0}),
+            (["--config-radii"], "labels0_config_radii", dict.fromkeys(TRUE_RADII, 50.0))):
+        out = tmp_path / "adapted.pt"
+        assert main(["--project", str(view.config_path), "--out", str(out), "--steps", "5",
+                     "--rounds", "1", "--device", "cpu", "--quiet", *flags]) == 0
+        trained_on = CopickProject(tmp_path / "adapted.work" / labels / "copick_config.json")
+        assert {p.name: p.radius_A for p in trained_on.particles} == radii
+        assert read_checkpoint(out)["extra"]["adapt"]["radii"] == radii
+        # The labels it trained on are the checkpoint's picks, VLPs among them.
+        assert len(trained_on.read_picks(view.runs()[0], user_id="sparse-det-adapt")
+                   ["virus-like-particle"]) > 0
+    assert {p.radius_A for p in CopickProject(view.config_path).particles} == {50.0}
