@@ -94,6 +94,11 @@ class ClassMatch:
                 "the complex's own there (python -m sparse_det.classes --set-radii)"
                 for proj, (mine, theirs) in self.far_radii(known, listed).items()]
 
+    def warnings(self, known: ParticleTable, listed: ParticleTable) -> list[str]:
+        """What a user should check: classes a rule would have paired twice, then radii
+        far apart (radius_notes)."""
+        return self.unsure + self.radius_notes(known, listed)
+
     def renamed(self) -> list[str]:
         """One phrase per pair of two names: 'the project's A is the checkpoint's B (how)'."""
         return [f"the project's {p!r} is the checkpoint's {c!r} ({self.how[p]})"
@@ -222,7 +227,7 @@ def named_as_listed(checkpoint: str | Path, listed: ParticleTable,
     doc = read_checkpoint(checkpoint)
     known = ParticleTable.from_list(doc["particles"])
     match = match_classes(known, listed, class_map)
-    for line in match.renamed() + match.unsure + match.radius_notes(known, listed):
+    for line in match.renamed() + match.warnings(known, listed):
         say(f"{Path(checkpoint).name}: {line}")
     renaming = {k: v for k, v in match.renaming(known.names).items() if k != v}
     if not renaming:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         known = checkpoint_settings(a.checkpoint).particles
         match = match_classes(known, project.particles, parse_class_map(a.class_map))
         print(table(match, known, project.particles))
-        for line in match.unsure + match.radius_notes(known, project.particles):
+        for line in match.warnings(known, project.particles):
             print(f"note: {line}")
         if a.set_radii:
             radii = {p: theirs for p, (_, theirs)

@@ -18,7 +18,9 @@ never come from a run the model trained on.
    fine-tune as the lower of the vote mass it stands for and the threshold passing as
    many picks on these runs: thresholds.carried_prior).
 4. The base detects the same runs; unless the fine-tune leads it there by more than 2
-   standard errors run by run, the output is the base with thresholds tuned on them.
+   standard errors run by run, the output is the base with thresholds tuned on them. The
+   log gives each class's lead run by run as well, and warns of a class a written
+   fine-tune picks worse than the base by more than 2 standard errors.
 5. Otherwise the final model trains on every run for the folds' median best number of
    steps.
    `--blend A`: every trained model is A × itself + (1 − A) × the base.
@@ -39,6 +41,8 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
@@ -163,8 +167,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     folds = folds_for(runs, n_folds)
     project, truth_user, kept = _keeping_base_classes(project, runs, settings, base, work,
                                                       device, truth_user)
-    n_trainings = len(folds) + 1  # and the final model
-    budget_s = minutes * 60 / n_trainings if minutes else 0.0
+    budget_s = minutes * 60 / (len(folds) + 1) if minutes else 0.0  # + the final model
     _log_plan(base, runs, project, len(folds), steps, lr, budget_s)
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device, "lr": lr, "truth_user": truth_user or "",
@@ -172,12 +175,13 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
-    tuned, base_dets, versus = _against_base(dets, truths, project, base, kw, settings, prior,
-                                             kept)
+    tuned, base_dets, versus, per_class = _against_base(dets, truths, project, base, kw,
+                                                        settings, prior, kept)
     base_won = base_dets is not None
     tuning, calibration = tuned["base" if base_won else "fine-tune"]
     _log_choice(tuned, tuning, versus, base_won, with_prior=prior is not None,
-                missing=[n for n in project.particles.names if n not in settings.particles])
+                missing=[n for n in project.particles.names if n not in settings.particles],
+                per_class=per_class)
     final = Path(base) if base_won else soup_blend(
         _train_final(fold_info, runs, settings, kw, progress), base, work / "final_blend.pt",
         blend)
@@ -185,7 +189,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
                "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
-               "versus_base": list(versus), "final": str(final), "trained_on": str(project.path)}
+               "versus_base": list(versus), "per_class_versus_base": per_class,
+               "final": str(final), "trained_on": str(project.path)}
     # Thresholds and calibration both fit on the same out-of-fold detections, and infer
     # compares each tomogram's confidence with theirs (stream.warn_if_unsure): the
     # written model's.
@@ -236,7 +241,8 @@ def _keeping_base_classes(project, runs: list[str], settings, base, work: Path, 
 
 def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=()):
     """({"base", "fine-tune": (Tuning, calibration)}, the base's detections if the base is
-    kept (else None), the fine-tune's lead run by run as (mean, SE)). The base picks the
+    kept (else None), the fine-tune's lead run by run as (mean, SE), and each class's
+    (_per_class_versus)). The base picks the
     same runs; never having trained on any, its detections are as held out as the folds'.
     A few annotated runs can teach the network less than they cost it (3 runs at SNR
     0.22-0.3: out-of-fold 0.737 against the base's 0.756 there, and 0.702 against 0.722 on
@@ -272,7 +278,30 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=(
     versus = paired_difference(tuned["fine-tune"][0].per_run, tuned["base"][0].per_run)
     if chosen == "base" and _learnt_what_the_base_cannot(tuned, scored, settings, versus):
         chosen = "fine-tune"
-    return tuned, base_dets if chosen == "base" else None, versus
+    return tuned, base_dets if chosen == "base" else None, versus, _per_class_versus(
+        tuned, {"fine-tune": dets, "base": base_dets}, truths, scored)
+
+
+def _per_class_versus(tuned: dict, dets: dict, truths, scored) -> dict[str, list[float]]:
+    """{annotated scored class: [the fine-tune's out-of-fold F4 minus the base's, run by
+    run: mean, SE]}. A fine-tune is written for its weighted lead, and one class may pay
+    for it: a proteasome learnt on noisier copies cost thyroglobulin 0.928 -> 0.869 on new
+    runs (docs/experiments.md, *A fine-tune's added noise*)."""
+    from sparse_det.thresholds import apply_calibration, class_run_scores, paired_difference
+
+    f4 = {k: class_run_scores([apply_calibration(d, tuned[k][1]) for d in ds], truths,
+                              scored, tuned[k][0].thresholds) for k, ds in dets.items()}
+    return {n: list(paired_difference(f4["fine-tune"][n], runs))
+            for n, runs in f4["base"].items()
+            if sum(np.isfinite(runs) & np.isfinite(f4["fine-tune"][n])) >= 2}
+
+
+def classes_it_costs(per_class: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The classes of _per_class_versus that the fine-tune picks worse than the base by more
+    than thresholds.LEAD_SE standard errors run by run."""
+    from sparse_det.thresholds import LEAD_SE
+
+    return {n: d for n, d in per_class.items() if d[0] + LEAD_SE * d[1] < 0}
 
 
 def _learnt_what_the_base_cannot(tuned: dict, scored, settings, versus) -> list[str]:
@@ -293,11 +322,18 @@ def _learnt_what_the_base_cannot(tuned: dict, scored, settings, versus) -> list[
 
 
 def _log_choice(tuned: dict, tuning, versus, base_won: bool, with_prior: bool,
-                missing: list[str]) -> None:
+                missing: list[str], per_class: dict) -> None:
     log.info("weighted F4 on the held-out runs: fine-tune %.4f, base %.4f (%+.4f ± %.4f run "
              "by run)%s", tuned["fine-tune"][0].score, tuned["base"][0].score, *versus,
              f"; thresholds: kept the base's for {', '.join(tuning.kept_prior) or 'no class'}"
              " (not beaten by 2 SE run by run)" if with_prior else "")
+    log.info("per class, fine-tune minus base run by run: %s", ", ".join(
+        f"{n} {d:+.3f} ± {se:.3f}" for n, (d, se) in per_class.items()) or "fewer than 2 runs")
+    if costs := not base_won and classes_it_costs(per_class):
+        log.warning("the fine-tune is written for its weighted lead, but picks %s worse than "
+                    "the base on the held-out runs (by more than 2 SE run by run): for %s, "
+                    "the base's picks may serve better", ", ".join(costs),
+                    "it" if len(costs) == 1 else "them")
     if base_won:
         log.info("the fine-tune does not beat the base by 2 SE: writing the base with "
                  "thresholds tuned on these runs")
@@ -371,6 +407,10 @@ def adaptation_arguments(doc: str, *, project: str, out: str, steps: int, per: s
     ap.add_argument("--blend", type=float, default=1.0,
                     help="write BLEND x the trained weights + (1 - BLEND) x the base's "
                          "(WiSE-FT; 1: the trained weights alone)")
+    ap.add_argument("--config-radii", action="store_true",
+                    help="train with the config's radii where they are far off the "
+                         "checkpoint's (default: the checkpoint's; copick's data-portal "
+                         "configs give every object 50 Å)")
     ap.add_argument("--quiet", action="store_true")
     return ap
 
@@ -401,10 +441,6 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     ap.add_argument("--folds", type=int, default=FOLDS,
                     help="cross-validation folds, each holding out every n-th run")
-    ap.add_argument("--config-radii", action="store_true",
-                    help="fine-tune with the config's radii where they are far off the "
-                         "checkpoint's (default: the checkpoint's; copick's data-portal "
-                         "configs give every object 50 Å)")
     add_truth_user_argument(ap)
     add_class_map_argument(ap)
     return ap

@@ -242,7 +242,7 @@ def _class_names(project: CopickProject, particles, checkpoint_name: str,
     match = match_classes(particles, project.particles, class_map)
     for line in match.renamed():
         log.info("%s: %s", project.path, line)
-    for line in match.unsure + match.radius_notes(particles, project.particles):
+    for line in match.warnings(particles, project.particles):
         log.warning("%s: %s", project.path, line)
     unlisted = match.unlisted(particles.names)
     if unlisted:

@@ -155,6 +155,19 @@ def precision_recall_at_floors(dets: list[Detections], truths: list[dict[str, np
     return out
 
 
+def class_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
+                     particles: ParticleTable, thresholds: dict[str, float]
+                     ) -> dict[str, list[float]]:
+    """{scored class: its F4 in each run at the given thresholds} (nan where the run does
+    not annotate it, or annotates none of it and has no pick of it)."""
+    out = {}
+    for p in particles.scored:
+        out[p.name] = [fbeta(c.tp, c.fp, c.fn) if c is not None and c.tp + c.fp + c.fn
+                       else float("nan")
+                       for c in _counts_per_run(dets, truths, p, thresholds[p.name])]
+    return out
+
+
 def per_run_scores(dets: list[Detections], truths: list[dict[str, np.ndarray]],
                    particles: ParticleTable, thresholds: dict[str, float]) -> list[float]:
     """Each run's weighted F4 at the given thresholds (scores in the detections' unit),

@@ -124,7 +124,7 @@ def _init_state(path: str, feature_names: list[str], particles: ParticleTable,
              f"{len(feature_names) - len(init_features)} new ones start at weight 0")
     known = ParticleTable.from_list(init["particles"])
     match = match_classes(known, particles, class_map)
-    for line in match.renamed() + match.unsure + match.radius_notes(known, particles):
+    for line in match.renamed() + match.warnings(known, particles):
         _say(f"{path}: {line}")
     renaming = match.renaming(known.names)
     init = rename_classes(init, renaming)

@@ -68,6 +68,11 @@ def test_finetune_raises_f4_with_out_of_fold_thresholds(crowded, swapped, tmp_pa
     assert "/final_lr0.001_" in summary["final"], summary["final"]
     assert summary["final"].endswith("/last.pt"), summary["final"]
     assert summary["base_kept"] is False and summary["versus_base"][0] > 0.1, summary
+    # Class by class (the base calls ribosomes apo-ferritin and VLPs beta-galactosidase):
+    # a weighted lead is a weighted mean of the classes' leads, so one class leads as much.
+    per_class = summary["per_class_versus_base"]
+    assert set(per_class) <= {p.name for p in crowded.particles.scored}, per_class
+    assert max(d for d, _ in per_class.values()) > 0.1, per_class
     # The out-of-fold runs' confidence range, which infer compares each tomogram with.
     assert set(doc["extra"]["tuned_confidence"][crowded.path.name]) == set(crowded.runs())
     low, high = checkpoint_settings(out).tuned_confidence
