@@ -4,6 +4,7 @@ never come from a run the model trained on.
     python -m sparse_det.finetune --project DIR --out my.pt [--checkpoint BASE] [--runs ...]
         [--steps N] [--minutes M] [--device auto|cpu|cuda] [--work DIR] [--fresh]
         [--blend A] [--fit-all-thresholds] [--lr LR] [--folds K] [--class-map NAME=CLASS ...]
+        [--config-radii] [--noise-rel LO HI]
 
 1. The annotated runs (a run without picks is left out, and the log says so). The base's
    scored classes that none of them annotates are annotated there with the base's own
@@ -144,7 +145,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              fresh: bool = False, progress: bool = False, trainer=None,
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
              n_folds: int = FOLDS, truth_user: str | None = None,
-             class_map: dict[str, str] | None = None, config_radii: bool = False) -> dict:
+             class_map: dict[str, str] | None = None, config_radii: bool = False,
+             noise_rel: tuple[float, float] = FINETUNE_NOISE_REL) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
@@ -153,10 +155,10 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     detections' best leads it run by run; `fit_all`: never. `truth_user`: whose picks are
     the annotations. `class_map`: see _named_base. A class whose radius in the config is
     far off the base's is fine-tuned with the base's (sparse_det/checkpoint_radii.py)
-    unless `config_radii`."""
-    from sparse_det.checkpoint import checkpoint_settings, write_retuned
+    unless `config_radii`. `noise_rel`: the appearance copies' added noise (LO, HI)."""
+    from sparse_det.checkpoint import checkpoint_settings
 
-    _check_arguments(blend, lr)
+    _check_arguments(blend, lr, noise_rel)
     out, given_base = Path(out), base
     work = work_dir(out, work, fresh)
     project, base = _named_base(project_path, truth_user, base, class_map, work)
@@ -171,7 +173,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     _log_plan(base, runs, project, len(folds), steps, lr, budget_s)
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device, "lr": lr, "truth_user": truth_user or "",
-          "noise_rel": FINETUNE_NOISE_REL}
+          "noise_rel": tuple(noise_rel)}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
@@ -185,19 +187,27 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     final = Path(base) if base_won else soup_blend(
         _train_final(fold_info, runs, settings, kw, progress), base, work / "final_blend.pt",
         blend)
-    summary = {"base": str(given_base), "runs": runs, "lr": lr, "blend": blend, "folds": fold_info,
+    summary = {"base": str(given_base), "runs": runs, "lr": lr, "blend": blend,
+               "noise_rel": list(noise_rel), "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
                "versus_base": list(versus), "per_class_versus_base": per_class,
                "final": str(final), "trained_on": str(project.path)}
-    # Thresholds and calibration both fit on the same out-of-fold detections, and infer
-    # compares each tomogram's confidence with theirs (stream.warn_if_unsure): the
-    # written model's.
-    confidence = {project.path.name: {d.run: d.confidence for d in base_dets or dets}}
-    write_retuned(final, out, thresholds=tuning.thresholds, calibration=calibration,
-                  extra={"finetune": summary, "tuned_confidence": confidence})
+    _write(final, out, tuning.thresholds, calibration, summary,
+           {project.path.name: {d.run: d.confidence for d in base_dets or dets}})
     return summary
+
+
+def _write(final: Path, out: Path, thresholds: dict, calibration: dict, summary: dict,
+           confidence: dict) -> None:
+    """The checkpoint written: `final`'s weights with the out-of-fold thresholds and
+    calibration, and the written model's confidence on those runs ({project: {run: c}}),
+    which infer compares each tomogram's with (stream.warn_if_unsure)."""
+    from sparse_det.checkpoint import write_retuned
+
+    write_retuned(final, out, thresholds=thresholds, calibration=calibration,
+                  extra={"finetune": summary, "tuned_confidence": confidence})
 
 
 def _log_plan(base, runs: list[str], project, n_folds: int, steps: int, lr: float,
@@ -219,10 +229,12 @@ def _named_base(project_path: str, truth_user: str | None, base, class_map, work
     return project, named_as_listed(base, project.particles, class_map, work, log.info)
 
 
-def _check_arguments(blend: float, lr: float) -> None:
+def _check_arguments(blend: float, lr: float, noise_rel) -> None:
     check_blend(blend)
     if not lr > 0:
         raise ValueError(f"--lr must be positive, got {lr}")
+    if len(noise_rel) != 2 or not 0 <= noise_rel[0] <= noise_rel[1]:
+        raise ValueError(f"--noise-rel LO HI needs 0 <= LO <= HI, got {list(noise_rel)}")
 
 
 def _keeping_base_classes(project, runs: list[str], settings, base, work: Path, device: str,
@@ -441,6 +453,12 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     ap.add_argument("--folds", type=int, default=FOLDS,
                     help="cross-validation folds, each holding out every n-th run")
+    ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
+                    default=list(FINETUNE_NOISE_REL),
+                    help="added noise of the runs' appearance copies, in the volume's robust "
+                         "sigma (default %(default)s: a complex learnt on 3 clean runs held "
+                         "on noisier ones; 0 2.5, the base's, fine-tuned 4 runs at SNR "
+                         "0.22-0.3 better out of fold)")
     add_truth_user_argument(ap)
     add_class_map_argument(ap)
     return ap
@@ -454,7 +472,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
         fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds, truth_user=a.truth_user,
         class_map=parse_class_map(a.class_map), config_radii=a.config_radii,
-        progress=not a.quiet and sys.stderr.isatty(), **kw))
+        noise_rel=tuple(a.noise_rel), progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
     kept = " (the base's: the fine-tune did not beat it)" if s["base_kept"] else ""

@@ -31,3 +31,25 @@ def test_a_fine_tunes_copies_carry_its_own_noise(small_project, tmp_path):
     # A fine-tune of other noise trains in folders of its own.
     assert training_name("fold0", [r0], [r1], 1e-3, noise_rel=FINETUNE_NOISE_REL) != \
         training_name("fold0", [r0], [r1], 1e-3)
+
+
+def test_finetune_noise_rel_reaches_every_training(small_project, tmp_path, capsys):
+    """`--noise-rel 0 2.5` (the base's, which fine-tuned 4 runs at SNR 0.22-0.3 better out
+    of fold: docs/experiments.md) is what each fold trains with; a range below 0 or upside
+    down is refused before anything runs."""
+    from sparse_det.checkpoint import read_checkpoint
+    from sparse_det.finetune import main
+
+    out = tmp_path / "ft.pt"
+    args = ["--project", str(small_project.path), "--out", str(out), "--steps", "1",
+            "--folds", "2", "--device", "cpu", "--quiet"]
+    for bad in (["-1", "2"], ["3", "2"]):
+        assert main([*args, "--noise-rel", *bad]) == 2
+        assert "--noise-rel LO HI needs 0 <= LO <= HI" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--noise-rel", "0", "2.5"]) == 0
+    summary = read_checkpoint(out)["extra"]["finetune"]
+    assert summary["noise_rel"] == [0.0, 2.5]
+    for fold in summary["folds"]:
+        config = read_checkpoint(fold["checkpoint"])["config"]
+        assert config["data"]["appearance"]["noise_rel"] == [0.0, 2.5], fold
