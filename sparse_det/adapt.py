@@ -219,12 +219,12 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     log.info("adapting %s to %d unlabelled run(s) of %s: up to %d round(s) of %d steps",
              Path(base).name, len(runs), project.path, rounds, steps)
     history = [_label_round(Path(base), project, runs, work / "shards", device)]
+    # Named by the radii as well: a rerun with the other choice never resumes these.
+    tag = "_config_radii" if config_radii else ""
     for r in range(rounds):
         prev = history[-1]
         log.info("round %d: %d pseudo-labels (%s)", r + 1, sum(prev["counts"].values()),
                  ", ".join(f"{k} {v}" for k, v in prev["counts"].items()))
-        # Named by the radii as well: a rerun with the other choice never resumes these.
-        tag = "_config_radii" if config_radii else ""
         cfg_path = write_labels(work / f"labels{r}{tag}", labelled, runs, prev["labels"])
         trained = _train_round(settings, cfg_path, Path(prev["model"]), work,
                                f"round{r + 1}{tag}", runs, steps, budget_s, device, progress)
