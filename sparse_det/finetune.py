@@ -10,8 +10,9 @@ never come from a run the model trained on.
    scored classes that none of them annotates are annotated there with the base's own
    picks, in a copick project over the same tomograms, so the fine-tune keeps picking
    them (sparse_det/keep_classes.py); they do not count in step 4's comparison.
-2. Validation: min(runs, 3) cross-validation folds (`--folds K`: K), each holding out
-   every third (K-th) run, so every run is detected out of fold once. Each fold trains
+2. Validation: min(runs, 3) cross-validation folds, 4 with 4 runs so that no fold trains
+   on fewer than 3 (`--folds K`: K), each holding out every third (K-th) run, so every
+   run is detected out of fold once. Each fold trains
    from the base checkpoint on the other runs, stopping early when validation F4 stops
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
@@ -38,6 +39,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sys
 from dataclasses import replace
@@ -63,6 +65,11 @@ PATIENCE = 3  # epochs without a better validation F4 before a fold stops
 # until 2026-11-30: 7 trained, thresholds and the gate on 2) scored 0.212 / 0.370 on 6
 # unseen runs, 3 folds 0.303 / 0.411 (ribosome 0.34 -> 0.97: its threshold from 9 runs).
 FOLDS = 3
+# ... and more where a fold would train on fewer: 4 tilt series in 3 folds trained one fold
+# on 2 runs, which lost beta-galactosidase (0.33 out of fold on the 2 it held out) where
+# 3-run folds did not; the final model trains on all 4 (docs/experiments.md, *Folds of a
+# fine-tune on 4 runs*).
+MIN_FOLD_RUNS = 3
 # Added noise of a fine-tune's appearance copies, in the volume's robust sigma (the base
 # trained with up to 2.5 on many runs spanning SNR; a fine-tune sees a few runs of a narrow
 # span). A proteasome learnt from 3 runs at SNR 1.2-2.25 read 0.30 on runs at 0.4-1.15 with
@@ -72,11 +79,24 @@ FINETUNE_NOISE_REL = (0.5, 4.0)
 FINETUNE_VARIANTS = 2  # appearance copies of each run, at least
 
 
-def folds_for(runs: list[str], n_folds: int = FOLDS) -> list[tuple[list[str], list[str]]]:
+def default_folds(n_runs: int) -> int:
+    """The fewest folds, FOLDS at least, in which every fold trains on MIN_FOLD_RUNS runs
+    (n_runs − 1 where there are fewer)."""
+    least = min(MIN_FOLD_RUNS, n_runs - 1)
+    k = min(FOLDS, n_runs)
+    while n_runs - math.ceil(n_runs / k) < least:
+        k += 1
+    return k
+
+
+def folds_for(runs: list[str], n_folds: int | None = None
+              ) -> list[tuple[list[str], list[str]]]:
     """[(training runs, validation runs)]: min(runs, n_folds) folds, each holding out
-    every n-th run."""
+    every n-th run; `n_folds` None: default_folds."""
     if len(runs) < 2:
         raise DataError(f"fine-tuning needs at least 2 annotated runs, got {runs}")
+    if n_folds is None:
+        n_folds = default_folds(len(runs))
     if n_folds < 2:  # one fold of every-n-th would hold out every run
         raise ValueError(f"--folds must be at least 2, got {n_folds}")
     k = min(len(runs), n_folds)
@@ -144,7 +164,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
              fresh: bool = False, progress: bool = False, trainer=None,
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
-             n_folds: int = FOLDS, truth_user: str | None = None,
+             n_folds: int | None = None, truth_user: str | None = None,
              class_map: dict[str, str] | None = None, config_radii: bool = False,
              noise_rel: tuple[float, float] = FINETUNE_NOISE_REL) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
@@ -451,8 +471,10 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
                          "(default: a class keeps the base's unless they lead it by more "
                          "than 2 standard errors run by run)")
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
-    ap.add_argument("--folds", type=int, default=FOLDS,
-                    help="cross-validation folds, each holding out every n-th run")
+    ap.add_argument("--folds", type=int, default=None,
+                    help=f"cross-validation folds, each holding out every n-th run (default "
+                         f"{FOLDS}, more where a fold would train on fewer than "
+                         f"{MIN_FOLD_RUNS} runs: 4 with 4 runs)")
     ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
                     default=list(FINETUNE_NOISE_REL),
                     help="added noise of the runs' appearance copies, in the volume's robust "

@@ -11,7 +11,7 @@ import torch
 
 from data_tools.simulate import SimRanges, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
-from sparse_det.finetune import folds_for, main
+from sparse_det.finetune import default_folds, folds_for, main
 
 pytestmark = pytest.mark.slow  # trains four times (about 25 s)
 
@@ -28,6 +28,11 @@ def test_fold_rule():
     assert [v for _, v in ten] == [["r0", "r3", "r6", "r9"], ["r1", "r4", "r7"],
                                    ["r2", "r5", "r8"]], ten
     assert [v for _, v in folds_for(list("abcd"), 2)] == [["a", "c"], ["b", "d"]]
+    # 4 runs: 4 folds, so that none trains on 2 (3 folds held out a and d together).
+    assert folds_for(list("abcd")) == [(list("bcd"), ["a"]), (list("acd"), ["b"]),
+                                       (list("abd"), ["c"]), (list("abc"), ["d"])]
+    assert folds_for(list("abcd"), 3)[0] == (["b", "c"], ["a", "d"])
+    assert [default_folds(n) for n in range(2, 10)] == [2, 3, 4, 3, 3, 3, 3, 3]
     assert len(folds_for(["a", "b"], 5)) == 2
     for bad in (-1, 0, 1):
         with pytest.raises(ValueError, match="--folds must be at least 2"):
