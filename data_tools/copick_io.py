@@ -577,7 +577,8 @@ def copick_config(name: str, particles: ParticleTable, static_root: Path,
         "pickable_objects": [
             {"name": p.name, "is_particle": True, "label": p.label, "radius": p.radius_A,
              "pdb_id": p.pdb_id or None, "color": list(p.color)}
-            | ({"identifier": p.identifier} if p.identifier else {}) for p in particles],
+            | ({"identifier": p.identifier} if p.identifier else {})
+            | ({"emdb_id": p.emdb_id} if p.emdb_id else {}) for p in particles],
         "overlay_root": f"local://{Path(overlay_root).resolve()}",
         "static_root": f"local://{Path(static_root).resolve()}",
         "overlay_fs_args": {"auto_mkdir": True},

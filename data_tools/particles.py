@@ -23,6 +23,8 @@ class ParticleType:
     # copick's `identifier` (older configs: `go_id`): a Gene Ontology ID or a UniProtKB
     # accession, as the data portal annotates its objects.
     identifier: str = ""
+    # copick's `emdb_id`: the EMDB entry of the map the object was picked with ("EMD-1234").
+    emdb_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +94,14 @@ def identifier_key(identifier: str) -> str:
     key = re.sub(r"\s+", "", identifier.strip().upper())
     key = re.sub(r"^GO[-_:]?(?=\d)", "GO:", key)
     return re.sub(r"^UNIPROT(KB)?[-_:]", "", key)
+
+
+def emdb_key(emdb_id: str) -> str:
+    """An EMDB ID as one key: "EMD-11638", "emd_11638", "EMDB:11638" and "11638" agree;
+    "" for none."""
+    key = re.sub(r"\s+", "", emdb_id.strip().upper())
+    key = re.sub(r"^EMD(B)?[-_:]?(?=\d)", "", key)
+    return f"EMD-{key}" if key else ""
 
 
 # Metric weights are not part of a copick config; they come from the competition, for its
@@ -234,4 +244,5 @@ def _from_pickable_object(obj: dict) -> ParticleType:
         name=name, radius_A=float(radius),
         weight=float(obj.get("weight", competition_weight(name, pdb_id, identifier))),
         label=int(obj["label"]), pdb_id=pdb_id,
-        color=tuple(obj.get("color") or (128, 128, 128, 128)), identifier=identifier)
+        color=tuple(obj.get("color") or (128, 128, 128, 128)), identifier=identifier,
+        emdb_id=str(obj.get("emdb_id") or ""))

@@ -13,6 +13,7 @@ infer and learnt from nothing by finetune. A project's class is the checkpoint's
 5. with the same PDB ID,
 6. with the same identifier (copick's `identifier`: a Gene Ontology ID such as the portal's
    GO:0022626, cytosolic ribosome, or a UniProtKB accession; data_tools.particles.identifier_of),
+7. with the same EMDB ID (copick's `emdb_id`: the map the object was picked with),
 
 each rule taking only the classes the rules before it left, and only where it gives one
 answer: two classes a rule would pair with one are left unmatched, and said so.
@@ -29,13 +30,15 @@ from data_tools.particles import (
     DataError,
     ParticleTable,
     canonical,
+    emdb_key,
     identifier_of,
     name_key,
     pdb_key,
 )
 
 RULES = ("your class map", "the same name", "the same name written another way",
-         "a known other name for it", "the same PDB ID", "the same identifier")
+         "a known other name for it", "the same PDB ID", "the same identifier",
+         "the same EMDB ID")
 # An unmatched checkpoint class whose name a matched one takes gets this suffix, so that a
 # renamed checkpoint never holds two classes of one name (its picks are dropped anyway).
 SET_ASIDE = "~checkpoint"
@@ -127,7 +130,7 @@ def match_classes(known: ParticleTable, listed: ParticleTable,
             match.pairs[proj], match.how[proj] = ckpt, RULES[0]
     keys = (lambda n, table: n, lambda n, table: canonical(n),
             lambda n, table: name_key(n), lambda n, table: pdb_key(table[n].pdb_id),
-            lambda n, table: identifier_of(table[n]))
+            lambda n, table: identifier_of(table[n]), lambda n, table: emdb_key(table[n].emdb_id))
     for rule, key in zip(RULES[1:], keys, strict=True):
         _pair_by(match, rule, key, known, listed, free_known, free_listed)
     return match

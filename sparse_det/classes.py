@@ -33,13 +33,13 @@ from sparse_det.class_match import (
 
 def table(match: ClassMatch, known: ParticleTable, listed: ParticleTable) -> str:
     """The project's classes against the checkpoint's, as a markdown table."""
-    lines = ["| the project's class | radius Å | PDB / identifier | F4 weight | the checkpoint's "
-             "| radius Å | matched by |", "|---|---|---|---|---|---|---|"]
+    lines = ["| the project's class | radius Å | PDB / identifier / EMDB | F4 weight "
+             "| the checkpoint's | radius Å | matched by |", "|---|---|---|---|---|---|---|"]
     for p in listed:
         ckpt = match.pairs.get(p.name)
         theirs = (f"{ckpt} | {known[ckpt].radius_A:g} | {match.how[p.name]}" if ckpt
                   else "none: picked by no class of it | | ")
-        ids = " / ".join(i for i in (p.pdb_id, p.identifier) if i) or "-"
+        ids = " / ".join(i for i in (p.pdb_id, p.identifier, p.emdb_id) if i) or "-"
         lines.append(f"| {p.name} | {p.radius_A:g} | {ids} | {p.weight:g} | "
                      f"{theirs} |")
     return "\n".join(lines)

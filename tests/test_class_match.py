@@ -119,6 +119,36 @@ def test_classes_match_by_their_ontology_identifier():
         assert m.unpicked(listed.names) == ["capsid-a", "capsid-b", "actin"]
 
 
+def test_classes_match_by_their_emdb_id(tmp_path):
+    """copick's `emdb_id` pairs a class of a checkpoint fine-tuned on one project with the
+    class of another project that names it otherwise, however the ID is written; the name
+    rules go first, an ID two classes share pairs neither, and the ID survives a copick
+    config written and read back."""
+    import json
+
+    from data_tools.copick_io import copick_config
+
+    known = ParticleTable([
+        ParticleType("my-complex", 80.0, 1.0, 1, emdb_id="EMD-11638"),
+        ParticleType("ribosome", 150.0, 1.0, 2, emdb_id="EMD-3883"),
+        ParticleType("barrel", 70.0, 1.0, 3, emdb_id="EMD-1000")])
+    listed = ParticleTable([
+        ParticleType("target-a", 80.0, 1.0, 1, emdb_id="emd_11638"),
+        ParticleType("80S", 150.0, 1.0, 2, emdb_id="EMD-9999"),  # a known other name
+        ParticleType("barrel-x", 70.0, 1.0, 3, emdb_id="EMDB:1000"),
+        ParticleType("barrel-y", 70.0, 1.0, 4, emdb_id="1000"),
+        ParticleType("nothing-alike", 70.0, 1.0, 5)])
+    m = match_classes(known, listed)
+    assert m.pairs == {"target-a": "my-complex", "80S": "ribosome"}, m.pairs
+    assert m.how == {"target-a": "the same EMDB ID", "80S": "a known other name for it"}
+    assert len(m.unsure) == 1 and "['barrel-x', 'barrel-y']" in m.unsure[0], m.unsure
+    path = tmp_path / "copick_config.json"
+    path.write_text(json.dumps(copick_config("x", listed, tmp_path, tmp_path)))
+    back = ParticleTable.from_copick_config(path)
+    assert [p.emdb_id for p in back] == ["emd_11638", "EMD-9999", "EMDB:1000", "1000", ""]
+    assert "emdb_id" not in json.loads(path.read_text())["pickable_objects"][-1]
+
+
 def test_a_copick_config_with_identifiers_and_no_radii(tmp_path):
     """copick reads `go_id` as `identifier` and leaves `radius` optional: a complex the
     competition knows (by name, PDB ID or identifier) gets its radius and weight, another
