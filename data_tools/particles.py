@@ -98,10 +98,10 @@ def identifier_key(identifier: str) -> str:
 
 def emdb_key(emdb_id: str) -> str:
     """An EMDB ID as one key: "EMD-11638", "emd_11638", "EMDB:11638" and "11638" agree;
-    "" for none."""
+    "" for none; anything else as written, upper case."""
     key = re.sub(r"\s+", "", emdb_id.strip().upper())
-    key = re.sub(r"^EMD(B)?[-_:]?(?=\d)", "", key)
-    return f"EMD-{key}" if key else ""
+    number = re.sub(r"^EMD(B)?[-_:]?(?=\d)", "", key)
+    return f"EMD-{number}" if number.isdigit() else key
 
 
 # Metric weights are not part of a copick config; they come from the competition, for its

@@ -11,8 +11,8 @@ never come from a run the model trained on.
    picks, in a copick project over the same tomograms, so the fine-tune keeps picking
    them (sparse_det/keep_classes.py); they do not count in step 4's comparison.
 2. Validation: min(runs, 3) cross-validation folds, 4 with 4 runs so that no fold trains
-   on fewer than 3 (`--folds K`: K), each holding out every third (K-th) run, so every
-   run is detected out of fold once. Each fold trains
+   on 2 of them (`--folds K`: K), each holding out every third (K-th) run, so every run
+   is detected out of fold once. Each fold trains
    from the base checkpoint on the other runs, stopping early when validation F4 stops
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
@@ -474,8 +474,7 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=FINETUNE_LR, help="learning rate")
     ap.add_argument("--folds", type=int, default=None,
                     help=f"cross-validation folds, each holding out every n-th run (default "
-                         f"{FOLDS}, more where a fold would train on fewer than "
-                         f"{MIN_FOLD_RUNS} runs: 4 with 4 runs)")
+                         f"{FOLDS}; 4 with 4 runs, so that no fold trains on 2 of them)")
     ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
                     default=list(FINETUNE_NOISE_REL),
                     help="added noise of the runs' appearance copies, in the volume's robust "

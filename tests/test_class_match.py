@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data_tools.particles import DataError, ParticleTable, ParticleType
+from data_tools.particles import DataError, ParticleTable, ParticleType, emdb_key
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
 from sparse_det.class_match import (
     SET_ASIDE,
@@ -147,6 +147,7 @@ def test_classes_match_by_their_emdb_id(tmp_path):
     back = ParticleTable.from_copick_config(path)
     assert [p.emdb_id for p in back] == ["emd_11638", "EMD-9999", "EMDB:1000", "1000", ""]
     assert "emdb_id" not in json.loads(path.read_text())["pickable_objects"][-1]
+    assert [emdb_key(i) for i in (" EMDB-0042 ", "emd-abc", "")] == ["EMD-0042", "EMD-ABC", ""]
 
 
 def test_a_copick_config_with_identifiers_and_no_radii(tmp_path):
