@@ -68,8 +68,8 @@ FOLDS = 3
 # ... and more where a fold would train on fewer: in 3 folds of 4 tilt series one fold
 # trained on 2 runs and read beta-galactosidase as background on the 2 it held out (mean
 # probability 0.21 -> 0.04), though the model written trains on all 4. Out of fold, 4
-# folds against 3: +0.036, +0.020 and -0.013 on three families, the base written in all
-# (docs/experiments.md, *Folds of a fine-tune on 4 runs*).
+# folds against 3: +0.036 (+0.045 with seed 1), +0.020 and -0.013 on three families, the
+# base written in all (docs/experiments.md, *Folds of a fine-tune on 4 runs*).
 MIN_FOLD_RUNS = 3
 # Added noise of a fine-tune's appearance copies, in the volume's robust sigma (the base
 # trained with up to 2.5 on many runs spanning SNR; a fine-tune sees a few runs of a narrow
