@@ -11,8 +11,8 @@ never come from a run the model trained on.
    picks, in a copick project over the same tomograms, so the fine-tune keeps picking
    them (sparse_det/keep_classes.py); they do not count in step 4's comparison.
 2. Validation: min(runs, 3) cross-validation folds, 4 with 4 runs so that no fold trains
-   on 2 of them (`--folds K`: K), each holding out every third (K-th) run, so every run
-   is detected out of fold once. Each fold trains
+   on 2 of them (`--folds K`: K), each holding out every K-th run, so every run is
+   detected out of fold once. Each fold trains
    from the base checkpoint on the other runs, stopping early when validation F4 stops
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
