@@ -2,7 +2,8 @@
 heptameric rings, data_tools/shapes.py), drawn beside the competition's five.
 
     python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300]
-        [--test-seed S] [--only-new | --new-picks-only | --portal [--set-radii]] [--json F]
+        [--test-seed S] [--only-new | --new-picks-only | --portal [--set-radii]]
+        [--distill W [--distill-on all|background]] [--json F]
 
 Simulates two projects with the proteasome in their config (in-range physics, full size,
 made once under data/): one whose runs `finetune` learns from, one whose runs nobody trains
@@ -88,7 +89,8 @@ def portal_view(project: CopickProject, dest: Path, set_radii: bool) -> CopickPr
     return CopickProject(dest / "copick_config.json")
 
 
-def appearance_override(variants: int | None, noise_rel) -> None:
+def appearance_override(variants: int | None, noise_rel, distill_on: str | None = None
+                        ) -> None:
     """Every fine-tune training of this process with these appearance settings instead of
     the base's (an experiment: finetune has no option for them)."""
     import sparse_det.finetune as ft
@@ -101,6 +103,8 @@ def appearance_override(variants: int | None, noise_rel) -> None:
             cfg.data.appearance_variants = variants
         if noise_rel:
             cfg.data.appearance = {**cfg.data.appearance, "noise_rel": list(noise_rel)}
+        if distill_on:
+            cfg.loss.distill_on = distill_on
         return cfg
 
     ft.training_config = training_config
@@ -153,10 +157,15 @@ def main() -> int:
                     help="appearance-randomised copies of each run (default: the base's)")
     ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
                     help="added noise std / the volume's robust sigma (default: finetune's)")
+    ap.add_argument("--distill", type=float,
+                    help="finetune's --distill (default: finetune's)")
+    ap.add_argument("--distill-on", choices=("all", "background"),
+                    help="the voxels the --distill term reads (loss.distill_on; an "
+                         "experiment: finetune has no option for it)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
-    if a.appearance_variants is not None or a.noise_rel:
-        appearance_override(a.appearance_variants, a.noise_rel)
+    if a.appearance_variants is not None or a.noise_rel or a.distill_on:
+        appearance_override(a.appearance_variants, a.noise_rel, a.distill_on)
     if a.set_radii and not a.portal:
         ap.error("--set-radii goes with --portal")
     data = Path(a.data)
@@ -174,7 +183,8 @@ def main() -> int:
 
     t0 = time.perf_counter()
     summary = finetune(str(train.path), a.out, steps=a.steps, device="cpu",
-                       config_radii=a.config_radii)
+                       config_radii=a.config_radii,
+                       **({} if a.distill is None else {"distill": a.distill}))
     minutes = (time.perf_counter() - t0) / 60
     rows = {"shipped default": picked_score(test, DEFAULT_CHECKPOINT),
             f"fine-tuned on {a.train_runs} runs ({minutes:.1f} min)": picked_score(test,
@@ -185,6 +195,7 @@ def main() -> int:
             "rows": rows, "finetune_minutes": minutes, "steps": a.steps,
             "only_new": a.only_new, "new_picks_only": a.new_picks_only,
             "portal": a.portal, "set_radii": a.set_radii, "config_radii": a.config_radii,
+            "distill": summary["distill"], "distill_on": a.distill_on or "all",
             "out_of_fold": summary["per_class"], "base_kept": summary["base_kept"],
             "cpus": os.cpu_count()}, indent=2))
     return 0

@@ -75,6 +75,12 @@ class LossConfig:
     # partial-label term (losses.detection_losses). 1: no background voxel of such a run
     # teaches background; 0.5, chosen before measuring: "about half picked".
     unpicked_share: float = 0.5
+    # Learning without forgetting: the weight of KL(init ‖ model) between the class
+    # probabilities of train.init_checkpoint (frozen: training._teacher) and of the model
+    # on every voxel of every crop (losses.distill_loss). 0: off. A fine-tune on a few
+    # runs can learn a rare class's look in those runs as background elsewhere.
+    distill_weight: float = 0.0
+    distill_on: str = "all"  # all | background: the voxels the term is read on
 
 
 @dataclass
@@ -294,7 +300,18 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
         raise ConfigError(f"loss.unpicked_share: {cfg.loss.unpicked_share}, expected 0-1 "
                           "(above 0)")
     _check_keep_share_range(cfg)
+    _check_distill(cfg.loss, cfg.train)
     return cfg
+
+
+def _check_distill(loss: LossConfig, train: TrainConfig) -> None:
+    if not loss.distill_weight >= 0:
+        raise ConfigError(f"loss.distill_weight: {loss.distill_weight}, expected ≥ 0")
+    if loss.distill_on not in ("all", "background"):
+        raise ConfigError(f"loss.distill_on: {loss.distill_on!r}, expected all or background")
+    if loss.distill_weight > 0 and not train.init_checkpoint:
+        raise ConfigError("loss.distill_weight > 0 keeps the model near train.init_checkpoint"
+                          ", which is not set")
 
 
 def _check_keep_share_range(cfg: Config) -> None:

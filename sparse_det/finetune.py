@@ -78,6 +78,7 @@ MIN_FOLD_RUNS = 3
 # docs/experiments.md, *A fine-tune's added noise*).
 FINETUNE_NOISE_REL = (0.5, 4.0)
 FINETUNE_VARIANTS = 2  # appearance copies of each run, at least
+FINETUNE_DISTILL = 0.0
 
 
 def default_folds(n_runs: int) -> int:
@@ -106,7 +107,8 @@ def folds_for(runs: list[str], n_folds: int | None = None
 
 def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: float,
                   steps: int | None = None, truth_user: str = "",
-                  noise_rel: tuple[float, float] | None = None) -> str:
+                  noise_rel: tuple[float, float] | None = None, distill: float = 0.0
+                  ) -> str:
     """The folder of one training under --work, named by what it trains on and at which
     rate: a rerun with the same runs resumes it, one with other runs, folds, --lr,
     --truth-user or added noise gets its own (one folder per fold number silently resumed
@@ -117,6 +119,8 @@ def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: f
         what["truth_user"] = truth_user
     if noise_rel:
         what["noise_rel"] = list(noise_rel)
+    if distill:
+        what["distill"] = distill
     key = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
     return f"{prefix}_lr{lr:g}_{key}"
 
@@ -124,11 +128,13 @@ def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: f
 def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
                     train_runs: list[str], val_runs: list[str], steps: int,
                     budget_s: float, device: str, lr: float = FINETUNE_LR,
-                    truth_user: str = "", noise_rel: tuple[float, float] | None = None):
+                    truth_user: str = "", noise_rel: tuple[float, float] | None = None,
+                    distill: float = 0.0):
     """The base checkpoint's config (same model and sparse features) set up to fine-tune;
     `noise_rel`: its appearance copies' added noise instead of the base's (at least
-    FINETUNE_VARIANTS copies of each run)."""
+    FINETUNE_VARIANTS copies of each run); `distill`: loss.distill_weight."""
     cfg = copy.deepcopy(base_cfg)
+    cfg.loss.distill_weight = distill
     if noise_rel:
         cfg.data.appearance = {**cfg.data.appearance, "noise_rel": list(noise_rel)}
         cfg.data.appearance_variants = max(cfg.data.appearance_variants, FINETUNE_VARIANTS)
@@ -167,7 +173,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
              blend: float = 1.0, fit_all: bool = False, lr: float = FINETUNE_LR,
              n_folds: int | None = None, truth_user: str | None = None,
              class_map: dict[str, str] | None = None, config_radii: bool = False,
-             noise_rel: tuple[float, float] = FINETUNE_NOISE_REL) -> dict:
+             noise_rel: tuple[float, float] = FINETUNE_NOISE_REL,
+             distill: float = FINETUNE_DISTILL) -> dict:
     """Runs the recipe in the module doc; returns a summary (folds, out-of-fold F4).
     `trainer`: runs the folds' trainings, [Config] -> [best checkpoint path] (default: one
     after the other here; ray_jobs/finetune.py runs them as Ray tasks at once).
@@ -176,10 +183,12 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     detections' best leads it run by run; `fit_all`: never. `truth_user`: whose picks are
     the annotations. `class_map`: see _named_base. A class whose radius in the config is
     far off the base's is fine-tuned with the base's (sparse_det/checkpoint_radii.py)
-    unless `config_radii`. `noise_rel`: the appearance copies' added noise (LO, HI)."""
+    unless `config_radii`. `noise_rel`: the appearance copies' added noise (LO, HI).
+    `distill`: the weight of the term keeping each training's class probabilities near the
+    base's (loss.distill_weight)."""
     from sparse_det.checkpoint import checkpoint_settings
 
-    _check_arguments(blend, lr, noise_rel)
+    _check_arguments(blend, lr, noise_rel, distill)
     out, given_base = Path(out), base
     work = work_dir(out, work, fresh)
     project, base = _named_base(project_path, truth_user, base, class_map, work)
@@ -194,7 +203,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     _log_plan(base, runs, project, len(folds), steps, lr, budget_s)
     kw = {"project": project.path, "base": str(base), "work": work, "steps": steps,
           "budget_s": budget_s, "device": device, "lr": lr, "truth_user": truth_user or "",
-          "noise_rel": tuple(noise_rel)}
+          "noise_rel": tuple(noise_rel), "distill": distill}
     dets, truths, fold_info = _run_folds(folds, project, settings, kw, progress, trainer,
                                          blend)
     prior = None if fit_all else settings.prior(settings.config.postprocess.tta)
@@ -209,7 +218,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
         _train_final(fold_info, runs, settings, kw, progress), base, work / "final_blend.pt",
         blend)
     summary = {"base": str(given_base), "runs": runs, "lr": lr, "blend": blend,
-               "noise_rel": list(noise_rel), "folds": fold_info,
+               "noise_rel": list(noise_rel), "distill": distill, "folds": fold_info,
                "oof": tuning.summary(), "base_kept": base_won, "kept_from_base": kept,
                "scores": {k: t.score for k, (t, _) in tuned.items()},
                "per_class": {k: t.summary()["per_class"] for k, (t, _) in tuned.items()},
@@ -250,8 +259,10 @@ def _named_base(project_path: str, truth_user: str | None, base, class_map, work
     return project, named_as_listed(base, project.particles, class_map, work, log.info)
 
 
-def _check_arguments(blend: float, lr: float, noise_rel) -> None:
+def _check_arguments(blend: float, lr: float, noise_rel, distill: float) -> None:
     check_blend(blend)
+    if not distill >= 0:
+        raise ValueError(f"--distill must be 0 or more, got {distill}")
     if not lr > 0:
         raise ValueError(f"--lr must be positive, got {lr}")
     if len(noise_rel) != 2 or not 0 <= noise_rel[0] <= noise_rel[1]:
@@ -381,7 +392,7 @@ def _train_final(fold_info, runs, settings, kw: dict, progress: bool) -> Path:
 
     final_steps = sorted(f["best_step"] for f in fold_info)[len(fold_info) // 2]
     name = training_name("final", runs, runs, kw["lr"], final_steps, kw["truth_user"],
-                         kw["noise_rel"])
+                         kw["noise_rel"], kw["distill"])
     log.info("final model (%s): all %d runs for %d steps", name, len(runs), final_steps)
     cfg = training_config(settings.config, name=name, train_runs=runs, val_runs=runs,
                           **(kw | {"steps": final_steps}))
@@ -398,7 +409,8 @@ def _run_folds(folds, project, settings, kw: dict, progress: bool, trainer=None,
     cfgs = []
     for i, (train_runs, val_runs) in enumerate(folds):
         name = training_name(f"fold{i}", train_runs, val_runs, kw["lr"],
-                             truth_user=kw["truth_user"], noise_rel=kw["noise_rel"])
+                             truth_user=kw["truth_user"], noise_rel=kw["noise_rel"],
+                             distill=kw["distill"])
         log.info("fold %d/%d (%s): train %s, validate %s", i + 1, len(folds), name,
                  train_runs, val_runs)
         cfgs.append(training_config(settings.config, name=name, train_runs=train_runs,
@@ -481,6 +493,10 @@ def finetune_arguments(doc: str) -> argparse.ArgumentParser:
                          "sigma (default %(default)s: a complex learnt on 3 clean runs held "
                          "on noisier ones; 0 2.5, the base's, fine-tuned 4 runs at SNR "
                          "0.22-0.3 better out of fold)")
+    ap.add_argument("--distill", type=float, default=FINETUNE_DISTILL, metavar="W",
+                    help="weight of a term keeping the class probabilities near the base's "
+                         "on every voxel trained on (learning without forgetting; default "
+                         "%(default)s, 0: off)")
     add_truth_user_argument(ap)
     add_class_map_argument(ap)
     return ap
@@ -494,7 +510,8 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
         device=a.device, work=a.work, fresh=a.fresh, blend=a.blend,
         fit_all=a.fit_all_thresholds, lr=a.lr, n_folds=a.folds, truth_user=a.truth_user,
         class_map=parse_class_map(a.class_map), config_radii=a.config_radii,
-        noise_rel=tuple(a.noise_rel), progress=not a.quiet and sys.stderr.isatty(), **kw))
+        noise_rel=tuple(a.noise_rel), distill=a.distill,
+        progress=not a.quiet and sys.stderr.isatty(), **kw))
     if s is None:
         return 2
     kept = " (the base's: the fine-tune did not beat it)" if s["base_kept"] else ""

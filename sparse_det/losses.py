@@ -95,3 +95,19 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
         loss_off = offsets.sum() * 0.0  # keeps the graph for DDP when a crop has no particle
     loss_off = offset_weight * loss_off
     return {"loss_cls": loss_cls, "loss_offset": loss_off, "loss": loss_cls + loss_off}
+
+
+def distill_loss(cls_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 labels: torch.Tensor, *, on: str = "all",
+                 classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean KL(teacher ‖ model) of the class probabilities over the voxels `on` says (all,
+    or background: where the labels say 0). [N, K+1] logits, [N] labels. `classes`: the
+    labels both distributions are taken over (renormalised), default all."""
+    keep = labels == 0 if on == "background" else torch.ones_like(labels, dtype=torch.bool)
+    if not bool(keep.any()):
+        return cls_logits.sum() * 0.0
+    if classes is not None:
+        cls_logits, teacher_logits = cls_logits[:, classes], teacher_logits[:, classes]
+    logp = F.log_softmax(cls_logits[keep].float(), dim=1)
+    logq = F.log_softmax(teacher_logits[keep].float(), dim=1)
+    return (logq.exp() * (logq - logp)).sum(dim=1).mean()

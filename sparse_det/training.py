@@ -14,6 +14,7 @@ checkpoint and metrics go.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -36,7 +37,7 @@ from sparse_det.config import Config, TrainConfig
 from sparse_det.data import CropSampler, RunSample, annotated_project, load_samples, split_runs
 from sparse_det.device import resolve_device
 from sparse_det.inference import detect_sparse
-from sparse_det.losses import detection_losses, label_weights
+from sparse_det.losses import detection_losses, distill_loss, label_weights
 from sparse_det.model import build_model, load_deepened, remap_classes, widen_input
 from sparse_det.structures import Detections
 from sparse_det.thresholds import calibrate_and_tune
@@ -79,6 +80,10 @@ class TrainState:
     # The init checkpoint's (thresholds, calibration): a class no validation run annotates
     # keeps its threshold, which those runs cannot set (thresholds.calibrate_and_tune).
     threshold_prior: tuple[dict, dict] | None = None
+    # The init checkpoint's model, frozen (_teacher), where loss.distill_weight > 0, and the
+    # labels it knew (0 and its classes): the term reads those alone.
+    teacher: torch.nn.Module | None = None
+    teacher_labels: torch.Tensor | None = None
 
     @property
     def core(self) -> torch.nn.Module:
@@ -155,9 +160,11 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
                         channels=cfg.model.channels,
                         blocks_per_level=cfg.model.blocks_per_level, device=device)
     renaming: dict[str, str] = {}
+    init_names: list[str] = []
     if cfg.train.init_checkpoint:
         init, renaming = _init_state(cfg.train.init_checkpoint, feature_names, particles,
                                      cfg.train.class_map)
+        init_names = [p["name"] for p in init["particles"]]
         init_blocks = init["config"].get("model", {}).get("blocks_per_level", 1)
         try:
             if init_blocks < cfg.model.blocks_per_level:
@@ -169,6 +176,9 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{cfg.train.init_checkpoint}: weights do not fit this "
                                   f"config's model ({str(exc)[:200]})") from exc
+    # Config checks say an init checkpoint is set where distill_weight > 0.
+    teacher, taught = _teacher(model, init_names, particles) if cfg.loss.distill_weight > 0 \
+        else (None, None)
     opt, sched = make_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
     prior = (checkpoint_settings(cfg.train.init_checkpoint).prior(cfg.postprocess.tta)
@@ -176,7 +186,27 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
     if prior is not None:  # keyed by the checkpoint's names
         prior = tuple({renaming.get(k, k): v for k, v in d.items()} for d in prior)
     return TrainState(model, opt, sched, scaler, particles, list(feature_names),
-                      label_weight=label_weight, threshold_prior=prior)
+                      label_weight=label_weight, threshold_prior=prior, teacher=teacher,
+                      teacher_labels=taught)
+
+
+def _teacher(model: torch.nn.Module, init_names: list[str], particles: ParticleTable
+             ) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A frozen copy of the model as initialised, and the labels its checkpoint knew (0 and
+    the classes in `init_names`). A class new to it starts with a zero row (remap_classes):
+    its probability there is no knowledge to keep, so the term compares the distributions
+    over the known labels only (learning without forgetting), and the new class is free.
+    The copy normalises with each batch's statistics, as the model does while it trains:
+    against its running statistics (eval mode) the two differ by KL 0.02 per voxel before
+    any step, the size of the whole term, and a fine-tune taught to close that gap picked
+    VLP at precision 0.43 (docs/experiments.md, *Learning without forgetting*). Momentum 0
+    keeps its running statistics the init's."""
+    labels = [0] + [particles.class_index(n) for n in particles.names if n in init_names]
+    teacher = copy.deepcopy(model).train().requires_grad_(False)
+    for m in teacher.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    return teacher, torch.tensor(labels, dtype=torch.long)
 
 
 def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
@@ -196,6 +226,13 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
                               offset_weight=cfg.loss.offset_weight,
                               label_weight=state.label_weight, unknown_bits=unknown,
                               unpicked_share=cfg.loss.unpicked_share)
+    if state.teacher is not None:
+        with torch.no_grad(), ctx:
+            taught = state.teacher(batch)["cls_logits"]
+        losses["loss_distill"] = cfg.loss.distill_weight * distill_loss(
+            out["cls_logits"], taught, labels, on=cfg.loss.distill_on,
+            classes=state.teacher_labels.to(taught.device))
+        losses["loss"] = losses["loss"] + losses["loss_distill"]
     state.opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()

@@ -560,3 +560,24 @@ def test_tune_writes_thresholds_under_the_projects_names(small_project, tmp_path
                  "--out", str(same), "--device", "cpu"]) == 0
     assert {OTHER.get(k, k): v for k, v in checkpoint_settings(same).thresholds.items()} == \
         pytest.approx(settings.thresholds)
+
+
+def test_distillation_reads_the_classes_the_init_knew():
+    """loss.distill_weight from a checkpoint on a table with a class new to it: the frozen
+    copy is the init, and the term's labels are background and the checkpoint's classes,
+    not the new one (whose zero row is no knowledge to keep)."""
+    from sparse_det.training import build_state
+
+    settings = checkpoint_settings(DEFAULT_CHECKPOINT)
+    listed = ParticleTable([*settings.particles.particles,
+                            ParticleType("proteasome", 80.0, 1.0, 7, "1RYP")])
+    cfg = copy.deepcopy(settings.config)
+    cfg.train.init_checkpoint, cfg.loss.distill_weight = str(DEFAULT_CHECKPOINT), 1.0
+    state = build_state(cfg, settings.feature_names, listed, torch.device("cpu"))
+    assert state.teacher_labels.tolist() == list(range(len(settings.particles) + 1))
+    assert listed.class_index("proteasome") == len(settings.particles) + 1
+    for k, v in state.teacher.state_dict().items():
+        torch.testing.assert_close(v, state.core.state_dict()[k], rtol=0, atol=0)
+    cfg.loss.distill_weight = 0.0
+    assert build_state(cfg, settings.feature_names, listed,
+                       torch.device("cpu")).teacher is None

@@ -108,3 +108,14 @@ def test_unpicked_share_outside_0_1_is_refused(share):
     with pytest.raises(ConfigError, match="loss.unpicked_share"):
         config_from_dict({"loss": {"unpicked_share": share}})
     assert config_from_dict({"loss": {"unpicked_share": 1.0}}).loss.unpicked_share == 1.0
+
+
+@pytest.mark.parametrize("loss, needle", [({"distill_weight": -1.0}, "distill_weight.*≥ 0"),
+                                          ({"distill_on": "fg"}, "all or background"),
+                                          ({"distill_weight": 1.0}, "init_checkpoint")])
+def test_distillation_settings_are_checked(loss, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config_from_dict({"loss": loss})
+    ok = config_from_dict({"loss": {"distill_weight": 2.0, "distill_on": "background"},
+                           "train": {"init_checkpoint": "base.pt"}})
+    assert (ok.loss.distill_weight, ok.loss.distill_on) == (2.0, "background")

@@ -158,3 +158,27 @@ def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_pat
     want = Picker.load(DEFAULT_CHECKPOINT, "cpu").detect_run(
         crowded, run, tmp_path / "ft.work" / "shards").confidence
     assert confidence[run] == pytest.approx(want, abs=1e-6), (confidence[run], want)
+
+
+def test_finetune_distill_reaches_every_training(small_project, tmp_path, capsys):
+    """`--distill W` is each training's loss.distill_weight (and its loss has the term),
+    names its folders apart from a fine-tune without it, and a negative W is refused before
+    anything runs."""
+    from sparse_det.finetune import training_name
+
+    out = tmp_path / "ft.pt"
+    args = ["--project", str(small_project.path), "--out", str(out), "--steps", "2",
+            "--folds", "2", "--device", "cpu", "--quiet"]
+    assert main([*args, "--distill", "-1"]) == 2
+    assert "--distill must be 0 or more, got -1.0" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--distill", "2"]) == 0
+    summary = read_checkpoint(out)["extra"]["finetune"]
+    assert summary["distill"] == 2.0
+    for fold in summary["folds"]:
+        doc = read_checkpoint(fold["checkpoint"])
+        assert doc["config"]["loss"]["distill_weight"] == 2.0, fold
+        assert doc["extra"]["history"][-1]["loss_distill"] > 0, doc["extra"]["history"]
+    r0, r1 = small_project.runs()
+    assert training_name("fold0", [r0], [r1], 1e-3, distill=2.0) != \
+        training_name("fold0", [r0], [r1], 1e-3)
