@@ -3,7 +3,7 @@ heptameric rings, data_tools/shapes.py), drawn beside the competition's five.
 
     python bench/new_complex.py [--train-runs 3] [--test-runs 2] [--steps 300]
         [--test-seed S] [--only-new | --new-picks-only | --portal [--set-radii]]
-        [--distill W [--distill-on all|background]] [--json F]
+        [--distill W] [--json F]
 
 Simulates two projects with the proteasome in their config (in-range physics, full size,
 made once under data/): one whose runs `finetune` learns from, one whose runs nobody trains
@@ -89,8 +89,7 @@ def portal_view(project: CopickProject, dest: Path, set_radii: bool) -> CopickPr
     return CopickProject(dest / "copick_config.json")
 
 
-def appearance_override(variants: int | None, noise_rel, distill_on: str | None = None
-                        ) -> None:
+def appearance_override(variants: int | None, noise_rel) -> None:
     """Every fine-tune training of this process with these appearance settings instead of
     the base's (an experiment: finetune has no option for them)."""
     import sparse_det.finetune as ft
@@ -103,8 +102,6 @@ def appearance_override(variants: int | None, noise_rel, distill_on: str | None 
             cfg.data.appearance_variants = variants
         if noise_rel:
             cfg.data.appearance = {**cfg.data.appearance, "noise_rel": list(noise_rel)}
-        if distill_on:
-            cfg.loss.distill_on = distill_on
         return cfg
 
     ft.training_config = training_config
@@ -133,7 +130,7 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data", help="where the two projects are made")
     ap.add_argument("--train-runs", type=int, default=3)
@@ -159,13 +156,15 @@ def main() -> int:
                     help="added noise std / the volume's robust sigma (default: finetune's)")
     ap.add_argument("--distill", type=float,
                     help="finetune's --distill (default: finetune's)")
-    ap.add_argument("--distill-on", choices=("all", "background"),
-                    help="the voxels the --distill term reads (loss.distill_on; an "
-                         "experiment: finetune has no option for it)")
     ap.add_argument("--json", help="write the results here")
+    return ap
+
+
+def main() -> int:
+    ap = arguments()
     a = ap.parse_args()
-    if a.appearance_variants is not None or a.noise_rel or a.distill_on:
-        appearance_override(a.appearance_variants, a.noise_rel, a.distill_on)
+    if a.appearance_variants is not None or a.noise_rel:
+        appearance_override(a.appearance_variants, a.noise_rel)
     if a.set_radii and not a.portal:
         ap.error("--set-radii goes with --portal")
     data = Path(a.data)
@@ -195,7 +194,7 @@ def main() -> int:
             "rows": rows, "finetune_minutes": minutes, "steps": a.steps,
             "only_new": a.only_new, "new_picks_only": a.new_picks_only,
             "portal": a.portal, "set_radii": a.set_radii, "config_radii": a.config_radii,
-            "distill": summary["distill"], "distill_on": a.distill_on or "all",
+            "distill": summary["distill"],
             "out_of_fold": summary["per_class"], "base_kept": summary["base_kept"],
             "cpus": os.cpu_count()}, indent=2))
     return 0

@@ -80,7 +80,6 @@ class LossConfig:
     # on every voxel of every crop (losses.distill_loss). 0: off. A fine-tune on a few
     # runs can learn a rare class's look in those runs as background elsewhere.
     distill_weight: float = 0.0
-    distill_on: str = "all"  # all | background: the voxels the term is read on
 
 
 @dataclass
@@ -300,18 +299,15 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
         raise ConfigError(f"loss.unpicked_share: {cfg.loss.unpicked_share}, expected 0-1 "
                           "(above 0)")
     _check_keep_share_range(cfg)
-    _check_distill(cfg.loss, cfg.train)
+    _check_distill(cfg.loss)
     return cfg
 
 
-def _check_distill(loss: LossConfig, train: TrainConfig) -> None:
+def _check_distill(loss: LossConfig) -> None:
+    # Whether train.init_checkpoint is set is checked when training starts
+    # (training.build_state): `train --init` sets it after the config is read.
     if not loss.distill_weight >= 0:
         raise ConfigError(f"loss.distill_weight: {loss.distill_weight}, expected ≥ 0")
-    if loss.distill_on not in ("all", "background"):
-        raise ConfigError(f"loss.distill_on: {loss.distill_on!r}, expected all or background")
-    if loss.distill_weight > 0 and not train.init_checkpoint:
-        raise ConfigError("loss.distill_weight > 0 keeps the model near train.init_checkpoint"
-                          ", which is not set")
 
 
 def _check_keep_share_range(cfg: Config) -> None:

@@ -183,9 +183,8 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     detections' best leads it run by run; `fit_all`: never. `truth_user`: whose picks are
     the annotations. `class_map`: see _named_base. A class whose radius in the config is
     far off the base's is fine-tuned with the base's (sparse_det/checkpoint_radii.py)
-    unless `config_radii`. `noise_rel`: the appearance copies' added noise (LO, HI).
-    `distill`: the weight of the term keeping each training's class probabilities near the
-    base's (loss.distill_weight)."""
+    unless `config_radii`. `noise_rel`: the appearance copies' added noise (LO, HI);
+    `distill`: each training's loss.distill_weight (nearness to the base's output)."""
     from sparse_det.checkpoint import checkpoint_settings
 
     _check_arguments(blend, lr, noise_rel, distill)

@@ -97,17 +97,16 @@ def detection_losses(cls_logits: torch.Tensor, offsets: torch.Tensor, labels: to
     return {"loss_cls": loss_cls, "loss_offset": loss_off, "loss": loss_cls + loss_off}
 
 
-def distill_loss(cls_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                 labels: torch.Tensor, *, on: str = "all",
+def distill_loss(cls_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
                  classes: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean KL(teacher ‖ model) of the class probabilities over the voxels `on` says (all,
-    or background: where the labels say 0). [N, K+1] logits, [N] labels. `classes`: the
-    labels both distributions are taken over (renormalised), default all."""
-    keep = labels == 0 if on == "background" else torch.ones_like(labels, dtype=torch.bool)
-    if not bool(keep.any()):
+    """Mean KL(teacher ‖ model) of the class probabilities over the voxels, [N, K+1] logits
+    each. `classes`: the labels both distributions are taken over (renormalised), default
+    all. (Read on background voxels alone it fine-tuned 4 tilt series to 0.826 out of fold
+    against 0.847 on every voxel: docs/experiments.md, *Learning without forgetting*.)"""
+    if len(cls_logits) == 0:
         return cls_logits.sum() * 0.0
     if classes is not None:
         cls_logits, teacher_logits = cls_logits[:, classes], teacher_logits[:, classes]
-    logp = F.log_softmax(cls_logits[keep].float(), dim=1)
-    logq = F.log_softmax(teacher_logits[keep].float(), dim=1)
+    logp = F.log_softmax(cls_logits.float(), dim=1)
+    logq = F.log_softmax(teacher_logits.float(), dim=1)
     return (logq.exp() * (logq - logp)).sum(dim=1).mean()

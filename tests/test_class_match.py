@@ -575,6 +575,7 @@ def test_distillation_reads_the_classes_the_init_knew():
     cfg.train.init_checkpoint, cfg.loss.distill_weight = str(DEFAULT_CHECKPOINT), 1.0
     state = build_state(cfg, settings.feature_names, listed, torch.device("cpu"))
     assert state.teacher_labels.tolist() == list(range(len(settings.particles) + 1))
+    assert not state.teacher.training
     assert listed.class_index("proteasome") == len(settings.particles) + 1
     for k, v in state.teacher.state_dict().items():
         torch.testing.assert_close(v, state.core.state_dict()[k], rtol=0, atol=0)
