@@ -285,7 +285,8 @@ def epoch_record(state: TrainState, metrics: dict, val: dict, epoch_s: float) ->
 
 
 def epoch_line(rec: dict) -> str:
-    return (f"epoch {rec['epoch']} step {rec['step']}: loss {rec.get('loss', 0):.3f} "
+    distill = f" (distill {rec['loss_distill']:.4f})" if "loss_distill" in rec else ""
+    return (f"epoch {rec['epoch']} step {rec['step']}: loss {rec.get('loss', 0):.3f}{distill} "
             f"{rec['voxels_per_s']:.0f} vox/s val F4 {rec['val_score']:.4f} "
             + " ".join(f"{k}=" + ("-" if rec.get("val_references", {}).get(k, 1) == 0
                                   else f"{v:.2f}") for k, v in rec["val_f4"].items()))

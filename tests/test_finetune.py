@@ -165,6 +165,7 @@ def test_finetune_distill_reaches_every_training(small_project, tmp_path, capsys
     names its folders apart from a fine-tune without it, and a negative W is refused before
     anything runs."""
     from sparse_det.finetune import training_name
+    from sparse_det.training import epoch_line
 
     out = tmp_path / "ft.pt"
     args = ["--project", str(small_project.path), "--out", str(out), "--steps", "2",
@@ -179,6 +180,7 @@ def test_finetune_distill_reaches_every_training(small_project, tmp_path, capsys
         doc = read_checkpoint(fold["checkpoint"])
         assert doc["config"]["loss"]["distill_weight"] == 2.0, fold
         assert doc["extra"]["history"][-1]["loss_distill"] > 0, doc["extra"]["history"]
+        assert " (distill " in epoch_line(doc["extra"]["history"][-1])
     r0, r1 = small_project.runs()
     assert training_name("fold0", [r0], [r1], 1e-3, distill=2.0) != \
         training_name("fold0", [r0], [r1], 1e-3)
