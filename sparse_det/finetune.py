@@ -80,7 +80,7 @@ FINETUNE_NOISE_REL = (0.5, 4.0)
 FINETUNE_VARIANTS = 2  # appearance copies of each run, at least
 # Learning without forgetting (--distill W, loss.distill_weight). Off: at W = 1 it kept
 # beta-galactosidase on 4 tilt series (0.847 out of fold against 0.832) but let false VLPs
-# through on apo-ferritins where a proteasome was learnt (0.963 against 0.971;
+# through on apo-ferritins where a proteasome was learnt (0.963 against 0.979;
 # docs/experiments.md, *Learning without forgetting*).
 FINETUNE_DISTILL = 0.0
 
