@@ -154,8 +154,10 @@ def arguments() -> argparse.ArgumentParser:
                     help="appearance-randomised copies of each run (default: the base's)")
     ap.add_argument("--noise-rel", type=float, nargs=2, metavar=("LO", "HI"),
                     help="added noise std / the volume's robust sigma (default: finetune's)")
-    ap.add_argument("--distill", type=float,
-                    help="finetune's --distill (default: finetune's)")
+    from sparse_det.finetune import FINETUNE_DISTILL
+
+    ap.add_argument("--distill", type=float, default=FINETUNE_DISTILL,
+                    help="finetune's --distill (default %(default)s, finetune's)")
     ap.add_argument("--json", help="write the results here")
     return ap
 
@@ -182,8 +184,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     summary = finetune(str(train.path), a.out, steps=a.steps, device="cpu",
-                       config_radii=a.config_radii,
-                       **({} if a.distill is None else {"distill": a.distill}))
+                       config_radii=a.config_radii, distill=a.distill)
     minutes = (time.perf_counter() - t0) / 60
     rows = {"shipped default": picked_score(test, DEFAULT_CHECKPOINT),
             f"fine-tuned on {a.train_runs} runs ({minutes:.1f} min)": picked_score(test,

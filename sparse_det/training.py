@@ -203,7 +203,7 @@ def _teacher(model: torch.nn.Module, init_names: list[str], particles: ParticleT
     0.847: docs/experiments.md, *Learning without forgetting*.)"""
     labels = [0] + [particles.class_index(n) for n in particles.names if n in init_names]
     return (copy.deepcopy(model).eval().requires_grad_(False),
-            torch.tensor(labels, dtype=torch.long))
+            torch.tensor(labels, dtype=torch.long, device=next(model.parameters()).device))
 
 
 def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: torch.device,
@@ -227,7 +227,7 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
         with torch.no_grad(), ctx:
             taught = state.teacher(batch)["cls_logits"]
         losses["loss_distill"] = cfg.loss.distill_weight * distill_loss(
-            out["cls_logits"], taught, classes=state.teacher_labels.to(taught.device))
+            out["cls_logits"], taught, classes=state.teacher_labels)
         losses["loss"] = losses["loss"] + losses["loss_distill"]
     state.opt.zero_grad(set_to_none=True)
     if scaler is not None:

@@ -206,7 +206,7 @@ def test_unknown_bits_pack_both_kinds_and_refuse_only_what_cannot_fit():
 
 def test_distill_loss_hand_case():
     """KL(teacher ‖ model) of two 3-class voxels, by hand; 0 where they agree; `classes`
-    renormalises over the labels given; the gradient of an empty set is zero."""
+    renormalises over the labels given; no voxels read 0 (a plain mean would be NaN)."""
     from sparse_det.losses import distill_loss
 
     student = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
@@ -222,5 +222,7 @@ def test_distill_loss_hand_case():
     assert distill_loss(student[:1], teacher[:1] + torch.tensor([0.0, 0.0, 9.0]),
                         classes=torch.tensor([0, 1])).item() == pytest.approx(kl01, rel=1e-5)
     empty = torch.zeros(0, 3, requires_grad=True)
-    distill_loss(empty, teacher[:0]).backward()
+    nothing = distill_loss(empty, teacher[:0])
+    assert nothing.item() == 0.0
+    nothing.backward()
     assert empty.grad is not None and empty.grad.shape == (0, 3)
