@@ -17,8 +17,9 @@ never come from a run the model trained on.
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
    base's unless they beat it: thresholds.keep_prior_unless_beaten; carried over to the
-   fine-tune as the lower of the vote mass it stands for and the threshold passing as
-   many picks on these runs: thresholds.carried_prior).
+   fine-tune as the lowest of: the threshold passing as many picks on these runs, the
+   probability it stands for in the fine-tune's calibration, and the vote mass it stands
+   for where the base has no rescorer: thresholds.carried_prior).
 4. The base detects the same runs; unless the fine-tune leads it there by more than 2
    standard errors run by run, the output is the base with thresholds tuned on them. The
    log gives each class's lead run by run as well, and warns of a class a written
@@ -310,7 +311,9 @@ def _against_base(dets, truths, project, base, kw: dict, settings, prior, kept=(
     base_dets = _fold_detections(Path(base), project, runs, kw["work"] / "shards",
                                  kw["device"])
     # The fine-tune's vote masses need not mean what the base's did (carried_prior).
-    ft_prior = None if prior is None else carried_prior(base_dets, dets, prior)
+    ft_prior = None if prior is None else carried_prior(
+        base_dets, dets, prior, truths, project.particles,
+        base_rescored=settings.has_rescorer)
     # Both are scored on the project's annotated classes: a class the base does not have
     # scores 0 for it, one the project does not list is not scored.
     scored = ParticleTable([replace(p, weight=0.0) if p.name in kept else p

@@ -385,23 +385,43 @@ def _passing(mass_desc: np.ndarray, n: int) -> float:
     return float(np.sqrt(max(mass_desc[n - 1], 1e-12) * max(mass_desc[n], 1e-12)))
 
 
-def carried_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior) -> Prior:
+def carried_prior(base_raw: list[Detections], raw: list[Detections], prior: Prior,
+                  truths: list[dict[str, np.ndarray]], particles: ParticleTable, *,
+                  base_rescored: bool = False) -> Prior:
     """The base checkpoint's thresholds carried over to another network's detections of the
-    same runs (in vote mass, no calibration): each class's is the lower of the mass it
-    stood for and the threshold that passes as many of `raw`'s candidates over all runs as
-    the base's passes of `base_raw`'s (halfway, in log mass, between the last passed and
-    the first left out). Why: a fine-tune's vote masses need not mean what the base's did —
-    carried over by mass, the base's beta-galactosidase threshold passed none of a
-    fine-tune's candidates on 3 runs beyond every training range (F4 0.072 -> 0.000) — but
-    neither need its counts, where the base under-detects (the all-shifted ribosome). F4
-    weighs recall 16 times precision, so of two carry-overs the one that passes more."""
+    same runs (in vote mass, no calibration): each class's is the lowest of
+    - the threshold that passes as many of `raw`'s candidates over all runs as the base's
+      passes of `base_raw`'s (halfway, in log mass, between the last passed and the first
+      left out);
+    - where the prior is a calibrated probability, the mass at which `raw`'s own
+      calibration on these runs (fit_calibration, as calibrate_and_tune fits it) gives that
+      probability;
+    - unless `base_rescored`, the vote mass it stood for.
+    Why: a fine-tune's vote masses need not mean what the base's did — carried over by
+    mass, the base's beta-galactosidase threshold passed none of a fine-tune's candidates
+    on 3 runs beyond every training range (F4 0.072 -> 0.000) — but neither need its counts,
+    where the base under-detects (the all-shifted ribosome). F4 weighs recall 16 times
+    precision, so of the carry-overs the one that passes most. `base_rescored`: `base_raw`
+    holds the base's candidate-rescorer probabilities, not vote masses, and its mass means
+    nothing here. Taken as one, the default's virus-like-particle threshold (0.02) sat
+    below every fine-tune candidate (0.3-921) and passed all 153 on 3 runs, 105 of them
+    false; the tuned threshold's lead (F4 1.00 in each run against 0.99, 0.86, 0.76) fell
+    short of 2 standard errors, so the pass-all prior was kept, and 0.3-0.4 of the virus-like
+    particles picked on unseen runs were real (docs/experiments.md, *A fine-tune's
+    thresholds carried from a rescored base*)."""
     thresholds, calibration = prior
+    own = fit_calibration(raw, truths, particles)
     out = {}
     for name, t in thresholds.items():
         if not np.isfinite(t):
             continue
         log_mass = _log_mass(name, t, calibration)
-        out[name] = min(_as_many(base_raw, raw, name, log_mass), float(np.exp(log_mass)))
+        carries = [_as_many(base_raw, raw, name, log_mass)]
+        if name in calibration and name in own:
+            carries.append(float(np.exp(_log_mass(name, t, own))))
+        if not base_rescored:
+            carries.append(float(np.exp(log_mass)))
+        out[name] = min(carries)
     return out, {}
 
 

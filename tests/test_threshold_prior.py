@@ -85,24 +85,30 @@ def _scaled(run, factor: float, extra_false_mass: float | None = None):
     return Detections(dets.run, {"ribosome": (cand, mass * factor)}), truth
 
 
+def _carry_args(base, fine):
+    return [d for d, _ in base], [d for d, _ in fine]
+
+
+def _truths(runs):
+    return [t for _, t in runs], PARTICLES
+
+
 def test_a_fine_tunes_prior_passes_as_many_picks_as_the_bases():
     base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
     fine = [_scaled(r, 0.01, extra_false_mass=0.05) for r in base]
     # The base's threshold (mass 5) passes all 20 of its detections; of the fine-tune's,
     # masses 1 (16), 0.1 (4) and 0.05 (10 false), the same 20 pass halfway between 0.1 and
     # 0.05 in log mass.
-    thresholds, calibration = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                            PRIOR)
+    thresholds, calibration = carried_prior(*_carry_args(base, fine), PRIOR, *_truths(fine))
     assert calibration == {} and np.isclose(thresholds["ribosome"], np.sqrt(0.1 * 0.05))
     # A calibrated prior stands for the same vote mass: the same count.
     cal = {"ribosome": [2.0, -3.0]}
     p = 1 / (1 + np.exp(-(2.0 * np.log(5.0) - 3.0)))
-    again, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                             ({"ribosome": p}, cal))
+    again, _ = carried_prior(*_carry_args(base, fine), ({"ribosome": p}, cal), *_truths(fine))
     assert np.isclose(again["ribosome"], thresholds["ribosome"])
     # Above every base detection: above every fine-tune one too.
-    none, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                            ({"ribosome": 1000.0}, {}))
+    none, _ = carried_prior(*_carry_args(base, fine), ({"ribosome": 1000.0}, {}),
+                            *_truths(fine))
     assert none["ribosome"] > 1.0
 
 
@@ -114,7 +120,8 @@ def test_a_prior_carried_by_vote_mass_can_lose_a_class_that_counting_keeps():
     fine = _scaled(base, 0.01)
     by_mass = _tune([fine])
     assert by_mass.kept_prior == ("ribosome",) and by_mass.per_class["ribosome"].tp == 0
-    by_count = _tune([fine], prior=carried_prior([base[0]], [fine[0]], PRIOR))
+    by_count = _tune([fine], prior=carried_prior([base[0]], [fine[0]], PRIOR,
+                                                 *_truths([fine])))
     c = by_count.per_class["ribosome"]
     assert (c.tp, c.fp, c.fn) == (10, 0, 0), c
 
@@ -125,11 +132,54 @@ def test_where_the_base_under_detects_the_mass_it_stood_for_passes_more():
     threshold 50); as the mass it stood for, all 20 pass, and that is what is kept."""
     base = [_run(i, false_at_10=0, weak_hits=2) for i in range(2)]
     fine = [_scaled(r, 10.0) for r in base]
-    thresholds, _ = carried_prior([d for d, _ in base], [d for d, _ in fine],
-                                  ({"ribosome": 50.0}, {}))
+    thresholds, _ = carried_prior(*_carry_args(base, fine), ({"ribosome": 50.0}, {}),
+                                  *_truths(fine))
     assert np.isclose(thresholds["ribosome"], 50.0)
     found = sum(int((d["ribosome"][1] >= thresholds["ribosome"]).sum()) for d, _ in fine)
     assert found == 20
+
+
+def test_a_rescored_bases_threshold_is_no_vote_mass():
+    """The default's raw scores are its rescorer's probabilities: the base finds each run's
+    10 ribosomes at 0.9 and 20 false ones at 0.09, and its threshold 0.5 passes the 10. A
+    fine-tune's vote masses are 100 (true) and 10 (false). Read as a vote mass, 0.5 passes
+    all 30 of the fine-tune's a run; counted, the 10 true ones (halfway between 100 and 10
+    in log mass)."""
+    base = [_scaled(_run(i, false_at_10=20, weak_hits=0), 0.009) for i in range(3)]
+    fine = [_run(i, false_at_10=20, weak_hits=0) for i in range(3)]
+    prior = ({"ribosome": 0.5}, {})
+    as_mass, _ = carried_prior(*_carry_args(base, fine), prior, *_truths(fine))
+    counted, _ = carried_prior(*_carry_args(base, fine), prior, *_truths(fine),
+                               base_rescored=True)
+    assert as_mass["ribosome"] == 0.5
+    assert np.isclose(counted["ribosome"], np.sqrt(100.0 * 10.0))
+    c = _tune(fine, prior=(counted, {})).per_class["ribosome"]
+    assert (c.tp, c.fp, c.fn) == (30, 0, 0), c
+
+
+def test_a_calibrated_prior_carries_its_probability_where_the_count_passes_fewer():
+    """A rescored base under-detects: its calibrated threshold passes the 8 strong ribosomes
+    a run and not the 2 weak ones. The fine-tune finds all 10 (8 at mass 100, 2 at 10) and
+    20 false ones at mass 1. Counted, the carry passes 8 a run; the probability the base's
+    threshold stands for, in the fine-tune's own calibration on these runs, falls between
+    masses 1 and 10 and passes all 10 and nothing false."""
+    base = [_scaled(_run(i, false_at_10=20, weak_hits=2), 0.009) for i in range(3)]
+    fine = []
+    for i in range(3):
+        dets, truth = _run(i, false_at_10=20, weak_hits=2)
+        cand, mass = dets["ribosome"]
+        fine.append((Detections(dets.run, {"ribosome": (cand, np.where(
+            np.arange(len(mass)) < 10, mass, 1.0))}), truth))
+    base_cal = {"ribosome": [1.0, 0.0]}  # p = score / (1 + score)
+    prior = ({"ribosome": 0.5 / 1.5}, base_cal)  # stands for score 0.5: 8 of the base's 10
+    counted = carried_prior(*_carry_args(base, fine), ({"ribosome": 0.5}, {}), *_truths(fine),
+                            base_rescored=True)[0]["ribosome"]
+    carried = carried_prior(*_carry_args(base, fine), prior, *_truths(fine),
+                            base_rescored=True)[0]["ribosome"]
+    assert np.isclose(counted, np.sqrt(100.0 * 10.0))
+    assert 1.0 < carried < 10.0
+    c = _tune(fine, prior=({"ribosome": carried}, {})).per_class["ribosome"]
+    assert (c.tp, c.fp, c.fn) == (30, 0, 0), c
 
 
 def test_a_class_no_run_annotates_keeps_the_checkpoints_threshold():
