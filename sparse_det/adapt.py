@@ -209,7 +209,9 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path)
     base = named_as_listed(base, project.particles, None, work, log.info)  # its pseudo-labels
-    settings = checkpoint_settings(base)
+    # Every model a round trains is a network alone: it is judged and written at the base
+    # network's own thresholds, never at its rescorer's (_network_alone).
+    settings = checkpoint_settings(_network_alone(Path(base), work))
     labelled = project if config_radii else labelled_with_checkpoint_radii(
         project, settings.particles)
     runs = runs or project.runs()
@@ -241,10 +243,33 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     summary = {"base": str(base), "runs": runs, "blend": blend, "kept": kept,
                "radii": {p.name: p.radius_A for p in labelled.particles},
                "models": [{k: v for k, v in h.items() if k != "labels"} for h in history]}
-    write_retuned(kept, out, thresholds=settings.thresholds,
-                  calibration=settings.calibration or {}, extra={"adapt": summary},
-                  other_tta=_other_sets(settings))
+    # No round kept: the base as it was, with its rescorer and the thresholds tuned for it.
+    written = checkpoint_settings(base) if kept == history[0]["model"] else settings
+    write_retuned(kept, out, thresholds=written.thresholds,
+                  calibration=written.calibration or {}, extra={"adapt": summary},
+                  other_tta=_other_sets(written))
     return summary
+
+
+def _network_alone(base: Path, work: Path) -> Path:
+    """The base's network alone at its own tuned thresholds (tune.write_network_alone)
+    where it carries a candidate rescorer, else the base. Why: the rescorer's thresholds
+    and calibration map the rescorer's probabilities, and a trained round has no rescorer.
+    Given to the round's vote masses, the default's let through nearly every candidate: a
+    round's picks on the crowded family went 1,448 -> 7,805 (beta-amylase 277 -> 3,005),
+    the class-balance safeguard refused every round from the default, and the note on
+    adapting a moved domain (docs/experiments.md) read the refusal as the network's."""
+    from data_tools.atomic import atomic_path
+    from sparse_det.checkpoint import checkpoint_settings
+    from sparse_det.tune import write_network_alone
+
+    if not checkpoint_settings(base).has_rescorer:
+        return base
+    dest = work / "base_network_alone.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        write_network_alone(str(base), tmp)
+    return dest
 
 
 def _judged(trained: Path, dest: Path, settings, project, runs: list[str], device: str,

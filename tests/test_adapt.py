@@ -104,3 +104,21 @@ def test_adapt_does_not_lower_f4_where_the_start_is_right(tmp_path):
 
     before, after = score(DEFAULT_CHECKPOINT), score(out)
     assert after >= before, f"adapted {after:.3f} vs start {before:.3f}"
+
+
+def test_rounds_are_judged_at_the_base_networks_own_thresholds(tmp_path):
+    """A trained round is a network alone. The default carries a candidate rescorer, whose
+    thresholds and calibration map the rescorer's probabilities; a round judged and written
+    at those passed nearly every candidate. The rounds take the network's own set instead,
+    and a checkpoint without a rescorer is its own."""
+    from sparse_det.adapt import _network_alone
+    from sparse_det.checkpoint import NETWORK_TUNED, checkpoint_settings
+
+    alone = _network_alone(DEFAULT_CHECKPOINT, tmp_path / "work")
+    own = read_checkpoint(DEFAULT_CHECKPOINT)["extra"][NETWORK_TUNED]
+    settings, base = checkpoint_settings(alone), checkpoint_settings(DEFAULT_CHECKPOINT)
+    assert base.has_rescorer and not settings.has_rescorer
+    assert settings.thresholds == own["thresholds"] != base.thresholds
+    assert settings.calibration == own["calibration"]
+    assert settings.config.postprocess.tta == own["tta"]
+    assert _network_alone(alone, tmp_path / "again") == alone
