@@ -271,6 +271,7 @@ class Settings:
     has_rescorer: bool = False  # it carries a candidate rescorer (sparse_det/rescore.py)
     # "PROJECT_FOLDER/RUN" of each run its rescorer was fitted on (sparse_det.rescore)
     rescorer_runs: tuple[str, ...] = ()
+    network_tuned: dict | None = None  # a rescored one's set for its network alone
 
     def prior(self, tta: str):
         """(thresholds, calibration) tuned for these weights with `tta`, or None."""
@@ -279,6 +280,19 @@ class Settings:
         if tta == self.config.postprocess.tta:
             return dict(self.thresholds), dict(self.calibration)
         tuned = self.tuned_for_tta.get(tta)
+        return (dict(tuned["thresholds"]), dict(tuned["calibration"])) if tuned else None
+
+    def network_prior(self, tta: str):
+        """prior() of the network alone, for the vote masses of a network trained from these
+        weights: a rescored checkpoint's own thresholds map its rescorer's probabilities
+        (the default's passed nearly every vote mass)."""
+        if not self.has_rescorer:
+            return self.prior(tta)
+        alone = self.network_tuned
+        if self.thresholds_stale or not alone:
+            return None
+        tuned = alone if tta == alone.get("tta", "none") else alone.get(
+            "tuned_for_tta", {}).get(tta)
         return (dict(tuned["thresholds"]), dict(tuned["calibration"])) if tuned else None
 
 
@@ -296,7 +310,8 @@ def _settings(path: str | Path, doc: dict) -> Settings:
                     (min(tuned), max(tuned)) if tuned else None,
                     bool(doc.get("extra", {}).get(THRESHOLDS_STALE)),
                     doc.get("extra", {}).get(RESCORER) is not None,
-                    tuple(doc.get("extra", {}).get(RESCORER_RUNS, ())))
+                    tuple(doc.get("extra", {}).get(RESCORER_RUNS, ())),
+                    doc.get("extra", {}).get(NETWORK_TUNED))
 
 
 def checkpoint_settings(path: str | Path) -> Settings:

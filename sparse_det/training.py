@@ -183,7 +183,7 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
         else (None, None)
     opt, sched = make_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
-    prior = (checkpoint_settings(cfg.train.init_checkpoint).prior(cfg.postprocess.tta)
+    prior = (checkpoint_settings(cfg.train.init_checkpoint).network_prior(cfg.postprocess.tta)
              if cfg.train.init_checkpoint else None)
     if prior is not None:  # keyed by the checkpoint's names
         prior = tuple({renaming.get(k, k): v for k, v in d.items()} for d in prior)

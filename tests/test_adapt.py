@@ -122,3 +122,21 @@ def test_rounds_are_judged_at_the_base_networks_own_thresholds(tmp_path):
     assert settings.calibration == own["calibration"]
     assert settings.config.postprocess.tta == own["tta"]
     assert _network_alone(alone, tmp_path / "again") == alone
+
+
+def test_the_network_prior_of_a_rescored_checkpoint_is_its_networks_set():
+    """Settings.network_prior: a rescored checkpoint's set for its network alone, at its
+    own test-time setting or another it was tuned for; a checkpoint without a rescorer's
+    prior is its own."""
+    from sparse_det.checkpoint import NETWORK_TUNED, checkpoint_settings
+
+    settings = checkpoint_settings(DEFAULT_CHECKPOINT)
+    own = read_checkpoint(DEFAULT_CHECKPOINT)["extra"][NETWORK_TUNED]
+    assert settings.network_prior(own["tta"]) == (own["thresholds"], own["calibration"])
+    for tta, tuned in own["tuned_for_tta"].items():
+        assert settings.network_prior(tta) == (tuned["thresholds"], tuned["calibration"])
+    assert settings.network_prior("no such setting") is None
+    plain = checkpoint_settings(DEFAULT_CHECKPOINT.parent / "simulator_shapes.pt")
+    assert not plain.has_rescorer
+    assert plain.network_prior(plain.config.postprocess.tta) == plain.prior(
+        plain.config.postprocess.tta)

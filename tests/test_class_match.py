@@ -336,7 +336,7 @@ def test_training_from_a_checkpoint_reads_other_names_as_its_classes():
                                    before[:, settings.particles.class_index(name)],
                                    rtol=0, atol=0)
     thresholds, calibration = state.threshold_prior
-    was, _ = settings.prior(cfg.postprocess.tta)
+    was, _ = settings.network_prior(cfg.postprocess.tta)
     assert thresholds == {OTHER.get(k, k): v for k, v in was.items()}
     assert "cytosolic-ribosome" in thresholds and "cytosolic-ribosome" in calibration
 

@@ -437,7 +437,9 @@ def test_training_validation_keeps_the_inits_threshold_for_classes_no_run_annota
         annotated, tmp_path):
     """sparse_det.train from the default, validated on alice's ribosome-only run: the
     validation thresholds (which the checkpoint it writes carries) keep the vote mass the
-    init's stood for in every other class, instead of the uncalibrated default 0.5."""
+    init's network-alone threshold stood for in every other class, instead of the
+    uncalibrated default 0.5. The default's own thresholds map its rescorer's probabilities,
+    not vote masses (read as masses they passed nearly every candidate)."""
     import torch
 
     from sparse_det.thresholds import _log_mass
@@ -453,7 +455,8 @@ def test_training_validation_keeps_the_inits_threshold_for_classes_no_run_annota
                              cfg.targets.radius_fraction)
     state = build_state(cfg, list(sample.sv.feature_names), project.particles,
                         torch.device("cpu"))
-    prior = base.prior(cfg.postprocess.tta)
+    prior = base.network_prior(cfg.postprocess.tta)
+    assert base.has_rescorer and prior[1] != base.prior(cfg.postprocess.tta)[1]
     assert state.threshold_prior == prior
     val, _ = _validate(state, [sample], cfg, torch.device("cpu"),
                        hooks=Hooks(save=lambda *a: None), payload={})
