@@ -22,8 +22,9 @@ Each round:
    by more than a factor CLASS_SHIFT from the starting model's — scored or not: an unscored
    class growing takes the voxels of scored ones. Otherwise the adaptation stops and keeps
    the model before.
-The thresholds and the score calibration stay the starting checkpoint's: there is nothing
-to re-tune them on. The pseudo-labels are the checkpoint's picks, and a class whose config
+The thresholds and the score calibration stay the starting network's (a rescored
+checkpoint's network alone, as no round has a rescorer): there is nothing to re-tune them
+on. The pseudo-labels are the checkpoint's picks, and a class whose config
 radius is far off the checkpoint's (copick's data-portal configs say 50 Å for every object)
 is trained with the checkpoint's, as finetune does (sparse_det/checkpoint_radii.py), unless
 `--config-radii`. Everything lives under `--work` (default `<out>.work/`).
@@ -274,8 +275,8 @@ def _network_alone(base: Path, work: Path) -> Path:
 
 def _judged(trained: Path, dest: Path, settings, project, runs: list[str], device: str,
             history: list[dict]) -> dict:
-    """A round's model as it would be written (`dest`: the starting thresholds and
-    calibration; training tuned its own on the pseudo-labels, which are no ground truth),
+    """A round's model as it would be written (`dest`: the starting network's thresholds
+    and calibration; training tuned its own on the pseudo-labels, which are no ground truth),
     its labels, their agreement with the round before's and the start's, and why the
     safeguards refuse it (None: kept)."""
     from sparse_det.checkpoint import write_retuned
