@@ -79,10 +79,11 @@ MIN_FOLD_RUNS = 3
 # docs/experiments.md, *A fine-tune's added noise*).
 FINETUNE_NOISE_REL = (0.5, 4.0)
 FINETUNE_VARIANTS = 2  # appearance copies of each run, at least
-# Learning without forgetting (--distill W, loss.distill_weight). Off: at W = 1 it kept
-# beta-galactosidase on 4 tilt series (0.847 out of fold against 0.832) but let false VLPs
-# through on apo-ferritins where a proteasome was learnt (0.963 against 0.979;
-# docs/experiments.md, *Learning without forgetting*).
+# Learning without forgetting (--distill W, loss.distill_weight). Off: at W = 1 it raised
+# the out-of-fold F4 on five families (0.007-0.031), but its fold models picked runs no
+# training saw no better (0.727 against 0.725), and at low SNR it led the base out of fold
+# while picking new runs worse (docs/experiments.md, *Learning without forgetting on five
+# families*).
 FINETUNE_DISTILL = 0.0
 
 
