@@ -210,8 +210,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path)
     base = named_as_listed(base, project.particles, None, work, log.info)  # its pseudo-labels
-    # Every model a round trains is a network alone: it is judged and written at the base
-    # network's own thresholds, never at its rescorer's (_network_alone).
+    # A round trains a network alone: judged and written at its own set (_network_alone).
     settings = checkpoint_settings(_network_alone(Path(base), work))
     labelled = project if config_radii else labelled_with_checkpoint_radii(
         project, settings.particles)
