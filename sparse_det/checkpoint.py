@@ -288,11 +288,10 @@ class Settings:
         (the default's passed nearly every vote mass)."""
         if not self.has_rescorer:
             return self.prior(tta)
-        alone = self.network_tuned
-        if self.thresholds_stale or not alone:
+        if self.thresholds_stale or not self.network_tuned:
             return None
-        tuned = alone if tta == alone.get("tta", "none") else alone.get(
-            "tuned_for_tta", {}).get(tta)
+        alone = _network_tuned("", self.network_tuned)  # read as strip_rescorer reads it
+        tuned = alone if tta == alone["tta"] else alone["tuned_for_tta"].get(tta)
         return (dict(tuned["thresholds"]), dict(tuned["calibration"])) if tuned else None
 
 
