@@ -202,9 +202,12 @@ def held(vols: list) -> list:
     so that each float32 volume goes as its copy comes. In float32 they were a picking
     process's largest allocation (five volumes: 0.73 GB of its 2.1 at 37 M voxels); float16
     keeps a robust-unit feature clipped at 6-20 sigma to 1 part in 2,000, finer than the
-    network's bf16 products."""
-    for i, v in enumerate(vols):
-        vols[i] = v.astype(np.float16) if isinstance(v, np.ndarray) else v.half()
+    network's bf16 products. Last to first: the first (the intensity channel) may be the
+    caller's tomogram, alive until sparsify returns; converted first, its copy stood on
+    every later conversion's peak (0.27 GB of a cellular tomogram's 4.03)."""
+    for i in reversed(range(len(vols))):
+        vols[i] = (vols[i].astype(np.float16) if isinstance(vols[i], np.ndarray)
+                   else vols[i].half())
     return vols
 
 

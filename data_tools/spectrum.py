@@ -54,13 +54,26 @@ def _shells(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     return shell, counts
 
 
+# Planes of a spectrum whose power and gain are taken at once. Over the whole spectrum their
+# float32 and float64 temporaries were 2.3 times the spectrum, a cellular tomogram's largest
+# allocation after the bands (1.36 GB at 367 x 630 x 630 voxels).
+SHELL_SLAB = 16
+
+
+def _slabs(spec: np.ndarray) -> list[tuple[slice]]:
+    return [(slice(z, z + SHELL_SLAB),) for z in range(0, spec.shape[0], SHELL_SLAB)]
+
+
 def power_by_shell(spec: np.ndarray, shape: tuple[int, int, int]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(shell index of each coefficient, summed power per shell, coefficients per shell) of
     the rfftn `spec` of a volume of `shape`. The index and the counts are shared, read-only."""
     shell, counts = _shells(tuple(int(n) for n in shape))
-    power_sum = np.bincount(shell.ravel(), weights=(spec.real**2 + spec.imag**2).ravel(),
-                            minlength=N_SHELLS + 1)
+    power_sum = np.zeros(N_SHELLS + 1)
+    for part in _slabs(spec):
+        s = spec[part]
+        power_sum += np.bincount(shell[part].ravel(), weights=(s.real**2 + s.imag**2).ravel(),
+                                 minlength=N_SHELLS + 1)
     return shell, power_sum, counts
 
 
@@ -89,7 +102,8 @@ def whiten(vol: np.ndarray, sigma_ref_vox: float, workers: int | None = None,
     spec = fft.rfftn(np.asarray(vol, np.float32), workers=workers)
     shell, power_sum, counts = power_by_shell(spec, vol.shape)
     gain = shell_gain(power_sum, counts, sigma_ref_vox, power).astype(np.float32)
-    spec *= gain[shell]
+    for part in _slabs(spec):
+        spec[part] *= gain[shell[part]]
     return fft.irfftn(spec, s=vol.shape, workers=workers).astype(np.float32, copy=False)
 
 

@@ -28,11 +28,18 @@ def _tomogram(shape=(24, 96, 96), seed=0, blank=False) -> np.ndarray:
     return vol
 
 
+# without whitening; whitened (the whitened volume is written over the one handed over);
+# whitened with the raw channels too (then both are kept)
+WHITENING = [{}, {"whiten_sigma_A": 100.0}, {"whiten_sigma_A": 100.0, "raw_channels": True}]
+
+
 @pytest.mark.parametrize("blank", [False, True])
 @pytest.mark.parametrize("axis", ["y", "x"])
-def test_a_tomogram_handed_over_gives_what_a_copy_gives(blank, axis):
+@pytest.mark.parametrize("whitening", WHITENING)
+def test_a_tomogram_handed_over_gives_what_a_copy_gives(blank, axis, whitening):
     # 96 voxels of 50 Å: a field wide enough to be flattened
-    cfg = SparsifyConfig(keep_fraction=0.03, tilt_axis=axis, keep_min_depth_A=1.0)
+    cfg = SparsifyConfig(keep_fraction=0.03, tilt_axis=axis, keep_min_depth_A=1.0,
+                         **whitening)
     vol = _tomogram(blank=blank)
     original = vol.copy()
     ref = sparsify(vol, 50.0, cfg, "r", keep_dense=2, reselectable=True)
@@ -94,3 +101,19 @@ def test_kept_volumes_are_float16_copies_of_the_features():
         np.testing.assert_array_equal(h, f.astype(np.float16))
     # the kept voxels' features are the float32 ones, not their float16 copies
     np.testing.assert_array_equal(sv.feats[:, 1], feats[1][tuple(sv.coords_zyx.T)])
+
+
+@pytest.mark.parametrize("whitening", WHITENING)
+def test_the_volume_handed_over_is_the_intensity_channel_whitened_or_not(whitening):
+    """Handed over, the tomogram's own memory holds the first feature volume, whitened or
+    not, so that no second full volume lives while the bands are made; where the raw
+    channels follow the whitened ones it holds the raw intensity, as it must."""
+    cfg = SparsifyConfig(tilt_axis="y", **whitening)
+    vol = sp.without_blank(_tomogram(), "r", True, 50.0)[0]
+    ref, _ = feature_volumes(vol.copy(), cfg, 50.0, "r")
+    feats, _ = feature_volumes(vol, cfg, 50.0, "r", own=True)
+    held_by = [np.shares_memory(f, vol) for f in feats]
+    assert held_by.index(True) == (5 if whitening.get("raw_channels") else 0)
+    assert sum(held_by) == 1
+    for a, b in zip(feats, ref, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -170,3 +170,25 @@ def test_robust_normalise_copies_unless_told():
     med = np.median(sample)
     mad = 1.4826 * np.median(np.abs(sample - med))
     np.testing.assert_allclose(out, (kept - med) / mad, rtol=1e-5, atol=1e-5)
+
+
+def test_whitening_a_few_planes_at_a_time_is_whitening_the_whole_spectrum(monkeypatch):
+    """The power and the gain taken SHELL_SLAB planes of the spectrum at a time (to bound
+    their temporaries) give the whitening of the spectrum taken whole, and the shells'
+    power summed by hand."""
+    from data_tools import spectrum
+
+    vol = ndimage.gaussian_filter(np.random.default_rng(3).standard_normal((21, 40, 36)),
+                                  1.5).astype(np.float32)
+    spec = np.fft.rfftn(vol).astype(np.complex64)
+    got = {}
+    for slab in (1, 4, 10_000):  # a plane, slabs that do not divide 21, the whole
+        monkeypatch.setattr(spectrum, "SHELL_SLAB", slab)
+        got[slab] = (whiten(vol, 2.0), power_by_shell(spec, vol.shape)[1])
+    for slab in (1, 4):
+        np.testing.assert_allclose(got[slab][0], got[10_000][0], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got[slab][1], got[10_000][1], rtol=1e-12)
+    shell = shell_of(rfft_frequency(vol.shape))
+    by_hand = np.bincount(shell.ravel(), (np.abs(spec) ** 2).astype(np.float64).ravel(),
+                          minlength=N_SHELLS + 1)
+    np.testing.assert_allclose(got[1][1], by_hand, rtol=1e-5)
