@@ -2,12 +2,12 @@
 
 One run picked as `infer` picks it (sparse_det.stream.infer_project, on the CPU), in this
 process. For each call of each stage — reading, blank and shading, the tilt axis, the
-feature volumes, the selection, the network's passes, decoding, the rescorer's profiles and
-probability shells — it prints the resident GB at the call's start and end and the most
-while it ran: the kernel's high-water mark (VmHWM), reset as the call starts, or where the
-kernel does not let it be reset, the highest of samples taken every 5 ms
-(/proc/self/statm); then the process's high-water mark. What the README's *Speed and
-memory* says about where the memory went was read from this table.
+feature volumes, the selection, the float16 copies kept, the network's passes, decoding,
+the rescorer's profiles and probability shells — it prints the resident GB at the call's
+start and end and the most while it ran: the kernel's high-water mark (VmHWM), reset as
+the call starts, or where the kernel does not let it be reset, the highest of samples
+taken every 5 ms (/proc/self/statm); then the process's high-water mark. What the
+README's *Speed and memory* says about where the memory went was read from this table.
 
     python bench/memory_stages.py --project P [--run R] [--checkpoint PT] [--json OUT]
 """
@@ -37,6 +37,7 @@ STAGES = [
     ("data_tools.sparsify", "_tilt_axis_of", "tilt axis"),
     ("data_tools.sparsify", "_feature_volumes_on", "feature volumes"),
     ("data_tools.sparsify", "_select_from", "selection"),
+    ("data_tools.sparsify", "held", "float16 copies"),
     ("sparse_det.inference", "predict_passes", "network passes"),
     ("sparse_det.inference", "detections_from_outputs", "decode"),
     ("sparse_det.rescore", "radial_profiles", "rescorer profiles"),
