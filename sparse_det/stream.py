@@ -92,6 +92,18 @@ def may_read_ahead(project: CopickProject, run: str, cfg: SparsifyConfig) -> boo
     return False
 
 
+def warn_if_over_memory(project: CopickProject, run: str, cfg: SparsifyConfig) -> None:
+    """A warning naming `run` where its estimated peak is more than the memory available
+    now: the kernel's out-of-memory killer stops a process with no word of which tomogram
+    or why."""
+    peak, available = estimated_peak_bytes(project, run, cfg), available_memory_bytes()
+    if peak is not None and available is not None and peak > available:
+        log.warning("%s: about %.1f GB to read and pick, %.1f GB available now: the process "
+                    "may be killed for memory (free some, or pick it where there is more; "
+                    "infer keeps the runs it has picked and resumes after them)", run,
+                    peak / 2**30, available / 2**30)
+
+
 def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
                 feature_names: list[str], shards_dir: str | Path | None, *,
                 device: torch.device | None = None, keep_dense: int = 0,
@@ -102,6 +114,8 @@ def load_sparse(project: CopickProject, run: str, cfg: SparsifyConfig,
     rather than read from a shard (SparseVolume.dense); `reselectable`: keep what
     data_tools.sparsify.reselect needs to keep the run at another share."""
     on = device if device is not None and device.type != "cpu" else None
+    if shards_dir is None:
+        warn_if_over_memory(project, run, cfg)
     sv = shard_or_sparsify(project, run, cfg, shards_dir, device=on, keep_dense=keep_dense,
                            reselectable=reselectable)
     if sv.feature_names != feature_names:

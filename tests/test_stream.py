@@ -117,12 +117,13 @@ def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_
                                                                            monkeypatch, caplog):
     """Where the next run's estimated peak does not fit half the memory available, it is read
     on the main thread once the run before it is picked, not in the reader thread while it
-    is: the same picks either way. Runs that fit are read ahead as before."""
+    is: the same picks either way. Runs that fit are read ahead as before. A run whose
+    estimate is more than the memory available is named in a warning before it is read."""
     import gc
     import threading
     import weakref
 
-    from data_tools.sparsify import plan_input
+    from data_tools.sparsify import estimated_peak_bytes, plan_input
     from sparse_det import stream
 
     runs = small_project.runs()
@@ -159,4 +160,7 @@ def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_
     # caller kept, and it held them to the end)
     assert alive_at_read == [[False] * i for i in range(1, len(runs))], alive_at_read
     assert f"{runs[1]}: read after the run before it is picked, not while" in caplog.text
+    for run in runs:  # and each run's read is said to be more than there is, by name
+        gb = estimated_peak_bytes(small_project, run, cfg) / 2**30
+        assert f"{run}: about {gb:.1f} GB to read and pick, 0.0 GB available now" in caplog.text
     assert after.equals(ahead) and len(after) > 0
