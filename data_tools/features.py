@@ -184,10 +184,13 @@ def band_features(x: np.ndarray, clip: float, sign: float, cfg: SparsifyConfig,
     if sign < 0:
         np.negative(x, out=x)
     sigmas = [cfg.select_sigma_A, *cfg.dog_sigmas_A]
-    # The filters are independent and scipy releases the GIL inside them: run them at once.
+    # The filters are independent and scipy releases the GIL inside them: run them at once,
+    # the widest (the slowest) first, so that fewer threads than filters end together: two
+    # threads took the four of 367x630x630 voxels in 5.6 s, not 6.3 (1.96-3.73 s each).
     with ThreadPoolExecutor(max_workers=min(len(sigmas), threads or os.cpu_count() or 1)) as pool:
-        blurred = list(pool.map(
-            lambda s: ndimage.gaussian_filter(x, s / voxel_size_A, truncate=3.0), sigmas))
+        made = {s: pool.submit(ndimage.gaussian_filter, x, s / voxel_size_A, truncate=3.0)
+                for s in sorted(sigmas, reverse=True)}
+        blurred = [made[s].result() for s in sigmas]
     # Each band overwrites the coarser blur it no longer needs (finest band last), so a full
     # tomogram costs six float32 volumes here, not fifteen: the CPU's peak memory.
     for fine, coarse in reversed(list(pairwise(blurred))):

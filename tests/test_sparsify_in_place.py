@@ -117,3 +117,22 @@ def test_the_volume_handed_over_is_the_intensity_channel_whitened_or_not(whiteni
     assert sum(held_by) == 1
     for a, b in zip(feats, ref, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_float16_copies_are_numpys_rounding_to_the_bit():
+    """as_float16 (torch's conversion where torch is loaded) gives numpy's float16 bits:
+    halfway cases to even, subnormals, overflow to infinity, signed zeros, random values."""
+    import torch  # loaded: the torch path is the one taken
+
+    assert sp.sys.modules.get("torch") is torch
+    halfway = np.float32(1 + 2**-11)  # between 1 and the next float16: to even, 1
+    special = np.array([halfway, 1 + 3 * 2**-11, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 65504.0,
+                        65520.0, 1e6, -0.0, 0.0, -halfway, np.inf, -np.inf], np.float32)
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0x33000000, 0x47800000, 200_000, dtype=np.uint32).view(np.float32)
+    for a in (special, bits * rng.choice([-1, 1], bits.shape).astype(np.float32),
+              rng.standard_normal((7, 30, 33)).astype(np.float32)):
+        with np.errstate(over="ignore"):  # 65520 and up: infinity, as intended
+            want = a.astype(np.float16)
+        np.testing.assert_array_equal(sp.as_float16(a).view(np.uint16), want.view(np.uint16))
+    assert sp.as_float16(special)[0] == 1.0
