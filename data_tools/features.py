@@ -140,7 +140,7 @@ def feature_volumes_with(ops: FeatureOps, vol, cfg: SparsifyConfig, voxel_size_A
                          what: str, own: bool = False) -> tuple[list, dict]:
     """Returns ([feature volumes], polarity info) for a tomogram, in the backend's arrays;
     features have protein positive. `own`: the caller hands `vol` over; it becomes the
-    first feature volume."""
+    first feature volume, whitened or not (with raw_channels, the first of the raw five)."""
     x = ops.normalise(vol, what, in_place=own)
     projection = ops.projection(x) if cfg.polarity == "auto" else None
     polarity, info = decide_polarity(cfg.polarity, projection, voxel_size_A, what)
