@@ -62,7 +62,7 @@ def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
 
 
 # Reading the next run while one is picked adds most of its peak again (two runs of
-# 368×1260×1260 voxels: 3.90 GB, one 2.42 GB), so the next run is read ahead only where its
+# 368×1260×1260 voxels: 3.74 GB, one 2.28 GB), so the next run is read ahead only where its
 # estimated peak (data_tools.sparsify.estimated_peak_bytes) fits this part of the memory
 # still available.
 READ_AHEAD_SHARE = 0.5
