@@ -16,7 +16,7 @@ def test_info_json(small_project, capsys):
     picks = small_project.read_picks(run)
     assert doc["runs"][run]["picks"] == {k: len(v) for k, v in picks.items()}, doc
     assert doc["runs"][run]["reads"] == ("denoised VoxelSpacing10.000 level 1 (20.024 Å, "
-                                         "32x96x96) -> as is (about 1.3 GB to pick)"), \
+                                         "32x96x96) -> as is (about 1.4 GB to pick)"), \
         doc["runs"][run]["reads"]
     assert [lv["origin_A"] for lv in tomo["levels"]] == [0.0, 5.006, 15.018], tomo["levels"]
 
