@@ -484,9 +484,10 @@ def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
 # the feature volumes most of it. An upper line through the measured peaks, which move by
 # 0.1 GB from run to run (GB at M voxels, 2026-12-07: 0.83-0.86 at 9.1, 1.72-1.78 at 36.5,
 # 1.96-2.07 at 36.1 from a 7.84 Å level, 2.24-2.34 at 72 from a 13.48 Å one, 2.21-2.28 at
-# 73, 3.66-3.75 at 145; bench/large_tomogram*.json). The 7.84 Å level's peak is its read's,
-# above the read's own line, and sets the base. 1.3 GB and 25 bytes a voxel until the
-# sparsifier's peak came down (4.29 GB at 145 M voxels before).
+# 73, 3.66-3.75 at 145; bench/large_tomogram*.json). The 7.84 Å level sets the base: its
+# peak is the network's passes (1.94 GB; its read 1.28, its features 1.39), above the 10 Å
+# level's of as many voxels. 1.3 GB and 25 bytes a voxel until the sparsifier's peak came
+# down (4.29 GB at 145 M voxels before).
 PEAK_BASE_BYTES = int(1.4 * 2**30)
 PEAK_BYTES_PER_VOXEL = 22
 
