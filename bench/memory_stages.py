@@ -78,10 +78,11 @@ class HighWater:
         except OSError:
             return False
 
-    def since_reset(self) -> float | None:
+    def since_reset(self) -> float:
+        """The peak since the last reset (since the start where resetting does not work)."""
         peak = high_water_GB()
         self.most = max(self.most, peak)
-        return peak if self.works else None
+        return peak
 
 
 class Sampler:
@@ -107,8 +108,9 @@ class Sampler:
 
 
 @contextmanager
-def stages_recorded(sampler: Sampler, hwm: HighWater, rows: list[dict]):
-    """Inside, every call of a STAGES function appends a row to `rows` as it returns."""
+def stages_recorded(sampler: Sampler | None, hwm: HighWater, rows: list[dict]):
+    """Inside, every call of a STAGES function appends a row to `rows` as it returns: its
+    peak from `hwm`, or from `sampler` where the kernel's peak cannot be reset."""
     import importlib
 
     saved = []
@@ -128,8 +130,9 @@ def stages_recorded(sampler: Sampler, hwm: HighWater, rows: list[dict]):
                 # out of step: the ends bound the peak from below either way.
                 exact = hwm.since_reset()
                 rows.append({"stage": _stage, "start_gb": start, "end_gb": end,
-                             "peak_gb": sampler.peak(t0, t1, (start, end)) if exact is None
-                             else max(exact, start, end), "seconds": t1 - t0, "t0": t0})
+                             "peak_gb": max(exact, start, end) if sampler is None
+                             else sampler.peak(t0, t1, (start, end)),
+                             "seconds": t1 - t0, "t0": t0})
 
         setattr(module, name, timed)
     try:
@@ -143,12 +146,14 @@ def measure(project: CopickProject, run: str, checkpoint: str) -> dict:
     """The stage rows of one pick of `run` (in call order) and the process's peak."""
     from sparse_det.stream import infer_project
 
-    sampler, hwm, rows = Sampler(), HighWater(), []
+    hwm, rows = HighWater(), []
+    sampler = None if hwm.works else Sampler()  # samples only where VmHWM cannot be reset
     try:
         with stages_recorded(sampler, hwm, rows):
             picks = infer_project(project, checkpoint, runs=[run], device="cpu")
     finally:
-        sampler.stop()
+        if sampler is not None:
+            sampler.stop()
     rows.sort(key=lambda r: r.pop("t0"))
     hwm.reset()
     return {"run": run, "particles": len(picks), "stages": rows,
