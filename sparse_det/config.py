@@ -59,6 +59,8 @@ class ModelConfig:
 @dataclass
 class TargetConfig:
     radius_fraction: float = 1.0  # voxels within this fraction of the radius are foreground
+    # {particle name: fraction} for the classes whose fraction differs (others: the one above)
+    class_radius_fraction: dict = field(default_factory=dict)
 
 
 @dataclass

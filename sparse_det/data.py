@@ -26,7 +26,7 @@ from sparse_det.config import Config, ConfigError, TrainConfig
 from sparse_det.losses import unknown_bits_of
 from sparse_det.share_levels import ShareLevels, share_levels, wide_config, wide_shards_dir
 from sparse_det.structures import SWAP_YX, SparseBatch, SparseVolume, swap_yx
-from sparse_det.targets import make_targets
+from sparse_det.targets import make_targets, particle_fractions
 
 # Share of crops centred near a particle (of a class drawn uniformly); the rest fall anywhere.
 PARTICLE_FOCUS = 0.8
@@ -108,6 +108,14 @@ def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
     return np.concatenate(cs), np.concatenate(ks), np.concatenate(rs)
 
 
+def class_of(project: CopickProject, name: str) -> int:
+    """The network class of a particle a config names, or a ConfigError naming the project."""
+    if name not in project.particles:
+        raise ConfigError(f"targets.class_radius_fraction names {name!r}, which {project.path} "
+                          f"does not have; its particles: {', '.join(project.particles.names)}")
+    return project.particles.class_index(name)
+
+
 def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
                        run: str, variant: int, seed: int,
                        ranges: AppearanceRanges | None = None) -> SparseVolume:
@@ -137,15 +145,20 @@ def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: Spar
 
 def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
                     run: str, radius_fraction: float, *, variant: int = 0,
-                    seed: int = 0, ranges: AppearanceRanges | None = None) -> RunSample:
-    """The run's shard (sparsified and written when none matches `cfg`) with its targets;
-    `variant` > 0: an appearance-randomised copy of it (appearance_variant)."""
+                    seed: int = 0, ranges: AppearanceRanges | None = None,
+                    class_radius_fraction: dict[str, float] | None = None) -> RunSample:
+    """The run's shard (sparsified and written when none matches `cfg`) with its targets
+    (`class_radius_fraction`: {particle name: fraction} where a class's differs from
+    `radius_fraction`); `variant` > 0: an appearance-randomised copy of it
+    (appearance_variant)."""
     sv = (appearance_variant(project, shards_dir, cfg, run, variant, seed, ranges) if variant
           else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
     truth, unknown = project.training_truth(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
+    by_class = {class_of(project, name): f for name, f in (class_radius_fraction or {}).items()}
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
-                                   radius_fraction=radius_fraction)
+                                   radius_fraction=particle_fractions(classes, radius_fraction,
+                                                                      by_class))
     unannotated = project.unannotated_particles(run)
     bits = unknown_bits_of(project.particles, unannotated,
                            [n for n in unknown if n not in unannotated])
@@ -160,11 +173,14 @@ def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
     cfg.data.appearance's ranges). `share_range` (lo, hi): each is read at several kept
     shares (sparse_det/share_levels.py)."""
     ranges = appearance_ranges(cfg.data.appearance)
+    for name in cfg.targets.class_radius_fraction:  # before the first run is sparsified
+        class_of(project, name)
     sp, shards = cfg.sparsify, cfg.data.shards
     if share_range:
         sp, shards = wide_config(sp, share_range), wide_shards_dir(shards, share_range)
     samples = [load_run_sample(project, shards, sp, r, cfg.targets.radius_fraction,
-                               variant=v, seed=cfg.train.seed, ranges=ranges)
+                               variant=v, seed=cfg.train.seed, ranges=ranges,
+                               class_radius_fraction=cfg.targets.class_radius_fraction)
                for r in runs for v in range(variants + 1)]
     if share_range:
         samples = [replace(s, levels=share_levels(s.sv, cfg.sparsify, share_range))

@@ -176,3 +176,36 @@ def test_channel_group_dropout_zeroes_one_group_of_a_crop_never_both():
     sample.sv.feature_names = ["a", "b", "c", "d"]
     plain = CropSampler([sample], train, seed=1)
     assert all(np.all(plain.sample()[1] != 0.0) for _ in range(50))
+
+
+def test_a_class_radius_fraction_widens_that_class_alone(small_project, tmp_path):
+    """targets.class_radius_fraction, read through a real project's shard: the named class
+    gains foreground voxels (each within 1.6 of its radii of its centre, voting for it), and
+    every other class's labels stay as they were."""
+    from sparse_det.config import ConfigError
+    from sparse_det.data import load_run_sample
+
+    run = small_project.runs()[0]
+    cfg = SparsifyConfig(bin_factor=2)
+    shards = tmp_path / "shards"
+    plain = load_run_sample(small_project, shards, cfg, run, 1.0)
+    wide = load_run_sample(small_project, shards, cfg, run, 1.0,
+                           class_radius_fraction={"beta-galactosidase": 1.6})
+    k = small_project.particles.class_index("beta-galactosidase")
+    assert (plain.labels == k).sum() > 0
+    grown = (wide.labels == k) & (plain.labels != k)
+    assert grown.sum() > 0, "no voxel joined beta-galactosidase at 1.6 of its radius"
+    others = (plain.labels != k) & (wide.labels != k)
+    np.testing.assert_array_equal(wide.labels[others], plain.labels[others])
+    assert ((plain.labels == k) <= (wide.labels == k)).all()
+    radius_vox = small_project.particles["beta-galactosidase"].radius_A / plain.sv.voxel_size_A
+    votes = wide.sv.coords_zyx[grown] + wide.offsets[grown]
+    reach = np.linalg.norm(wide.offsets[grown], axis=1)
+    was_background = plain.labels[grown] == 0
+    assert was_background.any() and (reach[was_background] > radius_vox).all()
+    assert (reach <= 1.6 * radius_vox + 1e-4).all()
+    owners = wide.centers_zyx[wide.center_class == k]
+    nearest = np.linalg.norm(votes[:, None] - owners[None], axis=2).min(axis=1)
+    np.testing.assert_allclose(nearest, 0, atol=1e-4)
+    with pytest.raises(ConfigError, match="names 'nope', which .*project does not have"):
+        load_run_sample(small_project, shards, cfg, run, 1.0, class_radius_fraction={"nope": 2})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparse_det.losses import detection_losses
-from sparse_det.targets import make_targets
+from sparse_det.targets import make_targets, particle_fractions
 
 
 def test_targets_hand_made():
@@ -21,6 +21,26 @@ def test_targets_hand_made():
     np.testing.assert_allclose(offsets[:, :2], 0, err_msg="z,y offsets")
     labels, _ = make_targets(coords, centers, classes, radii, radius_fraction=0.5)
     assert labels.tolist() == [2, 2, 0, 5, 0], f"half-radius labels {labels}"
+
+
+def test_targets_per_particle_fractions():
+    """Each particle's own share of its radius: A (class 2) at 1.5, B (class 5) at 0.5."""
+    coords = np.array([[0, 0, 4], [0, 0, 10], [0, 0, 13]], np.int32)
+    centers = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 16.0]])
+    classes = np.array([2, 5])
+    radii = np.array([2.0, 4.0])
+    fractions = particle_fractions(classes, 1.0, {2: 1.5, 5: 0.5})
+    assert fractions.tolist() == [1.5, 0.5]
+    # x=4: 3 from A, inside 1.5 × 2 (out at 1.0). x=10: 6 from B, outside 0.5 × 4 and 1.0 × 4
+    # x=13: 3 from B, inside 1.0 × 4, outside 0.5 × 4.
+    labels, offsets = make_targets(coords, centers, classes, radii, radius_fraction=fractions)
+    assert labels.tolist() == [2, 0, 0], f"per-particle labels {labels}"
+    np.testing.assert_allclose(offsets[:, 2], [-3, 0, 0])
+    labels, _ = make_targets(coords, centers, classes, radii, radius_fraction=1.0)
+    assert labels.tolist() == [0, 0, 5], f"one fraction for all {labels}"
+    assert particle_fractions(classes, 0.8, {}).tolist() == [0.8, 0.8]
+    with pytest.raises(ValueError, match="class 5: radius fraction 0"):
+        particle_fractions(classes, 1.0, {5: 0.0})
 
 
 def test_targets_overlap_goes_to_nearest_in_radius_units():
