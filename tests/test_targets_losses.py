@@ -28,11 +28,11 @@ def test_targets_per_particle_fractions():
     coords = np.array([[0, 0, 4], [0, 0, 10], [0, 0, 13]], np.int32)
     centers = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 16.0]])
     classes = np.array([2, 5])
-    radii = np.array([2.0, 4.0])
+    radii = np.array([2.5, 4.0])
     fractions = particle_fractions(classes, 1.0, {2: 1.5, 5: 0.5})
     assert fractions.tolist() == [1.5, 0.5]
-    # x=4: 3 from A, inside 1.5 × 2 (out at 1.0). x=10: 6 from B, outside 0.5 × 4 and 1.0 × 4
-    # x=13: 3 from B, inside 1.0 × 4, outside 0.5 × 4.
+    # x=4: 3 from A, inside 1.5 × 2.5 (out at 1.0). x=10: 6 from B, outside 0.5 × 4 and
+    # 1.0 × 4. x=13: 3 from B, inside 1.0 × 4, outside 0.5 × 4.
     labels, offsets = make_targets(coords, centers, classes, radii, radius_fraction=fractions)
     assert labels.tolist() == [2, 0, 0], f"per-particle labels {labels}"
     np.testing.assert_allclose(offsets[:, 2], [-3, 0, 0])
