@@ -108,12 +108,21 @@ def truth_in_voxels(sv: SparseVolume, truth_xyz_A: dict[str, np.ndarray],
     return np.concatenate(cs), np.concatenate(ks), np.concatenate(rs)
 
 
-def class_of(project: CopickProject, name: str) -> int:
-    """The network class of a particle a config names, or a ConfigError naming the project."""
-    if name not in project.particles:
-        raise ConfigError(f"targets.class_radius_fraction names {name!r}, which {project.path} "
-                          f"does not have; its particles: {', '.join(project.particles.names)}")
-    return project.particles.class_index(name)
+def class_fractions(project: CopickProject, fractions: dict) -> dict[int, float]:
+    """targets.class_radius_fraction as {network class: fraction}, or a ConfigError naming
+    the project's particles or the fraction that is not a number above 0."""
+    by_class = {}
+    for name, fraction in fractions.items():
+        if name not in project.particles:
+            raise ConfigError(f"targets.class_radius_fraction names {name!r}, which "
+                              f"{project.path} does not have; its particles: "
+                              f"{', '.join(project.particles.names)}")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not fraction > 0:
+            raise ConfigError(f"targets.class_radius_fraction: {name}: {fraction!r} is not a "
+                              "share of its radius above 0")
+        by_class[project.particles.class_index(name)] = float(fraction)
+    return by_class
 
 
 def appearance_variant(project: CopickProject, shards_dir: str | Path, cfg: SparsifyConfig,
@@ -155,7 +164,7 @@ def load_run_sample(project: CopickProject, shards_dir: str | Path, cfg: Sparsif
           else shard_or_sparsify(project, run, cfg, shards_dir, write=True))
     truth, unknown = project.training_truth(run)
     centers, classes, radii = truth_in_voxels(sv, truth, project.particles)
-    by_class = {class_of(project, name): f for name, f in (class_radius_fraction or {}).items()}
+    by_class = class_fractions(project, class_radius_fraction or {})
     labels, offsets = make_targets(sv.coords_zyx, centers, classes, radii,
                                    radius_fraction=particle_fractions(classes, radius_fraction,
                                                                       by_class))
@@ -173,8 +182,7 @@ def load_samples(cfg: Config, project: CopickProject, runs: list[str], *,
     cfg.data.appearance's ranges). `share_range` (lo, hi): each is read at several kept
     shares (sparse_det/share_levels.py)."""
     ranges = appearance_ranges(cfg.data.appearance)
-    for name in cfg.targets.class_radius_fraction:  # before the first run is sparsified
-        class_of(project, name)
+    class_fractions(project, cfg.targets.class_radius_fraction)  # before any run is read
     sp, shards = cfg.sparsify, cfg.data.shards
     if share_range:
         sp, shards = wide_config(sp, share_range), wide_shards_dir(shards, share_range)

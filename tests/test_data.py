@@ -209,3 +209,7 @@ def test_a_class_radius_fraction_widens_that_class_alone(small_project, tmp_path
     np.testing.assert_allclose(nearest, 0, atol=1e-4)
     with pytest.raises(ConfigError, match="names 'nope', which .*project does not have"):
         load_run_sample(small_project, shards, cfg, run, 1.0, class_radius_fraction={"nope": 2})
+    for bad in ("1.3", 0, -1.0, True):
+        with pytest.raises(ConfigError, match=f"ribosome: {bad!r} is not a share"):
+            load_run_sample(small_project, shards, cfg, run, 1.0,
+                            class_radius_fraction={"ribosome": bad})
