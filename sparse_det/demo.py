@@ -2,6 +2,8 @@
 evaluate, printing the per-class table → pictures (slices and precision-recall curves).
 
     python -m sparse_det.demo [--out demo_data] [--runs 2] [--shape Z Y X]
+
+Everything it writes lies under --out (the submission: <out>/submission.csv).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--submission", default="submissions/demo_submission.csv")
+    ap.add_argument("--submission", default=None,
+                    help="the CSV to write (default: <out>/submission.csv)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     from sparse_det.evaluate import evaluate
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[3/4] picking particles with {a.checkpoint}")
     t1 = time.perf_counter()
     rows = infer_project(project, a.checkpoint, shards_dir=out / "shards", progress=tty)
-    sub = Path(a.submission)
+    sub = Path(a.submission) if a.submission else out / "submission.csv"
     sub.parent.mkdir(parents=True, exist_ok=True)
     write_submission(to_submission(rows), sub)
     seconds, n_runs = time.perf_counter() - t1, len(project.runs())
