@@ -117,6 +117,11 @@ class TrainConfig:
     # sparsify.keep_fraction (sparse_det/share_levels.py), so the network reads larger kept
     # sets as well; validation and the checkpoint keep sparsify's. Empty: off.
     keep_share_range: list[float] = field(default_factory=list)
+    # An exponential moving average of the weights (and of BatchNorm's running statistics)
+    # is what validation reads and the checkpoints hold, the raw weights only what the
+    # optimiser steps: decay per step, warmed up as min(decay, (1 + step) / (10 + step)).
+    # 0: off, the weights as trained.
+    ema_decay: float = 0.0
 
 
 # Test-time augmentation: the axes (0=z, 1=y, 2=x) each pass mirrors. The missing wedge (tilt
@@ -289,6 +294,9 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
     if cfg.postprocess.norm_stats not in NORM_STATS:
         raise ConfigError(f"postprocess.norm_stats: {cfg.postprocess.norm_stats!r}, expected "
                           f"one of {NORM_STATS}")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay}, must be in [0, 1) "
+                          "(0: off; 0.999 averages about the last thousand steps)")
     if not 0 <= cfg.train.channel_group_dropout <= 0.5:
         # A crop loses one group or the other with this probability each: above a half the
         # two probabilities would not fit in one draw.

@@ -84,26 +84,42 @@ class TrainState:
     # labels it knew (0 and its classes): the term reads those alone.
     teacher: torch.nn.Module | None = None
     teacher_labels: torch.Tensor | None = None
+    # The moving average of the weights, where train.ema_decay > 0 (update_ema).
+    ema: torch.nn.Module | None = None
 
     @property
     def core(self) -> torch.nn.Module:
         return getattr(self.model, "module", self.model)
 
+    @property
+    def weights(self) -> torch.nn.Module:
+        """The model validation reads and checkpoints hold: the average where there is one."""
+        return self.ema if self.ema is not None else self.core
+
     def checkpoint_fields(self, cfg: Config, val: dict) -> dict:
         """save_checkpoint's arguments but the extra: the model and what inference needs."""
-        return {"model": self.core, "config": cfg, "particles": self.particles,
+        return {"model": self.weights, "config": cfg, "particles": self.particles,
                 "feature_names": self.feature_names, "thresholds": val["thresholds"],
                 "calibration": val.get("calibration")}
 
     def resume_extra(self, val: dict) -> dict:
+        raw = {"raw_model": self.core.state_dict()} if self.ema is not None else {}
         return {"step": self.step, "best": self.best, "history": self.history, "val": val,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()} | raw
 
     def restore(self, doc: dict) -> None:
         """From a checkpoint written with resume_extra (the model must not be wrapped yet or
-        be the same wrapped object: weights go into `core`)."""
-        self.core.load_state_dict(doc["model"])
+        be the same wrapped object: weights go into `core`; with a moving average, the
+        document's model is the average and the raw weights are in its extra)."""
         ex = doc["extra"]
+        if (self.ema is not None) != ("raw_model" in ex):
+            raise CheckpointError("the run to resume was trained with"
+                                  + ("out" if self.ema is not None else "")
+                                  + " train.ema_decay; resume it with the same setting, or "
+                                  "start afresh (--fresh or another --out-dir)")
+        if self.ema is not None:
+            self.ema.load_state_dict(doc["model"])
+        self.core.load_state_dict(ex.get("raw_model", doc["model"]))
         self.opt.load_state_dict(ex["optimizer"])
         self.sched.load_state_dict(ex["scheduler"])
         self.step, self.best, self.history = ex["step"], ex["best"], ex["history"]
@@ -187,9 +203,27 @@ def build_state(cfg: Config, feature_names: list[str], particles: ParticleTable,
              if cfg.train.init_checkpoint else None)
     if prior is not None:  # keyed by the checkpoint's names
         prior = tuple({renaming.get(k, k): v for k, v in d.items()} for d in prior)
+    ema = (copy.deepcopy(model).eval().requires_grad_(False) if cfg.train.ema_decay > 0
+           else None)
     return TrainState(model, opt, sched, scaler, particles, list(feature_names),
                       label_weight=label_weight, threshold_prior=prior, teacher=teacher,
-                      teacher_labels=taught)
+                      teacher_labels=taught, ema=ema)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int
+               ) -> None:
+    """ema ← d·ema + (1 − d)·model for every float parameter and buffer (BatchNorm's running
+    statistics averaged like the weights), d = min(decay, (1 + step) / (10 + step)): the
+    first steps, far from where training ends, are forgotten fast. Integer buffers (the
+    batch counts) are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    live = model.state_dict()
+    for name, avg in ema.state_dict().items():
+        if avg.is_floating_point():
+            avg.mul_(d).add_(live[name].detach(), alpha=1 - d)
+        else:
+            avg.copy_(live[name])
 
 
 def _teacher(model: torch.nn.Module, init_names: list[str], particles: ParticleTable
@@ -238,6 +272,8 @@ def train_step(*, state: TrainState, sampler: CropSampler, cfg: Config, device: 
         losses["loss"].backward()
         state.opt.step()
     state.sched.step()
+    if state.ema is not None:
+        update_ema(state.ema, state.core, cfg.train.ema_decay, state.step)
     return {k: float(v.detach()) for k, v in losses.items()} | {"voxels": len(labels)}
 
 
@@ -305,7 +341,8 @@ def start_line(cfg: Config, train_s: list[RunSample], val_s: list[RunSample], wo
     return (f"training {init} on {runs}{each} ({n_vox:,} voxels), "
             f"validating on {len(val_s)}{each}, {world} worker(s): {t.steps} steps in epochs of "
             f"{t.steps_per_epoch}, batch {t.batch_size}, lr {t.lr:g}"
-            + (f", time budget {t.time_budget_s:.0f} s" if t.time_budget_s > 0 else ""))
+            + (f", time budget {t.time_budget_s:.0f} s" if t.time_budget_s > 0 else "")
+            + (f", weights averaged (EMA {t.ema_decay:g})" if t.ema_decay > 0 else ""))
 
 
 def share(items: list, rank: int, world: int, at_least_one: bool = False) -> list:
@@ -340,7 +377,7 @@ def _validate(state: TrainState, val_s: list[RunSample], cfg: Config, device: to
               hooks: Hooks, payload: dict) -> tuple[dict, list[dict]]:
     """This rank's validation detections, gathered with every rank's; thresholds tuned on
     all of them together. Returns (validation summary, every rank's payload)."""
-    dets = detect_runs(state.core, val_s, state.particles, cfg, device)
+    dets = detect_runs(state.weights, val_s, state.particles, cfg, device)
     parts = hooks.gather(payload | {"dets": dets, "truths": [s.truth_xyz_A for s in val_s]})
     tuning, calibration = calibrate_and_tune([d for p in parts for d in p["dets"]],
                                              [t for p in parts for t in p["truths"]],
