@@ -101,6 +101,13 @@ def test_channel_group_dropout_out_of_range_fails():
     assert cfg.train.channel_group_dropout == 0.5
 
 
+@pytest.mark.parametrize("decay", [1.0, -0.1, 1.5])
+def test_ema_decay_out_of_range_fails(decay):
+    with pytest.raises(ConfigError, match=rf"train.ema_decay: {decay}, must be in \[0, 1\)"):
+        config_from_dict({"train": {"ema_decay": decay}})
+    assert config_from_dict({"train": {"ema_decay": 0.999}}).train.ema_decay == 0.999
+
+
 @pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
 def test_unpicked_share_outside_0_1_is_refused(share):
     from sparse_det.config import ConfigError, config_from_dict
