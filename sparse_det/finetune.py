@@ -152,6 +152,10 @@ def training_config(base_cfg, *, project: str, base: str, work: Path, name: str,
     t.init_checkpoint, t.out_dir = str(Path(base).resolve()), str(work / name)
     t.lr, t.steps, t.steps_per_epoch = lr, steps, min(STEPS_PER_EPOCH, steps)
     t.time_budget_s, t.patience, t.device = budget_s, PATIENCE, device
+    # A base trained with a moving average of its weights would hand it on: over a few
+    # hundred steps with early stopping it lags what each epoch's validation should judge,
+    # and no fine-tune was measured with it.
+    t.ema_decay = 0.0
     return cfg
 
 

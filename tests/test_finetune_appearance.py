@@ -5,6 +5,8 @@ base's, 0.68 with this (bench/new_complex.py, docs/experiments.md)."""
 
 from __future__ import annotations
 
+import copy
+
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings
 from sparse_det.data import appearance_ranges, appearance_variant
 from sparse_det.finetune import FINETUNE_NOISE_REL, training_config, training_name
@@ -23,6 +25,10 @@ def test_a_fine_tunes_copies_carry_its_own_noise(small_project, tmp_path):
     assert base.data.appearance["noise_rel"] == [0.0, 2.5]  # the base's config is untouched
     # adapt's rounds (no noise_rel) keep the base's.
     assert training_config(base, **kw).data.appearance == base.data.appearance
+    # A base trained with a moving average of its weights does not hand it on.
+    averaged = copy.deepcopy(base)
+    averaged.train.ema_decay = 0.999
+    assert training_config(averaged, **kw).train.ema_decay == 0.0
     ranges = appearance_ranges(cfg.data.appearance)
     drawn = [appearance_variant(small_project, cfg.data.shards, cfg.sparsify, r0, v, 0,
                                 ranges).input["appearance"]["noise_rel"] for v in (1, 2, 3)]
