@@ -89,7 +89,9 @@ def read_checkpoint(path: str | Path) -> dict:
     return _check(Path(path), lambda p: _torch().load(p, map_location="cpu", weights_only=True))
 
 
-RESUME_ONLY = ("optimizer", "scheduler")  # what only a resumed training needs
+# What only a resumed training needs (with train.ema_decay, the raw weights beside the
+# average): a tuned or souped checkpoint drops it.
+RESUME_ONLY = ("optimizer", "scheduler", "raw_model")
 THRESHOLDS_STALE = "thresholds_stale"  # extra's flag: thresholds not tuned for these weights
 # extra's entries of a checkpoint with a candidate rescorer (sparse_det/rescore.py): its
 # state, and the thresholds and calibration tuned for the network's own vote masses.

@@ -341,6 +341,15 @@ def test_weight_average_is_what_checkpoints_hold_and_resume_restores(trained, tm
     assert len(moved) > len(avg) // 2, "the average is the raw weights"
     best = read_checkpoint(tmp_path / "run" / "best.pt")["model"]
     assert all(torch.equal(best[k], v) for k, v in avg.items())
+    from sparse_det.checkpoint import write_retuned
+    from sparse_det.soup import average_checkpoints
+
+    tuned = read_checkpoint(write_retuned(tmp_path / "run" / "last.pt", tmp_path / "t.pt",
+                                          thresholds=doc["thresholds"],
+                                          calibration=doc["calibration"], extra={}))
+    soup = read_checkpoint(average_checkpoints([tmp_path / "run" / "last.pt", trained[1]],
+                                               tmp_path / "soup.pt"))
+    assert "raw_model" not in tuned["extra"] and "raw_model" not in soup["extra"]
 
     state = build_state(cfg, doc["feature_names"], annotated_project(cfg).particles,
                         torch.device("cpu"))
