@@ -128,6 +128,10 @@ class CopickProject:
             self.static_root = self.overlay_root = self.path
         elif (self.path / "static").is_dir() or (self.path / "overlay").is_dir():
             self.static_root, self.overlay_root = self.path / "static", self.path / "overlay"
+        elif (self.path / "copick_config.json").is_file():
+            # copick keeps a project's config apart from its data as often as beside it
+            config = self.path / "copick_config.json"
+            self.static_root, self.overlay_root = _roots_from_config(config)
         else:
             raise DataError(
                 f"{self.path}: not a copick project (no static/, overlay/ or {RUNS_DIR}/ inside, "
@@ -146,6 +150,16 @@ class CopickProject:
             if d.is_dir():
                 names.update(p.name for p in d.iterdir() if p.is_dir() and TMP_MARK not in p.name)
         return sorted(names)
+
+    def require_runs(self) -> list[str]:
+        """The runs, or an error naming where none was found: a mistyped root in a copick
+        config would otherwise read as a project with nothing to pick."""
+        runs = self.runs()
+        if not runs:
+            roots = sorted({str(r / RUNS_DIR) + ("" if r.is_dir() else " (missing)")
+                            for r in (self.static_root, self.overlay_root)})
+            raise DataError(f"{self.config_path or self.path}: no runs in {' or '.join(roots)}")
+        return runs
 
     def run_dir(self, run: str, *, overlay: bool = False, must_exist: bool = True) -> Path:
         validate_run_name(run)

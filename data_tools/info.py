@@ -73,7 +73,7 @@ def truth(project: CopickProject, run: str) -> dict:
 def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:
     cfg = cfg or SparsifyConfig()
     runs = {}
-    for run in project.runs():
+    for run in project.require_runs():
         runs[run] = {"tomograms": run_tomograms(project, run), "reads": reads(project, run, cfg)}
         runs[run] |= truth(project, run)
     return {"working_spacing_A": cfg.working_spacing_A, "runs": runs}

@@ -224,6 +224,10 @@ class ParticleTable:
                 particles.append(_from_pickable_object(obj))
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}: bad pickable object {obj!r} ({exc})") from exc
+        if not particles:
+            raise DataError(
+                f"{path}: its pickable_objects list no particle (is_particle true); add the "
+                "complexes to pick, with their names, labels and radii in Å")
         return cls(particles)
 
 

@@ -576,7 +576,8 @@ def ceiling_report(project: CopickProject, cfg: SparsifyConfig, out: Path | None
 
     per_class = {p.name: [0, 0] for p in project.particles}
     rows = []
-    for run in tqdm(runs or project.runs(), desc="sparsify", unit="run", disable=not progress):
+    for run in tqdm(runs or project.require_runs(), desc="sparsify", unit="run",
+                    disable=not progress):
         t0 = time.perf_counter()
         sv = sparsify_run(project, run, cfg)
         dt = time.perf_counter() - t0

@@ -45,7 +45,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     from sparse_det.checkpoint import checkpoint_settings
     from sparse_det.structures import DETECTION_COLUMNS
 
-    runs = runs or project.runs()
+    runs = runs or project.require_runs()
     unknown = sorted(set(runs) - set(project.runs()))
     if unknown:
         raise DataError(f"{project.path}: runs {unknown} not in project")

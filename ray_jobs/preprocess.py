@@ -53,7 +53,7 @@ def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: Spars
 
     ray = init_ray(address, num_cpus=workers)
     project = CopickProject(project_path)
-    runs = runs or project.runs()
+    runs = runs or project.require_runs()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     task = ray.remote(num_cpus=1, max_retries=1)(preprocess_run)
     # Each task reserves its run's estimated peak: large tomograms run fewer at a time.

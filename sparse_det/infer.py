@@ -98,7 +98,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
         raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
                         "--project")
     project = CopickProject(a.project)
-    runs = a.runs or project.runs()
+    runs = a.runs or project.require_runs()
     for run in runs:
         project.run_dir(run)  # an unknown or unsafe run name fails before any work
     if not Path(a.out).name or Path(a.out).is_dir():

@@ -102,6 +102,16 @@ def _uncalibrated(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--checkpoint", str(tmp / "uncalibrated.pt"), "--min-score", "0.5"]
 
 
+def _moved_roots(proj: Path, run: str, tmp: Path) -> list[str]:
+    """A copick config whose absolute roots went stale when the project moved: no runs, not
+    an empty submission."""
+    cfg = json.loads((proj / "copick_config.json").read_text())
+    cfg["static_root"] = f"local://{tmp / 'moved/static'}"
+    cfg["overlay_root"] = f"local://{tmp / 'moved/overlay'}"
+    (tmp / "stale.json").write_text(json.dumps(cfg))
+    return ["--project", str(tmp / "stale.json")]
+
+
 CASES = {
     "missing zarr": (_missing_zarr, "tomogram type 'denoised' not found; the run has no "
                                     "tomograms"),
@@ -122,6 +132,7 @@ CASES = {
                                                   "between 0 and 1"),
     "min score, checkpoint uncalibrated": (_uncalibrated, "uncalibrated.pt's scores are not "
                                                            "calibrated to probabilities"),
+    "config roots moved": (_moved_roots, "stale.json: no runs in "),
 }
 
 
@@ -147,7 +158,7 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
             "unwritable output", "output is a folder", "ground-truth user id",
-            "user id with _", "min score above one"), err
+            "user id with _", "min score above one", "config roots moved"), err
 
 
 def test_empty_sparse_set(tmp_path, capsys):

@@ -452,6 +452,41 @@ def test_not_a_project(tmp_path):
         CopickProject(tmp_path / "nope")
 
 
+def test_folder_holding_only_a_config(tmp_path):
+    """copick keeps a config apart from its data as often as beside it: a folder with
+    copick_config.json alone is read through it; a root the config mistypes is an error
+    naming the config and the missing folder, not a project of no runs."""
+    vol = write_competition_run(tmp_path / "data")
+    objects = [{"name": "ribosome", "is_particle": True, "label": 1, "radius": 150.0}]
+    cfg = {"config_type": "filesystem", "pickable_objects": objects,
+           "static_root": f"local://{tmp_path / 'data/static'}",
+           "overlay_root": f"local://{tmp_path / 'data/overlay'}"}
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg/copick_config.json").write_text(json.dumps(cfg))
+    proj = CopickProject(tmp_path / "cfg")
+    assert proj.config_path == tmp_path / "cfg/copick_config.json", proj.config_path
+    assert proj.require_runs() == ["TS_5_4"], proj.runs()
+    np.testing.assert_array_equal(proj.read_tomogram("TS_5_4").data, vol)
+    assert proj.particles.names == ["ribosome"], proj.particles.names
+
+    cfg["static_root"] = cfg["overlay_root"] = f"local://{tmp_path / 'dta/static'}"
+    (tmp_path / "cfg/copick_config.json").write_text(json.dumps(cfg))
+    typo = CopickProject(tmp_path / "cfg")
+    assert typo.runs() == [], typo.runs()
+    with pytest.raises(DataError, match=r"cfg/copick_config.json: no runs in "
+                                        r".*dta/static/ExperimentRuns \(missing\)"):
+        typo.require_runs()
+
+
+def test_config_without_particles(tmp_path):
+    """A config listing segmentation objects only: an error naming it, before any work."""
+    cfg = {"config_type": "filesystem", "overlay_root": "local:///x", "pickable_objects": [
+        {"name": "membrane", "is_particle": False, "label": 1}]}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match=r"c.json: its pickable_objects list no particle"):
+        ParticleTable.from_copick_config(tmp_path / "c.json")
+
+
 def test_data_portal_config(tmp_path):
     """A copick config of the CryoET Data Portal: its tomograms are remote, so with nothing
     in its overlay the error says so; runs copied into the overlay are read from there."""
