@@ -638,8 +638,13 @@ def _roots_from_config(path: Path) -> tuple[Path, Path]:
         url = cfg.get(key) or cfg.get("overlay_root") or ""
         if not url.startswith("local://") and "://" in url:
             raise DataError(f"{path}: {key} {url!r} is not a local:// path")
-        p = Path(url.removeprefix("local://"))
-        return p if p.is_absolute() else (path.parent / p)
+        p = Path(url.removeprefix("local://")).expanduser()
+        if p.is_absolute():
+            return p
+        # copick (fsspec) reads a relative root from the working directory; this reader
+        # from the config's folder, which moves with it: the first that exists wins.
+        beside = path.parent / p
+        return p.absolute() if not beside.exists() and p.exists() else beside
 
     if "overlay_root" not in cfg:
         raise DataError(f"{path}: copick config has no overlay_root")

@@ -478,6 +478,25 @@ def test_folder_holding_only_a_config(tmp_path):
         typo.require_runs()
 
 
+def test_config_roots_from_home_and_working_directory(tmp_path, monkeypatch):
+    """`local://~/…` is the user's home, as fsspec reads it for copick; a relative root is
+    the config's folder's where that exists, else the working directory's (copick's)."""
+    vol = write_competition_run(tmp_path / "home/data")
+    objects = [{"name": "ribosome", "is_particle": True, "label": 1, "radius": 150.0}]
+    cfg_path = tmp_path / "configs/copick_config.json"
+    cfg_path.parent.mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for static, cwd in [("~/data/static", tmp_path), ("home/data/static", tmp_path),
+                        ("../home/data/static", tmp_path / "home")]:
+        cfg_path.write_text(json.dumps({"config_type": "filesystem", "pickable_objects": objects,
+                                        "static_root": f"local://{static}",
+                                        "overlay_root": f"local://{static}"}))
+        monkeypatch.chdir(cwd)
+        proj = CopickProject(cfg_path)
+        np.testing.assert_array_equal(proj.read_tomogram("TS_5_4").data, vol, err_msg=static)
+        assert proj.static_root.resolve() == (tmp_path / "home/data/static").resolve(), static
+
+
 def test_config_without_particles(tmp_path):
     """A config listing segmentation objects only: an error naming it, before any work."""
     cfg = {"config_type": "filesystem", "overlay_root": "local:///x", "pickable_objects": [
