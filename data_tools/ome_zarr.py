@@ -228,9 +228,10 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
                    n_levels: int = 3, dtype=np.float32, origin_A: float = 0.0,
                    extra_attrs: dict | None = None,
                    chunks_zyx: tuple[int, int, int] = (64, 128, 128)) -> None:
-    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1, each 2x binned by mean,
-    stored as `dtype` (integers rounded and clipped to their range) in chunks of at most
-    `chunks_zyx`, every chunk written; level 0's voxel 0 is centred at origin_A.
+    """OME-Zarr 0.4 multiscale in zarr v2 format: arrays 0..n-1 (fewer where an axis runs
+    out), each 2x binned by mean, stored as `dtype` (integers rounded and clipped to their
+    range) in chunks of at most `chunks_zyx`, every chunk written; level 0's voxel 0 is
+    centred at origin_A.
     `extra_attrs`: more top-level keys for `.zattrs` (OME-Zarr readers ignore keys they do
     not know)."""
     import numcodecs
@@ -240,6 +241,8 @@ def write_ome_zarr(path: Path, data_zyx: np.ndarray, voxel_size_A: float,
     level = np.asarray(data_zyx, dtype=np.float32)
     datasets = []
     for i in range(n_levels):
+        if not min(level.shape):
+            break  # binned past the data: a level of no sections is no level
         chunks = tuple(min(s, c) for s, c in zip(level.shape, chunks_zyx, strict=True))
         # Every chunk on disk, those of one value too: an absent chunk reads as a sign of an
         # incomplete copy (missing_chunks), and this writer's own must never look like one.

@@ -57,6 +57,9 @@ SPACING_TOLERANCE = 0.01
 # A level at most this much coarser is resampled from itself: reading the level twice as fine
 # costs 2.3 s more per tomogram and scored no better.
 UPSAMPLE_TOLERANCE = 0.10
+# The thinnest axis a tomogram may have, in working voxels: fewer is a section or a line, on
+# which the filters and the network's 3-D context mean nothing.
+MIN_EXTENT_VOXELS = 2
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ def list_sources(project: CopickProject, run: str, tomo_type: str,
         path = project.tomogram_path(run, s, tomo_type)
         for i, (where, vs, shape, origin) in enumerate(project.tomogram_scales(run, s,
                                                                                tomo_type)):
+            if not min(shape):
+                continue  # a level binned past the data (0 sections) holds nothing to read
             out.append(Source(s, tomo_type, i, vs, origin, shape, array_chunks(path / where),
                               array=path / where))
     if not out:
@@ -169,6 +174,7 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     a level serves without being upsampled: a pyramid whose coarser level is incomplete
     and whose finer one is whole is an interrupted copy, not a sparse store."""
     plan = _plan_among(sources, working_A)
+    _check_size(plan)
     absent = _absent(plan.source)
     if not absent:
         return plan
@@ -184,6 +190,17 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
         log.warning("%s: reading %s instead, whose chunk files are all on disk",
                     plan.source.describe(), instead.source.describe())
     return instead
+
+
+def _check_size(plan: Plan) -> None:
+    s = plan.source
+    extent_A = [n * s.voxel_size_A for n in s.shape_zyx]
+    if min(extent_A) < MIN_EXTENT_VOXELS * plan.working_A:
+        raise DataError(
+            f"{s.array or s.describe()}: {'x'.join(map(str, s.shape_zyx))} voxels of "
+            f"{s.voxel_size_A:g} Å span {' x '.join(f'{e:.0f}' for e in extent_A)} Å (z, y, "
+            f"x); every axis must span at least {MIN_EXTENT_VOXELS} voxels of the "
+            f"{plan.working_A:g} Å working grid ({MIN_EXTENT_VOXELS * plan.working_A:g} Å)")
 
 
 def _absent(s: Source) -> int:

@@ -30,6 +30,23 @@ def test_forward_backward_cpu():
     assert sum(float(g.abs().sum()) for g in grads) > 0, "all gradients are zero"
 
 
+@pytest.mark.parametrize("gather_gemm", [True, False], ids=["gather-gemm", "spconv"])
+def test_a_grid_thinner_than_the_levels_reach(gather_gemm, monkeypatch):
+    """Three stride-2 levels floor a 5-cell axis to none at the coarsest (the neighbour
+    table read past its volume): the model widens such an axis, and the same voxels on a
+    grid declared larger give the same outputs, so the cells added change nothing."""
+    monkeypatch.setattr(sc, "CPU_GATHER_GEMM", gather_gemm)
+    torch.manual_seed(0)
+    coords, feats = random_sparse(n=300, shape=(5, 16, 16), c=5)
+    model = build_model(in_channels=5, num_classes=6, channels=(8, 16, 16, 16),
+                        blocks_per_level=1, device="cpu").eval()
+    with torch.no_grad():
+        tiny = model(SparseBatch.from_numpy([coords], [feats], (5, 16, 16)))
+        large = model(SparseBatch.from_numpy([coords], [feats], (16, 16, 16)))
+    for key in ("cls_logits", "offsets"):
+        torch.testing.assert_close(tiny[key], large[key], msg=key)
+
+
 def test_fortran_ordered_indices_give_the_same_result():
     """spconv on the CPU computes garbage on non-C-contiguous indices: the batch must fix it."""
     torch.manual_seed(0)

@@ -209,6 +209,28 @@ def test_plan_rules():
     assert plan_source([src(13.48)], WORKING_A).bin_factor == 1
 
 
+def test_thin_slabs_are_picked_and_a_section_is_refused(one_run, original_picks, tmp_path):
+    """A slab of 14 sections (7 on the working grid, fewer than the network's three
+    stride-2 levels need) is picked: a crash in the neighbour table before. One section, whose
+    pyramid the writer now stops at level 0, is refused, naming the array, before any work."""
+    _root, run, vol, vs = one_run
+    z0 = vol.shape[0] // 2 - 7
+    picks = _picks(_variant(one_run, tmp_path / "slab", data=vol[z0:z0 + 14]))
+    # the original's picks centred inside the slab, moved to its frame (its voxel 0 at 0 Å)
+    inside = original_picks[(original_picks.z > z0 * vs) & (original_picks.z < (z0 + 13) * vs)]
+    inside = inside.assign(z=inside.z - z0 * vs)
+    found, kept = _agreement(inside, picks, WORKING_A), _agreement(picks, inside, WORKING_A)
+    assert len(inside) >= 5 and found >= 0.5 and kept >= 0.5, (
+        f"{found:.2f} of the {len(inside)} picks of the whole tomogram inside the slab found "
+        f"in it, {kept:.2f} of its {len(picks)} picks among them (within {WORKING_A:g} Å)")
+    one = _variant(one_run, tmp_path / "section", data=vol[z0:z0 + 1])
+    sources = list_sources(one, run, "denoised")
+    assert [s.shape_zyx[0] for s in sources] == [1], sources
+    with pytest.raises(DataError, match=r"denoised.zarr/0: 1x192x192 voxels of 10.012 Å span "
+                                        r"10 x 1922 x 1922 Å .* at least 2 voxels"):
+        plan_source(sources, WORKING_A)
+
+
 def test_the_reads_memory_by_hand(monkeypatch):
     """Plan.read_bytes, worked out by hand: blocks of whole chunks read two at a time with
     their binned copies and the chunks zarr decodes for them; a level binned as read and

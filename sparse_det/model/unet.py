@@ -70,8 +70,11 @@ class SparseUNet(nn.Module):
     def forward(self, batch: SparseBatch) -> dict[str, torch.Tensor]:
         """Returns cls_logits [N, K+1] and offsets [N, 3] (z,y,x voxels to the centre), in the
         order of batch.coords_bzyx."""
-        x = sc.sparse_tensor(batch.feats, batch.coords_bzyx, batch.spatial_shape_zyx,
-                             batch.batch_size)
+        # Each stride-2 conv floors the grid: an axis under 2^levels cells would reach
+        # none at the coarsest level. The cells added hold no voxel, so nothing else moves.
+        least = 2 ** len(self.downs)
+        shape_zyx = [max(int(n), least) for n in batch.spatial_shape_zyx]
+        x = sc.sparse_tensor(batch.feats, batch.coords_bzyx, shape_zyx, batch.batch_size)
         x = _bn_relu(self.stem(x), self.stem_bn)
         skips = [self.enc[0](x)]
         for i, (dn, bn) in enumerate(zip(self.downs, self.down_bns, strict=True), start=1):
