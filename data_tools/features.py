@@ -45,6 +45,20 @@ POLARITY_MIN_SKEW = 0.15
 # The polarity rule reads the projection of the tomogram clipped here, whatever the features'
 # clip: its threshold was measured so.
 POLARITY_CLIP_SIGMA = 6.0
+# A spread under this share of the median is float32 rounding about one value, not contrast.
+CONSTANT_SHARE = 1e-6
+
+
+def robust_scale(mad: float, med: float, std, what: str) -> float:
+    """The MAD, or where it is none (a volume mostly of one value) the standard deviation
+    `std()`; an error where that is none either. Relative to the median only: a tomogram in
+    units of 1e-20 has as much contrast as one in units of 1."""
+    if np.isfinite(mad) and mad > CONSTANT_SHARE * abs(med):
+        return mad
+    sd = std()
+    if not sd > CONSTANT_SHARE * abs(med):
+        raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    return sd
 
 
 def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> np.ndarray:
@@ -52,11 +66,8 @@ def robust_normalise(vol: np.ndarray, what: str, *, in_place: bool = False) -> n
     `in_place` (a float32 volume): overwrites `vol` instead of allocating another."""
     sample = vol[::2, ::3, ::3].ravel()
     med = float(np.median(sample))
-    mad = float(np.median(np.abs(sample - med))) * 1.4826
-    if not np.isfinite(mad) or mad <= 1e-12 * max(1.0, abs(med)):
-        mad = float(vol.std())
-        if mad <= 1e-12 * max(1.0, abs(med)):
-            raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    mad = robust_scale(float(np.median(np.abs(sample - med))) * 1.4826, med,
+                       lambda: float(vol.std()), what)
     if vol.dtype == np.float32:
         # The same float32 arithmetic either way; a copy only where the caller keeps `vol`.
         out = np.subtract(vol, np.float32(med), out=vol if in_place else None)

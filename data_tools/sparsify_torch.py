@@ -20,6 +20,7 @@ from data_tools.features import (
     POLARITY_CLIP_SIGMA,
     FeatureOps,
     feature_volumes_with,
+    robust_scale,
     shared_scale_source,
 )
 from data_tools.particles import DataError
@@ -37,11 +38,8 @@ def robust_normalise(vol: torch.Tensor, what: str, in_place: bool = False) -> to
     `in_place`: written over `vol`."""
     sample = vol[::2, ::3, ::3].reshape(-1)
     med = float(_median(sample))
-    mad = float(_median((sample - med).abs())) * 1.4826
-    if not np.isfinite(mad) or mad <= 1e-12 * max(1.0, abs(med)):
-        mad = float(vol.std(correction=0))
-        if mad <= 1e-12 * max(1.0, abs(med)):
-            raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
+    mad = robust_scale(float(_median((sample - med).abs())) * 1.4826, med,
+                       lambda: float(vol.std(correction=0)), what)
     return vol.sub_(med).div_(mad) if in_place else (vol - med) / mad
 
 
