@@ -23,7 +23,7 @@ import numpy as np
 
 from data_tools.blank import blank_mask, filled
 from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
-from data_tools.features import feature_volumes, standardise_kept
+from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.tomo_input import (
@@ -354,10 +354,16 @@ FLATTEN_MIN_FIELD_A = 4000.0
 def flattened(vol: np.ndarray, blank: np.ndarray | None = None, in_place: bool = False
               ) -> np.ndarray:
     """`vol` less a quadratic surface in (y, x) least-squares fitted to its mean over z
-    (blank columns left out of the fit): the shading of uneven ice or illumination, a
-    ramp or a bowl across the field, without touching anything of a particle's size.
+    (blank columns left out of the fit, voxels beyond the guard clipped to it): the shading
+    of uneven ice or illumination, a ramp or a bowl across the field, without touching
+    anything of a particle's size.
     `in_place` (a float32 volume): written over `vol` instead of a new volume."""
-    proj = vol.mean(axis=0, dtype=np.float64)
+    low, high = guard_bounds(vol)
+    proj = np.zeros(vol.shape[1:], np.float64)
+    for z0 in range(0, vol.shape[0], SCORE_SLAB):  # a slab's clipped copy at a time
+        slab = np.asarray(vol[z0:z0 + SCORE_SLAB], dtype=np.float32)
+        proj += np.clip(slab, low, high).sum(axis=0, dtype=np.float64)
+    proj /= vol.shape[0]
     y, x = np.meshgrid(np.linspace(-1, 1, proj.shape[0]), np.linspace(-1, 1, proj.shape[1]),
                        indexing="ij")
     basis = np.stack([np.ones_like(y), y, x, y * y, x * x, x * y], axis=-1)

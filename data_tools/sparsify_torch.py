@@ -120,7 +120,8 @@ def _projection(x: torch.Tensor) -> np.ndarray:
     return x.clamp(-POLARITY_CLIP_SIGMA, POLARITY_CLIP_SIGMA).mean(0).cpu().numpy()
 
 
-TORCH_OPS = FeatureOps(robust_normalise, _projection, whiten, band_features)
+TORCH_OPS = FeatureOps(robust_normalise, _projection, whiten, band_features,
+                       lambda x, c: x.clamp_(-c, c))
 
 
 def feature_volumes(vol: torch.Tensor, cfg, voxel_size_A: float, what: str
