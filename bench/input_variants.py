@@ -213,6 +213,17 @@ def inclined_picks(pts_xyz_A: np.ndarray, shape_zyx, voxel_A: float, radius_A: f
     return out[stay]
 
 
+HOT = "two voxels at ±1e6 sigma (hot pixels)"
+TINY_UNITS = "in units of 1e-20"
+
+
+def with_hot_voxels(vol: np.ndarray) -> np.ndarray:
+    out = vol.copy()
+    z, y, x = vol.shape
+    out[5, 5, 5], out[z - 9, y // 2, x // 3] = 1e6 * vol.std(), -1e6 * vol.std()
+    return out
+
+
 # write_tomogram's arguments for each rewritten variant, from (volume, voxel size, (source
 # project, run) for the variants that read the truth), made only for the variant asked for.
 VARIANT_ARGUMENTS = {
@@ -238,6 +249,8 @@ VARIANT_ARGUMENTS = {
         "data_zyx": with_own_vacuum(vol, free_slices(*truth, vol.shape[0], vs))},
     THICKER_NOISE: lambda vol, vs, _: {"data_zyx": thicker(vol)},
     INCLINED: lambda vol, vs, _: {"data_zyx": inclined(vol)},
+    HOT: lambda vol, vs, _: {"data_zyx": with_hot_voxels(vol)},
+    TINY_UNITS: lambda vol, vs, _: {"data_zyx": vol * np.float32(1e-20)},
 }
 
 
@@ -273,7 +286,7 @@ def write_variant(src: CopickProject, dest: Path, name: str) -> CopickProject:
 VARIANTS = ("unchanged", "VoxelSpacing10.012", "13.48 Å", "7.84 Å", SCALE_LARGER, SCALE_SMALLER,
             "level 0 only", RAMP, RAMP_WEAK,
             "bright protein", "int8", "tilted about x", *MRC_VARIANTS, BLANK, BLANK_ZERO, THICKER,
-            THICKER_NOISE, INCLINED)
+            THICKER_NOISE, INCLINED, HOT, TINY_UNITS)
 
 
 def main(argv: list[str] | None = None) -> int:
