@@ -166,6 +166,10 @@ def list_sources(project: CopickProject, run: str, tomo_type: str,
 
 
 _SAID_INSTEAD: set[tuple[Source, Source]] = set()
+_SAID_THIN: set[Source] = set()
+# A depth this many times a lateral axis: the volume was written with its axes permuted, not
+# cropped to a strip (a strip 184 x 150 x 630 is 1.2; a tomogram stored y, z, x is 3.4).
+THIN_AXIS_RATIO = 2.0
 
 
 def plan_source(sources: list[Source], working_A: float) -> Plan:
@@ -194,6 +198,15 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
 
 def _check_size(plan: Plan) -> None:
     s = plan.source
+    thinnest = min(s.shape_zyx[1:])
+    if s.shape_zyx[0] >= THIN_AXIS_RATIO * thinnest and s not in _SAID_THIN:
+        _SAID_THIN.add(s)  # once: a run is planned for its memory, then read
+        axis = "yx"[s.shape_zyx[1:].index(thinnest)]
+        log.warning("%s: %s voxels (z, y, x), thinnest along %s, not z: copick tomograms are "
+                    "stored z, y, x with the beam along z, and this one reads as if turned "
+                    "on its side (permuted when written? an MRC file's axes are put right by "
+                    "data_tools.import_mrc --thin-axis)", s.array or s.describe(),
+                    "x".join(map(str, s.shape_zyx)), axis)
     extent_A = [n * s.voxel_size_A for n in s.shape_zyx]
     if min(extent_A) < MIN_EXTENT_VOXELS * plan.working_A:
         raise DataError(

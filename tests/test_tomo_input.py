@@ -240,6 +240,21 @@ def test_thin_slabs_are_picked_and_a_section_is_refused(one_run, original_picks,
         plan_source(sources, WORKING_A)
 
 
+def test_a_tomogram_stored_on_its_side_is_named_once(caplog):
+    """Written y, z, x (the calib run so: 111 picks where it has 278, and no word), a
+    tomogram is deepest where it should be thinnest; a strip cropped narrower than deep is
+    not warned about."""
+    def src(shape):
+        return Source(10.0, "denoised", 1, WORKING_A, 0.0, shape)
+    for _ in range(2):  # planned for its memory, then read: one warning
+        plan_source([src((315, 92, 315))], WORKING_A)
+    said = [r.getMessage() for r in caplog.records if "thinnest along y, not z" in r.getMessage()]
+    assert len(said) == 1 and "315x92x315 voxels" in said[0], said
+    caplog.clear()
+    plan_source([src((92, 75, 315))], WORKING_A)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 def test_the_reads_memory_by_hand(monkeypatch):
     """Plan.read_bytes, worked out by hand: blocks of whole chunks read two at a time with
     their binned copies and the chunks zarr decodes for them; a level binned as read and
