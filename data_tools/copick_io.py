@@ -80,6 +80,13 @@ def add_truth_user_argument(ap) -> None:
                          "tool's, session 0)")
 
 
+def _ours(path: Path) -> bool:
+    """Not a temporary name of this project's writers, nor hidden: hidden files and folders
+    are other tools' (Jupyter's .ipynb_checkpoints, macOS's ._<name> beside each file on a
+    shared drive)."""
+    return TMP_MARK not in path.name and not path.name.startswith(".")
+
+
 def validate_run_name(run: str) -> str:
     """Run names become folder names: no separators, no `..`, nothing that escapes the root."""
     if not isinstance(run, str) or not _RUN_NAME.match(run) or ".." in run:
@@ -148,7 +155,7 @@ class CopickProject:
         for root in {self.static_root, self.overlay_root}:
             d = root / RUNS_DIR
             if d.is_dir():
-                names.update(p.name for p in d.iterdir() if p.is_dir() and TMP_MARK not in p.name)
+                names.update(p.name for p in d.iterdir() if p.is_dir() and _ours(p))
         return sorted(names)
 
     def require_runs(self) -> list[str]:
@@ -178,6 +185,8 @@ class CopickProject:
         for root in (self.static_root, self.overlay_root):
             d = root / RUNS_DIR / validate_run_name(run)
             for p in sorted(d.glob("VoxelSpacing*")) if d.is_dir() else []:
+                if not _ours(p):
+                    continue
                 try:
                     spacing = float(p.name[len("VoxelSpacing"):])
                 except ValueError:
@@ -196,7 +205,7 @@ class CopickProject:
         types = set()
         for d in self.spacing_folders(run, voxel_spacing_A):
             types.update(p.name[:-5] for p in d.glob("*.zarr")
-                         if TMP_MARK not in p.name and not p.name.endswith(FEATURES))
+                         if _ours(p) and not p.name.endswith(FEATURES))
         return sorted(types)
 
     def tomogram_path(self, run: str, voxel_spacing_A: float = 10.0,
@@ -275,7 +284,7 @@ class CopickProject:
                 found[p.name] = p
         out = []
         for p in (found[name] for name in sorted(found)):
-            if TMP_MARK in p.name:
+            if not _ours(p):
                 continue
             stem = p.stem
             if stem in self.particles:

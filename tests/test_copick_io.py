@@ -497,6 +497,25 @@ def test_config_roots_from_home_and_working_directory(tmp_path, monkeypatch):
         assert proj.static_root.resolve() == (tmp_path / "home/data/static").resolve(), static
 
 
+def test_other_tools_hidden_files_are_not_runs_tomograms_or_picks(comp):
+    """Jupyter leaves .ipynb_checkpoints in every folder it browses, and macOS a ._<name>
+    beside each file it copies to a shared drive: infer had stopped on the first ("invalid
+    run name") and would have read the second as picks."""
+    proj = CopickProject(comp)
+    run_dir = comp / "static/ExperimentRuns/TS_5_4"
+    picks = comp / "overlay/ExperimentRuns/TS_5_4/Picks"
+    for d in (comp / "static/ExperimentRuns/.ipynb_checkpoints", run_dir / ".ipynb_checkpoints",
+              run_dir / "VoxelSpacing10.000/.ipynb_checkpoints", picks / ".ipynb_checkpoints",
+              run_dir / "VoxelSpacing10.000/._denoised.zarr"):
+        d.mkdir(parents=True)
+    (picks / "._ribosome.json").write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")
+    assert proj.require_runs() == ["TS_5_4"], proj.runs()
+    assert proj.tomogram_types("TS_5_4") == ["denoised"], proj.tomogram_types("TS_5_4")
+    assert [f[0].name for f in proj.picks_files("TS_5_4")] == ["ribosome.json"], \
+        proj.picks_files("TS_5_4")
+    assert len(proj.read_truth("TS_5_4")["ribosome"]) == 1, proj.read_truth("TS_5_4")
+
+
 def test_config_without_particles(tmp_path):
     """A config listing segmentation objects only: an error naming it, before any work."""
     cfg = {"config_type": "filesystem", "overlay_root": "local:///x", "pickable_objects": [
