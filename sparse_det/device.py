@@ -10,7 +10,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     must exist ('cuda' without a GPU is an error, not a silent fall-back)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:  # torch's own words for a name it does not know
+        raise ValueError(f"device {name!r}: {exc}") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: the sparse convolutions (spconv) run on 'cpu' or "
+                         "'cuda' only")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA device")
     return dev

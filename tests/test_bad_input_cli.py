@@ -133,6 +133,9 @@ CASES = {
     "min score, checkpoint uncalibrated": (_uncalibrated, "uncalibrated.pt's scores are not "
                                                            "calibrated to probabilities"),
     "config roots moved": (_moved_roots, "stale.json: no runs in "),
+    "device spconv cannot use": (lambda *_: ["--device", "mps"],
+                                 "device 'mps': the sparse convolutions (spconv) run on 'cpu' "
+                                 "or 'cuda' only"),
 }
 
 
@@ -158,7 +161,8 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
             "unwritable output", "output is a folder", "ground-truth user id",
-            "user id with _", "min score above one", "config roots moved"), err
+            "user id with _", "min score above one", "config roots moved",
+            "device spconv cannot use"), err
 
 
 def test_empty_sparse_set(tmp_path, capsys):
