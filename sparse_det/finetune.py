@@ -198,6 +198,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     `distill`: each training's loss.distill_weight (nearness to the base's output)."""
     from sparse_det.checkpoint import checkpoint_settings
 
+    check_budget(steps, minutes)
     _check_arguments(blend, lr, noise_rel, distill)
     out, given_base = Path(out), base
     work = work_dir(out, work, fresh)
@@ -267,6 +268,15 @@ def _named_base(project_path: str, truth_user: str | None, base, class_map, work
 
     project = CopickProject(project_path, truth_user=truth_user)
     return project, named_as_listed(base, project.particles, class_map, work, log.info)
+
+
+def check_budget(steps: int, minutes: float) -> None:
+    """A training's step count and time budget, checked before any work: 0 steps trained
+    nothing and then failed on a missing checkpoint, a negative budget trained unbounded."""
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    if not minutes >= 0:
+        raise ValueError(f"--minutes must be 0 (no budget) or more, got {minutes}")
 
 
 def _check_arguments(blend: float, lr: float, noise_rel, distill: float) -> None:

@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         if parts is not None and parts.is_dir() and any(parts.glob("*.json")):
             print(f"the runs picked so far are kept in {parts}; the same command picks only "
                   "the others", file=sys.stderr)
+        elif parts is not None:
+            shutil.rmtree(parts, ignore_errors=True)  # no run picked: nothing to resume
         return 2
     shutil.rmtree(parts, ignore_errors=True)  # the CSV holds them now
     n_runs = rows["experiment"].nunique() if len(rows) else 0

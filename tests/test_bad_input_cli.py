@@ -158,6 +158,7 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and expected in err, err
     assert set(_files(tmp_path / "out")) == before, "partial output left behind"
+    assert not (tmp_path / "out" / "sub.csv.parts").exists(), "an empty OUT.parts/ left behind"
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
             "unwritable output", "output is a folder", "ground-truth user id",

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data_tools.simulate import SimRanges, simulate_project
+from sparse_det.adapt import main as adapt_main
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
 from sparse_det.finetune import default_folds, folds_for, main
 
@@ -128,7 +129,16 @@ def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
     assert main(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
                  "--lr", "0", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == "error: --lr must be positive, got 0.0"
-    assert not (tmp_path / "x.pt").exists()
+    # 0 steps had trained nothing and then failed on a missing best.pt; a negative budget
+    # had trained without one
+    for flags, said in [(["--steps", "0"], "--steps must be at least 1, got 0"),
+                        (["--minutes", "-1"], "--minutes must be 0 (no budget) or more, got "
+                                              "-1.0")]:
+        for command in (main, adapt_main):
+            assert command(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
+                            "--quiet", *flags]) == 2
+            assert capsys.readouterr().err.strip() == f"error: {said}", command
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.pt.work").exists()
 
 
 def test_a_fine_tune_that_does_not_beat_the_base_is_not_written(crowded, tmp_path, capsys):
