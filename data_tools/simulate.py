@@ -646,12 +646,27 @@ def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges
     return ranges, tilt
 
 
+# The picker reads an axis of 2 working voxels (4 of these 10 Å ones) or more.
+MIN_SHAPE_VOX = 4
+
+
+def _at_least(least: int):
+    """An argparse type: an integer of at least `least`."""
+    def integer(text: str) -> int:  # argparse names the type by it: "invalid integer value"
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value}: at least {least}")
+        return value
+    return integer
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=_at_least(1), default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX, metavar=("Z", "Y", "X"))
+    ap.add_argument("--shape", type=_at_least(MIN_SHAPE_VOX), nargs=3, default=FULL_SHAPE_ZYX,
+                    metavar=("Z", "Y", "X"))
     ap.add_argument("--snr", type=float, nargs=2, metavar=("LO", "HI"))
     ap.add_argument("--ranges", nargs="+", metavar="JSON",
                     help="JSON files or inline objects overriding SimRanges fields, layered "

@@ -513,3 +513,18 @@ def test_proteasome_a_complex_beyond_the_competition(tmp_path):
     assert like.particles.names == table.names
     assert len(like.read_picks(like.runs()[0])["proteasome"]) > 0
     assert main(["--out", str(tmp_path / "bad"), "--extra-particles", "nope", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--runs", "0"], "argument --runs: 0: at least 1"),
+    (["--shape", "0", "100", "100"], "argument --shape: 0: at least 4"),
+])
+def test_counts_and_shapes_that_make_nothing_are_refused(flags, said, tmp_path, capsys):
+    """0 runs had written an empty project with exit 0, a 0-section shape a traceback and a
+    half-made folder."""
+    from data_tools.simulate import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "p"), *flags])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err, said
+    assert not (tmp_path / "p").exists()
