@@ -203,10 +203,8 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     from sparse_det.class_match import named_as_listed
     from sparse_det.finetune import check_budget, work_dir
     from sparse_det.soup import blend as soup_blend
-    from sparse_det.soup import check_blend
 
-    check_blend(blend)
-    check_budget(steps, minutes)
+    check_budget(steps, minutes, blend)
     out = Path(out)
     work = work_dir(out, work, fresh)
     project = CopickProject(project_path)

@@ -198,8 +198,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     `distill`: each training's loss.distill_weight (nearness to the base's output)."""
     from sparse_det.checkpoint import checkpoint_settings
 
-    check_budget(steps, minutes)
-    _check_arguments(blend, lr, noise_rel, distill)
+    _check_arguments(steps, minutes, blend, lr, noise_rel, distill)
     out, given_base = Path(out), base
     work = work_dir(out, work, fresh)
     project, base = _named_base(project_path, truth_user, base, class_map, work)
@@ -270,17 +269,20 @@ def _named_base(project_path: str, truth_user: str | None, base, class_map, work
     return project, named_as_listed(base, project.particles, class_map, work, log.info)
 
 
-def check_budget(steps: int, minutes: float) -> None:
-    """A training's step count and time budget, checked before any work: 0 steps trained
-    nothing and then failed on a missing checkpoint, a negative budget trained unbounded."""
+def check_budget(steps: int, minutes: float, blend: float) -> None:
+    """A training's step count, time budget and blend, checked before any work: 0 steps
+    trained nothing and then failed on a missing checkpoint, a negative budget trained
+    unbounded."""
+    check_blend(blend)
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
     if not minutes >= 0:
         raise ValueError(f"--minutes must be 0 (no budget) or more, got {minutes}")
 
 
-def _check_arguments(blend: float, lr: float, noise_rel, distill: float) -> None:
-    check_blend(blend)
+def _check_arguments(steps: int, minutes: float, blend: float, lr: float, noise_rel,
+                     distill: float) -> None:
+    check_budget(steps, minutes, blend)
     if not distill >= 0:
         raise ValueError(f"--distill must be 0 or more, got {distill}")
     if not lr > 0:
