@@ -178,7 +178,7 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     a level serves without being upsampled: a pyramid whose coarser level is incomplete
     and whose finer one is whole is an interrupted copy, not a sparse store."""
     plan = _plan_among(sources, working_A)
-    _check_size(plan)
+    _check_shape(plan)
     absent = _absent(plan.source)
     if not absent:
         return plan
@@ -196,7 +196,7 @@ def plan_source(sources: list[Source], working_A: float) -> Plan:
     return instead
 
 
-def _check_size(plan: Plan) -> None:
+def _check_shape(plan: Plan) -> None:
     s = plan.source
     thinnest = min(s.shape_zyx[1:])
     if s.shape_zyx[0] >= THIN_AXIS_RATIO * thinnest and s not in _SAID_THIN:
