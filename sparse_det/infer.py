@@ -110,6 +110,10 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
     if a.picks_out:
         check_picks_name(a.user_id, "user", "--user-id")
         check_picks_name(a.session_id, "session", "--session-id")
+        from sparse_det.writers import new_picks_folder
+
+        dest = Path(a.picks_out)  # a folder that cannot take the picks fails now, not after
+        writable_dir(dest.parent if new_picks_folder(dest) else CopickProject(dest).overlay_root)
     if a.picks_out and a.user_id == GT_USER:
         raise DataError(f"--user-id {a.user_id!r} is the ground-truth user; pick another")
     if a.picks_out and a.session_id != TOOL_SESSION:
@@ -183,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--shards", help="reuse shards from this folder where they match")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--picks-out", metavar="PROJECT",
-                    help="write copick picks into this project's overlay (a new folder "
+                    help="write copick picks into this project's overlay (a new or empty folder "
                          "becomes a project over the input's tomograms)")
     ap.add_argument("--user-id", default="sparse-det", help="copick user id of the picks")
     ap.add_argument("--session-id", default="0", help="copick session id of the picks")

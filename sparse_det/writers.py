@@ -260,18 +260,23 @@ def write_dynamo_files(out_dir: str | Path, rows: pd.DataFrame, *, runs: list[st
     return [*paths, doc]
 
 
+def new_picks_folder(dest: Path) -> bool:
+    """Whether `dest` becomes a new project (a missing or empty folder), not one to add to."""
+    return not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
+
+
 def write_copick_picks(dest: str | Path, source: CopickProject, rows: pd.DataFrame, *,
                        runs: list[str], user_id: str, session_id: str) -> list[Path]:
     """Picks of every run and particle (an empty list where none) into `dest`'s overlay.
     `dest` is a copick project, its folder or its config JSON (the input project itself is
-    fine), or a new folder, which becomes a project whose config reads the tomograms from
-    the source's static root."""
+    fine), or a new or empty folder, which becomes a project whose config reads the
+    tomograms from the source's static root."""
     if user_id == GT_USER:
         raise DataError(f"--user-id {user_id!r} is the ground-truth user: predictions would "
                         "overwrite the annotations; pick another user id")
     dest = Path(dest)
     project = (source.config_over(dest, source.particles, "sparse-det predictions")
-               if not dest.exists() else CopickProject(dest, source.particles))
+               if new_picks_folder(dest) else CopickProject(dest, source.particles))
     writable_dir(project.overlay_root)  # a config's own overlay, not the JSON file's path
     paths = []
     for run in runs:

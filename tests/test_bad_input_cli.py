@@ -79,6 +79,12 @@ def _unwritable_out(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--out", str(tmp / "out" / "a_file" / "sub.csv")]
 
 
+def _unwritable_picks_out(proj: Path, run: str, tmp: Path) -> list[str]:
+    """Refused before any run is picked, not after every run was."""
+    (tmp / "out" / "a_file").write_text("")
+    return ["--picks-out", str(tmp / "out" / "a_file" / "picks")]
+
+
 def _out_is_a_folder(proj: Path, run: str, tmp: Path) -> list[str]:
     return ["--out", str(tmp / "out")]
 
@@ -125,6 +131,7 @@ CASES = {
     "foreign checkpoint": (_foreign_checkpoint, "foreign.pt: not a sparse-det checkpoint"),
     "run name with ../": (_unsafe_run, "invalid run name '../../etc'"),
     "unwritable output": (_unwritable_out, "a_file: cannot create output folder"),
+    "unwritable --picks-out": (_unwritable_picks_out, "a_file: cannot create output folder"),
     "output is a folder": (_out_is_a_folder, "a folder, not a CSV file's path"),
     "ground-truth user id": (_gt_user, "--user-id 'curation' is the ground-truth user"),
     "user id with _": (_underscore_user, "--user-id: the user must be letters, digits"),
@@ -161,8 +168,8 @@ def test_infer_bad_input(case, small_project, tmp_path, capsys):
     assert not (tmp_path / "out" / "sub.csv.parts").exists(), "an empty OUT.parts/ left behind"
     if case != "run name with ../":
         assert run in err or "checkpoint" in case or case in (
-            "unwritable output", "output is a folder", "ground-truth user id",
-            "user id with _", "min score above one", "config roots moved",
+            "unwritable output", "unwritable --picks-out", "output is a folder",
+            "ground-truth user id", "user id with _", "min score above one", "config roots moved",
             "device spconv cannot use"), err
 
 

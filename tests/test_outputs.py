@@ -163,7 +163,9 @@ def test_dynamo_tables_read_back_where_the_csv_puts_the_picks(small_project, tmp
 
 def test_min_score_keeps_the_picks_at_least_that_probable(inferred, small_project, tmp_path):
     """--min-score 0.5 writes exactly the picks of the same run whose score is at least 0.5:
-    fewer, and none of them less precise against the truth."""
+    fewer, and none of them less precise against the truth. The picks go into an empty
+    folder made beforehand, which becomes a project as a missing one does."""
+    (tmp_path / "picks").mkdir()
     assert infer_main(["--project", str(small_project.path), "--out", str(tmp_path / "s.csv"),
                        "--picks-out", str(tmp_path / "picks"), "--min-score", "0.5",
                        "--quiet"]) == 0
