@@ -22,7 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.blank import blank_mask, filled
-from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.copick_io import (
+    CopickProject,
+    add_runs_argument,
+    add_truth_user_argument,
+    xyz_A_to_zyx_vox,
+)
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
@@ -628,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", required=True)
     ap.add_argument("--out", help="shard folder (omit with --report to only measure)")
     ap.add_argument("--config", help="YAML with sparsify keys (or a 'sparsify:' section)")
-    ap.add_argument("--runs", nargs="*")
+    add_runs_argument(ap)
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quiet", action="store_true")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, add_runs_argument
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, load_config, sparsify_run
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--config")
-    ap.add_argument("--runs", nargs="*")
+    add_runs_argument(ap)
     ap.add_argument("--address", help="Ray address; default: a local Ray on 127.0.0.1")
     ap.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all)")
     ap.add_argument("--force", action="store_true")

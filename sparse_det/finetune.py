@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import add_truth_user_argument
+from data_tools.copick_io import add_runs_argument, add_truth_user_argument
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.checkpoint_radii import with_checkpoint_radii
@@ -466,7 +466,7 @@ def adaptation_arguments(doc: str, *, project: str, out: str, steps: int, per: s
     ap.add_argument("--project", required=True, help=project)
     ap.add_argument("--out", required=True, help=out)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="base checkpoint")
-    ap.add_argument("--runs", nargs="*", help="only these runs")
+    add_runs_argument(ap, help="only these runs")
     ap.add_argument("--steps", type=int, default=steps, help=f"per {per}")
     ap.add_argument("--minutes", type=float, default=0.0,
                     help=f"wall-clock budget for every {per} together (0: none)")

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
+from data_tools.copick_io import (
+    GT_USER,
+    TOOL_SESSION,
+    CopickProject,
+    add_runs_argument,
+    check_picks_name,
+)
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -163,7 +169,7 @@ def with_min_score(rows, min_score: float | None):
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", default=DEFAULT_PROJECT)
-    ap.add_argument("--runs", nargs="*")
+    add_runs_argument(ap)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,

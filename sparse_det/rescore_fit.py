@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.copick_io import CopickProject, add_runs_argument, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
@@ -332,7 +332,7 @@ def _parser():
                             "write a checkpoint that carries it (tune it next)")
     ap.add_argument("--checkpoint", required=True, help="the network's checkpoint")
     ap.add_argument("--project", action="append", required=True)
-    ap.add_argument("--runs", nargs="+", help="only these runs (default: every run)")
+    add_runs_argument(ap, nargs="+", help="only these runs (default: every run)")
     ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
     add_truth_user_argument(ap)
     ap.add_argument("--epochs", type=int, default=25)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from data_tools.atomic import tmp_sibling
-from data_tools.copick_io import add_truth_user_argument
+from data_tools.copick_io import add_runs_argument, add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="several: each is tuned, and --out gets the first unless another "
                          "leads it on these runs by more than 2 standard errors run by run")
     ap.add_argument("--project", action="append", required=True)
-    ap.add_argument("--runs", nargs="*", help="only these runs (of any of the projects)")
+    add_runs_argument(ap, help="only these runs (of any of the projects)")
     ap.add_argument("--out", required=True, help="the re-tuned checkpoint")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tta", choices=sorted(TTA_MIRRORS), nargs="+",

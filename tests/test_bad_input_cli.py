@@ -208,3 +208,14 @@ def test_visualize_unsafe_run(small_project, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "invalid run name" in err, err
     assert not (tmp_path / "pics").exists()
+
+
+def test_a_run_named_twice_is_picked_once(small_project, tmp_path):
+    """`--runs R/ R` (a shell's completion of the run's folder, then the name again) picks R
+    once: the CSV is that of `--runs R`, not every particle twice."""
+    run = small_project.runs()[0]
+    for name, runs in (("once", [run]), ("twice", [f"{run}/", run])):
+        assert infer_main(["--project", str(small_project.path), "--runs", *runs,
+                           "--out", str(tmp_path / f"{name}.csv"), "--quiet"]) == 0
+    once = (tmp_path / "once.csv").read_text()
+    assert once.count("\n") > 1 and (tmp_path / "twice.csv").read_text() == once
