@@ -81,13 +81,18 @@ def add_truth_user_argument(ap) -> None:
                          "tool's, session 0)")
 
 
+def run_argument(value: str) -> str:
+    """A run named on a command line, less a trailing '/' (a shell's completion of the
+    run's folder)."""
+    return value.rstrip("/") or value
+
+
 class _Runs(argparse.Action):
     """Each run once, in the order given: a run named twice would be picked twice, its
-    particles written twice to the CSV. A trailing '/' (a shell's completion of the run's
-    folder) is dropped."""
+    particles written twice to the CSV."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, list(dict.fromkeys(v.rstrip("/") or v for v in values)))
+        setattr(namespace, self.dest, list(dict.fromkeys(run_argument(v) for v in values)))
 
 
 def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:

@@ -48,7 +48,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, parse_truth_user
+from data_tools.copick_io import (
+    GT_USER,
+    TOOL_SESSION,
+    CopickProject,
+    parse_truth_user,
+    run_argument,
+)
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from sparse_det.class_match import as_listed
@@ -373,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user-id", required=True, help="who annotated (copick user id)")
     ap.add_argument("--session-id", default="1", help="copick session id (not 0: a tool's)")
     ap.add_argument("--particle", help="every pick is this particle")
-    ap.add_argument("--run", help="every pick is in this run")
+    ap.add_argument("--run", type=run_argument, help="every pick is in this run")
     ap.add_argument("--star-frame", choices=["source", "project"], default="source",
                     help="STAR pixel coordinates are of the file a run was imported from "
                          "(import_mrc), else of the project's tomogram; or always the latter")

@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
-from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.copick_io import (
+    CopickProject,
+    add_truth_user_argument,
+    run_argument,
+    xyz_A_to_zyx_vox,
+)
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from data_tools.zarr_levels import Tomogram
@@ -165,7 +170,7 @@ def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", required=True)
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", type=run_argument, required=True)
     ap.add_argument("--submission", help="competition CSV whose picks the slices show")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
