@@ -135,6 +135,21 @@ def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float,
     return pts[:, ::-1] * voxel_size_A + origin_A
 
 
+def _inside_a_project(path: Path) -> str:
+    """Where `path` is a run's folder, or a folder inside one (a tomogram's .zarr), or the
+    ExperimentRuns folder itself: the project and run to pass instead, for the error."""
+    parts = path.resolve().parts
+    if RUNS_DIR not in parts:
+        return ""
+    i = len(parts) - 1 - parts[::-1].index(RUNS_DIR)
+    root = Path(*parts[:i])
+    if root.name in ("static", "overlay") and (root.parent / "static").is_dir():
+        root = root.parent
+    run = parts[i + 1] if i + 1 < len(parts) else None
+    return f"; it is inside the project {root}: pass --project {root}" + (
+        f" --runs {run}" if run else "")
+
+
 class CopickProject:
     """A copick filesystem project: a folder with static/ and overlay/, a folder holding
     ExperimentRuns/ directly (the competition's test/static), or a copick config JSON."""
@@ -152,6 +167,10 @@ class CopickProject:
             config = self.path
             self.static_root, self.overlay_root = _roots_from_config(self.path)
         elif (self.path / RUNS_DIR).is_dir():
+            if self.path.name == "overlay" and (self.path.parent / "static").is_dir():
+                raise DataError(f"{self.path}: the overlay (picks) of the project "
+                                f"{self.path.parent}, whose tomograms are in static/: pass "
+                                f"--project {self.path.parent}")
             self.static_root = self.overlay_root = self.path
         elif (self.path / "static").is_dir() or (self.path / "overlay").is_dir():
             self.static_root, self.overlay_root = self.path / "static", self.path / "overlay"
@@ -162,7 +181,7 @@ class CopickProject:
         else:
             raise DataError(
                 f"{self.path}: not a copick project (no static/, overlay/ or {RUNS_DIR}/ inside, "
-                "and not a copick config JSON)")
+                f"and not a copick config JSON){_inside_a_project(self.path)}")
         if config is None and (self.path / "copick_config.json").is_file():
             config = self.path / "copick_config.json"
         self.config_path: Path | None = config  # None: the competition's layout, no config

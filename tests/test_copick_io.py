@@ -452,6 +452,22 @@ def test_not_a_project(tmp_path):
         CopickProject(tmp_path / "nope")
 
 
+def test_a_folder_inside_a_project_names_the_project_and_run(comp):
+    """--project pointed at a run's folder, its tomogram, ExperimentRuns or the overlay:
+    the error says which --project (and --runs) to pass."""
+    runs = comp / "static/ExperimentRuns"
+    for inside, hint in (
+            (runs / "TS_5_4", f"pass --project {comp} --runs TS_5_4"),
+            (runs / "TS_5_4/VoxelSpacing10.000/denoised.zarr", f"--project {comp} --runs TS_5_4"),
+            (runs, f"pass --project {comp}"),
+            (comp / "overlay/ExperimentRuns/TS_5_4", f"pass --project {comp} --runs TS_5_4"),
+            (comp / "overlay", f"the overlay (picks) of the project {comp}")):
+        with pytest.raises(DataError) as err:
+            CopickProject(inside)
+        assert hint in str(err.value), (inside, err.value)
+    assert CopickProject(comp / "static").runs() == ["TS_5_4"]  # the competition's test/static
+
+
 def test_folder_holding_only_a_config(tmp_path):
     """copick keeps a config apart from its data as often as beside it: a folder with
     copick_config.json alone is read through it; a root the config mistypes is an error
