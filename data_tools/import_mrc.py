@@ -3,8 +3,9 @@
     python -m data_tools.import_mrc --out PROJECT TOMO.mrc [TOMO.mrc ...]
         [--tomo-type wbp] [--voxel-size A] [--bin N] [--thin-axis auto|z|y]
 
-Each file becomes a run named after it (`TS_01.mrc` → run `TS_01`) with one OME-Zarr of
-`--tomo-type` in its `VoxelSpacing{A}` folder, three pyramid levels, float32; then
+Each file becomes a run named after it (`TS_01.mrc` → run `TS_01`, `TS 01.mrc` too) with
+one OME-Zarr of `--tomo-type` in its `VoxelSpacing{A}` folder, three pyramid levels,
+float32; then
 `python -m sparse_det.infer --project PROJECT --out picks.csv` picks it and the picks come
 back in Å in the imported volume's frame; `--star-out DIR` writes them in pixels of the
 original file (what the import did is kept in the tomogram's `.zattrs` and undone:
@@ -21,6 +22,7 @@ data_tools/source_frame.py).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -37,11 +39,15 @@ SUFFIXES = {".mrc", ".rec", ".map", ".st"}
 
 
 def run_name(path: Path) -> str:
-    """The file's name without its volume suffixes: `TS_01.rec.mrc` → `TS_01`."""
+    """The file's name without its volume suffixes: `TS_01.rec.mrc` → `TS_01`; characters a
+    run's folder name may not hold (a space, '+', ...) become '_' (`TS 01.mrc` → `TS_01`)."""
     name = Path(path).name
     while Path(name).suffix.lower() in SUFFIXES:
         name = name[:-len(Path(name).suffix)]
-    return validate_run_name(name)
+    try:
+        return validate_run_name(re.sub(r"[^A-Za-z0-9_.-]", "_", name))
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}; rename the file") from exc
 
 
 def binned(vol: MrcVolume, factor: int) -> np.ndarray:
@@ -78,8 +84,10 @@ def import_mrc(paths: list[Path], out: Path, tomo_type: str = "wbp",
     """Writes each MRC file as a run of the copick project `out` (made where missing)."""
     validate_run_name(tomo_type)  # it names a folder too
     runs = [run_name(p) for p in paths]
-    if len(set(runs)) != len(runs):
-        raise DataError(f"two files would make the same run: {sorted(runs)}")
+    for run in sorted({r for r in runs if runs.count(r) > 1}):
+        same = [str(p) for p, r in zip(paths, runs, strict=True) if r == run]
+        raise DataError(f"{', '.join(same)}: these files would make the same run {run!r}; "
+                        "import them into separate projects or rename one")
     vols = [read_mrc(p) for p in paths]  # every header checked before anything is written
     for vol in vols:
         if vol.voxel_size_A is None and voxel_size_A is None:

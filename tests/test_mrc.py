@@ -4,6 +4,8 @@ picker picks exactly as it picks the original."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -147,8 +149,20 @@ def test_rotation_about_x_is_imods_and_keeps_handedness():
 
 def test_run_names_drop_volume_suffixes():
     assert run_name("x/TS_01.rec.mrc") == "TS_01" and run_name("TS_6_4.MRC") == "TS_6_4"
-    with pytest.raises(DataError, match="invalid run name"):
-        run_name(".mrc")
+    assert run_name("x/TS 01.mrc") == "TS_01" and run_name("TS+4 (b).rec") == "TS_4__b_"
+    for bad in (".mrc", "...mrc", "_x.mrc"):
+        with pytest.raises(DataError, match=rf"{re.escape(bad)}: invalid run name .*rename"):
+            run_name(bad)
+
+
+def test_two_files_that_make_one_run_are_both_named(tmp_path, capsys):
+    for name in ("TS 1.mrc", "TS_1.rec"):
+        write_mrc(tmp_path / name, np.zeros((4, 6, 6), np.float32), 10.0)
+    assert main(["--out", str(tmp_path / "p"), str(tmp_path / "TS 1.mrc"),
+                 str(tmp_path / "TS_1.rec")]) != 0
+    err = capsys.readouterr().err
+    assert "TS 1.mrc" in err and "TS_1.rec" in err and "the same run 'TS_1'" in err, err
+    assert not (tmp_path / "p").exists()
 
 
 def test_an_imod_oriented_mrc_imports_and_picks_as_the_original(small_project, tmp_path):
