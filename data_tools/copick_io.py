@@ -114,6 +114,13 @@ def validate_run_name(run: str) -> str:
     return run
 
 
+def as_run_name(name: str) -> str:
+    """A file's or another tool's name for a tomogram as a run name: the characters a run's
+    folder may not hold (a space, '+', ...) made '_' (`TS 01` → `TS_01`), the same way for
+    import_mrc's runs and the tomogram names of imported picks."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
     return f"VoxelSpacing{voxel_spacing_A:.3f}"
 

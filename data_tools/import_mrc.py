@@ -22,13 +22,12 @@ data_tools/source_frame.py).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import RUNS_DIR, CopickProject, validate_run_name
+from data_tools.copick_io import RUNS_DIR, CopickProject, as_run_name, validate_run_name
 from data_tools.mrc import MrcVolume, pixel_size_unset, read_mrc
 from data_tools.particles import DataError
 from data_tools.source_frame import IMPORT_KEY, SourceFrame
@@ -45,7 +44,7 @@ def run_name(path: Path) -> str:
     while Path(name).suffix.lower() in SUFFIXES:
         name = name[:-len(Path(name).suffix)]
     try:
-        return validate_run_name(re.sub(r"[^A-Za-z0-9_.-]", "_", name))
+        return validate_run_name(as_run_name(name))
     except DataError as exc:
         raise DataError(f"{path}: {exc}; rename the file") from exc
 

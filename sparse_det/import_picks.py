@@ -52,6 +52,7 @@ from data_tools.copick_io import (
     GT_USER,
     TOOL_SESSION,
     CopickProject,
+    as_run_name,
     parse_truth_user,
     run_argument,
 )
@@ -99,11 +100,12 @@ def star_loops(text: str, where: str) -> list[pd.DataFrame]:
 
 
 def _as_run(name: str) -> str:
-    """A STAR tomogram name as a run name: Warp's `TS_01.tomostar`, `TS_01.mrc` → `TS_01`."""
+    """A STAR tomogram name as a run name: Warp's `TS_01.tomostar`, `TS_01.mrc` → `TS_01`,
+    `TS 01.mrc` → `TS_01` as import_mrc names its run."""
     name = Path(name).name
     while Path(name).suffix.lower() in RUN_SUFFIXES:
         name = Path(name).stem
-    return name
+    return as_run_name(name)
 
 
 def _run_names(df: pd.DataFrame, run: str | None, where: str) -> pd.Series:

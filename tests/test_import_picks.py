@@ -14,10 +14,11 @@ import pytest
 
 from data_tools.copick_io import CopickProject
 from data_tools.imod_model import FLIP_YZ, OTRANS_ORIGIN, SCATTERED
+from data_tools.import_mrc import run_name
 from data_tools.particles import DataError
 from data_tools.source_frame import SourceFrame
 from data_tools.sparsify import SparsifyConfig
-from sparse_det.import_picks import main, star_loops
+from sparse_det.import_picks import _as_run, main, star_loops
 from sparse_det.writers import run_pixel_frame, star_text
 
 
@@ -67,6 +68,14 @@ def test_infers_star_files_come_back_as_the_picks_they_were(project, tmp_path, c
         f.unlink()
     assert main([str(star), "--project", str(project.path), "--user-id", "alice"]) == 0
     _assert_alice_has(project, run, rows)
+
+
+def test_tomogram_names_become_the_runs_import_mrc_made():
+    """Another tool's name for a tomogram (a path, Warp's .tomostar, a file name with a
+    space: an IMOD model's, a Dynamo table map's) reads as the run import_mrc made of it."""
+    for name in ("/data/TS 01.rec", "TS+01.mrc", "TS_01.mrc"):
+        assert _as_run(name) == run_name(name) == "TS_01", name
+    assert _as_run("TS 01.tomostar") == "TS_01"
 
 
 def test_a_relion5_particles_file(project, tmp_path):
