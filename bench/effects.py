@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject  # noqa: E402
-from data_tools.simulate import SimRanges, simulate_project  # noqa: E402
+from data_tools.sim_ranges import SimRanges  # noqa: E402
+from data_tools.simulate import simulate_project  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]

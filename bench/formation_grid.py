@@ -27,11 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.particles import ParticleTable
+from data_tools.sim_ranges import draw_run_params
 from data_tools.simulate import (
     FULL_GRID_NOISE_PER_20A,
     VOXEL_SIZE_A,
     _on_grid,
-    draw_run_params,
     like_run,
     reconstruct_laterally_infinite,
     render_scene,

@@ -114,7 +114,8 @@ def score(project_path: str, res: dict) -> dict:
 
 
 def make_heldout(out_dir: Path, quick: bool) -> dict[str, str]:
-    from data_tools.simulate import SimRanges, ensure_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import ensure_project
 
     shape = (64, 192, 192) if quick else (184, 630, 630)
     n = 1 if quick else 2
@@ -250,7 +251,8 @@ def _sparse_checkpoint(a: argparse.Namespace, out: Path, work: Path) -> str:
 
     if not a.quick:
         return a.checkpoint or str(DEFAULT_CHECKPOINT)
-    from data_tools.simulate import SimRanges, ensure_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import ensure_project
     from sparse_det.config import load_config
     from sparse_det.training import train
 

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.detector import bench_project
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 
 SETTINGS = {"share of at most 2,000 Å (default)": None,

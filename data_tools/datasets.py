@@ -120,7 +120,8 @@ def recorded_runs(project: Path) -> set[str]:
 
 
 def run_call(call: SimCall, root: Path) -> None:
-    from data_tools.simulate import FULL_SHAPE_ZYX, SimRanges, TiltRanges, simulate_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import FULL_SHAPE_ZYX, TiltRanges, simulate_project
 
     ranges = SimRanges.from_dict({**asdict(SimRanges()), **call.ranges})
     tilt = TiltRanges.from_dict(call.tilt_ranges)

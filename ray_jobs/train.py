@@ -35,7 +35,8 @@ ROOT_ENV = "SPARSE_DET_ROOT"  # where relative config paths resolve; `make ray-u
 def prepare_data(cfg: Config, address: str | None, progress: bool) -> None:
     """Simulates the project if the config asks for one and it is missing; writes every
     missing shard with Ray tasks."""
-    from data_tools.simulate import SimRanges, ensure_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import ensure_project
     from ray_jobs.preprocess import preprocess_project
     from sparse_det.data import annotated_project, split_runs
 

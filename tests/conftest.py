@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 
 SMALL_SHAPE = (64, 192, 192)
 # A full run writes about 1.1 GB of simulated tomograms and checkpoints under the temp

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import UNWHITENED_CHECKPOINT
 from sparse_det.config import FOREGROUND_SLACK, PostprocessConfig
 from sparse_det.inference import Picker, grown_keep_share

@@ -6,7 +6,8 @@ import numpy as np
 from data_tools.filaments import KINDS, draw_filaments, filament_path_A, render_filament
 from data_tools.hard_negatives import draw_hard_negatives
 from data_tools.particles import ParticleTable
-from data_tools.simulate import SimRanges, simulate_run
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_run
 
 TABLE = ParticleTable.competition()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.adapt import main as adapt_main
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
 from sparse_det.finetune import default_folds, folds_for, main

@@ -5,7 +5,8 @@ import numpy as np
 
 from data_tools.hard_negatives import draw_hard_negatives, render_carbon, render_contamination
 from data_tools.particles import ParticleTable
-from data_tools.simulate import SimRanges, simulate_run
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_run
 
 TABLE = ParticleTable.competition()
 
@@ -78,7 +79,8 @@ def test_hard_negatives_do_not_change_the_noise():
     the tomogram without it up to the global contrast scale, in both imaging models.
     Scaling the noise to the total signal, as the SNR rule did at first, drowned the
     particles (60 % of their kept voxels lost at full size)."""
-    from data_tools.simulate import draw_run_params, image, render_scene
+    from data_tools.sim_ranges import draw_run_params
+    from data_tools.simulate import image, render_scene
     from data_tools.tilt_series import TiltRanges, reconstruct
 
     shape = (48, 96, 96)

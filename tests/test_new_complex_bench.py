@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.copick_io import CopickProject
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 
 _spec = importlib.util.spec_from_file_location(
     "new_complex", Path(__file__).resolve().parents[1] / "bench" / "new_complex.py")

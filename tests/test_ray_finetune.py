@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow  # a real local Ray and four trainings

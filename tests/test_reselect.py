@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from data_tools.sparsify import SparsifyConfig, reselect, sparsify
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.inference import Picker, mirrored, predict_sparse

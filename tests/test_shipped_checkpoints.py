@@ -41,7 +41,8 @@ def test_a_tomogram_unlike_the_tuning_runs_is_flagged(small_project, tmp_path, c
     import logging
     from pathlib import Path
 
-    from data_tools.simulate import SimRanges, simulate_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import simulate_project
     from sparse_det.checkpoint import checkpoint_settings
     from sparse_det.stream import UNSURE_MARGIN, infer_project
 

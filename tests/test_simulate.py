@@ -8,7 +8,8 @@ from data_tools.particles import ParticleTable
 from data_tools.shapes import particle_components, random_rotation, render
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
-from data_tools.simulate import SHAPE_FAMILIES, SimRanges, simulate_run
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import SHAPE_FAMILIES, simulate_run
 
 TABLE = ParticleTable.competition()
 
@@ -116,7 +117,8 @@ def test_reversed_or_malformed_ranges_are_refused_before_anything_is_written(tmp
     simulator and its CLI refuse it naming the field, and nothing is written."""
     import json
 
-    from data_tools.simulate import SimRanges, main
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import main
 
     with pytest.raises(ValueError, match=r"snr \[3.0, 1.0\]"):
         SimRanges(snr=(3.0, 1.0))
@@ -135,7 +137,8 @@ def test_the_ice_slab_does_not_set_the_noise_without_a_wedge():
     as it is with a wedge (which removes the slab). The slab's image varies along z only,
     so with each z-plane's mean removed the two tomograms are the same up to scale. When
     the slab set the noise, the particles drowned (F4 0.868 -> 0.628 on 4 paired runs)."""
-    from data_tools.simulate import draw_run_params, image
+    from data_tools.sim_ranges import draw_run_params
+    from data_tools.simulate import image
 
     shape = (40, 64, 64)
     rng = np.random.default_rng(2)
@@ -397,7 +400,8 @@ def test_class_mass_factors_scale_each_class_and_keep_the_rest_of_the_run():
     (deterministic for a seed, inside the range): the run's other parameters, its picks and
     its distractors stay the seed's, and each class's particles carry exactly its factor
     times the density they had (measured on the rendered density, one class at a time)."""
-    from data_tools.simulate import draw_run_params, render_scene
+    from data_tools.sim_ranges import draw_run_params
+    from data_tools.simulate import render_scene
 
     seed, shape = [7, 0], (40, 96, 96)
     plain = draw_run_params(SimRanges(crowding=(2, 2)), np.random.default_rng(seed), seed)
@@ -431,7 +435,8 @@ def test_adsorbed_proteins_touch_the_slab_surfaces_and_keep_the_rest_of_the_run(
     parameters stay the seed's); at share 1 every particle's centre lies 0.8-1 of its radius
     inside one of the ice slab's two surfaces, both surfaces used; place_objects keeps the
     y, x draws of the same objects placed anywhere in the slab."""
-    from data_tools.simulate import draw_run_params, place_objects, render_scene
+    from data_tools.sim_ranges import draw_run_params
+    from data_tools.simulate import place_objects, render_scene
 
     seed, shape, voxel_A = [7, 0], (64, 128, 128), 10.0
     plain = draw_run_params(SimRanges(), np.random.default_rng(seed), seed)

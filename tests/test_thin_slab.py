@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import UNWHITENED_CHECKPOINT
 from sparse_det.inference import Picker
 

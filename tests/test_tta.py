@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.simulate import SimRanges, simulate_project
+from data_tools.sim_ranges import SimRanges
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, write_retuned
 from sparse_det.inference import TTA_MIRRORS, Picker, mirrored, predict_sparse
 

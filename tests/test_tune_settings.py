@@ -53,7 +53,8 @@ def test_a_tuned_share_is_the_share_the_checkpoint_then_keeps(tmp_path):
     6 % is the share's doing)."""
     import numpy as np
 
-    from data_tools.simulate import SimRanges, simulate_project
+    from data_tools.sim_ranges import SimRanges
+    from data_tools.simulate import simulate_project
     from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
     from sparse_det.inference import Picker
 
