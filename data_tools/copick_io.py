@@ -604,6 +604,23 @@ class CopickProject:
         return path
 
 
+def runs_named(projects: list[CopickProject], runs: list[str] | None) -> list[list[str]]:
+    """Each project's runs among `runs` (every run where `runs` is None or empty), in the
+    project's order. A named run that no project has is an error naming it: a mistyped run
+    left out without a word would read as "no annotated runs" or fit on fewer runs."""
+    have = [p.runs() for p in projects]
+    if not runs:
+        return have
+    missing = [r for r in runs if not any(r in h for h in have)]
+    if missing:
+        every = sorted(set().union(*have))
+        shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12
+                                         else "")
+        raise DataError(f"{', '.join(str(p.path) for p in projects)}: no run "
+                        f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}")
+    return [[r for r in h if r in runs] for h in have]
+
+
 # A genuine annotation fills its tomogram; this many picks, all in one corner, do not.
 MISPLACED_MIN_PICKS = 10
 _SAID_OUTSIDE: set[tuple[str, str]] = set()  # (static root, run) whose picks were checked

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import add_runs_argument, add_truth_user_argument
+from data_tools.copick_io import add_runs_argument, add_truth_user_argument, runs_named
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.checkpoint_radii import with_checkpoint_radii
@@ -177,6 +177,17 @@ def _fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, d
     return [picker.detect_run(project, r, shards, calibrated=False) for r in runs]
 
 
+def _annotated(project, runs: list[str] | None) -> list[str]:
+    """The project's annotated runs among `runs` (every run where None), at least two of
+    them, else an error naming the project."""
+    annotated = project.annotated_runs(runs_named([project], runs)[0])
+    if len(annotated) < 2:
+        raise DataError(f"{project.path}: fine-tuning needs at least 2 "
+                        f"annotated runs, found {annotated or 'none'} (python -m "
+                        "data_tools.info PROJECT shows whose picks are read)")
+    return annotated
+
+
 def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHECKPOINT,
              runs: list[str] | None = None, steps: int = FINETUNE_STEPS,
              minutes: float = 0.0, device: str = "auto", work: str | Path | None = None,
@@ -203,7 +214,7 @@ def finetune(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_C
     work = work_dir(out, work, fresh)
     project, base = _named_base(project_path, truth_user, base, class_map, work)
     settings = checkpoint_settings(base)
-    runs = project.annotated_runs(runs or None)
+    runs = _annotated(project, runs)
     project, truth_user = (project, truth_user) if config_radii else with_checkpoint_radii(
         project, runs, settings.particles, work, truth_user)
     folds = folds_for(runs, n_folds)

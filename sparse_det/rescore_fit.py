@@ -8,6 +8,7 @@ runs main(); `sparse_det.tune` fits the thresholds next.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import sys
@@ -18,13 +19,19 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.copick_io import CopickProject, add_runs_argument, add_truth_user_argument
+from data_tools.copick_io import (
+    CopickProject,
+    add_runs_argument,
+    add_truth_user_argument,
+    runs_named,
+)
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
     RESCORER,
     RESCORER_RUNS,
     THRESHOLDS_STALE,
+    CheckpointError,
     read_checkpoint,
 )
 from sparse_det.metric import DISTANCE_MULTIPLIER
@@ -393,22 +400,35 @@ def _check_learnt(ap, a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_tools.atomic import atomic_path
-    from sparse_det.inference import Picker
-
     ap = _parser()
     a = ap.parse_args(argv)
     _check_learnt(ap, a)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        fit_rescorer(a)
+    except (DataError, CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def fit_rescorer(a: argparse.Namespace) -> None:
+    """The command line's work: the rescorer fitted on the annotated runs, written into a
+    copy of the checkpoint at `a.out`."""
+    from data_tools.atomic import atomic_path
+    from sparse_det.inference import Picker
+
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
     projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
-    selected = [(pr, [r for r in pr.runs() if (not a.runs or r in a.runs)
-                      and r not in a.exclude]) for pr in projects]
+    selected = [(pr, [r for r in runs if r not in a.exclude])
+                for pr, runs in zip(projects, runs_named(projects, a.runs), strict=True)]
     todo = [(pr, r) for pr, runs in selected for r in pr.annotated_runs(runs)]
     if not todo:
-        raise SystemExit(f"no runs selected in {', '.join(a.project)}")
+        raise DataError(f"no annotated runs in {', '.join(a.project)}: the rescorer is fit "
+                        "on runs with ground-truth picks (python -m data_tools.info PROJECT "
+                        "shows whose picks are read)")
     if len(todo) < FEW_RUNS:
         log.warning(few_runs_warning(len(todo)))
     folder = a.examples_dir or f"{a.out}.examples"
@@ -446,7 +466,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {a.out}: rescorer fitted on {len(todo)} runs "
           f"({sum(len(y) for y in ys)} examples); its thresholds are stale: "
           f"python -m sparse_det.tune --checkpoint {a.out} ... next")
-    return 0
 
 
 if __name__ == "__main__":

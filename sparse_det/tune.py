@@ -50,13 +50,12 @@ def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None,
     sparsification per run), the runs' picks (`truth_user`'s: CopickProject.truth_files),
     and their (project folder name, run) names. A run without annotations is left out (and
     logged): read as empty, its particles would push every threshold up."""
-    from data_tools.copick_io import CopickProject
+    from data_tools.copick_io import CopickProject, runs_named
 
     dets: list[list] = [[] for _ in pickers]
     truths, names = [], []
-    for path in projects:
-        project = CopickProject(path, truth_user=truth_user)
-        chosen = [r for r in project.runs() if not runs or r in runs]
+    opened = [CopickProject(path, truth_user=truth_user) for path in projects]
+    for path, project, chosen in zip(projects, opened, runs_named(opened, runs), strict=True):
         for run in project.annotated_runs(chosen):
             sv = pickers[0].sparse(project, run)
             for found, p in zip(dets, pickers, strict=True):

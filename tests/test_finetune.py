@@ -122,8 +122,14 @@ def test_finetune_needs_two_annotated_runs(crowded, tmp_path, capsys):
     assert main(["--project", str(crowded.path), "--runs", crowded.runs()[0], "--out",
                  str(tmp_path / "x.pt"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: fine-tuning needs at least 2 annotated runs, got "
-                   f"['{crowded.runs()[0]}']"), err
+    assert err == (f"error: {crowded.path}: fine-tuning needs at least 2 annotated "
+                   f"runs, found ['{crowded.runs()[0]}'] (python -m data_tools.info PROJECT "
+                   "shows whose picks are read)"), err
+    # a mistyped run is named as such, not read as "not annotated"
+    assert main(["--project", str(crowded.path), "--runs", crowded.runs()[0], "TS_typo",
+                 "--out", str(tmp_path / "x.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {crowded.path}: no run 'TS_typo'; runs: "), err
     assert main(["--project", str(crowded.path), "--out", str(tmp_path / "x.pt"),
                  "--blend", "0", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == "error: --blend must lie in (0, 1], got 0.0"

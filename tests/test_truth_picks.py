@@ -213,6 +213,19 @@ def test_tune_reads_annotated_runs_only(annotated, tmp_path, capsys, caplog):
     rc = tune_main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(project.path),
                     "--runs", run1, "--out", str(tmp_path / "t.pt")])
     assert rc == 2 and "no annotated runs among " + run1 in capsys.readouterr().err
+    rc = tune_main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project", str(project.path),
+                    "--runs", run0, "TS_typo", "--out", str(tmp_path / "t.pt")])
+    assert rc == 2 and f"{project.path}: no run 'TS_typo'; runs: " in capsys.readouterr().err
+    # the rescorer's fit says the same, and of a run without annotations, as one line
+    from sparse_det.rescore_fit import main as rescore_main
+
+    for runs, said in (([run0, "TS_typo"], f"{project.path}: no run 'TS_typo'; runs: "),
+                       ([run1], "no annotated runs in ")):
+        rc = rescore_main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--project",
+                           str(project.path), "--runs", *runs, "--out", str(tmp_path / "r.pt")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error: ") and said in err and "\n" not in err, err
+    assert not (tmp_path / "r.pt").exists()
 
 
 def test_training_splits_the_annotated_runs(annotated):
