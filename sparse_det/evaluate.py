@@ -19,6 +19,18 @@ from sparse_det.metric import Score, score_tables
 from sparse_det.writers import project_solution, read_submission
 
 
+def _warn_unscored(picks, scored_runs: set[str], submission: str | Path) -> None:
+    """A line on stderr for a submission's rows of runs the solution does not score: they
+    count for nothing, as in the competition's metric, and where that is every row the
+    submission was most likely scored against the wrong solution."""
+    other = sorted(set(picks["experiment"]) - scored_runs)
+    if other:
+        n = int(picks["experiment"].isin(other).sum())
+        shown = ", ".join(other[:8]) + (f", ... ({len(other)} runs)" if len(other) > 8 else "")
+        print(f"{submission}: {n} of {len(picks)} rows are of runs the solution does not score "
+              f"({shown}); they count for nothing", file=sys.stderr)
+
+
 def evaluate(solution: str | Path, submission: str | Path, truth_user: str | None = None
              ) -> Score:
     """`truth_user`: whose picks in a solution project are the ground truth
@@ -28,7 +40,9 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
     solution = Path(solution)
     if solution.suffix == ".csv":
         particles = ParticleTable.competition()
-        return score_tables(read_submission(solution), read_submission(submission), particles)
+        truth, picks = read_submission(solution), read_submission(submission)
+        _warn_unscored(picks, set(truth["experiment"]), submission)
+        return score_tables(truth, picks, particles)
     project = CopickProject(solution, truth_user=truth_user)
     runs = project.annotated_runs()
     if not runs:
@@ -36,6 +50,7 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
                         "data_tools.info shows whose picks are read)")
     unannotated = {(r, n) for r in runs for n in project.training_truth(r)[1]}
     picks = read_submission(submission)
+    _warn_unscored(picks, set(runs), submission)
     picks["particle_type"] = as_listed(picks["particle_type"], project.particles,
                                        lambda line: print(line, file=sys.stderr))
     score = score_tables(project_solution(project, runs), picks,

@@ -219,3 +219,26 @@ def test_a_run_named_twice_is_picked_once(small_project, tmp_path):
                            "--out", str(tmp_path / f"{name}.csv"), "--quiet"]) == 0
     once = (tmp_path / "once.csv").read_text()
     assert once.count("\n") > 1 and (tmp_path / "twice.csv").read_text() == once
+
+
+def test_evaluate_says_which_rows_no_run_of_the_solution_scores(small_project, tmp_path,
+                                                                capsys):
+    """The truth itself as a submission scores 1 with or without rows of another run; those
+    rows count for nothing, as in the competition's metric, and stderr says so."""
+    import pandas as pd
+
+    from sparse_det.writers import project_solution
+
+    runs = small_project.annotated_runs()
+    truth = project_solution(small_project, runs)
+    truth = truth[truth["particle_type"] != "beta-amylase"].reset_index(drop=True)
+    other = truth.head(3).assign(experiment="TS_other")
+    for name, sub in (("same", truth), ("more", pd.concat([truth, other]))):
+        sub.assign(id=range(len(sub)))[["id", "experiment", "particle_type", "x", "y", "z"]
+                                        ].to_csv(tmp_path / f"{name}.csv", index=False)
+        assert evaluate_main(["--solution", str(small_project.path), "--submission",
+                              str(tmp_path / f"{name}.csv"), "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert json.loads(out)["score"] == pytest.approx(1.0), out
+        said = f"3 of {len(sub)} rows are of runs the solution does not score (TS_other)"
+        assert (said in err) == (name == "more"), err
