@@ -13,7 +13,6 @@ finds the files, those two read them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -79,25 +78,6 @@ def add_truth_user_argument(ap) -> None:
                     help="whose picks are the ground truth (default: the 'curation' user's, "
                          "else those people made, each particle one user's; never a "
                          "tool's, session 0)")
-
-
-def run_argument(value: str) -> str:
-    """A run named on a command line, less a trailing '/' (a shell's completion of the
-    run's folder)."""
-    return value.rstrip("/") or value
-
-
-class _Runs(argparse.Action):
-    """Each run once, in the order given: a run named twice would be picked twice, its
-    particles written twice to the CSV."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, list(dict.fromkeys(run_argument(v) for v in values)))
-
-
-def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
-    """--runs, for every command that reads some of a project's runs."""
-    ap.add_argument("--runs", nargs=nargs, action=_Runs, metavar="RUN", help=help)
 
 
 def _ours(path: Path) -> bool:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from data_tools.cli_args import at_least
+
 
 @dataclass(frozen=True)
 class N2NConfig:
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data_tools.n2n", description=main.__doc__)
     ap.add_argument("--project", required=True, help="copick project of runs with halves")
     ap.add_argument("--out", required=True, help="the denoiser's weights (.pt)")
-    ap.add_argument("--steps", type=int, default=N2NConfig.steps)
+    ap.add_argument("--steps", type=at_least(1), default=N2NConfig.steps)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     project = CopickProject(args.project)

@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.fft
 
 from data_tools.atomic import atomic_path, atomic_write_text
+from data_tools.cli_args import at_least
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.datasets import layered_ranges
 from data_tools.hard_negatives import render_hard_negatives
@@ -536,22 +537,12 @@ def _ranges_from_arguments(a: argparse.Namespace) -> tuple[SimRanges, TiltRanges
 MIN_SHAPE_VOX = 4
 
 
-def _at_least(least: int):
-    """An argparse type: an integer of at least `least`."""
-    def integer(text: str) -> int:  # argparse names the type by it: "invalid integer value"
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value}: at least {least}")
-        return value
-    return integer
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", type=_at_least(1), default=1)
+    ap.add_argument("--runs", type=at_least(1), default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shape", type=_at_least(MIN_SHAPE_VOX), nargs=3, default=FULL_SHAPE_ZYX,
+    ap.add_argument("--shape", type=at_least(MIN_SHAPE_VOX), nargs=3, default=FULL_SHAPE_ZYX,
                     metavar=("Z", "Y", "X"))
     ap.add_argument("--snr", type=float, nargs=2, metavar=("LO", "HI"))
     ap.add_argument("--ranges", nargs="+", metavar="JSON",

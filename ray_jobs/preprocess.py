@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from data_tools.copick_io import CopickProject, add_runs_argument
+from data_tools.cli_args import add_runs_argument, at_least
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, load_config, sparsify_run
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config")
     add_runs_argument(ap)
     ap.add_argument("--address", help="Ray address; default: a local Ray on 127.0.0.1")
-    ap.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all)")
+    ap.add_argument("--workers", type=at_least(1), help="CPUs of the local Ray (default: all)")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     add_input_arguments(ap)

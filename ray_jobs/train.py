@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_path, atomic_write_text
+from data_tools.cli_args import at_least
 from data_tools.particles import DataError
 from ray_jobs.config import CHECKPOINT_FILE, RayConfig, load_train_config
 from sparse_det.checkpoint import read_checkpoint
@@ -139,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--root", help=f"relative config paths resolve here (default: ${ROOT_ENV}, "
                                    "else the checkout the config is in)")
-    ap.add_argument("--num-workers", type=int)
-    ap.add_argument("--cpus-per-worker", type=int)
+    ap.add_argument("--num-workers", type=at_least(1))
+    ap.add_argument("--cpus-per-worker", type=at_least(1))
     ap.add_argument("--use-gpu", action="store_true")
-    ap.add_argument("--max-failures", type=int)
-    ap.add_argument("--steps", type=int)
+    ap.add_argument("--max-failures", type=at_least(0))
+    ap.add_argument("--steps", type=at_least(1))
     ap.add_argument("--out-dir")
     ap.add_argument("--name", help="Ray Train run name (the same name resumes)")
     ap.add_argument("--address", help="Ray address; default: RAY_ADDRESS (set by `ray job "
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             setattr(ray_cfg, key, value)
     ray_cfg.use_gpu = ray_cfg.use_gpu or a.use_gpu
-    if a.steps:
+    if a.steps is not None:
         cfg.train.steps = a.steps
     if a.out_dir:
         cfg.train.out_dir = str(Path(a.out_dir).resolve())

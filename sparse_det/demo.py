@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from data_tools.cli_args import at_least
 from data_tools.copick_io import CopickProject
-from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
+from data_tools.simulate import FULL_SHAPE_ZYX, MIN_SHAPE_VOX, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 from sparse_det.config import config_from_dict
 
@@ -22,9 +23,9 @@ from sparse_det.config import config_from_dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo_data")
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=at_least(1), default=2)
     ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--shape", type=int, nargs=3, default=FULL_SHAPE_ZYX)
+    ap.add_argument("--shape", type=at_least(MIN_SHAPE_VOX), nargs=3, default=FULL_SHAPE_ZYX)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--submission", default=None,
                     help="the CSV to write (default: <out>/submission.csv)")

@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import add_runs_argument, add_truth_user_argument, runs_named
+from data_tools.cli_args import add_runs_argument
+from data_tools.copick_io import add_truth_user_argument, runs_named
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.checkpoint_radii import with_checkpoint_radii

@@ -36,13 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.copick_io import (
-    GT_USER,
-    TOOL_SESSION,
-    CopickProject,
-    add_runs_argument,
-    check_picks_name,
-)
+from data_tools.cli_args import add_runs_argument
+from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError

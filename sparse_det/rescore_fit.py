@@ -19,12 +19,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.copick_io import (
-    CopickProject,
-    add_runs_argument,
-    add_truth_user_argument,
-    runs_named,
-)
+from data_tools.cli_args import add_runs_argument, at_least
+from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
@@ -342,17 +338,17 @@ def _parser():
     add_runs_argument(ap, nargs="+", help="only these runs (default: every run)")
     ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
     add_truth_user_argument(ap)
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--appearance-variants", type=int, default=0,
+    ap.add_argument("--epochs", type=at_least(1), default=25)
+    ap.add_argument("--appearance-variants", type=at_least(0), default=0,
                     help="also N appearance-randomised copies of each run (the ranges "
                          "the network was trained with, from its checkpoint's config)")
-    ap.add_argument("--noise-copies", type=int, default=1,
+    ap.add_argument("--noise-copies", type=at_least(0), default=1,
                     help="also N copies of each run with added noise only (0.5-1.5x its "
                          "own; the default's: 1; 0: none)")
-    ap.add_argument("--median-copies", type=int, default=0,
+    ap.add_argument("--median-copies", type=at_least(0), default=0,
                     help="also N copies with that noise, then median-filtered (the cross "
                          "or the 3^3 cube at the working spacing; the default's: 0)")
-    ap.add_argument("--learnt-copies", type=int, default=0,
+    ap.add_argument("--learnt-copies", type=at_least(0), default=0,
                     help="also N copies with that noise, then the general Noise2Noise "
                          "denoiser of --learnt-denoiser (the default's: 0)")
     ap.add_argument("--learnt-denoiser", default="",
@@ -367,7 +363,7 @@ def _parser():
     ap.add_argument("--without-network-outputs", action="store_true",
                     help="features without the network's per-voxel probabilities around "
                          "each candidate (the first rescorer's)")
-    ap.add_argument("--members", type=int, default=5,
+    ap.add_argument("--members", type=at_least(1), default=5,
                     help="MLPs fitted from seeds seed, seed + 1, ... on the same examples; "
                          "their probabilities are averaged (the default's: 5)")
     ap.add_argument("--profile-jitter", action="store_true",

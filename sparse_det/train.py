@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_tools.cli_args import at_least
 from data_tools.particles import DataError
 from sparse_det.config import ConfigError, load_config
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Train the sparse detector.")
     ap.add_argument("--config", required=True)
     ap.add_argument("--out-dir")
-    ap.add_argument("--steps", type=int)
+    ap.add_argument("--steps", type=at_least(1))
     ap.add_argument("--device")
     ap.add_argument("--seed", type=int, help="train.seed: crops, augmentation, initialisation")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.out_dir:
         cfg.train.out_dir = a.out_dir
-    if a.steps:
+    if a.steps is not None:
         cfg.train.steps = a.steps
     if a.device:
         cfg.train.device = a.device

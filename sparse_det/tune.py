@@ -33,7 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 from data_tools.atomic import tmp_sibling
-from data_tools.copick_io import add_runs_argument, add_truth_user_argument
+from data_tools.cli_args import add_runs_argument
+from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.argfile import ArgumentFileParser

@@ -18,12 +18,8 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
-from data_tools.copick_io import (
-    CopickProject,
-    add_truth_user_argument,
-    run_argument,
-    xyz_A_to_zyx_vox,
-)
+from data_tools.cli_args import run_argument
+from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from data_tools.zarr_levels import Tomogram

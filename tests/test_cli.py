@@ -1,6 +1,9 @@
 """Command-line entry points: info and evaluate JSON, errors as one line and a non-zero exit."""
 
+import importlib
 import json
+
+import pytest
 
 from data_tools.info import main as info_main
 from sparse_det.evaluate import main as evaluate_main
@@ -79,3 +82,32 @@ def test_argument_files_expand_with_comments_and_hold_the_shipped_lists(tmp_path
     assert len(held_out.project) == 7 and held_out.runs is None
     assert not set(held_out.project) & (set(with_51.project) | set(with_63.project)), \
         "held-out runs never tune"
+
+
+COUNTS_BELOW_THEIR_MINIMUM = [
+    ("sparse_det.train", ["--config", "c.yaml", "--steps", "0"], "--steps: 0: at least 1"),
+    ("ray_jobs.train", ["--config", "c.yaml", "--num-workers", "0"],
+     "--num-workers: 0: at least 1"),
+    ("ray_jobs.train", ["--config", "c.yaml", "--steps", "-1"], "--steps: -1: at least 1"),
+    ("ray_jobs.preprocess", ["--project", "p", "--out", "o", "--workers", "0"],
+     "--workers: 0: at least 1"),
+    ("ray_jobs.finetune", ["--project", "p", "--out", "o", "--cpus-per-fold", "0"],
+     "--cpus-per-fold: 0: at least 1"),
+    ("sparse_det.rescore_fit", ["--checkpoint", "c", "--project", "p", "--out", "o",
+                                "--members", "0"], "--members: 0: at least 1"),
+    ("sparse_det.adapt", ["--project", "p", "--out", "o", "--rounds", "0"],
+     "--rounds: 0: at least 1"),
+    ("sparse_det.demo", ["--shape", "2", "64", "64"], "--shape: 2: at least 4"),
+    ("data_tools.n2n", ["--project", "p", "--out", "o", "--steps", "0"],
+     "--steps: 0: at least 1"),
+]
+
+
+@pytest.mark.parametrize(("module", "args", "said"), COUNTS_BELOW_THEIR_MINIMUM)
+def test_counts_below_their_minimum_are_argument_errors(module, args, said, capsys):
+    """Refused as argument errors before anything is read: `train --steps 0` trained the
+    config's 3000 steps, `ray_jobs.train --steps -1` none, a Ray cluster of 0 workers."""
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and said in capsys.readouterr().err

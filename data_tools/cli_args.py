@@ -1,0 +1,35 @@
+"""Argument types the command lines share: counts that must be at least some number, and
+run names as a shell gives them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def at_least(least: int):
+    """An argparse type: an integer of at least `least`."""
+    def integer(text: str) -> int:  # argparse names the type by it: "invalid integer value"
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value}: at least {least}")
+        return value
+    return integer
+
+
+def run_argument(value: str) -> str:
+    """A run named on a command line, less a trailing '/' (a shell's completion of the
+    run's folder)."""
+    return value.rstrip("/") or value
+
+
+class _Runs(argparse.Action):
+    """Each run once, in the order given: a run named twice would be picked twice, its
+    particles written twice to the CSV."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(dict.fromkeys(run_argument(v) for v in values)))
+
+
+def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
+    """--runs, for every command that reads some of a project's runs."""
+    ap.add_argument("--runs", nargs=nargs, action=_Runs, metavar="RUN", help=help)
