@@ -269,8 +269,11 @@ class CopickProject:
         # it and level 0's scale. Coarser levels keep whatever factor their scale says.
         full = levels[0][1]
         if abs(full - voxel_spacing_A) > 0.05 * voxel_spacing_A:
+            unset = ("; a scale of 1 is what OME-Zarr writers leave when no voxel size was "
+                     "given: write level 0's voxel size into the multiscales' scale"
+                     if math.isclose(full, 1.0) else "")
             raise DataError(f"{path}: wrong voxel spacing: level 0 has {full:g} Å per voxel, "
-                            f"the folder says {voxel_spacing_A:g} Å")
+                            f"the folder says {voxel_spacing_A:g} Å{unset}")
         where = path / array_path
         import zarr
         try:

@@ -41,8 +41,9 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
     if solution.suffix == ".csv":
         particles = ParticleTable.competition()
         truth, picks = read_submission(solution), read_submission(submission)
+        score = score_tables(truth, picks, particles)
         _warn_unscored(picks, set(truth["experiment"]), submission)
-        return score_tables(truth, picks, particles)
+        return score
     project = CopickProject(solution, truth_user=truth_user)
     runs = project.annotated_runs()
     if not runs:
@@ -50,7 +51,6 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
                         "data_tools.info shows whose picks are read)")
     unannotated = {(r, n) for r in runs for n in project.training_truth(r)[1]}
     picks = read_submission(submission)
-    _warn_unscored(picks, set(runs), submission)
     picks["particle_type"] = as_listed(picks["particle_type"], project.particles,
                                        lambda line: print(line, file=sys.stderr))
     score = score_tables(project_solution(project, runs), picks,
@@ -58,6 +58,7 @@ def evaluate(solution: str | Path, submission: str | Path, truth_user: str | Non
     if not np.isfinite(score.score):
         raise DataError(f"{solution}: nothing to score: every scored particle of its "
                         "annotated runs is unannotated or picked in part there")
+    _warn_unscored(picks, set(runs), submission)
     return score
 
 
