@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
-from data_tools.ome_zarr import missing_chunks, multiscale_levels, write_ome_zarr
+from data_tools.ome_zarr import missing_chunks, multiscale_levels, scale_unset, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.zarr_levels import Level, Tomogram
 
@@ -254,14 +254,13 @@ class CopickProject:
     def tomogram_scales(self, run: str, voxel_spacing_A: float = 10.0, tomo_type: str = "denoised"
                         ) -> list[tuple[str, float, tuple[int, ...], float]]:
         """[(array path, voxel size Å, shape z,y,x, origin Å)] for each level."""
-        path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
-        return multiscale_levels(path)
+        return _levels(self.tomogram_path(run, voxel_spacing_A, tomo_type), voxel_spacing_A)
 
     def open_level(self, run: str, voxel_spacing_A: float = 10.0,
                    tomo_type: str = "denoised", scale: int = 0) -> Level:
         """One level of a tomogram, opened to be read a few z-sections at a time."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
-        levels = multiscale_levels(path)
+        levels = _levels(path, voxel_spacing_A)
         if not 0 <= scale < len(levels):
             raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
         array_path, voxel_size_A, _, origin_A = levels[scale]
@@ -269,11 +268,8 @@ class CopickProject:
         # it and level 0's scale. Coarser levels keep whatever factor their scale says.
         full = levels[0][1]
         if abs(full - voxel_spacing_A) > 0.05 * voxel_spacing_A:
-            unset = ("; a scale of 1 is what OME-Zarr writers leave when no voxel size was "
-                     "given: write level 0's voxel size into the multiscales' scale"
-                     if math.isclose(full, 1.0) else "")
             raise DataError(f"{path}: wrong voxel spacing: level 0 has {full:g} Å per voxel, "
-                            f"the folder says {voxel_spacing_A:g} Å{unset}")
+                            f"the folder says {voxel_spacing_A:g} Å")
         where = path / array_path
         import zarr
         try:
@@ -607,7 +603,23 @@ def runs_named(projects: list[CopickProject], runs: list[str] | None) -> list[li
 # A genuine annotation fills its tomogram; this many picks, all in one corner, do not.
 MISPLACED_MIN_PICKS = 10
 _SAID_OUTSIDE: set[tuple[str, str]] = set()  # (static root, run) whose picks were checked
+_WARNED_UNSET: set[Path] = set()  # tomograms whose unset scale was logged once
 _WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged once
+
+
+def _levels(path: Path, folder_A: float) -> list[tuple[str, float, tuple[int, ...], float]]:
+    """The tomogram's levels (ome_zarr.multiscale_levels), in the folder's voxel spacing where
+    the multiscale gives none (scale 1, no unit: what writers leave when no voxel size was
+    given), with a warning once: read as 1 Å, it would be binned 10-20x too far."""
+    levels = multiscale_levels(path)
+    if folder_A > 1.5 and scale_unset(path):
+        if path not in _WARNED_UNSET:
+            _WARNED_UNSET.add(path)
+            log.warning("%s: level 0's scale is 1 with no unit (no voxel size given): read at "
+                        "its folder's %g Å", path, folder_A)
+        levels = [(where, size * folder_A, shape, origin * folder_A)
+                  for where, size, shape, origin in levels]
+    return levels
 
 
 def _warn_missing_chunks(where: Path, arr) -> None:

@@ -375,6 +375,28 @@ def test_wrong_voxel_spacing_in_zattrs(tmp_path):
         CopickProject(tmp_path).read_tomogram("TS_5_4")
 
 
+def test_a_scale_of_one_without_unit_reads_at_the_folders_spacing(tmp_path, caplog):
+    """What writers leave when no voxel size was given (scale 1, 2, 4, no unit): read at the
+    folder's 10 Å, with a warning, not refused and not binned as 1 Å voxels; a scale of 1 in
+    ångström stays an error."""
+    vol = write_competition_run(tmp_path, spacing_scale=1.0)
+    zattrs = tmp_path / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr/.zattrs"
+    doc = json.loads(zattrs.read_text())
+    for axis in doc["multiscales"][0]["axes"]:
+        axis.pop("unit")
+    zattrs.write_text(json.dumps(doc))
+    project = CopickProject(tmp_path)
+    t = project.read_tomogram("TS_5_4")
+    assert t.voxel_size_A == 10.0 and np.array_equal(t.data, vol)
+    assert [lv[1] for lv in project.tomogram_scales("TS_5_4")] == [10.0, 20.0, 40.0]
+    assert "scale is 1 with no unit" in caplog.text
+    for axis in doc["multiscales"][0]["axes"]:
+        axis["unit"] = "angstrom"
+    zattrs.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="wrong voxel spacing: level 0 has 1 Å"):
+        CopickProject(tmp_path).read_tomogram("TS_5_4")
+
+
 def test_not_an_ome_zarr(comp):
     group = comp / "static/ExperimentRuns/TS_5_4/VoxelSpacing10.000/denoised.zarr"
     (group / ".zattrs").write_text("{}")
