@@ -509,6 +509,10 @@ def run_or_report(call):
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        print("interrupted; the same command resumes from the trainings kept in its --work "
+              "folder", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def finetune_arguments(doc: str) -> argparse.ArgumentParser:

@@ -216,6 +216,19 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stopped(line: str, parts: Path | None, code: int) -> int:
+    """The line a call stopped by an error or Ctrl-C ends with, and where the runs it picked
+    wait for the same command to resume."""
+    print(line, file=sys.stderr)
+    picked = sorted(parts.glob("*.json")) if parts is not None and parts.is_dir() else []
+    if picked:
+        print(f"the {len(picked)} run(s) picked so far are kept in {parts}; the same command "
+              "picks only the others", file=sys.stderr)
+    elif parts is not None:
+        shutil.rmtree(parts, ignore_errors=True)  # no run picked: nothing to resume
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
@@ -248,13 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = with_min_score(rows, a.min_score)
         write_outputs(a, project, rows, runs, sparsify)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if parts is not None and parts.is_dir() and any(parts.glob("*.json")):
-            print(f"the runs picked so far are kept in {parts}; the same command picks only "
-                  "the others", file=sys.stderr)
-        elif parts is not None:
-            shutil.rmtree(parts, ignore_errors=True)  # no run picked: nothing to resume
-        return 2
+        return _stopped(f"error: {exc}", parts, 2)
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        return _stopped("interrupted", parts, 130)
     shutil.rmtree(parts, ignore_errors=True)  # the CSV holds them now
     n_runs = rows["experiment"].nunique() if len(rows) else 0
     log.info("wrote %d particles from %d run(s) to %s in %.1f s", len(rows), n_runs, a.out,

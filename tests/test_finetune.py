@@ -201,3 +201,16 @@ def test_finetune_distill_reaches_every_training(small_project, tmp_path, capsys
     r0, r1 = small_project.runs()
     assert training_name("fold0", [r0], [r1], 1e-3, distill=2.0) != \
         training_name("fold0", [r0], [r1], 1e-3)
+
+
+def test_ctrl_c_ends_finetune_with_a_line(capsys):
+    """finetune and adapt stopped by Ctrl-C: one line and exit 130, not a traceback."""
+    from sparse_det.finetune import run_or_report
+
+    def training():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exc:
+        run_or_report(training)
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.startswith("interrupted; the same command resumes")

@@ -143,3 +143,27 @@ def test_infer_command_resumes_and_cleans_up(two_runs, tmp_path, capsys):
     assert infer.main([*args, "--fresh"]) == 0
     again = pd.read_csv(out)
     assert (again.experiment == first).sum() == (written.experiment == first).sum() > 0
+
+
+def test_ctrl_c_ends_infer_with_a_line_and_keeps_the_runs_picked(two_runs, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Ctrl-C while the second run is read: one line, exit 130 (it was a traceback through
+    torch), and the first run's picks kept for the same command to resume from."""
+    from data_tools import sparsify
+
+    first, second = two_runs.runs()
+    real = sparsify.read_working
+
+    def pressed_ctrl_c(project, run, **kw):
+        if run == second:
+            raise KeyboardInterrupt
+        return real(project, run, **kw)
+
+    monkeypatch.setattr(sparsify, "read_working", pressed_ctrl_c)
+    out = tmp_path / "submission.csv"
+    assert infer.main(["--project", str(two_runs.path), "--out", str(out), "--quiet"]) == 130
+    parts = parts_dir_for(out)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted", f"the 1 run(s) picked so far are kept in {parts}; the same command "
+                       "picks only the others"]
+    assert sorted(p.name for p in parts.iterdir()) == [f"{first}.json"] and not out.exists()
