@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        print(f"interrupted; the same command resumes from {cfg.train.out_dir}/last.pt (the "
+              "last epoch's end)", file=sys.stderr)
+        return 130
     print(f"best checkpoint: {best}")
     return 0
 
