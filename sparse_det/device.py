@@ -12,11 +12,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError as exc:  # torch's own words for a name it does not know
-        raise ValueError(f"device {name!r}: {exc}") from exc
+    except RuntimeError as exc:  # a name torch does not know ('gpu', 'cuda0')
+        raise ValueError(f"device {name!r}: not a device name; use auto, cpu, cuda or "
+                         "cuda:N") from exc
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device {name!r}: the sparse convolutions (spconv) run on 'cpu' or "
                          "'cuda' only")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
     return dev

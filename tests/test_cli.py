@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import re
 
 import pytest
 
@@ -111,3 +112,19 @@ def test_counts_below_their_minimum_are_argument_errors(module, args, said, caps
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_device_names_the_picker_cannot_use_are_one_clear_line():
+    import torch
+
+    from sparse_det.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for name, said in (("gpu", "not a device name; use auto, cpu, cuda or cuda:N"),
+                       ("mps", "the sparse convolutions (spconv) run on 'cpu' or 'cuda' only")):
+        with pytest.raises(ValueError, match=re.escape(f"device {name!r}: {said}")):
+            resolve_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1' requested but torch sees no CUDA"):
+            resolve_device("cuda:1")
