@@ -23,6 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.atomic import TMP_MARK, atomic_path, atomic_write_text
+from data_tools.copick_files import (
+    RUNS_DIR,
+    copick_config,
+    picks_json,
+    read_picks_json,
+    roots_from_config,
+)
 from data_tools.ome_zarr import missing_chunks, multiscale_levels, scale_unset, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.zarr_levels import Level, Tomogram
@@ -30,7 +37,6 @@ from data_tools.zarr_levels import Level, Tomogram
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
 FEATURES = "_features.zarr"
 log = logging.getLogger(__name__)
-RUNS_DIR = "ExperimentRuns"
 GT_USER, GT_SESSION = "curation", "0"
 # copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
 # session a person's. infer writes its picks as session 0, so they are never read as truth.
@@ -152,7 +158,7 @@ class CopickProject:
         config = None
         if self.path.is_file():
             config = self.path
-            self.static_root, self.overlay_root = _roots_from_config(self.path)
+            self.static_root, self.overlay_root = roots_from_config(self.path)
         elif (self.path / RUNS_DIR).is_dir():
             if self.path.name == "overlay" and (self.path.parent / "static").is_dir():
                 raise DataError(f"{self.path}: the overlay (picks) of the project "
@@ -164,7 +170,7 @@ class CopickProject:
         elif (self.path / "copick_config.json").is_file():
             # copick keeps a project's config apart from its data as often as beside it
             config = self.path / "copick_config.json"
-            self.static_root, self.overlay_root = _roots_from_config(config)
+            self.static_root, self.overlay_root = roots_from_config(config)
         else:
             raise DataError(
                 f"{self.path}: not a copick project (no static/, overlay/ or {RUNS_DIR}/ inside, "
@@ -401,7 +407,7 @@ class CopickProject:
             files = [f for f in files if f[3] == session_id]
         out = {name: np.zeros((0, 3)) for name in self.particles.names}
         for path, particle, _, _ in files:
-            name, pts = _read_picks_json(path)
+            name, pts = read_picks_json(path)
             name = name or particle
             if name not in self.particles:
                 raise DataError(f"{path}: unknown particle {name!r}; known: "
@@ -648,80 +654,3 @@ def copy_without_tomograms(src: CopickProject, dest: Path) -> CopickProject:
     shutil.copytree(src.path, dest, ignore=shutil.ignore_patterns("static"))
     (dest / "static").mkdir()
     return CopickProject(dest)
-
-
-def copick_config(name: str, particles: ParticleTable, static_root: Path,
-                  overlay_root: Path) -> dict:
-    return {
-        "config_type": "filesystem", "name": name, "description": "written by sparse-det",
-        "version": "1.0.0",
-        "pickable_objects": [
-            {"name": p.name, "is_particle": True, "label": p.label, "radius": p.radius_A,
-             "pdb_id": p.pdb_id or None, "color": list(p.color)}
-            | ({"identifier": p.identifier} if p.identifier else {})
-            | ({"emdb_id": p.emdb_id} if p.emdb_id else {}) for p in particles],
-        "overlay_root": f"local://{Path(overlay_root).resolve()}",
-        "static_root": f"local://{Path(static_root).resolve()}",
-        "overlay_fs_args": {"auto_mkdir": True},
-    }
-
-
-def picks_json(run: str, particle: str, points_xyz_A: np.ndarray, user_id: str,
-               session_id: str, scores: np.ndarray | None = None) -> dict:
-    pts = np.asarray(points_xyz_A, dtype=np.float64).reshape(-1, 3)
-    scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=np.float64)
-    eye = np.eye(4).tolist()
-    return {
-        "pickable_object_name": particle, "user_id": user_id, "session_id": str(session_id),
-        "run_name": run, "voxel_spacing": None, "unit": "angstrom", "trust_orientation": True,
-        "points": [{"location": {"x": float(x), "y": float(y), "z": float(z)},
-                    "transformation_": eye, "instance_id": 0, "score": float(s)}
-                   for (x, y, z), s in zip(pts, scores, strict=True)],
-    }
-
-
-def _read_picks_json(path: Path) -> tuple[str | None, np.ndarray]:
-    try:
-        doc = json.loads(path.read_text())
-        pts = np.array([[p["location"]["x"], p["location"]["y"], p["location"]["z"]]
-                        for p in (doc.get("points") or [])], dtype=np.float64).reshape(-1, 3)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataError(f"{path}: malformed picks JSON ({type(exc).__name__}: {exc})") from exc
-    if not np.isfinite(pts).all():
-        raise DataError(f"{path}: picks JSON has non-finite coordinates")
-    unit = doc.get("unit", "angstrom")
-    if unit not in ("angstrom", "Angstrom", "A"):
-        raise DataError(f"{path}: picks unit {unit!r} is not angstrom")
-    return doc.get("pickable_object_name"), pts
-
-
-def _roots_from_config(path: Path) -> tuple[Path, Path]:
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable copick config ({exc})") from exc
-
-    def root(key: str) -> Path:
-        url = cfg.get(key) or cfg.get("overlay_root") or ""
-        if not url.startswith("local://") and "://" in url:
-            raise DataError(f"{path}: {key} {url!r} is not a local:// path")
-        p = Path(url.removeprefix("local://")).expanduser()
-        if p.is_absolute():
-            return p
-        # copick (fsspec) reads a relative root from the working directory; this reader
-        # from the config's folder, which moves with it: the first that exists wins.
-        beside = path.parent / p
-        return p.absolute() if not beside.exists() and p.exists() else beside
-
-    if "overlay_root" not in cfg:
-        raise DataError(f"{path}: copick config has no overlay_root")
-    static, overlay = root("static_root"), root("overlay_root")
-    if cfg.get("config_type") == "cryoet_data_portal" and not (overlay / RUNS_DIR).is_dir():
-        # Its static tomograms live on the portal; only its overlay is on this disk.
-        raise DataError(
-            f"{path}: a copick config of the CryoET Data Portal (datasets "
-            f"{cfg.get('dataset_ids')}) whose overlay {overlay} holds no {RUNS_DIR}/: the "
-            f"tomograms are on the portal, and this picker reads local files only; download "
-            f"the runs (the portal's website or its `cryoet_data_portal` client) into a "
-            f"copick filesystem project and point --project at it")
-    return static, overlay
