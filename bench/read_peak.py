@@ -41,7 +41,8 @@ CASES = [
 CHILD = """import re, sys, time
 sys.path.insert(0, {root!r})
 from data_tools.copick_io import CopickProject
-from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input, read_input, read_peak_bytes
+from data_tools.sparsify import peak_bytes, plan_input, read_input, read_peak_bytes
+from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 doc = read_checkpoint(DEFAULT_CHECKPOINT)
 cfg = SparsifyConfig.from_dict(doc["config"]["sparsify"])

@@ -21,7 +21,7 @@ from data_tools.particles import DataError
 from data_tools.spectrum import whiten
 
 if TYPE_CHECKING:  # a type only: sparsify imports this module
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
 
 log = logging.getLogger(__name__)
 

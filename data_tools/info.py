@@ -20,7 +20,8 @@ import sys
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
-from data_tools.sparsify import SparsifyConfig, peak_bytes, plan_input
+from data_tools.sparsify import peak_bytes, plan_input
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 
 

@@ -19,7 +19,8 @@ from data_tools.cli_args import add_runs_argument, at_least
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
-from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, load_config, sparsify_run
+from data_tools.sparsify import estimated_peak_bytes, sparsify_run
+from data_tools.sparsify_config import SparsifyConfig, load_config
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from ray_jobs.cluster import init_ray, largest_node_memory, task_memory
 

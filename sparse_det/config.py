@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.sparsify import SparsifyConfig
+from data_tools.sparsify_config import SparsifyConfig
 
 
 class ConfigError(ValueError):

@@ -321,7 +321,7 @@ def import_picks(paths: list[str | Path], project: CopickProject, *, user_id: st
     if complete and partly_picked:
         raise DataError("--complete says the files hold every particle; --partly-picked "
                         "that they hold some: give one")
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
     from sparse_det.writers import run_pixel_frame
 
     parse_truth_user(f"{user_id}:{session_id}", "--user-id:--session-id")
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from data_tools.sparsify import SparsifyConfig
+        from data_tools.sparsify_config import SparsifyConfig
 
         counts = import_picks(a.files, CopickProject(a.project), user_id=a.user_id,
                               session_id=a.session_id, run=a.run, particle=a.particle,

@@ -46,7 +46,7 @@ from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
 from sparse_det.run_parts import parts_dir_for
 
 if TYPE_CHECKING:
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
 
 log = logging.getLogger("sparse_det.infer")
 DEFAULT_PROJECT = "demo_data/project"

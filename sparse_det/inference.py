@@ -24,7 +24,8 @@ import torch
 
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.particles import ParticleTable
-from data_tools.sparsify import SparsifyConfig, reselect
+from data_tools.sparsify import reselect
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import (
     LoadedCheckpoint,

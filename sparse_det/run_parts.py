@@ -27,7 +27,7 @@ from sparse_det.structures import DETECTION_COLUMNS
 
 if TYPE_CHECKING:
     from data_tools.copick_io import CopickProject
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
 
 log = logging.getLogger(__name__)
 

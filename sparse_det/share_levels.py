@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.features import kept_affine
-from data_tools.sparsify import SparsifyConfig, keep_share, selection_score
+from data_tools.sparsify import keep_share, selection_score
+from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.structures import SparseVolume
 
 N_LEVELS = 8  # shares drawn from, spaced geometrically over the range

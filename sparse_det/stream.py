@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.copick_io import CopickProject
-from data_tools.sparsify import SparsifyConfig, estimated_peak_bytes, shard_or_sparsify
+from data_tools.sparsify import estimated_peak_bytes, shard_or_sparsify
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import CheckpointError, checkpoint_settings
 from sparse_det.config import INFER_PRECISION, PROFILE_CHANNELS, grows_kept_share

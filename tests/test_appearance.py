@@ -14,7 +14,8 @@ from data_tools.appearance import (
     reweight_bands,
 )
 from data_tools.features import standardise_kept
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import sparsify
+from data_tools.sparsify_config import SparsifyConfig
 
 SPACING_A = 20.0
 

@@ -11,7 +11,8 @@ from scipy.spatial import cKDTree
 
 from data_tools.blank import blank_mask, filled
 from data_tools.copick_io import CopickProject, copy_without_tomograms
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import sparsify
+from data_tools.sparsify_config import SparsifyConfig
 
 
 def _noise(shape=(24, 60, 70), seed=0) -> np.ndarray:

@@ -44,7 +44,8 @@ def test_confidence_power_rescales_and_round_trips():
 
 
 def test_detections_from_outputs_divide_masses_by_confidence_power(small_project):
-    from data_tools.sparsify import SparsifyConfig, sparsify_run
+    from data_tools.sparsify import sparsify_run
+    from data_tools.sparsify_config import SparsifyConfig
     from sparse_det.config import PostprocessConfig
     from sparse_det.inference import detections_from_outputs
 

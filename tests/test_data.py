@@ -10,7 +10,8 @@ import torch
 
 from data_tools.copick_io import xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
-from data_tools.sparsify import SparsifyConfig, read_input, sparsify, sparsify_run
+from data_tools.sparsify import read_input, sparsify, sparsify_run
+from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.config import Config, PostprocessConfig, TrainConfig
 from sparse_det.data import CropSampler, RunSample, truth_in_voxels
 from sparse_det.inference import detections_from_outputs

@@ -8,13 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from data_tools.blank import blank_mask
-from data_tools.sparsify import (
-    FLATTEN_MIN_FIELD_A,
-    SparsifyConfig,
-    flattened,
-    sparsify,
-    without_blank,
-)
+from data_tools.sparsify import FLATTEN_MIN_FIELD_A, flattened, sparsify, without_blank
+from data_tools.sparsify_config import SparsifyConfig
 
 
 def _structure(shape=(20, 48, 56), seed=0) -> np.ndarray:

@@ -15,7 +15,8 @@ from data_tools.copick_io import CopickProject
 from data_tools.info import project_info
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
-from data_tools.sparsify import SparsifyConfig, plan_input, read_input
+from data_tools.sparsify import plan_input, read_input
+from data_tools.sparsify_config import SparsifyConfig
 from tests.test_copick_io import make_project
 
 SHAPE, CHUNKS = (8, 12, 16), (4, 6, 8)  # a grid of 2 x 2 x 2 chunks

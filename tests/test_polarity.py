@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from data_tools.features import POLARITY_MIN_SKEW, decide_polarity, robust_normalise, skewness
 from data_tools.shards import SHARD_FORMAT, read_shard_attrs, shard_matches, write_shard
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import sparsify
+from data_tools.sparsify_config import SparsifyConfig
 
 
 def _wedged_crowd(seed: int = 0, tilt_deg: float = 60.0, shape=(48, 128, 128)) -> np.ndarray:

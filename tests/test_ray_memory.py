@@ -9,10 +9,10 @@ import pytest
 from data_tools.sparsify import (
     PEAK_BASE_BYTES,
     PEAK_BYTES_PER_VOXEL,
-    SparsifyConfig,
     estimated_peak_bytes,
     plan_input,
 )
+from data_tools.sparsify_config import SparsifyConfig
 from ray_jobs.preprocess import preprocess_project
 
 pytestmark = pytest.mark.slow  # a real local Ray

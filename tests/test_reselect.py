@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project
-from data_tools.sparsify import SparsifyConfig, reselect, sparsify
+from data_tools.sparsify import reselect, sparsify
+from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.inference import Picker, mirrored, predict_sparse
 from sparse_det.structures import swap_yx

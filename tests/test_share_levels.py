@@ -11,7 +11,8 @@ import pytest
 from scipy import ndimage
 
 from data_tools.features import standardise_kept
-from data_tools.sparsify import SparsifyConfig, selection_score, sparsify
+from data_tools.sparsify import selection_score, sparsify
+from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.config import ConfigError, TrainConfig, config_from_dict
 from sparse_det.data import CropSampler, RunSample
 from sparse_det.share_levels import share_levels, wide_config

@@ -80,7 +80,7 @@ def test_a_tomogram_not_imported_has_no_record_and_a_bad_record_is_named(tmp_pat
 def test_star_pixels_of_an_ome_zarr_05_tomogram(tmp_path):
     """A tomogram in zarr v3 (no .zattrs) has no import record; its STAR pixels are those of
     its finest level, counted from that level's origin."""
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
     from sparse_det.writers import run_pixel_frame
     from tests.test_copick_io import write_competition_run, write_ome_zarr_v05
 

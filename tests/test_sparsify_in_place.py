@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from data_tools import sparsify as sp
 from data_tools.features import feature_volumes
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import sparsify
+from data_tools.sparsify_config import SparsifyConfig
 
 
 def _tomogram(shape=(24, 96, 96), seed=0, blank=False) -> np.ndarray:

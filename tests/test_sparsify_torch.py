@@ -11,7 +11,8 @@ from scipy import ndimage
 
 from data_tools import sparsify_torch as st
 from data_tools.features import shared_scale_source
-from data_tools.sparsify import SparsifyConfig, sparsify
+from data_tools.sparsify import sparsify
+from data_tools.sparsify_config import SparsifyConfig
 
 
 def _tomogram(shape=(40, 96, 96), seed=0, bright=False) -> np.ndarray:

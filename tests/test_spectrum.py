@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from data_tools import sparsify_torch as st
 from data_tools.features import robust_normalise
-from data_tools.sparsify import SparsifyConfig
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.spectrum import N_SHELLS, power_by_shell, rfft_frequency, shell_of, whiten
 
 

@@ -14,7 +14,8 @@ import pytest
 from bench.input_variants import PAD_SHARE, free_slices, with_own_vacuum
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project
-from data_tools.sparsify import SparsifyConfig, keep_share, sparsify
+from data_tools.sparsify import keep_share, sparsify
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.zarr_levels import bin2
 
 

@@ -257,7 +257,8 @@ def test_same_seed_same_tomogram(tmp_path):
 def test_tilt_project_is_read_like_any_other(tmp_path):
     """Written as `wbp` and `denoised` at 20.024 Å: the input step reads the denoised one
     as it is, and `wbp` on request."""
-    from data_tools.sparsify import SparsifyConfig, read_input
+    from data_tools.sparsify import read_input
+    from data_tools.sparsify_config import SparsifyConfig
 
     project = simulate_project(tmp_path / "p", 1, 4, (32, 96, 96), progress=False,
                                physics="tilt")
@@ -541,7 +542,8 @@ def test_full_grid_tilt_series_reconstructs_at_the_picks_and_reads_at_10_A(tmp_p
     """TiltRanges.form_bin 1 images the scene on the full 10 Å grid: noise-free, each
     particle's density centroid lies within half a (10 Å) voxel of its pick, the project
     is written at 10 Å with 3 levels, and the input step reads its level 1 (20 Å) as is."""
-    from data_tools.sparsify import SparsifyConfig, read_input
+    from data_tools.sparsify import read_input
+    from data_tools.sparsify_config import SparsifyConfig
 
     table = ParticleTable.competition()
     fine = replace(STILL, form_bin=1)

@@ -16,7 +16,8 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project
-from data_tools.sparsify import SparsifyConfig, read_input
+from data_tools.sparsify import read_input
+from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import Source, list_sources, plan_source, resample
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.stream import infer_project

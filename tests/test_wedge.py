@@ -113,7 +113,7 @@ def test_training_sees_runs_tilted_about_x_in_the_network_frame(pair):
 def test_the_tilt_axis_can_be_set(pair):
     """--tilt-axis overrides the rule (a user who knows better), and the override reaches
     the sparse volume; an unknown axis is refused."""
-    from data_tools.sparsify import SparsifyConfig
+    from data_tools.sparsify_config import SparsifyConfig
     from data_tools.tomo_input import add_input_arguments, input_overrides
 
     picker, _, dst, run = pair
@@ -136,7 +136,8 @@ def test_a_run_tilted_about_x_is_filtered_in_the_network_frame(device):
     """scipy's path and torch's: a volume tilted about x is filtered with y and x swapped,
     so its kept voxels, features and dense channels are exactly those of the same volume
     tilted about y, handed back in its own frame."""
-    from data_tools.sparsify import SparsifyConfig, sparsify
+    from data_tools.sparsify import sparsify
+    from data_tools.sparsify_config import SparsifyConfig
 
     tomos, _, _ = simulate_tilt_run("r", (48, 128, 128), TABLE, SimRanges(snr=(1.0, 1.0)),
                                     TiltRanges(), [5, 0])
