@@ -26,14 +26,19 @@ from data_tools.tomo_input import add_input_arguments, input_overrides, with_ove
 
 
 def run_tomograms(project: CopickProject, run: str) -> dict:
-    """{type or type@spacing: {voxel_spacing (level 0), shapes, levels: [...]}}."""
+    """{type or type@spacing: {voxel_spacing (level 0), shapes, levels: [...]}}, or {error}
+    for a tomogram that cannot be read: the rest of the project still shows."""
     tomos = {}
     spacings = project.voxel_spacings(run)
     for vs in spacings:
         for t in project.tomogram_types(run, vs):
-            levels = project.tomogram_scales(run, vs, t)
-            path = project.tomogram_path(run, vs, t)
             key = t if len(spacings) == 1 else f"{t}@{vs:g}"
+            try:
+                levels = project.tomogram_scales(run, vs, t)
+            except DataError as exc:
+                tomos[key] = {"type": t, "folder_spacing_A": vs, "error": str(exc)}
+                continue
+            path = project.tomogram_path(run, vs, t)
             tomos[key] = {"type": t, "folder_spacing_A": vs, "voxel_spacing": levels[0][1],
                           "shapes": [list(lv[2]) for lv in levels],
                           "levels": [{"path": p, "voxel_A": v, "origin_A": o,
@@ -60,6 +65,10 @@ def truth(project: CopickProject, run: str) -> dict:
     {"picks_error": why there is no one truth}."""
     try:
         files = project.truth_files(run)
+        if not files:  # read as no particles, it would teach that they are background
+            return {"picks": {}, "truth_from": [], "misplaced": None,
+                    "not_truth": project.untrusted_picks(run), "no_file": [],
+                    "partly_picked": []}
         truth = project.training_truth(run)[0]
         picks = {k: len(v) for k, v in truth.items()}
         return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     for run, d in info["runs"].items():
         print(run)
         for t, td in d["tomograms"].items():
+            if "error" in td:
+                print(f"  {t:<22} VoxelSpacing{td['folder_spacing_A']:.3f}: unreadable: "
+                      f"{td['error']}")
+                continue
             levels = ", ".join(f"{lv['voxel_A']:.3f} Å {'x'.join(map(str, lv['shape']))}"
                                + (f" ({lv['chunk_files_absent']} chunk files absent)"
                                   if lv["chunk_files_absent"] else "")
@@ -108,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         if "picks_error" in d:
             print(f"  picks: {d['picks_error']}")
             continue
-        whose = f" ({', '.join(d['truth_from'])})" if d["truth_from"] else ""
-        print(f"  picks{whose}: " + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
+        if d["truth_from"]:
+            print(f"  picks ({', '.join(d['truth_from'])}): "
+                  + ", ".join(f"{k} {v}" for k, v in d["picks"].items()))
+        else:
+            print("  picks: none read as truth (not annotated: left out of tune, finetune, "
+                  "rescore and evaluate)")
         if d["misplaced"]:
             print(f"  not where the tomogram is: {d['misplaced']}")
         if d["no_file"]:

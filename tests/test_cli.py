@@ -128,3 +128,22 @@ def test_device_names_the_picker_cannot_use_are_one_clear_line():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'cuda:1' requested but torch sees no CUDA"):
             resolve_device("cuda:1")
+
+
+def test_info_shows_every_run_when_one_cannot_be_read(small_project, tmp_path, capsys):
+    """A run whose tomogram is corrupt, or that has no tomogram or no annotations, is shown
+    as such; the other runs still show (info stopped at the first such run)."""
+    import shutil
+
+    proj = tmp_path / "p"
+    shutil.copytree(small_project.path, proj)
+    good, bad = small_project.runs()
+    zattrs = proj / f"static/ExperimentRuns/{bad}/VoxelSpacing10.000/denoised.zarr/.zattrs"
+    zattrs.write_text("{not json")
+    (proj / "static/ExperimentRuns/TS_empty").mkdir()
+    assert info_main([str(proj)]) == 0
+    out = capsys.readouterr().out
+    assert f"{bad}\n  denoised               VoxelSpacing10.000: unreadable: {zattrs}" in out
+    assert "TS_empty\n  reads: nothing: " in out and "the run has no tomograms" in out
+    assert out.count("picks: none read as truth (not annotated") == 1, out
+    assert f"{good}\n  denoised               VoxelSpacing10.000: 10.012 Å" in out
