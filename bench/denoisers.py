@@ -7,7 +7,7 @@ bench_project measures of each copy (each run's score for `bench/compare.py`).
 
 Each run's raw back-projection (`wbp`) is denoised where the run has one, as users denoise
 their reconstructions; otherwise its `denoised` tomogram is (a second pass). The filters are
-`data_tools.tilt_series.denoise`'s at `--sigma` (in 20 Å voxels; scaled to the tomogram's
+`data_tools.denoisers.denoise`'s at `--sigma` (in 20 Å voxels; scaled to the tomogram's
 own voxels): `none` (the source as it is), `gaussian`, `lowpass`, `median` (3 voxels at 20 Å,
 5 at 10 Å) and `diffusion` (Perona-Malik). Whitening cancels most of a linear filter
 (docs/experiments.md, *Why denoising `wbp` hardly matters*); the non-linear ones, median and
@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
-from data_tools.tilt_series import ALL_DENOISERS, denoise  # noqa: E402
+from data_tools.denoisers import denoise  # noqa: E402
+from data_tools.tilt_series import ALL_DENOISERS  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]

@@ -95,7 +95,7 @@ def _cross() -> np.ndarray:
 
 
 # The median filters drawn from, on the working grid (20 Å): the centre and its 6 face
-# neighbours (mild), or the 3³ cube (the simulator's `median` denoiser, tilt_series.denoise).
+# neighbours (mild), or the 3³ cube (the simulator's `median` denoiser, denoisers.denoise).
 MEDIAN_FOOTPRINTS = {"cross": _cross(), "cube": np.ones((3, 3, 3), bool)}
 
 

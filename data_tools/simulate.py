@@ -31,6 +31,7 @@ from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.cli_args import at_least
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.datasets import layered_ranges
+from data_tools.denoisers import denoise
 from data_tools.hard_negatives import render_hard_negatives
 from data_tools.particles import EXTRA_PARTICLES, DataError, ParticleTable
 from data_tools.shapes import (
@@ -52,9 +53,9 @@ from data_tools.sim_ranges import (
     draw_run_params,
 )
 from data_tools.tilt_series import (
+    ELECTRON_WAVELENGTH_A,
     NOT_RANGES,
     TiltRanges,
-    denoise,
     reconstruct_with_halves,
     reconstructed_at,
     recorded_choices,
@@ -65,7 +66,6 @@ FULL_SHAPE_ZYX = (184, 630, 630)
 VOXEL_SIZE_A = 10.012
 BIN2_ORIGIN_A = VOXEL_SIZE_A / 2  # a 2× mean-binned voxel 0 covers full voxels 0 and 1
 PHYSICS = ("fast", "tilt")
-ELECTRON_WAVELENGTH_A = 0.0197  # 300 kV
 # The other shape families model the competition's classes only: these keep their own.
 EXTRA_NAMES = frozenset(p.name for p in EXTRA_PARTICLES)
 # Each family's model, and the density cap its renders need (None: overlaps add up).

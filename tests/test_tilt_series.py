@@ -275,7 +275,8 @@ def test_tilt_project_is_read_like_any_other(tmp_path):
 def test_deconv_filter_follows_the_ctf():
     """CTF deconvolution passes nothing at k = 0 (high-pass) and at the CTF's first zero,
     and boosts low frequencies, where the CTF is weak, above high ones."""
-    from data_tools.tilt_series import ELECTRON_WAVELENGTH_A, deconv_filter
+    from data_tools.denoisers import deconv_filter
+    from data_tools.tilt_series import ELECTRON_WAVELENGTH_A
 
     voxel_A, defocus_um = 10.0, 6.0
     line = deconv_filter((1, 1, 4096), voxel_A, defocus_um, amp_contrast=0.0, strength=1.0)[0, 0]
@@ -294,7 +295,7 @@ def test_diffusion_smooths_noise_and_keeps_an_edge():
     result is scale-free (a volume times 1000 gives the same result times 1000)."""
     from scipy import ndimage
 
-    from data_tools.tilt_series import anisotropic_diffusion, denoise
+    from data_tools.denoisers import anisotropic_diffusion, denoise
 
     rng = np.random.default_rng(0)
     clean = np.zeros((32, 32, 64), np.float32)
