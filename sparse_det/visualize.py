@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
 
         project = CopickProject(a.project, truth_user=a.truth_user)
         sub = read_submission(a.submission) if a.submission else None
+        if sub is not None and a.run not in set(sub["experiment"]):
+            runs = sorted(set(sub["experiment"]))
+            print(f"{a.submission}: no picks of run {a.run!r} (its runs: "
+                  f"{', '.join(runs[:8]) + (' ...' if len(runs) > 8 else '') or 'none'}); "
+                  "the pictures show the truth alone", file=sys.stderr)
         paths = visualize_run(project, a.run, a.out, checkpoint=a.checkpoint, submission=sub,
                               device=a.device, shards_dir=a.shards,
                               input_overrides=input_overrides(a))

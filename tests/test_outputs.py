@@ -216,3 +216,18 @@ def test_visualize_writes_three_pngs(small_project, tmp_path, capsys):
     for p in printed:
         data = Path(p).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, p
+
+
+def test_visualize_says_when_the_submission_has_no_picks_of_the_run(inferred, small_project,
+                                                                    tmp_path, capsys):
+    """--run given with its trailing '/' (a shell's completion) and a submission of the other
+    run only: the pictures are drawn and stderr says why they show no picks."""
+    first, second = small_project.runs()
+    sub = pd.read_csv(inferred / "sub.csv")
+    sub[sub["experiment"] == second].to_csv(tmp_path / "other.csv", index=False)
+    assert visualize_main(["--project", str(small_project.path), "--run", f"{first}/",
+                           "--submission", str(tmp_path / "other.csv"), "--out",
+                           str(tmp_path / "pics")]) == 0
+    out, err = capsys.readouterr()
+    assert f"no picks of run {first!r} (its runs: {second})" in err, err
+    assert len(out.split()) == 3
