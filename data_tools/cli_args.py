@@ -4,6 +4,7 @@ run names as a shell gives them."""
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def at_least(least: int):
@@ -33,3 +34,16 @@ class _Runs(argparse.Action):
 def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
     """--runs, for every command that reads some of a project's runs."""
     ap.add_argument("--runs", nargs=nargs, action=_Runs, metavar="RUN", help=help)
+
+
+def expand_home(a: argparse.Namespace) -> argparse.Namespace:
+    """`a` with a leading `~` of each string argument expanded, as a shell leaves it in
+    `--out=~/picks.csv`: else a folder named `~` is made in the working directory."""
+    for key, value in vars(a).items():
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(a, key, os.path.expanduser(value))
+        elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("~")
+                                             for v in value):
+            setattr(a, key, [os.path.expanduser(v) if isinstance(v, str) else v
+                             for v in value])
+    return a

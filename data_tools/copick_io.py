@@ -151,7 +151,7 @@ class CopickProject:
                  truth_user: str | None = None):
         """`truth_user` ("USER" or "USER:SESSION"): the picks read as ground truth, instead of
         the default rule (read_picks)."""
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # `--project=~/data`: the shell left the ~
         self.truth_user, self.truth_session = parse_truth_user(truth_user)
         if not self.path.exists():
             raise DataError(f"{self.path}: project does not exist")

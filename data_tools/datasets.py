@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from data_tools.cli_args import expand_home
 from data_tools.particles import DataError
 
 DEFAULT_MANIFEST = "configs/datasets.yaml"
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", default=DEFAULT_MANIFEST)
     ap.add_argument("--root", default=".", help="project root the manifest's paths are under")
     ap.add_argument("--dry-run", action="store_true", help="print the calls make would run")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     root = Path(a.root)
     try:
         sets = load_manifest(root / a.manifest, root)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.cli_args import expand_home
 from data_tools.copick_io import RUNS_DIR, CopickProject, as_run_name, validate_run_name
 from data_tools.mrc import MrcVolume, pixel_size_unset, read_mrc
 from data_tools.particles import DataError
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bin", type=int, default=1, dest="bin_factor",
                     help="mean-bin N×N×N on import")
     ap.add_argument("--thin-axis", choices=["auto", "z", "y"], default="auto")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     if a.bin_factor < 1:
         ap.error("--bin must be 1 or more")
     if a.voxel_size is not None and not a.voxel_size > 0:

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from data_tools.cli_args import expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     add_input_arguments(ap)
     add_truth_user_argument(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         info = project_info(CopickProject(a.project, truth_user=a.truth_user),
                             with_overrides(SparsifyConfig(), input_overrides(a)))

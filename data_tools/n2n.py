@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the denoiser's weights (.pt)")
     ap.add_argument("--steps", type=at_least(1), default=N2NConfig.steps)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = expand_home(ap.parse_args(argv))
     project = CopickProject(args.project)
     runs = project.runs()
     pairs = [halves_of(project, r)[:2] for r in runs]

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.fft
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
 from data_tools.datasets import layered_ranges
 from data_tools.denoisers import denoise
@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="complexes drawn beside the competition's, e.g. proteasome (a "
                          "class no checkpoint has learnt)")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     extra = tuple(a.extra_particles)
     if a.like:
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.blank import blank_mask, filled
-from data_tools.cli_args import add_runs_argument
+from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     add_input_arguments(ap)
     add_truth_user_argument(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         cfg = with_overrides(load_config(a.config), input_overrides(a))
         project = CopickProject(a.project, truth_user=a.truth_user)

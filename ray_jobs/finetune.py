@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from sparse_det.finetune import finetune_arguments, run_finetune_command
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", help="Ray cluster (default: RAY_ADDRESS, else a private "
                     "local Ray)")
     ap.add_argument("--cpus-per-fold", type=at_least(1), default=1)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     return run_finetune_command(a, trainer=ray_trainer(a.address, a.cpus_per_fold))
 
 

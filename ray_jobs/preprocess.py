@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_tools.cli_args import add_runs_argument, at_least
+from data_tools.cli_args import add_runs_argument, at_least, expand_home
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     add_input_arguments(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         cfg = with_overrides(load_config(a.config), input_overrides(a))
         CopickProject(a.project)

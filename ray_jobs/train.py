@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_path, atomic_write_text
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from data_tools.particles import DataError
 from ray_jobs.config import CHECKPOINT_FILE, RayConfig, load_train_config
 from sparse_det.checkpoint import read_checkpoint
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "submit`), else a private local Ray on 127.0.0.1")
     ap.add_argument("--fresh", action="store_true", help="delete this run's checkpoints first")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         cfg, ray_cfg = load_train_config(a.config, root=resolve_root(a.root))
     except ConfigError as exc:

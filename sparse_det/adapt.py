@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.checkpoint_radii import labelled_with_checkpoint_radii
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = adaptation_arguments(__doc__, project="copick project (annotations unused)",
                               out="the adapted checkpoint", steps=ADAPT_STEPS, per="round")
     ap.add_argument("--rounds", type=at_least(1), default=2)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")
     setup_logging(a.quiet)

@@ -86,7 +86,8 @@ def _check(path: Path, load) -> dict:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    return _check(Path(path), lambda p: _torch().load(p, map_location="cpu", weights_only=True))
+    return _check(Path(path).expanduser(),
+                  lambda p: _torch().load(p, map_location="cpu", weights_only=True))
 
 
 # What only a resumed training needs (with train.ema_decay, the raw weights beside the

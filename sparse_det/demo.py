@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from data_tools.copick_io import CopickProject
 from data_tools.simulate import FULL_SHAPE_ZYX, MIN_SHAPE_VOX, simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submission", default=None,
                     help="the CSV to write (default: <out>/submission.csv)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     from sparse_det.evaluate import evaluate
     from sparse_det.stream import infer_project
     from sparse_det.visualize import visualize_run

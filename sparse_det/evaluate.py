@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.cli_args import expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.class_match import as_listed
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submission", required=True)
     ap.add_argument("--json", action="store_true")
     add_truth_user_argument(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         score = evaluate(a.solution, a.submission, a.truth_user)
     except DataError as exc:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.cli_args import add_runs_argument
+from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import add_truth_user_argument, runs_named
 from data_tools.particles import DataError
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -560,7 +560,7 @@ def run_finetune_command(a: argparse.Namespace, **kw) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_finetune_command(finetune_arguments(__doc__).parse_args(argv))
+    return run_finetune_command(expand_home(finetune_arguments(__doc__).parse_args(argv)))
 
 
 if __name__ == "__main__":

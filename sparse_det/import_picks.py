@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_tools.cli_args import run_argument
+from data_tools.cli_args import expand_home, run_argument
 from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, as_run_name, parse_truth_user
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                          "training never reads the unpicked ones as background, and scoring "
                          "skips those particles in those runs")
     add_input_arguments(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         from data_tools.sparsify_config import SparsifyConfig

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.cli_args import add_runs_argument
+from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -230,7 +230,7 @@ def _stopped(line: str, parts: Path | None, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    a = expand_home(parser().parse_args(argv))
     try:
         a.class_map = parse_class_map(a.class_map)
     except DataError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.cli_args import add_runs_argument, at_least
+from data_tools.cli_args import add_runs_argument, at_least, expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import (
@@ -397,7 +397,7 @@ def _check_learnt(ap, a) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     _check_learnt(ap, a)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

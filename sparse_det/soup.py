@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from data_tools.atomic import atomic_path
+from data_tools.cli_args import expand_home
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
     RESCORER,
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", type=float, nargs="+",
                     help="one per checkpoint (default: equal)")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         out = average_checkpoints(a.checkpoint, a.out, a.weights)
     except (CheckpointError, ValueError, OSError) as exc:

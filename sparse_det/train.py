@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_tools.cli_args import at_least
+from data_tools.cli_args import at_least, expand_home
 from data_tools.particles import DataError
 from sparse_det.config import ConfigError, load_config
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
     ap.add_argument("--fresh", action="store_true", help="ignore last.pt in the out dir")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         cfg = load_config(a.config)
     except ConfigError as exc:

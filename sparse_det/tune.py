@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from data_tools.atomic import tmp_sibling
-from data_tools.cli_args import add_runs_argument
+from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="these classes keep the network's own scores, not the candidate "
                          "rescorer's (each checkpoint must carry one); tuned and stored so")
     _add_reading_arguments(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device, tta=a.tta,
                      truth_user=a.truth_user, input_overrides=input_overrides(a),
                      inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
-from data_tools.cli_args import run_argument
+from data_tools.cli_args import expand_home, run_argument
 from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for the PNGs")
     add_input_arguments(ap)
     add_truth_user_argument(ap)
-    a = ap.parse_args(argv)
+    a = expand_home(ap.parse_args(argv))
     try:
         from sparse_det.writers import read_submission
 

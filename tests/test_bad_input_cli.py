@@ -242,3 +242,18 @@ def test_evaluate_says_which_rows_no_run_of_the_solution_scores(small_project, t
         assert json.loads(out)["score"] == pytest.approx(1.0), out
         said = f"3 of {len(sub)} rows are of runs the solution does not score (TS_other)"
         assert (said in err) == (name == "more"), err
+
+
+def test_a_home_the_shell_left_unexpanded_is_read_as_home(small_project, tmp_path,
+                                                         monkeypatch):
+    """`--project=~/p --out=~/subs/s.csv`: bash expands no ~ after `=`. Read as the home
+    folder, not a folder named ~ made in the working directory."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    shutil.copytree(small_project.path, home / "p")
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    run = small_project.runs()[0]
+    assert infer_main(["--project=~/p", "--runs", run, "--out=~/subs/s.csv", "--quiet"]) == 0
+    assert (home / "subs/s.csv").read_text().count("\n") > 1
+    assert not (cwd / "~").exists()
