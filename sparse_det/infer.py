@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.cli_args import add_runs_argument, expand_home
+from data_tools.cli_args import add_runs_argument, expand_home, run_argument
 from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -99,9 +99,7 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
         raise DataError(f"{a.project}: demo project not found; run `make demo` or pass "
                         "--project")
     project = CopickProject(a.project)
-    runs = a.runs or project.require_runs()
-    for run in runs:
-        project.run_dir(run)  # an unknown or unsafe run name fails before any work
+    runs = _runs_to_pick(project, a.runs, a.exclude)
     if not Path(a.out).name or Path(a.out).is_dir():
         raise DataError(f"--out {a.out}: a folder, not a CSV file's path")
     writable_dir(Path(a.out).parent)  # an unwritable output fails before any work too
@@ -134,10 +132,27 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
         from sparse_det.writers import run_pixel_frame
 
         for run in runs:
-            plan_input(project, run, sparsify)
-            if a.star_out or a.imod_out or a.dynamo_out:  # a bad import record fails now
-                run_pixel_frame(project, run, sparsify, a.star_frame == "source")
+            try:
+                plan_input(project, run, sparsify)
+                if a.star_out or a.imod_out or a.dynamo_out:  # a bad import record fails now
+                    run_pixel_frame(project, run, sparsify, a.star_frame == "source")
+            except DataError as exc:
+                hint = f" (--exclude {run} picks the other runs)" if len(runs) > 1 else ""
+                raise DataError(f"{exc}{hint}") from exc
     return project, runs, sparsify
+
+
+def _runs_to_pick(project: CopickProject, runs: list[str] | None, exclude: list[str]
+                  ) -> list[str]:
+    """--runs (every run where none) less --exclude; a run either names that the project
+    does not have, or an unsafe name, fails before any work."""
+    runs = runs or project.require_runs()
+    for run in [*runs, *exclude]:
+        project.run_dir(run)
+    kept = [r for r in runs if r not in exclude]
+    if not kept:
+        raise DataError(f"{project.path}: --exclude leaves no run to pick")
+    return kept
 
 
 def _check_min_score(min_score: float | None, calibration: dict, checkpoint: str) -> None:
@@ -165,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", default=DEFAULT_PROJECT)
     add_runs_argument(ap)
+    ap.add_argument("--exclude", nargs="+", default=[], type=run_argument, metavar="RUN",
+                    help="runs to leave out (a run whose tomogram cannot be read)")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,

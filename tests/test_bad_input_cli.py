@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -225,8 +226,6 @@ def test_evaluate_says_which_rows_no_run_of_the_solution_scores(small_project, t
                                                                 capsys):
     """The truth itself as a submission scores 1 with or without rows of another run; those
     rows count for nothing, as in the competition's metric, and stderr says so."""
-    import pandas as pd
-
     from sparse_det.writers import project_solution
 
     runs = small_project.annotated_runs()
@@ -257,3 +256,22 @@ def test_a_home_the_shell_left_unexpanded_is_read_as_home(small_project, tmp_pat
     assert infer_main(["--project=~/p", "--runs", run, "--out=~/subs/s.csv", "--quiet"]) == 0
     assert (home / "subs/s.csv").read_text().count("\n") > 1
     assert not (cwd / "~").exists()
+
+
+def test_exclude_leaves_out_the_run_an_error_names(small_project, tmp_path, capsys):
+    """A run whose tomogram cannot be read stops infer before any work, naming the run and
+    `--exclude RUN`; with it the other run is picked; an excluded run the project does not
+    have, or one that leaves nothing, is an error."""
+    proj = tmp_path / "proj"
+    shutil.copytree(small_project.path, proj)
+    good, bad = small_project.runs()
+    _corrupt_zarr(proj, bad, tmp_path)
+    args = ["--project", str(proj), "--out", str(tmp_path / "s.csv"), "--quiet"]
+    assert infer_main(args) == 2
+    assert f"(--exclude {bad} picks the other runs)" in capsys.readouterr().err
+    assert infer_main([*args, "--exclude", bad]) == 0
+    assert set(pd.read_csv(tmp_path / "s.csv")["experiment"]) == {good}
+    for exclude, said in (("TS_nope", "run 'TS_nope' not found"),
+                          (f"{good} {bad}", "--exclude leaves no run to pick")):
+        assert infer_main([*args, "--exclude", *exclude.split()]) == 2
+        assert said in capsys.readouterr().err
