@@ -616,7 +616,7 @@ _WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged onc
 def _levels(path: Path, folder_A: float) -> list[tuple[str, float, tuple[int, ...], float]]:
     """The tomogram's levels (ome_zarr.multiscale_levels), in the folder's voxel spacing where
     the multiscale gives none (scale 1, no unit: what writers leave when no voxel size was
-    given), with a warning once: read as 1 Å, it would be binned 10-20x too far."""
+    given), with a warning once; 1 Å voxels would read 10-20x too fine."""
     levels = multiscale_levels(path)
     if folder_A > 1.5 and scale_unset(path):
         if path not in _WARNED_UNSET:
