@@ -233,6 +233,15 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _exclude_hint(error: str, runs: list[str]) -> str:
+    """" (--exclude RUN picks the other runs)" where the error is one run's (a tomogram
+    whose NaN voxels only reading finds) among several; else nothing."""
+    named = [r for r in runs if f"run {r!r}" in error]
+    if len(runs) < 2 or len(named) != 1 or "--exclude" in error:
+        return ""
+    return f" (--exclude {named[0]} picks the other runs)"
+
+
 def _stopped(line: str, parts: Path | None, code: int) -> int:
     """The line a call stopped by an error or Ctrl-C ends with, and where the runs it picked
     wait for the same command to resume."""
@@ -255,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(message)s")
-    parts = None
+    parts, runs = None, []
     try:
         project, runs, sparsify = preflight(a)
         parts = parts_dir_for(a.out)
@@ -278,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = with_min_score(rows, a.min_score)
         write_outputs(a, project, rows, runs, sparsify)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
-        return _stopped(f"error: {exc}", parts, 2)
+        return _stopped(f"error: {exc}{_exclude_hint(str(exc), runs)}", parts, 2)
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
         return _stopped("interrupted", parts, 130)
     shutil.rmtree(parts, ignore_errors=True)  # the CSV holds them now

@@ -123,6 +123,7 @@ def test_infer_command_resumes_and_cleans_up(two_runs, tmp_path, capsys):
     err = capsys.readouterr().err
     parts = parts_dir_for(out)
     assert "NaN" in err and f"kept in {parts}" in err
+    assert f"(--exclude {second} picks the other runs)" in err  # found only when read
     assert (parts / f"{first}.json").is_file() and not out.exists()
     assert infer.main(args) == 0
     written = pd.read_csv(out)
