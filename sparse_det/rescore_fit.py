@@ -405,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        kept = ("" if a.no_examples_dir else "; the same command reads back the runs' "
+                f"examples kept in {a.examples_dir or f'{a.out}.examples'}")
+        print(f"interrupted{kept}", file=sys.stderr)
+        return 130
     return 0
 
 

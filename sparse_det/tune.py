@@ -400,7 +400,7 @@ def _add_reading_arguments(ap: argparse.ArgumentParser) -> None:
     add_class_map_argument(ap)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> ArgumentFileParser:
     ap = ArgumentFileParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, nargs="+",
                     help="several: each is tuned, and --out gets the first unless another "
@@ -442,7 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="these classes keep the network's own scores, not the candidate "
                          "rescorer's (each checkpoint must carry one); tuned and stored so")
     _add_reading_arguments(ap)
-    a = expand_home(ap.parse_args(argv))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = expand_home(_parser().parse_args(argv))
     tune_args = dict(projects=a.project, runs=a.runs, device=a.device, tta=a.tta,
                      truth_user=a.truth_user, input_overrides=input_overrides(a),
                      inference={k: getattr(a, k) for k in INFERENCE_SETTINGS},
@@ -455,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        print(f"interrupted; nothing written to {a.out}", file=sys.stderr)
+        return 130
     _print_tuning(results[chosen])
     if len(labels) > 1:
         _print_choice(labels, results, chosen)

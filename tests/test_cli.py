@@ -147,3 +147,22 @@ def test_info_shows_every_run_when_one_cannot_be_read(small_project, tmp_path, c
     assert "TS_empty\n  reads: nothing: " in out and "the run has no tomograms" in out
     assert out.count("picks: none read as truth (not annotated") == 1, out
     assert f"{good}\n  denoised               VoxelSpacing10.000: 10.012 Å" in out
+
+
+def test_ctrl_c_ends_tune_and_rescore_with_a_line(monkeypatch, tmp_path, capsys):
+    """Ctrl-C while tune or the rescorer's fit works: one line, exit 130, and what the same
+    command reads back (the rescorer's examples extracted so far), not a traceback."""
+    from sparse_det import rescore_fit, tune
+
+    def pressed(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "choose_checkpoint", pressed)
+    monkeypatch.setattr(rescore_fit, "fit_rescorer", pressed)
+    out = str(tmp_path / "o.pt")
+    args = ["--checkpoint", "c.pt", "--project", "p", "--out", out]
+    assert tune.main(args) == 130
+    assert capsys.readouterr().err.strip() == f"interrupted; nothing written to {out}"
+    assert rescore_fit.main(args) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted; the same command reads back the runs' examples kept in {out}.examples")
