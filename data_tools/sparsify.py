@@ -442,7 +442,8 @@ def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,
 
 def ceiling_report(project: CopickProject, cfg: SparsifyConfig, out: Path | None,
                    runs: list[str] | None = None, progress: bool = True) -> dict:
-    """Sparsifies each run (writing shards when `out` is given) and measures the ceiling."""
+    """Sparsifies each run (writing shards when `out` is given; a shard already there made
+    with `cfg` is read back, so an interrupted call resumes) and measures the ceiling."""
     from tqdm import tqdm
 
     per_class = {p.name: [0, 0] for p in project.particles}
@@ -450,10 +451,8 @@ def ceiling_report(project: CopickProject, cfg: SparsifyConfig, out: Path | None
     for run in tqdm(runs or project.require_runs(), desc="sparsify", unit="run",
                     disable=not progress):
         t0 = time.perf_counter()
-        sv = sparsify_run(project, run, cfg)
+        sv = shard_or_sparsify(project, run, cfg, out, write=out is not None)
         dt = time.perf_counter() - t0
-        if out is not None:
-            write_shard(sv, out)
         for name, pts in project.read_picks(run).items():
             ok = retained(sv, pts, project.particles[name].radius_A)
             per_class[name][0] += int(ok.sum())
@@ -502,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback
+        kept = f"; the same command reads back the shards kept in {a.out}" if a.out else ""
+        print(f"interrupted{kept}", file=sys.stderr)
+        return 130
     if a.json:
         print(json.dumps(rep, indent=2))
     elif a.report:

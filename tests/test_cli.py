@@ -166,3 +166,16 @@ def test_ctrl_c_ends_tune_and_rescore_with_a_line(monkeypatch, tmp_path, capsys)
     assert rescore_fit.main(args) == 130
     assert capsys.readouterr().err.strip() == (
         f"interrupted; the same command reads back the runs' examples kept in {out}.examples")
+
+
+def test_ctrl_c_ends_sparsify_with_a_line(small_project, monkeypatch, tmp_path, capsys):
+    from data_tools import sparsify
+
+    def pressed(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sparsify, "ceiling_report", pressed)
+    out = tmp_path / "shards"
+    assert sparsify.main(["--project", str(small_project.path), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted; the same command reads back the shards kept in {out}")

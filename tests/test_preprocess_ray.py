@@ -74,6 +74,15 @@ def test_shard_round_trip_and_ceiling(small_project, tmp_path):
     for name in ("ribosome", "thyroglobulin", "beta-galactosidase", "virus-like-particle"):
         r = rep["retained"][name]
         assert r["total"] > 0 and r["fraction"] == 1.0, f"{name}: {r}"
+    # Called again (after an interruption), the shards made with this config are read back,
+    # not written again; another config's are made anew.
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    again = ceiling_report(small_project, cfg, tmp_path, progress=False)
+    assert again["retained"] == rep["retained"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == written
+    other = ceiling_report(small_project, SparsifyConfig(keep_fraction=0.1), tmp_path,
+                           runs=[run], progress=False)
+    assert len(read_shard(shard_path(tmp_path, run))) == other["runs"][0]["n_voxels"] > len(sv)
 
 
 def test_constant_and_empty_inputs_fail_by_run():
