@@ -39,11 +39,9 @@ def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
 def expand_home(a: argparse.Namespace) -> argparse.Namespace:
     """`a` with a leading `~` of each string argument expanded, as a shell leaves it in
     `--out=~/picks.csv`: else a folder named `~` is made in the working directory."""
+    def home(v):
+        return os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+
     for key, value in vars(a).items():
-        if isinstance(value, str) and value.startswith("~"):
-            setattr(a, key, os.path.expanduser(value))
-        elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("~")
-                                             for v in value):
-            setattr(a, key, [os.path.expanduser(v) if isinstance(v, str) else v
-                             for v in value])
+        setattr(a, key, [home(v) for v in value] if isinstance(value, list) else home(value))
     return a

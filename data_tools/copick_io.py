@@ -30,7 +30,7 @@ from data_tools.copick_files import (
     read_picks_json,
     roots_from_config,
 )
-from data_tools.ome_zarr import missing_chunks, multiscale_levels, scale_unset, write_ome_zarr
+from data_tools.ome_zarr import missing_chunks, multiscale_levels, unit_given, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.zarr_levels import Level, Tomogram
 
@@ -45,7 +45,8 @@ TOOL_SESSION = "0"
 # folder (copick reads only its own subfolders there).
 PARTLY_PICKED = "sparse-det-partly-picked.txt"
 _SAID_UNANNOTATED: set[tuple[str, str, tuple[str, ...]]] = set()  # annotated_runs' warnings
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_RUN_CHARS = r"A-Za-z0-9_.\-"  # what a run's folder name may hold
+_RUN_NAME = re.compile(rf"^[A-Za-z0-9][{_RUN_CHARS}]*$")
 
 
 def parse_truth_user(spec: str | None, flag: str = "--truth-user"
@@ -104,7 +105,7 @@ def as_run_name(name: str) -> str:
     """A file's or another tool's name for a tomogram as a run name: the characters a run's
     folder may not hold (a space, '+', ...) made '_' (`TS 01` → `TS_01`), the same way for
     import_mrc's runs and the tomogram names of imported picks."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return re.sub(rf"[^{_RUN_CHARS}]", "_", name)
 
 
 def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
@@ -618,7 +619,8 @@ def _levels(path: Path, folder_A: float) -> list[tuple[str, float, tuple[int, ..
     the multiscale gives none (scale 1, no unit: what writers leave when no voxel size was
     given), with a warning once; 1 Å voxels would read 10-20x too fine."""
     levels = multiscale_levels(path)
-    if folder_A > 1.5 and scale_unset(path):
+    if (folder_A > 1.5 and levels and math.isclose(levels[0][1], 1.0)
+            and not unit_given(path)):
         if path not in _WARNED_UNSET:
             _WARNED_UNSET.add(path)
             log.warning("%s: level 0's scale is 1 with no unit (no voxel size given): read at "

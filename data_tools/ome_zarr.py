@@ -201,14 +201,11 @@ def multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], flo
     return levels
 
 
-def scale_unset(path: Path) -> bool:
-    """Whether the multiscale gives no voxel size: level 0's scale 1 on axes without a unit,
-    what writers leave when none was given (ome-zarr-py's default transformations)."""
-    multiscale = _multiscales(path)[0]
-    if any(isinstance(a, dict) and a.get("unit") for a in (multiscale.get("axes") or [])[-3:]):
-        return False
-    levels = multiscale_levels(path)
-    return bool(levels) and math.isclose(levels[0][1], 1.0)
+def unit_given(path: Path) -> bool:
+    """Whether the multiscale's spatial axes carry a unit (without one, a level 0 scale of 1
+    is what writers leave when no voxel size was given: ome-zarr-py's default)."""
+    axes = _multiscales(path)[0].get("axes") or []
+    return any(isinstance(a, dict) and a.get("unit") for a in axes[-3:])
 
 
 def _scale_and_shift(path: Path, level: str, transforms: list) -> tuple[float, float]:

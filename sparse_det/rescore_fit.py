@@ -407,10 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
         kept = ("" if a.no_examples_dir else "; the same command reads back the runs' "
-                f"examples kept in {a.examples_dir or f'{a.out}.examples'}")
+                f"examples kept in {_examples_folder(a)}")
         print(f"interrupted{kept}", file=sys.stderr)
         return 130
     return 0
+
+
+def _examples_folder(a: argparse.Namespace) -> str:
+    return a.examples_dir or f"{a.out}.examples"
 
 
 def fit_rescorer(a: argparse.Namespace) -> None:
@@ -432,7 +436,7 @@ def fit_rescorer(a: argparse.Namespace) -> None:
                         "shows whose picks are read)")
     if len(todo) < FEW_RUNS:
         log.warning(few_runs_warning(len(todo)))
-    folder = a.examples_dir or f"{a.out}.examples"
+    folder = _examples_folder(a)
     cache = None if a.no_examples_dir else ExampleCache(folder, network_digest(picker))
     xs, ys = examples_of_runs(picker, todo, a.appearance_variants, a.seed,
                               noise_copies=a.noise_copies, median_copies=a.median_copies,
