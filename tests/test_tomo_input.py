@@ -14,11 +14,12 @@ from scipy import ndimage
 
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from data_tools.resample import resample
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project
 from data_tools.sparsify import read_input
 from data_tools.sparsify_config import SparsifyConfig
-from data_tools.tomo_input import Source, list_sources, plan_source, resample
+from data_tools.tomo_input import Source, list_sources, plan_source
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.stream import infer_project
 from tests.test_copick_io import make_project, write_ome_zarr_v05
@@ -263,6 +264,7 @@ def test_the_reads_memory_by_hand(monkeypatch):
     then resampled held in memory with the larger of its blocks and its resampling slabs;
     a level resampled as read, its slabs with their copies. peak_bytes takes the larger of
     the read and the picking."""
+    from data_tools import resample as resampling
     from data_tools import tomo_input
     from data_tools.sparsify import (
         PEAK_BASE_BYTES,
@@ -272,7 +274,7 @@ def test_the_reads_memory_by_hand(monkeypatch):
         read_peak_bytes,
     )
 
-    monkeypatch.setattr(tomo_input, "resample_threads", lambda: 2)
+    monkeypatch.setattr(resampling, "resample_threads", lambda: 2)
     monkeypatch.setattr(tomo_input, "read_threads", lambda: 2)
     chunk_bytes = 4 * 256**3
     binned = plan_source([Source(10.0, "wbp", 0, 10.0, 0.0, (368, 1260, 1260),
@@ -324,7 +326,7 @@ def test_resampling_as_it_is_read_equals_resampling_the_whole_level(voxel_A, k, 
     slab with the anti-aliasing Gaussian's reach) equals the whole level binned and then
     resampled in memory, and no read asks for more than a slab's sections."""
     from data_tools import zarr_levels
-    from data_tools.tomo_input import resample_level
+    from data_tools.resample import resample_level
     from data_tools.zarr_levels import bin_mean
 
     rng = np.random.default_rng(3)
@@ -373,7 +375,7 @@ def test_a_level_resampled_unbinned_reads_each_chunk_row_once(voxel_A, chunk_z, 
     """Unbinned and in known chunks, a level is resampled through its chunk rows: each row
     read once, whole, however many slabs reach into it (two threads), and the result is
     exactly that of resampling the whole level in memory."""
-    from data_tools.tomo_input import resample_level
+    from data_tools.resample import resample_level
 
     rng = np.random.default_rng(chunk_z)
     vol = ndimage.gaussian_filter(rng.normal(size=(150, 37, 41)), 1.0).astype(np.float32)
