@@ -161,7 +161,7 @@ def test_finetune_learns_a_complex_the_checkpoint_never_saw(small_project, tmp_p
     # 0.884 before the fine-tune's noise went to 0.5-4).
     assert learnt > 0.3, summary["per_class"]
     # Its lead, 0.048 ± 0.047 run by run, is within 2 SE; the base cannot pick the class at
-    # all, so the fine-tune that learnt it is written (finetune._learnt_what_the_base_cannot).
+    # all, so the fine-tune that learnt it is written (against_base._learnt_what_the_base_cannot).
     assert summary["base_kept"] is False
     assert [p["name"] for p in doc["particles"]] == project.particles.names
     picks = infer_project(project, out, device="cpu")

@@ -239,7 +239,7 @@ def test_class_run_scores_and_the_classes_a_fine_tune_costs():
     7 of its 10 ribosomes and nothing false (F4 = 17 · 0.7 / 16.7), the second all 10 and 2
     false ones at mass 100 placed far away (precision 10/12: F4 = 17 · (5/6) / (16 · 5/6 + 1));
     a run that does not annotate a class has no score for it."""
-    from sparse_det.finetune import classes_it_costs
+    from sparse_det.against_base import classes_it_costs
     from sparse_det.thresholds import class_run_scores
 
     weak, _ = _run(0, false_at_10=0, weak_hits=3)
