@@ -83,4 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    from bench.cli import run
+
+    sys.exit(run(main))

@@ -228,4 +228,6 @@ def _save(results: list[dict], path: str | None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.cli import run
+
+    raise SystemExit(run(main))

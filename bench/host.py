@@ -115,4 +115,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.cli import run
+
+    raise SystemExit(run(main))

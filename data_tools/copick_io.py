@@ -30,6 +30,7 @@ from data_tools.copick_files import (
     read_picks_json,
     roots_from_config,
 )
+from data_tools.datasets import making_hint
 from data_tools.ome_zarr import missing_chunks, multiscale_levels, unit_given, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.zarr_levels import Level, Tomogram
@@ -155,7 +156,7 @@ class CopickProject:
         self.path = Path(path).expanduser()  # `--project=~/data`: the shell left the ~
         self.truth_user, self.truth_session = parse_truth_user(truth_user)
         if not self.path.exists():
-            raise DataError(f"{self.path}: project does not exist")
+            raise DataError(f"{self.path}: project does not exist{making_hint(self.path)}")
         config = None
         if self.path.is_file():
             config = self.path
@@ -602,8 +603,9 @@ def runs_named(projects: list[CopickProject], runs: list[str] | None) -> list[li
         every = sorted(set().union(*have))
         shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12
                                          else "")
+        hint = next(filter(None, (making_hint(p.path, missing) for p in projects)), "")
         raise DataError(f"{', '.join(str(p.path) for p in projects)}: no run "
-                        f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}")
+                        f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}{hint}")
     return [[r for r in h if r in runs] for h in have]
 
 

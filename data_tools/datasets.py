@@ -108,6 +108,40 @@ def load_manifest(path: str | Path, root: str | Path = ".") -> dict[str, list[Si
     return sets
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def sets_making(project: str | Path, runs: tuple[str, ...] | list[str] = (),
+                root: str | Path | None = None) -> list[str]:
+    """The sets of the checkout's manifest that write `project` (and make every one of
+    `runs` in it), the fewest runs first: a benchmark's or the shipped default's recipe names
+    projects and runs a fresh checkout does not have yet. [] where no set does, or the
+    manifest cannot be read. `root`: the checkout's (default)."""
+    root = Path(root or CHECKOUT)
+    try:
+        sets = load_manifest(root / DEFAULT_MANIFEST, root)
+    except DataError:
+        return []
+    target = Path(project).expanduser().resolve()
+    making = []
+    for name, calls in sets.items():
+        made = [c for c in calls if (root / c.out).resolve() == target]
+        if made and set(runs) <= {r for c in made for r in c.run_names}:
+            making.append((sum(len(c.indices) for c in calls), name))
+    return [name for _, name in sorted(making)]
+
+
+def making_hint(project: str | Path, runs: tuple[str, ...] | list[str] = ()) -> str:
+    """For an error: the command that makes a missing simulated project (or its runs), or
+    "" where the manifest makes neither."""
+    sets = sets_making(project, runs)
+    if not sets:
+        return ""
+    here = "" if Path.cwd().resolve() == CHECKOUT.resolve() else f" --root {CHECKOUT}"
+    return (f" (simulated by configs/datasets.yaml: python -m data_tools.datasets make "
+            f"{sets[0]}{here})")
+
+
 def recorded_runs(project: Path) -> set[str]:
     """The runs simulate has finished in `project` (its simulation.json, written last)."""
     rec = project / "simulation.json"

@@ -193,3 +193,42 @@ def test_the_second_draw_holds_heldout_21s_families_with_their_ranges():
                        repr(sorted(c.tilt_ranges.items()))) for c in calls)
 
     assert families(first) == families(second)
+
+
+def test_a_missing_simulated_project_or_run_names_the_set_that_makes_it(tmp_path,
+                                                                      monkeypatch):
+    """A recipe's project that the checkout has not simulated yet, or a run of it not yet
+    made, is an error naming the manifest's set that makes it (of those that do, the one
+    with the fewest runs), with --root where the command is not run from the checkout; a
+    project or run no set makes gets no hint."""
+    import data_tools.datasets as datasets
+    from data_tools.copick_io import runs_named
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/datasets.yaml").write_text(SMALL + """
+bigger:
+  - {out: data/a, seed: 5, runs: 3, shape_zyx: [32, 64, 64]}
+  - {out: data/c, seed: 6, runs: 1, shape_zyx: [32, 64, 64]}
+""")
+    monkeypatch.setattr(datasets, "CHECKOUT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        CopickProject("data/a")
+    assert str(err.value) == ("data/a: project does not exist (simulated by "
+                              "configs/datasets.yaml: python -m data_tools.datasets make small)")
+    with pytest.raises(DataError, match=r"data/nope: project does not exist$"):
+        CopickProject("data/nope")
+    make_sets(["small"], load_manifest(tmp_path / "configs/datasets.yaml", tmp_path),
+              tmp_path, log=lambda s: None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    a = CopickProject(tmp_path / "data/a")
+    with pytest.raises(DataError) as err:  # run 2 is only in the larger set
+        runs_named([a], ["TS_sim_5_002"])
+    assert str(err.value).endswith(f"runs: TS_sim_5_000, TS_sim_5_001 (simulated by "
+                                   f"configs/datasets.yaml: python -m data_tools.datasets "
+                                   f"make bigger --root {tmp_path})")
+    with pytest.raises(DataError) as err:
+        runs_named([a], ["TS_typo"])
+    assert str(err.value).endswith("runs: TS_sim_5_000, TS_sim_5_001")
