@@ -13,6 +13,7 @@ finds the files, those two read them.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -591,14 +592,24 @@ class CopickProject:
         return path
 
 
-def runs_named(projects: list[CopickProject], runs: list[str] | None) -> list[list[str]]:
-    """Each project's runs among `runs` (every run where `runs` is None or empty), in the
-    project's order. A named run that no project has is an error naming it: a mistyped run
-    left out without a word would read as "no annotated runs" or fit on fewer runs."""
+def names_run(name: str, run: str) -> bool:
+    """Whether `name` — a run, or a shell-style pattern such as `TS_6*` or `TS_[56]_*`
+    (a run's name holds none of `*?[`) — names `run`."""
+    return fnmatch.fnmatchcase(run, name) if set(name) & set("*?[") else run == name
+
+
+def runs_named(projects: list[CopickProject], runs: list[str] | None,
+               exclude: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
+    """Each project's runs that `runs` name (every run where `runs` is None or empty) and
+    `exclude` does not, in the project's order; each name a run or a pattern (names_run).
+    A name that names no run of any project is an error naming it: a mistyped run left out
+    without a word would read as "no annotated runs" or fit on fewer runs."""
+    for n in [*(runs or []), *exclude]:
+        if not set(n) & set("*?["):
+            validate_run_name(n)  # `../x` is refused as such, not looked for
     have = [p.runs() for p in projects]
-    if not runs:
-        return have
-    missing = [r for r in runs if not any(r in h for h in have)]
+    missing = [n for n in [*(runs or []), *exclude]
+               if not any(names_run(n, r) for h in have for r in h)]
     if missing:
         every = sorted(set().union(*have))
         shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12
@@ -606,7 +617,8 @@ def runs_named(projects: list[CopickProject], runs: list[str] | None) -> list[li
         hint = next(filter(None, (making_hint(p.path, missing) for p in projects)), "")
         raise DataError(f"{', '.join(str(p.path) for p in projects)}: no run "
                         f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}{hint}")
-    return [[r for r in h if r in runs] for h in have]
+    return [[r for r in h if (not runs or any(names_run(n, r) for n in runs))
+             and not any(names_run(n, r) for n in exclude)] for h in have]
 
 
 # A genuine annotation fills its tomogram; this many picks, all in one corner, do not.

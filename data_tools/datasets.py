@@ -67,7 +67,7 @@ def layered_ranges(value, where: str, root: Path) -> dict:
     return doc
 
 
-def _parse_call(entry, where: str, root: Path) -> SimCall:
+def _parse_call(entry, where: str, root: Path, ranges: bool = True) -> SimCall:
     if not isinstance(entry, dict):
         raise DataError(f"{where}: each entry must be a mapping, got {entry!r}")
     unknown = set(entry) - CALL_KEYS
@@ -82,14 +82,17 @@ def _parse_call(entry, where: str, root: Path) -> SimCall:
     return SimCall(out=str(entry["out"]), seed=int(entry["seed"]), indices=indices,
                    physics=str(entry.get("physics", "fast")),
                    prefix=str(entry.get("prefix", "TS_sim")),
-                   ranges=layered_ranges(entry.get("ranges"), where, root),
-                   tilt_ranges=layered_ranges(entry.get("tilt_ranges"), where, root),
+                   ranges=layered_ranges(entry.get("ranges"), where, root) if ranges else {},
+                   tilt_ranges=(layered_ranges(entry.get("tilt_ranges"), where, root)
+                                if ranges else {}),
                    shape_zyx=(tuple(int(n) for n in entry["shape_zyx"])
                               if "shape_zyx" in entry else None))
 
 
-def load_manifest(path: str | Path, root: str | Path = ".") -> dict[str, list[SimCall]]:
-    """{set name: its calls}; ranges files resolve against `root` (the project root)."""
+def load_manifest(path: str | Path, root: str | Path = ".", ranges: bool = True
+                  ) -> dict[str, list[SimCall]]:
+    """{set name: its calls}; ranges files resolve against `root` (the project root);
+    `ranges` False: the calls' projects and runs alone, their ranges left unread."""
     import yaml
 
     path, root = Path(path), Path(root)
@@ -103,7 +106,7 @@ def load_manifest(path: str | Path, root: str | Path = ".") -> dict[str, list[Si
     for name, entries in doc.items():
         if not isinstance(entries, list) or not entries:
             raise DataError(f"{path}: set {name!r} must be a non-empty list of calls")
-        sets[name] = [_parse_call(e, f"{path}: {name}[{k}]", root)
+        sets[name] = [_parse_call(e, f"{path}: {name}[{k}]", root, ranges)
                       for k, e in enumerate(entries)]
     return sets
 
@@ -119,7 +122,7 @@ def sets_making(project: str | Path, runs: tuple[str, ...] | list[str] = (),
     manifest cannot be read. `root`: the checkout's (default)."""
     root = Path(root or CHECKOUT)
     try:
-        sets = load_manifest(root / DEFAULT_MANIFEST, root)
+        sets = load_manifest(root / DEFAULT_MANIFEST, root, ranges=False)
     except DataError:
         return []
     target = Path(project).expanduser().resolve()

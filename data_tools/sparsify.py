@@ -22,7 +22,12 @@ import numpy as np
 
 from data_tools.blank import blank_mask, filled
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.copick_io import (
+    CopickProject,
+    add_truth_user_argument,
+    runs_named,
+    xyz_A_to_zyx_vox,
+)
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
@@ -448,7 +453,8 @@ def ceiling_report(project: CopickProject, cfg: SparsifyConfig, out: Path | None
 
     per_class = {p.name: [0, 0] for p in project.particles}
     rows = []
-    for run in tqdm(runs or project.require_runs(), desc="sparsify", unit="run",
+    project.require_runs()
+    for run in tqdm(runs_named([project], runs)[0], desc="sparsify", unit="run",
                     disable=not progress):
         t0 = time.perf_counter()
         sv = shard_or_sparsify(project, run, cfg, out, write=out is not None)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from data_tools.cli_args import add_runs_argument, at_least, expand_home
-from data_tools.copick_io import CopickProject
+from data_tools.copick_io import CopickProject, runs_named
 from data_tools.particles import DataError
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import estimated_peak_bytes, sparsify_run
@@ -53,9 +53,10 @@ def preprocess_project(project_path: str | Path, out_dir: str | Path, cfg: Spars
                        progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
+    project = CopickProject(project_path)  # a missing project or run fails before Ray starts
+    project.require_runs()
+    runs = runs_named([project], runs)[0]
     ray = init_ray(address, num_cpus=workers)
-    project = CopickProject(project_path)
-    runs = runs or project.require_runs()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     task = ray.remote(num_cpus=1, max_retries=1)(preprocess_run)
     # Each task reserves its run's estimated peak: large tomograms run fewer at a time.

@@ -199,7 +199,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     agreement with the model before, why the adaptation stopped). `blend` < 1: each round's
     trained model is replaced by blend × itself + (1 − blend) × the base before it is
     judged (sparse_det.soup.blend), so every candidate stays that close to the start."""
-    from data_tools.copick_io import CopickProject
+    from data_tools.copick_io import CopickProject, runs_named
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.class_match import named_as_listed
     from sparse_det.finetune import check_budget, work_dir
@@ -214,7 +214,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     settings = checkpoint_settings(_network_alone(Path(base), work))
     labelled = project if config_radii else labelled_with_checkpoint_radii(
         project, settings.particles)
-    runs = runs or project.runs()
+    runs = runs_named([project], runs)[0]
     if not runs:
         raise DataError(f"{project.path}: no runs to adapt to")
     budget_s = minutes * 60 / rounds if minutes else 0.0

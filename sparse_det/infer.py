@@ -36,8 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
-from data_tools.cli_args import add_runs_argument, expand_home, run_argument
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
+from data_tools.cli_args import RUNS_HELP, add_runs_argument, expand_home, run_argument
+from data_tools.copick_io import (
+    GT_USER,
+    TOOL_SESSION,
+    CopickProject,
+    check_picks_name,
+    runs_named,
+)
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -144,12 +150,10 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
 
 def _runs_to_pick(project: CopickProject, runs: list[str] | None, exclude: list[str]
                   ) -> list[str]:
-    """--runs (every run where none) less --exclude; a run either names that the project
-    does not have, or an unsafe name, fails before any work."""
-    runs = runs or project.require_runs()
-    for run in [*runs, *exclude]:
-        project.run_dir(run)
-    kept = [r for r in runs if r not in exclude]
+    """--runs (every run where none) less --exclude, each a run or a pattern (`TS_6*`); a
+    name that names no run of the project fails before any work."""
+    project.require_runs()
+    kept = runs_named([project], runs, exclude)[0]
     if not kept:
         raise DataError(f"{project.path}: --exclude leaves no run to pick")
     return kept
@@ -181,7 +185,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--project", default=DEFAULT_PROJECT)
     add_runs_argument(ap)
     ap.add_argument("--exclude", nargs="+", default=[], type=run_argument, metavar="RUN",
-                    help="runs to leave out (a run whose tomogram cannot be read)")
+                    help="runs to leave out (a run whose tomogram cannot be read; "
+                         f"{RUNS_HELP})")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,

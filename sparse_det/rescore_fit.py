@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.cli_args import add_runs_argument, at_least, expand_home
+from data_tools.cli_args import (
+    RUNS_HELP,
+    add_runs_argument,
+    at_least,
+    expand_home,
+    run_argument,
+)
 from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.checkpoint import (
@@ -336,7 +342,8 @@ def _parser():
     ap.add_argument("--checkpoint", required=True, help="the network's checkpoint")
     ap.add_argument("--project", action="append", required=True)
     add_runs_argument(ap, nargs="+", help="only these runs (default: every run)")
-    ap.add_argument("--exclude", nargs="+", default=[], help="runs to leave out")
+    ap.add_argument("--exclude", nargs="+", default=[], type=run_argument, metavar="RUN",
+                    help=f"runs to leave out ({RUNS_HELP})")
     add_truth_user_argument(ap)
     ap.add_argument("--epochs", type=at_least(1), default=25)
     ap.add_argument("--appearance-variants", type=at_least(0), default=0,
@@ -427,8 +434,7 @@ def fit_rescorer(a: argparse.Namespace) -> None:
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
     projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
-    selected = [(pr, [r for r in runs if r not in a.exclude])
-                for pr, runs in zip(projects, runs_named(projects, a.runs), strict=True)]
+    selected = zip(projects, runs_named(projects, a.runs, a.exclude), strict=True)
     todo = [(pr, r) for pr, runs in selected for r in pr.annotated_runs(runs)]
     if not todo:
         raise DataError(f"no annotated runs in {', '.join(a.project)}: the rescorer is fit "

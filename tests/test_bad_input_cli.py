@@ -260,8 +260,8 @@ def test_a_home_the_shell_left_unexpanded_is_read_as_home(small_project, tmp_pat
 
 def test_exclude_leaves_out_the_run_an_error_names(small_project, tmp_path, capsys):
     """A run whose tomogram cannot be read stops infer before any work, naming the run and
-    `--exclude RUN`; with it the other run is picked; an excluded run the project does not
-    have, or one that leaves nothing, is an error."""
+    `--exclude RUN`; with it (or a pattern naming it) the other run is picked; an excluded
+    run the project does not have, or one that leaves nothing, is an error."""
     proj = tmp_path / "proj"
     shutil.copytree(small_project.path, proj)
     good, bad = small_project.runs()
@@ -271,7 +271,10 @@ def test_exclude_leaves_out_the_run_an_error_names(small_project, tmp_path, caps
     assert f"(--exclude {bad} picks the other runs)" in capsys.readouterr().err
     assert infer_main([*args, "--exclude", bad]) == 0
     assert set(pd.read_csv(tmp_path / "s.csv")["experiment"]) == {good}
-    for exclude, said in (("TS_nope", "run 'TS_nope' not found"),
+    (tmp_path / "s.csv").unlink()  # the same runs named by patterns
+    assert infer_main([*args, "--runs", "TS_*", "--exclude", f"*{bad[-3:]}"]) == 0
+    assert set(pd.read_csv(tmp_path / "s.csv")["experiment"]) == {good}
+    for exclude, said in (("TS_nope", "no run 'TS_nope'; runs: "),
                           (f"{good} {bad}", "--exclude leaves no run to pick")):
         assert infer_main([*args, "--exclude", *exclude.split()]) == 2
         assert said in capsys.readouterr().err

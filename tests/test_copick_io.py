@@ -621,3 +621,24 @@ def test_non_finite_count_counts_what_a_mask_counts():
         warnings.simplefilter("error")  # the shortcut's overflow and NaN stay quiet
         assert non_finite_count(vol) == 3
         assert non_finite_count(np.full((3, 4, 5), 3e38, np.float32)) == 0
+
+
+def test_runs_are_named_by_name_or_by_pattern(tmp_path):
+    """--runs and --exclude take runs or shell-style patterns, each run once in the
+    project's order; a name or pattern that names no run, or an unsafe name, is an error."""
+    from data_tools.copick_io import runs_named
+
+    for run in ("TS_5_4", "TS_69_2", "TS_6_4", "TS_6_6", "TS_73_6"):
+        (tmp_path / "static/ExperimentRuns" / run).mkdir(parents=True)
+    project = CopickProject(tmp_path)
+    assert runs_named([project], ["TS_6_*"]) == [["TS_6_4", "TS_6_6"]]
+    assert runs_named([project], ["TS_6*", "TS_6_4"]) == [["TS_69_2", "TS_6_4", "TS_6_6"]]
+    assert runs_named([project], ["TS_[57]*"]) == [["TS_5_4", "TS_73_6"]]
+    assert runs_named([project], None, ["TS_6*"]) == [["TS_5_4", "TS_73_6"]]
+    assert runs_named([project], ["TS_6?_*", "TS_5_4"], ["TS_5_4"]) == [["TS_69_2"]]
+    with pytest.raises(DataError, match=r"no run 'TS_8\*', 'TS_x'; runs: TS_5_4, "):
+        runs_named([project], ["TS_8*", "TS_5_4", "TS_x"])
+    with pytest.raises(DataError, match=r"no run 'TS_9\*'"):
+        runs_named([project], None, ["TS_9*"])
+    with pytest.raises(DataError, match="invalid run name '../x'"):
+        runs_named([project], ["../x"])

@@ -1,0 +1,39 @@
+"""bench/cli.py: a benchmark script ends bad input with one `error:` line and exit 2, and a
+project the manifest simulates names the command that makes it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import data_tools.datasets as datasets
+from data_tools.copick_io import CopickProject
+from data_tools.particles import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_missing_project_is_one_line_naming_it(tmp_path):
+    """Run as users run it, from elsewhere: one line on stderr, exit 2, no traceback."""
+    nope = tmp_path / "nope"
+    done = subprocess.run([sys.executable, str(ROOT / "bench/misses.py"), "--project",
+                           str(nope)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {nope}: project does not exist", done.stderr
+
+
+def test_a_benchmark_project_not_made_yet_names_its_set(tmp_path, monkeypatch):
+    """The shipped manifest, in a checkout where data/heldout_in is not made yet: the set
+    that makes it, with --root since the command does not run from that checkout."""
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.setattr(datasets, "CHECKOUT", tmp_path)
+    with pytest.raises(DataError) as err:
+        CopickProject(tmp_path / "data/heldout_in")
+    assert str(err.value).endswith(
+        "project does not exist (simulated by configs/datasets.yaml: python -m "
+        f"data_tools.datasets make heldout_21 --root {tmp_path})")
