@@ -37,7 +37,7 @@ RUNS_HELP = "each a run or a quoted shell-style pattern: 'TS_6*'"
 def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
     """--runs, for every command that reads some of a project's runs."""
     ap.add_argument("--runs", nargs=nargs, action=_Runs, metavar="RUN",
-                    help=f"{help} ({RUNS_HELP})" if help else f"only these runs ({RUNS_HELP})")
+                    help=f"{help or 'only these runs'}; {RUNS_HELP}")
 
 
 def expand_home(a: argparse.Namespace) -> argparse.Namespace:

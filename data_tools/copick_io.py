@@ -602,14 +602,15 @@ def runs_named(projects: list[CopickProject], runs: list[str] | None,
                exclude: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
     """Each project's runs that `runs` name (every run where `runs` is None or empty) and
     `exclude` does not, in the project's order; each name a run or a pattern (names_run).
-    A name that names no run of any project is an error naming it: a mistyped run left out
-    without a word would read as "no annotated runs" or fit on fewer runs."""
+    A name in `runs` that names no run of any project is an error naming it: a mistyped run
+    left out without a word would read as "no annotated runs" or fit on fewer runs. One in
+    `exclude` is not: an argument file leaves out runs that only some checkouts have
+    (configs/rescore_runs.args)."""
     for n in [*(runs or []), *exclude]:
         if not set(n) & set("*?["):
             validate_run_name(n)  # `../x` is refused as such, not looked for
     have = [p.runs() for p in projects]
-    missing = [n for n in [*(runs or []), *exclude]
-               if not any(names_run(n, r) for h in have for r in h)]
+    missing = [n for n in runs or [] if not any(names_run(n, r) for h in have for r in h)]
     if missing:
         every = sorted(set().union(*have))
         shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12

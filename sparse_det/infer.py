@@ -151,8 +151,10 @@ def preflight(a: argparse.Namespace) -> tuple[CopickProject, list[str], Sparsify
 def _runs_to_pick(project: CopickProject, runs: list[str] | None, exclude: list[str]
                   ) -> list[str]:
     """--runs (every run where none) less --exclude, each a run or a pattern (`TS_6*`); a
-    name that names no run of the project fails before any work."""
+    name of either that names no run of the project fails before any work (a mistyped
+    --exclude would pick the run it meant to leave out)."""
     project.require_runs()
+    runs_named([project], exclude)
     kept = runs_named([project], runs, exclude)[0]
     if not kept:
         raise DataError(f"{project.path}: --exclude leaves no run to pick")
@@ -185,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--project", default=DEFAULT_PROJECT)
     add_runs_argument(ap)
     ap.add_argument("--exclude", nargs="+", default=[], type=run_argument, metavar="RUN",
-                    help="runs to leave out (a run whose tomogram cannot be read; "
-                         f"{RUNS_HELP})")
+                    help="runs to leave out (a run whose tomogram cannot be read); "
+                         f"{RUNS_HELP}")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=PRECISIONS, default=INFER_PRECISION,

@@ -343,7 +343,7 @@ def _parser():
     ap.add_argument("--project", action="append", required=True)
     add_runs_argument(ap, nargs="+", help="only these runs (default: every run)")
     ap.add_argument("--exclude", nargs="+", default=[], type=run_argument, metavar="RUN",
-                    help=f"runs to leave out ({RUNS_HELP})")
+                    help=f"runs to leave out, where the projects have them; {RUNS_HELP}")
     add_truth_user_argument(ap)
     ap.add_argument("--epochs", type=at_least(1), default=25)
     ap.add_argument("--appearance-variants", type=at_least(0), default=0,
