@@ -244,6 +244,12 @@ def test_training_splits_the_annotated_runs(annotated):
     cfg.data.train_runs, cfg.data.val_runs = [run1], [run0]
     with pytest.raises(ValueError, match=rf"\['{run1}'\] have no ground-truth picks"):
         split_runs(cfg, project)
+    project.write_picks(run1, "ribosome", BOB, user_id="alice", session_id="1")
+    cfg.data.train_runs, cfg.data.val_runs = [f"*{run0[-3:]}"], [f"TS_*[{run1[-1]}]"]
+    assert split_runs(cfg, project) == ([run0], [run1])  # named by patterns
+    cfg.data.val_runs = ["TS_nope*"]
+    with pytest.raises(DataError, match=r"no run 'TS_nope\*'; runs: "):
+        split_runs(cfg, project)
 
 
 def test_the_rescorers_cached_examples_follow_the_truth(annotated, tmp_path):
