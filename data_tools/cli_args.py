@@ -24,8 +24,9 @@ def run_argument(value: str) -> str:
 
 
 class _Runs(argparse.Action):
-    """Each run once, in the order given: a run named twice would be picked twice, its
-    particles written twice to the CSV."""
+    """Each name once: a run named twice was picked twice, its particles written twice to
+    the CSV (copick_io.runs_named then takes each run once, in the project's order, however
+    many names or patterns name it)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, list(dict.fromkeys(run_argument(v) for v in values)))

@@ -24,8 +24,8 @@ def fold_detections(checkpoint: Path, project, runs: list[str], shards: Path, de
 def against_base(dets, truths, project, base, kw: dict, settings, prior, kept=()):
     """({"base", "fine-tune": (Tuning, calibration)}, the base's detections if the base is
     kept (else None), the fine-tune's lead run by run as (mean, SE), and each class's
-    (_per_class_versus)). The base picks the
-    same runs; never having trained on any, its detections are as held out as the folds'.
+    (_per_class_versus)). The base picks the same runs; never having trained on any, its
+    detections are as held out as the folds'.
     A few annotated runs can teach the network less than they cost it (3 runs at SNR
     0.22-0.3: out-of-fold 0.737 against the base's 0.756 there, and 0.702 against 0.722 on
     4 more such runs), so the fine-tune must lead by more than the runs' scatter
