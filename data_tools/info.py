@@ -4,8 +4,8 @@ picker reads, how it brings it to the working grid and about how much memory pic
 takes; the ground truth's pick counts, whose picks they are, whether they can be in Å of
 the tomogram, and the picks files not read as truth (a tool's, such as infer's own).
 
-    python -m data_tools.info PROJECT [--json] [--tomo-type NAME] [--voxel-spacing A]
-        [--truth-user USER[:SESSION]]
+    python -m data_tools.info PROJECT [--runs RUN ...] [--json] [--tomo-type NAME]
+        [--voxel-spacing A] [--truth-user USER[:SESSION]]
 
 The choice shown is the default sparsify settings' (those of the shipped checkpoint: 20 Å
 working grid, `denoised` preferred), with the same overrides infer takes.
@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from data_tools.cli_args import expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.cli_args import add_runs_argument, expand_home
+from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
 from data_tools.sparsify import peak_bytes, plan_input
@@ -81,10 +81,13 @@ def truth(project: CopickProject, run: str) -> dict:
         return {"picks_error": str(exc)}
 
 
-def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> dict:
+def project_info(project: CopickProject, cfg: SparsifyConfig | None = None,
+                 runs_wanted: list[str] | None = None) -> dict:
+    """The summary of the runs `runs_wanted` name (runs or patterns; every run where None)."""
     cfg = cfg or SparsifyConfig()
     runs = {}
-    for run in project.require_runs():
+    project.require_runs()
+    for run in runs_named([project], runs_wanted)[0]:
         runs[run] = {"tomograms": run_tomograms(project, run), "reads": reads(project, run, cfg)}
         runs[run] |= truth(project, run)
     return {"working_spacing_A": cfg.working_spacing_A, "runs": runs}
@@ -93,13 +96,14 @@ def project_info(project: CopickProject, cfg: SparsifyConfig | None = None) -> d
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Runs, tomograms and pick counts of a project.")
     ap.add_argument("project")
+    add_runs_argument(ap)
     ap.add_argument("--json", action="store_true")
     add_input_arguments(ap)
     add_truth_user_argument(ap)
     a = expand_home(ap.parse_args(argv))
     try:
         info = project_info(CopickProject(a.project, truth_user=a.truth_user),
-                            with_overrides(SparsifyConfig(), input_overrides(a)))
+                            with_overrides(SparsifyConfig(), input_overrides(a)), a.runs)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

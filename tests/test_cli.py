@@ -25,6 +25,16 @@ def test_info_json(small_project, capsys):
     assert [lv["origin_A"] for lv in tomo["levels"]] == [0.0, 5.006, 15.018], tomo["levels"]
 
 
+def test_info_shows_the_runs_named(small_project, capsys):
+    """--runs, by name or pattern: those runs alone; one that names none is one line."""
+    first, second = small_project.runs()
+    assert info_main([str(small_project.path), "--json", "--runs", f"*{second[-3:]}"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["runs"]) == [second]
+    assert info_main([str(small_project.path), "--runs", "TS_nope*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {small_project.path}: no run 'TS_nope*'; runs: {first}, {second}"
+
+
 def test_info_text_shows_what_infer_reads(small_project, capsys):
     assert info_main([str(small_project.path), "--tomo-type", "wbp"]) == 0
     out = capsys.readouterr().out
