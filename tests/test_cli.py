@@ -51,6 +51,40 @@ def test_evaluate_solution_against_itself(small_project, capsys):
                                                  "fbeta"}, doc
 
 
+def test_evaluate_a_submission_of_some_runs(small_project, tmp_path, capsys):
+    """A submission of one of the two runs: every run the solution scores counts, as in the
+    competition, and a line names the run with no rows; `--runs` (a run or a pattern)
+    scores that run alone, against a project or a solution CSV; a name that names no run
+    is one line."""
+    import pandas as pd
+
+    first, second = small_project.runs()
+    sol = pd.read_csv(small_project.path / "solution.csv")
+    sub = tmp_path / "sub.csv"
+    sol[sol["experiment"] == first].to_csv(sub, index=False)
+    for solution in (small_project.path, small_project.path / "solution.csv"):
+        assert evaluate_main(["--solution", str(solution), "--submission", str(sub),
+                              "--json"]) == 0
+        captured = capsys.readouterr()
+        assert 0.3 < json.loads(captured.out)["score"] < 0.7
+        assert captured.err.strip() == (f"{sub}: no rows of 1 of the 2 runs scored ({second});"
+                                        " their particles count as missed (--runs scores the "
+                                        "runs named alone)"), captured.err
+        for runs in (first, f"*{first[-3:]}"):
+            assert evaluate_main(["--solution", str(solution), "--submission", str(sub),
+                                  "--json", "--runs", runs]) == 0
+            captured = capsys.readouterr()
+            assert json.loads(captured.out)["score"] == 1.0 and not captured.err, captured
+    sol.to_csv(sub, index=False)  # rows of the run left out are not this score's either
+    assert evaluate_main(["--solution", str(small_project.path), "--submission", str(sub),
+                          "--json", "--runs", second]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["score"] == 1.0 and not captured.err, captured
+    assert evaluate_main(["--solution", str(small_project.path), "--submission", str(sub),
+                          "--runs", "TS_nope"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {small_project.path}: no run 'TS_nope'")
+
+
 def test_evaluate_bad_submission_is_one_line(small_project, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,experiment,particle_type,x,y\n0,a,ribosome,1,2\n")
