@@ -25,7 +25,7 @@ def run_argument(value: str) -> str:
 
 class _Runs(argparse.Action):
     """Each name once: a run named twice was picked twice, its particles written twice to
-    the CSV (copick_io.runs_named then takes each run once, in the project's order, however
+    the CSV (run_names.runs_named then takes each run once, in the project's order, however
     many names or patterns name it)."""
 
     def __call__(self, parser, namespace, values, option_string=None):

@@ -13,7 +13,6 @@ finds the files, those two read them.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from data_tools.copick_files import (
 from data_tools.datasets import making_hint
 from data_tools.ome_zarr import missing_chunks, multiscale_levels, unit_given, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
+from data_tools.run_names import validate_run_name
 from data_tools.zarr_levels import Level, Tomogram
 
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
@@ -47,8 +47,6 @@ TOOL_SESSION = "0"
 # folder (copick reads only its own subfolders there).
 PARTLY_PICKED = "sparse-det-partly-picked.txt"
 _SAID_UNANNOTATED: set[tuple[str, str, tuple[str, ...]]] = set()  # annotated_runs' warnings
-_RUN_CHARS = r"A-Za-z0-9_.\-"  # what a run's folder name may hold
-_RUN_NAME = re.compile(rf"^[A-Za-z0-9][{_RUN_CHARS}]*$")
 
 
 def parse_truth_user(spec: str | None, flag: str = "--truth-user"
@@ -94,20 +92,6 @@ def _ours(path: Path) -> bool:
     are other tools' (Jupyter's .ipynb_checkpoints, macOS's ._<name> beside each file on a
     shared drive)."""
     return TMP_MARK not in path.name and not path.name.startswith(".")
-
-
-def validate_run_name(run: str) -> str:
-    """Run names become folder names: no separators, no `..`, nothing that escapes the root."""
-    if not isinstance(run, str) or not _RUN_NAME.match(run) or ".." in run:
-        raise DataError(f"invalid run name {run!r}: use letters, digits, '_', '-', '.' (no '..')")
-    return run
-
-
-def as_run_name(name: str) -> str:
-    """A file's or another tool's name for a tomogram as a run name: the characters a run's
-    folder may not hold (a space, '+', ...) made '_' (`TS 01` → `TS_01`), the same way for
-    import_mrc's runs and the tomogram names of imported picks."""
-    return re.sub(rf"[^{_RUN_CHARS}]", "_", name)
 
 
 def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
@@ -590,36 +574,6 @@ class CopickProject:
         atomic_write_text(path, json.dumps(copick_config(
             name, self.particles, self.static_root, self.overlay_root), indent=2))
         return path
-
-
-def names_run(name: str, run: str) -> bool:
-    """Whether `name` — a run, or a shell-style pattern such as `TS_6*` or `TS_[56]_*`
-    (a run's name holds none of `*?[`) — names `run`."""
-    return fnmatch.fnmatchcase(run, name) if set(name) & set("*?[") else run == name
-
-
-def runs_named(projects: list[CopickProject], runs: list[str] | None,
-               exclude: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
-    """Each project's runs that `runs` name (every run where `runs` is None or empty) and
-    `exclude` does not, in the project's order; each name a run or a pattern (names_run).
-    A name in `runs` that names no run of any project is an error naming it: a mistyped run
-    left out without a word would read as "no annotated runs" or fit on fewer runs. One in
-    `exclude` is not: an argument file leaves out runs that only some checkouts have
-    (configs/rescore_runs.args)."""
-    for n in [*(runs or []), *exclude]:
-        if not set(n) & set("*?["):
-            validate_run_name(n)  # `../x` is refused as such, not looked for
-    have = [p.runs() for p in projects]
-    missing = [n for n in runs or [] if not any(names_run(n, r) for h in have for r in h)]
-    if missing:
-        every = sorted(set().union(*have))
-        shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12
-                                         else "")
-        hint = next(filter(None, (making_hint(p.path, missing) for p in projects)), "")
-        raise DataError(f"{', '.join(str(p.path) for p in projects)}: no run "
-                        f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}{hint}")
-    return [[r for r in h if (not runs or any(names_run(n, r) for n in runs))
-             and not any(names_run(n, r) for n in exclude)] for h in have]
 
 
 # A genuine annotation fills its tomogram; this many picks, all in one corner, do not.

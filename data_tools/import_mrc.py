@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.cli_args import expand_home
-from data_tools.copick_io import RUNS_DIR, CopickProject, as_run_name, validate_run_name
+from data_tools.copick_io import RUNS_DIR, CopickProject
 from data_tools.mrc import MrcVolume, pixel_size_unset, read_mrc
 from data_tools.particles import DataError
+from data_tools.run_names import as_run_name, validate_run_name
 from data_tools.source_frame import IMPORT_KEY, SourceFrame
 from data_tools.zarr_levels import bin_mean
 

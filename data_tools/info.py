@@ -18,9 +18,10 @@ import json
 import sys
 
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
+from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
+from data_tools.run_names import runs_named
 from data_tools.sparsify import peak_bytes, plan_input
 from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from data_tools.atomic import TMP_MARK, atomic_path
-from data_tools.copick_io import validate_run_name
 from data_tools.particles import DataError
+from data_tools.run_names import validate_run_name
 from sparse_det.structures import SparseVolume
 
 SHARD_SUFFIX = ".zarr"

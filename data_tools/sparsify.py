@@ -22,14 +22,10 @@ import numpy as np
 
 from data_tools.blank import blank_mask, filled
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import (
-    CopickProject,
-    add_truth_user_argument,
-    runs_named,
-    xyz_A_to_zyx_vox,
-)
+from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
+from data_tools.run_names import runs_named
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify_config import (
     RAW_SUFFIX,

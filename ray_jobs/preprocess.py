@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from data_tools.cli_args import add_runs_argument, at_least, expand_home
-from data_tools.copick_io import CopickProject, runs_named
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from data_tools.run_names import runs_named
 from data_tools.shards import shard_matches, shard_path, write_shard
 from data_tools.sparsify import estimated_peak_bytes, sparsify_run
 from data_tools.sparsify_config import SparsifyConfig, load_config

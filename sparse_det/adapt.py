@@ -199,7 +199,8 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
     agreement with the model before, why the adaptation stopped). `blend` < 1: each round's
     trained model is replaced by blend × itself + (1 − blend) × the base before it is
     judged (sparse_det.soup.blend), so every candidate stays that close to the start."""
-    from data_tools.copick_io import CopickProject, runs_named
+    from data_tools.copick_io import CopickProject
+    from data_tools.run_names import runs_named
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.class_match import named_as_listed
     from sparse_det.finetune import check_budget, work_dir

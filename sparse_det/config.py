@@ -40,7 +40,7 @@ class DataConfig:
     # user's, else people's, each particle one user's (data_tools.copick_io.truth_files).
     truth_user: str = ""
     shards: str = "demo_data/shards"  # sparse shards (made on demand when missing)
-    # Runs or patterns ("TS_6*"; copick_io.runs_named)
+    # Runs or patterns ("TS_6*"; run_names.runs_named)
     train_runs: list[str] = field(default_factory=list)  # empty: all runs but val_runs
     val_runs: list[str] = field(default_factory=list)  # empty: the last `n_val` runs
     n_val: int = 2

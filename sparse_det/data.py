@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from data_tools.appearance import AppearanceRanges, randomise_appearance
-from data_tools.copick_io import CopickProject, runs_named, scoring_truth, xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject, scoring_truth, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
+from data_tools.run_names import runs_named
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify import read_input, second_group_mask, shard_or_sparsify, sparsify
 from data_tools.sparsify_config import SparsifyConfig
@@ -75,7 +76,7 @@ def annotated_project(cfg: Config) -> CopickProject:
 def split_runs(cfg: Config, project: CopickProject) -> tuple[list[str], list[str]]:
     """(training runs, validation runs): the config's lists, else of the annotated runs
     (CopickProject.annotated_runs) the last `n_val` validate and the others train. A list
-    names runs or patterns (`val_runs: ["TS_6*"]`: copick_io.runs_named, which names a
+    names runs or patterns (`val_runs: ["TS_6*"]`: run_names.runs_named, which names a
     run no pattern or name finds)."""
     train, val = ((runs_named([project], names)[0] if names else [])
                   for names in (cfg.data.train_runs, cfg.data.val_runs))

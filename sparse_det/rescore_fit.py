@@ -26,8 +26,9 @@ from data_tools.cli_args import (
     expand_home,
     run_argument,
 )
-from data_tools.copick_io import CopickProject, add_truth_user_argument, runs_named
+from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
+from data_tools.run_names import runs_named
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
     RESCORER,

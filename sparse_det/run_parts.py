@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.atomic import atomic_write_text, writable_dir
-from data_tools.copick_io import validate_run_name
 from data_tools.particles import DataError
+from data_tools.run_names import validate_run_name
 from sparse_det.structures import DETECTION_COLUMNS
 
 if TYPE_CHECKING:

@@ -51,7 +51,8 @@ def _detect_runs(pickers: list, projects: list[str], runs: list[str] | None,
     sparsification per run), the runs' picks (`truth_user`'s: CopickProject.truth_files),
     and their (project folder name, run) names. A run without annotations is left out (and
     logged): read as empty, its particles would push every threshold up."""
-    from data_tools.copick_io import CopickProject, runs_named
+    from data_tools.copick_io import CopickProject
+    from data_tools.run_names import runs_named
 
     dets: list[list] = [[] for _ in pickers]
     truths, names = [], []

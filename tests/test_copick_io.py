@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import zarr
 
-from data_tools.copick_io import CopickProject, validate_run_name
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
+from data_tools.run_names import validate_run_name
 
 
 def make_project(tmp_path):
@@ -627,7 +628,7 @@ def test_runs_are_named_by_name_or_by_pattern(tmp_path):
     """--runs and --exclude take runs or shell-style patterns, each run once in the
     project's order; a name or pattern of --runs that names no run, or an unsafe name, is
     an error; one of --exclude that names none leaves nothing out."""
-    from data_tools.copick_io import runs_named
+    from data_tools.run_names import runs_named
 
     for run in ("TS_5_4", "TS_69_2", "TS_6_4", "TS_6_6", "TS_73_6"):
         (tmp_path / "static/ExperimentRuns" / run).mkdir(parents=True)

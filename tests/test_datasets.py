@@ -202,7 +202,7 @@ def test_a_missing_simulated_project_or_run_names_the_set_that_makes_it(tmp_path
     with the fewest runs), with --root where the command is not run from the checkout; a
     project or run no set makes gets no hint."""
     import data_tools.datasets as datasets
-    from data_tools.copick_io import runs_named
+    from data_tools.run_names import runs_named
 
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs/datasets.yaml").write_text(SMALL + """
