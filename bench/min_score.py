@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cli import made
 from data_tools.atomic import atomic_write_text
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
@@ -57,6 +58,7 @@ def main() -> int:
                     help="default: those tune reports")
     ap.add_argument("--json")
     a = ap.parse_args()
+    a.project = made(a.project)
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device)

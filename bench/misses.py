@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy.spatial import cKDTree
 
+from bench.cli import made
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.metric import DISTANCE_MULTIPLIER
@@ -122,6 +123,7 @@ def main() -> int:
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
+    a.project = made(a.project)
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device, rescore=a.rescore)

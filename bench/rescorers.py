@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cli import made
 from data_tools.copick_io import CopickProject
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.metric import score_tables
@@ -73,6 +74,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
     a = ap.parse_args()
+    a.project = made(a.project)
     if len(a.checkpoint) < 2:
         ap.error("give at least two checkpoints")
     pickers = [Picker.load(c, a.device) for c in a.checkpoint]

@@ -20,6 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cli import made
+
 WAVELENGTHS_A = (300, 160, 100, 80, 60, 50, 45)
 
 
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-median")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    a.project = made(a.project)
     cfg = load_checkpoint(a.checkpoint).config.sparsify
     voxel_A = cfg.working_spacing_A
     cols = shells_at(WAVELENGTHS_A, voxel_A)

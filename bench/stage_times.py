@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cli import made
 from bench.detector import run_stage_seconds
 from bench.host import host_reference
 from data_tools.copick_io import CopickProject
@@ -51,6 +52,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
     a = ap.parse_args()
+    a.project = made(a.project)
     if a.repeat < 1:
         ap.error("--repeat must be at least 1")
     picker = Picker.load(a.checkpoint, a.device, precision=a.precision)
