@@ -145,6 +145,45 @@ def making_hint(project: str | Path, runs: tuple[str, ...] | list[str] = ()) -> 
             f"{sets[0]}{here})")
 
 
+def sets_covering(projects: list[str], root: str | Path | None = None) -> list[str]:
+    """A few sets of the checkout's manifest that between them write every project of
+    `projects` the manifest writes: each time the set writing the most of those not yet
+    written (then the fewest runs), so a recipe's projects come from the sets it was made
+    from (tune_runs_63's seven projects: tune_45 and tune_alt), not each from its smallest
+    writer."""
+    root = Path(root or CHECKOUT)
+    try:
+        sets = load_manifest(root / DEFAULT_MANIFEST, root, ranges=False)
+    except DataError:
+        return []
+    targets = {Path(p).expanduser().resolve() for p in projects}
+    writes = {name: {(root / c.out).resolve() for c in calls} & targets
+              for name, calls in sets.items()}
+    size = {name: sum(len(c.indices) for c in calls) for name, calls in sets.items()}
+    chosen, left = [], set().union(*writes.values())
+    while left:
+        best = min(writes, key=lambda n: (-len(writes[n] & left), size[n], n))
+        chosen.append(best)
+        left -= writes[best]
+    return chosen
+
+
+def require_projects(projects: list[str] | list[Path]) -> None:
+    """Nothing where every project exists, else one error naming every one that does not,
+    with the sets of the checkout's manifest that make them all: a recipe or bench naming
+    14 projects of two sets (configs/heldout_44.args) is set up by one command, not one
+    missing project at a time."""
+    missing = [str(p) for p in projects if not Path(p).expanduser().exists()]
+    if not missing:
+        return
+    sets = sets_covering(missing)
+    how = (f"; configs/datasets.yaml makes {'them' if len(missing) > 1 else 'it'}: python -m "
+           f"data_tools.datasets make {' '.join(sets)} (an argument file's comment names "
+           "every set its runs need)" if sets else "")
+    raise DataError(f"{', '.join(missing)}: "
+                    f"{'projects do' if len(missing) > 1 else 'project does'} not exist{how}")
+
+
 def recorded_runs(project: Path) -> set[str]:
     """The runs simulate has finished in `project` (its simulation.json, written last)."""
     rec = project / "simulation.json"

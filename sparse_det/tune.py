@@ -274,12 +274,14 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     tuned, and written, as the project names them (class_match.named_as_listed). Returns
     (the chosen index, each candidate's retune result, each one's label)."""
     from data_tools.copick_io import CopickProject
+    from data_tools.datasets import require_projects
     from sparse_det.class_match import named_as_listed
     from sparse_det.thresholds import keep_first_unless_beaten
 
     _check_inference(tune_args.get("inference"))  # bad settings fail before any file is read
     _with_share(None, tune_args.get("keep_fraction"))
     labelled, results, candidates, scratch = [], [], [], []
+    require_projects(tune_args["projects"])  # every missing one named at once
     listed = CopickProject(tune_args["projects"][0]).particles
     try:
         for checkpoint in checkpoints:
@@ -316,12 +318,13 @@ def warn_rescorer_in_sample(checkpoints: list[str], projects: list[str],
     """A rescorer scores the runs it was fitted on better than new ones, so thresholds
     tuned there pass too much and the F4 printed reads high: say so, naming the runs."""
     from data_tools.copick_io import CopickProject
+    from data_tools.run_names import runs_named
     from sparse_det.checkpoint import checkpoint_settings
 
-    here = set()
-    for path in projects:
-        project = CopickProject(path, truth_user=truth_user)
-        here |= {f"{project.path.name}/{r}" for r in project.runs() if not runs or r in runs}
+    opened = [CopickProject(path, truth_user=truth_user) for path in projects]
+    here = {f"{project.path.name}/{r}"
+            for project, chosen in zip(opened, runs_named(opened, runs), strict=True)
+            for r in chosen}
     for checkpoint in checkpoints:
         shared = sorted(here & set(checkpoint_settings(checkpoint).rescorer_runs))
         if shared:

@@ -52,6 +52,8 @@ def test_every_project_not_made_yet_is_named_at_once(tmp_path, monkeypatch):
                                                       "heldout2_in", "nope")]
     with pytest.raises(DataError) as err:
         made(wanted)
-    assert str(err.value) == (f"{', '.join(wanted[1:])}: projects do not exist; python -m "
-                              "data_tools.datasets make heldout_21 heldout_second makes them")
+    assert str(err.value) == (f"{', '.join(wanted[1:])}: projects do not exist; "
+                              "configs/datasets.yaml makes them: python -m data_tools.datasets "
+                              "make heldout_21 heldout_second (an argument file's comment "
+                              "names every set its runs need)")
     assert made(wanted[:1]) == wanted[:1]

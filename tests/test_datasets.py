@@ -232,3 +232,21 @@ bigger:
     with pytest.raises(DataError) as err:
         runs_named([a], ["TS_typo"])
     assert str(err.value).endswith("runs: TS_sim_5_000, TS_sim_5_001")
+
+
+def test_a_recipes_projects_come_from_the_sets_it_was_made_from():
+    """The default's tuning runs (7 projects) and the 44 held-out runs (14): the sets their
+    argument files' comments name, not each project's smallest writer."""
+    from data_tools.datasets import sets_covering
+
+    def projects(args: str) -> list[str]:
+        words = shlex.split((ROOT / "configs" / args).read_text(), comments=True)
+        while "@configs/heldout_21.args" in words:  # heldout_44 includes heldout_21
+            i = words.index("@configs/heldout_21.args")
+            words[i:i + 1] = shlex.split((ROOT / "configs/heldout_21.args").read_text(),
+                                         comments=True)
+        return [str(ROOT / w) for k, w in enumerate(words) if k and words[k - 1] == "--project"]
+
+    assert sets_covering(projects("tune_runs_63.args"), ROOT) == ["tune_45", "tune_alt"]
+    assert sets_covering(projects("heldout_44.args"), ROOT) == ["heldout_21", "heldout_second"]
+    assert sets_covering([str(ROOT / "data/nope")], ROOT) == []
