@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from data_tools.datasets import require_projects
 from data_tools.particles import DataError
 from sparse_det.checkpoint import CheckpointError
-
-
-def made(projects: list[str]) -> list[str]:
-    """`projects`, or one error naming every one not made yet and the sets that make them
-    (datasets.require_projects)."""
-    require_projects(projects)
-    return projects
 
 
 def run(main) -> int:

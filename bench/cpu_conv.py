@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.metric import score_tables
@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     torch.set_num_threads(a.threads)
     print(f"| project | runs | gather + GEMM fp32, s/tomogram | {a.against}, s/tomogram | "
           "speed-up | runs with other picks | F4 difference |\n|---|---|---|---|---|---|---|")

@@ -32,9 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cli import made  # noqa: E402
 from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
+from data_tools.datasets import require_projects  # noqa: E402
 from data_tools.denoisers import denoise  # noqa: E402
 from data_tools.tilt_series import ALL_DENOISERS  # noqa: E402
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = _parser()
     a = ap.parse_args(argv)
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     if "general" in a.denoisers and not a.general:
         ap.error("--denoisers general needs --general PATH")
     checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)

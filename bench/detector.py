@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from bench.host import host_reference, sync
 from data_tools.copick_io import CopickProject
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS
@@ -196,7 +196,7 @@ def main() -> int:
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     torch.set_num_threads(a.threads)
     host = host_reference(a.device)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None

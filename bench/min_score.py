@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from data_tools.atomic import atomic_write_text
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.thresholds import MIN_SCORE_FLOORS, precision_recall_at_floors
@@ -58,7 +58,7 @@ def main() -> int:
                     help="default: those tune reports")
     ap.add_argument("--json")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy.spatial import cKDTree
 
-from bench.cli import made
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.metric import DISTANCE_MULTIPLIER
@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device, rescore=a.rescore)

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from data_tools.copick_io import CopickProject
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.metric import score_tables
 from sparse_det.structures import DETECTION_COLUMNS
@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     if len(a.checkpoint) < 2:
         ap.error("give at least two checkpoints")
     pickers = [Picker.load(c, a.device) for c in a.checkpoint]

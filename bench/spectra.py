@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
+from data_tools.datasets import require_projects
 
 WAVELENGTHS_A = (300, 160, 100, 80, 60, 50, 45)
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-median")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     cfg = load_checkpoint(a.checkpoint).config.sparsify
     voxel_A = cfg.working_spacing_A
     cols = shells_at(WAVELENGTHS_A, voxel_A)

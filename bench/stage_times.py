@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from bench.detector import run_stage_seconds
 from bench.host import host_reference
 from data_tools.copick_io import CopickProject
+from data_tools.datasets import require_projects
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.config import INFER_PRECISION, PRECISIONS
@@ -52,7 +52,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
     a = ap.parse_args()
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     if a.repeat < 1:
         ap.error("--repeat must be at least 1")
     picker = Picker.load(a.checkpoint, a.device, precision=a.precision)

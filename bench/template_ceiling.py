@@ -31,10 +31,10 @@ from scipy import fft, ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cli import made
 from bench.visibility import N_BACKGROUND, radial_profiles, shell_radii
 from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.datasets import require_projects
 from data_tools.features import robust_normalise
 from data_tools.tomo_input import read_working
 from sparse_det.argfile import ArgumentFileParser
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="grid the tomogram is read on (the checkpoint's: 20 Å)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    a.project = made(a.project)
+    require_projects(a.project)  # every one not made yet named at once
     warnings.simplefilter("ignore")
     out = []
     names = None

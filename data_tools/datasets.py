@@ -114,23 +114,33 @@ def load_manifest(path: str | Path, root: str | Path = ".", ranges: bool = True
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
+def _checkout_sets(root: str | Path | None) -> tuple[Path, dict[str, list[SimCall]]]:
+    """(root, the sets of its manifest, read for their projects and runs alone), or no sets
+    where the manifest cannot be read (an installed package has none)."""
+    root = Path(root or CHECKOUT)
+    try:
+        return root, load_manifest(root / DEFAULT_MANIFEST, root, ranges=False)
+    except DataError:
+        return root, {}
+
+
+def _n_runs(calls: list[SimCall]) -> int:
+    return sum(len(c.indices) for c in calls)
+
+
 def sets_making(project: str | Path, runs: tuple[str, ...] | list[str] = (),
                 root: str | Path | None = None) -> list[str]:
     """The sets of the checkout's manifest that write `project` (and make every one of
     `runs` in it), the fewest runs first: a benchmark's or the shipped default's recipe names
     projects and runs a fresh checkout does not have yet. [] where no set does, or the
     manifest cannot be read. `root`: the checkout's (default)."""
-    root = Path(root or CHECKOUT)
-    try:
-        sets = load_manifest(root / DEFAULT_MANIFEST, root, ranges=False)
-    except DataError:
-        return []
+    root, sets = _checkout_sets(root)
     target = Path(project).expanduser().resolve()
     making = []
     for name, calls in sets.items():
         made = [c for c in calls if (root / c.out).resolve() == target]
         if made and set(runs) <= {r for c in made for r in c.run_names}:
-            making.append((sum(len(c.indices) for c in calls), name))
+            making.append((_n_runs(calls), name))
     return [name for _, name in sorted(making)]
 
 
@@ -151,15 +161,11 @@ def sets_covering(projects: list[str], root: str | Path | None = None) -> list[s
     written (then the fewest runs), so a recipe's projects come from the sets it was made
     from (tune_runs_63's seven projects: tune_45 and tune_alt), not each from its smallest
     writer."""
-    root = Path(root or CHECKOUT)
-    try:
-        sets = load_manifest(root / DEFAULT_MANIFEST, root, ranges=False)
-    except DataError:
-        return []
+    root, sets = _checkout_sets(root)
     targets = {Path(p).expanduser().resolve() for p in projects}
     writes = {name: {(root / c.out).resolve() for c in calls} & targets
               for name, calls in sets.items()}
-    size = {name: sum(len(c.indices) for c in calls) for name, calls in sets.items()}
+    size = {name: _n_runs(calls) for name, calls in sets.items()}
     chosen, left = [], set().union(*writes.values())
     while left:
         best = min(writes, key=lambda n: (-len(writes[n] & left), size[n], n))

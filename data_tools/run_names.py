@@ -30,7 +30,23 @@ def as_run_name(name: str) -> str:
 def names_run(name: str, run: str) -> bool:
     """Whether `name` — a run, or a shell-style pattern such as `TS_6*` or `TS_[56]_*`
     (a run's name holds none of `*?[`) — names `run`."""
-    return fnmatch.fnmatchcase(run, name) if set(name) & set("*?[") else run == name
+    return fnmatch.fnmatchcase(run, name) if _is_pattern(name) else run == name
+
+
+def _is_pattern(name: str) -> bool:
+    return bool(set(name) & set("*?["))
+
+
+def naming_none(names: list[str], runs: list[str]) -> list[str]:
+    """Those of `names` that name none of `runs`."""
+    return [n for n in names if not any(names_run(n, r) for r in runs)]
+
+
+def named_among(runs: list[str], names: list[str] | None, exclude=()) -> list[str]:
+    """Those of `runs` that `names` name (all where `names` is None or empty) and `exclude`
+    does not, in their order."""
+    return [r for r in runs if (not names or any(names_run(n, r) for n in names))
+            and not any(names_run(n, r) for n in exclude)]
 
 
 def runs_named(projects: list, runs: list[str] | None,
@@ -43,16 +59,15 @@ def runs_named(projects: list, runs: list[str] | None,
     `exclude` is not: an argument file leaves out runs that only some checkouts have
     (configs/rescore_runs.args)."""
     for n in [*(runs or []), *exclude]:
-        if not set(n) & set("*?["):
+        if not _is_pattern(n):
             validate_run_name(n)  # `../x` is refused as such, not looked for
     have = [p.runs() for p in projects]
-    missing = [n for n in runs or [] if not any(names_run(n, r) for h in have for r in h)]
+    every = sorted(set().union(*have))
+    missing = naming_none(runs or [], every)
     if missing:
-        every = sorted(set().union(*have))
         shown = ", ".join(every[:12]) + (f", ... ({len(every)} in all)" if len(every) > 12
                                          else "")
         hint = next(filter(None, (making_hint(p.path, missing) for p in projects)), "")
         raise DataError(f"{', '.join(str(p.path) for p in projects)}: no run "
                         f"{', '.join(map(repr, missing))}; runs: {shown or 'none'}{hint}")
-    return [[r for r in h if (not runs or any(names_run(n, r) for n in runs))
-             and not any(names_run(n, r) for n in exclude)] for h in have]
+    return [named_among(h, runs, exclude) for h in have]

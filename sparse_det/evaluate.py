@@ -20,7 +20,7 @@ import numpy as np
 from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument
 from data_tools.particles import DataError, ParticleTable
-from data_tools.run_names import names_run, runs_named
+from data_tools.run_names import named_among, naming_none, runs_named
 from sparse_det.class_match import as_listed
 from sparse_det.metric import Score, score_tables
 from sparse_det.writers import project_solution, read_submission
@@ -55,12 +55,11 @@ def _of_runs(table, wanted: list[str] | None, every: list[str], where: str):
     where None; a name that names none of them is an error."""
     if not wanted:
         return table
-    missing = [n for n in wanted if not any(names_run(n, r) for r in every)]
+    missing = naming_none(wanted, every)
     if missing:
         raise DataError(f"{where}: no run {', '.join(map(repr, missing))} to score; runs: "
                         f"{', '.join(every[:12]) or 'none'}")
-    return table[[any(names_run(n, r) for n in wanted) for r in table["experiment"]]
-                 ].reset_index(drop=True)
+    return table[table["experiment"].isin(named_among(every, wanted))].reset_index(drop=True)
 
 
 def evaluate(solution: str | Path, submission: str | Path, truth_user: str | None = None,
