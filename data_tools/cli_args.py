@@ -35,9 +35,11 @@ class _Runs(argparse.Action):
 RUNS_HELP = "each a run or a quoted shell-style pattern: 'TS_6*'"
 
 
-def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None) -> None:
+def add_runs_argument(ap, *, nargs: str = "*", help: str | None = None,
+                      aliases: tuple[str, ...] = (), required: bool = False) -> None:
     """--runs, for every command that reads some of a project's runs."""
-    ap.add_argument("--runs", nargs=nargs, action=_Runs, metavar="RUN",
+    ap.add_argument("--runs", *aliases, dest="runs", nargs=nargs, action=_Runs,
+                    metavar="RUN", required=required,
                     help=f"{help or 'only these runs'}; {RUNS_HELP}")
 
 

@@ -1,7 +1,7 @@
-"""Pictures of one run: x-y and x-z slices with ground truth and picks circled per class, and
+"""Pictures of runs: x-y and x-z slices with ground truth and picks circled per class, and
 per-class precision-recall curves with the checkpoint's threshold marked.
 
-    python -m sparse_det.visualize --project DIR --run RUN [--submission CSV]
+    python -m sparse_det.visualize --project DIR --runs RUN ... [--submission CSV]
                                    [--checkpoint PT] --out DIR
 
 The curves come from the checkpoint's unthresholded detections on the run; the slices show
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
-from data_tools.cli_args import expand_home, run_argument
+from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
 from data_tools.particles import DataError, ParticleTable
+from data_tools.run_names import runs_named
 from data_tools.tomo_input import add_input_arguments, input_overrides
 from data_tools.zarr_levels import Tomogram
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
@@ -137,36 +139,58 @@ def picks_of(rows: pd.DataFrame, run: str) -> Picks:
             mine.groupby("particle_type")}
 
 
-def visualize_run(project: CopickProject, run: str, out_dir: str | Path, *,
-                  checkpoint: str | Path = DEFAULT_CHECKPOINT,
-                  submission: pd.DataFrame | None = None, device: str = "auto",
-                  shards_dir: str | Path | None = None,
-                  input_overrides: dict | None = None) -> list[Path]:
-    """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png into out_dir; returns their paths.
-    The slices show the full-resolution level of the tomogram the checkpoint reads."""
+def visualize_runs(project: CopickProject, runs: list[str], out_dir: str | Path, *,
+                   checkpoint: str | Path = DEFAULT_CHECKPOINT,
+                   submission: pd.DataFrame | None = None, device: str = "auto",
+                   shards_dir: str | Path | None = None,
+                   input_overrides: dict | None = None) -> Iterator[list[Path]]:
+    """Writes RUN_xy.png, RUN_xz.png and RUN_pr.png of each run into out_dir, the checkpoint
+    loaded once; yields each run's paths as they are written. The slices show the
+    full-resolution level of the tomogram the checkpoint reads."""
     from data_tools.sparsify import read_full_resolution
     from sparse_det.inference import Picker
     from sparse_det.structures import detections_table
 
-    project.run_dir(run)
+    for run in runs:
+        project.run_dir(run)  # a missing run fails before the checkpoint loads
     out_dir = writable_dir(out_dir)
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
-    dets = picker.detect_run(project, run, shards_dir)
-    rows = detections_table([picker.pick(dets)]) if submission is None else submission
-    truth = project.read_truth(run)
-    picks = picks_of(rows, run)
-    tomo = read_full_resolution(project, run, picker.sparsify_config)
     particles = picker.particles
-    return [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
-            slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
-            pr_picture(dets, truth, particles, picker.thresholds, out_dir / f"{run}_pr.png",
-                       title=f"{run}: precision-recall per class (dot: checkpoint threshold)")]
+    for run in runs:
+        dets = picker.detect_run(project, run, shards_dir)
+        rows = detections_table([picker.pick(dets)]) if submission is None else submission
+        truth = project.read_truth(run)
+        picks = picks_of(rows, run)
+        tomo = read_full_resolution(project, run, picker.sparsify_config)
+        yield [slice_picture(tomo, particles, truth, picks, "xy", out_dir / f"{run}_xy.png"),
+               slice_picture(tomo, particles, truth, picks, "xz", out_dir / f"{run}_xz.png"),
+               pr_picture(dets, truth, particles, picker.thresholds, out_dir / f"{run}_pr.png",
+                          title=f"{run}: precision-recall per class (dot: checkpoint "
+                                "threshold)")]
+
+
+def visualize_run(project: CopickProject, run: str, out_dir: str | Path,
+                  **kwargs) -> list[Path]:
+    """visualize_runs of one run: its three PNGs' paths."""
+    return next(visualize_runs(project, [run], out_dir, **kwargs))
+
+
+def _warn_unpicked(submission: str, sub: pd.DataFrame, runs: list[str]) -> None:
+    """Names on stderr the runs drawn that the submission has no picks of: their slices
+    show the truth alone."""
+    have = sorted(set(sub["experiment"]))
+    for run in runs:
+        if run not in have:
+            print(f"{submission}: no picks of run {run!r} (its runs: "
+                  f"{', '.join(have[:8]) + (' ...' if len(have) > 8 else '') or 'none'}); "
+                  "the pictures show the truth alone", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", required=True)
-    ap.add_argument("--run", type=run_argument, required=True)
+    add_runs_argument(ap, nargs="+", aliases=("--run",), required=True,
+                      help="the runs to draw (the checkpoint loads once)")
     ap.add_argument("--submission", help="competition CSV whose picks the slices show")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--device", default="auto")
@@ -179,20 +203,20 @@ def main(argv: list[str] | None = None) -> int:
         from sparse_det.writers import read_submission
 
         project = CopickProject(a.project, truth_user=a.truth_user)
+        runs = runs_named([project], a.runs)[0]
         sub = read_submission(a.submission) if a.submission else None
-        if sub is not None and a.run not in set(sub["experiment"]):
-            runs = sorted(set(sub["experiment"]))
-            print(f"{a.submission}: no picks of run {a.run!r} (its runs: "
-                  f"{', '.join(runs[:8]) + (' ...' if len(runs) > 8 else '') or 'none'}); "
-                  "the pictures show the truth alone", file=sys.stderr)
-        paths = visualize_run(project, a.run, a.out, checkpoint=a.checkpoint, submission=sub,
-                              device=a.device, shards_dir=a.shards,
-                              input_overrides=input_overrides(a))
+        if sub is not None:
+            _warn_unpicked(a.submission, sub, runs)
+        for i, paths in enumerate(visualize_runs(
+                project, runs, a.out, checkpoint=a.checkpoint, submission=sub,
+                device=a.device, shards_dir=a.shards, input_overrides=input_overrides(a))):
+            if len(runs) > 1:
+                print(f"[{i + 1}/{len(runs)}] {runs[i]}", file=sys.stderr)
+            for p in paths:
+                print(p, flush=True)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for p in paths:
-        print(p)
     return 0
 
 

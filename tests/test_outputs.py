@@ -218,6 +218,32 @@ def test_visualize_writes_three_pngs(small_project, tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, p
 
 
+def test_visualize_draws_the_runs_a_pattern_names_with_one_load(small_project, tmp_path,
+                                                                capsys, monkeypatch):
+    """`--runs` (or `--run`) takes several runs and patterns: each run's three pictures, in
+    the project's order, the checkpoint loaded once; a pattern naming no run is refused
+    before anything is drawn."""
+    from sparse_det.inference import Picker
+
+    first, second = small_project.runs()
+    loads = []
+    load = Picker.load.__func__
+    monkeypatch.setattr(Picker, "load", classmethod(
+        lambda cls, *a, **k: loads.append(1) or load(cls, *a, **k)))
+    assert visualize_main(["--project", str(small_project.path), "--run", second,
+                           first[:-1] + "*", "--out", str(tmp_path / "pics")]) == 0
+    out, err = capsys.readouterr()
+    names = [p.split("/")[-1] for p in out.split()]
+    assert names == [f"{r}_{k}.png" for r in (first, second) for k in ("xy", "xz", "pr")]
+    assert loads == [1] and f"[2/2] {second}" in err, err
+    xy = [Path(p).read_bytes() for p in out.split() if p.endswith("_xy.png")]
+    assert xy[0] != xy[1]
+    assert visualize_main(["--project", str(small_project.path), "--runs", "TS_none*",
+                           "--out", str(tmp_path / "none")]) == 2
+    assert "no run 'TS_none*'" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_visualize_says_when_the_submission_has_no_picks_of_the_run(inferred, small_project,
                                                                     tmp_path, capsys):
     """--run given with its trailing '/' (a shell's completion) and a submission of the other
