@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     torch.set_num_threads(a.threads)
     print(f"| project | runs | gather + GEMM fp32, s/tomogram | {a.against}, s/tomogram | "
           "speed-up | runs with other picks | F4 difference |\n|---|---|---|---|---|---|---|")

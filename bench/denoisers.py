@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = _parser()
     a = ap.parse_args(argv)
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     if "general" in a.denoisers and not a.general:
         ap.error("--denoisers general needs --general PATH")
     checkpoint = a.checkpoint or str(DEFAULT_CHECKPOINT)

@@ -196,7 +196,7 @@ def main() -> int:
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     torch.set_num_threads(a.threads)
     host = host_reference(a.device)
     overrides = {"tomogram_type": a.tomo_type, "type_fallback": False} if a.tomo_type else None

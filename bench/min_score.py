@@ -58,7 +58,7 @@ def main() -> int:
                     help="default: those tune reports")
     ap.add_argument("--json")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device)

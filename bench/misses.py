@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--no-rescore", dest="rescore", action="store_false",
                     help="the network alone, not the checkpoint's candidate rescorer")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     from sparse_det.inference import Picker
 
     picker = Picker.load(a.checkpoint, a.device, rescore=a.rescore)

@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     if len(a.checkpoint) < 2:
         ap.error("give at least two checkpoints")
     pickers = [Picker.load(c, a.device) for c in a.checkpoint]

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-median")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     cfg = load_checkpoint(a.checkpoint).config.sparsify
     voxel_A = cfg.working_spacing_A
     cols = shells_at(WAVELENGTHS_A, voxel_A)

@@ -52,7 +52,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
     a = ap.parse_args()
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     if a.repeat < 1:
         ap.error("--repeat must be at least 1")
     picker = Picker.load(a.checkpoint, a.device, precision=a.precision)

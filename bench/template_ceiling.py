@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="grid the tomogram is read on (the checkpoint's: 20 Å)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    require_projects(a.project)  # every one not made yet named at once
+    require_projects(a.project, a.dataset_sets)  # every one not made yet named at once
     warnings.simplefilter("ignore")
     out = []
     names = None

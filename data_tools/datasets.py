@@ -174,20 +174,58 @@ def sets_covering(projects: list[str], root: str | Path | None = None) -> list[s
     return chosen
 
 
-def require_projects(projects: list[str] | list[Path]) -> None:
+def sets_not_made(projects: list[str] | list[Path], sets: list[str],
+                  root: str | Path | None = None) -> list[str]:
+    """Of `sets` (an argument file's `# sets:` line), those with a run it writes into one of
+    `projects` that the project has not recorded (simulation.json): a recipe reading a
+    project whole would read fewer runs without a word where a set that writes into it was
+    never made or was interrupted. A set the manifest has not is a DataError."""
+    root, manifest = _checkout_sets(root)
+    unknown = [s for s in sets if s not in manifest]
+    if manifest and unknown:
+        raise DataError(f"the argument file's `# sets:` line names {', '.join(unknown)}, which "
+                        f"{root / DEFAULT_MANIFEST} has not (its sets: {', '.join(manifest)})")
+    targets = {Path(p).expanduser().resolve(): Path(p) for p in projects}
+    unmade = []
+    for name in sets:
+        for call in manifest.get(name, []):
+            project = targets.get((root / call.out).resolve())
+            if project is not None and project.exists() and not (
+                    set(call.run_names) <= recorded_runs(project)):
+                unmade.append(name)
+                break
+    return unmade
+
+
+def require_projects(projects: list[str] | list[Path], sets: list[str] | None = None,
+                     root: str | Path | None = None) -> None:
     """Nothing where every project exists, else one error naming every one that does not,
     with the sets of the checkout's manifest that make them all: a recipe or bench naming
     14 projects of two sets (configs/heldout_44.args) is set up by one command, not one
-    missing project at a time."""
+    missing project at a time. `sets`: the sets an argument file declares its runs made by
+    (`# sets:`, ArgumentFileParser): those are named, and one not made in full is an error
+    too (sets_not_made)."""
     missing = [str(p) for p in projects if not Path(p).expanduser().exists()]
-    if not missing:
+    unmade = sets_not_made(projects, sets, root) if sets else []
+    if not missing and not unmade:
         return
-    sets = sets_covering(missing)
-    how = (f"; configs/datasets.yaml makes {'them' if len(missing) > 1 else 'it'}: python -m "
-           f"data_tools.datasets make {' '.join(sets)} (an argument file's comment names "
-           "every set its runs need)" if sets else "")
-    raise DataError(f"{', '.join(missing)}: "
-                    f"{'projects do' if len(missing) > 1 else 'project does'} not exist{how}")
+    said = [f"{', '.join(missing)}: {'projects do' if len(missing) > 1 else 'project does'} "
+            "not exist"] if missing else []
+    if not sets:
+        making = sets_covering(missing, root)
+        how = (f"; configs/datasets.yaml makes {'them' if len(missing) > 1 else 'it'}: python "
+               f"-m data_tools.datasets make {' '.join(making)} (an argument file's comment "
+               "names every set its runs need)" if making else "")
+        raise DataError(said[0] + how)
+    if unmade:
+        said.append(f"the runs of {'sets' if len(unmade) > 1 else 'set'} {', '.join(unmade)} "
+                    "are not all made")
+    writers = {p: sets_making(p, root=root) for p in missing}
+    making = [s for s in sets if s in unmade or any(s in w for w in writers.values())]
+    making += sets_covering([p for p, w in writers.items() if not set(w) & set(sets)], root)
+    how = (f"; python -m data_tools.datasets make {' '.join(dict.fromkeys(making))} makes "
+           "them (the sets the argument file names)" if making else "")
+    raise DataError("; ".join(said) + how)
 
 
 def recorded_runs(project: Path) -> set[str]:

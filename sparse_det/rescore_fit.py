@@ -435,7 +435,7 @@ def fit_rescorer(a: argparse.Namespace) -> None:
     # The network alone, at the thresholds and calibration tuned for its vote masses (a
     # checkpoint that carries a rescorer keeps them): the new rescorer reads those scores.
     picker = Picker.load(a.checkpoint, "cpu", rescore=False)
-    require_projects(a.project)  # every missing one named at once
+    require_projects(a.project, a.dataset_sets)  # every missing one named at once
     projects = [CopickProject(p, truth_user=a.truth_user) for p in a.project]
     selected = zip(projects, runs_named(projects, a.runs, a.exclude), strict=True)
     todo = [(pr, r) for pr, runs in selected for r in pr.annotated_runs(runs)]

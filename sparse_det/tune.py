@@ -262,6 +262,7 @@ def write_network_classes(checkpoint: str, dest: Path, classes: list[str]) -> No
 def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = False,
                       network_classes: list[str] | None = None,
                       class_map: dict[str, str] | None = None,
+                      dataset_sets: list[str] | None = None,
                       **tune_args) -> tuple[int, list[Retuned], list[str]]:
     """retune() of each checkpoint on the same runs; `out` gets the first unless another
     leads it run by run by more than two standard errors (keep_first_unless_beaten on each
@@ -271,8 +272,9 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     gives). `network_classes`: each checkpoint is tuned with its rescorer leaving these
     classes to the network's own scores (write_network_classes), and so written. A
     checkpoint that knows the first project's classes by other names (or `class_map`'s) is
-    tuned, and written, as the project names them (class_match.named_as_listed). Returns
-    (the chosen index, each candidate's retune result, each one's label)."""
+    tuned, and written, as the project names them (class_match.named_as_listed).
+    `dataset_sets`: the sets an argument file names its runs made by (require_projects).
+    Returns (the chosen index, each candidate's retune result, each one's label)."""
     from data_tools.copick_io import CopickProject
     from data_tools.datasets import require_projects
     from sparse_det.class_match import named_as_listed
@@ -281,7 +283,7 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     _check_inference(tune_args.get("inference"))  # bad settings fail before any file is read
     _with_share(None, tune_args.get("keep_fraction"))
     labelled, results, candidates, scratch = [], [], [], []
-    require_projects(tune_args["projects"])  # every missing one named at once
+    require_projects(tune_args["projects"], dataset_sets)  # every missing one named at once
     listed = CopickProject(tune_args["projects"][0]).particles
     try:
         for checkpoint in checkpoints:
@@ -459,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         chosen, results, labels = choose_checkpoint(a.checkpoint, a.out, a.network_alone,
                                                     a.rescore_network_classes,
-                                                    parse_class_map(a.class_map), **tune_args)
+                                                    parse_class_map(a.class_map),
+                                                    a.dataset_sets, **tune_args)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
