@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.atomic import atomic_write_text
 from data_tools.copick_io import CopickProject
-from data_tools.simulate import like_run, simulate_project
+from data_tools.sim_records import like_run
+from data_tools.simulate import simulate_project
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.finetune import FINETUNE_STEPS, finetune
 from sparse_det.metric import score_tables

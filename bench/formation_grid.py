@@ -1,5 +1,5 @@
 """What the grid a tilt series is formed on does to the picker's input: one simulated run's
-scene and physics (`data_tools.simulate.like_run`) imaged and reconstructed on the 20 Å grid
+scene and physics (`data_tools.sim_records.like_run`) imaged and reconstructed on the 20 Å grid
 (TiltRanges.form_bin 2, every tilt family's) and on the full 10 Å grid (form_bin 1, as the
 competition's tomograms are; then mean-binned 2x, as the picker reads them), and per
 frequency shell of the 20 Å volume the signal's and the noise's amplitude.
@@ -27,15 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_tools.particles import ParticleTable
+from data_tools.scene import VOXEL_SIZE_A, render_scene
 from data_tools.sim_ranges import draw_run_params
-from data_tools.simulate import (
-    FULL_GRID_NOISE_PER_20A,
-    VOXEL_SIZE_A,
-    _on_grid,
-    like_run,
-    reconstruct_laterally_infinite,
-    render_scene,
-)
+from data_tools.sim_records import like_run
+from data_tools.simulate import FULL_GRID_NOISE_PER_20A, _on_grid, reconstruct_laterally_infinite
 from data_tools.spectrum import N_SHELLS, shell_amplitude
 from data_tools.zarr_levels import bin_mean
 

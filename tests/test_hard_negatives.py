@@ -79,8 +79,9 @@ def test_hard_negatives_do_not_change_the_noise():
     the tomogram without it up to the global contrast scale, in both imaging models.
     Scaling the noise to the total signal, as the SNR rule did at first, drowned the
     particles (60 % of their kept voxels lost at full size)."""
+    from data_tools.scene import render_scene
     from data_tools.sim_ranges import draw_run_params
-    from data_tools.simulate import image, render_scene
+    from data_tools.simulate import image
     from data_tools.tilt_series import TiltRanges, reconstruct
 
     shape = (48, 96, 96)

@@ -5,11 +5,12 @@ import pytest
 
 from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
+from data_tools.scene import SHAPE_FAMILIES
 from data_tools.shapes import particle_components, random_rotation, render
 from data_tools.shapes_alt import particle_components_alt, particle_components_blob
 from data_tools.shapes_procedural import particle_components_procedural, procedural_cap
 from data_tools.sim_ranges import SimRanges
-from data_tools.simulate import SHAPE_FAMILIES, simulate_run
+from data_tools.simulate import simulate_run
 
 TABLE = ParticleTable.competition()
 
@@ -360,7 +361,8 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     import json
 
     from data_tools.particles import DataError
-    from data_tools.simulate import like_run, main, simulate_project
+    from data_tools.sim_records import like_run
+    from data_tools.simulate import main, simulate_project
     from data_tools.tilt_series import TiltRanges
 
     ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
@@ -400,8 +402,8 @@ def test_class_mass_factors_scale_each_class_and_keep_the_rest_of_the_run():
     (deterministic for a seed, inside the range): the run's other parameters, its picks and
     its distractors stay the seed's, and each class's particles carry exactly its factor
     times the density they had (measured on the rendered density, one class at a time)."""
+    from data_tools.scene import render_scene
     from data_tools.sim_ranges import draw_run_params
-    from data_tools.simulate import render_scene
 
     seed, shape = [7, 0], (40, 96, 96)
     plain = draw_run_params(SimRanges(crowding=(2, 2)), np.random.default_rng(seed), seed)
@@ -435,8 +437,8 @@ def test_adsorbed_proteins_touch_the_slab_surfaces_and_keep_the_rest_of_the_run(
     parameters stay the seed's); at share 1 every particle's centre lies 0.8-1 of its radius
     inside one of the ice slab's two surfaces, both surfaces used; place_objects keeps the
     y, x draws of the same objects placed anywhere in the slab."""
+    from data_tools.scene import place_objects, render_scene
     from data_tools.sim_ranges import draw_run_params
-    from data_tools.simulate import place_objects, render_scene
 
     seed, shape, voxel_A = [7, 0], (64, 128, 128), 10.0
     plain = draw_run_params(SimRanges(), np.random.default_rng(seed), seed)
