@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.coords import xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.copick_io import CopickProject
 from data_tools.features import robust_normalise
 from data_tools.particles import ParticleTable
 

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.visibility import radial_profiles, shell_voxels
 from data_tools import spectrum
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.features import robust_normalise
 from data_tools.tomo_input import read_working
 

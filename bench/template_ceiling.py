@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.visibility import N_BACKGROUND, radial_profiles, shell_radii
 from data_tools.atomic import atomic_write_text
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.coords import xyz_A_to_zyx_vox, zyx_vox_to_xyz_A
+from data_tools.copick_io import CopickProject
 from data_tools.datasets import require_projects
 from data_tools.features import robust_normalise
 from data_tools.tomo_input import read_working

@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.features import robust_normalise
 from data_tools.tomo_input import read_working
 

@@ -5,10 +5,10 @@ Layout (as the competition ships it; docs/formats.md):
         (0.4 in zarr v2 as shipped; 0.5 in zarr v3 is read too)
     <overlay>/ExperimentRuns/<run>/Picks/<particle>.json             competition naming
     <overlay>/ExperimentRuns/<run>/Picks/<user>_<session>_<particle>.json   copick naming
-Pick locations are x,y,z in Å; arrays are z,y,x. `picks_to_zyx_vox` / `zyx_vox_to_xyz_A`
-are the only conversions between the two. What an OME-Zarr group says of its levels is read
-in data_tools/ome_zarr.py, and a level's voxels in data_tools/zarr_levels.py: this module
-finds the files, those two read them.
+Pick locations are x,y,z in Å; arrays are z,y,x (data_tools/coords.py converts). What an
+OME-Zarr group says of its levels is read in data_tools/ome_zarr.py, and a level's voxels in
+data_tools/zarr_levels.py: this module finds the files, those two read them. Whose picks are
+the truth: data_tools/truth_user.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 from pathlib import Path
 
@@ -31,60 +30,26 @@ from data_tools.copick_files import (
     roots_from_config,
 )
 from data_tools.datasets import making_hint
-from data_tools.ome_zarr import missing_chunks, multiscale_levels, unit_given, write_ome_zarr
+from data_tools.ome_zarr import levels_in_folder, warn_missing_chunks, write_ome_zarr
 from data_tools.particles import DataError, ParticleTable
 from data_tools.run_names import validate_run_name
+from data_tools.truth_user import (
+    GT_SESSION,
+    GT_USER,
+    TOOL_SESSION,
+    check_picks_name,
+    parse_truth_user,
+    scoring_truth,
+)
 from data_tools.zarr_levels import Level, Tomogram
 
 # copick keeps per-voxel feature maps of a tomogram beside it: <type>_<feature>_features.zarr
 FEATURES = "_features.zarr"
 log = logging.getLogger(__name__)
-GT_USER, GT_SESSION = "curation", "0"
-# copick's own convention (CopickPicks.from_tool): session "0" is a tool's output, any other
-# session a person's. infer writes its picks as session 0, so they are never read as truth.
-TOOL_SESSION = "0"
 # A run's particles whose picks are some of its copies, not all: one name a line, in the run's
 # folder (copick reads only its own subfolders there).
 PARTLY_PICKED = "sparse-det-partly-picked.txt"
 _SAID_UNANNOTATED: set[tuple[str, str, tuple[str, ...]]] = set()  # annotated_runs' warnings
-
-
-def parse_truth_user(spec: str | None, flag: str = "--truth-user"
-                     ) -> tuple[str | None, str | None]:
-    """"USER" or "USER:SESSION" (copick's picks file names: USER_SESSION_PARTICLE.json) ->
-    (user, session or None); None or "" -> (None, None). `flag` names it in the error."""
-    if not spec:
-        return None, None
-    user, _, session = spec.partition(":")
-    check_picks_name(user, "user", f"{flag} {spec!r}")
-    if session:
-        check_picks_name(session, "session", f"{flag} {spec!r}")
-    return user, session or None
-
-
-def check_picks_name(name: str, what: str, where: str) -> str:
-    """A picks user or session id as copick's file names can hold it: an underscore would
-    split USER_SESSION_PARTICLE.json in the wrong place, and the picks would read as another
-    user's or another particle's. `where` names the flag or call in the error."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.\-]+", name):
-        raise DataError(f"{where}: the {what} must be letters, digits, '.' or '-', got "
-                        f"{name!r} (copick names picks USER_SESSION_PARTICLE.json)")
-    return name
-
-
-def scoring_truth(truth: dict[str, np.ndarray], unknown: list[str]
-                  ) -> dict[str, np.ndarray]:
-    """CopickProject.training_truth's picks less the particles a background voxel may also
-    be: what scoring reads (CopickProject.read_truth)."""
-    return {k: v for k, v in truth.items() if k not in unknown}
-
-
-def add_truth_user_argument(ap) -> None:
-    """--truth-user, for every command that reads ground-truth picks."""
-    ap.add_argument("--truth-user", metavar="USER[:SESSION]",
-                    help="whose picks are the ground truth (default: the 'curation' user's, "
-                         "else those people made, each particle one user's; never a "
-                         "tool's, session 0)")
 
 
 def _ours(path: Path) -> bool:
@@ -96,23 +61,6 @@ def _ours(path: Path) -> bool:
 
 def voxel_spacing_dirname(voxel_spacing_A: float) -> str:
     return f"VoxelSpacing{voxel_spacing_A:.3f}"
-
-
-def xyz_A_to_zyx_vox(points_xyz_A: np.ndarray, voxel_size_A: float,
-                     origin_A: float = 0.0) -> np.ndarray:
-    """[N,3] x,y,z in Å → [N,3] z,y,x in (fractional) voxel indices.
-
-    origin_A is where voxel 0's centre lies: 0 at full resolution; a 2x mean-binned level's
-    voxel 0 covers full-resolution voxels 0 and 1, so its centre lies at 0.5 full voxels."""
-    pts = np.asarray(points_xyz_A, dtype=np.float64).reshape(-1, 3)
-    return (pts[:, ::-1] - origin_A) / voxel_size_A
-
-
-def zyx_vox_to_xyz_A(points_zyx_vox: np.ndarray, voxel_size_A: float,
-                     origin_A: float = 0.0) -> np.ndarray:
-    """[N,3] z,y,x voxel indices → [N,3] x,y,z in Å (inverse of xyz_A_to_zyx_vox)."""
-    pts = np.asarray(points_zyx_vox, dtype=np.float64).reshape(-1, 3)
-    return pts[:, ::-1] * voxel_size_A + origin_A
 
 
 def _inside_a_project(path: Path) -> str:
@@ -247,13 +195,14 @@ class CopickProject:
     def tomogram_scales(self, run: str, voxel_spacing_A: float = 10.0, tomo_type: str = "denoised"
                         ) -> list[tuple[str, float, tuple[int, ...], float]]:
         """[(array path, voxel size Å, shape z,y,x, origin Å)] for each level."""
-        return _levels(self.tomogram_path(run, voxel_spacing_A, tomo_type), voxel_spacing_A)
+        return levels_in_folder(self.tomogram_path(run, voxel_spacing_A, tomo_type),
+                                voxel_spacing_A)
 
     def open_level(self, run: str, voxel_spacing_A: float = 10.0,
                    tomo_type: str = "denoised", scale: int = 0) -> Level:
         """One level of a tomogram, opened to be read a few z-sections at a time."""
         path = self.tomogram_path(run, voxel_spacing_A, tomo_type)
-        levels = _levels(path, voxel_spacing_A)
+        levels = levels_in_folder(path, voxel_spacing_A)
         if not 0 <= scale < len(levels):
             raise DataError(f"{path}: scale {scale} not present (levels 0..{len(levels) - 1})")
         array_path, voxel_size_A, _, origin_A = levels[scale]
@@ -272,7 +221,7 @@ class CopickProject:
         lead = arr.ndim - 3  # OME-Zarr's t, c axes, of one each
         if lead < 0 or any(n != 1 for n in arr.shape[:lead]):
             raise DataError(f"{where}: expected a 3-D (z,y,x) array, got {arr.shape}")
-        _warn_missing_chunks(where, arr)
+        warn_missing_chunks(where, arr)
         return Level(path=path, where=where, run=run, voxel_size_A=voxel_size_A,
                      origin_A=origin_A, shape_zyx=tuple(arr.shape[lead:]), array=arr)
 
@@ -421,39 +370,6 @@ class CopickProject:
         self._warn_picks_outside(run, truth)
         return truth, unknown + [p for p in self.partly_picked(run) if p not in unknown]
 
-    def tomogram_extent_A(self, run: str) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """(lowest x,y,z Å, highest x,y,z Å, level 0's voxel Å) that the run's tomograms
-        cover (voxel edges, every type and spacing folder, from their metadata); None where
-        it has none that reads."""
-        lo, hi, vox = None, None, 0.0
-        for vs in self.voxel_spacings(run):
-            for t in self.tomogram_types(run, vs):
-                try:
-                    _, v, shape, origin = self.tomogram_scales(run, vs, t)[0]
-                except DataError:  # reading it says why; the extent makes do without it
-                    continue
-                a = np.full(3, origin - v / 2)
-                b = origin + (np.array(shape[::-1], float) - 0.5) * v
-                lo, hi = (a, b) if lo is None else (np.minimum(lo, a), np.maximum(hi, b))
-                vox = vox or v
-        return None if lo is None else (lo, hi, vox)
-
-    def picks_outside(self, run: str, picks: dict[str, np.ndarray],
-                      extent: tuple | None = None) -> dict[str, int]:
-        """{particle: how many of its picks lie beyond the run's tomograms (`extent`, when
-        the caller has it: tomogram_extent_A) by more than its radius}, those with any."""
-        extent = extent or self.tomogram_extent_A(run)
-        if extent is None:
-            return {}
-        lo, hi, _ = extent
-        out = {}
-        for name, pts in picks.items():
-            r = self.particles[name].radius_A
-            n = int(np.sum(np.any((pts < lo - r) | (pts > hi + r), axis=1))) if len(pts) else 0
-            if n:
-                out[name] = n
-        return out
-
     def _warn_picks_outside(self, run: str, picks: dict[str, np.ndarray]) -> None:
         """A warning where a run's picks cannot be where its tomograms are (checked once per
         run and process): copick's picks are in Å, and picks saved in pixels or nm (the
@@ -463,39 +379,11 @@ class CopickProject:
         if key in _SAID_OUTSIDE:  # checked in this process already
             return
         _SAID_OUTSIDE.add(key)
-        said = self.picks_misplaced(run, picks)
+        from data_tools.picks_placement import picks_misplaced
+
+        said = picks_misplaced(self, run, picks)
         if said:
             log.warning("run %r: %s", run, said)
-
-    def picks_misplaced(self, run: str, picks: dict[str, np.ndarray]) -> str | None:
-        """Why the run's picks cannot be in Å of its tomograms, or None: some lie beyond
-        them by more than the particle's radius, or at least MISPLACED_MIN_PICKS of them all
-        lie in the corner that pixels of its voxels (or nm) read as Å would fill."""
-        extent = self.tomogram_extent_A(run)
-        have = [p for p in picks.values() if len(p)]
-        if extent is None or not have:
-            return None
-        lo, hi, vox = extent
-        where = (f"(x, y, z from {np.round(lo).astype(int).tolist()} to "
-                 f"{np.round(hi).astype(int).tolist()} Å)")
-        outside = self.picks_outside(run, picks, extent)
-        if outside:
-            return (f"picks beyond its tomogram {where} by more than the particle's radius: "
-                    + ", ".join(f"{n} of {len(picks[k])} {k}" for k, n in outside.items())
-                    + "; copick picks are in Å")
-        pts = np.concatenate(have)
-        if len(pts) < MISPLACED_MIN_PICKS:
-            return None
-        fits = [(f, unit) for f, unit in ((vox, f"pixels of its {vox:g} Å voxels"),
-                                          (10.0, "nm"))
-                if f >= 4 and np.all(pts <= hi / f + vox)]
-        if not fits:
-            return None
-        return (f"all {len(pts)} picks lie in the first 1/{fits[0][0]:g} of its tomogram "
-                f"{where} along every axis (a voxel's slack), where "
-                + " or ".join(unit for _, unit in fits) + " read as Å would put them; copick "
-                "picks are in Å: " + ", ".join(f"× {f:g} if they are {unit}"
-                                                for f, unit in fits))
 
     def partly_picked(self, run: str) -> list[str]:
         """The particles whose picks in this run are some of its copies, not all, as the
@@ -576,43 +464,7 @@ class CopickProject:
         return path
 
 
-# A genuine annotation fills its tomogram; this many picks, all in one corner, do not.
-MISPLACED_MIN_PICKS = 10
 _SAID_OUTSIDE: set[tuple[str, str]] = set()  # (static root, run) whose picks were checked
-_WARNED_UNSET: set[Path] = set()  # tomograms whose unset scale was logged once
-_WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged once
-
-
-def _levels(path: Path, folder_A: float) -> list[tuple[str, float, tuple[int, ...], float]]:
-    """The tomogram's levels (ome_zarr.multiscale_levels), in the folder's voxel spacing where
-    the multiscale gives none (scale 1, no unit: what writers leave when no voxel size was
-    given), with a warning once; 1 Å voxels would read 10-20x too fine."""
-    levels = multiscale_levels(path)
-    if (folder_A > 1.5 and levels and math.isclose(levels[0][1], 1.0)
-            and not unit_given(path)):
-        if path not in _WARNED_UNSET:
-            _WARNED_UNSET.add(path)
-            log.warning("%s: level 0's scale is 1 with no unit (no voxel size given): read at "
-                        "its folder's %g Å", path, folder_A)
-        levels = [(where, size * folder_A, shape, origin * folder_A)
-                  for where, size, shape, origin in levels]
-    return levels
-
-
-def _warn_missing_chunks(where: Path, arr) -> None:
-    """A warning, once per array, where chunk files of a level about to be read are absent:
-    zarr fills them with the fill value without a word, and an interrupted download then
-    reads as blocks of one value, whose particles nobody finds."""
-    if where in _WARNED_MISSING:
-        return
-    counted = missing_chunks(where)
-    if not counted or not counted[0]:
-        return
-    _WARNED_MISSING.add(where)
-    log.warning("%s: %d of %d chunk files are not on disk and read as the fill value (%s): "
-                "an incomplete copy (an interrupted download) loses whatever they held; "
-                "fetch the tomogram again unless its writer skipped chunks of that value "
-                "on purpose", where, counted[0], counted[1], arr.fill_value)
 
 
 def copy_without_tomograms(src: CopickProject, dest: Path) -> CopickProject:

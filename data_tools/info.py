@@ -18,13 +18,15 @@ import json
 import sys
 
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.copick_io import CopickProject
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
+from data_tools.picks_placement import picks_misplaced
 from data_tools.run_names import runs_named
 from data_tools.sparsify import peak_bytes, plan_input
 from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
+from data_tools.truth_user import add_truth_user_argument
 
 
 def run_tomograms(project: CopickProject, run: str) -> dict:
@@ -74,7 +76,7 @@ def truth(project: CopickProject, run: str) -> dict:
         truth = project.training_truth(run)[0]
         picks = {k: len(v) for k, v in truth.items()}
         return {"picks": picks, "truth_from": sorted({f"{f[2]}_{f[3]}" for f in files}),
-                "misplaced": project.picks_misplaced(run, truth),
+                "misplaced": picks_misplaced(project, run, truth),
                 "not_truth": project.untrusted_picks(run),
                 "no_file": project.unannotated_particles(run),
                 "partly_picked": project.partly_picked(run)}

@@ -201,6 +201,43 @@ def multiscale_levels(path: Path) -> list[tuple[str, float, tuple[int, ...], flo
     return levels
 
 
+_WARNED_UNSET: set[Path] = set()  # tomograms whose unset scale was logged once
+_WARNED_MISSING: set[Path] = set()  # arrays whose absent chunks were logged once
+
+
+def levels_in_folder(path: Path, folder_A: float
+                     ) -> list[tuple[str, float, tuple[int, ...], float]]:
+    """The tomogram's levels (multiscale_levels), in its VoxelSpacing folder's voxel spacing
+    `folder_A` where the multiscale gives none (scale 1, no unit: what writers leave when no
+    voxel size was given), with a warning once; 1 Å voxels would read 10-20x too fine."""
+    levels = multiscale_levels(path)
+    if (folder_A > 1.5 and levels and math.isclose(levels[0][1], 1.0)
+            and not unit_given(path)):
+        if path not in _WARNED_UNSET:
+            _WARNED_UNSET.add(path)
+            log.warning("%s: level 0's scale is 1 with no unit (no voxel size given): read at "
+                        "its folder's %g Å", path, folder_A)
+        levels = [(where, size * folder_A, shape, origin * folder_A)
+                  for where, size, shape, origin in levels]
+    return levels
+
+
+def warn_missing_chunks(where: Path, arr) -> None:
+    """A warning, once per array, where chunk files of a level about to be read are absent:
+    zarr fills them with the fill value without a word, and an interrupted download then
+    reads as blocks of one value, whose particles nobody finds."""
+    if where in _WARNED_MISSING:
+        return
+    counted = missing_chunks(where)
+    if not counted or not counted[0]:
+        return
+    _WARNED_MISSING.add(where)
+    log.warning("%s: %d of %d chunk files are not on disk and read as the fill value (%s): "
+                "an incomplete copy (an interrupted download) loses whatever they held; "
+                "fetch the tomogram again unless its writer skipped chunks of that value "
+                "on purpose", where, counted[0], counted[1], arr.fill_value)
+
+
 def unit_given(path: Path) -> bool:
     """Whether the multiscale's spatial axes carry a unit (without one, a level 0 scale of 1
     is what writers leave when no voxel size was given: ome-zarr-py's default)."""

@@ -28,7 +28,8 @@ import scipy.fft
 
 from data_tools.atomic import atomic_path
 from data_tools.cli_args import at_least, expand_home
-from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.coords import zyx_vox_to_xyz_A
+from data_tools.copick_io import CopickProject
 from data_tools.datasets import layered_ranges
 from data_tools.denoisers import denoise
 from data_tools.particles import DataError, ParticleTable

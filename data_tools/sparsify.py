@@ -22,7 +22,8 @@ import numpy as np
 
 from data_tools.blank import blank_mask, filled
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
 from data_tools.run_names import runs_named
@@ -44,6 +45,7 @@ from data_tools.tomo_input import (
     read_working,
     with_overrides,
 )
+from data_tools.truth_user import add_truth_user_argument
 from data_tools.wedge import tilt_axis
 from data_tools.zarr_levels import Tomogram, non_finite_count
 from sparse_det.structures import SWAP_YX, SparseVolume

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from data_tools.appearance import AppearanceRanges, randomise_appearance
-from data_tools.copick_io import CopickProject, scoring_truth, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.run_names import runs_named
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify import read_input, second_group_mask, shard_or_sparsify, sparsify
 from data_tools.sparsify_config import SparsifyConfig
+from data_tools.truth_user import scoring_truth
 from sparse_det.config import Config, ConfigError, TrainConfig
 from sparse_det.losses import unknown_bits_of
 from sparse_det.share_levels import ShareLevels, share_levels, wide_config, wide_shards_dir

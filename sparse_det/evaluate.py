@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
 from data_tools.run_names import named_among, naming_none, runs_named
+from data_tools.truth_user import add_truth_user_argument
 from sparse_det.class_match import as_listed
 from sparse_det.metric import Score, score_tables
 from sparse_det.writers import project_solution, read_submission

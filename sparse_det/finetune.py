@@ -46,9 +46,9 @@ import sys
 from pathlib import Path
 
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.run_names import runs_named
+from data_tools.truth_user import add_truth_user_argument
 from sparse_det.against_base import against_base, fold_detections, log_choice
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.checkpoint_radii import with_checkpoint_radii

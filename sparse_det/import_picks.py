@@ -49,10 +49,11 @@ import numpy as np
 import pandas as pd
 
 from data_tools.cli_args import expand_home, run_argument
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, parse_truth_user
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
 from data_tools.run_names import as_run_name
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
+from data_tools.truth_user import GT_USER, TOOL_SESSION, parse_truth_user
 from sparse_det.class_match import as_listed
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING
 
 from data_tools.atomic import writable_dir
 from data_tools.cli_args import RUNS_HELP, add_runs_argument, expand_home, run_argument
-from data_tools.copick_io import GT_USER, TOOL_SESSION, CopickProject, check_picks_name
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
 from data_tools.run_names import runs_named
 from data_tools.tomo_input import add_input_arguments, input_overrides
+from data_tools.truth_user import GT_USER, TOOL_SESSION, check_picks_name
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.config import INFER_PRECISION, PRECISIONS, TTA_MIRRORS

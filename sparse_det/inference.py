@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_tools.copick_io import CopickProject, zyx_vox_to_xyz_A
+from data_tools.coords import zyx_vox_to_xyz_A
+from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.sparsify import reselect
 from data_tools.sparsify_config import SparsifyConfig

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
 from sparse_det.config import PROFILE_CHANNELS
 from sparse_det.metric import DISTANCE_MULTIPLIER

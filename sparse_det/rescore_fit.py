@@ -26,10 +26,11 @@ from data_tools.cli_args import (
     expand_home,
     run_argument,
 )
-from data_tools.copick_io import CopickProject, add_truth_user_argument
+from data_tools.copick_io import CopickProject
 from data_tools.datasets import require_projects
 from data_tools.particles import DataError, ParticleTable
 from data_tools.run_names import runs_named
+from data_tools.truth_user import add_truth_user_argument
 from sparse_det.checkpoint import (
     NETWORK_TUNED,
     RESCORER,

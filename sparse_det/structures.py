@@ -38,7 +38,7 @@ class SparseVolume:
     tomogram_type: str = "denoised"
     feature_names: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)  # the sparsify config that made it
-    origin_A: float = 0.0  # Å position of voxel 0's centre (see copick_io.xyz_A_to_zyx_vox)
+    origin_A: float = 0.0  # Å position of voxel 0's centre (see coords.xyz_A_to_zyx_vox)
     input: dict = field(default_factory=dict)  # which tomogram, how resampled, polarity
     # The first dense feature volumes it was selected from, where sparsify was asked to keep
     # them (the candidate rescorer reads them; sparse_det/rescore.py). Never in a shard;

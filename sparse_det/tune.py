@@ -34,9 +34,9 @@ import numpy as np
 
 from data_tools.atomic import tmp_sibling
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import add_truth_user_argument
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
+from data_tools.truth_user import add_truth_user_argument
 from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
 from sparse_det.class_match import add_class_map_argument, parse_class_map

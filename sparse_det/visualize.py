@@ -20,10 +20,12 @@ import pandas as pd
 
 from data_tools.atomic import atomic_path, writable_dir
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.copick_io import CopickProject, add_truth_user_argument, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
 from data_tools.run_names import runs_named
 from data_tools.tomo_input import add_input_arguments, input_overrides
+from data_tools.truth_user import add_truth_user_argument
 from data_tools.zarr_levels import Tomogram
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from sparse_det.metric import DISTANCE_MULTIPLIER

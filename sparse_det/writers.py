@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_write_text, writable_dir
-from data_tools.copick_io import GT_USER, CopickProject
+from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
+from data_tools.truth_user import GT_USER
 
 SUBMISSION_COLUMNS = ["id", "experiment", "particle_type", "x", "y", "z"]
 

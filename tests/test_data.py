@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.copick_io import xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.sparsify import read_input, sparsify, sparsify_run
 from data_tools.sparsify_config import SparsifyConfig

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 
 _spec = importlib.util.spec_from_file_location(
     "large_tomogram", Path(__file__).resolve().parents[1] / "bench" / "large_tomogram.py")

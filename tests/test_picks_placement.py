@@ -11,6 +11,7 @@ import pytest
 from data_tools import copick_io
 from data_tools.copick_io import CopickProject
 from data_tools.info import project_info
+from data_tools.picks_placement import MISPLACED_MIN_PICKS, picks_misplaced, picks_outside
 from tests.test_copick_io import make_project
 
 VOXEL_A = 10.012
@@ -35,7 +36,7 @@ def test_picks_in_angstrom_are_not_questioned(project, caplog):
     project.write_picks("TS_1", "ribosome", _spread_A(20))
     with caplog.at_level(logging.WARNING):
         project.training_truth("TS_1")
-    assert project.picks_misplaced("TS_1", project.read_picks("TS_1")) is None
+    assert picks_misplaced(project, "TS_1", project.read_picks("TS_1")) is None
     assert not caplog.records
 
 
@@ -58,9 +59,9 @@ def test_picks_in_pixels_are_said_once_with_the_factor(project, caplog):
 
 def test_a_few_picks_in_a_corner_are_an_annotation_of_it(project):
     """Fewer than MISPLACED_MIN_PICKS picks in a corner can be what a person picked there."""
-    project.write_picks("TS_1", "ribosome", _spread_A(copick_io.MISPLACED_MIN_PICKS - 1)
+    project.write_picks("TS_1", "ribosome", _spread_A(MISPLACED_MIN_PICKS - 1)
                         / VOXEL_A)
-    assert project.picks_misplaced("TS_1", project.read_picks("TS_1")) is None
+    assert picks_misplaced(project, "TS_1", project.read_picks("TS_1")) is None
 
 
 def test_picks_beyond_the_tomogram_are_counted_per_particle(project):
@@ -72,7 +73,7 @@ def test_picks_beyond_the_tomogram_are_counted_per_particle(project):
     pts[3, 2] = -VOXEL_A / 2 - 151.0  # below z's first voxel edge
     project.write_picks("TS_1", "ribosome", pts)
     truth = project.read_picks("TS_1")
-    assert project.picks_outside("TS_1", truth) == {"ribosome": 3}
-    assert project.picks_misplaced("TS_1", truth) == (
+    assert picks_outside(project, "TS_1", truth) == {"ribosome": 3}
+    assert picks_misplaced(project, "TS_1", truth) == (
         "picks beyond its tomogram (x, y, z from [-5, -5, -5] to [1577, 1577, 456] Å) by more "
         "than the particle's radius: 3 of 10 ribosome; copick picks are in Å")

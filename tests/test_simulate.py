@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from data_tools.copick_io import CopickProject, xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
+from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.scene import SHAPE_FAMILIES
 from data_tools.shapes import particle_components, random_rotation, render

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from data_tools.copick_io import xyz_A_to_zyx_vox
+from data_tools.coords import xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import BIN2_ORIGIN_A, VOXEL_SIZE_A, simulate_project, simulate_tilt_run

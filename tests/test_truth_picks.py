@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_tools.copick_io import CopickProject, parse_truth_user
+from data_tools.copick_io import CopickProject
 from data_tools.info import main as info_main
 from data_tools.particles import DataError
+from data_tools.truth_user import parse_truth_user
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings
 from sparse_det.data import annotated_project, load_run_sample
 from sparse_det.evaluate import main as evaluate_main
