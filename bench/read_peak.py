@@ -1,6 +1,6 @@
 """The memory of reading one tomogram onto the working grid, against the estimate.
 
-Ray reserves, and `infer` reads ahead by, data_tools.sparsify.peak_bytes: the larger of the
+Ray reserves, and `infer` reads ahead by, data_tools.peak_memory.peak_bytes: the larger of the
 picking phases' line (per working voxel) and the read's (the working volume plus
 Plan.read_bytes, the slabs of source sections in hand). This writes one-level tomograms of
 the shapes, voxel sizes and zarr chunks users' data come in (noise, which compresses no
@@ -41,7 +41,8 @@ CASES = [
 CHILD = """import re, sys, time
 sys.path.insert(0, {root!r})
 from data_tools.copick_io import CopickProject
-from data_tools.sparsify import peak_bytes, plan_input, read_input, read_peak_bytes
+from data_tools.peak_memory import peak_bytes, read_peak_bytes
+from data_tools.sparsify import plan_input, read_input
 from data_tools.sparsify_config import SparsifyConfig
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
 doc = read_checkpoint(DEFAULT_CHECKPOINT)

@@ -268,7 +268,7 @@ def _evaluate_levels(results: dict, levels: dict, checkpoint: str, weights: Path
                      thresholds: dict, cfg, a: argparse.Namespace) -> None:
     """Both detectors and the sparse recall ceiling on every held-out project."""
     from data_tools.copick_io import CopickProject
-    from data_tools.sparsify import ceiling_report
+    from data_tools.sparsify_ceiling import ceiling_report
 
     for level, path in levels.items():
         rs = in_fresh_process(_eval_sparse, path, checkpoint, a.threads, a.device)

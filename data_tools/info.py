@@ -21,9 +21,10 @@ from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import CopickProject
 from data_tools.ome_zarr import missing_chunks
 from data_tools.particles import DataError
+from data_tools.peak_memory import peak_bytes
 from data_tools.picks_placement import picks_misplaced
 from data_tools.run_names import runs_named
-from data_tools.sparsify import peak_bytes, plan_input
+from data_tools.sparsify import plan_input
 from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from data_tools.truth_user import add_truth_user_argument

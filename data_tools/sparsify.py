@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,11 +20,9 @@ import numpy as np
 
 from data_tools.blank import blank_mask, filled
 from data_tools.cli_args import add_runs_argument, expand_home
-from data_tools.coords import xyz_A_to_zyx_vox
 from data_tools.copick_io import CopickProject
 from data_tools.features import feature_volumes, guard_bounds, standardise_kept
 from data_tools.particles import DataError
-from data_tools.run_names import runs_named
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify_config import (
     RAW_SUFFIX,
@@ -354,45 +350,6 @@ def plan_input(project: CopickProject, run: str, cfg: SparsifyConfig) -> Plan:
                        cfg.working_spacing_A)
 
 
-# A picking process's peak: the libraries and model, and per voxel of the working grid
-# the feature volumes most of it. An upper line through the measured peaks, which move by
-# 0.1 GB from run to run (GB at M voxels, 2026-12-07: 0.83-0.86 at 9.1, 1.72-1.78 at 36.5,
-# 1.96-2.07 at 36.1 from a 7.84 Å level, 2.24-2.34 at 72 from a 13.48 Å one, 2.21-2.28 at
-# 73, 3.66-3.75 at 145; bench/large_tomogram*.json). The 7.84 Å level sets the base: its
-# peak is the network's passes (1.94 GB; its read 1.28, its features 1.39), above the 10 Å
-# level's of as many voxels. 1.3 GB and 25 bytes a voxel until the sparsifier's peak came
-# down (4.29 GB at 145 M voxels before).
-PEAK_BASE_BYTES = int(1.4 * 2**30)
-PEAK_BYTES_PER_VOXEL = 22
-
-
-# Reading comes first, with the libraries and model loaded (0.3 GB) and only the working
-# volume and the slabs being read in hand; from a level much finer than the working grid
-# the slabs can be the larger part (bench/read_peak.py).
-READ_BASE_BYTES = int(0.45 * 2**30)
-
-
-def read_peak_bytes(plan: Plan) -> int:
-    """About the most memory reading what `plan` reads takes."""
-    return READ_BASE_BYTES + 4 * plan.working_voxels + plan.read_bytes
-
-
-def peak_bytes(plan: Plan) -> int:
-    """About the most memory a process picking what `plan` reads takes: the larger of the
-    read's peak and the picking's."""
-    return max(PEAK_BASE_BYTES + plan.working_voxels * PEAK_BYTES_PER_VOXEL,
-               read_peak_bytes(plan))
-
-
-def estimated_peak_bytes(project: CopickProject, run: str, cfg: SparsifyConfig) -> int | None:
-    """peak_bytes of `run`, from its metadata alone; None where its plan fails (the read
-    then says why)."""
-    try:
-        return peak_bytes(plan_input(project, run, cfg))
-    except (DataError, OSError, ValueError):
-        return None
-
-
 def full_resolution_source(project: CopickProject, run: str, cfg: SparsifyConfig) -> Source:
     """The finest level of the tomogram `cfg` reads (pictures, STAR pixel sizes)."""
     s = plan_input(project, run, cfg).source
@@ -430,58 +387,6 @@ def shard_or_sparsify(project: CopickProject, run: str, cfg: SparsifyConfig,
     return sv
 
 
-def retained(sv: SparseVolume, centers_xyz_A: np.ndarray, radius_A: float,
-             min_voxels: int = 5) -> np.ndarray:
-    """Per particle: does it keep at least `min_voxels` voxels within its radius?"""
-    from scipy.spatial import cKDTree
-
-    if len(centers_xyz_A) == 0:
-        return np.zeros(0, bool)
-    c = xyz_A_to_zyx_vox(centers_xyz_A, sv.voxel_size_A, sv.origin_A)
-    counts = cKDTree(sv.coords_zyx).query_ball_point(c, radius_A / sv.voxel_size_A,
-                                                     return_length=True)
-    return np.asarray(counts) >= min_voxels
-
-
-def ceiling_report(project: CopickProject, cfg: SparsifyConfig, out: Path | None,
-                   runs: list[str] | None = None, progress: bool = True) -> dict:
-    """Sparsifies each run (writing shards when `out` is given; a shard already there made
-    with `cfg` is read back, so an interrupted call resumes) and measures the ceiling."""
-    from tqdm import tqdm
-
-    per_class = {p.name: [0, 0] for p in project.particles}
-    rows = []
-    project.require_runs()
-    for run in tqdm(runs_named([project], runs)[0], desc="sparsify", unit="run",
-                    disable=not progress):
-        t0 = time.perf_counter()
-        sv = shard_or_sparsify(project, run, cfg, out, write=out is not None)
-        dt = time.perf_counter() - t0
-        for name, pts in project.read_picks(run).items():
-            ok = retained(sv, pts, project.particles[name].radius_A)
-            per_class[name][0] += int(ok.sum())
-            per_class[name][1] += len(ok)
-        rows.append({"run": run, "kept_fraction": len(sv) / float(np.prod(sv.shape_zyx)),
-                     "n_voxels": len(sv), "seconds": dt,
-                     "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20})
-    return {"config": cfg.to_dict(), "runs": rows,
-            "retained": {k: {"kept": a, "total": b, "fraction": a / b if b else None}
-                         for k, (a, b) in per_class.items()}}
-
-
-def format_report(rep: dict) -> str:
-    lines = [f"{'particle':<22}{'retained':>10}{'total':>8}{'fraction':>10}"]
-    for k, v in rep["retained"].items():
-        frac = "-" if v["fraction"] is None else f"{v['fraction']:.4f}"
-        lines.append(f"{k:<22}{v['kept']:>10}{v['total']:>8}{frac:>10}")
-    lines.append("")
-    lines.append(f"{'run':<22}{'kept %':>10}{'voxels':>10}{'s':>8}{'peak GB':>9}")
-    for r in rep["runs"]:
-        lines.append(f"{r['run']:<22}{100 * r['kept_fraction']:>10.2f}{r['n_voxels']:>10}"
-                     f"{r['seconds']:>8.2f}{r['peak_rss_gb']:>9.2f}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", required=True)
@@ -494,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     add_input_arguments(ap)
     add_truth_user_argument(ap)
     a = expand_home(ap.parse_args(argv))
+    from data_tools.sparsify_ceiling import ceiling_report, format_report
+
     try:
         cfg = with_overrides(load_config(a.config), input_overrides(a))
         project = CopickProject(a.project, truth_user=a.truth_user)

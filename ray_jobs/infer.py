@@ -39,7 +39,7 @@ def infer_project_ray(project: CopickProject, checkpoint: str | Path, *,
     import ray
     from tqdm import tqdm
 
-    from data_tools.sparsify import estimated_peak_bytes
+    from data_tools.peak_memory import estimated_peak_bytes
     from data_tools.tomo_input import with_overrides
     from ray_jobs.cluster import init_ray, largest_node_memory, task_memory
     from sparse_det.checkpoint import checkpoint_settings

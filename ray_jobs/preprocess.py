@@ -18,9 +18,10 @@ from pathlib import Path
 from data_tools.cli_args import add_runs_argument, at_least, expand_home
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError
+from data_tools.peak_memory import estimated_peak_bytes
 from data_tools.run_names import runs_named
 from data_tools.shards import shard_matches, shard_path, write_shard
-from data_tools.sparsify import estimated_peak_bytes, sparsify_run
+from data_tools.sparsify import sparsify_run
 from data_tools.sparsify_config import SparsifyConfig, load_config
 from data_tools.tomo_input import add_input_arguments, input_overrides, with_overrides
 from ray_jobs.cluster import init_ray, largest_node_memory, task_memory

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_tools.copick_io import CopickProject
-from data_tools.sparsify import estimated_peak_bytes, shard_or_sparsify
+from data_tools.peak_memory import estimated_peak_bytes
+from data_tools.sparsify import shard_or_sparsify
 from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import with_overrides
 from sparse_det.checkpoint import CheckpointError, checkpoint_settings
@@ -64,7 +65,7 @@ def in_own_thread(fn: Callable, *args, name: str = READER_THREAD) -> Future:
 
 # Reading the next run while one is picked adds most of its peak again (two runs of
 # 368×1260×1260 voxels: 3.74 GB, one 2.28 GB), so the next run is read ahead only where its
-# estimated peak (data_tools.sparsify.estimated_peak_bytes) fits this part of the memory
+# estimated peak (data_tools.peak_memory.estimated_peak_bytes) fits this part of the memory
 # still available.
 READ_AHEAD_SHARE = 0.5
 

@@ -213,12 +213,12 @@ def test_ctrl_c_ends_tune_and_rescore_with_a_line(monkeypatch, tmp_path, capsys)
 
 
 def test_ctrl_c_ends_sparsify_with_a_line(small_project, monkeypatch, tmp_path, capsys):
-    from data_tools import sparsify
+    from data_tools import sparsify, sparsify_ceiling
 
     def pressed(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sparsify, "ceiling_report", pressed)
+    monkeypatch.setattr(sparsify_ceiling, "ceiling_report", pressed)
     out = tmp_path / "shards"
     assert sparsify.main(["--project", str(small_project.path), "--out", str(out)]) == 130
     assert capsys.readouterr().err.strip() == (

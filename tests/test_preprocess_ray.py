@@ -7,7 +7,8 @@ import pytest
 
 from data_tools.copick_io import CopickProject
 from data_tools.shards import list_shards, read_shard, shard_path
-from data_tools.sparsify import ceiling_report, keep_share, sparsify
+from data_tools.sparsify import keep_share, sparsify
+from data_tools.sparsify_ceiling import ceiling_report
 from data_tools.sparsify_config import SparsifyConfig
 from ray_jobs.preprocess import preprocess_project
 

@@ -6,12 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from data_tools.sparsify import (
-    PEAK_BASE_BYTES,
-    PEAK_BYTES_PER_VOXEL,
-    estimated_peak_bytes,
-    plan_input,
-)
+from data_tools.peak_memory import PEAK_BASE_BYTES, PEAK_BYTES_PER_VOXEL, estimated_peak_bytes
+from data_tools.sparsify import plan_input
 from data_tools.sparsify_config import SparsifyConfig
 from ray_jobs.preprocess import preprocess_project
 

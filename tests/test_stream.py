@@ -123,7 +123,8 @@ def test_a_run_too_large_for_the_memory_left_is_read_after_the_one_before(small_
     import threading
     import weakref
 
-    from data_tools.sparsify import estimated_peak_bytes, plan_input
+    from data_tools.peak_memory import estimated_peak_bytes
+    from data_tools.sparsify import plan_input
     from sparse_det import stream
 
     runs = small_project.runs()

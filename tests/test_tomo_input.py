@@ -266,7 +266,7 @@ def test_the_reads_memory_by_hand(monkeypatch):
     the read and the picking."""
     from data_tools import resample as resampling
     from data_tools import tomo_input
-    from data_tools.sparsify import (
+    from data_tools.peak_memory import (
         PEAK_BASE_BYTES,
         PEAK_BYTES_PER_VOXEL,
         READ_BASE_BYTES,
