@@ -36,7 +36,7 @@ from bench.detector import bench_project  # noqa: E402
 from data_tools.copick_io import CopickProject, copy_without_tomograms  # noqa: E402
 from data_tools.datasets import require_projects  # noqa: E402
 from data_tools.denoisers import denoise  # noqa: E402
-from data_tools.tilt_series import ALL_DENOISERS  # noqa: E402
+from data_tools.tilt_ranges import ALL_DENOISERS  # noqa: E402
 
 SCORED = ["apo-ferritin", "beta-galactosidase", "ribosome", "thyroglobulin",
           "virus-like-particle"]

@@ -242,7 +242,8 @@ def recorded_runs(project: Path) -> set[str]:
 
 def run_call(call: SimCall, root: Path) -> None:
     from data_tools.sim_ranges import SimRanges
-    from data_tools.simulate import FULL_SHAPE_ZYX, TiltRanges, simulate_project
+    from data_tools.simulate import FULL_SHAPE_ZYX, simulate_project
+    from data_tools.tilt_ranges import TiltRanges
 
     ranges = SimRanges.from_dict({**asdict(SimRanges()), **call.ranges})
     tilt = TiltRanges.from_dict(call.tilt_ranges)

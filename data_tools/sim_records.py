@@ -14,7 +14,7 @@ import pandas as pd
 from data_tools.atomic import atomic_write_text
 from data_tools.particles import DataError
 from data_tools.sim_ranges import HARD_NEGATIVE_FIELDS, SimRanges
-from data_tools.tilt_series import NOT_RANGES, TiltRanges, recorded_choices
+from data_tools.tilt_ranges import NOT_RANGES, TiltRanges, recorded_choices
 
 
 def write_records(out: Path, sol: pd.DataFrame, record: dict) -> None:

@@ -36,12 +36,8 @@ from data_tools.particles import DataError, ParticleTable
 from data_tools.scene import EXTRA_NAMES, FULL_SHAPE_ZYX, VOXEL_SIZE_A, render_scene
 from data_tools.sim_ranges import SimRanges, draw_run_params
 from data_tools.sim_records import like_run, write_records
-from data_tools.tilt_series import (
-    ELECTRON_WAVELENGTH_A,
-    TiltRanges,
-    reconstruct_with_halves,
-    reconstructed_at,
-)
+from data_tools.tilt_ranges import TiltRanges
+from data_tools.tilt_series import ELECTRON_WAVELENGTH_A, reconstruct_with_halves, reconstructed_at
 from data_tools.zarr_levels import bin_mean
 
 BIN2_ORIGIN_A = VOXEL_SIZE_A / 2  # a 2× mean-binned voxel 0 covers full voxels 0 and 1

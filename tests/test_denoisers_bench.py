@@ -87,7 +87,7 @@ def test_n2n_trains_on_the_halves_and_names_a_run_without_them(small_project, tm
 
     from data_tools.particles import DataError
     from data_tools.simulate import simulate_project
-    from data_tools.tilt_series import TiltRanges
+    from data_tools.tilt_ranges import TiltRanges
 
     with pytest.raises(DataError, match=f"{small_project.runs()[0]} has no frame-split halves"):
         bench_denoisers.denoised_copy(small_project, tmp_path / "refused", "n2n", 1.0, 5)

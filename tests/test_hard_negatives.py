@@ -82,7 +82,8 @@ def test_hard_negatives_do_not_change_the_noise():
     from data_tools.scene import render_scene
     from data_tools.sim_ranges import draw_run_params
     from data_tools.simulate import image
-    from data_tools.tilt_series import TiltRanges, reconstruct
+    from data_tools.tilt_ranges import TiltRanges
+    from data_tools.tilt_series import reconstruct
 
     shape = (48, 96, 96)
     ranges = SimRanges(crowding=(3, 3), snr=(1.0, 1.0), contrast_offset=(0, 0),

@@ -364,7 +364,7 @@ def test_runs_like_a_run_draw_its_parameters(tmp_path, physics):
     from data_tools.particles import DataError
     from data_tools.sim_records import like_run
     from data_tools.simulate import main, simulate_project
-    from data_tools.tilt_series import TiltRanges
+    from data_tools.tilt_ranges import TiltRanges
 
     ranges = SimRanges(carbon_edges=(1, 2), contamination=(1, 3),
                        procedural_shape_share=(0.2, 0.6), interface_share=(0.5, 0.9))

@@ -12,9 +12,8 @@ from data_tools.coords import xyz_A_to_zyx_vox
 from data_tools.particles import ParticleTable
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import BIN2_ORIGIN_A, VOXEL_SIZE_A, simulate_project, simulate_tilt_run
+from data_tools.tilt_ranges import SCHEMES, TiltRanges
 from data_tools.tilt_series import (
-    SCHEMES,
-    TiltRanges,
     acquisition_angles,
     dose_index,
     dose_symmetric_angles,

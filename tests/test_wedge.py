@@ -14,7 +14,7 @@ from data_tools.copick_io import CopickProject
 from data_tools.particles import ParticleTable
 from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project, simulate_tilt_run
-from data_tools.tilt_series import TiltRanges
+from data_tools.tilt_ranges import TiltRanges
 from data_tools.wedge import X_AXIS_RATIO, tilt_axis
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.data import RunSample, in_network_frame
