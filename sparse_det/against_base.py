@@ -33,13 +33,8 @@ def against_base(dets, truths, project, base, kw: dict, settings, prior, kept=()
     (sparse_det/keep_classes.py): they do not score, as the base would always match itself
     there, and their thresholds pass as many picks as the base's (as_many_as_base)."""
     from data_tools.particles import ParticleTable
-    from sparse_det.thresholds import (
-        as_many_as_base,
-        calibrate_and_tune,
-        carried_prior,
-        keep_first_unless_beaten,
-        paired_difference,
-    )
+    from sparse_det.calibrated_tuning import as_many_as_base, calibrate_and_tune, carried_prior
+    from sparse_det.thresholds import keep_first_unless_beaten, paired_difference
 
     runs = [d.run for d in dets]
     base_dets = fold_detections(Path(base), project, runs, kw["work"] / "shards",
@@ -71,7 +66,8 @@ def _per_class_versus(tuned: dict, dets: dict, truths, scored) -> dict[str, list
     run: mean, SE]}. A fine-tune is written for its weighted lead, and one class may pay
     for it: a proteasome learnt on noisier copies cost thyroglobulin 0.928 -> 0.869 on new
     runs (docs/experiments.md, *A fine-tune's added noise*)."""
-    from sparse_det.thresholds import apply_calibration, class_run_scores, paired_difference
+    from sparse_det.calibration import apply_calibration
+    from sparse_det.thresholds import class_run_scores, paired_difference
 
     f4 = {k: class_run_scores([apply_calibration(d, tuned[k][1]) for d in ds], truths,
                               scored, tuned[k][0].thresholds) for k, ds in dets.items()}

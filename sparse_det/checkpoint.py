@@ -269,7 +269,7 @@ class Settings:
     # set the thresholds on, where it recorded them.
     tuned_confidence: tuple[float, float] | None = None
     # The thresholds were not tuned for these weights (a soup keeps its first member's):
-    # nothing to keep when re-tuning (thresholds.keep_prior_unless_beaten).
+    # nothing to keep when re-tuning (calibrated_tuning.keep_prior_unless_beaten).
     thresholds_stale: bool = False
     has_rescorer: bool = False  # it carries a candidate rescorer (sparse_det/rescore.py)
     # "PROJECT_FOLDER/RUN" of each run its rescorer was fitted on (sparse_det.rescore)

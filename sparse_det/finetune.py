@@ -16,10 +16,10 @@ never come from a run the model trained on.
    from the base checkpoint on the other runs, stopping early when validation F4 stops
    rising, and its best epoch detects its held-out runs.
 3. Per-class thresholds tuned on those out-of-fold detections only (a class keeps the
-   base's unless they beat it: thresholds.keep_prior_unless_beaten; carried over to the
+   base's unless they beat it: calibrated_tuning.keep_prior_unless_beaten; carried over to the
    fine-tune as the lowest of: the threshold passing as many picks on these runs, the
    probability it stands for in the fine-tune's calibration, and the vote mass it stands
-   for where the base has no rescorer: thresholds.carried_prior).
+   for where the base has no rescorer: calibrated_tuning.carried_prior).
 4. The base detects the same runs; unless the fine-tune leads it there by more than 2
    standard errors run by run, the output is the base with thresholds tuned on them. The
    log gives each class's lead run by run as well, and warns of a class a written

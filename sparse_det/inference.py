@@ -28,6 +28,7 @@ from data_tools.particles import ParticleTable
 from data_tools.sparsify import reselect
 from data_tools.sparsify_config import SparsifyConfig
 from data_tools.tomo_input import with_overrides
+from sparse_det.calibration import CALIBRATED_DEFAULT_THRESHOLD, apply_calibration
 from sparse_det.checkpoint import (
     LoadedCheckpoint,
     load_checkpoint,
@@ -51,7 +52,6 @@ from sparse_det.structures import (
     SparseVolume,
     swap_yx,
 )
-from sparse_det.thresholds import CALIBRATED_DEFAULT_THRESHOLD, apply_calibration
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ calibrated. Here the base's own picks of those classes in each annotated run sta
 their annotations, in a copick project over the same tomograms (the user's project is not
 written to): the fine-tune is taught to go on picking what the base picked, and its
 thresholds for those classes pass as many picks as the base's do
-(thresholds.as_many_as_base). A base pick where an annotated particle is (the base reading
+(calibrated_tuning.as_many_as_base). A base pick where an annotated particle is (the base reading
 a new complex as a class of like size) is left out: that is what the annotations
 correct."""
 

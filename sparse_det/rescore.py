@@ -31,11 +31,11 @@ from scipy.spatial import cKDTree
 from data_tools.coords import xyz_A_to_zyx_vox
 from data_tools.copick_io import CopickProject
 from data_tools.particles import DataError, ParticleTable
+from sparse_det.calibration import apply_calibration
 from sparse_det.config import PROFILE_CHANNELS
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.postprocess import nms
 from sparse_det.structures import Detections
-from sparse_det.thresholds import apply_calibration
 
 R_MAX_VOX = 15  # at the 20 Å working grid: twice the largest radius (150 Å), its context
 SPREAD_CHANNELS = 2  # shell standard deviations of the first two
@@ -267,7 +267,7 @@ class RescoreNet(torch.nn.Module):
     """Standardised features → p(background, each of the K classes): the mean of its
     members' softmaxes (MLPs fitted alike from different seeds; one costs ~0.1 ms per 1000
     candidates, the features are shared). `calibration`: the network's score calibration it
-    was fitted with (thresholds.apply_calibration), kept with it so that re-tuning the
+    was fitted with (calibration.apply_calibration), kept with it so that re-tuning the
     checkpoint's own cannot move its inputs. `network_classes`: classes whose detections
     keep the network's own (calibrated) scores instead of the MLPs' — where the MLPs, fitted
     on the simulator's particle models, read a class's particles no fit drew worse than the

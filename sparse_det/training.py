@@ -27,6 +27,7 @@ import torch
 
 from data_tools.atomic import atomic_write_text
 from data_tools.particles import ParticleTable
+from sparse_det.calibrated_tuning import calibrate_and_tune
 from sparse_det.checkpoint import (
     CheckpointError,
     checkpoint_settings,
@@ -40,7 +41,6 @@ from sparse_det.inference import detect_sparse
 from sparse_det.losses import detection_losses, distill_loss, label_weights
 from sparse_det.model import build_model, load_deepened, remap_classes, widen_input
 from sparse_det.structures import Detections
-from sparse_det.thresholds import calibrate_and_tune
 
 WARMUP_FRACTION = 0.05  # of all steps, linear warm-up of the learning rate
 LR_FLOOR = 0.02  # the cosine decays to this fraction of train.lr
@@ -78,7 +78,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     label_weight: torch.Tensor | None = None  # class-loss weight per label (losses.label_weights)
     # The init checkpoint's (thresholds, calibration): a class no validation run annotates
-    # keeps its threshold, which those runs cannot set (thresholds.calibrate_and_tune).
+    # keeps its threshold, which those runs cannot set (calibrated_tuning.calibrate_and_tune).
     threshold_prior: tuple[dict, dict] | None = None
     # The init checkpoint's model, frozen (_teacher), where loss.distill_weight > 0, and the
     # labels it knew (0 and its classes): the term reads those alone.

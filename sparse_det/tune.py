@@ -163,9 +163,9 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     share instead of the checkpoint's, which `out` then keeps (sparsify.keep_fraction)."""
     from dataclasses import replace
 
+    from sparse_det.calibrated_tuning import calibrate_and_tune, tune_confidence_power
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.inference import Picker, tta_mirrors
-    from sparse_det.thresholds import calibrate_and_tune, tune_confidence_power
 
     _check_inference(inference)  # bad settings fail before any work
     input_overrides = _with_share(input_overrides, keep_fraction)
@@ -209,7 +209,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
 
 def _floors(dets: list, truths: list, particles, tuning, calibration: dict) -> dict:
     """precision_recall_at_floors of the runs' detections, calibrated as tuned."""
-    from sparse_det.thresholds import apply_calibration, precision_recall_at_floors
+    from sparse_det.calibration import apply_calibration
+    from sparse_det.thresholds import precision_recall_at_floors
 
     return precision_recall_at_floors([apply_calibration(d, calibration) for d in dets],
                                       truths, particles, tuning.thresholds)

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from data_tools.particles import ParticleTable
+from sparse_det.calibrated_tuning import tune_confidence_power
 from sparse_det.inference import class_confidence, tomogram_confidence
 from sparse_det.metric import ClassScore
 from sparse_det.structures import Detections
-from sparse_det.thresholds import Tuning, keep_first_unless_beaten, tune_confidence_power
+from sparse_det.thresholds import Tuning, keep_first_unless_beaten
 
 
 def test_confidence_is_the_mean_top_probability_over_predicted_particle_voxels():

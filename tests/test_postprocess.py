@@ -102,7 +102,7 @@ def test_dense_votes_are_never_split_by_a_neighbour_cap():
 
 
 def test_first_hit_labels_follow_the_metric():
-    from sparse_det.thresholds import first_hit_labels
+    from sparse_det.calibration import first_hit_labels
 
     ref = np.array([[0.0, 0, 0], [100.0, 0, 0]])
     cand = np.array([[1.0, 0, 0], [2.0, 0, 0], [50.0, 0, 0], [101.0, 0, 0]])
@@ -113,13 +113,10 @@ def test_first_hit_labels_follow_the_metric():
 
 def test_calibration_maps_masses_to_probabilities_without_changing_picks():
     from data_tools.particles import ParticleTable
+    from sparse_det.calibrated_tuning import calibrate_and_tune
+    from sparse_det.calibration import apply_calibration, fit_calibration
     from sparse_det.structures import Detections
-    from sparse_det.thresholds import (
-        apply_calibration,
-        calibrate_and_tune,
-        fit_calibration,
-        tune_thresholds,
-    )
+    from sparse_det.thresholds import tune_thresholds
 
     particles = ParticleTable.competition()
     rng = np.random.default_rng(0)

@@ -540,8 +540,8 @@ def test_network_classes_keep_the_networks_scores_and_the_rest_the_rescorers(
     every other class exactly the rescorer's; the setting travels in the checkpoint, marks
     its thresholds stale, and a class the checkpoint lacks or a checkpoint without a
     rescorer is refused by name."""
+    from sparse_det.calibration import apply_calibration
     from sparse_det.inference import Picker
-    from sparse_det.thresholds import apply_calibration
     from sparse_det.tune import write_network_classes
 
     out = tmp_path / "ribosome_alone.pt"

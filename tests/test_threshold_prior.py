@@ -1,13 +1,13 @@
 """Re-tuning on a few runs keeps a class's threshold from the checkpoint unless the runs'
-best leads it run by run (sparse_det.thresholds.keep_prior_unless_beaten): hand-built runs
+best leads it run by run (sparse_det.calibrated_tuning.keep_prior_unless_beaten): hand-built runs
 with known counts."""
 
 import numpy as np
 import pytest
 
 from data_tools.particles import ParticleTable
+from sparse_det.calibrated_tuning import calibrate_and_tune, carried_prior, prior_thresholds_in
 from sparse_det.structures import Detections
-from sparse_det.thresholds import calibrate_and_tune, carried_prior, prior_thresholds_in
 
 PARTICLES = ParticleTable.competition()
 PRIOR = ({"ribosome": 5.0}, {})  # an uncalibrated checkpoint: the threshold is a vote mass
@@ -211,7 +211,7 @@ def test_a_kept_class_passes_as_many_as_the_base():
     0.50-0.30 and the last 2 at 0.1. F4 against those picks passes all 20 a run (recall
     1 at precision 0.5 beats 0.8 at 1); as_many_as_base passes as many as the base's
     threshold (mass 5) passes of its own: 10 a run, 20 in all."""
-    from sparse_det.thresholds import as_many_as_base
+    from sparse_det.calibrated_tuning import as_many_as_base
 
     ref = np.stack([np.arange(10) * 1000.0, np.zeros(10), np.zeros(10)], 1)
     far = np.stack([np.arange(10) * 500.0, np.full(10, 50000.0), np.zeros(10)], 1)

@@ -364,7 +364,7 @@ def test_tune_keeps_the_checkpoints_threshold_for_classes_no_run_annotates(annot
                                                                           tmp_path):
     """alice's run annotates ribosomes alone. `tune --fit-all-thresholds` fits the ribosome
     from it; every other class keeps the vote mass the checkpoint's threshold stood for."""
-    from sparse_det.thresholds import _log_mass
+    from sparse_det.calibrated_tuning import _log_mass
     from sparse_det.tune import main as tune_main
 
     project, _ = annotated
@@ -462,7 +462,7 @@ def test_training_validation_keeps_the_inits_threshold_for_classes_no_run_annota
     not vote masses (read as masses they passed nearly every candidate)."""
     import torch
 
-    from sparse_det.thresholds import _log_mass
+    from sparse_det.calibrated_tuning import _log_mass
     from sparse_det.training import Hooks, _validate, build_state
 
     project, (run0, _) = annotated
