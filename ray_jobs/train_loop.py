@@ -16,7 +16,8 @@ import torch
 from ray_jobs.config import CHECKPOINT_FILE, ray_config_from_dict
 from sparse_det.checkpoint import read_checkpoint, save_checkpoint
 from sparse_det.config import Config, config_from_dict
-from sparse_det.training import Hooks, TrainState, fit
+from sparse_det.train_state import TrainState
+from sparse_det.training import Hooks, fit
 
 
 def _all_gather(obj) -> list:

@@ -79,7 +79,7 @@ class LossConfig:
     # teaches background; 0.5, chosen before measuring: "about half picked".
     unpicked_share: float = 0.5
     # Learning without forgetting: the weight of KL(init ‖ model) between the class
-    # probabilities of train.init_checkpoint (frozen: training._teacher) and of the model
+    # probabilities of train.init_checkpoint (frozen: train_state._teacher) and of the model
     # on every voxel of every crop (losses.distill_loss). 0: off. A fine-tune on a few
     # runs can learn a rare class's look in those runs as background elsewhere.
     distill_weight: float = 0.0
@@ -316,7 +316,7 @@ def config_from_dict(d: dict, base_dir: Path | None = None) -> Config:
 
 def _check_distill(loss: LossConfig) -> None:
     # Whether train.init_checkpoint is set is checked when training starts
-    # (training.build_state): `train --init` sets it after the config is read.
+    # (train_state.build_state): `train --init` sets it after the config is read.
     if not loss.distill_weight >= 0:
         raise ConfigError(f"loss.distill_weight: {loss.distill_weight}, expected ≥ 0")
 

@@ -315,7 +315,7 @@ def test_training_from_a_checkpoint_reads_other_names_as_its_classes():
     checkpoint's row for that class predicted, and the threshold prior is keyed by the
     project's names."""
     from sparse_det.model import build_model
-    from sparse_det.training import build_state
+    from sparse_det.train_state import build_state
 
     settings = checkpoint_settings(DEFAULT_CHECKPOINT)
     names = [OTHER.get(n, n) for n in reversed(settings.particles.names)]
@@ -571,7 +571,7 @@ def test_distillation_reads_the_classes_the_init_knew():
     """loss.distill_weight from a checkpoint on a table with a class new to it: the frozen
     copy is the init, and the term's labels are background and the checkpoint's classes,
     not the new one (whose zero row is no knowledge to keep)."""
-    from sparse_det.training import build_state
+    from sparse_det.train_state import build_state
 
     settings = checkpoint_settings(DEFAULT_CHECKPOINT)
     listed = ParticleTable([*settings.particles.particles,

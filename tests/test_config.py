@@ -127,7 +127,7 @@ def test_distillation_settings_are_checked():
     import torch
 
     from data_tools.particles import COMPETITION_PARTICLES, ParticleTable
-    from sparse_det.training import build_state
+    from sparse_det.train_state import build_state
 
     with pytest.raises(ConfigError, match=r"set train.init_checkpoint \(train --init PT\)"):
         build_state(ok, ["a"], ParticleTable(COMPETITION_PARTICLES), torch.device("cpu"))

@@ -104,7 +104,8 @@ def test_sparsifier_ignores_scale_and_offset(small_project):
 
 def test_resume_restores_optimizer_and_schedule(tmp_path):
     from sparse_det.checkpoint import read_checkpoint, save_checkpoint
-    from sparse_det.training import build_state, train_step
+    from sparse_det.train_state import build_state
+    from sparse_det.training import train_step
 
     cfg = Config()
     cfg.model.channels, cfg.train.steps, cfg.train.crop_zyx = (8, 16), 40, (24, 40, 40)

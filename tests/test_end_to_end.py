@@ -262,7 +262,8 @@ def test_distillation_keeps_a_fine_tune_near_its_init(trained):
     against 0.036 (at lr 0.01 both read 0.23-0.25). The teacher is the init, and stays it."""
     from sparse_det.data import CropSampler, annotated_project, load_samples, split_runs
     from sparse_det.losses import distill_loss
-    from sparse_det.training import build_state, train_step
+    from sparse_det.train_state import build_state
+    from sparse_det.training import train_step
 
     cfg, best = copy.deepcopy(trained[0]), trained[1]
     cfg.train.init_checkpoint, cfg.train.lr = str(best), 0.003
@@ -323,7 +324,7 @@ def test_weight_average_is_what_checkpoints_hold_and_resume_restores(trained, tm
     so a resumed run is not bit for bit an unbroken one); a folder trained with it refuses
     to resume without it."""
     from sparse_det.data import annotated_project
-    from sparse_det.training import build_state
+    from sparse_det.train_state import build_state
 
     cfg = copy.deepcopy(trained[0])
     cfg.train.steps, cfg.train.steps_per_epoch, cfg.train.ema_decay = 20, 10, 0.9

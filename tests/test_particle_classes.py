@@ -79,7 +79,7 @@ def test_training_from_a_checkpoint_matches_its_classes_by_name(capsys):
     """build_state on a project whose config lists the shipped classes backwards, without
     beta-amylase, and with a complex the checkpoint never saw: every known class predicts
     what the checkpoint's row for it predicted."""
-    from sparse_det.training import build_state
+    from sparse_det.train_state import build_state
 
     settings = checkpoint_settings(DEFAULT_CHECKPOINT)
     names = [n for n in reversed(settings.particles.names) if n != "beta-amylase"]

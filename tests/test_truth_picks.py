@@ -331,7 +331,8 @@ def test_a_training_step_on_a_partly_annotated_run(annotated, tmp_path):
     from sparse_det.config import Config
     from sparse_det.data import CropSampler
     from sparse_det.losses import detection_losses
-    from sparse_det.training import build_state, train_step
+    from sparse_det.train_state import build_state
+    from sparse_det.training import train_step
 
     project, (run0, _) = annotated
     cfg = Config()
@@ -463,7 +464,8 @@ def test_training_validation_keeps_the_inits_threshold_for_classes_no_run_annota
     import torch
 
     from sparse_det.calibrated_tuning import _log_mass
-    from sparse_det.training import Hooks, _validate, build_state
+    from sparse_det.train_state import build_state
+    from sparse_det.training import Hooks, _validate
 
     project, (run0, _) = annotated
     base = checkpoint_settings(DEFAULT_CHECKPOINT)
