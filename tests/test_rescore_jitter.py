@@ -1,11 +1,11 @@
-"""The rescorer's fit-time profile jitter (sparse_det/rescore_fit.py: jitter_profiles)."""
+"""The rescorer's fit-time profile jitter (sparse_det/profile_jitter.py: jitter_profiles)."""
 
 from __future__ import annotations
 
 import torch
 
+from sparse_det.profile_jitter import draw_profile_jitter, jitter_profiles
 from sparse_det.rescore import PROFILE_CHANNELS, R_MAX_VOX, SPREAD_CHANNELS
-from sparse_det.rescore_fit import draw_profile_jitter, jitter_profiles
 
 ROWS, N_R = PROFILE_CHANNELS + SPREAD_CHANNELS, R_MAX_VOX + 1
 N_OTHER = 7  # the network's scores and shells after the profiles
