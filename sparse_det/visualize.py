@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     add_input_arguments(ap)
     add_truth_user_argument(ap)
     a = expand_home(ap.parse_args(argv))
+    drawn = 0
     try:
         from sparse_det.writers import read_submission
 
@@ -209,16 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         sub = read_submission(a.submission) if a.submission else None
         if sub is not None:
             _warn_unpicked(a.submission, sub, runs)
-        for i, paths in enumerate(visualize_runs(
-                project, runs, a.out, checkpoint=a.checkpoint, submission=sub,
-                device=a.device, shards_dir=a.shards, input_overrides=input_overrides(a))):
+        for paths in visualize_runs(project, runs, a.out, checkpoint=a.checkpoint,
+                                    submission=sub, device=a.device, shards_dir=a.shards,
+                                    input_overrides=input_overrides(a)):
+            drawn += 1
             if len(runs) > 1:
-                print(f"[{i + 1}/{len(runs)}] {runs[i]}", file=sys.stderr)
+                print(f"[{drawn}/{len(runs)}] {runs[drawn - 1]}", file=sys.stderr)
             for p in paths:
                 print(p, flush=True)
     except (DataError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback through torch
+        print(f"interrupted; the pictures of {drawn} run(s) are in {a.out}", file=sys.stderr)
+        return 130
     return 0
 
 

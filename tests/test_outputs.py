@@ -244,6 +244,33 @@ def test_visualize_draws_the_runs_a_pattern_names_with_one_load(small_project, t
     assert not (tmp_path / "none").exists()
 
 
+def test_ctrl_c_in_visualize_says_what_is_drawn(small_project, tmp_path, capsys,
+                                               monkeypatch):
+    """Ctrl-C while the second run is drawn: one line naming the runs drawn, exit 130; the
+    first run's pictures are written and listed."""
+    from sparse_det import visualize
+
+    drawn_pr = []
+    real = visualize.pr_picture
+
+    def pressed_on_the_second(*args, **kw):
+        if drawn_pr:
+            raise KeyboardInterrupt
+        drawn_pr.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(visualize, "pr_picture", pressed_on_the_second)
+    out = tmp_path / "pics"
+    assert visualize_main(["--project", str(small_project.path), "--runs", "*",
+                           "--out", str(out)]) == 130
+    printed, err = capsys.readouterr()
+    first = small_project.runs()[0]
+    assert [Path(p).name for p in printed.split()] == [f"{first}_{k}.png"
+                                                       for k in ("xy", "xz", "pr")]
+    assert err.strip().endswith(f"interrupted; the pictures of 1 run(s) are in {out}"), err
+    assert (out / f"{first}_pr.png").exists()
+
+
 def test_visualize_says_when_the_submission_has_no_picks_of_the_run(inferred, small_project,
                                                                     tmp_path, capsys):
     """--run given with its trailing '/' (a shell's completion) and a submission of the other
