@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from sparse_det.rescore import PROFILE_CHANNELS, R_MAX_VOX, SPREAD_CHANNELS
+from sparse_det.rescore import PROFILE_CHANNELS
+from sparse_det.rescore_profiles import R_MAX_VOX, SPREAD_CHANNELS
 
 # --profile-jitter: each example's radial profiles redrawn in every batch as another
 # particle of its class could give them — the same complex a little larger or smaller than

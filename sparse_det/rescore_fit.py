@@ -42,7 +42,6 @@ from sparse_det.checkpoint import (
 from sparse_det.metric import DISTANCE_MULTIPLIER
 from sparse_det.profile_jitter import draw_profile_jitter, jitter_profiles
 from sparse_det.rescore import (
-    PROB_SHELLS_VOX,
     PROFILE_CHANNELS,
     RescoreNet,
     candidate_features,
@@ -50,6 +49,7 @@ from sparse_det.rescore import (
     kept_channels,
 )
 from sparse_det.rescore_cache import ExampleCache, network_digest, truth_digest
+from sparse_det.rescore_profiles import PROB_SHELLS_VOX
 from sparse_det.structures import Detections
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data_tools.particles import DataError
-from sparse_det import rescore as rescore_module
+from sparse_det import rescore_profiles
 from sparse_det.checkpoint import (
     DEFAULT_CHECKPOINT,
     RESCORER,
@@ -18,15 +18,14 @@ from sparse_det.checkpoint import (
     checkpoint_settings,
     load_checkpoint,
 )
-from sparse_det.rescore import (
+from sparse_det.rescore import RescoreNet, n_features
+from sparse_det.rescore_fit import MEDIAN_AFTER_NOISE, NOISE_ONLY, labels_for, main
+from sparse_det.rescore_profiles import (
     PROB_SHELLS_VOX,
     R_MAX_VOX,
-    RescoreNet,
-    n_features,
     probability_shells,
     radial_profiles,
 )
-from sparse_det.rescore_fit import MEDIAN_AFTER_NOISE, NOISE_ONLY, labels_for, main
 
 N_SHELLS = R_MAX_VOX + 1
 
@@ -74,7 +73,7 @@ def test_profiles_equal_a_loop_inside_and_at_the_edges(monkeypatch, interleave_f
     edge (clamped per axis), in one call and across gather chunks: each profile is the loop's,
     clipped values included, whether the channels are gathered interleaved or one by one
     (the two give the same bits)."""
-    monkeypatch.setattr(rescore_module, "INTERLEAVE_FROM", interleave_from)
+    monkeypatch.setattr(rescore_profiles, "INTERLEAVE_FROM", interleave_from)
     rng = np.random.default_rng(5)
     shape, r_max = (30, 34, 38), 6
     vol = (3.0 * rng.standard_normal(shape)).astype(np.float32)
@@ -88,7 +87,7 @@ def test_profiles_equal_a_loop_inside_and_at_the_edges(monkeypatch, interleave_f
         np.testing.assert_allclose(prof[i, 0], mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(prof[i, 1], spread, rtol=1e-4, atol=1e-5)
     other = np.inf if interleave_from == 0.0 else 0.0
-    monkeypatch.setattr(rescore_module, "INTERLEAVE_FROM", other)
+    monkeypatch.setattr(rescore_profiles, "INTERLEAVE_FROM", other)
     again = radial_profiles([vol], centres, r_max=r_max, spreads=1, clip=4.0)
     np.testing.assert_array_equal(again.reshape(prof.shape), prof)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from sparse_det.profile_jitter import draw_profile_jitter, jitter_profiles
-from sparse_det.rescore import PROFILE_CHANNELS, R_MAX_VOX, SPREAD_CHANNELS
+from sparse_det.rescore import PROFILE_CHANNELS
+from sparse_det.rescore_profiles import R_MAX_VOX, SPREAD_CHANNELS
 
 ROWS, N_R = PROFILE_CHANNELS + SPREAD_CHANNELS, R_MAX_VOX + 1
 N_OTHER = 7  # the network's scores and shells after the profiles
