@@ -315,7 +315,7 @@ def _stop_reason(rec: dict, history: list[dict], particles) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sparse_det.finetune import adaptation_arguments, run_or_report, setup_logging
+    from sparse_det.adaptation_cli import adaptation_arguments, run_or_report, setup_logging
 
     ap = adaptation_arguments(__doc__, project="copick project (annotations unused)",
                               out="the adapted checkpoint", steps=ADAPT_STEPS, per="round")

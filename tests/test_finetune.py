@@ -205,7 +205,7 @@ def test_finetune_distill_reaches_every_training(small_project, tmp_path, capsys
 
 def test_ctrl_c_ends_finetune_with_a_line(capsys):
     """finetune and adapt stopped by Ctrl-C: one line and exit 130, not a traceback."""
-    from sparse_det.finetune import run_or_report
+    from sparse_det.adaptation_cli import run_or_report
 
     def training():
         raise KeyboardInterrupt
