@@ -185,16 +185,18 @@ def sets_not_made(projects: list[str] | list[Path], sets: list[str],
     if manifest and unknown:
         raise DataError(f"the argument file's `# sets:` line names {', '.join(unknown)}, which "
                         f"{root / DEFAULT_MANIFEST} has not (its sets: {', '.join(manifest)})")
-    targets = {Path(p).expanduser().resolve(): Path(p) for p in projects}
-    unmade = []
-    for name in sets:
-        for call in manifest.get(name, []):
-            project = targets.get((root / call.out).resolve())
-            if project is not None and project.exists() and not (
-                    set(call.run_names) <= recorded_runs(project)):
-                unmade.append(name)
-                break
-    return unmade
+    targets = {Path(p).expanduser().resolve(): Path(p).expanduser() for p in projects}
+    recorded: dict[Path, set[str]] = {}  # each project's simulation.json read once
+
+    def made(call: SimCall) -> bool:
+        project = targets.get((root / call.out).resolve())
+        if project is None or not project.exists():
+            return True  # not read here, or missing (require_projects names it)
+        if project not in recorded:
+            recorded[project] = recorded_runs(project)
+        return set(call.run_names) <= recorded[project]
+
+    return [name for name in sets if not all(made(c) for c in manifest.get(name, []))]
 
 
 def require_projects(projects: list[str] | list[Path], sets: list[str] | None = None,
@@ -220,11 +222,15 @@ def require_projects(projects: list[str] | list[Path], sets: list[str] | None = 
     if unmade:
         said.append(f"the runs of {'sets' if len(unmade) > 1 else 'set'} {', '.join(unmade)} "
                     "are not all made")
-    writers = {p: sets_making(p, root=root) for p in missing}
-    making = [s for s in sets if s in unmade or any(s in w for w in writers.values())]
-    making += sets_covering([p for p, w in writers.items() if not set(w) & set(sets)], root)
-    how = (f"; python -m data_tools.datasets make {' '.join(dict.fromkeys(making))} makes "
-           "them (the sets the argument file names)" if making else "")
+    home, manifest = _checkout_sets(root)
+    gone = {Path(p).expanduser().resolve(): p for p in missing}
+    writes = {s: {(home / c.out).resolve() for c in manifest.get(s, [])} for s in sets}
+    making = [s for s in sets if s in unmade or writes[s] & gone.keys()]
+    making += [s for s in sets_covering([p for r, p in gone.items()
+                                         if not any(r in w for w in writes.values())], root)
+               if s not in making]
+    how = (f"; python -m data_tools.datasets make {' '.join(making)} makes them (the sets "
+           "the argument file names)" if making else "")
     raise DataError("; ".join(said) + how)
 
 
