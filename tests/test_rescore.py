@@ -19,7 +19,8 @@ from sparse_det.checkpoint import (
     load_checkpoint,
 )
 from sparse_det.rescore import RescoreNet, n_features
-from sparse_det.rescore_fit import MEDIAN_AFTER_NOISE, NOISE_ONLY, labels_for, main
+from sparse_det.rescore_examples import MEDIAN_AFTER_NOISE, NOISE_ONLY, labels_for
+from sparse_det.rescore_fit import main
 from sparse_det.rescore_profiles import (
     PROB_SHELLS_VOX,
     R_MAX_VOX,
@@ -230,7 +231,7 @@ def test_learnt_copies_draw_the_noise_then_the_network_and_need_one(tmp_path, ca
     median; without --learnt-denoiser, or with one that is not a denoiser, the command
     refuses before reading anything."""
     from sparse_det.data import appearance_ranges
-    from sparse_det.rescore_fit import learnt_after_noise
+    from sparse_det.rescore_examples import learnt_after_noise
 
     path = tmp_path / "g.pt"
     path.write_bytes(b"")  # only its existence is checked when the ranges are made
@@ -255,7 +256,7 @@ def test_learnt_share_picks_runs_by_name_alone(tmp_path):
     """--learnt-share: about that share of many runs get learnt copies, the shares nest (a
     larger share only adds runs, whose smaller-share examples stay valid), 0 and 1 are
     exact, and a share outside 0-1 is refused."""
-    from sparse_det.rescore_fit import learnt_run
+    from sparse_det.rescore_examples import learnt_run
 
     runs = [f"TS_x_{i:04d}" for i in range(2000)]
     third = [r for r in runs if learnt_run(r, 1 / 3)]
@@ -481,7 +482,7 @@ def test_an_interrupted_fit_resumes_from_the_examples_it_kept(small_project, tmp
     stopped on its second run extracts only that one when run again, and a refit reads
     both back and fits exactly the same rescorer; another recipe extracts again, and a run
     fitted without the runs before it reads its examples back."""
-    import sparse_det.rescore_fit as rs
+    import sparse_det.rescore_examples as rs
 
     real, calls = rs.run_examples, []
 

@@ -386,7 +386,7 @@ def test_the_rescorer_takes_background_from_runs_annotated_in_full(annotated, sm
     """A candidate in alice's ribosome-only run may be an unannotated particle: that run
     gives particle examples only; the same run annotated in full gives background too."""
     from sparse_det.inference import Picker
-    from sparse_det.rescore_fit import run_examples
+    from sparse_det.rescore_examples import run_examples
 
     project, (run0, _) = annotated
     picker = Picker.load(DEFAULT_CHECKPOINT, "cpu")
