@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.blank import blank_mask, filled
+from data_tools.blank import without_blank
 from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.copick_io import CopickProject
-from data_tools.features import feature_volumes, guard_bounds, standardise_kept
+from data_tools.features import feature_volumes, standardise_kept
 from data_tools.particles import DataError
 from data_tools.shards import read_shard, shard_matches, shard_path, write_shard
 from data_tools.sparsify_config import (
@@ -185,57 +185,6 @@ def _select_from(feats: list, cfg: SparsifyConfig, what: str, voxel_size_A: floa
 
     return st.select(volume_score(feats, cfg, blank), feats, cfg, what, voxel_size_A,
                      data_share)
-
-
-def without_blank(vol: np.ndarray, what: str, flatten: bool = False, voxel_size_A: float = 0.0,
-                  in_place: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(the volume with its blank areas at the data's median, the blank mask or None, what
-    the SparseVolume records): data_tools/blank.py; `flatten`: and less its shading
-    (flattened) where its field is at least FLATTEN_MIN_FIELD_A wide. What every reader of
-    a run's feature volumes starts from, so that the rescorer's channels are the
-    sparsifier's. `in_place`: `vol` may be changed (where it is a writable float32 volume,
-    it is, and returned) instead of copied."""
-    blank = blank_mask(vol)
-    if blank is not None and blank.all():
-        raise DataError(f"{what}: tomogram is constant (no contrast to threshold)")
-    in_place = in_place and vol.dtype == np.float32 and vol.flags.writeable
-    if flatten and min(vol.shape[1:]) * voxel_size_A >= FLATTEN_MIN_FIELD_A:
-        vol = flattened(vol, blank, in_place)
-        in_place = True  # a copy now, if it was not before
-    if blank is None:
-        return vol, None, {}
-    return (filled(vol, blank, in_place), blank,
-            {"blank_share": round(float(blank.mean()), 4)})
-
-
-# Shading is a variation over micrometres. On a narrower field a quadratic surface is fitted
-# to particle-scale structure as much as to shading: on a 1,920 Å simulated run it moved the
-# picks (F4 0.954 -> 0.933); on the 44 held-out runs (6,300 Å) it changed nothing (-0.001 ±
-# 0.001 run by run) while taking out the ramps.
-FLATTEN_MIN_FIELD_A = 4000.0
-
-
-def flattened(vol: np.ndarray, blank: np.ndarray | None = None, in_place: bool = False
-              ) -> np.ndarray:
-    """`vol` less a quadratic surface in (y, x) least-squares fitted to its mean over z
-    (blank columns left out of the fit, voxels beyond the guard clipped to it): the shading
-    of uneven ice or illumination, a ramp or a bowl across the field, without touching
-    anything of a particle's size.
-    `in_place` (a float32 volume): written over `vol` instead of a new volume."""
-    low, high = guard_bounds(vol)
-    proj = np.zeros(vol.shape[1:], np.float64)
-    for z0 in range(0, vol.shape[0], SCORE_SLAB):  # a slab's clipped copy at a time
-        slab = np.asarray(vol[z0:z0 + SCORE_SLAB], dtype=np.float32)
-        proj += np.clip(slab, low, high).sum(axis=0, dtype=np.float64)
-    proj /= vol.shape[0]
-    y, x = np.meshgrid(np.linspace(-1, 1, proj.shape[0]), np.linspace(-1, 1, proj.shape[1]),
-                       indexing="ij")
-    basis = np.stack([np.ones_like(y), y, x, y * y, x * x, x * y], axis=-1)
-    used = np.ones(proj.shape, bool) if blank is None else ~blank.all(axis=0)
-    coef = np.linalg.lstsq(basis[used], proj[used], rcond=None)[0]
-    coef[0] = 0.0  # the level stays: only the shading goes
-    return np.subtract(np.asarray(vol, dtype=np.float32), (basis @ coef).astype(np.float32)[None],
-                       out=vol if in_place else None)
 
 
 def _tilt_axis_of(vol: np.ndarray, cfg: SparsifyConfig, device

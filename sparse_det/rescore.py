@@ -238,8 +238,9 @@ def channels_for(sv, project: CopickProject, run: str, cfg
 
 def channels_of(vol: np.ndarray, voxel_size_A: float, cfg, run: str) -> list[np.ndarray]:
     """dense_channels of a tomogram already on the working grid."""
+    from data_tools.blank import without_blank
     from data_tools.features import feature_volumes
-    from data_tools.sparsify import held, without_blank
+    from data_tools.sparsify import held
     from data_tools.zarr_levels import non_finite_count
 
     if non_finite_count(vol):

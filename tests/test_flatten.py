@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_tools.blank import blank_mask
-from data_tools.sparsify import FLATTEN_MIN_FIELD_A, flattened, sparsify, without_blank
+from data_tools.blank import FLATTEN_MIN_FIELD_A, blank_mask, flattened, without_blank
+from data_tools.sparsify import sparsify
 from data_tools.sparsify_config import SparsifyConfig
 
 

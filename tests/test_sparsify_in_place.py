@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from data_tools import sparsify as sp
+from data_tools.blank import blank_mask, without_blank
 from data_tools.features import feature_volumes
 from data_tools.sparsify import sparsify
 from data_tools.sparsify_config import SparsifyConfig
@@ -82,8 +83,8 @@ def test_the_score_added_up_in_slabs_keeps_what_the_whole_score_keeps(select_mod
         np.testing.assert_array_equal(kept[slab].coords_zyx, kept[10_000].coords_zyx)
         np.testing.assert_array_equal(kept[slab].feats, kept[10_000].feats)
     # and it is the score's top share: no kept voxel ranks below a voxel left out
-    feats, _ = feature_volumes(sp.without_blank(vol, "r", True, 50.0)[0], cfg, 50.0, "r")
-    score = sp.volume_score(feats, cfg, sp.blank_mask(vol))
+    feats, _ = feature_volumes(without_blank(vol, "r", True, 50.0)[0], cfg, 50.0, "r")
+    score = sp.volume_score(feats, cfg, blank_mask(vol))
     mask = np.zeros(vol.shape, bool)
     mask[tuple(kept[1].coords_zyx.T)] = True
     assert score[mask].min() > score[~mask].max()
@@ -94,7 +95,7 @@ def test_kept_volumes_are_float16_copies_of_the_features():
     cfg = SparsifyConfig(keep_fraction=0.03, tilt_axis="y")
     vol = _tomogram()
     sv = sparsify(vol, 50.0, cfg, "r", keep_dense=4, reselectable=True)
-    feats, _ = feature_volumes(sp.without_blank(vol, "r", True, 50.0)[0], cfg, 50.0, "r")
+    feats, _ = feature_volumes(without_blank(vol, "r", True, 50.0)[0], cfg, 50.0, "r")
     _, held = sv.selected_from
     assert all(a is b for a, b in zip(sv.dense, held[:4], strict=True))
     assert len(held) == 5 and all(v.dtype == np.float16 for v in held)
@@ -110,7 +111,7 @@ def test_the_volume_handed_over_is_the_intensity_channel_whitened_or_not(whiteni
     not, so that no second full volume lives while the bands are made; where the raw
     channels follow the whitened ones it holds the raw intensity, as it must."""
     cfg = SparsifyConfig(tilt_axis="y", **whitening)
-    vol = sp.without_blank(_tomogram(), "r", True, 50.0)[0]
+    vol = without_blank(_tomogram(), "r", True, 50.0)[0]
     ref, _ = feature_volumes(vol.copy(), cfg, 50.0, "r")
     feats, _ = feature_volumes(vol, cfg, 50.0, "r", own=True)
     held_by = [np.shares_memory(f, vol) for f in feats]
