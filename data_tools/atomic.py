@@ -12,6 +12,13 @@ from pathlib import Path
 TMP_MARK = ".tmp-"
 
 
+def listed(path: Path) -> bool:
+    """Not a temporary name of this project's writers, nor hidden: hidden files and folders
+    are other tools' (Jupyter's .ipynb_checkpoints, macOS's ._<name> beside each file on a
+    shared drive)."""
+    return TMP_MARK not in path.name and not path.name.startswith(".")
+
+
 def tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

@@ -37,7 +37,7 @@ class SimulateSpec:
 class DataConfig:
     project: str = "demo_data/project"  # copick project (or config JSON) with ground truth
     # Whose picks are the ground truth ("USER" or "USER:SESSION"); empty: the curation
-    # user's, else people's, each particle one user's (data_tools.copick_io.truth_files).
+    # user's, else people's, each particle one user's (data_tools.project_picks, truth_files).
     truth_user: str = ""
     shards: str = "demo_data/shards"  # sparse shards (made on demand when missing)
     # Runs or patterns ("TS_6*"; run_names.runs_named)

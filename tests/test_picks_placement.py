@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from data_tools import copick_io
+from data_tools import project_picks
 from data_tools.copick_io import CopickProject
 from data_tools.info import project_info
 from data_tools.picks_placement import MISPLACED_MIN_PICKS, picks_misplaced, picks_outside
@@ -20,7 +20,7 @@ SHAPE = (46, 158, 158)  # z, y, x: 460 x 1582 x 1582 Å
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> CopickProject:
-    monkeypatch.setattr(copick_io, "_SAID_OUTSIDE", set())
+    monkeypatch.setattr(project_picks, "_SAID_OUTSIDE", set())
     proj = make_project(tmp_path)
     proj.write_tomogram("TS_1", np.zeros(SHAPE, np.float32), voxel_size_A=VOXEL_A, n_levels=1)
     return proj
