@@ -18,7 +18,8 @@ from data_tools.import_mrc import run_name
 from data_tools.particles import DataError
 from data_tools.source_frame import SourceFrame
 from data_tools.sparsify_config import SparsifyConfig
-from sparse_det.import_picks import _as_run, main, star_loops
+from sparse_det.import_picks import main
+from sparse_det.picks_formats import _as_run, star_loops
 from sparse_det.writers import run_pixel_frame, star_text
 
 

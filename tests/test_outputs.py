@@ -137,7 +137,7 @@ def test_dynamo_tables_read_back_where_the_csv_puts_the_picks(small_project, tmp
     """infer --dynamo-out: a table per particle, all runs in each, and the table map; read
     back by import_picks through the map, every pick lands where the CSV has it."""
     from sparse_det.checkpoint import checkpoint_settings
-    from sparse_det.import_picks import dynamo_picks, read_tomo_map
+    from sparse_det.picks_formats import dynamo_picks, read_tomo_map
     from sparse_det.writers import run_pixel_frame
 
     out = tmp_path / "dynamo"
