@@ -253,7 +253,7 @@ def adapt(project_path: str, out: str | Path, *, base: str | Path = DEFAULT_CHEC
 
 
 def _network_alone(base: Path, work: Path) -> Path:
-    """The base's network alone at its own tuned thresholds (tune.write_network_alone)
+    """The base's network alone at its own tuned thresholds (tune_choice.write_network_alone)
     where it carries a candidate rescorer, else the base. Why: the rescorer's thresholds
     and calibration map the rescorer's probabilities, and a trained round has no rescorer.
     Given to the round's vote masses, the default's let through nearly every candidate: a
@@ -262,7 +262,7 @@ def _network_alone(base: Path, work: Path) -> Path:
     adapting a moved domain (docs/experiments.md) read the refusal as the network's."""
     from data_tools.atomic import atomic_path
     from sparse_det.checkpoint import checkpoint_settings
-    from sparse_det.tune import write_network_alone
+    from sparse_det.tune_choice import write_network_alone
 
     if not checkpoint_settings(base).has_rescorer:
         return base

@@ -25,12 +25,10 @@ projects and runs, such as `configs/tune_runs_45.args`, lives in one file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from data_tools.atomic import tmp_sibling
 from data_tools.cli_args import add_runs_argument, expand_home
 from data_tools.particles import DataError
 from data_tools.tomo_input import add_input_arguments, input_overrides
@@ -39,6 +37,7 @@ from sparse_det.argfile import ArgumentFileParser
 from sparse_det.checkpoint import CheckpointError
 from sparse_det.class_match import add_class_map_argument, parse_class_map
 from sparse_det.config import CONFIDENCE_BY, NORM_STATS, TTA_MIRRORS
+from sparse_det.tune_choice import choose_checkpoint
 from sparse_det.tune_report import print_choice, print_tuning
 
 
@@ -110,7 +109,7 @@ def _inference_of(post) -> dict:
     return {k: getattr(post, k) for k in INFERENCE_SETTINGS}
 
 
-def _check_inference(settings: dict | None) -> dict:
+def check_inference(settings: dict | None) -> dict:
     """The settings given (None values dropped); ValueError for a name that is not one of
     INFERENCE_SETTINGS, a crowding share outside [0, 1) or a growth under 1."""
     given = {k: v for k, v in (settings or {}).items() if v is not None}
@@ -129,12 +128,12 @@ def _set_inference(post, settings: dict | None = None) -> dict:
     """Sets the INFERENCE_SETTINGS given (None: left as they are; checked first, so nothing
     is half-set); returns them as they were."""
     was = _inference_of(post)
-    for k, v in _check_inference(settings).items():
+    for k, v in check_inference(settings).items():
         setattr(post, k, v)
     return was
 
 
-def _with_share(input_overrides: dict | None, keep_fraction: float | None) -> dict | None:
+def with_share(input_overrides: dict | None, keep_fraction: float | None) -> dict | None:
     """The input overrides with the kept share tune was given (checked first)."""
     if keep_fraction is None:
         return input_overrides
@@ -165,8 +164,8 @@ def retune(checkpoint: str, projects: list[str], runs: list[str] | None, out: st
     from sparse_det.checkpoint import checkpoint_settings, write_retuned
     from sparse_det.inference import Picker, tta_mirrors
 
-    _check_inference(inference)  # bad settings fail before any work
-    input_overrides = _with_share(input_overrides, keep_fraction)
+    check_inference(inference)  # bad settings fail before any work
+    input_overrides = with_share(input_overrides, keep_fraction)
     fit_all = fit_all or keep_fraction is not None  # another share's thresholds: no prior
     # Loaded as it is: a setting it has no thresholds for yet is what this tunes.
     picker = Picker.load(checkpoint, device, input_overrides=input_overrides)
@@ -212,111 +211,6 @@ def _floors(dets: list, truths: list, particles, tuning, calibration: dict) -> d
 
     return precision_recall_at_floors([apply_calibration(d, calibration) for d in dets],
                                       truths, particles, tuning.thresholds)
-
-
-NETWORK_ALONE = " (network alone)"  # the label of a rescored checkpoint's network alone
-
-
-def write_network_alone(checkpoint: str, dest: Path) -> bool:
-    """Writes `checkpoint`'s network alone, at its own tuned thresholds, to `dest` if it
-    carries a candidate rescorer; whether it did."""
-    import torch
-
-    from sparse_det.checkpoint import RESCORER, read_checkpoint, strip_rescorer
-
-    doc = read_checkpoint(checkpoint)
-    if doc.get("extra", {}).get(RESCORER) is None:
-        return False
-    torch.save(strip_rescorer(doc, checkpoint), dest)
-    return True
-
-
-def write_network_classes(checkpoint: str, dest: Path, classes: list[str]) -> None:
-    """`checkpoint` with its rescorer leaving `classes` to the network's own scores
-    (checkpoint.with_network_classes), written to `dest` for tuning."""
-    import torch
-
-    from sparse_det.checkpoint import read_checkpoint, with_network_classes
-
-    torch.save(with_network_classes(read_checkpoint(checkpoint), checkpoint, classes), dest)
-
-
-def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = False,
-                      network_classes: list[str] | None = None,
-                      class_map: dict[str, str] | None = None,
-                      dataset_sets: list[str] | None = None,
-                      **tune_args) -> tuple[int, list[Retuned], list[str]]:
-    """retune() of each checkpoint on the same runs; `out` gets the first unless another
-    leads it run by run by more than two standard errors (keep_first_unless_beaten on each
-    one's default setting). `network_alone`: a checkpoint with a candidate rescorer is
-    followed by its network alone, which competes by the same rule (the rescorer was fitted
-    on the simulator's particle shapes; on shapes it never saw it can cost more than it
-    gives). `network_classes`: each checkpoint is tuned with its rescorer leaving these
-    classes to the network's own scores (write_network_classes), and so written. A
-    checkpoint that knows the first project's classes by other names (or `class_map`'s) is
-    tuned, and written, as the project names them (class_match.named_as_listed).
-    `dataset_sets`: the sets an argument file names its runs made by (require_projects).
-    Returns (the chosen index, each candidate's retune result, each one's label)."""
-    from data_tools.copick_io import CopickProject
-    from data_tools.datasets import require_projects
-    from sparse_det.class_match import named_as_listed
-    from sparse_det.thresholds import keep_first_unless_beaten
-
-    _check_inference(tune_args.get("inference"))  # bad settings fail before any file is read
-    _with_share(None, tune_args.get("keep_fraction"))
-    labelled, results, candidates, scratch = [], [], [], []
-    require_projects(tune_args["projects"], dataset_sets)  # every missing one named at once
-    listed = CopickProject(tune_args["projects"][0]).particles
-    try:
-        for checkpoint in checkpoints:
-            given = checkpoint
-            named = named_as_listed(checkpoint, listed, class_map, Path(out).parent,
-                                    lambda line: print(line, file=sys.stderr))
-            if named != Path(checkpoint):
-                scratch.append(named)
-                checkpoint = str(named)
-            if network_classes:
-                scratch.append(tmp_sibling(Path(out)))
-                write_network_classes(checkpoint, scratch[-1], network_classes)
-                checkpoint = str(scratch[-1])
-            labelled.append((given, checkpoint))
-            if network_alone:
-                scratch.append(tmp_sibling(Path(out)))
-                if write_network_alone(checkpoint, scratch[-1]):
-                    labelled.append((given + NETWORK_ALONE, str(scratch[-1])))
-        for _, checkpoint in labelled:
-            candidates.append(tmp_sibling(Path(out)))
-            results.append(retune(checkpoint, out=str(candidates[-1]), **tune_args))
-        warn_rescorer_in_sample(checkpoints, tune_args["projects"], tune_args.get("runs"),
-                                tune_args.get("truth_user"))
-        chosen = keep_first_unless_beaten({i: r.default for i, r in enumerate(results)})
-        os.replace(candidates[chosen], out)
-    finally:
-        for c in candidates + scratch:
-            c.unlink(missing_ok=True)
-    return chosen, results, [label for label, _ in labelled]
-
-
-def warn_rescorer_in_sample(checkpoints: list[str], projects: list[str],
-                            runs: list[str] | None, truth_user: str | None = None) -> None:
-    """A rescorer scores the runs it was fitted on better than new ones, so thresholds
-    tuned there pass too much and the F4 printed reads high: say so, naming the runs."""
-    from data_tools.copick_io import CopickProject
-    from data_tools.run_names import runs_named
-    from sparse_det.checkpoint import checkpoint_settings
-
-    opened = [CopickProject(path, truth_user=truth_user) for path in projects]
-    here = {f"{project.path.name}/{r}"
-            for project, chosen in zip(opened, runs_named(opened, runs), strict=True)
-            for r in chosen}
-    for checkpoint in checkpoints:
-        shared = sorted(here & set(checkpoint_settings(checkpoint).rescorer_runs))
-        if shared:
-            print(f"warning: the rescorer of {checkpoint} was fitted on {len(shared)} of "
-                  f"these runs ({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''})"
-                  ": its thresholds fit them too well and the F4 below reads high (4 low-SNR"
-                  " runs it was fitted on: 0.812; 2 new ones: 0.706). Tune it on runs its "
-                  "rescorer was not fitted on", file=sys.stderr)
 
 
 def _add_share_arguments(ap: argparse.ArgumentParser) -> None:

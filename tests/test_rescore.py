@@ -542,7 +542,7 @@ def test_network_classes_keep_the_networks_scores_and_the_rest_the_rescorers(
     rescorer is refused by name."""
     from sparse_det.calibration import apply_calibration
     from sparse_det.inference import Picker
-    from sparse_det.tune import write_network_classes
+    from sparse_det.tune_choice import write_network_classes
 
     out = tmp_path / "ribosome_alone.pt"
     write_network_classes(str(rescored), out, ["ribosome"])
@@ -597,7 +597,7 @@ def test_a_rescorer_fitted_on_few_runs_and_tuned_on_them_is_flagged(rescored, sm
     import logging
 
     import sparse_det.rescore_fit as rs
-    from sparse_det.tune import warn_rescorer_in_sample
+    from sparse_det.tune_choice import warn_rescorer_in_sample
 
     run0, run1 = small_project.runs()[:2]
     with caplog.at_level(logging.WARNING, logger=rs.__name__):

@@ -1,12 +1,13 @@
 """tune --network-alone: a checkpoint with a candidate rescorer competes with its network
-alone on the user's annotated runs (sparse_det/tune.py: choose_checkpoint)."""
+alone on the user's annotated runs (sparse_det/tune_choice.py: choose_checkpoint)."""
 
 from __future__ import annotations
 
 import torch
 
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_checkpoint
-from sparse_det.tune import NETWORK_ALONE, main, write_network_alone
+from sparse_det.tune import main
+from sparse_det.tune_choice import NETWORK_ALONE, write_network_alone
 
 # The rescorer's outputs re-ordered: p(apo-ferritin) is its ribosome estimate and so on
 # (0 is background; classes 1 <-> 4 and 3 <-> 6 swapped), so its scores point at the
