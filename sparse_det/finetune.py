@@ -40,7 +40,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -54,6 +53,7 @@ from sparse_det.against_base import against_base, fold_detections, log_choice
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT
 from sparse_det.checkpoint_radii import with_checkpoint_radii
 from sparse_det.class_match import add_class_map_argument, parse_class_map
+from sparse_det.finetune_folds import FOLDS, folds_for
 from sparse_det.soup import blend as soup_blend
 from sparse_det.soup import check_blend
 
@@ -63,16 +63,6 @@ FINETUNE_LR = 1e-3  # a third of training from scratch: the base weights are a g
 FINETUNE_STEPS = 300  # per training; 300 lifted an unseen family from 0.77 to 0.95
 STEPS_PER_EPOCH = 50
 PATIENCE = 3  # epochs without a better validation F4 before a fold stops
-# Every run detected out of fold: with 9 all-shifted runs, one held-out fifth (the rule
-# until 2026-11-30: 7 trained, thresholds and the gate on 2) scored 0.212 / 0.370 on 6
-# unseen runs, 3 folds 0.303 / 0.411 (ribosome 0.34 -> 0.97: its threshold from 9 runs).
-FOLDS = 3
-# ... and more where a fold would train on fewer: in 3 folds of 4 tilt series one fold
-# trained on 2 runs and read beta-galactosidase as background on the 2 it held out (mean
-# probability 0.21 -> 0.04), though the model written trains on all 4. Out of fold, 4
-# folds against 3: +0.036 (+0.045 with seed 1), +0.020 and -0.013 on three families, the
-# base written in all (docs/experiments.md, *Folds of a fine-tune on 4 runs*).
-MIN_FOLD_RUNS = 3
 # Added noise of a fine-tune's appearance copies, in the volume's robust sigma (the base
 # trained with up to 2.5 on many runs spanning SNR; a fine-tune sees a few runs of a narrow
 # span). A proteasome learnt from 3 runs at SNR 1.2-2.25 read 0.30 on runs at 0.4-1.15 with
@@ -86,30 +76,6 @@ FINETUNE_VARIANTS = 2  # appearance copies of each run, at least
 # while picking new runs worse (docs/experiments.md, *Learning without forgetting on five
 # families*).
 FINETUNE_DISTILL = 0.0
-
-
-def default_folds(n_runs: int) -> int:
-    """The fewest folds, FOLDS at least, in which every fold trains on MIN_FOLD_RUNS runs
-    (n_runs − 1 where there are fewer)."""
-    least = min(MIN_FOLD_RUNS, n_runs - 1)
-    k = min(FOLDS, n_runs)
-    while n_runs - math.ceil(n_runs / k) < least:
-        k += 1
-    return k
-
-
-def folds_for(runs: list[str], n_folds: int | None = None
-              ) -> list[tuple[list[str], list[str]]]:
-    """[(training runs, validation runs)]: min(runs, n_folds) folds, each holding out
-    every n-th run; `n_folds` None: default_folds."""
-    if len(runs) < 2:
-        raise DataError(f"fine-tuning needs at least 2 annotated runs, got {runs}")
-    if n_folds is None:
-        n_folds = default_folds(len(runs))
-    if n_folds < 2:  # one fold of every-n-th would hold out every run
-        raise ValueError(f"--folds must be at least 2, got {n_folds}")
-    k = min(len(runs), n_folds)
-    return [([r for j, r in enumerate(runs) if j % k != i], runs[i::k]) for i in range(k)]
 
 
 def training_name(prefix: str, train_runs: list[str], val_runs: list[str], lr: float,

@@ -13,7 +13,8 @@ from data_tools.sim_ranges import SimRanges
 from data_tools.simulate import simulate_project
 from sparse_det.adapt import main as adapt_main
 from sparse_det.checkpoint import DEFAULT_CHECKPOINT, checkpoint_settings, read_checkpoint
-from sparse_det.finetune import default_folds, folds_for, main
+from sparse_det.finetune import main
+from sparse_det.finetune_folds import default_folds, folds_for
 
 pytestmark = pytest.mark.slow  # trains four times (about 25 s)
 
