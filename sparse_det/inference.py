@@ -33,6 +33,7 @@ from sparse_det.checkpoint import (
     LoadedCheckpoint,
     load_checkpoint,
 )
+from sparse_det.confidence import confidences
 from sparse_det.config import (
     FOREGROUND_SLACK,
     PRECISIONS,
@@ -161,34 +162,6 @@ def predict_sparse(model: torch.nn.Module, sv: SparseVolume, device: torch.devic
                                             norm_stats=norm_stats)
     n = len(mirrors)
     return (probs_sum, offsets_sum) if n == 1 else (probs_sum / n, offsets_sum / n)
-
-
-def confidences(probs, names: list[str]) -> tuple[float, dict[str, float]]:
-    """(the tomogram's confidence: the mean top-class probability over the voxels whose top
-    class is a particle, 1.0 when there are none; per particle class, names[k] ↔ column
-    k + 1: the same over the voxels whose top class it is, classes no voxel takes left
-    out). One pass over the voxels and one transfer to the host: on a GPU each transfer is
-    a synchronisation of the decode."""
-    probs = torch.as_tensor(probs)
-    top, cls = probs.max(dim=1)
-    n = torch.bincount(cls, minlength=probs.shape[1])
-    total = torch.zeros(probs.shape[1], dtype=torch.float64, device=probs.device)
-    total.index_add_(0, cls, top.double())
-    n, total = torch.stack([n.double(), total]).cpu().numpy()
-    n_fg = n[1:].sum()
-    per_class = {name: float(total[k + 1] / n[k + 1]) for k, name in enumerate(names)
-                 if n[k + 1] > 0}
-    return (float(total[1:].sum() / n_fg) if n_fg > 0 else 1.0), per_class
-
-
-def tomogram_confidence(probs) -> float:
-    """confidences' first part: how surely the network reads this tomogram."""
-    return confidences(probs, [])[0]
-
-
-def class_confidence(probs, names: list[str]) -> dict[str, float]:
-    """confidences' second part: each class's own."""
-    return confidences(probs, names)[1]
 
 
 def detections_from_outputs(sv: SparseVolume, probs, offsets, particles: ParticleTable,

@@ -9,7 +9,7 @@ import torch
 
 from data_tools.particles import ParticleTable
 from sparse_det.calibrated_tuning import tune_confidence_power
-from sparse_det.inference import class_confidence, tomogram_confidence
+from sparse_det.confidence import class_confidence, tomogram_confidence
 from sparse_det.metric import ClassScore
 from sparse_det.structures import Detections
 from sparse_det.thresholds import Tuning, keep_first_unless_beaten
