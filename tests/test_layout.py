@@ -1,5 +1,5 @@
-"""The shape of the code: layers point one way (the library runs without Ray), functions stay
-short, spconv is imported in one module."""
+"""The shape of the code: layers point one way (the library runs without Ray), functions and
+modules stay short, spconv is imported in one module."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("sparse_det", "data_tools", "ray_jobs")
 CODE_DIRS = (*PACKAGES, "bench", "tests")
 MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400  # STYLE.md: files stay small (about 400 lines at most)
 
 
 def _modules(package: str) -> list[str]:
@@ -55,6 +56,15 @@ def test_no_function_is_longer_than_60_lines(package):
             for p in sorted((REPO / package).rglob("*.py"))
             for name, line, n in _functions(p) if n > MAX_FUNCTION_LINES]
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+def test_no_library_module_is_longer_than_400_lines():
+    """The library's modules (tests and bench scripts aside): a module past it holds two
+    things, and is split where they part."""
+    long = [f"{p.relative_to(REPO)} ({n} lines)" for package in PACKAGES
+            for p in sorted((REPO / package).rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    assert not long, "modules over 400 lines:\n" + "\n".join(long)
 
 
 def _imported(path: Path) -> set[str]:
