@@ -16,7 +16,8 @@ Several `--checkpoint`s (for example the shipped default and an alternative trai
 another kind of data): each is tuned on the same runs, and `--out` gets the first unless
 another leads it run by run by more than two standard errors — your own annotated runs
 choose which network reads your tomograms. `--network-alone`: a checkpoint with a candidate
-rescorer (the shipped default) competes with its network alone too, by the same rule.
+rescorer (the shipped default) competes with its network alone too, by the same rule
+(sparse_det/tune_choice.py).
 
 `@FILE` reads more arguments from FILE (shell words, `#` comments): a fixed list of tuning
 projects and runs, such as `configs/tune_runs_45.args`, lives in one file.

@@ -66,7 +66,11 @@ def choose_checkpoint(checkpoints: list[str], out: str, network_alone: bool = Fa
     from data_tools.datasets import require_projects
     from sparse_det.class_match import named_as_listed
     from sparse_det.thresholds import keep_first_unless_beaten
-    from sparse_det.tune import check_inference, retune, with_share
+    from sparse_det.tune import (  # here: tune imports this module for its main
+        check_inference,
+        retune,
+        with_share,
+    )
 
     check_inference(tune_args.get("inference"))  # bad settings fail before any file is read
     with_share(None, tune_args.get("keep_fraction"))
