@@ -144,15 +144,22 @@ def sets_making(project: str | Path, runs: tuple[str, ...] | list[str] = (),
     return [name for _, name in sorted(making)]
 
 
+def make_command(sets: list[str], root: str | Path | None = None) -> str:
+    """The command that makes `sets` of the manifest of `root` (default: this checkout),
+    with --root where it is said outside that folder: run there without it, `make` reads
+    the manifest of the folder it is run in."""
+    home = Path(root or CHECKOUT)
+    here = "" if Path.cwd().resolve() == home.resolve() else f" --root {home}"
+    return f"python -m data_tools.datasets make {' '.join(sets)}{here}"
+
+
 def making_hint(project: str | Path, runs: tuple[str, ...] | list[str] = ()) -> str:
     """For an error: the command that makes a missing simulated project (or its runs), or
     "" where the manifest makes neither."""
     sets = sets_making(project, runs)
     if not sets:
         return ""
-    here = "" if Path.cwd().resolve() == CHECKOUT.resolve() else f" --root {CHECKOUT}"
-    return (f" (simulated by configs/datasets.yaml: python -m data_tools.datasets make "
-            f"{sets[0]}{here})")
+    return f" (simulated by configs/datasets.yaml: {make_command(sets[:1])})"
 
 
 def sets_covering(projects: list[str], root: str | Path | None = None) -> list[str]:
@@ -215,9 +222,9 @@ def require_projects(projects: list[str] | list[Path], sets: list[str] | None = 
             "not exist"] if missing else []
     if not sets:
         making = sets_covering(missing, root)
-        how = (f"; configs/datasets.yaml makes {'them' if len(missing) > 1 else 'it'}: python "
-               f"-m data_tools.datasets make {' '.join(making)} (an argument file's comment "
-               "names every set its runs need)" if making else "")
+        how = (f"; configs/datasets.yaml makes {'them' if len(missing) > 1 else 'it'}: "
+               f"{make_command(making, root)} (an argument file's comment names every set "
+               "its runs need)" if making else "")
         raise DataError(said[0] + how)
     if unmade:
         said.append(f"the runs of {'sets' if len(unmade) > 1 else 'set'} {', '.join(unmade)} "
@@ -229,8 +236,8 @@ def require_projects(projects: list[str] | list[Path], sets: list[str] | None = 
     making += [s for s in sets_covering([p for r, p in gone.items()
                                          if not any(r in w for w in writes.values())], root)
                if s not in making]
-    how = (f"; python -m data_tools.datasets make {' '.join(making)} makes them (the sets "
-           "the argument file names)" if making else "")
+    how = (f"; {make_command(making, root)} makes them (the sets the argument file names)"
+           if making else "")
     raise DataError("; ".join(said) + how)
 
 

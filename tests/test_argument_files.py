@@ -65,8 +65,8 @@ def test_a_set_not_made_in_full_is_named_with_the_command(tmp_path, monkeypatch)
     with pytest.raises(DataError) as err:
         datasets.require_projects([a, b], ["first", "second"])
     assert str(err.value) == (f"{b}: project does not exist; the runs of set second are not "
-                              "all made; python -m data_tools.datasets make second makes them "
-                              "(the sets the argument file names)")
+                              "all made; python -m data_tools.datasets make second --root "
+                              f"{tmp_path} makes them (the sets the argument file names)")
     _record(b, ["TS_sim_3_000"])
     with pytest.raises(DataError, match="the runs of set second are not all made; "):
         datasets.require_projects([a, b], ["first", "second"])
@@ -75,7 +75,7 @@ def test_a_set_not_made_in_full_is_named_with_the_command(tmp_path, monkeypatch)
     datasets.require_projects([a], ["first"])
     _record(a, ["TS_sim_1_000", "TS_b_2_000"])  # an interrupted make
     with pytest.raises(DataError, match="of set first are not all made; python -m "
-                                        "data_tools.datasets make first makes them"):
+                                        "data_tools.datasets make first --root "):
         datasets.require_projects([a, b], ["first", "second"])
     with pytest.raises(DataError, match="names third, which .*datasets.yaml has not"):
         datasets.require_projects([a], ["first", "third"])

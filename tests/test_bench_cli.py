@@ -42,7 +42,8 @@ def test_a_benchmark_project_not_made_yet_names_its_set(tmp_path, monkeypatch):
 def test_every_project_not_made_yet_is_named_at_once(tmp_path, monkeypatch):
     """A bench over many projects (the 44 held-out runs' args file) names every missing
     one and the sets that make them all, in one line (datasets.require_projects, which the
-    bench scripts call on their --project lists); a project made raises nothing."""
+    bench scripts call on their --project lists), the command with --root where it is said
+    outside the checkout, as CopickProject's is; a project made raises nothing."""
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.setattr(datasets, "CHECKOUT", tmp_path)
     (tmp_path / "data/heldout_in").mkdir(parents=True)
@@ -50,8 +51,14 @@ def test_every_project_not_made_yet_is_named_at_once(tmp_path, monkeypatch):
                                                       "heldout2_in", "nope")]
     with pytest.raises(DataError) as err:
         datasets.require_projects(wanted)
-    assert str(err.value) == (f"{', '.join(wanted[1:])}: projects do not exist; "
-                              "configs/datasets.yaml makes them: python -m data_tools.datasets "
-                              "make heldout_21 heldout_second (an argument file's comment "
-                              "names every set its runs need)")
+    said = (f"{', '.join(wanted[1:])}: projects do not exist; configs/datasets.yaml makes "
+            "them: python -m data_tools.datasets make heldout_21 heldout_second{} (an argument "
+            "file's comment names every set its runs need)")
+    # said outside the checkout, the command names it: `make` reads the manifest of the
+    # folder it runs in
+    assert str(err.value) == said.format(f" --root {tmp_path}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        datasets.require_projects(wanted)
+    assert str(err.value) == said.format("")
     datasets.require_projects(wanted[:1])
